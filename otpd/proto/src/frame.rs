@@ -1,0 +1,250 @@
+//! Length-prefixed, versioned frames with a size cap.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use zeroize::Zeroizing;
+
+/// Version carried in every frame; a peer speaking another one is refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest payload accepted, in bytes. A `list` of ~50,000 users fits;
+/// anything larger from a client is an attack or a bug.
+pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Bytes of the length prefix.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Why a frame could not be read or written. Messages never contain payload
+/// bytes, so a malformed frame carrying a code cannot leak it into a log.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// The underlying stream failed (including time-outs).
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection before a whole frame arrived.
+    #[error("connection closed before a whole frame arrived")]
+    Eof,
+    /// The length prefix is above [`MAX_FRAME_LEN`].
+    #[error("frame of {len} bytes is larger than the limit of {max} bytes")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A zero-length frame.
+    #[error("empty frame")]
+    Empty,
+    /// The peer speaks another protocol version.
+    #[error(
+        "protocol version {got} is not supported (this side speaks version {PROTOCOL_VERSION})"
+    )]
+    Version {
+        /// The version in the frame.
+        got: u16,
+    },
+    /// The payload is not valid JSON of the expected shape.
+    #[error("malformed frame: {what} at line {line} column {column}")]
+    Malformed {
+        /// syntax, data (wrong type or field), eof.
+        what: &'static str,
+        /// Line in the payload.
+        line: usize,
+        /// Column in the payload.
+        column: usize,
+    },
+}
+
+impl From<serde_json::Error> for ProtoError {
+    fn from(e: serde_json::Error) -> Self {
+        // serde_json's own message can quote the offending value (a code sent
+        // as a number, say), so only its category and position are kept.
+        let what = match e.classify() {
+            serde_json::error::Category::Io => "i/o",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "unexpected field or value",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        ProtoError::Malformed {
+            what,
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u16,
+    body: &'a T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeIn<T> {
+    #[allow(dead_code)]
+    v: u16,
+    body: T,
+}
+
+/// Serialises `body` into a whole frame (header included). The buffer is
+/// wiped when dropped, since it may hold a code or a secret.
+pub fn encode_frame<T: Serialize>(body: &T) -> Result<Zeroizing<Vec<u8>>, ProtoError> {
+    let mut out = Zeroizing::new(vec![0u8; FRAME_HEADER_LEN]);
+    serde_json::to_writer(
+        &mut *out,
+        &EnvelopeOut {
+            v: PROTOCOL_VERSION,
+            body,
+        },
+    )?;
+    let len = out.len() - FRAME_HEADER_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtoError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    // len <= MAX_FRAME_LEN < u32::MAX, checked just above.
+    out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Validates a length prefix: the payload length it announces, or why it is refused.
+pub fn payload_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, ProtoError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        return Err(ProtoError::Empty);
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(ProtoError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    Ok(len)
+}
+
+/// Decodes a payload (the bytes after the header), checking the version first
+/// so that a newer peer gets "unsupported version", not "malformed".
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtoError> {
+    let VersionOnly { v } = serde_json::from_slice(payload)?;
+    if v != PROTOCOL_VERSION {
+        return Err(ProtoError::Version { got: v });
+    }
+    let envelope: EnvelopeIn<T> = serde_json::from_slice(payload)?;
+    Ok(envelope.body)
+}
+
+/// Reads one frame from a blocking stream (the module's and the CLI's side).
+pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read) -> Result<T, ProtoError> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    read_exact_or_eof(reader, &mut header)?;
+    let len = payload_len(header)?;
+    let mut payload = Zeroizing::new(vec![0u8; len]);
+    read_exact_or_eof(reader, &mut payload)?;
+    decode_payload(&payload)
+}
+
+/// Writes one frame to a blocking stream.
+pub fn write_frame<T: Serialize>(writer: &mut impl Write, body: &T) -> Result<(), ProtoError> {
+    let frame = encode_frame(body)?;
+    writer.write_all(&frame)?;
+    writer.flush()?;
+    Ok(())
+}
+
+fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), ProtoError> {
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ProtoError::Eof,
+        _ => ProtoError::Io(e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Request, Response, SecretText, VerifyOutcome};
+
+    fn verify_request() -> Request {
+        Request::Verify {
+            user: "alice".into(),
+            code: SecretText::from("123456"),
+            service: "sshd".into(),
+            rhost: "192.0.2.7".into(),
+        }
+    }
+
+    #[test]
+    fn request_round_trips_through_a_frame() {
+        let frame = encode_frame(&verify_request()).unwrap();
+        let back: Request = read_frame(&mut &frame[..]).unwrap();
+        assert_eq!(back, verify_request());
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let r = Response::Verified {
+            outcome: VerifyOutcome::Throttled {
+                retry_after_secs: 42,
+            },
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &r).unwrap();
+        assert_eq!(read_frame::<Response>(&mut &buf[..]).unwrap(), r);
+    }
+
+    #[test]
+    fn oversized_and_empty_headers_are_refused_before_reading() {
+        let too_big = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            payload_len(too_big),
+            Err(ProtoError::TooLarge { .. })
+        ));
+        assert!(matches!(payload_len([0; 4]), Err(ProtoError::Empty)));
+        assert_eq!(payload_len(10u32.to_be_bytes()).unwrap(), 10);
+    }
+
+    #[test]
+    fn other_versions_are_named_as_such() {
+        let err = decode_payload::<Request>(br#"{"v":2,"body":{"op":"list"}}"#).unwrap_err();
+        assert!(matches!(err, ProtoError::Version { got: 2 }), "{err}");
+    }
+
+    #[test]
+    fn malformed_payload_errors_never_quote_the_value() {
+        // A code sent as a number: serde_json's own message would quote it.
+        let payload =
+            br#"{"v":1,"body":{"op":"verify","user":"a","code":987654,"service":"s","rhost":""}}"#;
+        let err = decode_payload::<Request>(payload).unwrap_err();
+        assert!(matches!(err, ProtoError::Malformed { .. }));
+        assert!(!err.to_string().contains("987654"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_refused() {
+        assert!(decode_payload::<Request>(br#"{"v":1,"body":{"op":"list","x":1}}"#).is_err());
+        assert!(decode_payload::<Request>(br#"{"v":1,"body":{"op":"drop_all"}}"#).is_err());
+        assert!(decode_payload::<Request>(br#"{"v":1}"#).is_err());
+        assert!(decode_payload::<Request>(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn truncated_stream_is_eof() {
+        let frame = encode_frame(&verify_request()).unwrap();
+        let cut = &frame[..frame.len() - 3];
+        assert!(matches!(
+            read_frame::<Request>(&mut &cut[..]),
+            Err(ProtoError::Eof)
+        ));
+    }
+
+    #[test]
+    fn debug_of_a_request_hides_the_code() {
+        assert!(!format!("{:?}", verify_request()).contains("123456"));
+    }
+}

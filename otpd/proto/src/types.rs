@@ -1,0 +1,252 @@
+//! Requests and responses. Every field that carries a code or a secret is a
+//! [`SecretText`], so a `Debug` print of a request never shows it.
+
+use crate::SecretText;
+use serde::{Deserialize, Serialize};
+
+/// HMAC algorithm of a TOTP record (RFC 6238 §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Algorithm {
+    /// HMAC-SHA1, the only one every authenticator app supports.
+    #[default]
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+impl Algorithm {
+    /// The name used in `otpauth://` URIs and in the config: `SHA1` …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().replace('-', "").as_str() {
+            "SHA1" => Ok(Algorithm::Sha1),
+            "SHA256" => Ok(Algorithm::Sha256),
+            "SHA512" => Ok(Algorithm::Sha512),
+            _ => Err(format!(
+                "unknown algorithm \"{s}\" (expected SHA1, SHA256 or SHA512)"
+            )),
+        }
+    }
+}
+
+/// What a client asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Check a code for a login (PAM) or `otpd verify`. Consumes the code.
+    Verify {
+        /// The PAM user name.
+        user: String,
+        /// The code as typed.
+        code: SecretText,
+        /// PAM_SERVICE (`sshd`, `sudo` …), for the audit line.
+        service: String,
+        /// PAM_RHOST, empty for local logins; the rate-limit source.
+        rhost: String,
+    },
+    /// Whether a user is enrolled, without consuming anything; lets the PAM
+    /// module with `nullok` skip the prompt for users who have no token.
+    Status {
+        /// The PAM user name.
+        user: String,
+    },
+    /// Start (or, with `force`, restart) an enrolment. Admin only.
+    Enrol(EnrolParams),
+    /// Turn a pending enrolment into an active one with a first valid code. Admin only.
+    Confirm {
+        /// The user whose enrolment is pending.
+        user: String,
+        /// The first code from the app.
+        code: SecretText,
+    },
+    /// List every enrolled user, never a secret. Admin only.
+    List {},
+    /// Remove a user's enrolment and counters. Admin only.
+    Remove {
+        /// The user to remove.
+        user: String,
+    },
+    /// Clear a user's failure counters and backoff. Admin only.
+    Unlock {
+        /// The user to unlock.
+        user: String,
+    },
+}
+
+/// Parameters of `otpd enroll`; `None` means the daemon's configured default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolParams {
+    /// The user to enrol.
+    pub user: String,
+    /// Issuer shown in the app.
+    pub issuer: Option<String>,
+    /// HMAC algorithm.
+    pub algorithm: Option<Algorithm>,
+    /// 6 or 8.
+    pub digits: Option<u8>,
+    /// Seconds per time step.
+    pub period: Option<u64>,
+    /// Replace an active enrolment.
+    pub force: bool,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// The decision on a `Verify` or `Confirm`.
+    Verified {
+        /// What was decided.
+        outcome: VerifyOutcome,
+    },
+    /// The answer to `Status`.
+    Status {
+        /// Not enrolled, pending or active.
+        status: EnrolmentStatus,
+    },
+    /// A new pending enrolment.
+    Enrolled(Enrolment),
+    /// The answer to `List`.
+    Users {
+        /// One entry per enrolled user, sorted by name.
+        users: Vec<UserSummary>,
+    },
+    /// `Remove` or `Unlock` was carried out.
+    Done {},
+    /// The request was refused or failed; nothing was changed.
+    Error {
+        /// What kind of failure, for exit codes and PAM return values.
+        code: ErrorCode,
+        /// A sentence for the person at the terminal; never a secret.
+        message: String,
+    },
+}
+
+/// The decision on one code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerifyOutcome {
+    /// The code is valid and was not used before; it is now used.
+    Accepted,
+    /// Not a valid code for this user now.
+    WrongCode,
+    /// A valid code for a time step that was already used.
+    Replayed,
+    /// Too many failures: every attempt is refused for this long.
+    Throttled {
+        /// Seconds until the next attempt is allowed.
+        retry_after_secs: u64,
+    },
+    /// The user has no enrolment.
+    NotEnrolled,
+    /// The user's enrolment waits for its first code (`otpd confirm`).
+    Pending,
+}
+
+/// Whether a user has a token, as `Status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnrolmentStatus {
+    /// No enrolment at all.
+    NotEnrolled,
+    /// Enrolled, waiting for the first code.
+    Pending,
+    /// Codes are accepted.
+    Active,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request was malformed or a value was invalid.
+    BadRequest,
+    /// The caller may not do this (admin op by non-root, other user's code).
+    PermissionDenied,
+    /// No such user.
+    NotFound,
+    /// The user already has an active enrolment (use `--force`).
+    AlreadyEnrolled,
+    /// `confirm` on a user whose enrolment is not pending.
+    NotPending,
+    /// The daemon could not complete the request (store error); fail closed.
+    Internal,
+}
+
+/// A new enrolment as the admin CLI shows it. Sent only to root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolment {
+    /// The user.
+    pub user: String,
+    /// Issuer shown in the app.
+    pub issuer: String,
+    /// HMAC algorithm.
+    pub algorithm: Algorithm,
+    /// Number of digits.
+    pub digits: u8,
+    /// Seconds per step.
+    pub period: u64,
+    /// The secret, base32 without padding.
+    pub secret_base32: SecretText,
+    /// The `otpauth://totp/…` URI (contains the secret).
+    pub uri: SecretText,
+    /// An earlier enrolment (pending, or active with `force`) was replaced.
+    pub replaced: bool,
+}
+
+/// The state of an enrolment as `otpd list` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserState {
+    /// Waiting for its first code.
+    Pending,
+    /// Codes are accepted.
+    Active,
+    /// Active, but the user as a whole is in backoff.
+    Throttled,
+}
+
+/// One line of `otpd list`; never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSummary {
+    /// The user.
+    pub user: String,
+    /// Pending, active or throttled.
+    pub state: UserState,
+    /// HMAC algorithm.
+    pub algorithm: Algorithm,
+    /// Number of digits.
+    pub digits: u8,
+    /// Seconds per step.
+    pub period: u64,
+    /// Unix time of the enrolment.
+    pub created: u64,
+    /// Unix time of the last accepted code, if any.
+    pub last_success: Option<u64>,
+    /// Failures since the last success, all sources together.
+    pub failures: u32,
+    /// Seconds until the user-wide backoff ends, when throttled.
+    pub throttled_for_secs: Option<u64>,
+}
