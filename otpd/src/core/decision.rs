@@ -1,0 +1,384 @@
+//! The one decision: accept this code for this user at this time, given the
+//! stored record and the caller's source counter?
+
+use crate::core::code;
+use crate::core::ratelimit::{remaining, Limits};
+use crate::core::record::{EnrolState, SourceCounter, UserRecord};
+use crate::core::totp::{match_code, CodeMatch};
+
+/// What was decided about one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Valid and fresh; `step` is now used.
+    Accepted {
+        /// The accepted time step.
+        step: u64,
+    },
+    /// Not a valid code (including malformed input).
+    WrongCode,
+    /// Valid for a step already used.
+    Replayed,
+    /// In backoff: refused without looking at the code.
+    Throttled {
+        /// Seconds until an attempt is allowed again.
+        retry_after: u64,
+    },
+    /// No enrolment.
+    NotEnrolled,
+    /// Enrolment not yet confirmed (login only).
+    Pending,
+}
+
+impl Outcome {
+    /// The name used in audit lines.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Accepted { .. } => "accepted",
+            Outcome::WrongCode => "wrong_code",
+            Outcome::Replayed => "replayed",
+            Outcome::Throttled { .. } => "throttled",
+            Outcome::NotEnrolled => "not_enrolled",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// Why a code is being checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A login or `otpd verify`: the enrolment must be active.
+    Login,
+    /// The first code of a pending enrolment (`otpd confirm`, "Validate").
+    Confirm,
+}
+
+/// What to do with the caller's source counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChange {
+    /// Leave it as it is.
+    Keep,
+    /// Delete it (a success from this source).
+    Reset,
+    /// Store this value.
+    Set(SourceCounter),
+}
+
+/// The decision and the writes that carry it out. When `record` is `Some`,
+/// it must be stored only if the stored version still equals the one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What to tell the caller.
+    pub outcome: Outcome,
+    /// The new user record (version already bumped), or `None` for no write.
+    pub record: Option<UserRecord>,
+    /// The caller's source counter.
+    pub source: SourceChange,
+}
+
+impl Decision {
+    fn unchanged(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            record: None,
+            source: SourceChange::Keep,
+        }
+    }
+}
+
+/// Settings the decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Steps accepted either side of now.
+    pub window: u16,
+    /// Rate limits.
+    pub limits: Limits,
+}
+
+/// Decides one attempt. Pure: the same inputs give the same decision.
+///
+/// Order matters: an enrolment check first (nothing is counted for unknown
+/// users), then the backoff (a throttled attempt is refused whether the code
+/// is right or wrong, and is not counted, so a stranger cannot lengthen the
+/// wait), then the code itself.
+pub fn decide(
+    record: Option<&UserRecord>,
+    source: Option<&SourceCounter>,
+    typed_code: &str,
+    now: u64,
+    purpose: Purpose,
+    rules: &Rules,
+) -> Result<Decision, String> {
+    let Some(record) = record else {
+        return Ok(Decision::unchanged(Outcome::NotEnrolled));
+    };
+    if record.state == EnrolState::Pending && purpose == Purpose::Login {
+        return Ok(Decision::unchanged(Outcome::Pending));
+    }
+
+    let limits = &rules.limits;
+    let source_wait = source.and_then(|s| {
+        remaining(s.failures, s.last_failure, limits.max_failures, limits, now)
+    });
+    let user_wait = record.last_failure.and_then(|last| {
+        remaining(
+            record.user_failures,
+            last,
+            limits.user_max_failures,
+            limits,
+            now,
+        )
+    });
+    if let Some(retry_after) = source_wait.max(user_wait) {
+        return Ok(Decision::unchanged(Outcome::Throttled { retry_after }));
+    }
+
+    let matched = match code::normalize(typed_code, record.digits) {
+        Some(code) => match_code(record, &code, now, rules.window)?,
+        None => CodeMatch::NoMatch,
+    };
+
+    let mut next = record.clone();
+    next.version = record.version.wrapping_add(1);
+    match matched {
+        CodeMatch::Fresh { step } => {
+            next.state = EnrolState::Active;
+            next.last_accepted_step = Some(step);
+            next.last_success = Some(now);
+            next.user_failures = 0;
+            next.last_failure = None;
+            Ok(Decision {
+                outcome: Outcome::Accepted { step },
+                record: Some(next),
+                source: SourceChange::Reset,
+            })
+        }
+        CodeMatch::Used | CodeMatch::NoMatch => {
+            next.user_failures = record.user_failures.saturating_add(1);
+            next.last_failure = Some(now);
+            let failures = source.map_or(0, |s| s.failures).saturating_add(1);
+            Ok(Decision {
+                outcome: if matched == CodeMatch::Used {
+                    Outcome::Replayed
+                } else {
+                    Outcome::WrongCode
+                },
+                record: Some(next),
+                source: SourceChange::Set(SourceCounter {
+                    failures,
+                    last_failure: now,
+                }),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::totp::generator;
+    use otpd_proto::Algorithm;
+
+    const KEY: &[u8] = b"12345678901234567890";
+    const NOW: u64 = 1_234_567_890; // step 41152263
+    const STEP: u64 = NOW / 30;
+
+    fn rules() -> Rules {
+        Rules {
+            window: 1,
+            limits: Limits::default(),
+        }
+    }
+
+    fn active() -> UserRecord {
+        UserRecord {
+            version: 7,
+            state: EnrolState::Active,
+            secret: crate::core::record::SecretBytes::new(KEY.to_vec()),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            issuer: "t".into(),
+            created: 0,
+            last_success: None,
+            last_accepted_step: None,
+            user_failures: 0,
+            last_failure: None,
+        }
+    }
+
+    fn code_at(time: u64) -> String {
+        generator(KEY, Algorithm::Sha1, 6, 30, 0)
+            .unwrap()
+            .generate(time)
+            .to_string()
+    }
+
+    fn login(r: &UserRecord, s: Option<&SourceCounter>, code: &str, now: u64) -> Decision {
+        decide(Some(r), s, code, now, Purpose::Login, &rules()).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_fresh_code_once_and_records_its_step() {
+        let r = active();
+        let d = login(&r, None, &code_at(NOW), NOW);
+        assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
+        let next = d.record.unwrap();
+        assert_eq!(next.version, 8);
+        assert_eq!(next.last_accepted_step, Some(STEP));
+        assert_eq!(next.last_success, Some(NOW));
+        assert_eq!(d.source, SourceChange::Reset);
+
+        // The same code again, and an older one: replayed.
+        assert_eq!(
+            login(&next, None, &code_at(NOW), NOW + 1).outcome,
+            Outcome::Replayed
+        );
+        assert_eq!(
+            login(&next, None, &code_at(NOW - 30), NOW).outcome,
+            Outcome::Replayed
+        );
+        // The next step's code is still good.
+        assert_eq!(
+            login(&next, None, &code_at(NOW + 30), NOW).outcome,
+            Outcome::Accepted { step: STEP + 1 }
+        );
+    }
+
+    #[test]
+    fn wrong_and_malformed_codes_count_as_failures() {
+        let r = active();
+        for bad in ["000000x", "12a456", "", "1234567"] {
+            let d = login(&r, None, bad, NOW);
+            assert_eq!(d.outcome, Outcome::WrongCode, "{bad:?}");
+            let next = d.record.unwrap();
+            assert_eq!(next.user_failures, 1);
+            assert_eq!(next.last_failure, Some(NOW));
+            assert_eq!(
+                d.source,
+                SourceChange::Set(SourceCounter {
+                    failures: 1,
+                    last_failure: NOW
+                })
+            );
+        }
+        // A spaced code is fine.
+        let c = code_at(NOW);
+        let spaced = format!(" {} {}\n", &c[..3], &c[3..]);
+        assert!(matches!(
+            login(&r, None, &spaced, NOW).outcome,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_and_pending_users_change_nothing() {
+        let d = decide(None, None, "123456", NOW, Purpose::Login, &rules()).unwrap();
+        assert_eq!(d, Decision::unchanged(Outcome::NotEnrolled));
+        let mut p = active();
+        p.state = EnrolState::Pending;
+        assert_eq!(
+            login(&p, None, &code_at(NOW), NOW),
+            Decision::unchanged(Outcome::Pending)
+        );
+    }
+
+    #[test]
+    fn confirm_activates_a_pending_enrolment_and_uses_the_step() {
+        let mut p = active();
+        p.state = EnrolState::Pending;
+        let d = decide(Some(&p), None, &code_at(NOW), NOW, Purpose::Confirm, &rules()).unwrap();
+        assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
+        let next = d.record.unwrap();
+        assert_eq!(next.state, EnrolState::Active);
+        assert_eq!(
+            login(&next, None, &code_at(NOW), NOW).outcome,
+            Outcome::Replayed
+        );
+        let wrong = decide(Some(&p), None, "000000", NOW, Purpose::Confirm, &rules()).unwrap();
+        assert_eq!(wrong.outcome, Outcome::WrongCode);
+        assert_eq!(wrong.record.unwrap().state, EnrolState::Pending);
+    }
+
+    #[test]
+    fn a_source_at_the_threshold_waits_even_with_the_right_code() {
+        let r = active();
+        let src = SourceCounter {
+            failures: 5,
+            last_failure: NOW - 10,
+        };
+        let d = login(&r, Some(&src), &code_at(NOW), NOW);
+        assert_eq!(d, Decision::unchanged(Outcome::Throttled { retry_after: 20 }));
+        // After the wait the right code is accepted and the source reset.
+        let d = login(&r, Some(&src), &code_at(NOW + 20), NOW + 20);
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        assert_eq!(d.source, SourceChange::Reset);
+        // A wrong code after the wait doubles it.
+        let d = login(&r, Some(&src), "000000", NOW + 20);
+        let SourceChange::Set(next) = d.source else {
+            panic!("expected a counter")
+        };
+        assert_eq!(next.failures, 6);
+        assert_eq!(
+            login(&r, Some(&next), &code_at(NOW + 20), NOW + 20).outcome,
+            Outcome::Throttled { retry_after: 60 }
+        );
+    }
+
+    #[test]
+    fn four_failures_do_not_throttle_a_source() {
+        let r = active();
+        let src = SourceCounter {
+            failures: 4,
+            last_failure: NOW,
+        };
+        assert!(matches!(
+            login(&r, Some(&src), &code_at(NOW), NOW).outcome,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn the_user_wide_ceiling_throttles_every_source() {
+        let mut r = active();
+        r.user_failures = 20;
+        r.last_failure = Some(NOW);
+        // A fresh source with no failures of its own is refused too.
+        assert_eq!(
+            login(&r, None, &code_at(NOW), NOW + 5).outcome,
+            Outcome::Throttled { retry_after: 25 }
+        );
+        r.user_failures = 19;
+        assert!(matches!(
+            login(&r, None, &code_at(NOW), NOW + 5).outcome,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn the_longer_of_both_waits_is_reported() {
+        let mut r = active();
+        r.user_failures = 21; // 60 s from NOW
+        r.last_failure = Some(NOW);
+        let src = SourceCounter {
+            failures: 5, // 30 s from NOW
+            last_failure: NOW,
+        };
+        assert_eq!(
+            login(&r, Some(&src), "000000", NOW).outcome,
+            Outcome::Throttled { retry_after: 60 }
+        );
+    }
+
+    #[test]
+    fn waits_are_capped() {
+        let r = active();
+        let src = SourceCounter {
+            failures: 1000,
+            last_failure: NOW,
+        };
+        assert_eq!(
+            login(&r, Some(&src), "000000", NOW).outcome,
+            Outcome::Throttled { retry_after: 900 }
+        );
+    }
+}

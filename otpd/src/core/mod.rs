@@ -1,0 +1,11 @@
+//! The pure core: every decision otpd makes, as functions of their inputs
+//! with the clock passed in. No I/O here, so all of it is unit-tested (and
+//! can be fuzzed); the daemon's I/O code only carries the decisions out.
+#![forbid(unsafe_code)]
+
+pub mod code;
+pub mod decision;
+pub mod names;
+pub mod ratelimit;
+pub mod record;
+pub mod totp;

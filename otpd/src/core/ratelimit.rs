@@ -1,0 +1,82 @@
+//! The backoff rules of design.md §2, as arithmetic.
+
+use serde::{Deserialize, Serialize};
+
+/// The `[limits]` settings, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Consecutive failures from one source before it must wait.
+    pub max_failures: u32,
+    /// The first wait, in seconds.
+    pub base_delay: u64,
+    /// The longest wait, in seconds.
+    pub max_delay: u64,
+    /// Failures across all sources since the last success before the whole
+    /// user must wait.
+    pub user_max_failures: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            base_delay: 30,
+            max_delay: 15 * 60,
+            user_max_failures: 20,
+        }
+    }
+}
+
+/// The wait imposed after `failures` failures when the threshold is
+/// `threshold`: none below it, `base` at it, doubling per further failure,
+/// capped at `max`.
+pub fn backoff(failures: u32, threshold: u32, base: u64, max: u64) -> Option<u64> {
+    if failures < threshold.max(1) {
+        return None;
+    }
+    let doublings = failures - threshold.max(1);
+    let factor = 1u64.checked_shl(doublings.min(63)).unwrap_or(u64::MAX);
+    Some(base.saturating_mul(factor).min(max))
+}
+
+/// Seconds still to wait at `now`, or `None` when an attempt is allowed.
+pub fn remaining(
+    failures: u32,
+    last_failure: u64,
+    threshold: u32,
+    limits: &Limits,
+    now: u64,
+) -> Option<u64> {
+    let wait = backoff(failures, threshold, limits.base_delay, limits.max_delay)?;
+    let until = last_failure.saturating_add(wait);
+    (until > now).then(|| until - now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_the_threshold_and_doubles_to_the_cap() {
+        let b = |f| backoff(f, 5, 30, 900);
+        assert_eq!(b(0), None);
+        assert_eq!(b(4), None);
+        assert_eq!(b(5), Some(30));
+        assert_eq!(b(6), Some(60));
+        assert_eq!(b(7), Some(120));
+        assert_eq!(b(9), Some(480));
+        assert_eq!(b(10), Some(900));
+        assert_eq!(b(200), Some(900));
+        assert_eq!(backoff(u32::MAX, 1, u64::MAX, u64::MAX), Some(u64::MAX));
+    }
+
+    #[test]
+    fn remaining_counts_down_from_the_last_failure() {
+        let l = Limits::default();
+        assert_eq!(remaining(5, 1000, 5, &l, 1000), Some(30));
+        assert_eq!(remaining(5, 1000, 5, &l, 1029), Some(1));
+        assert_eq!(remaining(5, 1000, 5, &l, 1030), None);
+        assert_eq!(remaining(4, 1000, 5, &l, 1000), None);
+        assert_eq!(remaining(20, 1000, 20, &l, 1010), Some(20));
+    }
+}

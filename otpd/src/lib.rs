@@ -1,0 +1,6 @@
+//! otpd: the daemon and admin CLI of a TOTP second factor for Linux logins.
+//!
+//! `core` is pure logic (codes, replay and rate rules); `store` keeps state;
+//! `server` is the daemon's socket; `admin` is the CLI side.
+
+pub mod core;
