@@ -3,4 +3,8 @@
 //! `core` is pure logic (codes, replay and rate rules); `store` keeps state;
 //! `server` is the daemon's socket; `admin` is the CLI side.
 
+pub mod admin;
+pub mod config;
 pub mod core;
+pub mod server;
+pub mod store;

@@ -1,1 +1,195 @@
-fn main() {}
+//! `otpd`: the daemon (`otpd serve`) and its admin commands.
+
+use clap::{Parser, Subcommand};
+use otpd::admin::{self, CliError, Client, EnrollOptions, EXIT_STATUS_HELP};
+use otpd::config::{Config, DEFAULT_CONFIG_PATH};
+use otpd_proto::Algorithm;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "otpd",
+    version,
+    about = "A second factor for Linux logins: TOTP codes checked by a daemon that alone holds the secrets",
+    after_help = EXIT_STATUS_HELP
+)]
+struct Cli {
+    /// Config file [default: /etc/otpd/otpd.toml]
+    #[arg(long, global = true, env = "OTPD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The daemon's socket (overrides the config)
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify)
+    Serve,
+    /// Start an enrolment: print the otpauth URI, the secret and a QR code
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Enroll {
+        /// The user to enrol
+        user: String,
+        /// Name shown in the app [default: config, else the host name]
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Digits per code
+        #[arg(long, value_parser = parse_digits)]
+        digits: Option<u8>,
+        /// HMAC algorithm (only SHA1 works with every app)
+        #[arg(long, value_parser = parse_algorithm)]
+        algorithm: Option<Algorithm>,
+        /// Seconds per code (15-300)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(15..=300))]
+        period: Option<u64>,
+        /// Also write the QR code to FILE as PNG (mode 0600)
+        #[arg(long, value_name = "FILE")]
+        qr_png: Option<PathBuf>,
+        /// Also write the QR code to FILE as SVG (mode 0600)
+        #[arg(long, value_name = "FILE")]
+        qr_svg: Option<PathBuf>,
+        /// Print one JSON object (with the secret) instead of text
+        #[arg(long)]
+        json: bool,
+        /// Replace an active enrolment
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a pending enrolment with the first code from the app
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Confirm {
+        /// The user
+        user: String,
+        /// The code; read from stdin when omitted
+        code: Option<String>,
+    },
+    /// Check a code for real (it is used up, like at a login)
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Verify {
+        /// The user
+        user: String,
+        /// The code; read from stdin when omitted
+        code: Option<String>,
+    },
+    /// List enrolled users (never a secret)
+    List {
+        /// JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user's token and counters
+    Remove {
+        /// The user
+        user: String,
+    },
+    /// Clear a user's failure counters and backoff
+    Unlock {
+        /// The user
+        user: String,
+    },
+    /// Check the config file and print the settings in effect
+    CheckConfig,
+}
+
+fn parse_digits(s: &str) -> Result<u8, String> {
+    match s {
+        "6" => Ok(6),
+        "8" => Ok(8),
+        _ => Err(format!("\"{s}\": must be 6 or 8")),
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
+}
+
+fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, explicit).map_err(|e| CliError::Usage(e.0))?;
+    if let Some(socket) = &cli.socket {
+        config.socket = socket.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let config = load_config(&cli)?;
+    let client = || Client::new(&config.socket);
+    match cli.command {
+        Command::Serve => {
+            init_logging("info");
+            otpd::server::serve(config.clone()).map_err(|e| CliError::Refused(e.0))
+        }
+        Command::CheckConfig => {
+            println!(
+                "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, limits {:?}",
+                config.socket.display(),
+                config.state_dir.display(),
+                config.issuer(),
+                config.totp.algorithm,
+                config.totp.digits,
+                config.totp.period,
+                config.totp.window,
+                config.rules().limits
+            );
+            Ok(())
+        }
+        Command::Enroll {
+            user,
+            issuer,
+            digits,
+            algorithm,
+            period,
+            qr_png,
+            qr_svg,
+            json,
+            force,
+        } => admin::enroll(
+            &client(),
+            EnrollOptions {
+                user,
+                issuer,
+                digits,
+                algorithm,
+                period,
+                qr_png,
+                qr_svg,
+                json,
+                force,
+            },
+        ),
+        Command::Confirm { user, code } => admin::confirm(&client(), user, code),
+        Command::Verify { user, code } => admin::verify(&client(), user, code),
+        Command::List { json } => admin::list(&client(), json),
+        Command::Remove { user } => admin::remove(&client(), user),
+        Command::Unlock { user } => admin::unlock(&client(), user),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("otpd: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -116,9 +116,8 @@ pub fn decide(
     }
 
     let limits = &rules.limits;
-    let source_wait = source.and_then(|s| {
-        remaining(s.failures, s.last_failure, limits.max_failures, limits, now)
-    });
+    let source_wait = source
+        .and_then(|s| remaining(s.failures, s.last_failure, limits.max_failures, limits, now));
     let user_wait = record.last_failure.and_then(|last| {
         remaining(
             record.user_failures,
@@ -286,7 +285,15 @@ mod tests {
     fn confirm_activates_a_pending_enrolment_and_uses_the_step() {
         let mut p = active();
         p.state = EnrolState::Pending;
-        let d = decide(Some(&p), None, &code_at(NOW), NOW, Purpose::Confirm, &rules()).unwrap();
+        let d = decide(
+            Some(&p),
+            None,
+            &code_at(NOW),
+            NOW,
+            Purpose::Confirm,
+            &rules(),
+        )
+        .unwrap();
         assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
         let next = d.record.unwrap();
         assert_eq!(next.state, EnrolState::Active);
@@ -307,7 +314,10 @@ mod tests {
             last_failure: NOW - 10,
         };
         let d = login(&r, Some(&src), &code_at(NOW), NOW);
-        assert_eq!(d, Decision::unchanged(Outcome::Throttled { retry_after: 20 }));
+        assert_eq!(
+            d,
+            Decision::unchanged(Outcome::Throttled { retry_after: 20 })
+        );
         // After the wait the right code is accepted and the source reset.
         let d = login(&r, Some(&src), &code_at(NOW + 20), NOW + 20);
         assert!(matches!(d.outcome, Outcome::Accepted { .. }));

@@ -56,7 +56,9 @@ mod tests {
         assert!(validate_user("a:b").unwrap_err().contains("':'"));
         assert!(validate_user("a\nb").unwrap_err().contains("control"));
         assert!(validate_user("a b").unwrap_err().contains("white space"));
-        assert!(validate_user(&"x".repeat(257)).unwrap_err().contains("longer"));
+        assert!(validate_user(&"x".repeat(257))
+            .unwrap_err()
+            .contains("longer"));
         assert!(validate_issuer("Acme:Corp").is_err());
         assert!(validate_issuer("Acme Corp").is_ok());
     }

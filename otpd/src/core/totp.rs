@@ -44,6 +44,30 @@ pub fn generator(
         .map_err(|e| e.to_string())
 }
 
+/// The `otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…` URI of a token
+/// (Key Uri Format), with `algorithm`, `digits` and `period` only when they
+/// differ from the defaults, and the secret in base32 for manual entry.
+pub fn otpauth_uri(
+    secret: &[u8],
+    algo: Algorithm,
+    digits: u8,
+    period: u64,
+    issuer: &str,
+    account: &str,
+) -> Result<(String, String), String> {
+    let totp = Builder::new()
+        .with_algorithm(algorithm(algo))
+        .with_digits(digits)
+        .with_step_duration(period)
+        .with_secret(secret.to_vec())
+        .with_issuer(Some(issuer))
+        .with_account_name(account)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let uri = totp.to_url().map_err(|e| e.to_string())?;
+    Ok((uri, totp.secret().to_base32()))
+}
+
 /// Matches `code` (already normalised to the record's digits) against the
 /// record's token at `now`, `window` steps either side (RFC 6238 §5.2), and
 /// applies the replay guard: only a step greater than `last_accepted_step`
@@ -191,6 +215,24 @@ mod tests {
         assert_eq!(
             match_code(&r, "89005924", 1234567890, 1).unwrap(),
             CodeMatch::Fresh { step: 41152263 }
+        );
+    }
+
+    #[test]
+    fn uri_carries_issuer_account_and_non_default_parameters() {
+        let (uri, b32) =
+            otpauth_uri(SHA1_KEY, Algorithm::Sha1, 6, 30, "Acme Corp", "alice").unwrap();
+        assert_eq!(b32, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(
+            uri,
+            "otpauth://totp/Acme%20Corp:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Acme%20Corp"
+        );
+        let (uri, _) = otpauth_uri(SHA256_KEY, Algorithm::Sha256, 8, 60, "h", "bob").unwrap();
+        assert!(
+            uri.contains("digits=8")
+                && uri.contains("algorithm=SHA256")
+                && uri.contains("period=60"),
+            "{uri}"
         );
     }
 

@@ -1,0 +1,345 @@
+//! The admin commands: enroll, confirm, verify, list, remove, unlock.
+
+use super::{qr, CliError, Client};
+use otpd_proto::{
+    Algorithm, EnrolParams, Enrolment, Request, Response, SecretText, UserState, UserSummary,
+    VerifyOutcome,
+};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Options of `otpd enroll`.
+#[derive(Debug, Default)]
+pub struct EnrollOptions {
+    /// The user.
+    pub user: String,
+    /// Issuer override.
+    pub issuer: Option<String>,
+    /// 6 or 8.
+    pub digits: Option<u8>,
+    /// HMAC.
+    pub algorithm: Option<Algorithm>,
+    /// Seconds per step.
+    pub period: Option<u64>,
+    /// Also write the QR code here as PNG.
+    pub qr_png: Option<PathBuf>,
+    /// Also write the QR code here as SVG.
+    pub qr_svg: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    pub json: bool,
+    /// Replace an active enrolment.
+    pub force: bool,
+}
+
+fn unexpected(r: &Response) -> CliError {
+    CliError::Unreachable(format!("unexpected answer from otpd: {r:?}"))
+}
+
+/// A short sentence for a refused code.
+fn refusal(user: &str, outcome: VerifyOutcome) -> Option<String> {
+    match outcome {
+        VerifyOutcome::Accepted => None,
+        VerifyOutcome::WrongCode => Some(format!("wrong code for {user}")),
+        VerifyOutcome::Replayed => Some(format!(
+            "that code of {user} was already used; wait for the next one"
+        )),
+        VerifyOutcome::Throttled { retry_after_secs } => Some(format!(
+            "too many failed attempts for {user}; try again in {retry_after_secs} s (or `otpd unlock {user}`)"
+        )),
+        VerifyOutcome::NotEnrolled => Some(format!("{user} is not enrolled")),
+        VerifyOutcome::Pending => Some(format!(
+            "{user}'s enrolment is pending; confirm it first with `otpd confirm {user} CODE`"
+        )),
+    }
+}
+
+/// Reads a code from stdin (prompting when it is a terminal) when none was
+/// given on the command line.
+fn code_or_stdin(code: Option<String>) -> Result<SecretText, CliError> {
+    if let Some(c) = code {
+        return Ok(SecretText::new(c));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Verification code: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Usage(format!("cannot read the code from stdin: {e}")))?;
+    Ok(SecretText::new(line.trim().to_owned()))
+}
+
+fn check_code(client: &Client, request: Request, user: &str) -> Result<(), CliError> {
+    match client.call(&request)? {
+        Response::Verified { outcome } => match refusal(user, outcome) {
+            None => Ok(()),
+            Some(why) => Err(CliError::Refused(why)),
+        },
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `otpd verify USER [CODE]`: a real verification; it uses the code up.
+pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(), CliError> {
+    let code = code_or_stdin(code)?;
+    let request = Request::Verify {
+        user: user.clone(),
+        code,
+        service: "otpd-verify".into(),
+        rhost: String::new(),
+    };
+    check_code(client, request, &user)?;
+    println!("accepted: the code of {user} is valid (and now used)");
+    Ok(())
+}
+
+/// `otpd confirm USER [CODE]`: the "Validate" step of an enrolment.
+pub fn confirm(client: &Client, user: String, code: Option<String>) -> Result<(), CliError> {
+    let code = code_or_stdin(code)?;
+    check_code(
+        client,
+        Request::Confirm {
+            user: user.clone(),
+            code,
+        },
+        &user,
+    )?;
+    println!("{}", validated(&user));
+    Ok(())
+}
+
+fn validated(user: &str) -> String {
+    format!(
+        "Validated: the token of {user} is active. From now on {user} logs in with the password and the tokencode from the app."
+    )
+}
+
+fn grouped(secret: &str) -> String {
+    secret
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `otpd enroll USER …`
+pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
+    let request = Request::Enrol(EnrolParams {
+        user: o.user.clone(),
+        issuer: o.issuer.clone(),
+        algorithm: o.algorithm,
+        digits: o.digits,
+        period: o.period,
+        force: o.force,
+    });
+    let e = match client.call(&request)? {
+        Response::Enrolled(e) => e,
+        other => return Err(unexpected(&other)),
+    };
+    if let Some(path) = &o.qr_png {
+        qr::png(e.uri.expose(), path)?;
+    }
+    if let Some(path) = &o.qr_svg {
+        qr::svg(e.uri.expose(), path)?;
+    }
+    if (e.algorithm, e.digits, e.period) != (Algorithm::Sha1, 6, 30) {
+        eprintln!(
+            "warning: this token uses {}, {} digits, {} s; Microsoft Authenticator only handles SHA1, 6 digits, 30 s (use Aegis, FreeOTP, 1Password … or the defaults)",
+            e.algorithm, e.digits, e.period
+        );
+    }
+    if o.json {
+        let out = serde_json::json!({
+            "user": e.user,
+            "issuer": e.issuer,
+            "algorithm": e.algorithm,
+            "digits": e.digits,
+            "period": e.period,
+            "secret": e.secret_base32.expose(),
+            "uri": e.uri.expose(),
+            "state": "pending",
+            "replaced": e.replaced,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    print_enrolment(&e)?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        prompt_first_code(client, &e.user)
+    } else {
+        println!(
+            "The enrolment stays pending until the first code is validated:\n  otpd confirm {} CODE",
+            e.user
+        );
+        Ok(())
+    }
+}
+
+fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
+    let stdout_tty = std::io::stdout().is_terminal();
+    let art = qr::terminal(e.uri.expose(), stdout_tty)?;
+    let mut out = std::io::stdout().lock();
+    let text = format!(
+        "{verb} enrolment for {user} (pending until the first code is validated).\n\n\
+         {uri}\n\n\
+         Secret for manual entry: {secret}\n\
+         Account: {user}   Issuer: {issuer}   Time-based, {alg}, {digits} digits, every {period} s\n\n\
+         {art}\n\
+         Scan the QR code with the authenticator app (Microsoft Authenticator: \"+\" → \"Other account\" → \"Scan a QR code\").\n",
+        verb = if e.replaced { "New" } else { "Started" },
+        user = e.user,
+        uri = e.uri.expose(),
+        secret = grouped(e.secret_base32.expose()),
+        issuer = e.issuer,
+        alg = e.algorithm,
+        digits = e.digits,
+        period = e.period,
+    );
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::Refused(format!("cannot write to stdout: {e}")))
+}
+
+/// "Enter your OTP" → "Validate", as in the help-desk manuals.
+fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
+    const TRIES: usize = 3;
+    let stdin = std::io::stdin();
+    for attempt in 1..=TRIES {
+        print!("Enter your OTP (the code the app shows now), or press Enter to validate later: ");
+        let _ = std::io::stdout().flush();
+        let mut line = zeroize::Zeroizing::new(String::new());
+        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            println!(
+                "The enrolment stays pending. Validate it later with: otpd confirm {user} CODE"
+            );
+            return Ok(());
+        }
+        let request = Request::Confirm {
+            user: user.to_owned(),
+            code: SecretText::new(line.trim().to_owned()),
+        };
+        match client.call(&request)? {
+            Response::Verified {
+                outcome: VerifyOutcome::Accepted,
+            } => {
+                println!("{}", validated(user));
+                return Ok(());
+            }
+            Response::Verified { outcome } => {
+                let why = refusal(user, outcome).unwrap_or_default();
+                if attempt < TRIES {
+                    println!(
+                        "Not validated: {why}. Try again ({} of {TRIES}).",
+                        attempt + 1
+                    );
+                } else {
+                    return Err(CliError::Refused(format!(
+                        "not validated: {why}; the enrolment stays pending (otpd confirm {user} CODE)"
+                    )));
+                }
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+    Ok(())
+}
+
+fn when(t: Option<u64>) -> String {
+    t.map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// `otpd list [--json]`
+pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
+    let users: Vec<UserSummary> = match client.call(&Request::List {})? {
+        Response::Users { users } => users,
+        other => return Err(unexpected(&other)),
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&users)
+            .map_err(|e| CliError::Refused(format!("cannot print JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    if users.is_empty() {
+        println!("No users enrolled. Start with: otpd enroll USER");
+        return Ok(());
+    }
+    let width = users.iter().map(|u| u.user.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:width$}  {:9}  {:14}  {:20}  {:20}  FAILURES",
+        "USER", "STATE", "TOKEN", "CREATED", "LAST SUCCESS"
+    );
+    for u in users {
+        let state = match (u.state, u.throttled_for_secs) {
+            (UserState::Pending, _) => "pending".to_string(),
+            (UserState::Active, _) => "active".to_string(),
+            (UserState::Throttled, Some(s)) => format!("throttled ({s} s)"),
+            (UserState::Throttled, None) => "throttled".to_string(),
+        };
+        println!(
+            "{:width$}  {:9}  {:14}  {:20}  {:20}  {}",
+            u.user,
+            state,
+            format!("{}/{}/{}s", u.algorithm, u.digits, u.period),
+            when(Some(u.created)),
+            when(u.last_success),
+            u.failures
+        );
+    }
+    Ok(())
+}
+
+/// `otpd remove USER`
+pub fn remove(client: &Client, user: String) -> Result<(), CliError> {
+    match client.call(&Request::Remove { user: user.clone() })? {
+        Response::Done {} => {
+            println!("removed: {user} no longer has a token");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `otpd unlock USER`
+pub fn unlock(client: &Client, user: String) -> Result<(), CliError> {
+    match client.call(&Request::Unlock { user: user.clone() })? {
+        Response::Done {} => {
+            println!("unlocked: the failure counters of {user} are cleared");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_grouped_by_four() {
+        assert_eq!(grouped("ABCDEFGHIJ"), "ABCD EFGH IJ");
+    }
+
+    #[test]
+    fn refusals_name_the_reason() {
+        assert!(refusal("a", VerifyOutcome::Accepted).is_none());
+        assert!(refusal("a", VerifyOutcome::Replayed)
+            .unwrap()
+            .contains("already used"));
+        assert!(refusal(
+            "a",
+            VerifyOutcome::Throttled {
+                retry_after_secs: 42
+            }
+        )
+        .unwrap()
+        .contains("42 s"));
+    }
+}

@@ -1,0 +1,329 @@
+//! `/etc/otpd/otpd.toml`: every key has a default, so an empty file is
+//! valid; an unknown key is an error naming the key and its line.
+
+use crate::core::decision::Rules;
+use crate::core::names::validate_issuer;
+use crate::core::ratelimit::Limits;
+use otpd_proto::Algorithm;
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+
+/// Where the config is read from when neither `--config` nor `OTPD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/otpd/otpd.toml";
+/// The daemon's socket unless configured otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
+/// Where the store lives unless configured otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/otpd";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Unix socket the daemon listens on.
+    pub socket: PathBuf,
+    /// The directory holding the store (mode 0700).
+    pub state_dir: PathBuf,
+    /// Defaults of new enrolments and the accepted window.
+    pub totp: TotpConfig,
+    /// Rate limiting.
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_SOCKET.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            totp: TotpConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// `[totp]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TotpConfig {
+    /// HMAC of new enrolments: SHA1 (default), SHA256, SHA512.
+    pub algorithm: Algorithm,
+    /// Digits of new enrolments: 6 (default) or 8.
+    pub digits: u8,
+    /// Seconds per step of new enrolments (default 30).
+    pub period: u64,
+    /// Steps accepted either side of now (default 1).
+    pub window: u16,
+    /// The name shown in the app (default: the host name).
+    pub issuer: Option<String>,
+}
+
+impl Default for TotpConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            window: 1,
+            issuer: None,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Consecutive failures from one source before it must wait (default 5).
+    pub max_failures: u32,
+    /// First wait (default 30 s); "30s", "2m" or whole seconds.
+    #[serde(deserialize_with = "seconds")]
+    pub base_delay: u64,
+    /// Longest wait (default 15 min).
+    #[serde(deserialize_with = "seconds")]
+    pub max_delay: u64,
+    /// Failures over all sources since the last success before the whole
+    /// user must wait (default 20).
+    pub user_max_failures: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_failures: l.max_failures,
+            base_delay: l.base_delay,
+            max_delay: l.max_delay,
+            user_max_failures: l.user_max_failures,
+        }
+    }
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(s),
+        Raw::Text(t) => humantime::parse_duration(&t)
+            .map(|d| d.as_secs())
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "\"{t}\" is not a duration ({e}); write e.g. \"30s\" or \"15m\""
+                ))
+            }),
+    }
+}
+
+/// A config that could not be loaded; the message says where and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads `path`. When `explicit` is false and the file does not exist,
+    /// the defaults are used (a fresh host before the installer ran).
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
+            Err(e) => {
+                return Err(ConfigError(format!(
+                    "config {}: cannot read: {e}",
+                    path.display()
+                )))
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(describe(&e, text, origin)))?;
+        config
+            .validate()
+            .map_err(|m| ConfigError(format!("config {}: {m}", origin.display())))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.totp;
+        if t.digits != 6 && t.digits != 8 {
+            return Err(format!("[totp] digits = {}: must be 6 or 8", t.digits));
+        }
+        if !(15..=300).contains(&t.period) {
+            return Err(format!(
+                "[totp] period = {}: must be between 15 and 300 seconds",
+                t.period
+            ));
+        }
+        if t.window > 10 {
+            return Err(format!("[totp] window = {}: must be at most 10", t.window));
+        }
+        if let Some(issuer) = &t.issuer {
+            validate_issuer(issuer).map_err(|m| format!("[totp] issuer: {m}"))?;
+        }
+        let l = &self.limits;
+        if l.max_failures == 0 || l.user_max_failures == 0 {
+            return Err("[limits] max_failures and user_max_failures must be at least 1".into());
+        }
+        if l.base_delay == 0 || l.base_delay > l.max_delay {
+            return Err(format!(
+                "[limits] base_delay ({} s) must be more than 0 and at most max_delay ({} s)",
+                l.base_delay, l.max_delay
+            ));
+        }
+        if self.socket.as_os_str().is_empty() || !self.socket.is_absolute() {
+            return Err(format!(
+                "socket = \"{}\": must be an absolute path",
+                self.socket.display()
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() || !self.state_dir.is_absolute() {
+            return Err(format!(
+                "state_dir = \"{}\": must be an absolute path",
+                self.state_dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules the decision applies.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            window: self.totp.window,
+            limits: Limits {
+                max_failures: self.limits.max_failures,
+                base_delay: self.limits.base_delay,
+                max_delay: self.limits.max_delay,
+                user_max_failures: self.limits.user_max_failures,
+            },
+        }
+    }
+
+    /// The issuer of new enrolments: configured, or the host name.
+    pub fn issuer(&self) -> String {
+        self.totp.issuer.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .map(|h| h.replace(':', "-"))
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "otpd".into())
+        })
+    }
+}
+
+/// Turns a toml error into `config PATH line N: …`, with a suggestion for a
+/// misspelt key.
+fn describe(e: &toml::de::Error, text: &str, origin: &Path) -> String {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let where_ = match line {
+        Some(l) => format!("config {} line {l}", origin.display()),
+        None => format!("config {}", origin.display()),
+    };
+    let message = e.message();
+    // serde phrases it "unknown field `windw`, expected one of `a`, `b`".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let mut names = rest.split('`').step_by(2);
+        let key = names.next().unwrap_or_default();
+        let best = names
+            .map(|n| (strsim::levenshtein(key, n), n))
+            .filter(|(d, _)| *d <= 2)
+            .min();
+        return match best {
+            Some((_, n)) => format!("{where_}: unknown key \"{key}\" (did you mean \"{n}\"?)"),
+            None => format!("{where_}: unknown key \"{key}\""),
+        };
+    }
+    format!("{where_}: {}", message.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/otpd/otpd.toml")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.socket, Path::new("/run/otpd/otpd.sock"));
+        assert_eq!(c.state_dir, Path::new("/var/lib/otpd"));
+        assert_eq!(c.totp.algorithm, Algorithm::Sha1);
+        assert_eq!((c.totp.digits, c.totp.period, c.totp.window), (6, 30, 1));
+        assert_eq!(c.rules().limits, Limits::default());
+        assert!(!c.issuer().is_empty());
+    }
+
+    #[test]
+    fn every_key_can_be_set() {
+        let c = parse(
+            r#"
+socket = "/tmp/x.sock"
+state_dir = "/tmp/state"
+[totp]
+algorithm = "SHA256"
+digits = 8
+period = 60
+window = 2
+issuer = "Acme"
+[limits]
+max_failures = 3
+base_delay = "1m"
+max_delay = 3600
+user_max_failures = 10
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.totp.algorithm, Algorithm::Sha256);
+        assert_eq!(c.issuer(), "Acme");
+        assert_eq!(c.limits.base_delay, 60);
+        assert_eq!(c.limits.max_delay, 3600);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_the_line_and_a_suggestion() {
+        let err = parse("[totp]\ndigits = 6\n\nwindw = 2\n").unwrap_err();
+        assert_eq!(
+            err,
+            "config /etc/otpd/otpd.toml line 4: unknown key \"windw\" (did you mean \"window\"?)"
+        );
+        let err = parse("colour = 1\n").unwrap_err();
+        assert_eq!(
+            err,
+            "config /etc/otpd/otpd.toml line 1: unknown key \"colour\""
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(parse("[totp]\ndigits = 7")
+            .unwrap_err()
+            .contains("must be 6 or 8"));
+        assert!(parse("[totp]\nalgorithm = \"MD5\"")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse("[limits]\nbase_delay = \"soon\"")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse("socket = \"relative.sock\"")
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(parse("[limits]\nbase_delay = 600\nmax_delay = 60")
+            .unwrap_err()
+            .contains("at most max_delay"));
+        assert!(parse("[totp]\nissuer = \"a:b\"")
+            .unwrap_err()
+            .contains("issuer"));
+    }
+}

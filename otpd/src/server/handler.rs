@@ -1,0 +1,427 @@
+//! Carries out one request: reads the store, asks the pure core, writes the
+//! decision back, and writes the audit line. Blocking; the listener runs it
+//! on tokio's blocking pool.
+
+use super::policy::{authorize, Caller};
+use crate::config::Config;
+use crate::core::decision::{decide, Outcome, Purpose, Rules};
+use crate::core::names::{validate_issuer, validate_user};
+use crate::core::ratelimit::remaining;
+use crate::core::record::{source_of, EnrolState, SecretBytes, UserRecord};
+use crate::core::totp::otpauth_uri;
+use crate::store::{RecordChange, SourcesChange, Store, StoreError};
+use otpd_proto::{
+    EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response, SecretText, UserState,
+    UserSummary, VerifyOutcome,
+};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{error, info, warn};
+
+/// Bytes of a new secret: 160 bits, as RFC 4226 §4 recommends.
+const SECRET_LEN: usize = 20;
+/// Compare-and-swap retries before giving up (only reached under a storm of
+/// concurrent writes to one user).
+const MAX_ATTEMPTS: usize = 16;
+
+/// The daemon's request handler.
+pub struct Handler {
+    store: Arc<dyn Store>,
+    rules: Rules,
+    config: Config,
+    issuer: String,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error!("request failed: {e}");
+    refuse(
+        ErrorCode::Internal,
+        "otpd could not complete the request (see its log)",
+    )
+}
+
+fn user_name_of(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+impl Handler {
+    /// A handler over `store` with the settings of `config`.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self {
+            store,
+            rules: config.rules(),
+            issuer: config.issuer(),
+            config,
+        }
+    }
+
+    /// Answers one request from `caller`.
+    pub fn handle(&self, caller: &Caller, request: Request) -> Response {
+        if let Err(reason) = authorize(caller, &request, user_name_of) {
+            warn!(
+                target: "otpd::audit",
+                uid = caller.uid,
+                pid = caller.pid,
+                op = op_name(&request),
+                outcome = "denied",
+                "{reason}"
+            );
+            return refuse(ErrorCode::PermissionDenied, reason);
+        }
+        let user = match &request {
+            Request::Verify { user, .. }
+            | Request::Status { user }
+            | Request::Confirm { user, .. }
+            | Request::Remove { user }
+            | Request::Unlock { user } => Some(user.as_str()),
+            Request::Enrol(p) => Some(p.user.as_str()),
+            Request::List {} => None,
+        };
+        if let Some(Err(reason)) = user.map(validate_user) {
+            info!(target: "otpd::audit", uid = caller.uid, op = op_name(&request), outcome = "bad_request", "{reason}");
+            return refuse(ErrorCode::BadRequest, reason);
+        }
+        match request {
+            Request::Verify {
+                user,
+                code,
+                service,
+                rhost,
+            } => self.verify(caller, &user, &code, &service, &rhost, Purpose::Login),
+            Request::Confirm { user, code } => {
+                self.verify(caller, &user, &code, "otpd-confirm", "", Purpose::Confirm)
+            }
+            Request::Status { user } => self.status(&user),
+            Request::Enrol(params) => self.enrol(caller, params),
+            Request::List {} => self.list(),
+            Request::Remove { user } => self.remove(caller, &user),
+            Request::Unlock { user } => self.unlock(caller, &user),
+        }
+    }
+
+    fn verify(
+        &self,
+        caller: &Caller,
+        user: &str,
+        code: &SecretText,
+        service: &str,
+        rhost: &str,
+        purpose: Purpose,
+    ) -> Response {
+        let source = source_of(rhost, caller.uid);
+        for _ in 0..MAX_ATTEMPTS {
+            let record = match self.store.user(user) {
+                Ok(r) => r,
+                Err(e) => return internal(e),
+            };
+            if purpose == Purpose::Confirm {
+                match &record {
+                    None => return refuse(ErrorCode::NotFound, format!("{user} is not enrolled")),
+                    Some(r) if r.state == EnrolState::Active => {
+                        return refuse(
+                            ErrorCode::NotPending,
+                            format!("{user}'s enrolment is already active; nothing to confirm"),
+                        )
+                    }
+                    Some(_) => {}
+                }
+            }
+            let counter = match self.store.source(user, &source) {
+                Ok(c) => c,
+                Err(e) => return internal(e),
+            };
+            let decision = match decide(
+                record.as_ref(),
+                counter.as_ref(),
+                code.expose(),
+                now(),
+                purpose,
+                &self.rules,
+            ) {
+                Ok(d) => d,
+                Err(e) => return internal(format!("the token of {user:?} cannot be used: {e}")),
+            };
+            if let (Some(next), Some(current)) = (&decision.record, &record) {
+                match self.store.commit(
+                    user,
+                    Some(current.version),
+                    RecordChange::Put(next),
+                    SourcesChange::from_decision(&source, decision.source),
+                ) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => {
+                        // Fail closed: an accepted code that is not durably
+                        // used must not be reported as accepted.
+                        audit_verify(caller, user, service, rhost, purpose, "store_error");
+                        return internal(e);
+                    }
+                }
+            }
+            audit_verify(
+                caller,
+                user,
+                service,
+                rhost,
+                purpose,
+                decision.outcome.as_str(),
+            );
+            let outcome = match decision.outcome {
+                Outcome::Accepted { .. } => VerifyOutcome::Accepted,
+                Outcome::WrongCode => VerifyOutcome::WrongCode,
+                Outcome::Replayed => VerifyOutcome::Replayed,
+                Outcome::Throttled { retry_after } => VerifyOutcome::Throttled {
+                    retry_after_secs: retry_after,
+                },
+                Outcome::NotEnrolled => VerifyOutcome::NotEnrolled,
+                Outcome::Pending => VerifyOutcome::Pending,
+            };
+            return Response::Verified { outcome };
+        }
+        internal(format!("too many concurrent updates of {user:?}"))
+    }
+
+    fn status(&self, user: &str) -> Response {
+        match self.store.user(user) {
+            Ok(None) => Response::Status {
+                status: EnrolmentStatus::NotEnrolled,
+            },
+            Ok(Some(r)) => Response::Status {
+                status: match r.state {
+                    EnrolState::Pending => EnrolmentStatus::Pending,
+                    EnrolState::Active => EnrolmentStatus::Active,
+                },
+            },
+            Err(e) => internal(e),
+        }
+    }
+
+    fn enrol(&self, caller: &Caller, p: EnrolParams) -> Response {
+        let defaults = &self.config.totp;
+        let algorithm = p.algorithm.unwrap_or(defaults.algorithm);
+        let digits = p.digits.unwrap_or(defaults.digits);
+        let period = p.period.unwrap_or(defaults.period);
+        let issuer = p.issuer.clone().unwrap_or_else(|| self.issuer.clone());
+        if digits != 6 && digits != 8 {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("digits {digits}: must be 6 or 8"),
+            );
+        }
+        if !(15..=300).contains(&period) {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("period {period}: must be between 15 and 300 seconds"),
+            );
+        }
+        if let Err(m) = validate_issuer(&issuer) {
+            return refuse(ErrorCode::BadRequest, m);
+        }
+        let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
+        if let Err(e) = getrandom::getrandom(&mut secret) {
+            return internal(format!("the OS random number generator failed: {e}"));
+        }
+        let (uri, secret_base32) =
+            match otpauth_uri(&secret, algorithm, digits, period, &issuer, &p.user) {
+                Ok((uri, b32)) => (SecretText::new(uri), SecretText::new(b32)),
+                Err(e) => {
+                    return refuse(
+                        ErrorCode::BadRequest,
+                        format!("cannot build the otpauth URI: {e}"),
+                    )
+                }
+            };
+
+        for _ in 0..MAX_ATTEMPTS {
+            let existing = match self.store.user(&p.user) {
+                Ok(r) => r,
+                Err(e) => return internal(e),
+            };
+            if let Some(r) = &existing {
+                if r.state == EnrolState::Active && !p.force {
+                    info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "already_enrolled");
+                    return refuse(
+                        ErrorCode::AlreadyEnrolled,
+                        format!(
+                            "{} already has an active token; use --force to replace it",
+                            p.user
+                        ),
+                    );
+                }
+            }
+            let record = UserRecord {
+                version: existing.as_ref().map_or(1, |r| r.version.wrapping_add(1)),
+                state: EnrolState::Pending,
+                secret: SecretBytes::new(secret.to_vec()),
+                algorithm,
+                digits,
+                period,
+                issuer: issuer.clone(),
+                created: now(),
+                last_success: None,
+                last_accepted_step: None,
+                user_failures: 0,
+                last_failure: None,
+            };
+            match self.store.commit(
+                &p.user,
+                existing.as_ref().map(|r| r.version),
+                RecordChange::Put(&record),
+                SourcesChange::ClearAll,
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return internal(e),
+            }
+            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced = existing.is_some());
+            return Response::Enrolled(Enrolment {
+                user: p.user,
+                issuer,
+                algorithm,
+                digits,
+                period,
+                secret_base32,
+                uri,
+                replaced: existing.is_some(),
+            });
+        }
+        internal("too many concurrent updates")
+    }
+
+    fn list(&self) -> Response {
+        let users = match self.store.users() {
+            Ok(u) => u,
+            Err(e) => return internal(e),
+        };
+        let now = now();
+        let limits = &self.rules.limits;
+        let users = users
+            .into_iter()
+            .map(|(user, r)| {
+                let throttled_for_secs = r.last_failure.and_then(|last| {
+                    remaining(r.user_failures, last, limits.user_max_failures, limits, now)
+                });
+                UserSummary {
+                    user,
+                    state: match (r.state, throttled_for_secs) {
+                        (EnrolState::Pending, _) => UserState::Pending,
+                        (EnrolState::Active, Some(_)) => UserState::Throttled,
+                        (EnrolState::Active, None) => UserState::Active,
+                    },
+                    algorithm: r.algorithm,
+                    digits: r.digits,
+                    period: r.period,
+                    created: r.created,
+                    last_success: r.last_success,
+                    failures: r.user_failures,
+                    throttled_for_secs,
+                }
+            })
+            .collect();
+        Response::Users { users }
+    }
+
+    fn remove(&self, caller: &Caller, user: &str) -> Response {
+        self.rewrite(caller, user, "remove", |_| None)
+    }
+
+    fn unlock(&self, caller: &Caller, user: &str) -> Response {
+        self.rewrite(caller, user, "unlock", |r| {
+            let mut next = r.clone();
+            next.version = r.version.wrapping_add(1);
+            next.user_failures = 0;
+            next.last_failure = None;
+            Some(next)
+        })
+    }
+
+    /// Replaces (or with `None`, deletes) an existing record and clears all
+    /// of its source counters.
+    fn rewrite(
+        &self,
+        caller: &Caller,
+        user: &str,
+        op: &'static str,
+        change: impl Fn(&UserRecord) -> Option<UserRecord>,
+    ) -> Response {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "not_found");
+                    return refuse(ErrorCode::NotFound, format!("{user} is not enrolled"));
+                }
+                Err(e) => return internal(e),
+            };
+            let next = change(&current);
+            let record = match &next {
+                Some(r) => RecordChange::Put(r),
+                None => RecordChange::Delete,
+            };
+            match self
+                .store
+                .commit(user, Some(current.version), record, SourcesChange::ClearAll)
+            {
+                Ok(()) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "done");
+                    return Response::Done {};
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return internal(e),
+            }
+        }
+        internal("too many concurrent updates")
+    }
+}
+
+fn op_name(r: &Request) -> &'static str {
+    match r {
+        Request::Verify { .. } => "verify",
+        Request::Status { .. } => "status",
+        Request::Enrol(_) => "enroll",
+        Request::Confirm { .. } => "confirm",
+        Request::List {} => "list",
+        Request::Remove { .. } => "remove",
+        Request::Unlock { .. } => "unlock",
+    }
+}
+
+/// The audit line of a verification: who, from where, through what, and the
+/// outcome. Never the code. Names are Debug-quoted so that a crafted name
+/// cannot forge a log line.
+fn audit_verify(
+    caller: &Caller,
+    user: &str,
+    service: &str,
+    rhost: &str,
+    purpose: Purpose,
+    outcome: &str,
+) {
+    info!(
+        target: "otpd::audit",
+        user = ?user,
+        service = ?service,
+        rhost = ?rhost,
+        uid = caller.uid,
+        pid = caller.pid,
+        op = if purpose == Purpose::Confirm { "confirm" } else { "verify" },
+        outcome,
+    );
+}

@@ -1,0 +1,165 @@
+//! The accept loop: one task per connection, each request carried out on
+//! the blocking pool, SIGTERM/SIGINT for a clean stop.
+
+use super::handler::Handler;
+use super::policy::Caller;
+use otpd_proto::{
+    decode_payload, encode_frame, payload_len, ErrorCode, ProtoError, Request, Response,
+    FRAME_HEADER_LEN,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+/// How long a connection may sit idle between requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the rest of a frame, or the reply, may take once begun: a slow
+/// or half-open client is dropped instead of holding a slot.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more are closed at once with a log line.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            warn!("cannot install signal handlers; stop otpd with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        warn!("{MAX_CONNECTIONS} connections open; refusing one");
+                        continue;
+                    };
+                    let handler = handler.clone();
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        serve_connection(stream, handler, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
+    }
+}
+
+async fn serve_connection(
+    mut stream: UnixStream,
+    handler: Arc<Handler>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // design.md §4: the kernel says who is calling; no credentials, no service.
+    let caller = match stream.peer_cred() {
+        Ok(cred) => Caller {
+            uid: cred.uid(),
+            pid: cred.pid(),
+        },
+        Err(e) => {
+            warn!("dropping a connection whose peer credentials cannot be read: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        tokio::select! {
+            read = timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)) => match read {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return, // closed by the client
+                Err(_) => { debug!(uid = caller.uid, "idle connection closed"); return; }
+            },
+            _ = stop.changed() => return,
+        }
+        let request = match read_request(&mut stream, header).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(uid = caller.uid, pid = caller.pid, "bad request: {e}");
+                let reply = Response::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!("bad request: {e}"),
+                };
+                let _ = write_response(&mut stream, &reply).await;
+                return; // the stream may be out of step: close it
+            }
+        };
+        let h = handler.clone();
+        let c = caller.clone();
+        let reply = match tokio::task::spawn_blocking(move || h.handle(&c, request)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("request handler failed: {e}");
+                Response::Error {
+                    code: ErrorCode::Internal,
+                    message: "otpd could not complete the request".into(),
+                }
+            }
+        };
+        if let Err(e) = write_response(&mut stream, &reply).await {
+            debug!(uid = caller.uid, "reply not delivered: {e}");
+            return;
+        }
+    }
+}
+
+async fn read_request(
+    stream: &mut UnixStream,
+    header: [u8; FRAME_HEADER_LEN],
+) -> Result<Request, ProtoError> {
+    let len = payload_len(header)?;
+    let mut payload = Zeroizing::new(vec![0u8; len]);
+    match timeout(IO_TIMEOUT, stream.read_exact(&mut payload)).await {
+        Ok(Ok(_)) => decode_payload(&payload),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProtoError::Eof),
+        Ok(Err(e)) => Err(ProtoError::Io(e)),
+        Err(_) => Err(ProtoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the rest of the frame did not arrive in time",
+        ))),
+    }
+}
+
+async fn write_response(stream: &mut UnixStream, reply: &Response) -> Result<(), ProtoError> {
+    let frame = encode_frame(reply)?;
+    match timeout(IO_TIMEOUT, stream.write_all(&frame)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ProtoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read the reply",
+        ))),
+    }
+}

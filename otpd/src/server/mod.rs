@@ -1,0 +1,53 @@
+//! `otpd serve`: the daemon.
+
+mod handler;
+mod listener;
+pub mod policy;
+mod setup;
+
+pub use handler::Handler;
+
+use crate::config::Config;
+use crate::store::{SledStore, Store};
+use std::sync::Arc;
+use tracing::info;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(pub String);
+
+/// Runs the daemon until SIGTERM or SIGINT; returns after a clean shutdown.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    setup::prepare_state_dir(&config.state_dir)?;
+    // Held for the daemon's lifetime: a second daemon on the same state_dir
+    // fails here, before it touches the store or the socket.
+    let _lock = setup::lock_state_dir(&config.state_dir)?;
+    let store_dir = config.state_dir.join("store");
+    let store: Arc<dyn Store> =
+        Arc::new(SledStore::open(&store_dir).map_err(|e| ServeError(e.to_string()))?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("otpd")
+        .build()
+        .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
+    let handler = Arc::new(Handler::new(store.clone(), config.clone()));
+    runtime.block_on(async {
+        let listener = setup::bind_socket(&config.socket)?;
+        info!(
+            socket = %config.socket.display(),
+            state_dir = %config.state_dir.display(),
+            "otpd ready"
+        );
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        listener::run(listener, handler).await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        Ok::<(), ServeError>(())
+    })?;
+    let _ = std::fs::remove_file(&config.socket);
+    store
+        .sync()
+        .map_err(|e| ServeError(format!("final flush of the store failed: {e}")))?;
+    info!("otpd stopped");
+    Ok(())
+}

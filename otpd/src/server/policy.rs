@@ -1,0 +1,101 @@
+//! Who may ask what (design.md §4). Pure: the caller's identity comes from
+//! SO_PEERCRED, read by the listener.
+#![forbid(unsafe_code)]
+
+use otpd_proto::Request;
+
+/// The kernel's word on who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Effective uid of the peer at connect time.
+    pub uid: u32,
+    /// Its process id, for the audit line.
+    pub pid: Option<i32>,
+}
+
+/// Whether `caller` may make `request`. `user_name_of` maps a uid to its
+/// login name (only consulted for non-root callers of `verify`/`status`).
+pub fn authorize(
+    caller: &Caller,
+    request: &Request,
+    user_name_of: impl FnOnce(u32) -> Option<String>,
+) -> Result<(), String> {
+    if caller.uid == 0 {
+        return Ok(());
+    }
+    match request {
+        Request::Verify { user, .. } | Request::Status { user } => match user_name_of(caller.uid) {
+            Some(own) if own == *user => Ok(()),
+            _ => Err(format!(
+                "uid {} may only check codes of its own user, not of \"{user}\"",
+                caller.uid
+            )),
+        },
+        Request::Enrol(_)
+        | Request::Confirm { .. }
+        | Request::List {}
+        | Request::Remove { .. }
+        | Request::Unlock { .. } => Err("administrative commands need root".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otpd_proto::SecretText;
+
+    fn verify(user: &str) -> Request {
+        Request::Verify {
+            user: user.into(),
+            code: SecretText::from("123456"),
+            service: "s".into(),
+            rhost: String::new(),
+        }
+    }
+
+    fn caller(uid: u32) -> Caller {
+        Caller { uid, pid: None }
+    }
+
+    #[test]
+    fn root_may_do_everything() {
+        assert!(authorize(&caller(0), &verify("alice"), |_| None).is_ok());
+        assert!(authorize(&caller(0), &Request::List {}, |_| None).is_ok());
+    }
+
+    #[test]
+    fn a_user_may_check_only_its_own_codes() {
+        let name = |uid| (uid == 1000).then(|| "alice".to_string());
+        assert!(authorize(&caller(1000), &verify("alice"), name).is_ok());
+        assert!(authorize(&caller(1000), &verify("bob"), name).is_err());
+        assert!(authorize(&caller(1001), &verify("alice"), name).is_err());
+        assert!(authorize(
+            &caller(1000),
+            &Request::Status {
+                user: "alice".into()
+            },
+            name
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn admin_commands_need_root() {
+        let name = |_| Some("alice".to_string());
+        for r in [
+            Request::List {},
+            Request::Remove {
+                user: "alice".into(),
+            },
+            Request::Unlock {
+                user: "alice".into(),
+            },
+            Request::Confirm {
+                user: "alice".into(),
+                code: SecretText::from("1"),
+            },
+        ] {
+            assert!(authorize(&caller(1000), &r, name).is_err(), "{r:?}");
+        }
+    }
+}

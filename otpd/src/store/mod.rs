@@ -1,0 +1,83 @@
+//! Where otpd keeps its state, behind a small trait so that a fleet-wide
+//! store (PostgreSQL, a later issue) can replace the single-host sled store.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::core::decision::SourceChange;
+use crate::core::record::{SourceCounter, UserRecord};
+
+/// A store failure. Every caller fails closed on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record changed since it was read; re-read and decide again.
+    #[error("the record changed concurrently")]
+    Conflict,
+    /// A stored value could not be decoded.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// The engine or the disk failed.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// What to do with a user's record in a commit.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordChange<'a> {
+    /// Store this record.
+    Put(&'a UserRecord),
+    /// Delete the record.
+    Delete,
+}
+
+/// What to do with the user's per-source counters in a commit.
+#[derive(Debug, Clone, Copy)]
+pub enum SourcesChange<'a> {
+    /// Leave all alone.
+    Keep,
+    /// Store one source's counter.
+    Set(&'a str, SourceCounter),
+    /// Delete one source's counter.
+    Reset(&'a str),
+    /// Delete every source counter of the user.
+    ClearAll,
+}
+
+impl<'a> SourcesChange<'a> {
+    /// The store writes for a decision's source change.
+    pub fn from_decision(source: &'a str, change: SourceChange) -> Self {
+        match change {
+            SourceChange::Keep => SourcesChange::Keep,
+            SourceChange::Reset => SourcesChange::Reset(source),
+            SourceChange::Set(counter) => SourcesChange::Set(source, counter),
+        }
+    }
+}
+
+/// The operations the daemon needs.
+///
+/// `commit` is the only write. It is a compare-and-swap on the record's
+/// `version` (`expected = None`: the user must not exist) that writes the
+/// record and the source counters together, and it returns only once the
+/// write is durable on disk. This is what makes "a code is good once" hold
+/// for concurrent connections and across crashes; a networked store must
+/// give the same guarantee (a conditional `UPDATE … WHERE version = $v`).
+pub trait Store: Send + Sync + 'static {
+    /// One user's record.
+    fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// One (user, source) failure counter.
+    fn source(&self, user: &str, source: &str) -> Result<Option<SourceCounter>, StoreError>;
+    /// Every user, sorted by name.
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError>;
+    /// Atomic, durable compare-and-swap; see the trait documentation.
+    fn commit(
+        &self,
+        user: &str,
+        expected_version: Option<u64>,
+        record: RecordChange<'_>,
+        sources: SourcesChange<'_>,
+    ) -> Result<(), StoreError>;
+    /// Makes everything written so far durable (used at shutdown).
+    fn sync(&self) -> Result<(), StoreError>;
+}
