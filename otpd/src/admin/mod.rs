@@ -6,6 +6,7 @@ mod qr;
 
 pub use client::Client;
 pub use commands::{confirm, enroll, list, remove, unlock, verify, EnrollOptions};
+pub use qr::terminal as terminal_qr;
 
 /// A CLI failure, mapped to the documented exit status.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Builds otpd and pam_otpd.so from this checkout, installs them, writes a
+# default config and starts the daemon. For Debian 12 / Ubuntu with Rust
+# installed (rustup). Run it as yourself; it uses sudo where it must.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SBINDIR=/usr/local/sbin
+CONFDIR=/etc/otpd
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+say() { printf '==> %s\n' "$*"; }
+
+# 1. What the build needs from the system.
+need=(gcc libc6-dev libpam0g-dev)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing build dependencies: ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# 2. Build (as the invoking user, with their toolchain).
+command -v cargo >/dev/null || { echo "cargo not found: install Rust first (https://rustup.rs)" >&2; exit 1; }
+say "building release binaries"
+cargo build --release --locked -p otpd -p pam_otpd
+
+# 3. Install: the daemon, the module into the distribution's PAM directory.
+multiarch=$(gcc -print-multiarch 2>/dev/null || true)
+pamdir=""
+for d in "/usr/lib/$multiarch/security" "/lib/$multiarch/security" /usr/lib64/security /lib/security; do
+  if [ -e "$d/pam_unix.so" ]; then pamdir=$d; break; fi
+done
+[ -n "$pamdir" ] || { echo "cannot find the PAM module directory (no pam_unix.so found)" >&2; exit 1; }
+say "installing $SBINDIR/otpd and $pamdir/pam_otpd.so"
+$SUDO install -D -m 0755 target/release/otpd "$SBINDIR/otpd"
+$SUDO install -D -m 0644 target/release/libpam_otpd.so "$pamdir/pam_otpd.so"
+if [ ! -e "$CONFDIR/otpd.toml" ]; then
+  say "writing the default config $CONFDIR/otpd.toml"
+  $SUDO install -d -m 0755 "$CONFDIR"
+  $SUDO install -m 0644 packaging/otpd.toml "$CONFDIR/otpd.toml"
+else
+  say "keeping the existing $CONFDIR/otpd.toml"
+fi
+$SUDO "$SBINDIR/otpd" --config "$CONFDIR/otpd.toml" check-config >/dev/null
+
+# 4. Start (or restart) the daemon.
+if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
+  say "starting otpd.service (systemd)"
+  sed "s|@SBINDIR@|$SBINDIR|g" packaging/systemd/otpd.service | $SUDO tee /etc/systemd/system/otpd.service >/dev/null
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable otpd.service >/dev/null 2>&1
+  $SUDO systemctl restart otpd.service
+  how="systemctl status otpd; journalctl -u otpd"
+else
+  pidfile=/run/otpd.pid
+  logfile=/var/log/otpd.log
+  if [ -s "$pidfile" ] && $SUDO kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    say "stopping the running otpd (pid $(cat "$pidfile"))"
+    $SUDO kill -TERM "$(cat "$pidfile")"
+    for _ in $(seq 50); do $SUDO kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  say "starting otpd in the background (no systemd): log $logfile, pid file $pidfile"
+  $SUDO sh -c "umask 077; nohup '$SBINDIR/otpd' --config '$CONFDIR/otpd.toml' serve >>'$logfile' 2>&1 </dev/null & echo \$! > '$pidfile'"
+  how="tail $logfile; kill \$(cat $pidfile) to stop"
+fi
+
+# 5. Wait until it answers.
+for _ in $(seq 100); do
+  if $SUDO "$SBINDIR/otpd" --config "$CONFDIR/otpd.toml" list >/dev/null 2>&1; then
+    cat <<MSG
+
+otpd is running ($how).
+
+Next step, enrol a user (prints a QR code to scan with the authenticator app):
+    sudo otpd enroll $(id -un)
+
+Then require the code for SSH and sudo: see "Using it for SSH and sudo" in README.md.
+MSG
+    exit 0
+  fi
+  sleep 0.1
+done
+echo "otpd did not come up; see: $how" >&2
+exit 1
