@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# End-to-end test of the README's install command, as a newcomer runs it:
+# packaging/install.sh builds, installs and starts otpd; then a user is
+# enrolled, confirmed with a code from oathtool, and logs in through the
+# system's real libpam with `auth required pam_otpd.so` (found by its bare
+# name, so the module must be where the distribution looks for it).
+#
+# Everything happens in a private mount namespace: /usr/local/sbin, /etc/otpd,
+# /var/lib/otpd, /run, /var/log and /etc/pam.d are private copies or empty
+# tmpfs, so the host is left exactly as it was. Needs root and unshare(1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${OTPD_IN_NAMESPACE:-}" != 1 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "test-install: needs root (mount namespace)" >&2; exit 1; }
+  exec env OTPD_IN_NAMESPACE=1 unshare --mount --propagation private "$0" "$@"
+fi
+
+scratch=$(mktemp -d)
+pidfile=/run/otpd.pid
+cleanup() {
+  if [ -s "$pidfile" ]; then kill -TERM "$(cat "$pidfile")" 2>/dev/null || true; fi
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+multiarch=$(gcc -print-multiarch)
+pamdir=""
+for d in "/usr/lib/$multiarch/security" "/lib/$multiarch/security"; do
+  [ -e "$d/pam_unix.so" ] && { pamdir=$d; break; }
+done
+cp -a "$pamdir" "$scratch/security"
+cp -a /etc/pam.d "$scratch/pam.d"
+for d in /usr/local/sbin /etc/otpd /var/lib/otpd /run /var/log; do
+  mkdir -p "$d"
+  mount -t tmpfs -o mode=0755 tmpfs "$d"
+done
+mount --bind "$scratch/security" "$pamdir"
+mount --bind "$scratch/pam.d" /etc/pam.d
+
+echo "test-install: running packaging/install.sh"
+packaging/install.sh
+
+fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
+[ -x /usr/local/sbin/otpd ] || fail "otpd not installed"
+[ -f "$pamdir/pam_otpd.so" ] || fail "pam_otpd.so not in $pamdir"
+[ -f /etc/otpd/otpd.toml ] || fail "no default config"
+[ "$(stat -c %a /var/lib/otpd)" = 700 ] || fail "state dir is not 0700"
+[ -s "$pidfile" ] || fail "no pid file"
+
+uri=$(otpd enroll installtest | grep '^otpauth://') || fail "enroll printed no URI"
+secret=$(printf '%s' "$uri" | sed -n 's/.*secret=\([A-Z2-7]*\).*/\1/p')
+now=$(date +%s)
+otpd confirm installtest "$(oathtool --totp -b "$secret" -N "@$((now - 30))")" || fail "confirm refused"
+
+printf 'auth required pam_otpd.so\naccount required pam_permit.so\n' > /etc/pam.d/otpd-install-test
+code=$(oathtool --totp -b "$secret" -N "@$now")
+echo "$code" | pamtester otpd-install-test installtest authenticate || fail "login with a fresh code refused"
+if echo "$code" | pamtester otpd-install-test installtest authenticate 2>/dev/null; then
+  fail "the same code was accepted twice"
+fi
+grep -q 'outcome="replayed"' /var/log/otpd.log || fail "no audit line for the replay"
+
+# Running the installer again upgrades in place and keeps the enrolment.
+packaging/install.sh >/dev/null
+otpd list --json | grep -q '"user": "installtest"' || fail "enrolment lost on reinstall"
+echo "1 passed, 0 failed"
