@@ -11,9 +11,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+private_dirs=(/usr/local/sbin /etc/otpd /var/lib/otpd /run /var/log)
 if [ "${OTPD_IN_NAMESPACE:-}" != 1 ]; then
   [ "$(id -u)" -eq 0 ] || { echo "test-install: needs root (mount namespace)" >&2; exit 1; }
-  exec env OTPD_IN_NAMESPACE=1 unshare --mount --propagation private "$0" "$@"
+  # Mount points that do not exist yet are created here and removed after.
+  created=()
+  for d in "${private_dirs[@]}"; do
+    [ -d "$d" ] || { mkdir -p "$d"; created+=("$d"); }
+  done
+  status=0
+  env OTPD_IN_NAMESPACE=1 unshare --mount --propagation private "$0" "$@" || status=$?
+  for d in "${created[@]}"; do rmdir "$d" 2>/dev/null || true; done
+  exit "$status"
 fi
 
 scratch=$(mktemp -d)
@@ -31,8 +40,7 @@ for d in "/usr/lib/$multiarch/security" "/lib/$multiarch/security"; do
 done
 cp -a "$pamdir" "$scratch/security"
 cp -a /etc/pam.d "$scratch/pam.d"
-for d in /usr/local/sbin /etc/otpd /var/lib/otpd /run /var/log; do
-  mkdir -p "$d"
+for d in "${private_dirs[@]}"; do
   mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
 mount --bind "$scratch/security" "$pamdir"
