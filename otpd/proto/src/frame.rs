@@ -10,6 +10,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest payload accepted, in bytes. A `list` of ~50,000 users fits;
 /// anything larger from a client is an attack or a bug.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Largest request the daemon reads, in bytes: a request is a user name, a
+/// code and two short strings, so anything bigger is refused before the
+/// daemon allocates for it.
+pub const MAX_REQUEST_LEN: usize = 16 * 1024;
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 
@@ -114,17 +118,16 @@ pub fn encode_frame<T: Serialize>(body: &T) -> Result<Zeroizing<Vec<u8>>, ProtoE
     Ok(out)
 }
 
-/// Validates a length prefix: the payload length it announces, or why it is refused.
-pub fn payload_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, ProtoError> {
+/// Validates a length prefix against a cap (`MAX_FRAME_LEN`, or
+/// `MAX_REQUEST_LEN` on the daemon's side): the payload length it
+/// announces, or why it is refused.
+pub fn payload_len(header: [u8; FRAME_HEADER_LEN], max: usize) -> Result<usize, ProtoError> {
     let len = u32::from_be_bytes(header) as usize;
     if len == 0 {
         return Err(ProtoError::Empty);
     }
-    if len > MAX_FRAME_LEN {
-        return Err(ProtoError::TooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+    if len > max {
+        return Err(ProtoError::TooLarge { len, max });
     }
     Ok(len)
 }
@@ -144,7 +147,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtoErr
 pub fn read_frame<T: DeserializeOwned>(reader: &mut impl Read) -> Result<T, ProtoError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     read_exact_or_eof(reader, &mut header)?;
-    let len = payload_len(header)?;
+    let len = payload_len(header, MAX_FRAME_LEN)?;
     let mut payload = Zeroizing::new(vec![0u8; len]);
     read_exact_or_eof(reader, &mut payload)?;
     decode_payload(&payload)
@@ -202,11 +205,20 @@ mod tests {
     fn oversized_and_empty_headers_are_refused_before_reading() {
         let too_big = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         assert!(matches!(
-            payload_len(too_big),
+            payload_len(too_big, MAX_FRAME_LEN),
             Err(ProtoError::TooLarge { .. })
         ));
-        assert!(matches!(payload_len([0; 4]), Err(ProtoError::Empty)));
-        assert_eq!(payload_len(10u32.to_be_bytes()).unwrap(), 10);
+        let over_request = ((MAX_REQUEST_LEN + 1) as u32).to_be_bytes();
+        assert!(payload_len(over_request, MAX_FRAME_LEN).is_ok());
+        assert!(matches!(
+            payload_len(over_request, MAX_REQUEST_LEN),
+            Err(ProtoError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            payload_len([0; 4], MAX_FRAME_LEN),
+            Err(ProtoError::Empty)
+        ));
+        assert_eq!(payload_len(10u32.to_be_bytes(), MAX_FRAME_LEN).unwrap(), 10);
     }
 
     #[test]

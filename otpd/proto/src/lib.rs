@@ -13,7 +13,7 @@ mod types;
 
 pub use frame::{
     decode_payload, encode_frame, payload_len, read_frame, write_frame, ProtoError,
-    FRAME_HEADER_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    FRAME_HEADER_LEN, MAX_FRAME_LEN, MAX_REQUEST_LEN, PROTOCOL_VERSION,
 };
 pub use secret::SecretText;
 pub use types::{

@@ -93,7 +93,7 @@ pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(),
         rhost: String::new(),
     };
     check_code(client, request, &user)?;
-    println!("accepted: the code of {user} is valid (and now used)");
+    say!("accepted: the code of {user} is valid (and now used)");
     Ok(())
 }
 
@@ -108,7 +108,7 @@ pub fn confirm(client: &Client, user: String, code: Option<String>) -> Result<()
         },
         &user,
     )?;
-    println!("{}", validated(&user));
+    say!("{}", validated(&user));
     Ok(())
 }
 
@@ -165,7 +165,7 @@ pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
             "state": "pending",
             "replaced": e.replaced,
         });
-        println!("{out}");
+        say!("{out}");
         return Ok(());
     }
     print_enrolment(&e)?;
@@ -173,7 +173,7 @@ pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
     if interactive {
         prompt_first_code(client, &e.user)
     } else {
-        println!(
+        say!(
             "The enrolment stays pending until the first code is validated:\n  otpd confirm {} CODE",
             e.user
         );
@@ -184,7 +184,6 @@ pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
 fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
     let stdout_tty = std::io::stdout().is_terminal();
     let art = qr::terminal(e.uri.expose(), stdout_tty)?;
-    let mut out = std::io::stdout().lock();
     let text = format!(
         "{verb} enrolment for {user} (pending until the first code is validated).\n\n\
          {uri}\n\n\
@@ -201,9 +200,8 @@ fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
         digits = e.digits,
         period = e.period,
     );
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .map_err(|e| CliError::Refused(format!("cannot write to stdout: {e}")))
+    super::emit(&text);
+    Ok(())
 }
 
 /// "Enter your OTP" → "Validate", as in the help-desk manuals.
@@ -211,13 +209,12 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
     const TRIES: usize = 3;
     let stdin = std::io::stdin();
     for attempt in 1..=TRIES {
-        print!("Enter your OTP (the code the app shows now), or press Enter to validate later: ");
-        let _ = std::io::stdout().flush();
+        super::emit(
+            "Enter your OTP (the code the app shows now), or press Enter to validate later: ",
+        );
         let mut line = zeroize::Zeroizing::new(String::new());
         if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-            println!(
-                "The enrolment stays pending. Validate it later with: otpd confirm {user} CODE"
-            );
+            say!("The enrolment stays pending. Validate it later with: otpd confirm {user} CODE");
             return Ok(());
         }
         let request = Request::Confirm {
@@ -228,13 +225,13 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
             Response::Verified {
                 outcome: VerifyOutcome::Accepted,
             } => {
-                println!("{}", validated(user));
+                say!("{}", validated(user));
                 return Ok(());
             }
             Response::Verified { outcome } => {
                 let why = refusal(user, outcome).unwrap_or_default();
                 if attempt < TRIES {
-                    println!(
+                    say!(
                         "Not validated: {why}. Try again ({} of {TRIES}).",
                         attempt + 1
                     );
@@ -247,7 +244,7 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
             other => return Err(unexpected(&other)),
         }
     }
-    Ok(())
+    unreachable!("the last attempt returns")
 }
 
 fn when(t: Option<u64>) -> String {
@@ -264,17 +261,21 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
     if json {
         let text = serde_json::to_string_pretty(&users)
             .map_err(|e| CliError::Refused(format!("cannot print JSON: {e}")))?;
-        println!("{text}");
+        say!("{text}");
         return Ok(());
     }
     if users.is_empty() {
-        println!("No users enrolled. Start with: otpd enroll USER");
+        say!("No users enrolled. Start with: otpd enroll USER");
         return Ok(());
     }
     let width = users.iter().map(|u| u.user.len()).max().unwrap_or(4).max(4);
-    println!(
+    say!(
         "{:width$}  {:9}  {:14}  {:20}  {:20}  FAILURES",
-        "USER", "STATE", "TOKEN", "CREATED", "LAST SUCCESS"
+        "USER",
+        "STATE",
+        "TOKEN",
+        "CREATED",
+        "LAST SUCCESS"
     );
     for u in users {
         let state = match (u.state, u.throttled_for_secs) {
@@ -283,7 +284,7 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
             (UserState::Throttled, Some(s)) => format!("throttled ({s} s)"),
             (UserState::Throttled, None) => "throttled".to_string(),
         };
-        println!(
+        say!(
             "{:width$}  {:9}  {:14}  {:20}  {:20}  {}",
             u.user,
             state,
@@ -300,7 +301,7 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
 pub fn remove(client: &Client, user: String) -> Result<(), CliError> {
     match client.call(&Request::Remove { user: user.clone() })? {
         Response::Done {} => {
-            println!("removed: {user} no longer has a token");
+            say!("removed: {user} no longer has a token");
             Ok(())
         }
         other => Err(unexpected(&other)),
@@ -311,7 +312,7 @@ pub fn remove(client: &Client, user: String) -> Result<(), CliError> {
 pub fn unlock(client: &Client, user: String) -> Result<(), CliError> {
     match client.call(&Request::Unlock { user: user.clone() })? {
         Response::Done {} => {
-            println!("unlocked: the failure counters of {user} are cleared");
+            say!("unlocked: the failure counters of {user} are cleared");
             Ok(())
         }
         other => Err(unexpected(&other)),

@@ -1,5 +1,13 @@
 //! The admin CLI: each command is one request to the running daemon.
 
+/// `println!` for the CLI's output: a reader that went away (`otpd list |
+/// head`) ends the output quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::admin::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod client;
 mod commands;
 mod qr;
@@ -39,3 +47,16 @@ pub const EXIT_STATUS_HELP: &str = "Exit status:
   1  refused: wrong or replayed code, no such user, not allowed, already enrolled …
   2  usage or configuration error
   3  the daemon could not be reached";
+
+/// Writes CLI output to stdout; see `say!`.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("otpd: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}

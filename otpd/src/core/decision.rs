@@ -131,10 +131,13 @@ pub fn decide(
         return Ok(Decision::unchanged(Outcome::Throttled { retry_after }));
     }
 
-    let matched = match code::normalize(typed_code, record.digits) {
-        Some(code) => match_code(record, &code, now, rules.window)?,
-        None => CodeMatch::NoMatch,
+    // Something that is not a code at all (letters, wrong length) is a wrong
+    // code that changes nothing (design.md §6): it cannot be a guess, so
+    // it need not be counted.
+    let Some(code) = code::normalize(typed_code, record.digits) else {
+        return Ok(Decision::unchanged(Outcome::WrongCode));
     };
+    let matched = match_code(record, &code, now, rules.window)?;
 
     let mut next = record.clone();
     next.version = record.version.wrapping_add(1);
@@ -244,9 +247,21 @@ mod tests {
     }
 
     #[test]
-    fn wrong_and_malformed_codes_count_as_failures() {
+    fn malformed_codes_are_wrong_but_change_nothing() {
         let r = active();
-        for bad in ["000000x", "12a456", "", "1234567"] {
+        for bad in ["000000x", "12a456", "", "1234567", "12 34 56"] {
+            assert_eq!(
+                login(&r, None, bad, NOW),
+                Decision::unchanged(Outcome::WrongCode),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_codes_count_as_failures() {
+        let r = active();
+        for bad in ["000000", "999 999"] {
             let d = login(&r, None, bad, NOW);
             assert_eq!(d.outcome, Outcome::WrongCode, "{bad:?}");
             let next = d.record.unwrap();

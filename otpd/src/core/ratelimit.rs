@@ -49,7 +49,8 @@ pub fn remaining(
 ) -> Option<u64> {
     let wait = backoff(failures, threshold, limits.base_delay, limits.max_delay)?;
     let until = last_failure.saturating_add(wait);
-    (until > now).then(|| until - now)
+    // min(): a clock set backwards must not stretch the wait past its length.
+    (until > now).then(|| (until - now).min(wait))
 }
 
 #[cfg(test)]
@@ -78,5 +79,7 @@ mod tests {
         assert_eq!(remaining(5, 1000, 5, &l, 1030), None);
         assert_eq!(remaining(4, 1000, 5, &l, 1000), None);
         assert_eq!(remaining(20, 1000, 20, &l, 1010), Some(20));
+        // The clock went back an hour: still at most the wait itself.
+        assert_eq!(remaining(5, 5000, 5, &l, 1400), Some(30));
     }
 }

@@ -78,10 +78,12 @@ pub struct SourceCounter {
 }
 
 /// The rate-limit source of an attempt: the remote host, or for local
-/// logins the calling uid (design.md §2).
+/// logins the calling uid (design.md §2). Only root (sshd, sudo, login) is
+/// believed about the remote host; a non-root caller could otherwise name a
+/// new host on every guess and never reach its own backoff.
 pub fn source_of(rhost: &str, caller_uid: u32) -> String {
     let rhost = rhost.trim();
-    if rhost.is_empty() {
+    if rhost.is_empty() || caller_uid != 0 {
         format!("uid:{caller_uid}")
     } else {
         format!("rhost:{rhost}")
@@ -97,6 +99,7 @@ mod tests {
         assert_eq!(source_of("192.0.2.1", 0), "rhost:192.0.2.1");
         assert_eq!(source_of("", 1000), "uid:1000");
         assert_eq!(source_of("  ", 0), "uid:0");
+        assert_eq!(source_of("192.0.2.1", 1000), "uid:1000");
     }
 
     #[test]

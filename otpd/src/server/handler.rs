@@ -23,6 +23,9 @@ const SECRET_LEN: usize = 20;
 /// Compare-and-swap retries before giving up (only reached under a storm of
 /// concurrent writes to one user).
 const MAX_ATTEMPTS: usize = 16;
+/// Longest PAM_SERVICE or PAM_RHOST accepted (both end up in audit lines,
+/// an rhost also in a stored key).
+const MAX_ITEM_LEN: usize = 255;
 
 /// The daemon's request handler.
 pub struct Handler {
@@ -52,6 +55,24 @@ fn internal(e: impl std::fmt::Display) -> Response {
         ErrorCode::Internal,
         "otpd could not complete the request (see its log)",
     )
+}
+
+/// Runs one read-decide-commit `attempt` until it does not meet a
+/// concurrent update (`None`).
+fn with_retries(mut attempt: impl FnMut() -> Option<Response>) -> Response {
+    (0..MAX_ATTEMPTS)
+        .find_map(|_| attempt())
+        .unwrap_or_else(|| internal("too many concurrent updates of one user"))
+}
+
+/// The version of a record that starts a user afresh: random, so that a
+/// decision taken on a removed user's record can never be committed over a
+/// new enrolment that happens to reach the same version number.
+fn fresh_version() -> Result<u64, Response> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| internal(format!("the OS random number generator failed: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 fn user_name_of(uid: u32) -> Option<String> {
@@ -95,8 +116,22 @@ impl Handler {
             Request::List {} => None,
         };
         if let Some(Err(reason)) = user.map(validate_user) {
-            info!(target: "otpd::audit", uid = caller.uid, op = op_name(&request), outcome = "bad_request", "{reason}");
-            return refuse(ErrorCode::BadRequest, reason);
+            // Such a name can never be enrolled: for enrolment it is bad
+            // input, for everything else there is simply no such user.
+            let (code, outcome, message) = match request {
+                Request::Enrol(_) => (
+                    ErrorCode::BadRequest,
+                    "bad_request",
+                    format!("cannot enrol: {reason}"),
+                ),
+                _ => (
+                    ErrorCode::NotFound,
+                    "not_enrolled",
+                    format!("no such user: {reason}"),
+                ),
+            };
+            info!(target: "otpd::audit", uid = caller.uid, op = op_name(&request), outcome, "{reason}");
+            return refuse(code, message);
         }
         match request {
             Request::Verify {
@@ -104,7 +139,15 @@ impl Handler {
                 code,
                 service,
                 rhost,
-            } => self.verify(caller, &user, &code, &service, &rhost, Purpose::Login),
+            } => {
+                if service.len() > MAX_ITEM_LEN || rhost.len() > MAX_ITEM_LEN {
+                    return refuse(
+                        ErrorCode::BadRequest,
+                        format!("service and rhost may be at most {MAX_ITEM_LEN} bytes"),
+                    );
+                }
+                self.verify(caller, &user, &code, &service, &rhost, Purpose::Login)
+            }
             Request::Confirm { user, code } => {
                 self.verify(caller, &user, &code, "otpd-confirm", "", Purpose::Confirm)
             }
@@ -126,26 +169,28 @@ impl Handler {
         purpose: Purpose,
     ) -> Response {
         let source = source_of(rhost, caller.uid);
-        for _ in 0..MAX_ATTEMPTS {
+        let audit = |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome);
+        with_retries(|| {
             let record = match self.store.user(user) {
                 Ok(r) => r,
-                Err(e) => return internal(e),
+                Err(e) => return Some(internal(e)),
             };
             if purpose == Purpose::Confirm {
-                match &record {
-                    None => return refuse(ErrorCode::NotFound, format!("{user} is not enrolled")),
-                    Some(r) if r.state == EnrolState::Active => {
-                        return refuse(
-                            ErrorCode::NotPending,
-                            format!("{user}'s enrolment is already active; nothing to confirm"),
-                        )
-                    }
-                    Some(_) => {}
+                let refusal = match &record {
+                    None => Some((ErrorCode::NotFound, format!("{user} is not enrolled"))),
+                    Some(r) if r.state == EnrolState::Active => Some((
+                        ErrorCode::NotPending,
+                        format!("{user}'s enrolment is already active; nothing to confirm"),
+                    )),
+                    Some(_) => None,
+                };
+                if let Some((code, message)) = refusal {
+                    return Some(refuse(code, message));
                 }
             }
             let counter = match self.store.source(user, &source) {
                 Ok(c) => c,
-                Err(e) => return internal(e),
+                Err(e) => return Some(internal(e)),
             };
             let decision = match decide(
                 record.as_ref(),
@@ -156,7 +201,11 @@ impl Handler {
                 &self.rules,
             ) {
                 Ok(d) => d,
-                Err(e) => return internal(format!("the token of {user:?} cannot be used: {e}")),
+                Err(e) => {
+                    return Some(internal(format!(
+                        "the token of {user:?} cannot be used: {e}"
+                    )))
+                }
             };
             if let (Some(next), Some(current)) = (&decision.record, &record) {
                 match self.store.commit(
@@ -166,23 +215,16 @@ impl Handler {
                     SourcesChange::from_decision(&source, decision.source),
                 ) {
                     Ok(()) => {}
-                    Err(StoreError::Conflict) => continue,
+                    Err(StoreError::Conflict) => return None,
                     Err(e) => {
                         // Fail closed: an accepted code that is not durably
                         // used must not be reported as accepted.
-                        audit_verify(caller, user, service, rhost, purpose, "store_error");
-                        return internal(e);
+                        audit("store_error");
+                        return Some(internal(e));
                     }
                 }
             }
-            audit_verify(
-                caller,
-                user,
-                service,
-                rhost,
-                purpose,
-                decision.outcome.as_str(),
-            );
+            audit(decision.outcome.as_str());
             let outcome = match decision.outcome {
                 Outcome::Accepted { .. } => VerifyOutcome::Accepted,
                 Outcome::WrongCode => VerifyOutcome::WrongCode,
@@ -193,9 +235,8 @@ impl Handler {
                 Outcome::NotEnrolled => VerifyOutcome::NotEnrolled,
                 Outcome::Pending => VerifyOutcome::Pending,
             };
-            return Response::Verified { outcome };
-        }
-        internal(format!("too many concurrent updates of {user:?}"))
+            Some(Response::Verified { outcome })
+        })
     }
 
     fn status(&self, user: &str) -> Response {
@@ -249,25 +290,32 @@ impl Handler {
                 }
             };
 
-        for _ in 0..MAX_ATTEMPTS {
+        with_retries(|| {
             let existing = match self.store.user(&p.user) {
                 Ok(r) => r,
-                Err(e) => return internal(e),
+                Err(e) => return Some(internal(e)),
             };
             if let Some(r) = &existing {
                 if r.state == EnrolState::Active && !p.force {
                     info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "already_enrolled");
-                    return refuse(
+                    return Some(refuse(
                         ErrorCode::AlreadyEnrolled,
                         format!(
                             "{} already has an active token; use --force to replace it",
                             p.user
                         ),
-                    );
+                    ));
                 }
             }
+            let version = match &existing {
+                Some(r) => r.version.wrapping_add(1),
+                None => match fresh_version() {
+                    Ok(v) => v,
+                    Err(response) => return Some(response),
+                },
+            };
             let record = UserRecord {
-                version: existing.as_ref().map_or(1, |r| r.version.wrapping_add(1)),
+                version,
                 state: EnrolState::Pending,
                 secret: SecretBytes::new(secret.to_vec()),
                 algorithm,
@@ -287,22 +335,21 @@ impl Handler {
                 SourcesChange::ClearAll,
             ) {
                 Ok(()) => {}
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return internal(e),
+                Err(StoreError::Conflict) => return None,
+                Err(e) => return Some(internal(e)),
             }
             info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced = existing.is_some());
-            return Response::Enrolled(Enrolment {
-                user: p.user,
-                issuer,
+            Some(Response::Enrolled(Enrolment {
+                user: p.user.clone(),
+                issuer: issuer.clone(),
                 algorithm,
                 digits,
                 period,
-                secret_base32,
-                uri,
+                secret_base32: secret_base32.clone(),
+                uri: uri.clone(),
                 replaced: existing.is_some(),
-            });
-        }
-        internal("too many concurrent updates")
+            }))
+        })
     }
 
     fn list(&self) -> Response {
@@ -361,14 +408,17 @@ impl Handler {
         op: &'static str,
         change: impl Fn(&UserRecord) -> Option<UserRecord>,
     ) -> Response {
-        for _ in 0..MAX_ATTEMPTS {
+        with_retries(|| {
             let current = match self.store.user(user) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "not_found");
-                    return refuse(ErrorCode::NotFound, format!("{user} is not enrolled"));
+                    return Some(refuse(
+                        ErrorCode::NotFound,
+                        format!("{user} is not enrolled"),
+                    ));
                 }
-                Err(e) => return internal(e),
+                Err(e) => return Some(internal(e)),
             };
             let next = change(&current);
             let record = match &next {
@@ -381,13 +431,12 @@ impl Handler {
             {
                 Ok(()) => {
                     info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "done");
-                    return Response::Done {};
+                    Some(Response::Done {})
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return internal(e),
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
             }
-        }
-        internal("too many concurrent updates")
+        })
     }
 }
 

@@ -3,16 +3,17 @@
 
 use super::handler::Handler;
 use super::policy::Caller;
+use super::slots::{SlotLimits, Slots};
 use otpd_proto::{
     decode_payload, encode_frame, payload_len, ErrorCode, ProtoError, Request, Response,
-    FRAME_HEADER_LEN,
+    FRAME_HEADER_LEN, MAX_REQUEST_LEN,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -24,7 +25,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// or half-open client is dropped instead of holding a slot.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed at once with a log line.
-const MAX_CONNECTIONS: usize = 1024;
+/// Non-root callers (screen lockers) share 896 of them, at most 16 per uid,
+/// so the last 128 are always there for root (sshd, sudo, login).
+const SLOT_LIMITS: SlotLimits = SlotLimits {
+    total: 1024,
+    non_root: 896,
+    per_uid: 16,
+};
+/// The longest a connection may stay open, however busy.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,21 +50,34 @@ pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
         }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(SLOT_LIMITS);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        warn!("{MAX_CONNECTIONS} connections open; refusing one");
+                    // design.md §4: the kernel says who is calling; no
+                    // credentials, no service.
+                    let caller = match stream.peer_cred() {
+                        Ok(cred) => Caller { uid: cred.uid(), pid: cred.pid() },
+                        Err(e) => {
+                            warn!("dropping a connection whose peer credentials cannot be read: {e}");
+                            continue;
+                        }
+                    };
+                    let Some(slot) = slots.admit(caller.uid) else {
+                        warn!(uid = caller.uid, "connection limit reached for this caller; refusing one");
                         continue;
                     };
                     let handler = handler.clone();
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        serve_connection(stream, handler, stop).await;
-                        drop(permit);
+                        let _ = timeout(
+                            MAX_CONNECTION_AGE,
+                            serve_connection(stream, caller, handler, stop),
+                        )
+                        .await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -81,20 +103,10 @@ pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
 
 async fn serve_connection(
     mut stream: UnixStream,
+    caller: Caller,
     handler: Arc<Handler>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // design.md §4: the kernel says who is calling; no credentials, no service.
-    let caller = match stream.peer_cred() {
-        Ok(cred) => Caller {
-            uid: cred.uid(),
-            pid: cred.pid(),
-        },
-        Err(e) => {
-            warn!("dropping a connection whose peer credentials cannot be read: {e}");
-            return;
-        }
-    };
     loop {
         let mut header = [0u8; FRAME_HEADER_LEN];
         tokio::select! {
@@ -140,7 +152,7 @@ async fn read_request(
     stream: &mut UnixStream,
     header: [u8; FRAME_HEADER_LEN],
 ) -> Result<Request, ProtoError> {
-    let len = payload_len(header)?;
+    let len = payload_len(header, MAX_REQUEST_LEN)?;
     let mut payload = Zeroizing::new(vec![0u8; len]);
     match timeout(IO_TIMEOUT, stream.read_exact(&mut payload)).await {
         Ok(Ok(_)) => decode_payload(&payload),

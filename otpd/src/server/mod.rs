@@ -4,6 +4,7 @@ mod handler;
 mod listener;
 pub mod policy;
 mod setup;
+mod slots;
 
 pub use handler::Handler;
 

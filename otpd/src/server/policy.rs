@@ -27,7 +27,7 @@ pub fn authorize(
         Request::Verify { user, .. } | Request::Status { user } => match user_name_of(caller.uid) {
             Some(own) if own == *user => Ok(()),
             _ => Err(format!(
-                "uid {} may only check codes of its own user, not of \"{user}\"",
+                "uid {} may only check codes of its own user, not of {user:?}",
                 caller.uid
             )),
         },

@@ -5,7 +5,7 @@ use crate::core::record::{SourceCounter, UserRecord};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Layout version of the trees below; bumped by migrations.
 const SCHEMA_VERSION: u64 = 1;
@@ -22,7 +22,6 @@ pub struct SledStore {
     users: sled::Tree,
     sources: sled::Tree,
     log_file: File,
-    path: PathBuf,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -44,7 +43,15 @@ fn source_prefix(user: &str) -> Vec<u8> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    // serde_json's message can quote the stored value (a secret's bytes):
+    // only the position is kept.
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "{what} cannot be decoded (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -86,7 +93,6 @@ impl SledStore {
             users,
             sources,
             log_file,
-            path: dir.to_owned(),
         };
         store.sync()?;
         // The directory entries of a new store must be durable too.
@@ -94,11 +100,6 @@ impl SledStore {
             File::open(d).and_then(|f| f.sync_all()).map_err(backend)?;
         }
         Ok(store)
-    }
-
-    /// The directory holding sled's files.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
