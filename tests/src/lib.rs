@@ -1,1 +1,19 @@
-//! Test harness.
+//! Harness for the tests that span `otpd` and `pam_otpd.so`.
+//!
+//! Every test starts a real `otpd serve` on a unique temporary directory
+//! ([`TestEnv`]), drives the real libpam through `pamtester` under
+//! `libpam_wrapper` ([`pam`]), and computes codes with `oathtool`, an
+//! implementation independent of ours ([`totp`]). Nothing here fakes the
+//! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
+
+pub mod env;
+pub mod pam;
+pub mod process;
+pub mod programs;
+pub mod strace;
+pub mod totp;
+
+pub use env::{Limits, TestEnv};
+pub use pam::{PamLogin, PamOutcome};
+pub use programs::{require, Program};
+pub use totp::{code_at, settled_now, Enrolment};

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The one command that runs the whole test suite of otpd, on a fresh Debian 12
+# or Ubuntu machine with only Rust installed: installs the test programs,
+# then format check, clippy, build, and every test (the end-to-end ones drive
+# the real libpam, pamtester, oathtool, zbarimg, strace and setpriv).
+#
+# Runs as root (the tests start the daemon, switch uids and attach strace);
+# re-executes itself through sudo when started as another user.
+set -euo pipefail
+
+script="$(readlink -f "${BASH_SOURCE[0]}")"
+repo="$(dirname "$(dirname "$script")")"
+
+if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null; then
+        echo "run-all.sh: needs root (to install packages, switch uids and run strace); run it as root" >&2
+        exit 2
+    fi
+    export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+    export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+    # sudo's secure_path would replace PATH (and with it cargo): pass it on explicitly.
+    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI env "PATH=$PATH" bash "$script" "$@"
+fi
+
+cd "$repo"
+started=$SECONDS
+phase() {
+    printf '\n==> %s (%d s so far)\n' "$1" "$((SECONDS - started))"
+}
+
+# The programs the tests run, by Debian/Ubuntu package.
+packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux)
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+# rustup brings no linker of its own.
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
+    phase "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    phase "test programs already installed"
+fi
+
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    phase "adding rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+
+phase "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+phase "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# The integration tests run target/debug/otpd, libpam_otpd.so and
+# otpd-test-peer: they must be built before `cargo test`.
+phase "cargo build --workspace"
+cargo build --workspace
+
+# Four threads: the tests mostly wait on child processes, and four keep the
+# timing assertions (answers within the PAM timeout) honest on two cores.
+phase "cargo test --workspace"
+cargo test --workspace --no-fail-fast -- --test-threads=4
+
+# The README's install command, end to end, in a private mount namespace.
+phase "packaging/test-install.sh"
+packaging/test-install.sh
+
+phase "all done"

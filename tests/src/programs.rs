@@ -1,0 +1,147 @@
+//! Where the programs under test and the test programs are, and the skip rule.
+
+use std::path::{Path, PathBuf};
+
+/// A program (or preloadable library) that some tests need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// `pamtester`, a libpam client that reads the code from stdin.
+    Pamtester,
+    /// `libpam_wrapper.so`, which lets a test point libpam at its own service dir.
+    PamWrapper,
+    /// `oathtool`, the independent TOTP implementation.
+    Oathtool,
+    /// `zbarimg`, the QR decoder.
+    Zbarimg,
+    /// `strace`, to watch the daemon's system calls.
+    Strace,
+    /// util-linux `setpriv`, to run a program as another uid.
+    Setpriv,
+}
+
+impl Program {
+    /// The name printed in a skip line and searched in `PATH`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Pamtester => "pamtester",
+            Program::PamWrapper => "libpam_wrapper.so",
+            Program::Oathtool => "oathtool",
+            Program::Zbarimg => "zbarimg",
+            Program::Strace => "strace",
+            Program::Setpriv => "setpriv",
+        }
+    }
+
+    /// Where it is installed, if it is.
+    pub fn locate(self) -> Option<PathBuf> {
+        match self {
+            Program::PamWrapper => find_library("libpam_wrapper.so"),
+            _ => find_in_path(self.name()),
+        }
+    }
+
+    /// Where it is installed; panics when it is not (call [`require`] first).
+    pub fn path(self) -> PathBuf {
+        self.locate()
+            .unwrap_or_else(|| panic!("{} is not installed (see tests/run-all.sh)", self.name()))
+    }
+}
+
+/// True when the tests run under CI, where no end-to-end test may skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The skip rule: `true` when every program is installed. Otherwise prints one
+/// `SKIP <test>: <program> not installed` line and returns `false`, except
+/// under CI (`CI=true`), where a missing program fails the test.
+pub fn require(test: &str, programs: &[Program]) -> bool {
+    for program in programs {
+        if program.locate().is_none() {
+            if under_ci() {
+                panic!(
+                    "{test}: {} not installed, and CI=true forbids skipping (run tests/run-all.sh)",
+                    program.name()
+                );
+            }
+            println!("SKIP {test}: {} not installed", program.name());
+            return false;
+        }
+    }
+    true
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds a shared library in the usual multiarch and plain library dirs.
+pub fn find_library(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for root in ["/usr/lib", "/lib", "/usr/lib64", "/lib64"] {
+        dirs.push(root.into());
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains("-linux-") {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Finds a PAM module shipped with Linux-PAM (`pam_permit.so` …).
+pub fn find_pam_module(name: &str) -> PathBuf {
+    find_library(&format!("security/{name}"))
+        .unwrap_or_else(|| panic!("{name} not found: is libpam-modules installed?"))
+}
+
+/// `target/<profile>/`, the directory of the binaries this test was built with.
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // Test executables live in target/<profile>/deps/; the binaries one up.
+    let deps = exe.parent().expect("test executable has a directory");
+    if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    }
+}
+
+fn built_artifact(name: &str) -> PathBuf {
+    let path = build_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` first (same profile and target dir as the tests)",
+        path.display()
+    );
+    path
+}
+
+/// The `otpd` binary under test.
+pub fn otpd_binary() -> PathBuf {
+    built_artifact("otpd")
+}
+
+/// The PAM module under test, `libpam_otpd.so`.
+pub fn pam_module() -> PathBuf {
+    built_artifact("libpam_otpd.so")
+}
+
+/// The impostor daemon and raw client of this crate.
+pub fn test_peer_binary() -> PathBuf {
+    built_artifact("otpd-test-peer")
+}
