@@ -3,7 +3,6 @@
 use clap::{Parser, Subcommand};
 use otpd::admin::{self, CliError, Client, EnrollOptions, EXIT_STATUS_HELP};
 use otpd::config::{Config, DEFAULT_CONFIG_PATH};
-use otpd_proto::Algorithm;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,34 +30,7 @@ enum Command {
     Serve,
     /// Start an enrolment: print the otpauth URI, the secret and a QR code
     #[command(after_help = EXIT_STATUS_HELP)]
-    Enroll {
-        /// The user to enrol
-        user: String,
-        /// Name shown in the app [default: config, else the host name]
-        #[arg(long)]
-        issuer: Option<String>,
-        /// Digits per code
-        #[arg(long, value_parser = parse_digits)]
-        digits: Option<u8>,
-        /// HMAC algorithm (only SHA1 works with every app)
-        #[arg(long, value_parser = parse_algorithm)]
-        algorithm: Option<Algorithm>,
-        /// Seconds per code (15-300)
-        #[arg(long, value_parser = clap::value_parser!(u64).range(15..=300))]
-        period: Option<u64>,
-        /// Also write the QR code to FILE as PNG (mode 0600)
-        #[arg(long, value_name = "FILE")]
-        qr_png: Option<PathBuf>,
-        /// Also write the QR code to FILE as SVG (mode 0600)
-        #[arg(long, value_name = "FILE")]
-        qr_svg: Option<PathBuf>,
-        /// Print one JSON object (with the secret) instead of text
-        #[arg(long)]
-        json: bool,
-        /// Replace an active enrolment
-        #[arg(long)]
-        force: bool,
-    },
+    Enroll(EnrollOptions),
     /// Validate a pending enrolment with the first code from the app
     #[command(after_help = EXIT_STATUS_HELP)]
     Confirm {
@@ -93,18 +65,6 @@ enum Command {
     },
     /// Check the config file and print the settings in effect
     CheckConfig,
-}
-
-fn parse_digits(s: &str) -> Result<u8, String> {
-    match s {
-        "6" => Ok(6),
-        "8" => Ok(8),
-        _ => Err(format!("\"{s}\": must be 6 or 8")),
-    }
-}
-
-fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
-    s.parse()
 }
 
 fn load_config(cli: &Cli) -> Result<Config, CliError> {
@@ -151,30 +111,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Enroll {
-            user,
-            issuer,
-            digits,
-            algorithm,
-            period,
-            qr_png,
-            qr_svg,
-            json,
-            force,
-        } => admin::enroll(
-            &client(),
-            EnrollOptions {
-                user,
-                issuer,
-                digits,
-                algorithm,
-                period,
-                qr_png,
-                qr_svg,
-                json,
-                force,
-            },
-        ),
+        Command::Enroll(options) => admin::enroll(&client(), options),
         Command::Confirm { user, code } => admin::confirm(&client(), user, code),
         Command::Verify { user, code } => admin::verify(&client(), user, code),
         Command::List { json } => admin::list(&client(), json),

@@ -10,26 +10,46 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Options of `otpd enroll`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, clap::Args)]
 pub struct EnrollOptions {
-    /// The user.
+    /// The user to enrol
     pub user: String,
-    /// Issuer override.
+    /// Name shown in the app [default: config, else the host name]
+    #[arg(long)]
     pub issuer: Option<String>,
-    /// 6 or 8.
+    /// Digits per code: 6 or 8
+    #[arg(long, value_parser = parse_digits)]
     pub digits: Option<u8>,
-    /// HMAC.
+    /// HMAC algorithm: SHA1, SHA256 or SHA512 (only SHA1 works with every app)
+    #[arg(long, value_parser = parse_algorithm)]
     pub algorithm: Option<Algorithm>,
-    /// Seconds per step.
+    /// Seconds per code (15-300)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(15..=300))]
     pub period: Option<u64>,
-    /// Also write the QR code here as PNG.
+    /// Also write the QR code to FILE as PNG (mode 0600)
+    #[arg(long, value_name = "FILE")]
     pub qr_png: Option<PathBuf>,
-    /// Also write the QR code here as SVG.
+    /// Also write the QR code to FILE as SVG (mode 0600)
+    #[arg(long, value_name = "FILE")]
     pub qr_svg: Option<PathBuf>,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object (with the secret) instead of text
+    #[arg(long)]
     pub json: bool,
-    /// Replace an active enrolment.
+    /// Replace an active enrolment
+    #[arg(long)]
     pub force: bool,
+}
+
+fn parse_digits(s: &str) -> Result<u8, String> {
+    match s {
+        "6" => Ok(6),
+        "8" => Ok(8),
+        _ => Err(format!("\"{s}\": must be 6 or 8")),
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    s.parse()
 }
 
 fn unexpected(r: &Response) -> CliError {

@@ -1,9 +1,7 @@
 //! The backoff rules of design.md §2, as arithmetic.
 
-use serde::{Deserialize, Serialize};
-
 /// The `[limits]` settings, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Consecutive failures from one source before it must wait.
     pub max_failures: u32,
