@@ -170,6 +170,10 @@ impl LoginHandler for LibPam<'_> {
         }
     }
 
+    fn real_uid(&self) -> u32 {
+        nix::unistd::getuid().as_raw()
+    }
+
     fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError> {
         // No answer at all is a conversation failure, not an empty code.
         self.converse(PAM_PROMPT_ECHO_OFF, prompt)?

@@ -31,6 +31,9 @@ pub trait LoginHandler {
     fn service(&self) -> String;
     /// PAM_RHOST, empty when unset (a local login).
     fn rhost(&self) -> String;
+    /// The real uid of the process the module runs in: under su or sudo
+    /// (which run as root) the person who started them.
+    fn real_uid(&self) -> u32;
     /// Asks `prompt` with echo off and returns the answer in a buffer that is
     /// wiped on drop. Any failure, including no answer, is an `Err`.
     fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError>;
@@ -140,6 +143,7 @@ where
         code,
         service,
         rhost,
+        ruid: Some(pam.real_uid()),
     };
     let outcome = match daemon.ask(&request) {
         Ok(Response::Verified { outcome }) => outcome,
@@ -268,6 +272,10 @@ mod tests {
         fn service(&self) -> String {
             "sshd".into()
         }
+        fn real_uid(&self) -> u32 {
+            1000
+        }
+
         fn rhost(&self) -> String {
             "192.0.2.7".into()
         }
@@ -374,6 +382,7 @@ mod tests {
                     code: SecretText::from("123456"),
                     service: "sshd".into(),
                     rhost: "192.0.2.7".into(),
+                    ruid: Some(1000),
                 }]
             );
         }

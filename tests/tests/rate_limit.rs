@@ -212,3 +212,73 @@ fn backoff_doubles_per_further_failure_up_to_the_cap() {
         login.output
     );
 }
+
+/// A local login through the system's libpam (no libpam_wrapper: LD_PRELOAD
+/// is dropped for a process whose real and effective uids differ) with a
+/// private /etc/pam.d in a mount namespace, run with real uid `ruid` and
+/// effective uid 0: what su or sudo started by that user looks like.
+fn local_login_with_ruid(env: &TestEnv, ruid: u32, user: &str, code: &str) -> PamOutcome {
+    let pam_d = env.dir.join("private-pam.d");
+    if !pam_d.exists() {
+        std::fs::create_dir(&pam_d).unwrap();
+        std::fs::write(
+            pam_d.join("otpd-local"),
+            format!(
+                "auth required {} socket={}\n",
+                otpd_tests::programs::pam_module().display(),
+                env.socket.display()
+            ),
+        )
+        .unwrap();
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" /etc/pam.d && exec setpriv --ruid "$2" pamtester otpd-local "$3" authenticate"#)
+        .arg("sh")
+        .arg(&pam_d)
+        .arg(ruid.to_string())
+        .arg(user);
+    let out = otpd_tests::process::run(
+        cmd,
+        format!("{code}\n").as_bytes(),
+        std::time::Duration::from_secs(20),
+    );
+    PamOutcome::from_output(&out)
+}
+
+#[test]
+fn one_local_user_cannot_throttle_another_through_su() {
+    if !require(
+        "one_local_user_cannot_throttle_another_through_su",
+        &[Program::Pamtester, Program::Oathtool, Program::Setpriv],
+    ) {
+        return;
+    }
+    let env = TestEnv::start("su_source");
+    let t = settled_now(30, 12);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    // uid 65534 runs `su alice` five times with wrong codes: su runs as
+    // root, but the attempts count against uid 65534, not against root.
+    for attempt in 1..=5 {
+        assert_eq!(
+            local_login_with_ruid(&env, 65534, "alice", &alice.wrong_code(t)),
+            PamOutcome::AuthErr,
+            "wrong code #{attempt}"
+        );
+    }
+    assert_eq!(
+        local_login_with_ruid(&env, 65534, "alice", &alice.code_at(t)),
+        PamOutcome::MaxTries,
+        "uid 65534 is throttled"
+    );
+    // alice's own local login (real uid 0 here) is not.
+    assert_eq!(
+        local_login_with_ruid(&env, 0, "alice", &alice.code_at(t)),
+        PamOutcome::Success,
+        "another local source is not throttled"
+    );
+    assert!(
+        env.log().contains("outcome=\"throttled\""),
+        "the audit log shows the throttled attempt"
+    );
+}

@@ -179,6 +179,7 @@ mod tests {
             code: SecretText::from("123456"),
             service: "sshd".into(),
             rhost: "192.0.2.7".into(),
+            ruid: Some(1000),
         }
     }
 

@@ -62,6 +62,11 @@ pub enum Request {
         service: String,
         /// PAM_RHOST, empty for local logins; the rate-limit source.
         rhost: String,
+        /// The real uid of the process the module runs in (the person who
+        /// ran su or sudo), the rate-limit source of a local login. Believed
+        /// only when the caller is root.
+        #[serde(default)]
+        ruid: Option<u32>,
     },
     /// Whether a user is enrolled, without consuming anything; lets the PAM
     /// module with `nullok` skip the prompt for users who have no token.

@@ -111,6 +111,7 @@ pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(),
         code,
         service: "otpd-verify".into(),
         rhost: String::new(),
+        ruid: None,
     };
     check_code(client, request, &user)?;
     say!("accepted: the code of {user} is valid (and now used)");

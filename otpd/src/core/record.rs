@@ -77,16 +77,22 @@ pub struct SourceCounter {
     pub last_failure: u64,
 }
 
-/// The rate-limit source of an attempt: the remote host, or for local
-/// logins the calling uid (design.md §2). Only root (sshd, sudo, login) is
-/// believed about the remote host; a non-root caller could otherwise name a
-/// new host on every guess and never reach its own backoff.
-pub fn source_of(rhost: &str, caller_uid: u32) -> String {
+/// The rate-limit source of an attempt (design.md §2): the remote host, or
+/// for a local login the uid of the person logging in. `peer_uid` is the
+/// caller's uid from SO_PEERCRED; `rhost` and `ruid` are what the PAM module
+/// reports. Only root (sshd, sudo, su, login) is believed about them: a
+/// non-root caller could otherwise name a new source on every guess and
+/// never reach its own backoff. `ruid` matters for su and sudo, which run
+/// as root whoever starts them: without it every local user would share
+/// root's counter, and one could throttle another's sudo.
+pub fn source_of(rhost: &str, ruid: Option<u32>, peer_uid: u32) -> String {
     let rhost = rhost.trim();
-    if rhost.is_empty() || caller_uid != 0 {
-        format!("uid:{caller_uid}")
-    } else {
+    if peer_uid != 0 {
+        format!("uid:{peer_uid}")
+    } else if !rhost.is_empty() {
         format!("rhost:{rhost}")
+    } else {
+        format!("uid:{}", ruid.unwrap_or(0))
     }
 }
 
@@ -96,10 +102,14 @@ mod tests {
 
     #[test]
     fn source_is_rhost_or_uid() {
-        assert_eq!(source_of("192.0.2.1", 0), "rhost:192.0.2.1");
-        assert_eq!(source_of("", 1000), "uid:1000");
-        assert_eq!(source_of("  ", 0), "uid:0");
-        assert_eq!(source_of("192.0.2.1", 1000), "uid:1000");
+        assert_eq!(source_of("192.0.2.1", None, 0), "rhost:192.0.2.1");
+        assert_eq!(source_of("192.0.2.1", Some(7), 0), "rhost:192.0.2.1");
+        assert_eq!(source_of("", None, 1000), "uid:1000");
+        assert_eq!(source_of("  ", None, 0), "uid:0");
+        // su/sudo: root calls, the real uid is the person.
+        assert_eq!(source_of("", Some(1001), 0), "uid:1001");
+        // A non-root caller is not believed about either.
+        assert_eq!(source_of("192.0.2.1", Some(0), 1000), "uid:1000");
     }
 
     #[test]

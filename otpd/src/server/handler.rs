@@ -27,6 +27,17 @@ const MAX_ATTEMPTS: usize = 16;
 /// an rhost also in a stored key).
 const MAX_ITEM_LEN: usize = 255;
 
+/// One code to check, and where it came from.
+struct Attempt<'a> {
+    user: &'a str,
+    code: &'a SecretText,
+    service: &'a str,
+    rhost: &'a str,
+    /// The rate-limit source (`source_of`).
+    source: String,
+    purpose: Purpose,
+}
+
 /// The daemon's request handler.
 pub struct Handler {
     store: Arc<dyn Store>,
@@ -139,6 +150,7 @@ impl Handler {
                 code,
                 service,
                 rhost,
+                ruid,
             } => {
                 if service.len() > MAX_ITEM_LEN || rhost.len() > MAX_ITEM_LEN {
                     return refuse(
@@ -146,11 +158,29 @@ impl Handler {
                         format!("service and rhost may be at most {MAX_ITEM_LEN} bytes"),
                     );
                 }
-                self.verify(caller, &user, &code, &service, &rhost, Purpose::Login)
+                self.verify(
+                    caller,
+                    Attempt {
+                        source: source_of(&rhost, ruid, caller.uid),
+                        user: &user,
+                        code: &code,
+                        service: &service,
+                        rhost: &rhost,
+                        purpose: Purpose::Login,
+                    },
+                )
             }
-            Request::Confirm { user, code } => {
-                self.verify(caller, &user, &code, "otpd-confirm", "", Purpose::Confirm)
-            }
+            Request::Confirm { user, code } => self.verify(
+                caller,
+                Attempt {
+                    source: source_of("", None, caller.uid),
+                    user: &user,
+                    code: &code,
+                    service: "otpd-confirm",
+                    rhost: "",
+                    purpose: Purpose::Confirm,
+                },
+            ),
             Request::Status { user } => self.status(&user),
             Request::Enrol(params) => self.enrol(caller, params),
             Request::List {} => self.list(),
@@ -159,16 +189,15 @@ impl Handler {
         }
     }
 
-    fn verify(
-        &self,
-        caller: &Caller,
-        user: &str,
-        code: &SecretText,
-        service: &str,
-        rhost: &str,
-        purpose: Purpose,
-    ) -> Response {
-        let source = source_of(rhost, caller.uid);
+    fn verify(&self, caller: &Caller, attempt: Attempt<'_>) -> Response {
+        let Attempt {
+            user,
+            code,
+            service,
+            rhost,
+            ref source,
+            purpose,
+        } = attempt;
         let audit = |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome);
         with_retries(|| {
             let record = match self.store.user(user) {
@@ -188,7 +217,7 @@ impl Handler {
                     return Some(refuse(code, message));
                 }
             }
-            let counter = match self.store.source(user, &source) {
+            let counter = match self.store.source(user, source) {
                 Ok(c) => c,
                 Err(e) => return Some(internal(e)),
             };
@@ -212,7 +241,7 @@ impl Handler {
                     user,
                     Some(current.version),
                     RecordChange::Put(next),
-                    SourcesChange::from_decision(&source, decision.source),
+                    SourcesChange::from_decision(source, decision.source),
                 ) {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => return None,

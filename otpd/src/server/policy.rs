@@ -50,6 +50,7 @@ mod tests {
             code: SecretText::from("123456"),
             service: "s".into(),
             rhost: String::new(),
+            ruid: None,
         }
     }
 
