@@ -69,6 +69,20 @@ if echo "$code" | pamtester otpd-install-test installtest authenticate 2>/dev/nu
 fi
 grep -q 'outcome="replayed"' /var/log/otpd.log || fail "no audit line for the replay"
 
+# The unit install.sh writes when PID 1 is systemd (not the case in CI
+# containers, so it is checked statically here).
+if command -v systemd-analyze >/dev/null; then
+  unit_dir=$(mktemp -d)
+  sed "s|@SBINDIR@|/usr/local/sbin|g" packaging/systemd/otpd.service > "$unit_dir/otpd.service"
+  systemd-analyze verify "$unit_dir/otpd.service" || fail "systemd-analyze verify otpd.service"
+  systemd-analyze security --offline=true "$unit_dir/otpd.service" 2>/dev/null | tail -n 1
+  rm -rf "$unit_dir"
+elif [ "${CI:-}" = true ]; then
+  fail "systemd-analyze is missing"
+else
+  echo "SKIP unit check: systemd-analyze not installed"
+fi
+
 # Running the installer again upgrades in place and keeps the enrolment.
 packaging/install.sh >/dev/null
 otpd list --json | grep -q '"user": "installtest"' || fail "enrolment lost on reinstall"
