@@ -29,7 +29,8 @@ phase() {
 }
 
 # The programs the tests run, by Debian/Ubuntu package.
-packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux)
+# systemd: systemd-analyze, to check the unit the installer writes.
+packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
