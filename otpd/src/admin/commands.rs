@@ -229,7 +229,11 @@ fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
 fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
     const TRIES: usize = 3;
     let stdin = std::io::stdin();
+    let mut why = String::new();
     for attempt in 1..=TRIES {
+        if attempt > 1 {
+            say!("Not validated: {why}. Try again ({attempt} of {TRIES}).");
+        }
         super::emit(
             "Enter your OTP (the code the app shows now), or press Enter to validate later: ",
         );
@@ -249,23 +253,13 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
                 say!("{}", validated(user));
                 return Ok(());
             }
-            Response::Verified { outcome } => {
-                let why = refusal(user, outcome).unwrap_or_default();
-                if attempt < TRIES {
-                    say!(
-                        "Not validated: {why}. Try again ({} of {TRIES}).",
-                        attempt + 1
-                    );
-                } else {
-                    return Err(CliError::Refused(format!(
-                        "not validated: {why}; the enrolment stays pending (otpd confirm {user} CODE)"
-                    )));
-                }
-            }
+            Response::Verified { outcome } => why = refusal(user, outcome).unwrap_or_default(),
             other => return Err(unexpected(&other)),
         }
     }
-    unreachable!("the last attempt returns")
+    Err(CliError::Refused(format!(
+        "not validated: {why}; the enrolment stays pending (otpd confirm {user} CODE)"
+    )))
 }
 
 fn when(t: Option<u64>) -> String {
