@@ -4,6 +4,7 @@
 //! never leaves a login without its second factor.
 #![forbid(unsafe_code)]
 
+use crate::texts::Lang;
 use std::fmt;
 use std::time::Duration;
 
@@ -14,8 +15,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest `timeout=`: beyond this sshd's LoginGraceTime and the person at the
 /// terminal are better served by an error.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-/// The prompt unless `prompt=` says otherwise.
-pub const DEFAULT_PROMPT: &str = "Verification code: ";
 /// The account the daemon runs as unless `daemon_user=` says otherwise.
 pub const DEFAULT_DAEMON_USER: &str = "otpd";
 
@@ -23,11 +22,24 @@ pub const DEFAULT_DAEMON_USER: &str = "otpd";
 /// not implement; named in their own warning so the administrator knows they
 /// were recognised and not merely mistyped.
 const NOT_SUPPORTED: &[&str] = &[
-    "use_first_pass",
-    "try_first_pass",
-    "forward_pass",
     "echo_verification_code",
+    "no_increment_hotp",
+    "secret",
+    "user",
 ];
+
+/// Where the code comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FirstPass {
+    /// Ask for it.
+    #[default]
+    Prompt,
+    /// `use_first_pass`: PAM_AUTHTOK set by an earlier module, never a prompt.
+    Use,
+    /// `try_first_pass`: PAM_AUTHTOK when it looks like a code and is not
+    /// refused as a wrong one; otherwise ask.
+    Try,
+}
 
 /// The parsed arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +52,14 @@ pub struct ModuleArgs {
     pub nullok: bool,
     /// Extra LOG_DEBUG lines (never the code).
     pub debug: bool,
-    /// Text of the echo-off prompt.
-    pub prompt: String,
+    /// Text of the echo-off prompt; `None`: the language's own.
+    pub prompt: Option<String>,
+    /// `lang=`; `None`: from the locale.
+    pub lang: Option<Lang>,
+    /// `use_first_pass` / `try_first_pass`.
+    pub first_pass: FirstPass,
+    /// One prompt for password and code; the password goes on as PAM_AUTHTOK.
+    pub forward_pass: bool,
     /// Besides root, the only uid trusted to answer on the socket.
     pub daemon_user: String,
 }
@@ -53,7 +71,10 @@ impl Default for ModuleArgs {
             timeout: DEFAULT_TIMEOUT,
             nullok: false,
             debug: false,
-            prompt: DEFAULT_PROMPT.to_owned(),
+            prompt: None,
+            lang: None,
+            first_pass: FirstPass::Prompt,
+            forward_pass: false,
             daemon_user: DEFAULT_DAEMON_USER.to_owned(),
         }
     }
@@ -72,6 +93,11 @@ pub enum ArgWarning {
     BadSocket(String),
     /// `prompt=` or `daemon_user=` with nothing after the `=`.
     Empty(&'static str),
+    /// `lang=` that is not `en` or `nl`.
+    BadLang(String),
+    /// `use_first_pass`/`try_first_pass` together with `forward_pass`,
+    /// which always asks for password and code itself.
+    FirstPassWithForwardPass,
 }
 
 impl fmt::Display for ArgWarning {
@@ -95,6 +121,14 @@ impl fmt::Display for ArgWarning {
                 "socket=\"{value}\" is not an absolute path; using {DEFAULT_SOCKET}"
             ),
             ArgWarning::Empty(key) => write!(f, "{key}= is empty; using the default"),
+            ArgWarning::BadLang(value) => write!(
+                f,
+                "lang=\"{value}\" is not \"en\" or \"nl\"; using the locale's language"
+            ),
+            ArgWarning::FirstPassWithForwardPass => write!(
+                f,
+                "use_first_pass/try_first_pass ignored: forward_pass asks for the password and the code itself"
+            ),
         }
     }
 }
@@ -113,6 +147,18 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (ModuleArgs, Vec<ArgWarning>) {
         match (key, value) {
             ("nullok", None) => parsed.nullok = true,
             ("debug", None) => parsed.debug = true,
+            // As in pam_unix, use_first_pass wins over try_first_pass.
+            ("use_first_pass", None) => parsed.first_pass = FirstPass::Use,
+            ("try_first_pass", None) => {
+                if parsed.first_pass != FirstPass::Use {
+                    parsed.first_pass = FirstPass::Try
+                }
+            }
+            ("forward_pass", None) => parsed.forward_pass = true,
+            ("lang", Some(text)) => match Lang::parse(text) {
+                Some(lang) => parsed.lang = Some(lang),
+                None => warnings.push(ArgWarning::BadLang(text.to_owned())),
+            },
             ("socket", Some(path)) => {
                 if path.starts_with('/') {
                     parsed.socket = path.to_owned();
@@ -125,7 +171,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (ModuleArgs, Vec<ArgWarning>) {
                 None => warnings.push(ArgWarning::BadTimeout(text.to_owned())),
             },
             ("prompt", Some("")) => warnings.push(ArgWarning::Empty("prompt")),
-            ("prompt", Some(text)) => parsed.prompt = text.to_owned(),
+            ("prompt", Some(text)) => parsed.prompt = Some(text.to_owned()),
             ("daemon_user", Some("")) => warnings.push(ArgWarning::Empty("daemon_user")),
             ("daemon_user", Some(name)) => parsed.daemon_user = name.to_owned(),
             (key, _) if NOT_SUPPORTED.contains(&key) => {
@@ -133,6 +179,10 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (ModuleArgs, Vec<ArgWarning>) {
             }
             _ => warnings.push(ArgWarning::Unknown(arg.to_owned())),
         }
+    }
+    if parsed.forward_pass && parsed.first_pass != FirstPass::Prompt {
+        parsed.first_pass = FirstPass::Prompt;
+        warnings.push(ArgWarning::FirstPassWithForwardPass);
     }
     (parsed, warnings)
 }
@@ -172,9 +222,11 @@ mod tests {
         assert!(warnings.is_empty());
         assert_eq!(args.socket, "/run/otpd/otpd.sock");
         assert_eq!(args.timeout, Duration::from_secs(3));
-        assert_eq!(args.prompt, "Verification code: ");
+        assert_eq!(args.prompt, None);
+        assert_eq!(args.lang, None);
+        assert_eq!(args.first_pass, FirstPass::Prompt);
         assert_eq!(args.daemon_user, "otpd");
-        assert!(!args.nullok && !args.debug);
+        assert!(!args.nullok && !args.debug && !args.forward_pass);
     }
 
     #[test]
@@ -186,6 +238,8 @@ mod tests {
             "timeout=7",
             "prompt=Code:",
             "daemon_user=_otpd",
+            "lang=nl",
+            "try_first_pass",
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
@@ -195,7 +249,10 @@ mod tests {
                 timeout: Duration::from_secs(7),
                 nullok: true,
                 debug: true,
-                prompt: "Code:".into(),
+                prompt: Some("Code:".into()),
+                lang: Some(Lang::Nl),
+                first_pass: FirstPass::Try,
+                forward_pass: false,
                 daemon_user: "_otpd".into(),
             }
         );
@@ -236,12 +293,12 @@ mod tests {
         // libpam delivers `[prompt=One-time code: ]` as one argument.
         let (args, warnings) = parse(&["prompt=One-time code: "]);
         assert!(warnings.is_empty());
-        assert_eq!(args.prompt, "One-time code: ");
+        assert_eq!(args.prompt.as_deref(), Some("One-time code: "));
         // A libpam that did not strip the brackets.
         let (args, _) = parse(&["[prompt=Your token: ]"]);
-        assert_eq!(args.prompt, "Your token: ");
+        assert_eq!(args.prompt.as_deref(), Some("Your token: "));
         // An `=` inside the text belongs to the text.
-        assert_eq!(parse(&["prompt=a=b"]).0.prompt, "a=b");
+        assert_eq!(parse(&["prompt=a=b"]).0.prompt.as_deref(), Some("a=b"));
     }
 
     #[test]
@@ -267,12 +324,48 @@ mod tests {
 
     #[test]
     fn related_modules_arguments_are_recognised_as_unsupported() {
-        let (_, warnings) = parse(&["forward_pass"]);
+        let (_, warnings) = parse(&["echo_verification_code"]);
         assert_eq!(
             warnings,
-            vec![ArgWarning::NotSupported("forward_pass".into())]
+            vec![ArgWarning::NotSupported("echo_verification_code".into())]
         );
         assert!(warnings[0].to_string().contains("not supported"));
+    }
+
+    #[test]
+    fn first_pass_options() {
+        assert_eq!(parse(&["use_first_pass"]).0.first_pass, FirstPass::Use);
+        assert_eq!(parse(&["try_first_pass"]).0.first_pass, FirstPass::Try);
+        // use_first_pass wins, in either order, as in pam_unix.
+        for args in [
+            ["use_first_pass", "try_first_pass"],
+            ["try_first_pass", "use_first_pass"],
+        ] {
+            let (parsed, warnings) = parse(&args);
+            assert_eq!(parsed.first_pass, FirstPass::Use, "{args:?}");
+            assert!(warnings.is_empty());
+        }
+        let (parsed, warnings) = parse(&["forward_pass"]);
+        assert!(parsed.forward_pass && warnings.is_empty());
+        // forward_pass asks itself: the first-pass options are ignored, loudly.
+        let (parsed, warnings) = parse(&["use_first_pass", "forward_pass"]);
+        assert_eq!(parsed.first_pass, FirstPass::Prompt);
+        assert!(parsed.forward_pass);
+        assert_eq!(warnings, vec![ArgWarning::FirstPassWithForwardPass]);
+        // Flags take no value.
+        let (parsed, warnings) = parse(&["forward_pass=1"]);
+        assert!(!parsed.forward_pass);
+        assert_eq!(warnings, vec![ArgWarning::Unknown("forward_pass=1".into())]);
+    }
+
+    #[test]
+    fn lang_option() {
+        assert_eq!(parse(&["lang=nl"]).0.lang, Some(Lang::Nl));
+        assert_eq!(parse(&["lang=en"]).0.lang, Some(Lang::En));
+        let (parsed, warnings) = parse(&["lang=fr"]);
+        assert_eq!(parsed.lang, None);
+        assert_eq!(warnings, vec![ArgWarning::BadLang("fr".into())]);
+        assert!(warnings[0].to_string().contains("\"fr\""));
     }
 
     #[test]

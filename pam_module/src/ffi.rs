@@ -174,6 +174,30 @@ impl LoginHandler for LibPam<'_> {
         nix::unistd::getuid().as_raw()
     }
 
+    fn locale_var(&self, name: &str) -> Option<String> {
+        // pam_env may have set the locale for this login; else the host's.
+        if let Ok(Some(value)) = self.pam.getenv(name) {
+            return Some(value.to_string_lossy().into_owned());
+        }
+        std::env::var(name).ok()
+    }
+
+    fn authtok(&self) -> Result<Option<Zeroizing<Vec<u8>>>, PamError> {
+        // libpam keeps (and later wipes) its own copy; this one is ours.
+        self.pam
+            .get_cached_authtok()
+            .map(|authtok| authtok.map(|text| Zeroizing::new(text.to_bytes().to_vec())))
+    }
+
+    fn set_authtok(&self, password: &[u8]) -> Result<(), PamError> {
+        let password = CString::new(password).map_err(|_| PamError::AUTHTOK_ERR)?;
+        // libpam copies the item; the CString's buffer is wiped after.
+        let result = self.pam.set_authtok(&password);
+        let mut bytes = password.into_bytes_with_nul();
+        bytes.zeroize();
+        result
+    }
+
     fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError> {
         // No answer at all is a conversation failure, not an empty code.
         self.converse(PAM_PROMPT_ECHO_OFF, prompt)?

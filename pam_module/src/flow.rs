@@ -4,8 +4,9 @@
 //! person at the terminal is told — is unit-tested without libpam.
 #![forbid(unsafe_code)]
 
-use crate::args::{parse_args, ModuleArgs};
-use crate::client::Daemon;
+use crate::args::{parse_args, FirstPass, ModuleArgs};
+use crate::client::{ClientError, Daemon};
+use crate::texts::Lang;
 use otpd_proto::{EnrolmentStatus, ErrorCode, Request, Response, SecretText, VerifyOutcome};
 use pamsm::PamError;
 use zeroize::Zeroizing;
@@ -34,6 +35,13 @@ pub trait LoginHandler {
     /// The real uid of the process the module runs in: under su or sudo
     /// (which run as root) the person who started them.
     fn real_uid(&self) -> u32;
+    /// A locale variable (`LANG` …) from the PAM environment, else from the
+    /// process environment.
+    fn locale_var(&self, name: &str) -> Option<String>;
+    /// PAM_AUTHTOK as an earlier module left it, without prompting.
+    fn authtok(&self) -> Result<Option<Zeroizing<Vec<u8>>>, PamError>;
+    /// Sets PAM_AUTHTOK for the modules after this one.
+    fn set_authtok(&self, password: &[u8]) -> Result<(), PamError>;
     /// Asks `prompt` with echo off and returns the answer in a buffer that is
     /// wiped on drop. Any failure, including no answer, is an `Err`.
     fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError>;
@@ -41,6 +49,20 @@ pub trait LoginHandler {
     fn error_message(&self, text: &str) -> Result<(), PamError>;
     /// Writes one line through pam_syslog.
     fn log(&self, level: LogLevel, message: &str);
+}
+
+/// Digits split off the end of a `forward_pass` answer when the daemon did
+/// not say (the user has no active enrolment, so the login fails anyway).
+const DEFAULT_DIGITS: usize = 6;
+
+/// One login: the parsed arguments, the PAM side, the daemon and the
+/// language, so that the steps below need not pass them around.
+struct Login<'a, H, D> {
+    pam: &'a H,
+    daemon: D,
+    args: ModuleArgs,
+    lang: Lang,
+    silent: bool,
 }
 
 /// Runs `pam_sm_authenticate`: `raw_args` as libpam passed them, `silent`
@@ -55,116 +77,314 @@ where
     for warning in &warnings {
         pam.log(LogLevel::Warning, &warning.to_string());
     }
-    let debug = |message: &str| {
-        if args.debug {
-            pam.log(LogLevel::Debug, message);
-        }
+    let lang = args
+        .lang
+        .unwrap_or_else(|| Lang::from_locale(|name| pam.locale_var(name)));
+    let daemon = connect(&args);
+    let mut login = Login {
+        pam,
+        daemon,
+        args,
+        lang,
+        silent,
     };
+    match login.run() {
+        Ok(code) | Err(code) => code,
+    }
+}
 
-    let user = match pam.user() {
-        Ok(Some(bytes)) => match String::from_utf8(bytes) {
-            Ok(user) if !user.is_empty() => user,
-            Ok(_) => {
-                pam.log(LogLevel::Error, "PAM_USER is empty");
-                return PamError::USER_UNKNOWN;
-            }
-            Err(error) => {
-                let shown = error.as_bytes().escape_ascii();
-                pam.log(
-                    LogLevel::Error,
-                    &format!("user name \"{shown}\" is not valid UTF-8; refused"),
-                );
-                return PamError::USER_UNKNOWN;
-            }
-        },
-        Ok(None) => {
-            pam.log(LogLevel::Error, "PAM_USER is not set");
-            return PamError::USER_UNKNOWN;
-        }
-        Err(error) => {
-            pam.log(LogLevel::Error, &format!("cannot get PAM_USER: {error}"));
-            return error;
-        }
-    };
-    let service = pam.service();
-    let rhost = pam.rhost();
-    debug(&format!(
-        "user \"{user}\" service \"{service}\" rhost \"{rhost}\" socket {} timeout {:?}{}",
-        args.socket,
-        args.timeout,
-        if args.nullok { " nullok" } else { "" }
-    ));
-
-    let mut daemon = connect(&args);
-
-    // Only with nullok: asking first tells a remote client, by the absence of
-    // a prompt, whether the user is enrolled. Without nullok every user is
-    // prompted alike.
-    if args.nullok {
-        let request = Request::Status { user: user.clone() };
-        match daemon.ask(&request) {
-            Ok(Response::Status {
-                status: EnrolmentStatus::Active,
-            }) => debug("otpd: enrolment active"),
-            Ok(Response::Status { status }) => {
-                debug(&format!(
-                    "otpd: enrolment {status:?}; nullok, not prompting"
-                ));
-                return PamError::IGNORE;
-            }
-            Ok(Response::Error { code, message }) => return daemon_error(pam, code, &message),
-            Ok(other) => return unexpected(pam, &other),
-            Err(error) => {
-                pam.log(LogLevel::Error, &error.to_string());
-                return PamError::AUTHINFO_UNAVAIL;
-            }
+impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
+    fn debug(&self, message: &str) {
+        if self.args.debug {
+            self.pam.log(LogLevel::Debug, message);
         }
     }
 
-    let code = match pam.prompt_echo_off(&args.prompt) {
-        Ok(bytes) => match std::str::from_utf8(&bytes) {
-            Ok(text) => SecretText::from(text),
-            Err(_) => {
-                pam.log(
-                    LogLevel::Notice,
-                    "the code typed is not valid UTF-8; refused",
-                );
-                return PamError::AUTH_ERR;
+    /// The whole flow; `Err` carries an early PAM return code.
+    fn run(&mut self) -> Result<PamError, PamError> {
+        let user = self.user()?;
+        let service = self.pam.service();
+        let rhost = self.pam.rhost();
+        self.debug(&format!(
+            "user \"{user}\" service \"{service}\" rhost \"{rhost}\" socket {} timeout {:?} lang {:?}{}{}{}",
+            self.args.socket,
+            self.args.timeout,
+            self.lang,
+            if self.args.nullok { " nullok" } else { "" },
+            if self.args.forward_pass { " forward_pass" } else { "" },
+            match self.args.first_pass {
+                FirstPass::Prompt => "",
+                FirstPass::Use => " use_first_pass",
+                FirstPass::Try => " try_first_pass",
+            },
+        ));
+
+        // Only with nullok or forward_pass: asking first tells a remote
+        // client, by the absence of a prompt, whether the user is enrolled
+        // (nullok), and tells forward_pass how many digits end the answer.
+        // Otherwise every user is prompted alike.
+        let mut digits = None;
+        if self.args.nullok || self.args.forward_pass {
+            let (status, user_digits) = self.status(&user)?;
+            if status == EnrolmentStatus::Active {
+                digits = user_digits;
+                self.debug("otpd: enrolment active");
+            } else if self.args.nullok {
+                self.debug(&format!(
+                    "otpd: enrolment {status:?}; nullok, no code asked"
+                ));
+                if self.args.forward_pass {
+                    // The next module (pam_unix use_first_pass) still needs
+                    // the password; nullok already tells that no code is due.
+                    let password = self.ask(self.lang.password_prompt())?;
+                    self.forward(&password)?;
+                }
+                return Ok(PamError::IGNORE);
             }
-        },
-        Err(error) => {
-            debug(&format!("conversation failed: {error}"));
-            return PamError::CONV_ERR;
         }
-    };
 
-    let request = Request::Verify {
-        user,
-        code,
-        service,
-        rhost,
-        ruid: Some(pam.real_uid()),
-    };
-    let outcome = match daemon.ask(&request) {
-        Ok(Response::Verified { outcome }) => outcome,
-        Ok(Response::Error { code, message }) => return daemon_error(pam, code, &message),
-        Ok(other) => return unexpected(pam, &other),
-        Err(error) => {
-            pam.log(LogLevel::Error, &error.to_string());
-            return PamError::AUTHINFO_UNAVAIL;
+        let mut from_authtok = false;
+        let code = if self.args.forward_pass {
+            let digits = digits.map_or(DEFAULT_DIGITS, usize::from);
+            let prompt = self.prompt(self.lang.password_and_code_prompt());
+            let answer = self.ask(&prompt)?;
+            let Some(split) = split_forward_pass(&answer, digits) else {
+                self.pam.log(
+                    LogLevel::Notice,
+                    &format!(
+                        "forward_pass: the answer does not end in a {digits}-digit code; refused"
+                    ),
+                );
+                return Ok(PamError::AUTH_ERR);
+            };
+            self.forward(&answer[..split])?;
+            SecretText::from(&answer[split..])
+        } else {
+            match self.earlier_authtok()? {
+                Some(code) => {
+                    from_authtok = true;
+                    code
+                }
+                None => self.ask_code()?,
+            }
+        };
+
+        let mut outcome = self.verify(&user, code, &service, &rhost)?;
+        if from_authtok
+            && self.args.first_pass == FirstPass::Try
+            && outcome == VerifyOutcome::WrongCode
+        {
+            // try_first_pass: what the earlier module collected looked like
+            // a code but is not this user's; ask, as pam_unix does.
+            self.debug("try_first_pass: PAM_AUTHTOK is not the code; asking");
+            let code = self.ask_code()?;
+            outcome = self.verify(&user, code, &service, &rhost)?;
         }
-    };
-    drop(request);
-    debug(&format!("otpd: {outcome:?}"));
-
-    if let VerifyOutcome::Throttled { retry_after_secs } = outcome {
-        if !silent {
+        if let VerifyOutcome::Throttled { retry_after_secs } = outcome {
             // The attempt is refused either way; a host that cannot show
             // the message still gets PAM_MAXTRIES.
-            let _ = pam.error_message(&throttled_message(retry_after_secs));
+            self.tell(&self.lang.throttled(retry_after_secs));
+        }
+        Ok(outcome_code(outcome, self.args.nullok))
+    }
+
+    /// PAM_USER as UTF-8, or the PAM code that ends the login.
+    fn user(&self) -> Result<String, PamError> {
+        match self.pam.user() {
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(user) if !user.is_empty() => Ok(user),
+                Ok(_) => {
+                    self.pam.log(LogLevel::Error, "PAM_USER is empty");
+                    Err(PamError::USER_UNKNOWN)
+                }
+                Err(error) => {
+                    let shown = error.as_bytes().escape_ascii();
+                    self.pam.log(
+                        LogLevel::Error,
+                        &format!("user name \"{shown}\" is not valid UTF-8; refused"),
+                    );
+                    Err(PamError::USER_UNKNOWN)
+                }
+            },
+            Ok(None) => {
+                self.pam.log(LogLevel::Error, "PAM_USER is not set");
+                Err(PamError::USER_UNKNOWN)
+            }
+            Err(error) => {
+                self.pam
+                    .log(LogLevel::Error, &format!("cannot get PAM_USER: {error}"));
+                Err(error)
+            }
         }
     }
-    outcome_code(outcome, args.nullok)
+
+    /// `prompt=` when given, else the language's `default`.
+    fn prompt(&self, default: &str) -> String {
+        self.args
+            .prompt
+            .clone()
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Shows a message unless PAM_SILENT; a host that cannot show it loses
+    /// nothing, the return code says the same.
+    fn tell(&self, text: &str) {
+        if !self.silent {
+            let _ = self.pam.error_message(text);
+        }
+    }
+
+    /// The enrolment status and, when active, its number of digits.
+    fn status(&mut self, user: &str) -> Result<(EnrolmentStatus, Option<u8>), PamError> {
+        let request = Request::Status {
+            user: user.to_owned(),
+        };
+        match self.daemon.ask(&request) {
+            Ok(Response::Status { status, digits }) => Ok((status, digits)),
+            other => Err(self.failed(other)),
+        }
+    }
+
+    /// The daemon's decision on `code`.
+    fn verify(
+        &mut self,
+        user: &str,
+        code: SecretText,
+        service: &str,
+        rhost: &str,
+    ) -> Result<VerifyOutcome, PamError> {
+        let request = Request::Verify {
+            user: user.to_owned(),
+            code,
+            service: service.to_owned(),
+            rhost: rhost.to_owned(),
+            ruid: Some(self.pam.real_uid()),
+        };
+        let answer = self.daemon.ask(&request);
+        drop(request);
+        match answer {
+            Ok(Response::Verified { outcome }) => {
+                self.debug(&format!("otpd: {outcome:?}"));
+                Ok(outcome)
+            }
+            other => Err(self.failed(other)),
+        }
+    }
+
+    /// Any answer but the expected one: logged, and the PAM code for it.
+    fn failed(&self, answer: Result<Response, ClientError>) -> PamError {
+        let code = match answer {
+            Ok(Response::Error { code, message }) => daemon_error(self.pam, code, &message),
+            Ok(other) => unexpected(self.pam, &other),
+            Err(error) => {
+                self.pam.log(LogLevel::Error, &error.to_string());
+                PamError::AUTHINFO_UNAVAIL
+            }
+        };
+        if code == PamError::AUTHINFO_UNAVAIL {
+            self.tell(self.lang.unavailable());
+        }
+        code
+    }
+
+    /// Asks `prompt` with echo off; the answer must be UTF-8.
+    fn ask(&self, prompt: &str) -> Result<Zeroizing<String>, PamError> {
+        let bytes = self.pam.prompt_echo_off(prompt).map_err(|error| {
+            self.debug(&format!("conversation failed: {error}"));
+            PamError::CONV_ERR
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+            Err(_) => {
+                self.pam.log(
+                    LogLevel::Notice,
+                    "the answer typed is not valid UTF-8; refused",
+                );
+                Err(PamError::AUTH_ERR)
+            }
+        }
+    }
+
+    /// Asks for the code with the code prompt.
+    fn ask_code(&self) -> Result<SecretText, PamError> {
+        let prompt = self.prompt(self.lang.code_prompt());
+        self.ask(&prompt)
+            .map(|code| SecretText::from(code.as_str()))
+    }
+
+    /// With `use_first_pass` or `try_first_pass`, the code an earlier module
+    /// collected. `Ok(None)`: ask for it.
+    fn earlier_authtok(&self) -> Result<Option<SecretText>, PamError> {
+        let mode = self.args.first_pass;
+        if mode == FirstPass::Prompt {
+            return Ok(None);
+        }
+        let authtok = match self.pam.authtok() {
+            Ok(authtok) => authtok,
+            Err(error) => {
+                self.pam
+                    .log(LogLevel::Error, &format!("cannot get PAM_AUTHTOK: {error}"));
+                return Err(error);
+            }
+        };
+        let text = authtok
+            .as_deref()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok());
+        match (mode, text) {
+            (FirstPass::Use, Some(text)) => Ok(Some(SecretText::from(text))),
+            (FirstPass::Use, None) => {
+                self.pam.log(
+                    LogLevel::Notice,
+                    "use_first_pass: no PAM_AUTHTOK (UTF-8) from an earlier module; refused",
+                );
+                Err(PamError::AUTHTOK_RECOVERY_ERR)
+            }
+            (_, Some(text)) if looks_like_code(text) => Ok(Some(SecretText::from(text))),
+            _ => {
+                self.debug("try_first_pass: PAM_AUTHTOK absent or not a code; asking");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sets PAM_AUTHTOK to `password` for the next module.
+    fn forward(&self, password: &str) -> Result<(), PamError> {
+        self.pam.set_authtok(password.as_bytes()).map_err(|error| {
+            self.pam.log(
+                LogLevel::Error,
+                &format!("forward_pass: cannot set PAM_AUTHTOK: {error}"),
+            );
+            error
+        })
+    }
+}
+
+/// Whether `text` can be a code: after trimming, 6 to 8 ASCII digits (a
+/// single space inside allowed, as the daemon allows "123 456").
+pub fn looks_like_code(text: &str) -> bool {
+    let text = text.trim();
+    let mut digits = 0;
+    let mut spaces = 0;
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits += 1,
+            ' ' => spaces += 1,
+            _ => return false,
+        }
+    }
+    (6..=8).contains(&digits) && spaces <= 1
+}
+
+/// `forward_pass`: where the password ends and the `digits`-digit code
+/// begins, or `None` when the answer does not end in that many digits.
+/// The password may be empty (the next module judges it).
+pub fn split_forward_pass(answer: &str, digits: usize) -> Option<usize> {
+    let split = answer.len().checked_sub(digits)?;
+    // Digits are ASCII, so a split after them is on a char boundary.
+    answer.as_bytes()[split..]
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then_some(split)
 }
 
 /// The PAM code for the daemon's decision on a code.
@@ -189,16 +409,6 @@ pub fn error_code(code: ErrorCode) -> PamError {
         | ErrorCode::AlreadyEnrolled
         | ErrorCode::NotPending => PamError::AUTH_ERR,
     }
-}
-
-/// What the person at the terminal reads when the daemon is backing off.
-pub fn throttled_message(retry_after_secs: u64) -> String {
-    let wait = match retry_after_secs {
-        0 | 1 => "1 second".to_owned(),
-        secs @ 2..=119 => format!("{secs} seconds"),
-        secs => format!("{} minutes", secs.div_ceil(60)),
-    };
-    format!("Too many failed attempts. Try again in {wait}.")
 }
 
 fn daemon_error(pam: &impl LoginHandler, code: ErrorCode, message: &str) -> PamError {
@@ -240,6 +450,10 @@ mod tests {
     struct TestPam {
         user: Result<Option<Vec<u8>>, PamError>,
         code: Result<Vec<u8>, PamError>,
+        /// Answers after the first one, in order (try_first_pass re-asks).
+        later_codes: RefCell<VecDeque<Vec<u8>>>,
+        authtok: RefCell<Option<Vec<u8>>>,
+        locale: Vec<(&'static str, &'static str)>,
         prompts: RefCell<Vec<String>>,
         errors_shown: RefCell<Vec<String>>,
         log: RefCell<Vec<(LogLevel, String)>>,
@@ -250,6 +464,9 @@ mod tests {
             TestPam {
                 user: Ok(Some(b"alice".to_vec())),
                 code: Ok(code.as_bytes().to_vec()),
+                later_codes: RefCell::default(),
+                authtok: RefCell::default(),
+                locale: Vec::new(),
                 prompts: RefCell::default(),
                 errors_shown: RefCell::default(),
                 log: RefCell::default(),
@@ -279,8 +496,27 @@ mod tests {
         fn rhost(&self) -> String {
             "192.0.2.7".into()
         }
+        fn locale_var(&self, name: &str) -> Option<String> {
+            self.locale
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+        fn authtok(&self) -> Result<Option<Zeroizing<Vec<u8>>>, PamError> {
+            Ok(self.authtok.borrow().clone().map(Zeroizing::new))
+        }
+        fn set_authtok(&self, password: &[u8]) -> Result<(), PamError> {
+            *self.authtok.borrow_mut() = Some(password.to_vec());
+            Ok(())
+        }
         fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError> {
+            let first = self.prompts.borrow().is_empty();
             self.prompts.borrow_mut().push(prompt.to_owned());
+            if !first {
+                if let Some(later) = self.later_codes.borrow_mut().pop_front() {
+                    return Ok(Zeroizing::new(later));
+                }
+            }
             self.code.clone().map(Zeroizing::new)
         }
         fn error_message(&self, text: &str) -> Result<(), PamError> {
@@ -311,7 +547,15 @@ mod tests {
     }
 
     fn status(status: EnrolmentStatus) -> Result<Response, ClientError> {
-        Ok(Response::Status { status })
+        let digits = (status == EnrolmentStatus::Active).then_some(6);
+        Ok(Response::Status { status, digits })
+    }
+
+    fn status_digits(digits: u8) -> Result<Response, ClientError> {
+        Ok(Response::Status {
+            status: EnrolmentStatus::Active,
+            digits: Some(digits),
+        })
     }
 
     fn run(
@@ -461,24 +705,6 @@ mod tests {
     }
 
     #[test]
-    fn throttled_message_text() {
-        let m = throttled_message;
-        assert_eq!(m(0), "Too many failed attempts. Try again in 1 second.");
-        assert_eq!(m(1), "Too many failed attempts. Try again in 1 second.");
-        assert_eq!(m(2), "Too many failed attempts. Try again in 2 seconds.");
-        assert_eq!(
-            m(119),
-            "Too many failed attempts. Try again in 119 seconds."
-        );
-        assert_eq!(m(120), "Too many failed attempts. Try again in 2 minutes.");
-        assert_eq!(m(121), "Too many failed attempts. Try again in 3 minutes.");
-        assert_eq!(
-            m(3600),
-            "Too many failed attempts. Try again in 60 minutes."
-        );
-    }
-
-    #[test]
     fn daemon_errors_map_internal_to_unavailable_and_the_rest_to_auth_err() {
         assert_eq!(error_code(ErrorCode::Internal), PamError::AUTHINFO_UNAVAIL);
         for code in [
@@ -602,6 +828,267 @@ mod tests {
             vec![verified(VerifyOutcome::Accepted)],
         );
         assert_eq!(*pam.prompts.borrow(), vec!["One-time code: "]);
+    }
+
+    fn verify_request(code: &str) -> Request {
+        Request::Verify {
+            user: "alice".into(),
+            code: SecretText::from(code),
+            service: "sshd".into(),
+            rhost: "192.0.2.7".into(),
+            ruid: Some(1000),
+        }
+    }
+
+    #[test]
+    fn lang_and_locale_choose_the_prompt_and_prompt_overrides_both() {
+        let accepted = || vec![verified(VerifyOutcome::Accepted)];
+        let pam = TestPam::new("123456");
+        run(&pam, &["lang=nl"], accepted());
+        assert_eq!(*pam.prompts.borrow(), vec!["Tokencode: "]);
+
+        let mut pam = TestPam::new("123456");
+        pam.locale = vec![("LANG", "nl_NL.UTF-8")];
+        run(&pam, &[], accepted());
+        assert_eq!(*pam.prompts.borrow(), vec!["Tokencode: "]);
+
+        let mut pam = TestPam::new("123456");
+        pam.locale = vec![("LANG", "nl_NL.UTF-8")];
+        run(&pam, &["lang=en"], accepted());
+        assert_eq!(*pam.prompts.borrow(), vec!["Verification code: "]);
+
+        let pam = TestPam::new("123456");
+        run(&pam, &["lang=nl", "prompt=Code: "], accepted());
+        assert_eq!(*pam.prompts.borrow(), vec!["Code: "]);
+
+        // Messages follow the language too.
+        let pam = TestPam::new("123456");
+        let throttled = VerifyOutcome::Throttled {
+            retry_after_secs: 42,
+        };
+        run(&pam, &["lang=nl"], vec![verified(throttled)]);
+        assert_eq!(
+            *pam.errors_shown.borrow(),
+            vec!["Te veel mislukte pogingen. Probeer het over 42 seconden opnieuw."]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_explained_to_the_person_unless_silent() {
+        let unreachable = || {
+            vec![Err(ClientError::UntrustedPeer {
+                socket: "/s".into(),
+                uid: 1,
+                daemon_user: "otpd".into(),
+            })]
+        };
+        let pam = TestPam::new("123456");
+        assert_eq!(
+            run(&pam, &["lang=nl"], unreachable()).0,
+            PamError::AUTHINFO_UNAVAIL
+        );
+        assert_eq!(
+            *pam.errors_shown.borrow(),
+            vec![Lang::Nl.unavailable().to_owned()]
+        );
+        let pam = TestPam::new("123456");
+        let mut daemon = TestDaemon {
+            answers: unreachable().into(),
+            requests: Vec::new(),
+        };
+        authenticate(&pam, &[], true, |_| &mut daemon);
+        assert!(pam.errors_shown.borrow().is_empty());
+    }
+
+    #[test]
+    fn use_first_pass_takes_the_code_from_pam_authtok_without_prompting() {
+        let pam = TestPam::new("999999");
+        *pam.authtok.borrow_mut() = Some(b"123456".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["use_first_pass"],
+            vec![verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert!(pam.prompts.borrow().is_empty());
+        assert_eq!(requests, vec![verify_request("123456")]);
+
+        // Whatever PAM_AUTHTOK holds is final: no second chance, no prompt.
+        let pam = TestPam::new("999999");
+        *pam.authtok.borrow_mut() = Some(b"hunter2".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["use_first_pass"],
+            vec![verified(VerifyOutcome::WrongCode)],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert!(pam.prompts.borrow().is_empty());
+        assert_eq!(requests, vec![verify_request("hunter2")]);
+
+        // Nothing from an earlier module: refused before the daemon is asked.
+        let pam = TestPam::new("999999");
+        let (result, requests) = run(&pam, &["use_first_pass"], vec![]);
+        assert_eq!(result, PamError::AUTHTOK_RECOVERY_ERR);
+        assert!(requests.is_empty() && pam.prompts.borrow().is_empty());
+        assert!(pam.logged().contains("use_first_pass: no PAM_AUTHTOK"));
+    }
+
+    #[test]
+    fn try_first_pass_uses_a_code_shaped_authtok_and_asks_otherwise() {
+        // A code from the earlier module: used, no prompt.
+        let pam = TestPam::new("999999");
+        *pam.authtok.borrow_mut() = Some(b"123 456".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["try_first_pass"],
+            vec![verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert!(pam.prompts.borrow().is_empty());
+        assert_eq!(requests, vec![verify_request("123 456")]);
+
+        // A password (not code-shaped) or nothing: prompt, and only the
+        // typed code reaches the daemon.
+        for authtok in [Some(b"correct horse".to_vec()), None] {
+            let pam = TestPam::new("654321");
+            *pam.authtok.borrow_mut() = authtok;
+            let (result, requests) = run(
+                &pam,
+                &["try_first_pass"],
+                vec![verified(VerifyOutcome::Accepted)],
+            );
+            assert_eq!(result, PamError::SUCCESS);
+            assert_eq!(*pam.prompts.borrow(), vec!["Verification code: "]);
+            assert_eq!(requests, vec![verify_request("654321")]);
+        }
+
+        // Code-shaped but wrong (a six-digit password): asked once more.
+        let pam = TestPam::new("654321");
+        *pam.authtok.borrow_mut() = Some(b"111111".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["try_first_pass"],
+            vec![
+                verified(VerifyOutcome::WrongCode),
+                verified(VerifyOutcome::Accepted),
+            ],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(pam.prompts.borrow().len(), 1);
+        assert_eq!(
+            requests,
+            vec![verify_request("111111"), verify_request("654321")]
+        );
+
+        // A replayed or throttled authtok is final.
+        for outcome in [
+            VerifyOutcome::Replayed,
+            VerifyOutcome::Throttled {
+                retry_after_secs: 3,
+            },
+        ] {
+            let pam = TestPam::new("654321");
+            *pam.authtok.borrow_mut() = Some(b"111111".to_vec());
+            let (result, _) = run(&pam, &["try_first_pass"], vec![verified(outcome)]);
+            assert_eq!(result, outcome_code(outcome, false));
+            assert!(pam.prompts.borrow().is_empty(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn forward_pass_splits_the_code_off_and_forwards_the_password() {
+        let pam = TestPam::new("s3cret pass123456");
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass"],
+            vec![status_digits(6), verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(
+            *pam.prompts.borrow(),
+            vec!["Password + verification code: "]
+        );
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"s3cret pass"[..]));
+        assert_eq!(requests[1], verify_request("123456"));
+
+        // Eight digits when the user's enrolment has eight; Dutch prompt.
+        let pam = TestPam::new("pw12345678");
+        let (_, requests) = run(
+            &pam,
+            &["forward_pass", "lang=nl"],
+            vec![status_digits(8), verified(VerifyOutcome::WrongCode)],
+        );
+        assert_eq!(*pam.prompts.borrow(), vec!["Wachtwoord + tokencode: "]);
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"pw"[..]));
+        assert_eq!(requests[1], verify_request("12345678"));
+
+        // The password is forwarded even when the code is wrong, so the
+        // next module does not prompt a client that can ask only once.
+        let pam = TestPam::new("pw000000");
+        let (result, _) = run(
+            &pam,
+            &["forward_pass"],
+            vec![status_digits(6), verified(VerifyOutcome::WrongCode)],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"pw"[..]));
+
+        // No code at the end: refused without asking the daemon to verify.
+        let pam = TestPam::new("just-a-password");
+        let (result, requests) = run(&pam, &["forward_pass"], vec![status_digits(6)]);
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert_eq!(requests.len(), 1);
+        assert!(pam.logged().contains("does not end in a 6-digit code"));
+    }
+
+    #[test]
+    fn forward_pass_for_users_without_a_token() {
+        // Without nullok: the same prompt as everyone, and refused.
+        let pam = TestPam::new("pw123456");
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass"],
+            vec![
+                status(EnrolmentStatus::NotEnrolled),
+                verified(VerifyOutcome::NotEnrolled),
+            ],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert_eq!(
+            *pam.prompts.borrow(),
+            vec!["Password + verification code: "]
+        );
+        assert_eq!(requests[1], verify_request("123456"));
+
+        // With nullok: the password alone, forwarded, and IGNORE.
+        let pam = TestPam::new("only-the-password");
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass", "nullok"],
+            vec![status(EnrolmentStatus::Pending)],
+        );
+        assert_eq!(result, PamError::IGNORE);
+        assert_eq!(*pam.prompts.borrow(), vec!["Password: "]);
+        assert_eq!(
+            pam.authtok.borrow().as_deref(),
+            Some(&b"only-the-password"[..])
+        );
+        assert_eq!(requests.len(), 1);
+    }
+
+    #[test]
+    fn code_shapes_and_splits() {
+        for yes in ["123456", "12345678", " 123 456 ", "1234 5678", "1234567"] {
+            assert!(looks_like_code(yes), "{yes:?}");
+        }
+        for no in ["12345", "123456789", "12a456", "1 2 3456", "", "password"] {
+            assert!(!looks_like_code(no), "{no:?}");
+        }
+        assert_eq!(split_forward_pass("abc123456", 6), Some(3));
+        assert_eq!(split_forward_pass("123456", 6), Some(0));
+        assert_eq!(split_forward_pass("12345", 6), None);
+        assert_eq!(split_forward_pass("abc12345x", 6), None);
+        assert_eq!(split_forward_pass("wachtwoordé12345678", 8), Some(12));
     }
 
     #[test]

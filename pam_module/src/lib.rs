@@ -15,6 +15,7 @@ mod args;
 mod client;
 mod ffi;
 mod flow;
+mod texts;
 
 use pamsm::{pam_module, Pam, PamError, PamFlags, PamServiceModule};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -128,6 +128,10 @@ pub enum Response {
     Status {
         /// Not enrolled, pending or active.
         status: EnrolmentStatus,
+        /// Digits of the user's codes when the enrolment is active: the
+        /// module's `forward_pass` splits them off the end of the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digits: Option<u8>,
     },
     /// A new pending enrolment.
     Enrolled(Enrolment),

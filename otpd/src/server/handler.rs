@@ -272,11 +272,16 @@ impl Handler {
         match self.store.user(user) {
             Ok(None) => Response::Status {
                 status: EnrolmentStatus::NotEnrolled,
+                digits: None,
             },
-            Ok(Some(r)) => Response::Status {
-                status: match r.state {
-                    EnrolState::Pending => EnrolmentStatus::Pending,
-                    EnrolState::Active => EnrolmentStatus::Active,
+            Ok(Some(r)) => match r.state {
+                EnrolState::Pending => Response::Status {
+                    status: EnrolmentStatus::Pending,
+                    digits: None,
+                },
+                EnrolState::Active => Response::Status {
+                    status: EnrolmentStatus::Active,
+                    digits: Some(r.digits),
                 },
             },
             Err(e) => internal(e),

@@ -1,0 +1,205 @@
+//! Everything the person at the terminal reads, in English and in Dutch, as
+//! the help desk's manuals word it ("tokencode"). Pure: the language comes
+//! from `lang=` or from the locale, looked up through a closure.
+//!
+//! Two languages and five sentences do not need gettext and its catalogues
+//! installed beside the module; a `match` keeps them checked by the compiler.
+#![forbid(unsafe_code)]
+
+/// The language of prompts and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// English (the default for any locale that is not Dutch).
+    En,
+    /// Dutch.
+    Nl,
+}
+
+impl Lang {
+    /// `lang=` as written in the service file; `None` when not a language
+    /// the module speaks.
+    pub fn parse(text: &str) -> Option<Lang> {
+        match text.to_ascii_lowercase().as_str() {
+            "en" => Some(Lang::En),
+            "nl" => Some(Lang::Nl),
+            _ => None,
+        }
+    }
+
+    /// The language of the locale, POSIX precedence: the first of
+    /// `LC_ALL`, `LC_MESSAGES`, `LANG` that is set and not empty decides;
+    /// `nl`, `nl_NL.UTF-8`, `nl_BE@euro` … are Dutch, anything else English.
+    pub fn from_locale(lookup: impl Fn(&str) -> Option<String>) -> Lang {
+        let value = ["LC_ALL", "LC_MESSAGES", "LANG"]
+            .iter()
+            .filter_map(|name| lookup(name))
+            .find(|value| !value.is_empty());
+        match value {
+            Some(value) if is_dutch(&value) => Lang::Nl,
+            _ => Lang::En,
+        }
+    }
+
+    /// The prompt for the code alone.
+    pub fn code_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Verification code: ",
+            Lang::Nl => "Tokencode: ",
+        }
+    }
+
+    /// `forward_pass`: one prompt for the password followed by the code.
+    pub fn password_and_code_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Password + verification code: ",
+            Lang::Nl => "Wachtwoord + tokencode: ",
+        }
+    }
+
+    /// `forward_pass` with `nullok` for a user without a token: the
+    /// password alone, for the next module.
+    pub fn password_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Password: ",
+            Lang::Nl => "Wachtwoord: ",
+        }
+    }
+
+    /// The daemon is backing off this user or source.
+    pub fn throttled(self, retry_after_secs: u64) -> String {
+        let (count, unit) = match retry_after_secs {
+            0 | 1 => (1, Unit::Second),
+            secs @ 2..=119 => (secs, Unit::Seconds),
+            secs => (secs.div_ceil(60), Unit::Minutes),
+        };
+        match self {
+            Lang::En => {
+                let unit = match unit {
+                    Unit::Second => "second",
+                    Unit::Seconds => "seconds",
+                    Unit::Minutes => "minutes",
+                };
+                format!("Too many failed attempts. Try again in {count} {unit}.")
+            }
+            Lang::Nl => {
+                let unit = match unit {
+                    Unit::Second => "seconde",
+                    Unit::Seconds => "seconden",
+                    Unit::Minutes => "minuten",
+                };
+                format!("Te veel mislukte pogingen. Probeer het over {count} {unit} opnieuw.")
+            }
+        }
+    }
+
+    /// The code cannot be checked: the daemon is down, slow or untrusted.
+    pub fn unavailable(self) -> &'static str {
+        match self {
+            Lang::En => {
+                "The verification code cannot be checked right now. \
+                 Try again later or contact your administrator."
+            }
+            Lang::Nl => {
+                "De tokencode kan nu niet worden gecontroleerd. \
+                 Probeer het later opnieuw of neem contact op met uw beheerder."
+            }
+        }
+    }
+}
+
+enum Unit {
+    Second,
+    Seconds,
+    Minutes,
+}
+
+/// `nl` followed by the end, `_`, `.` or `@` (not `nn`, not `nld`-like codes).
+fn is_dutch(locale: &str) -> bool {
+    let Some(rest) = locale.strip_prefix("nl") else {
+        return false;
+    };
+    rest.is_empty() || rest.starts_with(['_', '.', '@'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn the_locale_picks_the_language_with_posix_precedence() {
+        assert_eq!(Lang::from_locale(env(&[])), Lang::En);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "nl_NL.UTF-8")])), Lang::Nl);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "nl_BE@euro")])), Lang::Nl);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "nl")])), Lang::Nl);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "C.UTF-8")])), Lang::En);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "nn_NO.UTF-8")])), Lang::En);
+        assert_eq!(Lang::from_locale(env(&[("LANG", "nlx")])), Lang::En);
+        // LC_ALL beats LC_MESSAGES beats LANG; an empty value does not count.
+        let vars = [("LC_ALL", "en_GB.UTF-8"), ("LANG", "nl_NL.UTF-8")];
+        assert_eq!(Lang::from_locale(env(&vars)), Lang::En);
+        let vars = [("LC_ALL", ""), ("LC_MESSAGES", "nl_NL"), ("LANG", "en_US")];
+        assert_eq!(Lang::from_locale(env(&vars)), Lang::Nl);
+    }
+
+    #[test]
+    fn lang_values() {
+        assert_eq!(Lang::parse("nl"), Some(Lang::Nl));
+        assert_eq!(Lang::parse("NL"), Some(Lang::Nl));
+        assert_eq!(Lang::parse("en"), Some(Lang::En));
+        assert_eq!(Lang::parse("de"), None);
+        assert_eq!(Lang::parse(""), None);
+    }
+
+    #[test]
+    fn prompts_in_both_languages() {
+        assert_eq!(Lang::En.code_prompt(), "Verification code: ");
+        assert_eq!(Lang::Nl.code_prompt(), "Tokencode: ");
+        assert_eq!(
+            Lang::En.password_and_code_prompt(),
+            "Password + verification code: "
+        );
+        assert_eq!(
+            Lang::Nl.password_and_code_prompt(),
+            "Wachtwoord + tokencode: "
+        );
+        assert_eq!(Lang::Nl.password_prompt(), "Wachtwoord: ");
+        assert!(Lang::Nl
+            .unavailable()
+            .starts_with("De tokencode kan nu niet"));
+    }
+
+    #[test]
+    fn throttled_message_text() {
+        let en = |secs| Lang::En.throttled(secs);
+        assert_eq!(en(0), "Too many failed attempts. Try again in 1 second.");
+        assert_eq!(en(1), "Too many failed attempts. Try again in 1 second.");
+        assert_eq!(en(2), "Too many failed attempts. Try again in 2 seconds.");
+        assert_eq!(
+            en(119),
+            "Too many failed attempts. Try again in 119 seconds."
+        );
+        assert_eq!(en(120), "Too many failed attempts. Try again in 2 minutes.");
+        assert_eq!(en(121), "Too many failed attempts. Try again in 3 minutes.");
+        let nl = |secs| Lang::Nl.throttled(secs);
+        assert_eq!(
+            nl(1),
+            "Te veel mislukte pogingen. Probeer het over 1 seconde opnieuw."
+        );
+        assert_eq!(
+            nl(42),
+            "Te veel mislukte pogingen. Probeer het over 42 seconden opnieuw."
+        );
+        assert_eq!(
+            nl(3600),
+            "Te veel mislukte pogingen. Probeer het over 60 minuten opnieuw."
+        );
+    }
+}
