@@ -349,13 +349,14 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
 
     /// Sets PAM_AUTHTOK to `password` for the next module.
     fn forward(&self, password: &str) -> Result<(), PamError> {
-        self.pam.set_authtok(password.as_bytes()).map_err(|error| {
-            self.pam.log(
-                LogLevel::Error,
-                &format!("forward_pass: cannot set PAM_AUTHTOK: {error}"),
-            );
-            error
-        })
+        self.pam
+            .set_authtok(password.as_bytes())
+            .inspect_err(|error| {
+                self.pam.log(
+                    LogLevel::Error,
+                    &format!("forward_pass: cannot set PAM_AUTHTOK: {error}"),
+                );
+            })
     }
 }
 
