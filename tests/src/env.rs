@@ -6,7 +6,7 @@ use crate::process::{self, ChildGuard, Output};
 use crate::programs;
 use crate::totp::Enrolment;
 use serde_json::Value;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,9 @@ pub struct TestEnv {
     pub state_dir: PathBuf,
     /// stdout and stderr of every daemon run, appended.
     pub daemon_log: PathBuf,
+    /// A prefix for `otpd serve` (`nsenter … --`), so that the daemon runs
+    /// inside a [`crate::system::PrivateHost`] and resolves its users.
+    pub launcher: Vec<OsString>,
     daemon: Option<ChildGuard>,
     services: AtomicU32,
 }
@@ -125,6 +128,7 @@ impl TestEnv {
             config,
             socket,
             state_dir,
+            launcher: Vec::new(),
             daemon: None,
             services: AtomicU32::new(0),
         }
@@ -132,7 +136,14 @@ impl TestEnv {
 
     /// The `otpd serve` command of this env.
     pub fn serve_command(&self) -> Command {
-        let mut cmd = Command::new(programs::otpd_binary());
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(programs::otpd_binary());
+                cmd
+            }
+            None => Command::new(programs::otpd_binary()),
+        };
         cmd.arg("--config").arg(&self.config).arg("serve");
         cmd
     }

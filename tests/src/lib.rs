@@ -10,7 +10,9 @@ pub mod env;
 pub mod pam;
 pub mod process;
 pub mod programs;
+pub mod sshd;
 pub mod strace;
+pub mod system;
 pub mod totp;
 
 pub use env::{Limits, TestEnv};

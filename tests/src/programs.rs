@@ -17,6 +17,20 @@ pub enum Program {
     Strace,
     /// util-linux `setpriv`, to run a program as another uid.
     Setpriv,
+    /// util-linux `unshare`, for the private mount namespace.
+    Unshare,
+    /// util-linux `nsenter`, to run programs inside that namespace.
+    Nsenter,
+    /// `openssl`, to hash the test users' passwords for /etc/shadow.
+    Openssl,
+    /// OpenSSH's server.
+    Sshd,
+    /// OpenSSH's client.
+    Ssh,
+    /// OpenSSH's key generator.
+    SshKeygen,
+    /// `sudo`.
+    Sudo,
 }
 
 impl Program {
@@ -29,6 +43,13 @@ impl Program {
             Program::Zbarimg => "zbarimg",
             Program::Strace => "strace",
             Program::Setpriv => "setpriv",
+            Program::Unshare => "unshare",
+            Program::Nsenter => "nsenter",
+            Program::Openssl => "openssl",
+            Program::Sshd => "sshd",
+            Program::Ssh => "ssh",
+            Program::SshKeygen => "ssh-keygen",
+            Program::Sudo => "sudo",
         }
     }
 

@@ -63,6 +63,7 @@ fn answer(mut stream: UnixStream) {
         let response = match request {
             Request::Status { .. } => Response::Status {
                 status: EnrolmentStatus::Active,
+                digits: Some(6),
             },
             _ => Response::Verified {
                 outcome: VerifyOutcome::Accepted,
