@@ -30,6 +30,8 @@ pub enum PamOutcome {
     SystemErr,
     /// PAM_CONV_ERR: the conversation failed (no code on stdin).
     ConvErr,
+    /// PAM_AUTHTOK_RECOVERY_ERR: `use_first_pass` found no earlier answer.
+    AuthtokRecoveryErr,
     /// PAM_CRED_INSUFFICIENT.
     CredInsufficient,
     /// PAM_ABORT.
@@ -57,6 +59,7 @@ impl PamOutcome {
             "Error in service module" => PamOutcome::ServiceErr,
             "System error" => PamOutcome::SystemErr,
             "Conversation error" => PamOutcome::ConvErr,
+            "Authentication information cannot be recovered" => PamOutcome::AuthtokRecoveryErr,
             "Insufficient credentials to access authentication data" => {
                 PamOutcome::CredInsufficient
             }

@@ -286,3 +286,73 @@ fn hash_password(password: &str) -> String {
     assert!(hash.starts_with("$6$"), "openssl passwd printed {hash:?}");
     hash
 }
+
+/// A test's world for the system tests: a [`PrivateHost`] and an otpd
+/// running inside it (so that it resolves the test users' uids). The host
+/// is the first field, so it is dropped first.
+pub struct World {
+    /// The private accounts and PAM config.
+    pub host: PrivateHost,
+    /// The daemon, its config and socket.
+    pub env: TestEnv,
+}
+
+impl World {
+    /// Users (each with its own group), extra groups (name, members), the
+    /// daemon's limits; the daemon is started inside the namespace.
+    pub fn start(
+        name: &str,
+        users: &[&str],
+        groups: &[(&str, &[&str])],
+        limits: crate::Limits,
+    ) -> World {
+        let mut env = TestEnv::without_daemon(name, &limits);
+        let host = PrivateHost::start(&env, users, groups);
+        env.launcher = host.launcher();
+        env.spawn_daemon();
+        World { host, env }
+    }
+
+    /// Installs the shipped `packaging/examples/pam.d/EXAMPLE` as the
+    /// namespace's `/etc/pam.d/SERVICE`, with this daemon's socket and
+    /// `extra_args` on the pam_otpd.so line.
+    pub fn install_pam_example(&self, service: &str, example_name: &str, extra_args: &str) {
+        let text = pam_example_for(
+            &example(&format!("pam.d/{example_name}")),
+            &module_for_users(&self.env),
+            &self.env.socket,
+            extra_args,
+        );
+        self.host.write_pam_service(service, &text);
+    }
+
+    /// The test user's Unix password.
+    pub fn password(&self, user: &str) -> String {
+        self.host.user(user).password.clone()
+    }
+
+    /// The daemon's audit lines about verifications of `user`.
+    pub fn verify_audit(&self, user: &str) -> Vec<String> {
+        verify_audit(&self.env, user)
+    }
+}
+
+/// The daemon's audit lines about verifications of `user`.
+pub fn verify_audit(env: &TestEnv, user: &str) -> Vec<String> {
+    env.log()
+        .lines()
+        .filter(|line| line.contains(&format!("user=\"{user}\"")))
+        .filter(|line| line.contains("op=\"verify\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The outcomes (`accepted`, `wrong_code` …) of those lines, in order.
+pub fn verify_outcomes(env: &TestEnv, user: &str) -> Vec<String> {
+    verify_audit(env, user)
+        .iter()
+        .filter_map(|line| line.split("outcome=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}

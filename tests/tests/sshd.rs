@@ -5,38 +5,27 @@
 //! Test users exist only in a private mount namespace ([`PrivateHost`]).
 
 use otpd_tests::sshd::{SshAuth, SshLogin, Sshd, SSH};
-use otpd_tests::system::{example, module_for_users, pam_example_for, PrivateHost, PRIVATE_HOST};
-use otpd_tests::{require, settled_now, Limits, Program, TestEnv};
+use otpd_tests::system::{example, World, PRIVATE_HOST};
+use otpd_tests::{require, settled_now, Limits, Program};
 use std::time::Duration;
-
-/// The test's world: the private host first, so that it is dropped first.
-struct World {
-    host: PrivateHost,
-    env: TestEnv,
-}
 
 fn required(test: &str) -> bool {
     require(test, PRIVATE_HOST) && require(test, SSH) && require(test, &[Program::Oathtool])
 }
 
 fn world(name: &str, users: &[&str], limits: Limits) -> World {
-    let mut env = TestEnv::without_daemon(name, &limits);
-    let host = PrivateHost::start(&env, users, &[]);
-    env.launcher = host.launcher();
-    env.spawn_daemon();
-    World { host, env }
+    World::start(name, users, &[], limits)
 }
 
-impl World {
+trait SshWorld {
+    fn install_pam(&self, example_name: &str, extra_args: &str);
+    fn sshd(&self, conf: &str) -> Sshd;
+}
+
+impl SshWorld for World {
     /// Installs the shipped PAM example as the namespace's /etc/pam.d/sshd.
     fn install_pam(&self, example_name: &str, extra_args: &str) {
-        let text = pam_example_for(
-            &example(&format!("pam.d/{example_name}")),
-            &module_for_users(&self.env),
-            &self.env.socket,
-            extra_args,
-        );
-        self.host.write_pam_service("sshd", &text);
+        self.install_pam_example("sshd", example_name, extra_args);
     }
 
     fn sshd(&self, conf: &str) -> Sshd {
@@ -45,21 +34,6 @@ impl World {
             conf,
             &example(&format!("sshd_config.d/{conf}.conf")),
         )
-    }
-
-    fn password(&self, user: &str) -> String {
-        self.host.user(user).password.clone()
-    }
-
-    /// The daemon's audit lines about verifications of `user`.
-    fn verify_audit(&self, user: &str) -> Vec<String> {
-        self.env
-            .log()
-            .lines()
-            .filter(|line| line.contains(&format!("user=\"{user}\"")))
-            .filter(|line| line.contains("op=\"verify\""))
-            .map(str::to_owned)
-            .collect()
     }
 }
 
