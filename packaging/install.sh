@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 SBINDIR=/usr/local/sbin
 CONFDIR=/etc/otpd
+MANDIR=/usr/local/share/man
+DOCDIR=/usr/local/share/doc/otpd
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 say() { printf '==> %s\n' "$*"; }
@@ -38,6 +40,11 @@ done
 say "installing $SBINDIR/otpd and $pamdir/pam_otpd.so"
 $SUDO install -D -m 0755 target/release/otpd "$SBINDIR/otpd"
 $SUDO install -D -m 0644 target/release/libpam_otpd.so "$pamdir/pam_otpd.so"
+say "installing the manual page pam_otpd(8) and the tested sshd/sudo examples in $DOCDIR/examples"
+$SUDO install -D -m 0644 packaging/man/pam_otpd.8 "$MANDIR/man8/pam_otpd.8"
+$SUDO install -d -m 0755 "$DOCDIR/examples/pam.d" "$DOCDIR/examples/sshd_config.d"
+$SUDO install -m 0644 packaging/examples/pam.d/* "$DOCDIR/examples/pam.d/"
+$SUDO install -m 0644 packaging/examples/sshd_config.d/* "$DOCDIR/examples/sshd_config.d/"
 if [ ! -e "$CONFDIR/otpd.toml" ]; then
   say "writing the default config $CONFDIR/otpd.toml"
   $SUDO install -d -m 0755 "$CONFDIR"

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-private_dirs=(/usr/local/sbin /etc/otpd /var/lib/otpd /run /var/log)
+private_dirs=(/usr/local/sbin /usr/local/share /etc/otpd /var/lib/otpd /run /var/log)
 if [ "${OTPD_IN_NAMESPACE:-}" != 1 ]; then
   [ "$(id -u)" -eq 0 ] || { echo "test-install: needs root (mount namespace)" >&2; exit 1; }
   # Mount points that do not exist yet are created here and removed after.
@@ -53,6 +53,8 @@ fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
 [ -x /usr/local/sbin/otpd ] || fail "otpd not installed"
 [ -f "$pamdir/pam_otpd.so" ] || fail "pam_otpd.so not in $pamdir"
 [ -f /etc/otpd/otpd.toml ] || fail "no default config"
+[ -f /usr/local/share/man/man8/pam_otpd.8 ] || fail "no manual page pam_otpd(8)"
+[ -f /usr/local/share/doc/otpd/examples/pam.d/sshd.password-code ] || fail "no examples"
 [ "$(stat -c %a /var/lib/otpd)" = 700 ] || fail "state dir is not 0700"
 [ -s "$pidfile" ] || fail "no pid file"
 

@@ -30,7 +30,10 @@ phase() {
 
 # The programs the tests run, by Debian/Ubuntu package.
 # systemd: systemd-analyze, to check the unit the installer writes.
-packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd)
+# openssh-server/-client, sudo: the real logins; openssl: the test users'
+# password hashes.
+packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
+          openssh-server openssh-client sudo openssl)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -42,8 +45,22 @@ command -v cc >/dev/null || missing+=(gcc libc6-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     phase "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # The tests start their own sshd on a loopback port; installing
+    # openssh-server must not start the host's on port 22. policy-rc.d is
+    # Debian's switch for that (invoke-rc.d and deb-systemd-invoke obey it).
+    policy_rc_d=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy_rc_d=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$policy_rc_d"
+        chmod 0755 "$policy_rc_d"
+        trap 'rm -f "$policy_rc_d"' EXIT
+    fi
     apt-get update
     apt-get install -y --no-install-recommends "${missing[@]}"
+    if [ -n "$policy_rc_d" ]; then
+        rm -f "$policy_rc_d"
+        trap - EXIT
+    fi
 else
     phase "test programs already installed"
 fi

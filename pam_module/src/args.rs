@@ -28,6 +28,23 @@ const NOT_SUPPORTED: &[&str] = &[
     "user",
 ];
 
+/// Every argument the module accepts, as written in a service file (with
+/// `=` when it takes a value). The documentation test below keeps README.md
+/// and `pam_otpd(8)` in step with this list, and the parser test keeps this
+/// list in step with [`parse_args`].
+pub const OPTIONS: &[&str] = &[
+    "socket=",
+    "timeout=",
+    "nullok",
+    "use_first_pass",
+    "try_first_pass",
+    "forward_pass",
+    "prompt=",
+    "lang=",
+    "daemon_user=",
+    "debug",
+];
+
 /// Where the code comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FirstPass {
@@ -103,7 +120,13 @@ pub enum ArgWarning {
 impl fmt::Display for ArgWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ArgWarning::Unknown(arg) => write!(f, "unknown argument \"{arg}\" ignored"),
+            ArgWarning::Unknown(arg) => match suggestion(arg) {
+                Some(option) => write!(
+                    f,
+                    "unknown argument \"{arg}\" ignored (did you mean \"{option}\"?)"
+                ),
+                None => write!(f, "unknown argument \"{arg}\" ignored"),
+            },
             ArgWarning::NotSupported(arg) => {
                 write!(
                     f,
@@ -131,6 +154,23 @@ impl fmt::Display for ArgWarning {
             ),
         }
     }
+}
+
+/// The accepted argument nearest to a misspelt one, if it is near enough
+/// (at most two edits from the name before any `=`).
+fn suggestion(arg: &str) -> Option<&'static str> {
+    let name = arg.split_once('=').map_or(arg, |(name, _)| name);
+    OPTIONS
+        .iter()
+        .map(|option| {
+            (
+                strsim::levenshtein(name, option.trim_end_matches('=')),
+                *option,
+            )
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, option)| option)
 }
 
 /// Parses the arguments libpam hands over (already split on whitespace, with
@@ -308,7 +348,15 @@ mod tests {
         assert_eq!(warnings, vec![ArgWarning::Unknown("nulok".into())]);
         assert_eq!(
             warnings[0].to_string(),
-            "unknown argument \"nulok\" ignored"
+            "unknown argument \"nulok\" ignored (did you mean \"nullok\"?)"
+        );
+        assert_eq!(
+            ArgWarning::Unknown("lnag=nl".into()).to_string(),
+            "unknown argument \"lnag=nl\" ignored (did you mean \"lang=\"?)"
+        );
+        assert_eq!(
+            ArgWarning::Unknown("frobnicate".into()).to_string(),
+            "unknown argument \"frobnicate\" ignored"
         );
         // A flag given a value, or an option without one, is not what it looks like.
         let (args, warnings) = parse(&["nullok=yes", "socket"]);
@@ -381,6 +429,37 @@ mod tests {
                 ArgWarning::Empty("daemon_user"),
             ]
         );
+    }
+
+    #[test]
+    fn every_listed_option_is_parsed_and_documented() {
+        let readme = include_str!("../../README.md");
+        let manual = include_str!("../../packaging/man/pam_otpd.8");
+        for option in OPTIONS {
+            let arg = match *option {
+                "socket=" => "socket=/run/x.sock".to_owned(),
+                "timeout=" => "timeout=2".to_owned(),
+                "lang=" => "lang=nl".to_owned(),
+                with_value if with_value.ends_with('=') => format!("{with_value}x"),
+                flag => flag.to_owned(),
+            };
+            let (parsed, warnings) = parse(&[&arg]);
+            assert!(warnings.is_empty(), "{arg}: {warnings:?}");
+            assert_ne!(parsed, ModuleArgs::default(), "{arg} changed nothing");
+            let name = option.trim_end_matches('=');
+            assert!(
+                readme.contains(&format!("`{option}")),
+                "README.md does not document {option}"
+            );
+            // In the manual page: `.B name` or `.BI name= VALUE`.
+            let in_manual = manual.lines().any(|line| {
+                line.starts_with(".B")
+                    && line.split_whitespace().nth(1).is_some_and(|word| {
+                        word == *option || (option.ends_with('=') && word.starts_with(option))
+                    })
+            });
+            assert!(in_manual, "pam_otpd.8 does not document {name}");
+        }
     }
 
     #[test]
