@@ -112,9 +112,6 @@ pub enum ArgWarning {
     Empty(&'static str),
     /// `lang=` that is not `en` or `nl`.
     BadLang(String),
-    /// `use_first_pass`/`try_first_pass` together with `forward_pass`,
-    /// which always asks for password and code itself.
-    FirstPassWithForwardPass,
 }
 
 impl fmt::Display for ArgWarning {
@@ -147,10 +144,6 @@ impl fmt::Display for ArgWarning {
             ArgWarning::BadLang(value) => write!(
                 f,
                 "lang=\"{value}\" is not \"en\" or \"nl\"; using the locale's language"
-            ),
-            ArgWarning::FirstPassWithForwardPass => write!(
-                f,
-                "use_first_pass/try_first_pass ignored: forward_pass asks for the password and the code itself"
             ),
         }
     }
@@ -219,10 +212,6 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> (ModuleArgs, Vec<ArgWarning>) {
             }
             _ => warnings.push(ArgWarning::Unknown(arg.to_owned())),
         }
-    }
-    if parsed.forward_pass && parsed.first_pass != FirstPass::Prompt {
-        parsed.first_pass = FirstPass::Prompt;
-        warnings.push(ArgWarning::FirstPassWithForwardPass);
     }
     (parsed, warnings)
 }
@@ -395,11 +384,10 @@ mod tests {
         }
         let (parsed, warnings) = parse(&["forward_pass"]);
         assert!(parsed.forward_pass && warnings.is_empty());
-        // forward_pass asks itself: the first-pass options are ignored, loudly.
+        // Together: the password and code come from PAM_AUTHTOK.
         let (parsed, warnings) = parse(&["use_first_pass", "forward_pass"]);
-        assert_eq!(parsed.first_pass, FirstPass::Prompt);
-        assert!(parsed.forward_pass);
-        assert_eq!(warnings, vec![ArgWarning::FirstPassWithForwardPass]);
+        assert_eq!(parsed.first_pass, FirstPass::Use);
+        assert!(parsed.forward_pass && warnings.is_empty());
         // Flags take no value.
         let (parsed, warnings) = parse(&["forward_pass=1"]);
         assert!(!parsed.forward_pass);

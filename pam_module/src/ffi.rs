@@ -190,7 +190,11 @@ impl LoginHandler for LibPam<'_> {
     }
 
     fn set_authtok(&self, password: &[u8]) -> Result<(), PamError> {
-        let password = CString::new(password).map_err(|_| PamError::AUTHTOK_ERR)?;
+        let password = CString::new(password).map_err(|error| {
+            // A NUL inside: cannot be a C string. The error owns a copy.
+            error.into_vec().zeroize();
+            PamError::SYSTEM_ERR
+        })?;
         // libpam copies the item; the CString's buffer is wiped after.
         let result = self.pam.set_authtok(&password);
         let mut bytes = password.into_bytes_with_nul();

@@ -133,9 +133,16 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                 self.debug(&format!(
                     "otpd: enrolment {status:?}; nullok, no code asked"
                 ));
-                if self.args.forward_pass {
-                    // The next module (pam_unix use_first_pass) still needs
-                    // the password; nullok already tells that no code is due.
+                // The next module (pam_unix use_first_pass) still needs the
+                // password; nullok already tells that no code is due. With
+                // use_first_pass or try_first_pass an earlier module may have
+                // collected it already.
+                let have_password = match self.args.first_pass {
+                    FirstPass::Prompt => false,
+                    FirstPass::Use => true,
+                    FirstPass::Try => matches!(self.pam.authtok(), Ok(Some(_))),
+                };
+                if self.args.forward_pass && !have_password {
                     let password = self.ask(self.lang.password_prompt())?;
                     self.forward(&password)?;
                 }
@@ -143,11 +150,25 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
             }
         }
 
-        let mut from_authtok = false;
-        let code = if self.args.forward_pass {
-            let digits = digits.map_or(DEFAULT_DIGITS, usize::from);
-            let prompt = self.prompt(self.lang.password_and_code_prompt());
-            let answer = self.ask(&prompt)?;
+        let outcome = if self.args.forward_pass {
+            let digits = match digits {
+                None => DEFAULT_DIGITS,
+                Some(digits @ 6..=8) => usize::from(digits),
+                Some(other) => {
+                    self.pam.log(
+                        LogLevel::Error,
+                        &format!("otpd says the user's codes have {other} digits; not 6 to 8"),
+                    );
+                    self.tell(self.lang.unavailable());
+                    return Ok(PamError::AUTHINFO_UNAVAIL);
+                }
+            };
+            let answer = match self
+                .earlier_answer(|authtok| split_forward_pass(authtok, digits).is_some())?
+            {
+                Some(authtok) => authtok,
+                None => self.ask(&self.prompt(self.lang.password_and_code_prompt()))?,
+            };
             let Some(split) = split_forward_pass(&answer, digits) else {
                 self.pam.log(
                     LogLevel::Notice,
@@ -157,29 +178,43 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                 );
                 return Ok(PamError::AUTH_ERR);
             };
-            self.forward(&answer[..split])?;
-            SecretText::from(&answer[split..])
+            // The tail is ASCII digits, so valid UTF-8.
+            let code = SecretText::from(String::from_utf8_lossy(&answer[split..]).as_ref());
+            let outcome = self.verify(&user, code, &service, &rhost)?;
+            // The password goes on only with an accepted code: in a stack
+            // where this module's failure is not fatal, a wrong code must
+            // not leave the next module a password to log in with.
+            if outcome == VerifyOutcome::Accepted {
+                self.forward(&answer[..split])?;
+            }
+            outcome
         } else {
-            match self.earlier_authtok()? {
-                Some(code) => {
-                    from_authtok = true;
-                    code
+            let earlier = self.earlier_answer(|authtok| {
+                std::str::from_utf8(authtok).is_ok_and(looks_like_code)
+            })?;
+            match earlier {
+                Some(authtok) => {
+                    let code = SecretText::from(String::from_utf8_lossy(&authtok).as_ref());
+                    let outcome = self.verify(&user, code, &service, &rhost)?;
+                    if self.args.first_pass == FirstPass::Try && outcome == VerifyOutcome::WrongCode
+                    {
+                        // try_first_pass: what the earlier module collected
+                        // looked like a code but is not this user's (a
+                        // numeric password); ask, as pam_unix does.
+                        self.debug("try_first_pass: PAM_AUTHTOK is not the code; asking");
+                        let code = self.ask_code()?;
+                        self.verify(&user, code, &service, &rhost)?
+                    } else {
+                        outcome
+                    }
                 }
-                None => self.ask_code()?,
+                None => {
+                    let code = self.ask_code()?;
+                    self.verify(&user, code, &service, &rhost)?
+                }
             }
         };
 
-        let mut outcome = self.verify(&user, code, &service, &rhost)?;
-        if from_authtok
-            && self.args.first_pass == FirstPass::Try
-            && outcome == VerifyOutcome::WrongCode
-        {
-            // try_first_pass: what the earlier module collected looked like
-            // a code but is not this user's; ask, as pam_unix does.
-            self.debug("try_first_pass: PAM_AUTHTOK is not the code; asking");
-            let code = self.ask_code()?;
-            outcome = self.verify(&user, code, &service, &rhost)?;
-        }
         if let VerifyOutcome::Throttled { retry_after_secs } = outcome {
             // The attempt is refused either way; a host that cannot show
             // the message still gets PAM_MAXTRIES.
@@ -287,59 +322,67 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
         code
     }
 
-    /// Asks `prompt` with echo off; the answer must be UTF-8.
-    fn ask(&self, prompt: &str) -> Result<Zeroizing<String>, PamError> {
-        let bytes = self.pam.prompt_echo_off(prompt).map_err(|error| {
+    /// Asks `prompt` with echo off.
+    fn ask(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError> {
+        self.pam.prompt_echo_off(prompt).map_err(|error| {
             self.debug(&format!("conversation failed: {error}"));
             PamError::CONV_ERR
-        })?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+        })
+    }
+
+    /// Asks for the code with the code prompt; the answer must be UTF-8.
+    fn ask_code(&self) -> Result<SecretText, PamError> {
+        let answer = self.ask(&self.prompt(self.lang.code_prompt()))?;
+        match std::str::from_utf8(&answer) {
+            Ok(code) => Ok(SecretText::from(code)),
             Err(_) => {
                 self.pam.log(
                     LogLevel::Notice,
-                    "the answer typed is not valid UTF-8; refused",
+                    "the code typed is not valid UTF-8; refused",
                 );
                 Err(PamError::AUTH_ERR)
             }
         }
     }
 
-    /// Asks for the code with the code prompt.
-    fn ask_code(&self) -> Result<SecretText, PamError> {
-        let prompt = self.prompt(self.lang.code_prompt());
-        self.ask(&prompt)
-            .map(|code| SecretText::from(code.as_str()))
-    }
-
-    /// With `use_first_pass` or `try_first_pass`, the code an earlier module
-    /// collected. `Ok(None)`: ask for it.
-    fn earlier_authtok(&self) -> Result<Option<SecretText>, PamError> {
+    /// With `use_first_pass` or `try_first_pass`, what an earlier module
+    /// left in PAM_AUTHTOK, if `usable` says it can be what this module
+    /// would have asked for (a code; with forward_pass, a password followed
+    /// by a code). `Ok(None)`: ask. `use_first_pass` never asks: nothing
+    /// there is PAM_AUTHTOK_RECOVERY_ERR, something unusable (the password
+    /// of an earlier module) is refused without being sent to the daemon.
+    fn earlier_answer(
+        &self,
+        usable: impl Fn(&[u8]) -> bool,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, PamError> {
         let mode = self.args.first_pass;
         if mode == FirstPass::Prompt {
             return Ok(None);
         }
-        let authtok = match self.pam.authtok() {
-            Ok(authtok) => authtok,
-            Err(error) => {
-                self.pam
-                    .log(LogLevel::Error, &format!("cannot get PAM_AUTHTOK: {error}"));
-                return Err(error);
-            }
-        };
-        let text = authtok
-            .as_deref()
-            .and_then(|bytes| std::str::from_utf8(bytes).ok());
-        match (mode, text) {
-            (FirstPass::Use, Some(text)) => Ok(Some(SecretText::from(text))),
+        let authtok = self.pam.authtok().inspect_err(|error| {
+            self.pam
+                .log(LogLevel::Error, &format!("cannot get PAM_AUTHTOK: {error}"));
+        })?;
+        match (mode, authtok) {
+            (_, Some(authtok)) if usable(&authtok) => Ok(Some(authtok)),
             (FirstPass::Use, None) => {
                 self.pam.log(
                     LogLevel::Notice,
-                    "use_first_pass: no PAM_AUTHTOK (UTF-8) from an earlier module; refused",
+                    "use_first_pass: no PAM_AUTHTOK from an earlier module; refused",
                 );
                 Err(PamError::AUTHTOK_RECOVERY_ERR)
             }
-            (_, Some(text)) if looks_like_code(text) => Ok(Some(SecretText::from(text))),
+            (FirstPass::Use, Some(_)) => {
+                self.pam.log(
+                    LogLevel::Notice,
+                    if self.args.forward_pass {
+                        "use_first_pass: PAM_AUTHTOK does not end in a code; refused"
+                    } else {
+                        "use_first_pass: PAM_AUTHTOK is not a code (an earlier module's password?); refused, not sent to otpd"
+                    },
+                );
+                Err(PamError::AUTH_ERR)
+            }
             _ => {
                 self.debug("try_first_pass: PAM_AUTHTOK absent or not a code; asking");
                 Ok(None)
@@ -348,15 +391,13 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
     }
 
     /// Sets PAM_AUTHTOK to `password` for the next module.
-    fn forward(&self, password: &str) -> Result<(), PamError> {
-        self.pam
-            .set_authtok(password.as_bytes())
-            .inspect_err(|error| {
-                self.pam.log(
-                    LogLevel::Error,
-                    &format!("forward_pass: cannot set PAM_AUTHTOK: {error}"),
-                );
-            })
+    fn forward(&self, password: &[u8]) -> Result<(), PamError> {
+        self.pam.set_authtok(password).inspect_err(|error| {
+            self.pam.log(
+                LogLevel::Error,
+                &format!("forward_pass: cannot set PAM_AUTHTOK: {error}"),
+            );
+        })
     }
 }
 
@@ -378,14 +419,11 @@ pub fn looks_like_code(text: &str) -> bool {
 
 /// `forward_pass`: where the password ends and the `digits`-digit code
 /// begins, or `None` when the answer does not end in that many digits.
-/// The password may be empty (the next module judges it).
-pub fn split_forward_pass(answer: &str, digits: usize) -> Option<usize> {
+/// The password may be empty (the next module judges it); it is bytes,
+/// as pam_unix takes any bytes.
+pub fn split_forward_pass(answer: &[u8], digits: usize) -> Option<usize> {
     let split = answer.len().checked_sub(digits)?;
-    // Digits are ASCII, so a split after them is on a char boundary.
-    answer.as_bytes()[split..]
-        .iter()
-        .all(u8::is_ascii_digit)
-        .then_some(split)
+    (digits > 0 && answer[split..].iter().all(u8::is_ascii_digit)).then_some(split)
 }
 
 /// The PAM code for the daemon's decision on a code.
@@ -914,9 +952,9 @@ mod tests {
         assert!(pam.prompts.borrow().is_empty());
         assert_eq!(requests, vec![verify_request("123456")]);
 
-        // Whatever PAM_AUTHTOK holds is final: no second chance, no prompt.
+        // A wrong code in PAM_AUTHTOK is final: no second chance, no prompt.
         let pam = TestPam::new("999999");
-        *pam.authtok.borrow_mut() = Some(b"hunter2".to_vec());
+        *pam.authtok.borrow_mut() = Some(b"111111".to_vec());
         let (result, requests) = run(
             &pam,
             &["use_first_pass"],
@@ -924,7 +962,18 @@ mod tests {
         );
         assert_eq!(result, PamError::AUTH_ERR);
         assert!(pam.prompts.borrow().is_empty());
-        assert_eq!(requests, vec![verify_request("hunter2")]);
+        assert_eq!(requests, vec![verify_request("111111")]);
+
+        // Not a code (pam_unix's password): refused, and never sent to otpd.
+        for authtok in [&b"hunter2"[..], b"", b"12\xff456"] {
+            let pam = TestPam::new("999999");
+            *pam.authtok.borrow_mut() = Some(authtok.to_vec());
+            let (result, requests) = run(&pam, &["use_first_pass"], vec![]);
+            assert_eq!(result, PamError::AUTH_ERR, "{authtok:?}");
+            assert!(requests.is_empty() && pam.prompts.borrow().is_empty());
+            assert!(pam.logged().contains("is not a code"), "{}", pam.logged());
+            assert!(!pam.logged().contains("hunter2"));
+        }
 
         // Nothing from an earlier module: refused before the daemon is asked.
         let pam = TestPam::new("999999");
@@ -1017,22 +1066,50 @@ mod tests {
         let (_, requests) = run(
             &pam,
             &["forward_pass", "lang=nl"],
-            vec![status_digits(8), verified(VerifyOutcome::WrongCode)],
+            vec![status_digits(8), verified(VerifyOutcome::Accepted)],
         );
         assert_eq!(*pam.prompts.borrow(), vec!["Wachtwoord + tokencode: "]);
         assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"pw"[..]));
         assert_eq!(requests[1], verify_request("12345678"));
 
-        // The password is forwarded even when the code is wrong, so the
-        // next module does not prompt a client that can ask only once.
-        let pam = TestPam::new("pw000000");
+        // A wrong code: the password is not handed on, so a stack where
+        // this module's failure is not fatal cannot log in with it alone.
+        for outcome in [
+            VerifyOutcome::WrongCode,
+            VerifyOutcome::Replayed,
+            VerifyOutcome::Throttled {
+                retry_after_secs: 9,
+            },
+        ] {
+            let pam = TestPam::new("pw000000");
+            let (result, _) = run(
+                &pam,
+                &["forward_pass"],
+                vec![status_digits(6), verified(outcome)],
+            );
+            assert_eq!(result, outcome_code(outcome, false));
+            assert_eq!(pam.authtok.borrow().as_deref(), None, "{outcome:?}");
+        }
+
+        // Any bytes as the password, as pam_unix accepts.
+        let mut pam = TestPam::new("");
+        pam.code = Ok(b"p\xffw123456".to_vec());
         let (result, _) = run(
             &pam,
             &["forward_pass"],
-            vec![status_digits(6), verified(VerifyOutcome::WrongCode)],
+            vec![status_digits(6), verified(VerifyOutcome::Accepted)],
         );
-        assert_eq!(result, PamError::AUTH_ERR);
-        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"pw"[..]));
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"p\xffw"[..]));
+
+        // A digit count no enrolment can have: the daemon is not believed.
+        for digits in [0, 5, 9, 255] {
+            let pam = TestPam::new("pw123456");
+            let (result, requests) = run(&pam, &["forward_pass"], vec![status_digits(digits)]);
+            assert_eq!(result, PamError::AUTHINFO_UNAVAIL, "{digits}");
+            assert_eq!(requests.len(), 1);
+            assert!(pam.prompts.borrow().is_empty());
+        }
 
         // No code at the end: refused without asking the daemon to verify.
         let pam = TestPam::new("just-a-password");
@@ -1078,6 +1155,88 @@ mod tests {
     }
 
     #[test]
+    fn forward_pass_with_first_pass_splits_pam_authtok() {
+        // use_first_pass: the combined answer comes from PAM_AUTHTOK, and
+        // PAM_AUTHTOK becomes the password alone.
+        let pam = TestPam::new("never-asked");
+        *pam.authtok.borrow_mut() = Some(b"hunter2123456".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass", "use_first_pass"],
+            vec![status_digits(6), verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert!(pam.prompts.borrow().is_empty());
+        assert_eq!(requests[1], verify_request("123456"));
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"hunter2"[..]));
+
+        // use_first_pass with no code at the end: refused, never asked.
+        let pam = TestPam::new("never-asked");
+        *pam.authtok.borrow_mut() = Some(b"hunter2".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass", "use_first_pass"],
+            vec![status_digits(6)],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert!(pam.prompts.borrow().is_empty() && requests.len() == 1);
+
+        // try_first_pass: the same without a code at the end means asking.
+        let pam = TestPam::new("pw654321");
+        *pam.authtok.borrow_mut() = Some(b"hunter2".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["forward_pass", "try_first_pass"],
+            vec![status_digits(6), verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(
+            *pam.prompts.borrow(),
+            vec!["Password + verification code: "]
+        );
+        assert_eq!(requests[1], verify_request("654321"));
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"pw"[..]));
+
+        // nullok, no token, the password already there: nothing asked.
+        let pam = TestPam::new("never-asked");
+        *pam.authtok.borrow_mut() = Some(b"hunter2".to_vec());
+        let (result, _) = run(
+            &pam,
+            &["forward_pass", "try_first_pass", "nullok"],
+            vec![status(EnrolmentStatus::NotEnrolled)],
+        );
+        assert_eq!(result, PamError::IGNORE);
+        assert!(pam.prompts.borrow().is_empty());
+        assert_eq!(pam.authtok.borrow().as_deref(), Some(&b"hunter2"[..]));
+    }
+
+    #[test]
+    fn try_first_pass_asking_again_can_still_fail() {
+        let pam = TestPam::new("654321");
+        *pam.authtok.borrow_mut() = Some(b"111111".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["try_first_pass"],
+            vec![
+                verified(VerifyOutcome::WrongCode),
+                verified(VerifyOutcome::WrongCode),
+            ],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert_eq!(requests.len(), 2);
+        // PAM_AUTHTOK that is not UTF-8: asked, not sent.
+        let pam = TestPam::new("654321");
+        *pam.authtok.borrow_mut() = Some(b"12\xff456".to_vec());
+        let (result, requests) = run(
+            &pam,
+            &["try_first_pass"],
+            vec![verified(VerifyOutcome::Accepted)],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(requests, vec![verify_request("654321")]);
+    }
+
+    #[test]
     fn code_shapes_and_splits() {
         for yes in ["123456", "12345678", " 123 456 ", "1234 5678", "1234567"] {
             assert!(looks_like_code(yes), "{yes:?}");
@@ -1085,11 +1244,15 @@ mod tests {
         for no in ["12345", "123456789", "12a456", "1 2 3456", "", "password"] {
             assert!(!looks_like_code(no), "{no:?}");
         }
-        assert_eq!(split_forward_pass("abc123456", 6), Some(3));
-        assert_eq!(split_forward_pass("123456", 6), Some(0));
-        assert_eq!(split_forward_pass("12345", 6), None);
-        assert_eq!(split_forward_pass("abc12345x", 6), None);
-        assert_eq!(split_forward_pass("wachtwoordé12345678", 8), Some(12));
+        assert_eq!(split_forward_pass(b"abc123456", 6), Some(3));
+        assert_eq!(split_forward_pass(b"123456", 6), Some(0));
+        assert_eq!(split_forward_pass(b"12345", 6), None);
+        assert_eq!(split_forward_pass(b"abc12345x", 6), None);
+        assert_eq!(split_forward_pass(b"abc", 0), None);
+        assert_eq!(
+            split_forward_pass("wachtwoordé12345678".as_bytes(), 8),
+            Some(12)
+        );
     }
 
     #[test]

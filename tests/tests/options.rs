@@ -85,6 +85,12 @@ fn use_first_pass_takes_the_code_from_the_module_before_and_never_prompts() {
     assert_eq!(wrong.outcome, PamOutcome::AuthErr, "{}", wrong.output);
     assert!(!wrong.module_messages().contains("Verification code"));
 
+    // The earlier module's answer is a password, not a code: refused, and
+    // never sent to the daemon (no audit line, no failure counted).
+    let login = login_with(&stack, "ann", "192.0.2.1", "correct horse\n", &[]);
+    assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
+    assert!(!login.module_messages().contains("Verification code"));
+
     // Nothing before it: refused without a prompt and without the daemon.
     let alone = env.pam_stack(&otpd_line(&env, "use_first_pass"));
     let login = login_with(
@@ -199,13 +205,26 @@ fn forward_pass_splits_off_the_code_and_hands_the_password_on() {
     assert_eq!(forwarded(), "wachtwoord");
     assert!(login.module_messages().contains("Wachtwoord + tokencode: "));
 
-    // A replayed code fails the stack even though the password goes on.
+    // A replayed code: the password is not handed on (the next module
+    // finds no PAM_AUTHTOK and would have to ask), and the stack fails.
     let _ = std::fs::remove_file(&seen);
     let input = format!("my pass phrase{}\n", ann.code_at(t));
     let login = login_with(&stack("forward_pass"), "ann", "192.0.2.3", &input, &[]);
     assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
-    assert_eq!(forwarded(), "my pass phrase");
+    assert!(!forwarded().contains("my pass phrase"), "{}", forwarded());
     assert_eq!(outcomes(&env, "ann"), ["accepted", "replayed"]);
+
+    // use_first_pass forward_pass: password and code come from the module
+    // before (pam_exec's "Password: " here); the password alone goes on.
+    let _ = std::fs::remove_file(&seen);
+    let both = env.pam_stack(
+        &(earlier_module() + &otpd_line(&env, "forward_pass use_first_pass") + &next_module),
+    );
+    let input = format!("my pass phrase{}\n", ann.code_at(t + 30));
+    let login = login_with(&both, "ann", "192.0.2.3", &input, &[]);
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    assert_eq!(forwarded(), "my pass phrase");
+    assert_eq!(login.module_messages().matches(": ").count(), 1);
 }
 
 #[test]
@@ -325,10 +344,7 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
     );
     assert!(lines(&login, 7).is_empty(), "{}", login.output);
 
-    let typo = env.pam_stack(&otpd_line(
-        &env,
-        "nulok lang=fr use_first_pass forward_pass",
-    ));
+    let typo = env.pam_stack(&otpd_line(&env, "nulok lang=fr timeout=soon"));
     let login = login_with(
         &typo,
         "ann",
@@ -342,5 +358,6 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
         "{warnings}"
     );
     assert!(warnings.contains("lang=\"fr\""), "{warnings}");
-    assert!(warnings.contains("forward_pass asks"), "{warnings}");
+    assert!(warnings.contains("timeout=\"soon\""), "{warnings}");
+    assert!(warnings.contains("did you mean \"nullok\""), "{warnings}");
 }

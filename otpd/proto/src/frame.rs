@@ -98,14 +98,18 @@ struct EnvelopeIn<T> {
 /// Serialises `body` into a whole frame (header included). The buffer is
 /// wiped when dropped, since it may hold a code or a secret.
 pub fn encode_frame<T: Serialize>(body: &T) -> Result<Zeroizing<Vec<u8>>, ProtoError> {
-    let mut out = Zeroizing::new(vec![0u8; FRAME_HEADER_LEN]);
+    let mut writer = WipingWriter(Zeroizing::new(Vec::with_capacity(
+        FRAME_HEADER_LEN + MAX_REQUEST_LEN,
+    )));
+    writer.0.resize(FRAME_HEADER_LEN, 0);
     serde_json::to_writer(
-        &mut *out,
+        &mut writer,
         &EnvelopeOut {
             v: PROTOCOL_VERSION,
             body,
         },
     )?;
+    let mut out = writer.0;
     let len = out.len() - FRAME_HEADER_LEN;
     if len > MAX_FRAME_LEN {
         return Err(ProtoError::TooLarge {
@@ -116,6 +120,29 @@ pub fn encode_frame<T: Serialize>(body: &T) -> Result<Zeroizing<Vec<u8>>, ProtoE
     // len <= MAX_FRAME_LEN < u32::MAX, checked just above.
     out[..FRAME_HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
+}
+
+/// A `Vec` writer that never leaves a copy behind: when the buffer must
+/// grow, the bytes move to a new, larger buffer and the old one is wiped
+/// (a plain `Vec` would free it with the code still in it).
+struct WipingWriter(Zeroizing<Vec<u8>>);
+
+impl Write for WipingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut grown = Zeroizing::new(Vec::with_capacity(needed.max(2 * self.0.capacity())));
+            grown.extend_from_slice(&self.0);
+            // The old buffer is wiped as it is dropped here.
+            self.0 = grown;
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Validates a length prefix against a cap (`MAX_FRAME_LEN`, or
@@ -172,6 +199,46 @@ fn read_exact_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> Result<(), Proto
 mod tests {
     use super::*;
     use crate::{Request, Response, SecretText, VerifyOutcome};
+
+    #[test]
+    fn a_frame_larger_than_the_first_buffer_is_whole() {
+        // Grows past FRAME_HEADER_LEN + MAX_REQUEST_LEN through WipingWriter.
+        let big = Response::Error {
+            code: crate::ErrorCode::Internal,
+            message: "x".repeat(3 * MAX_REQUEST_LEN),
+        };
+        let frame = encode_frame(&big).unwrap();
+        let mut reader = &frame[..];
+        let back: Response = read_frame(&mut reader).unwrap();
+        assert_eq!(back, big);
+        let mut writer = WipingWriter(Zeroizing::new(Vec::with_capacity(2)));
+        writer.write_all(b"abc").unwrap();
+        writer.write_all(b"defgh").unwrap();
+        assert_eq!(&writer.0[..], b"abcdefgh");
+    }
+
+    #[test]
+    fn a_response_with_a_field_from_a_newer_daemon_is_understood() {
+        let json =
+            br#"{"v":1,"body":{"kind":"status","status":"active","digits":6,"since":"later"}}"#;
+        let mut frame = (json.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(json);
+        let mut reader = &frame[..];
+        let back: Response = read_frame(&mut reader).unwrap();
+        assert_eq!(
+            back,
+            Response::Status {
+                status: crate::EnrolmentStatus::Active,
+                digits: Some(6)
+            }
+        );
+        // Requests stay strict: the daemon refuses what it does not know.
+        let json = br#"{"v":1,"body":{"op":"status","user":"a","extra":1}}"#;
+        let mut frame = (json.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(json);
+        let mut reader = &frame[..];
+        assert!(read_frame::<Request>(&mut reader).is_err());
+    }
 
     fn verify_request() -> Request {
         Request::Verify {

@@ -115,9 +115,11 @@ pub struct EnrolParams {
     pub force: bool,
 }
 
-/// The daemon's answer.
+/// The daemon's answer. Unknown fields are ignored (unlike in requests):
+/// a module that a long-running host (a screen locker) keeps loaded across
+/// an upgrade must still understand a newer daemon that adds a field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Response {
     /// The decision on a `Verify` or `Confirm`.
     Verified {
@@ -153,7 +155,7 @@ pub enum Response {
 
 /// The decision on one code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "result", rename_all = "snake_case")]
 pub enum VerifyOutcome {
     /// The code is valid and was not used before; it is now used.
     Accepted,
