@@ -27,6 +27,12 @@ pub struct Config {
     pub totp: TotpConfig,
     /// Rate limiting.
     pub limits: LimitsConfig,
+    /// The self-enrolment pages (off unless `listen` is set).
+    pub web: WebConfig,
+    /// Text messages as a fallback (off unless `command` is set).
+    pub sms: SmsConfig,
+    /// Recovery codes.
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for Config {
@@ -36,9 +42,79 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             totp: TotpConfig::default(),
             limits: LimitsConfig::default(),
+            web: WebConfig::default(),
+            sms: SmsConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
+
+/// `[web]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address and port to serve the pages on, e.g. "127.0.0.1:8080";
+    /// unset (the default): no pages.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The address users open, which `otpd enroll --link` prints, e.g.
+    /// "https://otp.example.com" (a reverse proxy in front of `listen`).
+    pub public_url: Option<String>,
+    /// PEM certificate chain; with `tls_key`, the pages are served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// How long a link stays valid unless `--expires` says otherwise (default 24 h).
+    #[serde(deserialize_with = "seconds_opt")]
+    pub link_expires: Option<u64>,
+}
+
+/// `[sms]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The program that sends a text message: run without a shell as
+    /// `COMMAND NUMBER`, the message on its stdin. Unset: no text messages.
+    pub command: Option<PathBuf>,
+    /// How long the command may take (default 10 s); then it is killed.
+    #[serde(deserialize_with = "seconds")]
+    pub timeout: u64,
+    /// Messages per user per hour at most (default 3).
+    pub max_per_hour: u32,
+    /// How long a texted code stays valid (default 5 min).
+    #[serde(deserialize_with = "seconds")]
+    pub code_lifetime: u64,
+    /// The message; `{code}` is replaced by the code.
+    pub message: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            timeout: 10,
+            max_per_hour: 3,
+            code_lifetime: 300,
+            message: "Your verification code is {code}. Uw tokencode is {code}.".into(),
+        }
+    }
+}
+
+/// `[recovery]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// How many codes `otpd recovery-codes` and the enrolment page make (default 10).
+    pub count: u32,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self { count: 10 }
+    }
+}
+
+/// Default lifetime of a self-enrolment link.
+pub const DEFAULT_LINK_EXPIRES: u64 = 24 * 3600;
 
 /// `[totp]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -95,6 +171,10 @@ impl Default for LimitsConfig {
             user_max_failures: l.user_max_failures,
         }
     }
+}
+
+fn seconds_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    seconds(d).map(Some)
 }
 
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -183,6 +263,37 @@ impl Config {
                 self.socket.display()
             ));
         }
+        self.validate_web()?;
+        let sms = &self.sms;
+        if let Some(command) = &sms.command {
+            if !command.is_absolute() {
+                return Err(format!(
+                    "[sms] command = \"{}\": must be an absolute path",
+                    command.display()
+                ));
+            }
+        }
+        if sms.timeout == 0 || sms.timeout > 120 {
+            return Err(format!("[sms] timeout = {} s: must be 1 to 120 seconds", sms.timeout));
+        }
+        if sms.max_per_hour == 0 {
+            return Err("[sms] max_per_hour must be at least 1".into());
+        }
+        if !(60..=3600).contains(&sms.code_lifetime) {
+            return Err(format!(
+                "[sms] code_lifetime = {} s: must be 1 to 60 minutes",
+                sms.code_lifetime
+            ));
+        }
+        if !sms.message.contains("{code}") {
+            return Err("[sms] message must contain {code}".into());
+        }
+        if !(1..=100).contains(&self.recovery.count) {
+            return Err(format!(
+                "[recovery] count = {}: must be 1 to 100",
+                self.recovery.count
+            ));
+        }
         if self.state_dir.as_os_str().is_empty() || !self.state_dir.is_absolute() {
             return Err(format!(
                 "state_dir = \"{}\": must be an absolute path",
@@ -190,6 +301,46 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_web(&self) -> Result<(), String> {
+        let web = &self.web;
+        if let Some(secs) = web.link_expires {
+            if !(60..=30 * 24 * 3600).contains(&secs) {
+                return Err(format!(
+                    "[web] link_expires = {secs} s: must be 1 minute to 30 days"
+                ));
+            }
+        }
+        if let Some(url) = &web.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("[web] public_url = \"{url}\": must start with https:// or http://")
+                })?;
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(format!("[web] public_url = \"{url}\": no host"));
+            }
+        }
+        let Some(listen) = web.listen else {
+            return Ok(());
+        };
+        if web.public_url.is_none() {
+            return Err(
+                "[web] listen is set but public_url is not: links need the address users open"
+                    .into(),
+            );
+        }
+        match (&web.tls_cert, &web.tls_key) {
+            (Some(_), Some(_)) => Ok(()),
+            (None, None) if listen.ip().is_loopback() => Ok(()),
+            (None, None) => Err(format!(
+                "[web] listen = \"{listen}\" is not a loopback address: serve TLS \
+                 (tls_cert and tls_key) or listen on 127.0.0.1 behind a reverse proxy"
+            )),
+            _ => Err("[web] tls_cert and tls_key go together".into()),
+        }
     }
 
     /// The rules the decision applies.

@@ -82,6 +82,18 @@ impl TestEnv {
         env
     }
 
+    /// A new env with `limits`, `extra_toml` appended to the config (for
+    /// `[web]`, `[sms]` … sections), and a running daemon.
+    pub fn start_with_config(name: &str, limits: Limits, extra_toml: &str) -> TestEnv {
+        let mut env = TestEnv::without_daemon(name, &limits);
+        let mut config = std::fs::read_to_string(&env.config).expect("read the config");
+        config.push('\n');
+        config.push_str(extra_toml);
+        std::fs::write(&env.config, config).expect("write the config");
+        env.spawn_daemon();
+        env
+    }
+
     /// A new env whose daemon is not started yet.
     pub fn without_daemon(name: &str, limits: &Limits) -> TestEnv {
         let short: String = name
