@@ -75,7 +75,9 @@ pub struct SmsConfig {
     /// The program that sends a text message: run without a shell as
     /// `COMMAND NUMBER`, the message on its stdin. Unset: no text messages.
     pub command: Option<PathBuf>,
-    /// How long the command may take (default 10 s); then it is killed.
+    /// How long the command may take (default 2 s); then it is killed and
+    /// the login is told no text could be sent. Keep it below the PAM
+    /// module's `timeout=` (3 s by default), which a login waits at most.
     #[serde(deserialize_with = "seconds")]
     pub timeout: u64,
     /// Messages per user per hour at most (default 3).
@@ -91,7 +93,9 @@ impl Default for SmsConfig {
     fn default() -> Self {
         Self {
             command: None,
-            timeout: 10,
+            // Below the PAM module's own timeout (3 s by default): a login
+            // waits for the sender.
+            timeout: 2,
             max_per_hour: 3,
             code_lifetime: 300,
             message: "Your verification code is {code}. Uw tokencode is {code}.".into(),

@@ -63,6 +63,29 @@ enum Command {
         /// The user
         user: String,
     },
+    /// Replace a user's recovery codes and print the new ones once
+    #[command(after_help = EXIT_STATUS_HELP)]
+    RecoveryCodes {
+        /// The user
+        user: String,
+        /// How many [default: [recovery] count, else 10]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: Option<u32>,
+    },
+    /// Register a phone number for codes by text message: texts a code to
+    /// NUMBER, then registers it with the code (asked on a terminal, or
+    /// given later with --confirm)
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Phone {
+        /// The user
+        user: String,
+        /// The number in international form, e.g. +31612345678
+        #[arg(required_unless_present = "confirm")]
+        number: Option<String>,
+        /// The code from the text message
+        #[arg(long, value_name = "CODE", conflicts_with = "number")]
+        confirm: Option<String>,
+    },
     /// Check the config file and print the settings in effect
     CheckConfig,
 }
@@ -111,12 +134,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Enroll(options) => admin::enroll(&client(), options),
+        Command::Enroll(options) => admin::enroll(
+            &client(),
+            options,
+            config
+                .web
+                .link_expires
+                .unwrap_or(otpd::config::DEFAULT_LINK_EXPIRES),
+        ),
         Command::Confirm { user, code } => admin::confirm(&client(), user, code),
         Command::Verify { user, code } => admin::verify(&client(), user, code),
         Command::List { json } => admin::list(&client(), json),
         Command::Remove { user } => admin::remove(&client(), user),
         Command::Unlock { user } => admin::unlock(&client(), user),
+        Command::RecoveryCodes { user, count } => admin::recovery_codes(&client(), user, count),
+        Command::Phone {
+            user,
+            number,
+            confirm,
+        } => admin::phone(&client(), user, number, confirm),
     }
 }
 

@@ -21,6 +21,8 @@ const PAM_CONV: c_int = 5;
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 /// `PAM_ERROR_MSG`: show an error, no answer expected.
 const PAM_ERROR_MSG: c_int = 3;
+/// `PAM_TEXT_INFO`: show information, no answer expected.
+const PAM_TEXT_INFO: c_int = 4;
 
 /// `struct pam_message`.
 #[repr(C)]
@@ -210,6 +212,10 @@ impl LoginHandler for LibPam<'_> {
 
     fn error_message(&self, text: &str) -> Result<(), PamError> {
         self.converse(PAM_ERROR_MSG, text).map(drop)
+    }
+
+    fn info_message(&self, text: &str) -> Result<(), PamError> {
+        self.converse(PAM_TEXT_INFO, text).map(drop)
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -47,6 +47,8 @@ pub trait LoginHandler {
     fn prompt_echo_off(&self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, PamError>;
     /// Shows `text` as a PAM_ERROR_MSG.
     fn error_message(&self, text: &str) -> Result<(), PamError>;
+    /// Shows `text` as a PAM_TEXT_INFO.
+    fn info_message(&self, text: &str) -> Result<(), PamError>;
     /// Writes one line through pam_syslog.
     fn log(&self, level: LogLevel, message: &str);
 }
@@ -63,6 +65,8 @@ struct Login<'a, H, D> {
     args: ModuleArgs,
     lang: Lang,
     silent: bool,
+    /// The daemon said the user has a phone for texted codes.
+    phone: bool,
 }
 
 /// Runs `pam_sm_authenticate`: `raw_args` as libpam passed them, `silent`
@@ -87,6 +91,7 @@ where
         args,
         lang,
         silent,
+        phone: false,
     };
     match login.run() {
         Ok(code) | Err(code) => code,
@@ -119,13 +124,19 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
             },
         ));
 
-        // Only with nullok or forward_pass: asking first tells a remote
-        // client, by the absence of a prompt, whether the user is enrolled
-        // (nullok), and tells forward_pass how many digits end the answer.
-        // Otherwise every user is prompted alike.
+        // The enrolment status first, unless the code comes from an earlier
+        // module anyway: it tells nullok whether to ask at all, forward_pass
+        // how many digits end the answer, and the prompt whether to offer
+        // "sms". With nullok the absence of a prompt tells a remote client
+        // that the user has no token; without it every user is prompted
+        // (only the "sms" hint differs).
         let mut digits = None;
-        if self.args.nullok || self.args.forward_pass {
-            let (status, user_digits) = self.status(&user)?;
+        let need_status = self.args.nullok
+            || self.args.forward_pass
+            || self.args.first_pass != FirstPass::Use;
+        if need_status {
+            let (status, user_digits, phone) = self.status(&user)?;
+            self.phone = phone;
             if status == EnrolmentStatus::Active {
                 digits = user_digits;
                 self.debug("otpd: enrolment active");
@@ -214,6 +225,34 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                 }
             }
         };
+        // "sms" typed: the daemon texted a code, or says why it could not.
+        // One more prompt either way, for the texted code or the app's.
+        let outcome = match outcome {
+            VerifyOutcome::SmsSent | VerifyOutcome::SmsUnavailable { .. } => {
+                let prompt = match outcome {
+                    VerifyOutcome::SmsUnavailable { retry_after_secs } => {
+                        self.tell(&self.lang.sms_unavailable(retry_after_secs));
+                        self.lang.code_prompt()
+                    }
+                    _ => {
+                        self.tell_info(self.lang.sms_sent());
+                        self.lang.texted_code_prompt()
+                    }
+                };
+                let answer = self.ask(prompt)?;
+                let Ok(code) = std::str::from_utf8(&answer) else {
+                    return Ok(PamError::AUTH_ERR);
+                };
+                match self.verify(&user, SecretText::from(code), &service, &rhost)? {
+                    // One text per login at most.
+                    VerifyOutcome::SmsSent | VerifyOutcome::SmsUnavailable { .. } => {
+                        VerifyOutcome::WrongCode
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
 
         if let VerifyOutcome::Throttled { retry_after_secs } = outcome {
             // The attempt is refused either way; a host that cannot show
@@ -269,13 +308,25 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
         }
     }
 
-    /// The enrolment status and, when active, its number of digits.
-    fn status(&mut self, user: &str) -> Result<(EnrolmentStatus, Option<u8>), PamError> {
+    /// Shows an informational message unless PAM_SILENT.
+    fn tell_info(&self, text: &str) {
+        if !self.silent {
+            let _ = self.pam.info_message(text);
+        }
+    }
+
+    /// The enrolment status, when active its number of digits, and
+    /// whether the user can get a code by text message.
+    fn status(&mut self, user: &str) -> Result<(EnrolmentStatus, Option<u8>, bool), PamError> {
         let request = Request::Status {
             user: user.to_owned(),
         };
         match self.daemon.ask(&request) {
-            Ok(Response::Status { status, digits }) => Ok((status, digits)),
+            Ok(Response::Status {
+                status,
+                digits,
+                phone,
+            }) => Ok((status, digits, phone)),
             other => Err(self.failed(other)),
         }
     }
@@ -332,7 +383,12 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
 
     /// Asks for the code with the code prompt; the answer must be UTF-8.
     fn ask_code(&self) -> Result<SecretText, PamError> {
-        let answer = self.ask(&self.prompt(self.lang.code_prompt()))?;
+        let default = if self.phone {
+            self.lang.code_prompt_with_sms()
+        } else {
+            self.lang.code_prompt()
+        };
+        let answer = self.ask(&self.prompt(default))?;
         match std::str::from_utf8(&answer) {
             Ok(code) => Ok(SecretText::from(code)),
             Err(_) => {
@@ -434,6 +490,7 @@ pub fn outcome_code(outcome: VerifyOutcome, nullok: bool) -> PamError {
         VerifyOutcome::Throttled { .. } => PamError::MAXTRIES,
         VerifyOutcome::NotEnrolled | VerifyOutcome::Pending if nullok => PamError::IGNORE,
         VerifyOutcome::NotEnrolled | VerifyOutcome::Pending => PamError::AUTH_ERR,
+        VerifyOutcome::SmsSent | VerifyOutcome::SmsUnavailable { .. } => PamError::AUTH_ERR,
     }
 }
 
@@ -446,7 +503,8 @@ pub fn error_code(code: ErrorCode) -> PamError {
         | ErrorCode::PermissionDenied
         | ErrorCode::NotFound
         | ErrorCode::AlreadyEnrolled
-        | ErrorCode::NotPending => PamError::AUTH_ERR,
+        | ErrorCode::NotPending
+        | ErrorCode::Unavailable => PamError::AUTH_ERR,
     }
 }
 
@@ -467,6 +525,8 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Verified { .. } => "verified",
         Response::Status { .. } => "status",
         Response::Enrolled(_) => "enrolled",
+        Response::Link { .. } => "link",
+        Response::RecoveryCodes { .. } => "recovery_codes",
         Response::Users { .. } => "users",
         Response::Done {} => "done",
         Response::Error { .. } => "error",
@@ -495,6 +555,7 @@ mod tests {
         locale: Vec<(&'static str, &'static str)>,
         prompts: RefCell<Vec<String>>,
         errors_shown: RefCell<Vec<String>>,
+        infos_shown: RefCell<Vec<String>>,
         log: RefCell<Vec<(LogLevel, String)>>,
     }
 
@@ -508,6 +569,7 @@ mod tests {
                 locale: Vec::new(),
                 prompts: RefCell::default(),
                 errors_shown: RefCell::default(),
+                infos_shown: RefCell::default(),
                 log: RefCell::default(),
             }
         }
@@ -562,6 +624,10 @@ mod tests {
             self.errors_shown.borrow_mut().push(text.to_owned());
             Ok(())
         }
+        fn info_message(&self, text: &str) -> Result<(), PamError> {
+            self.infos_shown.borrow_mut().push(text.to_owned());
+            Ok(())
+        }
         fn log(&self, level: LogLevel, message: &str) {
             self.log.borrow_mut().push((level, message.to_owned()));
         }
@@ -572,10 +638,26 @@ mod tests {
     struct TestDaemon {
         answers: VecDeque<Result<Response, ClientError>>,
         requests: Vec<Request>,
+        /// Every Status is answered from `answers`.
+        status_scripted: bool,
     }
 
     impl Daemon for &mut TestDaemon {
         fn ask(&mut self, request: &Request) -> Result<Response, ClientError> {
+            // A Status the test did not script is answered "active, 6
+            // digits, no phone" and not recorded, so that tests about the
+            // code need not script the status question before it.
+            let scripted = matches!(
+                self.answers.front(),
+                Some(Ok(Response::Status { .. } | Response::Error { .. }) | Err(_))
+            ) || self.status_scripted;
+            if matches!(request, Request::Status { .. }) && !scripted {
+                return Ok(Response::Status {
+                    status: EnrolmentStatus::Active,
+                    digits: Some(6),
+                    phone: false,
+                });
+            }
             self.requests.push(request.clone());
             self.answers.pop_front().expect("no answer scripted")
         }
@@ -587,13 +669,18 @@ mod tests {
 
     fn status(status: EnrolmentStatus) -> Result<Response, ClientError> {
         let digits = (status == EnrolmentStatus::Active).then_some(6);
-        Ok(Response::Status { status, digits })
+        Ok(Response::Status {
+            status,
+            digits,
+            phone: false,
+        })
     }
 
     fn status_digits(digits: u8) -> Result<Response, ClientError> {
         Ok(Response::Status {
             status: EnrolmentStatus::Active,
             digits: Some(digits),
+            phone: false,
         })
     }
 
@@ -606,6 +693,7 @@ mod tests {
         let mut daemon = TestDaemon {
             answers: answers.into(),
             requests: Vec::new(),
+            status_scripted: false,
         };
         let result = authenticate(pam, &args, false, |_| &mut daemon);
         assert!(daemon.answers.is_empty(), "not every answer was asked for");
@@ -705,13 +793,80 @@ mod tests {
     }
 
     #[test]
-    fn without_nullok_no_status_is_asked_and_unenrolled_users_fail() {
+    fn without_nullok_unenrolled_users_are_prompted_like_everyone_and_fail() {
         let pam = TestPam::new("123456");
-        let (result, requests) = run(&pam, &[], vec![verified(VerifyOutcome::NotEnrolled)]);
+        let (result, requests) = run(
+            &pam,
+            &[],
+            vec![
+                status(EnrolmentStatus::NotEnrolled),
+                verified(VerifyOutcome::NotEnrolled),
+            ],
+        );
         assert_eq!(result, PamError::AUTH_ERR);
-        assert_eq!(requests.len(), 1);
-        assert!(matches!(requests[0], Request::Verify { .. }));
-        assert_eq!(pam.prompts.borrow().len(), 1);
+        assert_eq!(requests.len(), 2);
+        assert!(matches!(requests[1], Request::Verify { .. }));
+        assert_eq!(*pam.prompts.borrow(), vec!["Verification code: "]);
+    }
+
+    #[test]
+    fn sms_typed_at_the_prompt_asks_for_the_texted_code() {
+        let phone = || {
+            Ok(Response::Status {
+                status: EnrolmentStatus::Active,
+                digits: Some(6),
+                phone: true,
+            })
+        };
+        let mut pam = TestPam::new("sms");
+        pam.later_codes = RefCell::new(vec![b"424242".to_vec()].into());
+        let (result, requests) = run(
+            &pam,
+            &["lang=nl"],
+            vec![
+                phone(),
+                verified(VerifyOutcome::SmsSent),
+                verified(VerifyOutcome::Accepted),
+            ],
+        );
+        assert_eq!(result, PamError::SUCCESS);
+        assert_eq!(
+            *pam.prompts.borrow(),
+            vec!["Tokencode (of typ sms): ", "Code uit het sms-bericht: "]
+        );
+        assert_eq!(
+            *pam.infos_shown.borrow(),
+            vec![Lang::Nl.sms_sent().to_owned()]
+        );
+        assert_eq!(requests[1], verify_request("sms"));
+        assert_eq!(requests[2], verify_request("424242"));
+
+        // No text possible: said so, and the app's code is asked for.
+        let mut pam = TestPam::new("sms");
+        pam.later_codes = RefCell::new(vec![b"sms".to_vec()].into());
+        let (result, _) = run(
+            &pam,
+            &[],
+            vec![
+                phone(),
+                verified(VerifyOutcome::SmsUnavailable {
+                    retry_after_secs: Some(600),
+                }),
+                // "sms" again: one text per login, refused.
+                verified(VerifyOutcome::SmsSent),
+            ],
+        );
+        assert_eq!(result, PamError::AUTH_ERR);
+        assert_eq!(
+            *pam.prompts.borrow(),
+            vec!["Verification code (or type sms): ", "Verification code: "]
+        );
+        assert!(pam.errors_shown.borrow()[0].contains("10 minutes"));
+
+        // Without a phone the prompt does not offer it.
+        let pam = TestPam::new("123456");
+        run(&pam, &[], vec![verified(VerifyOutcome::Accepted)]);
+        assert_eq!(*pam.prompts.borrow(), vec!["Verification code: "]);
     }
 
     #[test]
@@ -737,6 +892,7 @@ mod tests {
             })]
             .into(),
             requests: Vec::new(),
+            status_scripted: false,
         };
         let result = authenticate(&pam, &[], true, |_| &mut daemon);
         assert_eq!(result, PamError::MAXTRIES);
@@ -787,12 +943,16 @@ mod tests {
         let answer = Ok(Response::Done {});
         assert_eq!(run(&pam, &[], vec![answer]).0, PamError::AUTHINFO_UNAVAIL);
         let pam = TestPam::new("123456");
-        let answer = status(EnrolmentStatus::Active);
-        assert_eq!(run(&pam, &[], vec![answer]).0, PamError::AUTHINFO_UNAVAIL);
+        let answers = vec![status(EnrolmentStatus::Active), status(EnrolmentStatus::Active)];
+        assert_eq!(run(&pam, &[], answers).0, PamError::AUTHINFO_UNAVAIL);
         let pam = TestPam::new("123456");
-        let answer = verified(VerifyOutcome::Accepted);
+        let mut daemon = TestDaemon {
+            answers: vec![verified(VerifyOutcome::Accepted)].into(),
+            requests: Vec::new(),
+            status_scripted: true,
+        };
         assert_eq!(
-            run(&pam, &["nullok"], vec![answer]).0,
+            authenticate(&pam, &["nullok".to_owned()], false, |_| &mut daemon),
             PamError::AUTHINFO_UNAVAIL,
             "a verify answer to a status request"
         );
@@ -934,6 +1094,7 @@ mod tests {
         let mut daemon = TestDaemon {
             answers: unreachable().into(),
             requests: Vec::new(),
+            status_scripted: false,
         };
         authenticate(&pam, &[], true, |_| &mut daemon);
         assert!(pam.errors_shown.borrow().is_empty());
@@ -1279,6 +1440,7 @@ mod tests {
         let mut daemon = TestDaemon {
             answers: vec![verified(VerifyOutcome::Accepted)].into(),
             requests: Vec::new(),
+            status_scripted: false,
         };
         let mut seen = None;
         let args = vec!["socket=/tmp/s".to_owned(), "timeout=0.5".to_owned()];

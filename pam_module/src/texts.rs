@@ -48,6 +48,47 @@ impl Lang {
         }
     }
 
+    /// The prompt for the code when the user has a phone for texted codes.
+    pub fn code_prompt_with_sms(self) -> &'static str {
+        match self {
+            Lang::En => "Verification code (or type sms): ",
+            Lang::Nl => "Tokencode (of typ sms): ",
+        }
+    }
+
+    /// The prompt after a code was texted.
+    pub fn texted_code_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Code from the text message: ",
+            Lang::Nl => "Code uit het sms-bericht: ",
+        }
+    }
+
+    /// Shown when a code was texted.
+    pub fn sms_sent(self) -> &'static str {
+        match self {
+            Lang::En => "A code has been sent to your phone by text message.",
+            Lang::Nl => "Er is een code naar uw telefoon gestuurd per sms.",
+        }
+    }
+
+    /// Shown when no text could be sent.
+    pub fn sms_unavailable(self, retry_after_secs: Option<u64>) -> String {
+        let minutes = retry_after_secs.map(|s| s.div_ceil(60).max(1));
+        match (self, minutes) {
+            (Lang::En, None) => "No text message can be sent now. Use the code from the app.".into(),
+            (Lang::En, Some(m)) => format!(
+                "Too many text messages. Try again in {m} minutes, or use the code from the app."
+            ),
+            (Lang::Nl, None) => {
+                "Er kan nu geen sms worden verstuurd. Gebruik de code uit de app.".into()
+            }
+            (Lang::Nl, Some(m)) => format!(
+                "Te veel sms-berichten. Probeer het over {m} minuten opnieuw, of gebruik de code uit de app."
+            ),
+        }
+    }
+
     /// `forward_pass`: one prompt for the password followed by the code.
     pub fn password_and_code_prompt(self) -> &'static str {
         match self {
@@ -174,6 +215,10 @@ mod tests {
         assert!(Lang::Nl
             .unavailable()
             .starts_with("De tokencode kan nu niet"));
+        assert_eq!(Lang::Nl.code_prompt_with_sms(), "Tokencode (of typ sms): ");
+        assert_eq!(Lang::En.texted_code_prompt(), "Code from the text message: ");
+        assert!(Lang::Nl.sms_unavailable(Some(61)).contains("over 2 minuten"));
+        assert!(Lang::En.sms_unavailable(None).starts_with("No text message"));
     }
 
     #[test]

@@ -71,6 +71,14 @@ impl Running {
         }
     }
 
+    /// Writes `input` to stdin and keeps it open for more.
+    pub fn write(&mut self, input: &[u8]) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(input);
+            let _ = stdin.flush();
+        }
+    }
+
     /// Writes `input` to stdin and closes it.
     pub fn feed(&mut self, input: &[u8]) {
         if let Some(mut stdin) = self.child.stdin.take() {

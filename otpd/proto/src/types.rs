@@ -95,6 +95,27 @@ pub enum Request {
         /// The user to unlock.
         user: String,
     },
+    /// Replace the user's recovery codes with new ones. Admin only.
+    RecoveryCodes {
+        /// The user (enrolled).
+        user: String,
+        /// How many; `None`: the configured count.
+        count: Option<u32>,
+    },
+    /// Text a code to `number` to register it as the user's phone. Admin only.
+    Phone {
+        /// The user (enrolled).
+        user: String,
+        /// International form, `+31612345678`.
+        number: String,
+    },
+    /// Register the number of the last `Phone` with the code texted to it. Admin only.
+    PhoneConfirm {
+        /// The user.
+        user: String,
+        /// The texted code.
+        code: SecretText,
+    },
 }
 
 /// Parameters of `otpd enroll`; `None` means the daemon's configured default.
@@ -113,6 +134,10 @@ pub struct EnrolParams {
     pub period: Option<u64>,
     /// Replace an active enrolment.
     pub force: bool,
+    /// `Some(seconds)`: a self-enrolment link valid this long instead of
+    /// the secret (`otpd enroll --link`).
+    #[serde(default)]
+    pub link_expires: Option<u64>,
 }
 
 /// The daemon's answer. Unknown fields are ignored (unlike in requests):
@@ -134,9 +159,30 @@ pub enum Response {
         /// module's `forward_pass` splits them off the end of the answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         digits: Option<u8>,
+        /// A phone is registered: the prompt may offer `sms`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        phone: bool,
     },
     /// A new pending enrolment.
     Enrolled(Enrolment),
+    /// A new pending enrolment with a self-enrolment link.
+    Link {
+        /// The user.
+        user: String,
+        /// `{public_url}/enroll/{token}`: give it to the user only.
+        url: SecretText,
+        /// Unix time after which the link is refused.
+        expires: u64,
+        /// An existing enrolment was replaced (`force`).
+        replaced: bool,
+    },
+    /// New recovery codes, shown once.
+    RecoveryCodes {
+        /// The user.
+        user: String,
+        /// The codes, `XXXX-XXXX-XXXX`.
+        codes: Vec<SecretText>,
+    },
     /// The answer to `List`.
     Users {
         /// One entry per enrolled user, sorted by name.
@@ -172,6 +218,15 @@ pub enum VerifyOutcome {
     NotEnrolled,
     /// The user's enrolment waits for its first code (`otpd confirm`).
     Pending,
+    /// The user typed `sms`: a code was texted to the registered phone;
+    /// ask again.
+    SmsSent,
+    /// The user typed `sms`, but no text can be sent: no phone, no sender
+    /// configured, the sender failed, or too many were sent.
+    SmsUnavailable {
+        /// Seconds until one may be sent again, when it is the limit.
+        retry_after_secs: Option<u64>,
+    },
 }
 
 /// Whether a user has a token, as `Status` reports it.
@@ -202,6 +257,8 @@ pub enum ErrorCode {
     NotPending,
     /// The daemon could not complete the request (store error); fail closed.
     Internal,
+    /// A text message could not be sent (no sender, sender failed, limit).
+    Unavailable,
 }
 
 /// A new enrolment as the admin CLI shows it. Sent only to root.
@@ -260,4 +317,14 @@ pub struct UserSummary {
     pub failures: u32,
     /// Seconds until the user-wide backoff ends, when throttled.
     pub throttled_for_secs: Option<u64>,
+    /// Unused recovery codes.
+    #[serde(default)]
+    pub recovery_codes: u32,
+    /// A phone number is registered for texted codes.
+    #[serde(default)]
+    pub phone: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }

@@ -38,6 +38,19 @@ pub struct EnrollOptions {
     /// Replace an active enrolment
     #[arg(long)]
     pub force: bool,
+    /// Print a one-time self-enrolment link for the user instead of the
+    /// secret and QR code (needs [web] public_url)
+    #[arg(long, conflicts_with_all = ["qr_png", "qr_svg"])]
+    pub link: bool,
+    /// How long the link stays valid, e.g. 24h, 30m, 7days [default: config, else 24h]
+    #[arg(long, requires = "link", value_parser = parse_duration, value_name = "DURATION")]
+    pub expires: Option<u64>,
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("\"{s}\" is not a duration ({e}); write e.g. 24h or 30m"))
 }
 
 fn parse_digits(s: &str) -> Result<u8, String> {
@@ -71,6 +84,10 @@ fn refusal(user: &str, outcome: VerifyOutcome) -> Option<String> {
         VerifyOutcome::Pending => Some(format!(
             "{user}'s enrolment is pending; confirm it first with `otpd confirm {user} CODE`"
         )),
+        VerifyOutcome::SmsSent => Some(format!("a code was texted to {user}'s phone")),
+        VerifyOutcome::SmsUnavailable { .. } => {
+            Some(format!("no text message can be sent to {user} now"))
+        }
     }
 }
 
@@ -148,8 +165,9 @@ fn grouped(secret: &str) -> String {
         .join(" ")
 }
 
-/// `otpd enroll USER …`
-pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
+/// `otpd enroll USER …`; `default_expires`: a link's lifetime unless
+/// `--expires` is given.
+pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result<(), CliError> {
     let request = Request::Enrol(EnrolParams {
         user: o.user.clone(),
         issuer: o.issuer.clone(),
@@ -157,9 +175,16 @@ pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
         digits: o.digits,
         period: o.period,
         force: o.force,
+        link_expires: o.link.then(|| o.expires.unwrap_or(default_expires)),
     });
     let e = match client.call(&request)? {
         Response::Enrolled(e) => e,
+        Response::Link {
+            user,
+            url,
+            expires,
+            replaced,
+        } => return print_link(&user, url.expose(), expires, replaced, o.json),
         other => return Err(unexpected(&other)),
     };
     if let Some(path) = &o.qr_png {
@@ -199,6 +224,102 @@ pub fn enroll(client: &Client, o: EnrollOptions) -> Result<(), CliError> {
             e.user
         );
         Ok(())
+    }
+}
+
+fn print_link(user: &str, url: &str, expires: u64, replaced: bool, json: bool) -> Result<(), CliError> {
+    if json {
+        let out = serde_json::json!({
+            "user": user,
+            "url": url,
+            "expires": expires,
+            "state": "pending",
+            "replaced": replaced,
+        });
+        say!("{out}");
+        return Ok(());
+    }
+    say!(
+        "{verb} enrolment for {user} (pending until the code on the page is validated).\n\n\
+         Send this one-time link to {user} only (it works once, until {until}):\n\n\
+         {url}\n\n\
+         On the page {user} scans the QR code with the authenticator app, enters the code\n\
+         (\"Enter your OTP\" → \"Validate\") and receives recovery codes.",
+        verb = if replaced { "New" } else { "Started" },
+        until = when(Some(expires)),
+    );
+    Ok(())
+}
+
+/// `otpd recovery-codes USER [--count N]`: replaces and prints them once.
+pub fn recovery_codes(client: &Client, user: String, count: Option<u32>) -> Result<(), CliError> {
+    let codes = match client.call(&Request::RecoveryCodes {
+        user: user.clone(),
+        count,
+    })? {
+        Response::RecoveryCodes { codes, .. } => codes,
+        other => return Err(unexpected(&other)),
+    };
+    say!(
+        "New recovery codes for {user} (any older ones no longer work). Each works once, typed\n\
+         at the verification code prompt in place of a code from the app. Keep them somewhere\n\
+         safe; they are not shown again.\n"
+    );
+    for code in &codes {
+        say!("  {}", code.expose());
+    }
+    Ok(())
+}
+
+/// `otpd phone USER NUMBER` (texts a code; asks for it on a terminal) or
+/// `otpd phone USER --confirm CODE`.
+pub fn phone(
+    client: &Client,
+    user: String,
+    number: Option<String>,
+    confirm: Option<String>,
+) -> Result<(), CliError> {
+    if let Some(number) = number {
+        match client.call(&Request::Phone {
+            user: user.clone(),
+            number: number.clone(),
+        })? {
+            Response::Done {} => {}
+            other => return Err(unexpected(&other)),
+        }
+        say!("A code was texted to {number}.");
+        if !std::io::stdin().is_terminal() {
+            say!("Register the number with the code from the text message:\n  otpd phone {user} --confirm CODE");
+            return Ok(());
+        }
+        eprint!("Code from the text message (then Enter to verify): ");
+        let _ = std::io::stderr().flush();
+        let code = code_or_stdin(None)?;
+        return phone_confirm(client, &user, code);
+    }
+    match confirm {
+        Some(code) => phone_confirm(client, &user, SecretText::new(code)),
+        None => Err(CliError::Usage(
+            "give a NUMBER (+31612345678) or --confirm CODE".into(),
+        )),
+    }
+}
+
+fn phone_confirm(client: &Client, user: &str, code: SecretText) -> Result<(), CliError> {
+    match client.call(&Request::PhoneConfirm {
+        user: user.to_owned(),
+        code,
+    })? {
+        Response::Verified {
+            outcome: VerifyOutcome::Accepted,
+        } => {
+            say!("Verified: {user} can now type \"sms\" at the code prompt to get a code by text message.");
+            Ok(())
+        }
+        Response::Verified { .. } => Err(CliError::Refused(
+            "that is not the code that was texted (or it expired); send a new one with otpd phone USER NUMBER".into(),
+        )),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -285,12 +406,14 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
     }
     let width = users.iter().map(|u| u.user.len()).max().unwrap_or(4).max(4);
     say!(
-        "{:width$}  {:9}  {:14}  {:20}  {:20}  FAILURES",
+        "{:width$}  {:9}  {:14}  {:20}  {:20}  {:8}  {:8}  PHONE",
         "USER",
         "STATE",
         "TOKEN",
         "CREATED",
-        "LAST SUCCESS"
+        "LAST SUCCESS",
+        "FAILURES",
+        "RECOVERY"
     );
     for u in users {
         let state = match (u.state, u.throttled_for_secs) {
@@ -300,13 +423,15 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
             (UserState::Throttled, None) => "throttled".to_string(),
         };
         say!(
-            "{:width$}  {:9}  {:14}  {:20}  {:20}  {}",
+            "{:width$}  {:9}  {:14}  {:20}  {:20}  {:8}  {:8}  {}",
             u.user,
             state,
             format!("{}/{}/{}s", u.algorithm, u.digits, u.period),
             when(Some(u.created)),
             when(u.last_success),
-            u.failures
+            u.failures,
+            u.recovery_codes,
+            if u.phone { "yes" } else { "no" }
         );
     }
     Ok(())

@@ -13,7 +13,9 @@ mod commands;
 mod qr;
 
 pub use client::Client;
-pub use commands::{confirm, enroll, list, remove, unlock, verify, EnrollOptions};
+pub use commands::{
+    confirm, enroll, list, phone, recovery_codes, remove, unlock, verify, EnrollOptions,
+};
 pub use qr::terminal as terminal_qr;
 
 /// A CLI failure, mapped to the documented exit status.

@@ -4,6 +4,7 @@
 use crate::core::code;
 use crate::core::ratelimit::{remaining, Limits};
 use crate::core::record::{EnrolState, SourceCounter, UserRecord};
+use crate::core::tokens::normalize_recovery;
 use crate::core::totp::{match_code, CodeMatch};
 
 /// What was decided about one attempt.
@@ -14,6 +15,13 @@ pub enum Outcome {
         /// The accepted time step.
         step: u64,
     },
+    /// A recovery code, now used up.
+    AcceptedRecovery {
+        /// Recovery codes the user has left.
+        remaining: usize,
+    },
+    /// The code texted to the user's phone, now used up.
+    AcceptedSms,
     /// Not a valid code (including malformed input).
     WrongCode,
     /// Valid for a step already used.
@@ -34,6 +42,8 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Accepted { .. } => "accepted",
+            Outcome::AcceptedRecovery { .. } => "accepted_recovery_code",
+            Outcome::AcceptedSms => "accepted_sms_code",
             Outcome::WrongCode => "wrong_code",
             Outcome::Replayed => "replayed",
             Outcome::Throttled { .. } => "throttled",
@@ -131,30 +141,84 @@ pub fn decide(
         return Ok(Decision::unchanged(Outcome::Throttled { retry_after }));
     }
 
-    // Something that is not a code at all (letters, wrong length) is a wrong
-    // code that changes nothing (design.md §6): it cannot be a guess, so
-    // it need not be counted.
-    let Some(code) = code::normalize(typed_code, record.digits) else {
-        return Ok(Decision::unchanged(Outcome::WrongCode));
+    // What the typed text can be: a TOTP code; during a login also a
+    // texted code (six digits, while one is outstanding) or a recovery
+    // code. Something that can be none of them (letters, wrong length) is a
+    // wrong code that changes nothing (design.md §6): it cannot be a guess,
+    // so it need not be counted.
+    let login = purpose == Purpose::Login;
+    let totp = code::normalize(typed_code, record.digits);
+    let sms = record
+        .fallback
+        .sms
+        .as_ref()
+        .filter(|c| login && c.number.is_none() && now <= c.expires);
+    let sms_code = sms.and_then(|_| code::normalize(typed_code, 6));
+    let recovery = if login {
+        normalize_recovery(typed_code)
+    } else {
+        None
     };
-    let matched = match_code(record, &code, now, rules.window)?;
+    if totp.is_none() && sms_code.is_none() && recovery.is_none() {
+        return Ok(Decision::unchanged(Outcome::WrongCode));
+    }
 
     let mut next = record.clone();
     next.version = record.version.wrapping_add(1);
-    match matched {
+    let matched = match &totp {
+        Some(code) => match_code(record, code, now, rules.window)?,
+        None => CodeMatch::NoMatch,
+    };
+    let outcome = match matched {
         CodeMatch::Fresh { step } => {
             next.state = EnrolState::Active;
             next.last_accepted_step = Some(step);
+            Some(Outcome::Accepted { step })
+        }
+        CodeMatch::Used => None,
+        CodeMatch::NoMatch => {
+            if let (Some(challenge), Some(code)) = (sms, &sms_code) {
+                challenge.code.matches(code).then(|| {
+                    next.fallback.sms = None;
+                    Outcome::AcceptedSms
+                })
+            } else if let Some(code) = &recovery {
+                // Every stored code is compared, so the time taken does not
+                // tell which one matched.
+                let found = record
+                    .fallback
+                    .recovery
+                    .iter()
+                    .map(|hash| hash.matches(code))
+                    .fold((None, 0), |(found, i), hit| {
+                        (if hit && found.is_none() { Some(i) } else { found }, i + 1)
+                    })
+                    .0;
+                found.map(|i| {
+                    next.fallback.recovery.remove(i);
+                    Outcome::AcceptedRecovery {
+                        remaining: next.fallback.recovery.len(),
+                    }
+                })
+            } else {
+                None
+            }
+        }
+    };
+    match outcome {
+        Some(outcome) => {
+            // A self-enrolment link dies with the first accepted code.
+            next.fallback.link = None;
             next.last_success = Some(now);
             next.user_failures = 0;
             next.last_failure = None;
             Ok(Decision {
-                outcome: Outcome::Accepted { step },
+                outcome,
                 record: Some(next),
                 source: SourceChange::Reset,
             })
         }
-        CodeMatch::Used | CodeMatch::NoMatch => {
+        None => {
             next.user_failures = record.user_failures.saturating_add(1);
             next.last_failure = Some(now);
             let failures = source.map_or(0, |s| s.failures).saturating_add(1);
@@ -205,6 +269,7 @@ mod tests {
             last_accepted_step: None,
             user_failures: 0,
             last_failure: None,
+            fallback: Default::default(),
         }
     }
 
@@ -213,6 +278,82 @@ mod tests {
             .unwrap()
             .generate(time)
             .to_string()
+    }
+
+    fn with_recovery(codes: &[&str]) -> UserRecord {
+        let mut r = active();
+        r.fallback.recovery = codes
+            .iter()
+            .map(|c| crate::core::tokens::CodeHash::new(c, &[9; 16]))
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_recovery_code_works_once_in_place_of_a_code() {
+        let r = with_recovery(&["23456789ABCD", "EFGHJKLMNPQR"]);
+        let d = login(&r, None, "efgh-jklm-npqr", NOW);
+        assert_eq!(d.outcome, Outcome::AcceptedRecovery { remaining: 1 });
+        let next = d.record.unwrap();
+        assert_eq!(next.fallback.recovery.len(), 1);
+        assert!(next.fallback.recovery[0].matches("23456789ABCD"));
+        assert_eq!(d.source, SourceChange::Reset);
+        assert_eq!(next.last_success, Some(NOW));
+        // The same code again: a counted failure.
+        let again = login(&next, None, "EFGH-JKLM-NPQR", NOW);
+        assert_eq!(again.outcome, Outcome::WrongCode);
+        assert_eq!(again.record.unwrap().user_failures, 1);
+        // A well-formed but unknown recovery code is a guess: counted.
+        let guess = login(&r, None, "2345-6789-ABCE", NOW);
+        assert_eq!(guess.outcome, Outcome::WrongCode);
+        assert!(matches!(guess.source, SourceChange::Set(_)));
+        // Not at enrolment: "Validate" wants a code from the app.
+        let mut pending = r.clone();
+        pending.state = EnrolState::Pending;
+        let d = decide(Some(&pending), None, "EFGH-JKLM-NPQR", NOW, Purpose::Confirm, &rules()).unwrap();
+        assert_eq!(d.outcome, Outcome::WrongCode);
+        assert!(d.record.is_none(), "not even counted: it cannot be a code");
+    }
+
+    #[test]
+    fn a_texted_code_works_once_before_it_expires() {
+        use crate::core::record::SmsChallenge;
+        let mut r = active();
+        r.fallback.sms = Some(SmsChallenge {
+            code: crate::core::tokens::CodeHash::new("424242", &[3; 16]),
+            expires: NOW + 300,
+            number: None,
+        });
+        let d = login(&r, None, "424242", NOW);
+        assert_eq!(d.outcome, Outcome::AcceptedSms);
+        let next = d.record.unwrap();
+        assert!(next.fallback.sms.is_none());
+        assert_eq!(login(&next, None, "424242", NOW).outcome, Outcome::WrongCode);
+        // Expired.
+        assert_eq!(login(&r, None, "424242", NOW + 301).outcome, Outcome::WrongCode);
+        // A registration challenge is no login code.
+        let mut reg = r.clone();
+        reg.fallback.sms.as_mut().unwrap().number = Some("+31612345678".into());
+        assert_eq!(login(&reg, None, "424242", NOW).outcome, Outcome::WrongCode);
+        // Six digits for an eight-digit token.
+        let mut eight = r.clone();
+        eight.digits = 8;
+        assert_eq!(login(&eight, None, "424242", NOW).outcome, Outcome::AcceptedSms);
+    }
+
+    #[test]
+    fn an_accepted_code_kills_the_enrolment_link() {
+        let mut r = active();
+        r.state = EnrolState::Pending;
+        r.fallback.link = Some(crate::core::record::Link {
+            token_hash: "ab".into(),
+            expires: NOW + 60,
+        });
+        let d = decide(Some(&r), None, &code_at(NOW), NOW, Purpose::Confirm, &rules()).unwrap();
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        let next = d.record.unwrap();
+        assert_eq!(next.state, EnrolState::Active);
+        assert!(next.fallback.link.is_none());
     }
 
     fn login(r: &UserRecord, s: Option<&SourceCounter>, code: &str, now: u64) -> Decision {

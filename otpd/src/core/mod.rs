@@ -8,4 +8,5 @@ pub mod decision;
 pub mod names;
 pub mod ratelimit;
 pub mod record;
+pub mod tokens;
 pub mod totp;

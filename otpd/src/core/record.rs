@@ -1,5 +1,6 @@
 //! What the store keeps per user and per (user, source).
 
+use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -65,6 +66,51 @@ pub struct UserRecord {
     pub user_failures: u32,
     /// Unix time of the most recent failure from any source.
     pub last_failure: Option<u64>,
+    /// Self-enrolment link, recovery codes, phone: absent in records
+    /// written before they existed.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+/// A one-time link or session: only the hash of its token is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// SHA-256 of the token, hex ([`crate::core::tokens::token_hash`]).
+    pub token_hash: String,
+    /// Unix time after which the token is refused.
+    pub expires: u64,
+}
+
+/// An outstanding texted code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsChallenge {
+    /// The code, hashed.
+    pub code: CodeHash,
+    /// Unix time after which it is refused.
+    pub expires: u64,
+    /// `Some`: registering this number (`otpd phone`, the page's phone
+    /// step); `None`: a code for a login.
+    pub number: Option<String>,
+}
+
+/// Everything besides the TOTP key that can let the user in or enrol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fallback {
+    /// The self-enrolment link of a pending enrolment.
+    pub link: Option<Link>,
+    /// After a self-enrolment: the session of the page's phone step.
+    pub phone_session: Option<Link>,
+    /// Unused recovery codes.
+    pub recovery: Vec<CodeHash>,
+    /// The registered phone number (E.164).
+    pub phone: Option<String>,
+    /// The outstanding texted code.
+    pub sms: Option<SmsChallenge>,
+    /// When texts were sent (the last hour's), for the limit.
+    pub sms_sent: Vec<u64>,
 }
 
 /// Consecutive failures from one source (PAM_RHOST, or the calling uid).

@@ -126,6 +126,7 @@ mod tests {
             last_accepted_step: None,
             user_failures: 0,
             last_failure: None,
+            fallback: Default::default(),
         }
     }
 

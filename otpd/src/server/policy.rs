@@ -35,7 +35,10 @@ pub fn authorize(
         | Request::Confirm { .. }
         | Request::List {}
         | Request::Remove { .. }
-        | Request::Unlock { .. } => Err("administrative commands need root".into()),
+        | Request::Unlock { .. }
+        | Request::RecoveryCodes { .. }
+        | Request::Phone { .. }
+        | Request::PhoneConfirm { .. } => Err("administrative commands need root".into()),
     }
 }
 

@@ -223,6 +223,7 @@ mod tests {
             last_accepted_step: Some(5),
             user_failures: 0,
             last_failure: None,
+            fallback: Default::default(),
         }
     }
 

@@ -64,6 +64,7 @@ fn answer(mut stream: UnixStream) {
             Request::Status { .. } => Response::Status {
                 status: EnrolmentStatus::Active,
                 digits: Some(6),
+                phone: false,
             },
             _ => Response::Verified {
                 outcome: VerifyOutcome::Accepted,

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::core::decision::{decide, Outcome, Purpose, Rules};
 use crate::core::names::{validate_issuer, validate_user};
 use crate::core::ratelimit::remaining;
-use crate::core::record::{source_of, EnrolState, SecretBytes, UserRecord};
+use crate::core::record::{source_of, EnrolState, Fallback, SecretBytes, UserRecord};
 use crate::core::totp::otpauth_uri;
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
@@ -17,6 +17,10 @@ use otpd_proto::{
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
+
+mod fallback;
+
+pub use fallback::WebBackend;
 
 /// Bytes of a new secret: 160 bits, as RFC 4226 §4 recommends.
 const SECRET_LEN: usize = 20;
@@ -122,7 +126,10 @@ impl Handler {
             | Request::Status { user }
             | Request::Confirm { user, .. }
             | Request::Remove { user }
-            | Request::Unlock { user } => Some(user.as_str()),
+            | Request::Unlock { user }
+            | Request::RecoveryCodes { user, .. }
+            | Request::Phone { user, .. }
+            | Request::PhoneConfirm { user, .. } => Some(user.as_str()),
             Request::Enrol(p) => Some(p.user.as_str()),
             Request::List {} => None,
         };
@@ -186,6 +193,9 @@ impl Handler {
             Request::List {} => self.list(),
             Request::Remove { user } => self.remove(caller, &user),
             Request::Unlock { user } => self.unlock(caller, &user),
+            Request::RecoveryCodes { user, count } => self.recovery_codes(caller, &user, count),
+            Request::Phone { user, number } => self.phone(caller, &user, &number),
+            Request::PhoneConfirm { user, code } => self.phone_confirm(caller, &user, &code),
         }
     }
 
@@ -199,6 +209,9 @@ impl Handler {
             purpose,
         } = attempt;
         let audit = |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome);
+        if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
+            return self.login_sms(caller, user, source, service, rhost);
+        }
         with_retries(|| {
             let record = match self.store.user(user) {
                 Ok(r) => r,
@@ -253,9 +266,24 @@ impl Handler {
                     }
                 }
             }
-            audit(decision.outcome.as_str());
+            match decision.outcome {
+                Outcome::AcceptedRecovery { remaining } => info!(
+                    target: "otpd::audit",
+                    user = ?user,
+                    service = ?service,
+                    rhost = ?rhost,
+                    uid = caller.uid,
+                    pid = caller.pid,
+                    op = "verify",
+                    outcome = decision.outcome.as_str(),
+                    recovery_codes_left = remaining,
+                ),
+                other => audit(other.as_str()),
+            }
             let outcome = match decision.outcome {
-                Outcome::Accepted { .. } => VerifyOutcome::Accepted,
+                Outcome::Accepted { .. } | Outcome::AcceptedRecovery { .. } | Outcome::AcceptedSms => {
+                    VerifyOutcome::Accepted
+                }
                 Outcome::WrongCode => VerifyOutcome::WrongCode,
                 Outcome::Replayed => VerifyOutcome::Replayed,
                 Outcome::Throttled { retry_after } => VerifyOutcome::Throttled {
@@ -273,15 +301,18 @@ impl Handler {
             Ok(None) => Response::Status {
                 status: EnrolmentStatus::NotEnrolled,
                 digits: None,
+                phone: false,
             },
             Ok(Some(r)) => match r.state {
                 EnrolState::Pending => Response::Status {
                     status: EnrolmentStatus::Pending,
                     digits: None,
+                    phone: false,
                 },
                 EnrolState::Active => Response::Status {
                     status: EnrolmentStatus::Active,
                     digits: Some(r.digits),
+                    phone: r.fallback.phone.is_some() && self.config.sms.command.is_some(),
                 },
             },
             Err(e) => internal(e),
@@ -309,6 +340,13 @@ impl Handler {
         if let Err(m) = validate_issuer(&issuer) {
             return refuse(ErrorCode::BadRequest, m);
         }
+        let link = match p.link_expires {
+            None => None,
+            Some(secs) => match self.new_link(secs) {
+                Ok(link) => Some(link),
+                Err(response) => return response,
+            },
+        };
         let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
         if let Err(e) = getrandom::getrandom(&mut secret) {
             return internal(format!("the OS random number generator failed: {e}"));
@@ -361,6 +399,10 @@ impl Handler {
                 last_accepted_step: None,
                 user_failures: 0,
                 last_failure: None,
+                fallback: Fallback {
+                    link: link.as_ref().map(|(_, stored)| stored.clone()),
+                    ..Fallback::default()
+                },
             };
             match self.store.commit(
                 &p.user,
@@ -372,7 +414,15 @@ impl Handler {
                 Err(StoreError::Conflict) => return None,
                 Err(e) => return Some(internal(e)),
             }
-            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced = existing.is_some());
+            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced = existing.is_some(), link = link.is_some());
+            if let Some((url, stored)) = &link {
+                return Some(Response::Link {
+                    user: p.user.clone(),
+                    url: url.clone(),
+                    expires: stored.expires,
+                    replaced: existing.is_some(),
+                });
+            }
             Some(Response::Enrolled(Enrolment {
                 user: p.user.clone(),
                 issuer: issuer.clone(),
@@ -413,6 +463,8 @@ impl Handler {
                     last_success: r.last_success,
                     failures: r.user_failures,
                     throttled_for_secs,
+                    recovery_codes: u32::try_from(r.fallback.recovery.len()).unwrap_or(u32::MAX),
+                    phone: r.fallback.phone.is_some(),
                 }
             })
             .collect();
@@ -483,6 +535,9 @@ fn op_name(r: &Request) -> &'static str {
         Request::List {} => "list",
         Request::Remove { .. } => "remove",
         Request::Unlock { .. } => "unlock",
+        Request::RecoveryCodes { .. } => "recovery_codes",
+        Request::Phone { .. } => "phone",
+        Request::PhoneConfirm { .. } => "phone_confirm",
     }
 }
 

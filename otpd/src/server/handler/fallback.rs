@@ -1,0 +1,634 @@
+//! The ways in besides the app's code, and the self-enrolment pages'
+//! backend: links, recovery codes, a phone for texted codes.
+//!
+//! Every token and code is drawn from the OS RNG, shown once, and stored
+//! only as a hash (`core::tokens`); none of them reaches a log line.
+
+use super::{audit_verify, internal, now, refuse, with_retries, Handler};
+use crate::core::decision::{decide, Outcome, Purpose};
+use crate::core::record::{EnrolState, Link, SmsChallenge, UserRecord};
+use crate::core::tokens::{
+    self, normalize_phone, random_bytes, recovery_code, sms_allowed, texted_code, token_hash,
+    token_shape_ok, CodeHash, RECOVERY_LEN, TOKEN_BYTES,
+};
+use crate::core::totp::otpauth_uri;
+use crate::server::policy::Caller;
+use crate::store::{RecordChange, SourcesChange, StoreError};
+use crate::web::backend::{EnrolBackend, PageEnrolment, PhoneStep, Validation};
+use otpd_proto::{ErrorCode, Response, SecretText, VerifyOutcome};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// How long the page's phone step stays open after a self-enrolment.
+const PHONE_SESSION_SECS: u64 = 15 * 60;
+
+/// What a change of one record gives back besides the new record.
+type Updated<T> = Result<(UserRecord, T), Response>;
+
+impl Handler {
+    /// A new link token: the URL to hand out and what the record keeps.
+    pub(super) fn new_link(&self, expires_in: u64) -> Result<(SecretText, Link), Response> {
+        let Some(public_url) = &self.config.web.public_url else {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                "self-enrolment links need [web] public_url in the config (and [web] listen, \
+                 or a reverse proxy to it)",
+            ));
+        };
+        if !(60..=30 * 24 * 3600).contains(&expires_in) {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("a link may be valid from 1 minute to 30 days, not {expires_in} s"),
+            ));
+        }
+        let token = tokens::token_text(&random_bytes::<TOKEN_BYTES>().map_err(internal)?);
+        let url = format!("{}/enroll/{token}", public_url.trim_end_matches('/'));
+        let link = Link {
+            token_hash: token_hash(&token),
+            expires: now().saturating_add(expires_in),
+        };
+        Ok((SecretText::new(url), link))
+    }
+
+    /// Reads `user`'s record, lets `change` build the next one, and stores
+    /// it if nobody wrote in between (otherwise tries again).
+    fn update<T>(
+        &self,
+        user: &str,
+        mut change: impl FnMut(&UserRecord) -> Updated<T>,
+    ) -> Result<T, Response> {
+        let mut result = None;
+        let response = with_retries(|| {
+            let current = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Some(refuse(
+                        ErrorCode::NotFound,
+                        format!("{user} is not enrolled"),
+                    ))
+                }
+                Err(e) => return Some(internal(e)),
+            };
+            let (mut next, value) = match change(&current) {
+                Ok(changed) => changed,
+                Err(response) => return Some(response),
+            };
+            next.version = current.version.wrapping_add(1);
+            match self.store.commit(
+                user,
+                Some(current.version),
+                RecordChange::Put(&next),
+                SourcesChange::Keep,
+            ) {
+                Ok(()) => {
+                    result = Some(value);
+                    Some(Response::Done {})
+                }
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        });
+        result.ok_or(response)
+    }
+
+    /// `count` fresh recovery codes: the codes to show and their hashes.
+    fn fresh_recovery_codes(count: u32) -> Result<(Vec<SecretText>, Vec<CodeHash>), Response> {
+        let mut shown = Vec::new();
+        let mut stored = Vec::new();
+        for _ in 0..count {
+            let code = recovery_code(&random_bytes::<RECOVERY_LEN>().map_err(internal)?);
+            let canonical = code.replace('-', "");
+            stored.push(CodeHash::new(&canonical, &random_bytes::<16>().map_err(internal)?));
+            shown.push(SecretText::new(code));
+        }
+        Ok((shown, stored))
+    }
+
+    /// `otpd recovery-codes USER`: replaces the user's recovery codes.
+    pub(super) fn recovery_codes(&self, caller: &Caller, user: &str, count: Option<u32>) -> Response {
+        let count = count.unwrap_or(self.config.recovery.count);
+        if !(1..=100).contains(&count) {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("--count {count}: must be 1 to 100"),
+            );
+        }
+        let (codes, hashes) = match Self::fresh_recovery_codes(count) {
+            Ok(fresh) => fresh,
+            Err(response) => return response,
+        };
+        let result = self.update(user, |r| {
+            let mut next = r.clone();
+            next.fallback.recovery = hashes.clone();
+            Ok((next, ()))
+        });
+        match result {
+            Ok(()) => {
+                info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "recovery_codes", outcome = "replaced", recovery_codes_left = count);
+                Response::RecoveryCodes {
+                    user: user.to_owned(),
+                    codes,
+                }
+            }
+            Err(response) => response,
+        }
+    }
+
+    /// Records a texting challenge for `number` (`Some`: registration) or
+    /// the registered phone (`None`: a login) and sends it. `Ok` when sent.
+    fn text_code(
+        &self,
+        user: &str,
+        number: Option<&str>,
+        precheck: impl Fn(&UserRecord) -> Result<(), Response>,
+    ) -> Result<(), TextFailure> {
+        let Some(command) = self.config.sms.command.clone() else {
+            return Err(TextFailure::NotConfigured);
+        };
+        let sms = &self.config.sms;
+        let code = texted_code(&random_bytes::<4>().map_err(|e| TextFailure::Response(internal(e)))?);
+        let salt = random_bytes::<16>().map_err(|e| TextFailure::Response(internal(e)))?;
+        let now = now();
+        let mut limited = None;
+        let mut no_phone = false;
+        let to = self
+            .update(user, |r| {
+                precheck(r)?;
+                let to = match number {
+                    Some(number) => number.to_owned(),
+                    None => match &r.fallback.phone {
+                        Some(phone) => phone.clone(),
+                        None => {
+                            no_phone = true;
+                            return Err(Response::Done {});
+                        }
+                    },
+                };
+                if let Err(wait) = sms_allowed(&r.fallback.sms_sent, now, sms.max_per_hour) {
+                    limited = Some(wait);
+                    return Err(Response::Done {});
+                }
+                let mut next = r.clone();
+                next.fallback.sms = Some(SmsChallenge {
+                    code: CodeHash::new(&code, &salt),
+                    expires: now.saturating_add(sms.code_lifetime),
+                    number: number.map(str::to_owned),
+                });
+                next.fallback.sms_sent.retain(|t| now.saturating_sub(*t) < 3600);
+                next.fallback.sms_sent.push(now);
+                Ok((next, to))
+            })
+            .map_err(|response| match (limited, no_phone) {
+                (Some(wait), _) => TextFailure::Limited(wait),
+                (None, true) => TextFailure::NoPhone,
+                _ => TextFailure::Response(response),
+            })?;
+        let message = sms.message.replace("{code}", &code);
+        send_text(&command, &to, &message, Duration::from_secs(sms.timeout)).map_err(|reason| {
+            error!(user = ?user, "the text message could not be sent: {reason}");
+            TextFailure::SendFailed
+        })
+    }
+
+    /// A login at which the user typed `sms`.
+    pub(super) fn login_sms(
+        &self,
+        caller: &Caller,
+        user: &str,
+        source: &str,
+        service: &str,
+        rhost: &str,
+    ) -> Response {
+        let audit = |outcome: &str| audit_verify(caller, user, service, rhost, Purpose::Login, outcome);
+        let counter = match self.store.source(user, source) {
+            Ok(c) => c,
+            Err(e) => return internal(e),
+        };
+        // The same gate as a code: no enrolment, pending or throttled users
+        // get nothing sent (an empty code is judged without being counted).
+        let gate = |r: &UserRecord| match decide(Some(r), counter.as_ref(), "", now(), Purpose::Login, &self.rules) {
+            Ok(d) => match d.outcome {
+                Outcome::Throttled { retry_after } => Err(Response::Verified {
+                    outcome: VerifyOutcome::Throttled {
+                        retry_after_secs: retry_after,
+                    },
+                }),
+                Outcome::Pending => Err(Response::Verified {
+                    outcome: VerifyOutcome::Pending,
+                }),
+                _ => Ok(()),
+            },
+            Err(e) => Err(internal(e)),
+        };
+        let outcome = match self.text_code(user, None, gate) {
+            Ok(()) => {
+                audit("sms_sent");
+                VerifyOutcome::SmsSent
+            }
+            Err(TextFailure::Response(Response::Error {
+                code: ErrorCode::NotFound,
+                ..
+            })) => {
+                audit("not_enrolled");
+                VerifyOutcome::NotEnrolled
+            }
+            Err(TextFailure::Response(Response::Verified { outcome })) => {
+                audit(match outcome {
+                    VerifyOutcome::Throttled { .. } => "throttled",
+                    _ => "pending",
+                });
+                outcome
+            }
+            Err(TextFailure::Response(other)) => return other,
+            Err(TextFailure::Limited(wait)) => {
+                audit("sms_limited");
+                VerifyOutcome::SmsUnavailable {
+                    retry_after_secs: Some(wait),
+                }
+            }
+            Err(failure) => {
+                audit(failure.as_str());
+                VerifyOutcome::SmsUnavailable {
+                    retry_after_secs: None,
+                }
+            }
+        };
+        Response::Verified { outcome }
+    }
+
+    /// `otpd phone USER NUMBER`: texts a code to the number.
+    pub(super) fn phone(&self, caller: &Caller, user: &str, number: &str) -> Response {
+        let Some(number) = normalize_phone(number) else {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!("{number:?} is not a phone number in international form, like +31612345678"),
+            );
+        };
+        let result = self.text_code(user, Some(&number), |_| Ok(()));
+        info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "phone", outcome = match &result {
+            Ok(()) => "sms_sent",
+            Err(failure) => failure.as_str(),
+        });
+        match result {
+            Ok(()) => Response::Done {},
+            Err(failure) => failure.into_response(),
+        }
+    }
+
+    /// `otpd phone USER --confirm CODE`: registers the number the code was texted to.
+    pub(super) fn phone_confirm(&self, caller: &Caller, user: &str, code: &SecretText) -> Response {
+        let result = self.register_phone(user, code.expose());
+        info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "phone_confirm", outcome = match &result {
+            Ok(true) => "registered",
+            Ok(false) => "wrong_code",
+            Err(_) => "error",
+        });
+        match result {
+            Ok(true) => Response::Verified {
+                outcome: VerifyOutcome::Accepted,
+            },
+            Ok(false) => Response::Verified {
+                outcome: VerifyOutcome::WrongCode,
+            },
+            Err(response) => response,
+        }
+    }
+
+    /// Registers the number of the outstanding registration challenge if
+    /// `typed` is its code: `Ok(false)` when it is not (or expired).
+    fn register_phone(&self, user: &str, typed: &str) -> Result<bool, Response> {
+        let typed = typed.trim().replace(' ', "");
+        let now = now();
+        self.update(user, |r| {
+            let mut next = r.clone();
+            let number = r
+                .fallback
+                .sms
+                .as_ref()
+                .filter(|c| now <= c.expires && c.code.matches(&typed))
+                .and_then(|c| c.number.clone());
+            match number {
+                Some(number) => {
+                    next.fallback.phone = Some(number);
+                    next.fallback.sms = None;
+                    next.fallback.phone_session = None;
+                    Ok((next, true))
+                }
+                None => Err(Response::Done {}),
+            }
+        })
+        .or_else(|response| match response {
+            Response::Done {} => Ok(false),
+            other => Err(other),
+        })
+    }
+
+    /// The user whose link (`phone` false: the enrolment link of a pending
+    /// enrolment; true: the phone session) has this token and has not
+    /// expired. Every stored hash is compared, in constant time.
+    fn find_by_token(&self, token: &str, phone: bool) -> Option<(String, UserRecord)> {
+        if !token_shape_ok(token) {
+            return None;
+        }
+        let hash = token_hash(token);
+        let now = now();
+        let users = match self.store.users() {
+            Ok(users) => users,
+            Err(e) => {
+                error!("cannot read the store to look up a link: {e}");
+                return None;
+            }
+        };
+        let mut found = None;
+        for (user, record) in users {
+            let link = if phone {
+                record.fallback.phone_session.as_ref()
+            } else {
+                record.fallback.link.as_ref().filter(|_| record.state == EnrolState::Pending)
+            };
+            let hit = link.is_some_and(|l| {
+                constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), hash.as_bytes())
+                    && now <= l.expires
+            });
+            if hit && found.is_none() {
+                found = Some((user, record));
+            }
+        }
+        found
+    }
+}
+
+/// Why no text was sent.
+enum TextFailure {
+    /// `[sms] command` is not set.
+    NotConfigured,
+    /// The user has no phone registered.
+    NoPhone,
+    /// Too many texts this hour; seconds to wait.
+    Limited(u64),
+    /// The sender failed or timed out (logged).
+    SendFailed,
+    /// Any other answer (not enrolled, store error …).
+    Response(Response),
+}
+
+impl TextFailure {
+    fn as_str(&self) -> &'static str {
+        match self {
+            TextFailure::NotConfigured => "sms_not_configured",
+            TextFailure::NoPhone => "no_phone",
+            TextFailure::Limited(_) => "sms_limited",
+            TextFailure::SendFailed => "sms_failed",
+            TextFailure::Response(_) => "error",
+        }
+    }
+
+    fn into_response(self) -> Response {
+        match self {
+            TextFailure::NotConfigured => refuse(
+                ErrorCode::Unavailable,
+                "text messages are not configured: set [sms] command in the config",
+            ),
+            TextFailure::NoPhone => refuse(ErrorCode::Unavailable, "no phone number is registered"),
+            TextFailure::Limited(wait) => refuse(
+                ErrorCode::Unavailable,
+                format!(
+                    "too many text messages for this user; try again in {} minutes",
+                    wait.div_ceil(60)
+                ),
+            ),
+            TextFailure::SendFailed => refuse(
+                ErrorCode::Unavailable,
+                "the text message could not be sent (see the daemon's log)",
+            ),
+            TextFailure::Response(response) => response,
+        }
+    }
+}
+
+/// Runs the sender: `COMMAND NUMBER`, no shell, the message on stdin,
+/// killed after `timeout`. `Err` says why it failed (never the message).
+fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let mut child = Command::new(command)
+        .arg(number)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", command.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A sender that exits without reading is judged by its exit status.
+        let _ = stdin.write_all(message.as_bytes());
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish within {} s and was killed",
+                    command.display(),
+                    timeout.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for {}: {e}", command.display())),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.by_ref().take(4096).read_to_string(&mut stderr);
+    }
+    let first_line = stderr.lines().next().unwrap_or("").trim();
+    Err(format!(
+        "{} exited with {status}{}{first_line}",
+        command.display(),
+        if first_line.is_empty() { "" } else { ": " }
+    ))
+}
+
+/// The pages' backend over the daemon's handler.
+pub struct WebBackend {
+    handler: Arc<Handler>,
+}
+
+impl WebBackend {
+    /// The backend of `handler`.
+    pub fn new(handler: Arc<Handler>) -> Self {
+        Self { handler }
+    }
+}
+
+/// The peer's address without the port: the rate-limit source of the page.
+fn peer_ip(peer: &str) -> String {
+    peer.parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| peer.to_owned())
+}
+
+fn web_audit(user: Option<&str>, peer: &str, op: &str, outcome: &str) {
+    info!(target: "otpd::audit", user = ?user.unwrap_or(""), peer = ?peer_ip(peer), op, outcome);
+}
+
+impl EnrolBackend for WebBackend {
+    fn view(&self, token: &str, peer: &str) -> Option<PageEnrolment> {
+        let Some((user, record)) = self.handler.find_by_token(token, false) else {
+            web_audit(None, peer, "web_view", "invalid_link");
+            return None;
+        };
+        match otpauth_uri(
+            record.secret.expose(),
+            record.algorithm,
+            record.digits,
+            record.period,
+            &record.issuer,
+            &user,
+        ) {
+            Ok((uri, secret_base32)) => {
+                web_audit(Some(&user), peer, "web_view", "shown");
+                Some(PageEnrolment {
+                    user: user.clone(),
+                    issuer: record.issuer.clone(),
+                    secret_base32,
+                    uri,
+                    digits: record.digits,
+                })
+            }
+            Err(e) => {
+                error!(user = ?user, "cannot show the enrolment page: {e}");
+                None
+            }
+        }
+    }
+
+    fn validate(&self, token: &str, code: &str, peer: &str) -> Validation {
+        let h = &self.handler;
+        let Some((user, _)) = h.find_by_token(token, false) else {
+            web_audit(None, peer, "web_validate", "invalid_link");
+            return Validation::Invalid;
+        };
+        let source = format!("web:{}", peer_ip(peer));
+        let count = h.config.recovery.count;
+        let sms = h.config.sms.command.is_some();
+        let mut result = Validation::Invalid;
+        let response = with_retries(|| {
+            let Ok(Some(record)) = h.store.user(&user) else {
+                return Some(Response::Done {});
+            };
+            let counter = match h.store.source(&user, &source) {
+                Ok(c) => c,
+                Err(e) => return Some(internal(e)),
+            };
+            let decision = match decide(Some(&record), counter.as_ref(), code, now(), Purpose::Confirm, &h.rules) {
+                Ok(d) => d,
+                Err(e) => return Some(internal(e)),
+            };
+            let mut next = decision.record.clone();
+            let mut shown = Vec::new();
+            let mut session = None;
+            if let (Outcome::Accepted { .. }, Some(next)) = (decision.outcome, next.as_mut()) {
+                let (codes, hashes) = match Handler::fresh_recovery_codes(count) {
+                    Ok(fresh) => fresh,
+                    Err(response) => return Some(response),
+                };
+                next.fallback.recovery = hashes;
+                shown = codes;
+                if sms {
+                    let token = match random_bytes::<TOKEN_BYTES>() {
+                        Ok(bytes) => tokens::token_text(&bytes),
+                        Err(e) => return Some(internal(e)),
+                    };
+                    next.fallback.phone_session = Some(Link {
+                        token_hash: token_hash(&token),
+                        expires: now().saturating_add(PHONE_SESSION_SECS),
+                    });
+                    session = Some(token);
+                }
+            }
+            if let Some(next) = &next {
+                match h.store.commit(
+                    &user,
+                    Some(record.version),
+                    RecordChange::Put(next),
+                    SourcesChange::from_decision(&source, decision.source),
+                ) {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict) => return None,
+                    Err(e) => return Some(internal(e)),
+                }
+            }
+            web_audit(Some(&user), peer, "web_validate", decision.outcome.as_str());
+            result = match decision.outcome {
+                Outcome::Accepted { .. } => Validation::Activated {
+                    user: user.clone(),
+                    recovery_codes: shown.iter().map(|c| c.expose().to_owned()).collect(),
+                    phone_session: session,
+                },
+                Outcome::WrongCode | Outcome::Replayed => Validation::WrongCode,
+                Outcome::Throttled { retry_after } => Validation::Throttled { retry_after },
+                _ => Validation::Invalid,
+            };
+            Some(Response::Done {})
+        });
+        if let Response::Error { message, .. } = response {
+            warn!(user = ?user, "self-enrolment validation failed: {message}");
+            return Validation::Invalid;
+        }
+        result
+    }
+
+    fn sms_enabled(&self) -> bool {
+        self.handler.config.sms.command.is_some()
+    }
+
+    fn phone_send(&self, session: &str, number: &str, peer: &str) -> PhoneStep {
+        let Some((user, _)) = self.handler.find_by_token(session, true) else {
+            web_audit(None, peer, "web_phone", "invalid_session");
+            return PhoneStep::Invalid;
+        };
+        let Some(number) = normalize_phone(number) else {
+            web_audit(Some(&user), peer, "web_phone", "bad_number");
+            return PhoneStep::BadNumber;
+        };
+        let result = self.handler.text_code(&user, Some(&number), |_| Ok(()));
+        web_audit(
+            Some(&user),
+            peer,
+            "web_phone",
+            match &result {
+                Ok(()) => "sms_sent",
+                Err(failure) => failure.as_str(),
+            },
+        );
+        match result {
+            Ok(()) => PhoneStep::Sent,
+            Err(TextFailure::Limited(retry_after)) => PhoneStep::Limited { retry_after },
+            Err(_) => PhoneStep::SendFailed,
+        }
+    }
+
+    fn phone_verify(&self, session: &str, code: &str, peer: &str) -> PhoneStep {
+        let Some((user, _)) = self.handler.find_by_token(session, true) else {
+            web_audit(None, peer, "web_phone_verify", "invalid_session");
+            return PhoneStep::Invalid;
+        };
+        let result = self.handler.register_phone(&user, code);
+        let (outcome, step) = match result {
+            Ok(true) => ("registered", PhoneStep::Registered),
+            Ok(false) => ("wrong_code", PhoneStep::WrongCode),
+            Err(_) => ("error", PhoneStep::SendFailed),
+        };
+        web_audit(Some(&user), peer, "web_phone_verify", outcome);
+        step
+    }
+}

@@ -1,0 +1,274 @@
+//! The ways in besides the app, through the real libpam against the real
+//! daemon: recovery codes typed at the normal prompt, and a code by text
+//! message ("sms" at the prompt) sent by a real sender program — a script
+//! that writes the number and the message it was given to a file the test
+//! reads.
+
+use otpd_tests::pam::finish;
+use otpd_tests::process::Running;
+use otpd_tests::system::verify_outcomes;
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
+
+/// `XXXX-XXXX-XXXX` codes in what `otpd recovery-codes` printed.
+fn codes_in(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|word| {
+            word.len() == 14
+                && word.split('-').count() == 3
+                && word.split('-').all(|group| {
+                    group.len() == 4
+                        && group
+                            .bytes()
+                            .all(|b| b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ".contains(&b))
+                })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+fn recovery_left(env: &TestEnv, user: &str) -> u64 {
+    env.list_entry(user).expect("listed")["recovery_codes"]
+        .as_u64()
+        .expect("recovery_codes in list --json")
+}
+
+#[test]
+fn recovery_codes_work_once_at_the_normal_prompt() {
+    if !require("recovery codes", PAM) {
+        return;
+    }
+    let env = TestEnv::start("recovery_codes");
+    let t = settled_now(30, 5);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    assert_eq!(recovery_left(&env, "alice"), 0);
+
+    let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
+    let codes = codes_in(&out.stdout);
+    assert_eq!(codes.len(), 3, "{out}");
+    assert!(out.stdout.contains("somewhere"), "says to keep them safe: {out}");
+    assert_eq!(recovery_left(&env, "alice"), 3);
+
+    // Typed in lower case without dashes: still the code.
+    let typed = codes[0].replace('-', "").to_lowercase();
+    let login = env.pam_login("alice", &typed, "192.0.2.40", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let again = env.pam_login("alice", &codes[0], "192.0.2.40", "");
+    assert_eq!(again.outcome, PamOutcome::AuthErr, "used twice: {}", again.output);
+    assert_eq!(recovery_left(&env, "alice"), 2);
+    let log = env.log();
+    assert!(
+        log.contains("outcome=\"accepted_recovery_code\" recovery_codes_left=2"),
+        "{log}"
+    );
+
+    // A new set replaces the old one.
+    let out = env.otpd_expect(&["recovery-codes", "alice"], 0);
+    let fresh = codes_in(&out.stdout);
+    assert_eq!(fresh.len(), 10, "{out}");
+    let old = env.pam_login("alice", &codes[1], "192.0.2.41", "");
+    assert_eq!(old.outcome, PamOutcome::AuthErr, "{}", old.output);
+    let new = env.pam_login("alice", &fresh[9], "192.0.2.41", "");
+    assert_eq!(new.outcome, PamOutcome::Success, "{}", new.output);
+    // The app's codes still work.
+    let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.41", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+
+    for code in codes.iter().chain(&fresh) {
+        env.assert_log_free_of(code);
+        env.assert_log_free_of(&code.replace('-', ""));
+    }
+    // Not for someone without a token; not by a non-root caller.
+    let out = env.otpd_expect(&["recovery-codes", "nobody-here"], 1);
+    assert!(out.stderr.contains("not enrolled"), "{out}");
+    let out = env.otpd_as_nobody(&["recovery-codes", "alice"]);
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    assert_eq!(recovery_left(&env, "alice"), 9);
+}
+
+/// A sender that appends `to=NUMBER` and the message to `outbox`, or
+/// (with `behaviour`) fails or hangs.
+fn sender(env: &TestEnv, behaviour: &str) -> (PathBuf, PathBuf) {
+    let outbox = env.dir.join(format!("outbox-{behaviour}"));
+    let script = env.dir.join(format!("send-sms-{behaviour}"));
+    let body = match behaviour {
+        "ok" => format!(
+            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {}\n",
+            outbox.display()
+        ),
+        "fail" => "#!/bin/sh\necho 'provider said no' >&2\nexit 3\n".to_owned(),
+        _ => "#!/bin/sh\nexec sleep 30\n".to_owned(),
+    };
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, outbox)
+}
+
+/// The code in the last message of `outbox`, waiting up to 10 s for it.
+fn last_texted(outbox: &Path, messages_before: usize) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(outbox).unwrap_or_default();
+        let messages: Vec<&str> = text.split("to=").filter(|m| !m.is_empty()).collect();
+        if messages.len() > messages_before {
+            let last = messages[messages.len() - 1];
+            let number = last.lines().next().unwrap_or("").to_owned();
+            let code = last
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|w| w.len() == 6)
+                .unwrap_or_else(|| panic!("no 6-digit code in {last:?}"))
+                .to_owned();
+            return (number, code);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing texted: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A login that types "sms" first, then (once texted) the code from `outbox`.
+fn sms_login(env: &TestEnv, outbox: &Path, before: usize, rhost: &str) -> (PamLogin, String) {
+    let service = env.pam_service("lang=en");
+    let mut running: Running = service.start(OsStr::new("alice"), rhost, None);
+    running.write(b"sms\n");
+    let (_, code) = last_texted(outbox, before);
+    running.feed(format!("{code}\n").as_bytes());
+    (finish(running), code)
+}
+
+#[test]
+fn a_code_by_text_message_registers_the_phone_and_logs_in() {
+    if !require("sms", PAM) {
+        return;
+    }
+    let probe = TestEnv::without_daemon("sms_probe", &Limits::default());
+    let (script, outbox) = sender(&probe, "ok");
+    let env = TestEnv::start_with_config(
+        "sms",
+        Limits::default(),
+        &format!(
+            "[sms]\ncommand = \"{}\"\nmax_per_hour = 3\nmessage = \"otpd code {{code}}\"\n",
+            script.display()
+        ),
+    );
+    let t = settled_now(30, 5);
+    let alice = env.enroll_active("alice", &[], t - 30);
+
+    // Registration: a bad number is refused; a good one gets a code.
+    let out = env.otpd_expect(&["phone", "alice", "0612345678"], 2);
+    assert!(out.stderr.contains("international form"), "{out}");
+    let out = env.otpd_expect(&["phone", "alice", "+31 6 1234 5678"], 0);
+    assert!(out.stdout.contains("--confirm"), "{out}");
+    let (number, code) = last_texted(&outbox, 0);
+    assert_eq!(number, "+31612345678");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    env.otpd_expect(&["phone", "alice", "--confirm", wrong], 1);
+    assert_eq!(env.list_entry("alice").unwrap()["phone"], false);
+    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+    assert_eq!(env.list_entry("alice").unwrap()["phone"], true);
+
+    // The prompt offers sms; "sms" texts a code; that code logs in, once.
+    let (login, code) = sms_login(&env, &outbox, 1, "192.0.2.50");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let said = login.module_messages();
+    assert!(said.contains("Verification code (or type sms): "), "{said}");
+    assert!(said.contains("A code has been sent to your phone"), "{said}");
+    assert!(said.contains("Code from the text message: "), "{said}");
+    let again = env.pam_login("alice", &code, "192.0.2.50", "");
+    assert_eq!(again.outcome, PamOutcome::AuthErr, "{}", again.output);
+
+    // Third text this hour (registration was the first): allowed; the
+    // fourth is refused with a message, and the app's code still works.
+    let (login, _) = sms_login(&env, &outbox, 2, "192.0.2.51");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let service = env.pam_service("lang=nl");
+    let mut running = service.start(OsStr::new("alice"), "192.0.2.52", None);
+    running.write(b"sms\n");
+    running.feed(format!("{}\n", alice.code_at(t)).as_bytes());
+    let login = finish(running);
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    assert!(
+        login.module_messages().contains("Te veel sms-berichten"),
+        "{}",
+        login.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&outbox).unwrap().matches("to=").count(),
+        3
+    );
+    assert_eq!(
+        verify_outcomes(&env, "alice"),
+        [
+            "sms_sent",
+            "accepted_sms_code",
+            "wrong_code",
+            "sms_sent",
+            "accepted_sms_code",
+            "sms_limited",
+            "accepted"
+        ]
+    );
+    env.assert_log_free_of(&code);
+}
+
+#[test]
+fn a_failing_or_hanging_sender_never_holds_a_login() {
+    if !require("sms sender failures", PAM) {
+        return;
+    }
+    for behaviour in ["fail", "hang"] {
+        let probe = TestEnv::without_daemon("sms_probe", &Limits::default());
+        let (good, outbox) = sender(&probe, "ok");
+        let (bad, _) = sender(&probe, behaviour);
+        // Register with a working sender, then switch to the broken one.
+        let config = |command: &Path| {
+            format!(
+                "[sms]\ncommand = \"{}\"\ntimeout = \"1s\"\n",
+                command.display()
+            )
+        };
+        let mut env = TestEnv::start_with_config(&format!("sms_{behaviour}"), Limits::default(), &config(&good));
+        let t = settled_now(30, 5);
+        let alice = env.enroll_active("alice", &[], t - 30);
+        env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+        let (_, code) = last_texted(&outbox, 0);
+        env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::write(&env.config, text.replace(&*good.to_string_lossy(), &bad.to_string_lossy())).unwrap();
+        env.restart_daemon();
+
+        let started = Instant::now();
+        let service = env.pam_service("");
+        let mut running = service.start(OsStr::new("alice"), "192.0.2.60", None);
+        running.write(b"sms\n");
+        running.feed(format!("{}\n", alice.code_at(t)).as_bytes());
+        let login = finish(running);
+        println!(
+            "sender that {behaviour}s: login answered in {} ms",
+            started.elapsed().as_millis()
+        );
+        assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+        assert!(
+            login.module_messages().contains("No text message can be sent now"),
+            "{}",
+            login.output
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "the login waited too long");
+        let log = env.log();
+        assert!(
+            log.contains(if behaviour == "fail" {
+                "exited with exit status: 3: provider said no"
+            } else {
+                "did not finish within 1 s and was killed"
+            }),
+            "{log}"
+        );
+    }
+}
