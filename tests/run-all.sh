@@ -31,9 +31,10 @@ phase() {
 # The programs the tests run, by Debian/Ubuntu package.
 # systemd: systemd-analyze, to check the unit the installer writes.
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
-# password hashes.
+# password hashes; chromium, chromium-driver: the enrolment page in a real
+# headless browser.
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
-          openssh-server openssh-client sudo openssl)
+          openssh-server openssh-client sudo openssl chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

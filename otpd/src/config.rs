@@ -310,9 +310,9 @@ impl Config {
     fn validate_web(&self) -> Result<(), String> {
         let web = &self.web;
         if let Some(secs) = web.link_expires {
-            if !(60..=30 * 24 * 3600).contains(&secs) {
+            if !(5..=30 * 24 * 3600).contains(&secs) {
                 return Err(format!(
-                    "[web] link_expires = {secs} s: must be 1 minute to 30 days"
+                    "[web] link_expires = {secs} s: must be 5 seconds to 30 days"
                 ));
             }
         }

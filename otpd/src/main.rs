@@ -132,6 +132,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 config.totp.window,
                 config.rules().limits
             );
+            match (&config.web.listen, &config.web.public_url) {
+                (Some(listen), Some(url)) => println!(
+                    "enrolment pages: {}://{listen}, links {url}/enroll/…",
+                    if config.web.tls_cert.is_some() { "https" } else { "http" }
+                ),
+                (None, Some(url)) => println!(
+                    "enrolment pages: not served here ([web] listen unset), links {url}/enroll/…"
+                ),
+                _ => println!("enrolment pages: off"),
+            }
+            match &config.sms.command {
+                Some(command) => println!(
+                    "text messages: {} (timeout {} s, {} per user per hour)",
+                    command.display(),
+                    config.sms.timeout,
+                    config.sms.max_per_hour
+                ),
+                None => println!("text messages: off"),
+            }
             Ok(())
         }
         Command::Enroll(options) => admin::enroll(

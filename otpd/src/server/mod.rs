@@ -34,7 +34,24 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
     let handler = Arc::new(Handler::new(store.clone(), config.clone()));
     runtime.block_on(async {
+        // The pages first: a port in use or a bad certificate stops the
+        // daemon here, with a message, before it reports ready.
+        let web = match config.web.listen {
+            Some(_) => Some(
+                crate::web::bind(&config.web)
+                    .await
+                    .map_err(|e| ServeError(format!("[web]: {e}")))?,
+            ),
+            None => None,
+        };
         let listener = setup::bind_socket(&config.socket)?;
+        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+        let web_task = web.map(|bound| {
+            let backend = Arc::new(handler::WebBackend::new(handler.clone()));
+            tokio::spawn(bound.serve(backend, async move {
+                let _ = web_stopped.await;
+            }))
+        });
         info!(
             socket = %config.socket.display(),
             state_dir = %config.state_dir.display(),
@@ -43,6 +60,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         listener::run(listener, handler).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = stop_web.send(());
+        if let Some(task) = web_task {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("the enrolment pages stopped with an error: {e}"),
+                Err(e) => tracing::error!("the enrolment pages task failed: {e}"),
+            }
+        }
         Ok::<(), ServeError>(())
     })?;
     let _ = std::fs::remove_file(&config.socket);

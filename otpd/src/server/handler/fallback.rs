@@ -39,10 +39,10 @@ impl Handler {
                  or a reverse proxy to it)",
             ));
         };
-        if !(60..=30 * 24 * 3600).contains(&expires_in) {
+        if !(5..=30 * 24 * 3600).contains(&expires_in) {
             return Err(refuse(
                 ErrorCode::BadRequest,
-                format!("a link may be valid from 1 minute to 30 days, not {expires_in} s"),
+                format!("a link may be valid from 5 seconds to 30 days, not {expires_in} s"),
             ));
         }
         let token = tokens::token_text(&random_bytes::<TOKEN_BYTES>().map_err(internal)?);
