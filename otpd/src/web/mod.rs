@@ -1,1 +1,30 @@
+//! The self-enrolment pages: a one-time link (`otpd enroll USER --link`)
+//! opens a page with the QR code, the secret for manual entry and the
+//! "Enter your OTP" / "Validate" field; a right code shows the success
+//! page with recovery codes and, with `[sms]`, the phone step.
+//!
+//! Only the HTTP side is here: routes, pages, language, headers, TLS. The
+//! decisions (tokens, codes, records, audit lines) are the daemon's,
+//! behind [`backend::EnrolBackend`].
+//!
+//! At start-up the daemon calls [`bind`] (a port in use or a bad
+//! certificate is reported then), spawns [`Bound::serve`] with its
+//! backend and a shutdown future, and awaits it at shutdown. [`serve`]
+//! does both in one call; [`router`] is the bare `axum::Router` for tests.
+//!
+//! - `lang.rs`: Dutch or English by `Accept-Language`, and every text.
+//! - `pages.rs`: the askama templates (`otpd/templates/`), QR code, secret.
+//! - `routes.rs`: which request gets which page, headers, body cap.
+//! - `serve.rs`: the listener, TLS with rustls, graceful shutdown.
+
 pub mod backend;
+mod lang;
+mod pages;
+mod routes;
+mod serve;
+
+pub use routes::{router, MAX_BODY_BYTES};
+pub use serve::{bind, serve, Bound, WebError};
+
+#[cfg(test)]
+mod tests;
