@@ -6,6 +6,7 @@
 //! implementation independent of ours ([`totp`]). Nothing here fakes the
 //! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
 
+pub mod browser;
 pub mod env;
 pub mod pam;
 pub mod process;

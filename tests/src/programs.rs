@@ -31,6 +31,10 @@ pub enum Program {
     SshKeygen,
     /// `sudo`.
     Sudo,
+    /// Debian's `chromium`, the browser of the enrolment-page tests.
+    Chromium,
+    /// Debian's `chromedriver` (package chromium-driver), its WebDriver server.
+    Chromedriver,
 }
 
 impl Program {
@@ -50,6 +54,8 @@ impl Program {
             Program::Ssh => "ssh",
             Program::SshKeygen => "ssh-keygen",
             Program::Sudo => "sudo",
+            Program::Chromium => "chromium",
+            Program::Chromedriver => "chromedriver",
         }
     }
 
