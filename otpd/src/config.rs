@@ -278,7 +278,10 @@ impl Config {
             }
         }
         if sms.timeout == 0 || sms.timeout > 120 {
-            return Err(format!("[sms] timeout = {} s: must be 1 to 120 seconds", sms.timeout));
+            return Err(format!(
+                "[sms] timeout = {} s: must be 1 to 120 seconds",
+                sms.timeout
+            ));
         }
         if sms.max_per_hour == 0 {
             return Err("[sms] max_per_hour must be at least 1".into());

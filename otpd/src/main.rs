@@ -135,7 +135,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             match (&config.web.listen, &config.web.public_url) {
                 (Some(listen), Some(url)) => println!(
                     "enrolment pages: {}://{listen}, links {url}/enroll/…",
-                    if config.web.tls_cert.is_some() { "https" } else { "http" }
+                    if config.web.tls_cert.is_some() {
+                        "https"
+                    } else {
+                        "http"
+                    }
                 ),
                 (None, Some(url)) => println!(
                     "enrolment pages: not served here ([web] listen unset), links {url}/enroll/…"

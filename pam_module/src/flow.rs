@@ -131,9 +131,8 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
         // that the user has no token; without it every user is prompted
         // (only the "sms" hint differs).
         let mut digits = None;
-        let need_status = self.args.nullok
-            || self.args.forward_pass
-            || self.args.first_pass != FirstPass::Use;
+        let need_status =
+            self.args.nullok || self.args.forward_pass || self.args.first_pass != FirstPass::Use;
         if need_status {
             let (status, user_digits, phone) = self.status(&user)?;
             self.phone = phone;
@@ -943,7 +942,10 @@ mod tests {
         let answer = Ok(Response::Done {});
         assert_eq!(run(&pam, &[], vec![answer]).0, PamError::AUTHINFO_UNAVAIL);
         let pam = TestPam::new("123456");
-        let answers = vec![status(EnrolmentStatus::Active), status(EnrolmentStatus::Active)];
+        let answers = vec![
+            status(EnrolmentStatus::Active),
+            status(EnrolmentStatus::Active),
+        ];
         assert_eq!(run(&pam, &[], answers).0, PamError::AUTHINFO_UNAVAIL);
         let pam = TestPam::new("123456");
         let mut daemon = TestDaemon {

@@ -216,9 +216,16 @@ mod tests {
             .unavailable()
             .starts_with("De tokencode kan nu niet"));
         assert_eq!(Lang::Nl.code_prompt_with_sms(), "Tokencode (of typ sms): ");
-        assert_eq!(Lang::En.texted_code_prompt(), "Code from the text message: ");
-        assert!(Lang::Nl.sms_unavailable(Some(61)).contains("over 2 minuten"));
-        assert!(Lang::En.sms_unavailable(None).starts_with("No text message"));
+        assert_eq!(
+            Lang::En.texted_code_prompt(),
+            "Code from the text message: "
+        );
+        assert!(Lang::Nl
+            .sms_unavailable(Some(61))
+            .contains("over 2 minuten"));
+        assert!(Lang::En
+            .sms_unavailable(None)
+            .starts_with("No text message"));
     }
 
     #[test]

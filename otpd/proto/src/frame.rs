@@ -229,7 +229,8 @@ mod tests {
             back,
             Response::Status {
                 status: crate::EnrolmentStatus::Active,
-                digits: Some(6)
+                digits: Some(6),
+                phone: false,
             }
         );
         // Requests stay strict: the daemon refuses what it does not know.

@@ -227,7 +227,13 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
     }
 }
 
-fn print_link(user: &str, url: &str, expires: u64, replaced: bool, json: bool) -> Result<(), CliError> {
+fn print_link(
+    user: &str,
+    url: &str,
+    expires: u64,
+    replaced: bool,
+    json: bool,
+) -> Result<(), CliError> {
     if json {
         let out = serde_json::json!({
             "user": user,

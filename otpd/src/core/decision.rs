@@ -191,7 +191,14 @@ pub fn decide(
                     .iter()
                     .map(|hash| hash.matches(code))
                     .fold((None, 0), |(found, i), hit| {
-                        (if hit && found.is_none() { Some(i) } else { found }, i + 1)
+                        (
+                            if hit && found.is_none() {
+                                Some(i)
+                            } else {
+                                found
+                            },
+                            i + 1,
+                        )
                     })
                     .0;
                 found.map(|i| {
@@ -310,7 +317,15 @@ mod tests {
         // Not at enrolment: "Validate" wants a code from the app.
         let mut pending = r.clone();
         pending.state = EnrolState::Pending;
-        let d = decide(Some(&pending), None, "EFGH-JKLM-NPQR", NOW, Purpose::Confirm, &rules()).unwrap();
+        let d = decide(
+            Some(&pending),
+            None,
+            "EFGH-JKLM-NPQR",
+            NOW,
+            Purpose::Confirm,
+            &rules(),
+        )
+        .unwrap();
         assert_eq!(d.outcome, Outcome::WrongCode);
         assert!(d.record.is_none(), "not even counted: it cannot be a code");
     }
@@ -328,9 +343,15 @@ mod tests {
         assert_eq!(d.outcome, Outcome::AcceptedSms);
         let next = d.record.unwrap();
         assert!(next.fallback.sms.is_none());
-        assert_eq!(login(&next, None, "424242", NOW).outcome, Outcome::WrongCode);
+        assert_eq!(
+            login(&next, None, "424242", NOW).outcome,
+            Outcome::WrongCode
+        );
         // Expired.
-        assert_eq!(login(&r, None, "424242", NOW + 301).outcome, Outcome::WrongCode);
+        assert_eq!(
+            login(&r, None, "424242", NOW + 301).outcome,
+            Outcome::WrongCode
+        );
         // A registration challenge is no login code.
         let mut reg = r.clone();
         reg.fallback.sms.as_mut().unwrap().number = Some("+31612345678".into());
@@ -338,7 +359,10 @@ mod tests {
         // Six digits for an eight-digit token.
         let mut eight = r.clone();
         eight.digits = 8;
-        assert_eq!(login(&eight, None, "424242", NOW).outcome, Outcome::AcceptedSms);
+        assert_eq!(
+            login(&eight, None, "424242", NOW).outcome,
+            Outcome::AcceptedSms
+        );
     }
 
     #[test]
@@ -349,7 +373,15 @@ mod tests {
             token_hash: "ab".into(),
             expires: NOW + 60,
         });
-        let d = decide(Some(&r), None, &code_at(NOW), NOW, Purpose::Confirm, &rules()).unwrap();
+        let d = decide(
+            Some(&r),
+            None,
+            &code_at(NOW),
+            NOW,
+            Purpose::Confirm,
+            &rules(),
+        )
+        .unwrap();
         assert!(matches!(d.outcome, Outcome::Accepted { .. }));
         let next = d.record.unwrap();
         assert_eq!(next.state, EnrolState::Active);

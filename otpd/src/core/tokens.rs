@@ -72,7 +72,10 @@ impl CodeHash {
         let Some(salt) = unhex(&self.salt) else {
             return false;
         };
-        constant_time_eq::constant_time_eq(hex(&salted(&salt, code)).as_bytes(), self.hash.as_bytes())
+        constant_time_eq::constant_time_eq(
+            hex(&salted(&salt, code)).as_bytes(),
+            self.hash.as_bytes(),
+        )
     }
 }
 
@@ -108,9 +111,8 @@ pub fn normalize_recovery(typed: &str) -> Option<String> {
         .filter(|c| *c != '-' && *c != ' ')
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    (canonical.len() == RECOVERY_LEN
-        && canonical.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)))
-    .then_some(canonical)
+    (canonical.len() == RECOVERY_LEN && canonical.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)))
+        .then_some(canonical)
 }
 
 /// A six-digit texted code from random bytes (uniform: rejection is not
@@ -126,7 +128,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -187,10 +189,18 @@ mod tests {
         let code = recovery_code(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 30, 31]);
         assert_eq!(code, "2345-6789-ABYZ");
         // Every symbol of the alphabet is reachable, and only those.
-        let all: String = (0u8..=255).map(|b| RECOVERY_ALPHABET[usize::from(b & 0x1f)] as char).collect();
+        let all: String = (0u8..=255)
+            .map(|b| RECOVERY_ALPHABET[usize::from(b & 0x1f)] as char)
+            .collect();
         assert!(!all.contains(['0', '1', 'I', 'O']));
-        assert_eq!(normalize_recovery(" 2345-6789-abyz "), Some("23456789ABYZ".into()));
-        assert_eq!(normalize_recovery("2345 6789 ABYZ"), Some("23456789ABYZ".into()));
+        assert_eq!(
+            normalize_recovery(" 2345-6789-abyz "),
+            Some("23456789ABYZ".into())
+        );
+        assert_eq!(
+            normalize_recovery("2345 6789 ABYZ"),
+            Some("23456789ABYZ".into())
+        );
         assert_eq!(normalize_recovery("2345-6789-ABY"), None);
         assert_eq!(normalize_recovery("0345-6789-ABYZ"), None);
         assert_eq!(normalize_recovery("123456"), None);
@@ -223,15 +233,24 @@ mod tests {
         let now = 100_000;
         assert_eq!(sms_allowed(&[], now, 3), Ok(()));
         assert_eq!(sms_allowed(&[now - 10, now - 20], now, 3), Ok(()));
-        assert_eq!(sms_allowed(&[now - 10, now - 20, now - 3000], now, 3), Err(600));
+        assert_eq!(
+            sms_allowed(&[now - 10, now - 20, now - 3000], now, 3),
+            Err(600)
+        );
         // Older than an hour no longer counts.
-        assert_eq!(sms_allowed(&[now - 10, now - 20, now - 3600], now, 3), Ok(()));
+        assert_eq!(
+            sms_allowed(&[now - 10, now - 20, now - 3600], now, 3),
+            Ok(())
+        );
     }
 
     #[test]
     fn phone_numbers_are_international() {
         assert_eq!(normalize_phone("+31612345678"), Some("+31612345678".into()));
-        assert_eq!(normalize_phone(" +31 6 1234-5678 "), Some("+31612345678".into()));
+        assert_eq!(
+            normalize_phone(" +31 6 1234-5678 "),
+            Some("+31612345678".into())
+        );
         assert_eq!(normalize_phone("0612345678"), None);
         assert_eq!(normalize_phone("+0612345678"), None);
         assert_eq!(normalize_phone("+3161234567890123"), None);

@@ -58,7 +58,11 @@ pub enum Validation {
 impl std::fmt::Debug for Validation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Validation::Activated { user, recovery_codes, .. } => f
+            Validation::Activated {
+                user,
+                recovery_codes,
+                ..
+            } => f
                 .debug_struct("Activated")
                 .field("user", user)
                 .field("recovery_codes", &recovery_codes.len())

@@ -660,6 +660,45 @@ async fn head_requests_get_the_headers_without_a_body() {
     assert_security_headers(&answer, "HEAD");
 }
 
+/// A backend whose every call panics (a bug on the daemon side).
+struct PanickingBackend;
+
+impl EnrolBackend for PanickingBackend {
+    fn view(&self, _: &str, _: &str) -> Option<PageEnrolment> {
+        panic!("view failed")
+    }
+    fn validate(&self, _: &str, _: &str, _: &str) -> Validation {
+        panic!("validate failed")
+    }
+    fn sms_enabled(&self) -> bool {
+        false
+    }
+    fn phone_send(&self, _: &str, _: &str, _: &str) -> PhoneStep {
+        panic!("phone_send failed")
+    }
+    fn phone_verify(&self, _: &str, _: &str, _: &str) -> PhoneStep {
+        panic!("phone_verify failed")
+    }
+}
+
+#[tokio::test]
+async fn a_failing_backend_gives_the_neutral_text_with_status_500() {
+    let app = router(Arc::new(PanickingBackend));
+    let neutral = send(app.clone(), get("/nowhere", None)).await;
+    let requests = [
+        get(&enrol_path(), None),
+        post(&enrol_path(), "code=123456", None),
+        post("/phone", "session=s&number=%2B31612345678", None),
+        post("/phone/verify", "session=s&code=1", None),
+    ];
+    for request in requests {
+        let answer = send(app.clone(), request).await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer.body, neutral.body);
+        assert_security_headers(&answer, "backend failure");
+    }
+}
+
 mod server {
     use super::*;
     use crate::config::WebConfig;

@@ -102,14 +102,22 @@ impl Handler {
         for _ in 0..count {
             let code = recovery_code(&random_bytes::<RECOVERY_LEN>().map_err(internal)?);
             let canonical = code.replace('-', "");
-            stored.push(CodeHash::new(&canonical, &random_bytes::<16>().map_err(internal)?));
+            stored.push(CodeHash::new(
+                &canonical,
+                &random_bytes::<16>().map_err(internal)?,
+            ));
             shown.push(SecretText::new(code));
         }
         Ok((shown, stored))
     }
 
     /// `otpd recovery-codes USER`: replaces the user's recovery codes.
-    pub(super) fn recovery_codes(&self, caller: &Caller, user: &str, count: Option<u32>) -> Response {
+    pub(super) fn recovery_codes(
+        &self,
+        caller: &Caller,
+        user: &str,
+        count: Option<u32>,
+    ) -> Response {
         let count = count.unwrap_or(self.config.recovery.count);
         if !(1..=100).contains(&count) {
             return refuse(
@@ -150,7 +158,8 @@ impl Handler {
             return Err(TextFailure::NotConfigured);
         };
         let sms = &self.config.sms;
-        let code = texted_code(&random_bytes::<4>().map_err(|e| TextFailure::Response(internal(e)))?);
+        let code =
+            texted_code(&random_bytes::<4>().map_err(|e| TextFailure::Response(internal(e)))?);
         let salt = random_bytes::<16>().map_err(|e| TextFailure::Response(internal(e)))?;
         let now = now();
         let mut limited = None;
@@ -178,7 +187,9 @@ impl Handler {
                     expires: now.saturating_add(sms.code_lifetime),
                     number: number.map(str::to_owned),
                 });
-                next.fallback.sms_sent.retain(|t| now.saturating_sub(*t) < 3600);
+                next.fallback
+                    .sms_sent
+                    .retain(|t| now.saturating_sub(*t) < 3600);
                 next.fallback.sms_sent.push(now);
                 Ok((next, to))
             })
@@ -203,14 +214,22 @@ impl Handler {
         service: &str,
         rhost: &str,
     ) -> Response {
-        let audit = |outcome: &str| audit_verify(caller, user, service, rhost, Purpose::Login, outcome);
+        let audit =
+            |outcome: &str| audit_verify(caller, user, service, rhost, Purpose::Login, outcome);
         let counter = match self.store.source(user, source) {
             Ok(c) => c,
             Err(e) => return internal(e),
         };
         // The same gate as a code: no enrolment, pending or throttled users
         // get nothing sent (an empty code is judged without being counted).
-        let gate = |r: &UserRecord| match decide(Some(r), counter.as_ref(), "", now(), Purpose::Login, &self.rules) {
+        let gate = |r: &UserRecord| match decide(
+            Some(r),
+            counter.as_ref(),
+            "",
+            now(),
+            Purpose::Login,
+            &self.rules,
+        ) {
             Ok(d) => match d.outcome {
                 Outcome::Throttled { retry_after } => Err(Response::Verified {
                     outcome: VerifyOutcome::Throttled {
@@ -265,7 +284,9 @@ impl Handler {
         let Some(number) = normalize_phone(number) else {
             return refuse(
                 ErrorCode::BadRequest,
-                format!("{number:?} is not a phone number in international form, like +31612345678"),
+                format!(
+                    "{number:?} is not a phone number in international form, like +31612345678"
+                ),
             );
         };
         let result = self.text_code(user, Some(&number), |_| Ok(()));
@@ -348,7 +369,11 @@ impl Handler {
             let link = if phone {
                 record.fallback.phone_session.as_ref()
             } else {
-                record.fallback.link.as_ref().filter(|_| record.state == EnrolState::Pending)
+                record
+                    .fallback
+                    .link
+                    .as_ref()
+                    .filter(|_| record.state == EnrolState::Pending)
             };
             let hit = link.is_some_and(|l| {
                 constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), hash.as_bytes())
@@ -529,7 +554,14 @@ impl EnrolBackend for WebBackend {
                 Ok(c) => c,
                 Err(e) => return Some(internal(e)),
             };
-            let decision = match decide(Some(&record), counter.as_ref(), code, now(), Purpose::Confirm, &h.rules) {
+            let decision = match decide(
+                Some(&record),
+                counter.as_ref(),
+                code,
+                now(),
+                Purpose::Confirm,
+                &h.rules,
+            ) {
                 Ok(d) => d,
                 Err(e) => return Some(internal(e)),
             };

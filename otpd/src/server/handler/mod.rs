@@ -281,9 +281,9 @@ impl Handler {
                 other => audit(other.as_str()),
             }
             let outcome = match decision.outcome {
-                Outcome::Accepted { .. } | Outcome::AcceptedRecovery { .. } | Outcome::AcceptedSms => {
-                    VerifyOutcome::Accepted
-                }
+                Outcome::Accepted { .. }
+                | Outcome::AcceptedRecovery { .. }
+                | Outcome::AcceptedSms => VerifyOutcome::Accepted,
                 Outcome::WrongCode => VerifyOutcome::WrongCode,
                 Outcome::Replayed => VerifyOutcome::Replayed,
                 Outcome::Throttled { retry_after } => VerifyOutcome::Throttled {
