@@ -180,8 +180,9 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": Program::Chromium.path(),
                 "args": args,
-                // What sets the Accept-Language header (--lang alone does
-                // not, for the new headless mode).
+                // What sets the Accept-Language header: with chromium 156
+                // headless=new, --lang alone leaves it "en-US,en;q=0.9"
+                // (checked against a page that echoes the header).
                 "prefs": { "intl": { "accept_languages": options.accept_language } },
             },
         });
@@ -528,7 +529,12 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.client.is_some() {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- chromedriver log of {} (tail) ----\n{}---- end of chromedriver log ----",
+                self.name,
+                self.driver_log()
+            );
             // Best effort, without panicking again: what the browser showed.
             let shown = self.runtime.block_on(async {
                 let client = self.client.as_ref()?;
@@ -548,11 +554,6 @@ impl Drop for Browser {
                     self.name
                 );
             }
-            eprintln!(
-                "---- chromedriver log of {} (tail) ----\n{}---- end of chromedriver log ----",
-                self.name,
-                self.driver_log()
-            );
         }
         self.shut_down();
         if std::env::var_os("OTPD_TEST_KEEP").is_none() {

@@ -51,7 +51,10 @@ fn recovery_codes_work_once_at_the_normal_prompt() {
     let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
     let codes = codes_in(&out.stdout);
     assert_eq!(codes.len(), 3, "{out}");
-    assert!(out.stdout.contains("somewhere"), "says to keep them safe: {out}");
+    assert!(
+        out.stdout.contains("somewhere"),
+        "says to keep them safe: {out}"
+    );
     assert_eq!(recovery_left(&env, "alice"), 3);
 
     // Typed in lower case without dashes: still the code.
@@ -59,7 +62,12 @@ fn recovery_codes_work_once_at_the_normal_prompt() {
     let login = env.pam_login("alice", &typed, "192.0.2.40", "");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     let again = env.pam_login("alice", &codes[0], "192.0.2.40", "");
-    assert_eq!(again.outcome, PamOutcome::AuthErr, "used twice: {}", again.output);
+    assert_eq!(
+        again.outcome,
+        PamOutcome::AuthErr,
+        "used twice: {}",
+        again.output
+    );
     assert_eq!(recovery_left(&env, "alice"), 2);
     let log = env.log();
     assert!(
@@ -179,7 +187,10 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     let said = login.module_messages();
     assert!(said.contains("Verification code (or type sms): "), "{said}");
-    assert!(said.contains("A code has been sent to your phone"), "{said}");
+    assert!(
+        said.contains("A code has been sent to your phone"),
+        "{said}"
+    );
     assert!(said.contains("Code from the text message: "), "{said}");
     let again = env.pam_login("alice", &code, "192.0.2.50", "");
     assert_eq!(again.outcome, PamOutcome::AuthErr, "{}", again.output);
@@ -200,7 +211,10 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
         login.output
     );
     assert_eq!(
-        std::fs::read_to_string(&outbox).unwrap().matches("to=").count(),
+        std::fs::read_to_string(&outbox)
+            .unwrap()
+            .matches("to=")
+            .count(),
         3
     );
     assert_eq!(
@@ -234,14 +248,22 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
                 command.display()
             )
         };
-        let mut env = TestEnv::start_with_config(&format!("sms_{behaviour}"), Limits::default(), &config(&good));
+        let mut env = TestEnv::start_with_config(
+            &format!("sms_{behaviour}"),
+            Limits::default(),
+            &config(&good),
+        );
         let t = settled_now(30, 5);
         let alice = env.enroll_active("alice", &[], t - 30);
         env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
         let (_, code) = last_texted(&outbox, 0);
         env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
         let text = std::fs::read_to_string(&env.config).unwrap();
-        std::fs::write(&env.config, text.replace(&*good.to_string_lossy(), &bad.to_string_lossy())).unwrap();
+        std::fs::write(
+            &env.config,
+            text.replace(&*good.to_string_lossy(), &bad.to_string_lossy()),
+        )
+        .unwrap();
         env.restart_daemon();
 
         let started = Instant::now();
@@ -256,11 +278,16 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
         );
         assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
         assert!(
-            login.module_messages().contains("No text message can be sent now"),
+            login
+                .module_messages()
+                .contains("No text message can be sent now"),
             "{}",
             login.output
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "the login waited too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the login waited too long"
+        );
         let log = env.log();
         assert!(
             log.contains(if behaviour == "fail" {

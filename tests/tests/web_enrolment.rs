@@ -1,0 +1,657 @@
+//! Self-enrolment as the seeds describe it, in a real browser: the admin's
+//! `otpd enroll USER --link` prints a one-time URL; headless Chromium opens
+//! it, the QR code is read off a screenshot of the page by `zbarimg`, the
+//! code is computed by `oathtool`, typed, "Validate" pressed; the success
+//! page shows the recovery codes; the link is dead afterwards; a login
+//! through the real libpam then takes the next code, and a recovery code
+//! once. Also the Dutch page, and the one neutral page for used, expired,
+//! removed and guessed links.
+//!
+//! The first test checks the harness itself (chromedriver, fantoccini,
+//! screenshots, zbarimg, Accept-Language) against a page served by the test.
+
+use otpd_tests::browser::{free_port, Browser, BrowserOptions};
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const BROWSER: &[Program] = &[
+    Program::Chromium,
+    Program::Chromedriver,
+    Program::Zbarimg,
+    Program::Oathtool,
+];
+const BROWSER_AND_PAM: &[Program] = &[
+    Program::Chromium,
+    Program::Chromedriver,
+    Program::Zbarimg,
+    Program::Oathtool,
+    Program::Pamtester,
+    Program::PamWrapper,
+];
+
+/// The issuer `TestEnv` configures.
+const ISSUER: &str = "otpd-test";
+
+// ---------------------------------------------------------------------------
+// The harness on a page of our own.
+
+/// A page served by a thread of the test on 127.0.0.1: `GET` answers with
+/// `page` (where `{accept_language}` becomes the request's header), `POST`
+/// with a page that shows the posted body in `#posted`. Only for checking
+/// the browser harness; the product's pages are served by otpd.
+struct StaticSite {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StaticSite {
+    fn serve(page: String) -> StaticSite {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = answer(stream, &page);
+                }
+            }
+        });
+        StaticSite {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for StaticSite {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, page: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let length: usize = header("content-length").parse().unwrap_or(0);
+    while request.len() < head_end + length {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let (status, body) = if head.starts_with("GET / ") {
+        (
+            "200 OK",
+            page.replace("{accept_language}", &escape(&header("accept-language"))),
+        )
+    } else if head.starts_with("POST /validate ") {
+        let posted = String::from_utf8_lossy(&request[head_end..]).into_owned();
+        (
+            "200 OK",
+            format!(
+                "<!doctype html><html lang=\"en\"><body><main id=\"success\">\
+                 <p id=\"posted\">{}</p></main></body></html>",
+                escape(&posted)
+            ),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "<!doctype html><html><body><main id=\"invalid\">no</main></body></html>".into(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[test]
+fn the_browser_harness_reads_a_qr_code_types_clicks_and_sends_accept_language() {
+    if !require("the_browser_harness_works", BROWSER) {
+        return;
+    }
+    let started = Instant::now();
+    // A real QR code of ours: the SVG that `otpd enroll --qr-svg` writes.
+    let env = TestEnv::start("browser_harness");
+    let svg_path = env.dir.join("alice.svg");
+    let out = env.otpd_expect(
+        &[
+            "enroll".as_ref(),
+            "alice".as_ref(),
+            "--qr-svg".as_ref(),
+            svg_path.as_os_str(),
+        ],
+        0,
+    );
+    let uri = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("otpauth://"))
+        .unwrap_or_else(|| panic!("no otpauth:// line: {out}"))
+        .trim_end()
+        .to_owned();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let svg = svg[svg.find("<svg").expect("an <svg> element")..].to_owned();
+    let site = StaticSite::serve(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>t</title></head>\
+         <body><main id=\"enrol\"><div id=\"qr\">{svg}</div>\
+         <pre id=\"accept-language\">{{accept_language}}</pre>\
+         <form id=\"validate-form\" method=\"post\" action=\"/validate\">\
+         <label for=\"code\">Enter your OTP</label>\
+         <input id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\">\
+         <button id=\"validate\" type=\"submit\">Validate</button></form></main></body></html>"
+    ));
+
+    let browser = Browser::start("browser_harness");
+    browser.open(&site.url("/"));
+    assert_eq!(browser.http_status(), 200);
+    assert_eq!(browser.html_lang().as_deref(), Some("en"));
+    assert_eq!(browser.text("validate"), "Validate");
+    let sent = browser.text("accept-language");
+    assert!(sent.starts_with("en"), "Accept-Language: {sent:?}");
+    let decoded = browser.read_qr_code("qr");
+    assert_eq!(decoded, uri, "the QR code read off the screenshot");
+    Enrolment::from_uri(&decoded).expect("an otpauth URI");
+
+    browser.fill("code", "123456");
+    browser.submit("validate");
+    assert_eq!(browser.text("posted"), "code=123456");
+    assert!(browser.has("success") && !browser.has("enrol"));
+
+    browser.open(&site.url("/nothing-here"));
+    assert_eq!(browser.http_status(), 404, "the status of a 404 page");
+    assert!(browser.has("invalid"));
+    browser.print_figures();
+    drop(browser);
+
+    let dutch = Browser::start_with(
+        "browser_harness_nl",
+        &BrowserOptions {
+            accept_language: "nl".into(),
+            ..BrowserOptions::default()
+        },
+    );
+    dutch.open(&site.url("/"));
+    let sent = dutch.text("accept-language");
+    assert!(
+        sent == "nl" || sent.starts_with("nl,") || sent.starts_with("nl;"),
+        "Accept-Language of the Dutch browser: {sent:?}"
+    );
+    dutch.print_figures();
+    println!(
+        "browser harness checked in {} ms in all",
+        started.elapsed().as_millis()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The product's pages.
+
+/// A daemon with `[web]` on a free loopback port; returns it with the
+/// public URL once the pages' port accepts connections.
+fn web_env(name: &str) -> (TestEnv, String) {
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let env = TestEnv::start_with_config(
+        name,
+        Limits::default(),
+        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{public_url}\"\n"),
+    );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "otpd serves no pages on 127.0.0.1:{port} with [web] configured:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "[{name}] pages served on {public_url} {} ms after the socket",
+        started.elapsed().as_millis()
+    );
+    (env, public_url)
+}
+
+/// `otpd enroll USER --link EXTRA…`: must succeed and print
+/// `{public_url}/enroll/{token}`; returns that URL.
+fn enroll_link(env: &TestEnv, public_url: &str, user: &str, extra: &[&str]) -> String {
+    let mut args = vec!["enroll", user, "--link"];
+    args.extend_from_slice(extra);
+    let out = env.otpd_expect(&args, 0);
+    let url = find_link(&out.stdout)
+        .unwrap_or_else(|| panic!("otpd enroll --link printed no http://…/enroll/… URL:\n{out}"));
+    let prefix = format!("{public_url}/enroll/");
+    let token = url
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("the link {url} does not start with {prefix}"));
+    assert!(
+        token.len() >= 22
+            && token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "a token of at least 128 bits, URL-safe: {token:?}"
+    );
+    url
+}
+
+/// The first `http://…/enroll/…` in `text`, without trailing punctuation.
+fn find_link(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .filter_map(|word| word.find("http://").map(|at| &word[at..]))
+        .map(|url| url.trim_end_matches(['.', ',', ';', ':', ')', '>', '"', '\'']))
+        .find(|url| url.contains("/enroll/"))
+        .map(str::to_owned)
+}
+
+/// The token of a link.
+fn token_of(url: &str) -> &str {
+    url.rsplit_once("/enroll/").expect("an enrolment link").1
+}
+
+/// A token of the same length and alphabet as `token` that no enrolment
+/// has: each character moved to another one of its alphabet (lowercase hex
+/// when the token is hex, else digits, lower- or uppercase letters) by a
+/// pseudo-random amount: a guess that passes any format check and must
+/// reach the lookup.
+fn guessed_token(token: &str) -> String {
+    const HEX: &[u8] = b"0123456789abcdef";
+    let hex = token.bytes().all(|b| HEX.contains(&b));
+    let mut seed = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    ) | 1;
+    token
+        .chars()
+        .map(|c| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let shift = 1 + (seed % 9) as usize;
+            let alphabet: &[u8] = match c {
+                _ if hex => HEX,
+                '0'..='9' => b"0123456789",
+                'a'..='z' => b"abcdefghijklmnopqrstuvwxyz",
+                'A'..='Z' => b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                other => return other,
+            };
+            let at = alphabet
+                .iter()
+                .position(|&b| char::from(b) == c)
+                .expect("c is in its alphabet");
+            char::from(alphabet[(at + shift) % alphabet.len()])
+        })
+        .collect()
+}
+
+/// The page's source without `nonce="…"` attributes (a per-response CSP
+/// nonce is allowed to differ between two neutral pages; nothing else is).
+fn normalised_source(browser: &Browser) -> String {
+    let source = browser.source();
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source.as_str();
+    while let Some(at) = rest.find(" nonce=\"") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " nonce=\"".len()..];
+        rest = after.find('"').map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Asserts that the browser shows the neutral page: `<main id="invalid">`,
+/// status 404, no enrolment form, nothing about `user`. Returns its source.
+fn assert_neutral(browser: &Browser, what: &str, user: &str) -> String {
+    assert!(
+        browser.has("invalid"),
+        "{what}: not the neutral page (no <main id=\"invalid\">):\n{}",
+        browser.source()
+    );
+    assert_eq!(
+        browser.http_status(),
+        404,
+        "{what}: the neutral page's status"
+    );
+    for id in ["enrol", "qr", "secret", "validate-form", "success"] {
+        assert!(!browser.has(id), "{what}: the neutral page has #{id}");
+    }
+    let source = normalised_source(browser);
+    assert!(
+        !source.contains(user),
+        "{what}: the neutral page names the user {user}:\n{source}"
+    );
+    source
+}
+
+#[test]
+fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
+    if !require("self_enrolment_in_a_browser", BROWSER_AND_PAM) {
+        return;
+    }
+    let started = Instant::now();
+    let (env, public_url) = web_env("web_flow");
+    let url = enroll_link(&env, &public_url, "alice", &[]);
+    let token = token_of(&url).to_owned();
+    assert_eq!(
+        env.list_entry("alice").expect("alice is listed")["state"],
+        "pending",
+        "a link leaves the enrolment pending"
+    );
+
+    let browser = Browser::start("web_flow");
+    browser.open(&url);
+    assert!(browser.has("enrol"), "no <main id=\"enrol\">");
+    assert_eq!(browser.http_status(), 200);
+    assert_eq!(browser.html_lang().as_deref(), Some("en"));
+    assert_eq!(browser.text("validate"), "Validate");
+    let form = browser.text("validate-form");
+    assert!(
+        form.contains("Enter your OTP"),
+        "the field's label: {form:?}"
+    );
+    assert_eq!(
+        browser.all("#qr svg").len(),
+        1,
+        "the QR code is one inline <svg> in #qr"
+    );
+
+    browser.screenshot("enrol-page");
+    // What the phone's camera would see.
+    let uri = browser.read_qr_code("qr");
+    let enrolment = Enrolment::from_uri(&uri).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(enrolment.user, "alice", "{uri}");
+    assert_eq!(enrolment.issuer, ISSUER, "{uri}");
+    assert!(browser.text("issuer").contains(ISSUER));
+    assert!(browser.text("account").contains("alice"));
+    // For typing by hand: the same secret, in groups of four.
+    let shown = browser.text("secret");
+    let groups: Vec<&str> = shown.split_whitespace().collect();
+    assert!(
+        groups.len() > 1
+            && groups[..groups.len() - 1].iter().all(|g| g.len() == 4)
+            && groups.last().is_some_and(|g| (1..=4).contains(&g.len())),
+        "the secret in groups of four: {shown:?}"
+    );
+    assert_eq!(groups.concat(), enrolment.secret, "#secret and the QR code");
+
+    // A wrong code: the same page, with a message, still pending.
+    let t = settled_now(enrolment.period, 20);
+    browser.fill("code", &enrolment.wrong_code(t));
+    browser.submit("validate");
+    assert!(browser.has("error"), "a wrong code gives no p#error");
+    assert!(
+        !browser.text("error").trim().is_empty(),
+        "#error says nothing"
+    );
+    browser.screenshot("wrong-code");
+    assert!(browser.has("enrol") && browser.has("validate-form"));
+    assert!(!browser.has("success"));
+    assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
+
+    // The right code, computed by oathtool from what the QR code says.
+    let t = settled_now(enrolment.period, 15);
+    browser.fill("code", &enrolment.code_at(t));
+    browser.submit("validate");
+    assert!(
+        browser.has("success"),
+        "the right code gives no success page"
+    );
+    browser.screenshot("success");
+    assert!(!browser.has("error"));
+    let codes = browser.texts("#recovery-codes li");
+    assert_eq!(codes.len(), 10, "ten recovery codes: {codes:?}");
+    for code in &codes {
+        let parts: Vec<&str> = code.trim().split('-').collect();
+        assert!(
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| p.len() == 4 && p.chars().all(|c| c.is_ascii_alphanumeric())),
+            "a recovery code like XXXX-XXXX-XXXX: {code:?}"
+        );
+    }
+    let mut distinct = codes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), codes.len(), "recovery codes repeat");
+    assert!(
+        !browser.source().contains(&enrolment.secret),
+        "the success page shows the secret"
+    );
+    assert_eq!(env.list_entry("alice").unwrap()["state"], "active");
+
+    // The link is dead.
+    browser.open(&url);
+    assert_neutral(&browser, "the used link", "alice");
+    browser.screenshot("used-link");
+
+    // A login through the real libpam with the next code, then with a
+    // recovery code, which works once.
+    let login = env.pam_login(
+        "alice",
+        &enrolment.code_at(t + enrolment.period),
+        "192.0.2.20",
+        "",
+    );
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let recovery = codes[0].trim();
+    let login = env.pam_login("alice", recovery, "192.0.2.21", "");
+    assert_eq!(
+        login.outcome,
+        PamOutcome::Success,
+        "a recovery code at the prompt: {}",
+        login.output
+    );
+    let login = env.pam_login("alice", recovery, "192.0.2.21", "");
+    assert_eq!(
+        login.outcome,
+        PamOutcome::AuthErr,
+        "the same recovery code twice: {}",
+        login.output
+    );
+
+    env.assert_log_free_of(&enrolment.secret);
+    env.assert_log_free_of(&token);
+    for code in &codes {
+        env.assert_log_free_of(code.trim());
+    }
+    browser.print_figures();
+    println!(
+        "self-enrolment from link to login in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_dutch_browser_gets_the_dutch_page() {
+    if !require("a_dutch_browser_gets_the_dutch_page", BROWSER) {
+        return;
+    }
+    let started = Instant::now();
+    let (env, public_url) = web_env("web_dutch");
+    let url = enroll_link(&env, &public_url, "bob", &[]);
+    let browser = Browser::start_with(
+        "web_dutch",
+        &BrowserOptions {
+            accept_language: "nl-NL,nl;q=0.9".into(),
+            ..BrowserOptions::default()
+        },
+    );
+    browser.open(&url);
+    assert!(browser.has("enrol"), "no <main id=\"enrol\">");
+    assert_eq!(browser.html_lang().as_deref(), Some("nl"));
+    assert_eq!(browser.text("validate"), "Valideren");
+    browser.screenshot("dutch-page");
+    let form = browser.text("validate-form");
+    assert!(
+        form.contains("Voer de tokencode in"),
+        "the field's Dutch label: {form:?}"
+    );
+    let text = browser.page_text();
+    for english in ["Enter your OTP", "Validate"] {
+        assert!(
+            !text.contains(english),
+            "English {english:?} on the Dutch page:\n{text}"
+        );
+    }
+    // Still the same enrolment: the QR code reads as bob's.
+    let enrolment = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap();
+    assert_eq!(enrolment.user, "bob");
+
+    // A wrong code: the message is Dutch too (the page stays Dutch).
+    let t = settled_now(enrolment.period, 5);
+    browser.fill("code", &enrolment.wrong_code(t));
+    browser.submit("validate");
+    assert!(browser.has("error"));
+    assert_eq!(browser.html_lang().as_deref(), Some("nl"));
+    assert_eq!(browser.text("validate"), "Valideren");
+    browser.print_figures();
+    println!("Dutch page checked in {} ms", started.elapsed().as_millis());
+}
+
+#[test]
+fn expired_removed_and_guessed_links_get_one_neutral_page() {
+    if !require("expired_removed_and_guessed_links", BROWSER) {
+        return;
+    }
+    let started = Instant::now();
+    let (env, public_url) = web_env("web_neutral");
+    // The shortest lifetime a link may have is one minute.
+    let expiring = enroll_link(&env, &public_url, "carol", &["--expires", "15s"]);
+    let expires_at = Instant::now() + Duration::from_secs(15);
+    let removed = enroll_link(&env, &public_url, "dave", &[]);
+    let kept = enroll_link(&env, &public_url, "erin", &[]);
+
+    let browser = Browser::start("web_neutral");
+    // Both links work before anything happens to them.
+    for url in [&expiring, &removed] {
+        browser.open(url);
+        assert!(browser.has("enrol"), "a fresh link shows no enrolment page");
+    }
+
+    env.otpd_expect(&["remove", "dave"], 0);
+    browser.open(&removed);
+    let neutral = assert_neutral(&browser, "the link of a removed user", "dave");
+
+    let guessed = format!("{public_url}/enroll/{}", guessed_token(token_of(&kept)));
+    assert_ne!(guessed, kept);
+    browser.open(&guessed);
+    let page = assert_neutral(&browser, "a guessed token", "erin");
+    assert_eq!(
+        page, neutral,
+        "the neutral pages differ (guessed vs removed)"
+    );
+
+    for path in [
+        "/enroll/",
+        "/enroll/x",
+        "/enroll/%00",
+        "/enroll/..%2f..%2fetc%2fpasswd",
+    ] {
+        browser.open(&format!("{public_url}{path}"));
+        if browser.has("invalid") {
+            let page = assert_neutral(&browser, path, "erin");
+            assert_eq!(page, neutral, "the neutral page of {path} differs");
+        }
+        assert!(!browser.has("enrol"), "{path} shows an enrolment");
+    }
+
+    // The guesses did not hurt the real link next to them.
+    browser.open(&kept);
+    assert!(browser.has("enrol"), "erin's link died of the guesses");
+
+    let wait = expires_at.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+    println!("waiting {} s for carol's link to expire", wait.as_secs());
+    std::thread::sleep(wait);
+    browser.open(&expiring);
+    let page = assert_neutral(&browser, "an expired link", "carol");
+    assert_eq!(
+        page, neutral,
+        "the neutral pages differ (expired vs removed)"
+    );
+
+    browser.print_figures();
+    println!(
+        "neutral pages checked in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn links_are_found_in_the_cli_output() {
+    assert_eq!(
+        find_link("Send this link to alice (valid 24 h):\n  http://127.0.0.1:1/enroll/AbC_d-9.\n"),
+        Some("http://127.0.0.1:1/enroll/AbC_d-9".into())
+    );
+    assert_eq!(
+        find_link("see <http://h/enroll/t>"),
+        Some("http://h/enroll/t".into())
+    );
+    assert_eq!(find_link("http://h/other"), None);
+    let hex = "0123456789abcdef0f";
+    let guess = guessed_token(hex);
+    assert_eq!(guess.len(), hex.len());
+    assert!(guess
+        .chars()
+        .zip(hex.chars())
+        .all(|(g, t)| g != t && g.is_ascii_hexdigit() && !g.is_ascii_uppercase()));
+    let token = "abcXYZ019-_";
+    let guess = guessed_token(token);
+    assert_eq!(guess.len(), token.len());
+    assert!(guess
+        .chars()
+        .zip(token.chars())
+        .all(|(g, t)| g != t || t == '-' || t == '_'));
+}
