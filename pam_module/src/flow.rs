@@ -231,17 +231,22 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                 let prompt = match outcome {
                     VerifyOutcome::SmsUnavailable { retry_after_secs } => {
                         self.tell(&self.lang.sms_unavailable(retry_after_secs));
-                        self.lang.code_prompt()
+                        self.prompt(self.lang.code_prompt())
                     }
                     _ => {
                         self.tell_info(self.lang.sms_sent());
-                        self.lang.texted_code_prompt()
+                        self.lang.texted_code_prompt().to_owned()
                     }
                 };
-                let answer = self.ask(prompt)?;
+                let answer = self.ask(&prompt)?;
                 let Ok(code) = std::str::from_utf8(&answer) else {
                     return Ok(PamError::AUTH_ERR);
                 };
+                // One text per login: "sms" again is not sent to the daemon.
+                if code.trim().eq_ignore_ascii_case("sms") {
+                    self.debug("sms typed twice in one login; refused");
+                    return Ok(PamError::AUTH_ERR);
+                }
                 match self.verify(&user, SecretText::from(code), &service, &rhost)? {
                     // One text per login at most.
                     VerifyOutcome::SmsSent | VerifyOutcome::SmsUnavailable { .. } => {
@@ -851,8 +856,7 @@ mod tests {
                 verified(VerifyOutcome::SmsUnavailable {
                     retry_after_secs: Some(600),
                 }),
-                // "sms" again: one text per login, refused.
-                verified(VerifyOutcome::SmsSent),
+                // "sms" again: refused by the module, not sent.
             ],
         );
         assert_eq!(result, PamError::AUTH_ERR);

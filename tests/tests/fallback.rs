@@ -110,6 +110,10 @@ fn sender(env: &TestEnv, behaviour: &str) -> (PathBuf, PathBuf) {
             outbox.display()
         ),
         "fail" => "#!/bin/sh\necho 'provider said no' >&2\nexit 3\n".to_owned(),
+        // Fails, but leaves a child holding its stderr open.
+        "fail-leaving-a-child" => {
+            "#!/bin/sh\nsleep 30 &\necho 'provider said no' >&2\nexit 3\n".to_owned()
+        }
         _ => "#!/bin/sh\nexec sleep 30\n".to_owned(),
     };
     std::fs::write(&script, body).unwrap();
@@ -180,10 +184,47 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
     env.otpd_expect(&["phone", "alice", "--confirm", wrong], 1);
     assert_eq!(env.list_entry("alice").unwrap()["phone"], false);
     env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+
+    // The texted code cannot be guessed: five wrong tries end it.
+    env.otpd_expect(&["phone", "bob-has-no-token", "+31612345678"], 1);
+    let bob = env.enroll_active("bob", &[], t - 30);
+    env.otpd_expect(&["phone", "bob", "+31687654321"], 0);
+    let (_, bob_code) = last_texted(&outbox, 1);
+    let bob_wrong = if bob_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        env.otpd_expect(&["phone", "bob", "--confirm", bob_wrong], 1);
+    }
+    env.otpd_expect(&["phone", "bob", "--confirm", &bob_code], 1);
+    assert_eq!(env.list_entry("bob").unwrap()["phone"], false);
+    drop(bob);
+    // Typing "sms" answers the same for a user without a phone, a user
+    // without a token, and nobody at all: no text, the same message.
+    for user in ["bob", "nobody-at-all"] {
+        let service = env.pam_service("lang=en");
+        let mut running = service.start(OsStr::new(user), "192.0.2.59", None);
+        running.write(b"sms\n");
+        running.feed(b"123456\n");
+        let login = finish(running);
+        assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
+        let said = login.module_messages();
+        assert!(
+            said.contains("Verification code (or type sms): "),
+            "{user}: {said}"
+        );
+        assert!(
+            said.contains("No text message can be sent now"),
+            "{user}: {said}"
+        );
+    }
+    let texts_before_logins = 2;
     assert_eq!(env.list_entry("alice").unwrap()["phone"], true);
 
     // The prompt offers sms; "sms" texts a code; that code logs in, once.
-    let (login, code) = sms_login(&env, &outbox, 1, "192.0.2.50");
+    let (login, code) = sms_login(&env, &outbox, texts_before_logins, "192.0.2.50");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     let said = login.module_messages();
     assert!(said.contains("Verification code (or type sms): "), "{said}");
@@ -197,7 +238,7 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
 
     // Third text this hour (registration was the first): allowed; the
     // fourth is refused with a message, and the app's code still works.
-    let (login, _) = sms_login(&env, &outbox, 2, "192.0.2.51");
+    let (login, _) = sms_login(&env, &outbox, texts_before_logins + 1, "192.0.2.51");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     let service = env.pam_service("lang=nl");
     let mut running = service.start(OsStr::new("alice"), "192.0.2.52", None);
@@ -215,7 +256,7 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
             .unwrap()
             .matches("to=")
             .count(),
-        3
+        texts_before_logins + 2
     );
     assert_eq!(
         verify_outcomes(&env, "alice"),
@@ -237,7 +278,7 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
     if !require("sms sender failures", PAM) {
         return;
     }
-    for behaviour in ["fail", "hang"] {
+    for behaviour in ["fail", "fail-leaving-a-child", "hang"] {
         let probe = TestEnv::without_daemon("sms_probe", &Limits::default());
         let (good, outbox) = sender(&probe, "ok");
         let (bad, _) = sender(&probe, behaviour);
@@ -290,10 +331,10 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
         );
         let log = env.log();
         assert!(
-            log.contains(if behaviour == "fail" {
-                "exited with exit status: 3: provider said no"
-            } else {
+            log.contains(if behaviour == "hang" {
                 "did not finish within 1 s and was killed"
+            } else {
+                "exited with exit status: 3: provider said no"
             }),
             "{log}"
         );

@@ -159,7 +159,8 @@ pub enum Response {
         /// module's `forward_pass` splits them off the end of the answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         digits: Option<u8>,
-        /// A phone is registered: the prompt may offer `sms`.
+        /// Texts are configured on this daemon: the prompt may offer
+        /// `sms` (the same for every user, whether or not they have a phone).
         #[serde(default, skip_serializing_if = "is_false")]
         phone: bool,
     },

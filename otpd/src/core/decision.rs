@@ -148,12 +148,12 @@ pub fn decide(
     // so it need not be counted.
     let login = purpose == Purpose::Login;
     let totp = code::normalize(typed_code, record.digits);
-    let sms = record
-        .fallback
-        .sms
-        .as_ref()
-        .filter(|c| login && c.number.is_none() && now <= c.expires);
-    let sms_code = sms.and_then(|_| code::normalize(typed_code, 6));
+    let sms_open = login && record.fallback.sms.iter().any(|c| now <= c.expires);
+    let sms_code = if sms_open {
+        code::normalize(typed_code, 6)
+    } else {
+        None
+    };
     let recovery = if login {
         normalize_recovery(typed_code)
     } else {
@@ -177,9 +177,16 @@ pub fn decide(
         }
         CodeMatch::Used => None,
         CodeMatch::NoMatch => {
-            if let (Some(challenge), Some(code)) = (sms, &sms_code) {
-                challenge.code.matches(code).then(|| {
-                    next.fallback.sms = None;
+            if let Some(code) = &sms_code {
+                // Every outstanding code is compared, in constant time.
+                let hits: Vec<bool> = record
+                    .fallback
+                    .sms
+                    .iter()
+                    .map(|c| now <= c.expires && c.code.matches(code))
+                    .collect();
+                hits.contains(&true).then(|| {
+                    next.fallback.sms.clear();
                     Outcome::AcceptedSms
                 })
             } else if let Some(code) = &recovery {
@@ -334,27 +341,37 @@ mod tests {
     fn a_texted_code_works_once_before_it_expires() {
         use crate::core::record::SmsChallenge;
         let mut r = active();
-        r.fallback.sms = Some(SmsChallenge {
-            code: crate::core::tokens::CodeHash::new("424242", &[3; 16]),
-            expires: NOW + 300,
+        let challenge = |code: &str, expires: u64| SmsChallenge {
+            code: crate::core::tokens::CodeHash::new(code, &[3; 16]),
+            expires,
             number: None,
-        });
+            tries: 0,
+        };
+        // The user's code and a newer one someone else asked for.
+        r.fallback.sms = vec![
+            challenge("424242", NOW + 300),
+            challenge("515151", NOW + 300),
+        ];
         let d = login(&r, None, "424242", NOW);
         assert_eq!(d.outcome, Outcome::AcceptedSms);
         let next = d.record.unwrap();
-        assert!(next.fallback.sms.is_none());
+        assert!(next.fallback.sms.is_empty(), "a success spends them all");
         assert_eq!(
             login(&next, None, "424242", NOW).outcome,
             Outcome::WrongCode
         );
+        assert_eq!(login(&r, None, "515151", NOW).outcome, Outcome::AcceptedSms);
         // Expired.
         assert_eq!(
             login(&r, None, "424242", NOW + 301).outcome,
             Outcome::WrongCode
         );
         // A registration challenge is no login code.
-        let mut reg = r.clone();
-        reg.fallback.sms.as_mut().unwrap().number = Some("+31612345678".into());
+        let mut reg = active();
+        reg.fallback.sms_register = Some(SmsChallenge {
+            number: Some("+31612345678".into()),
+            ..challenge("424242", NOW + 300)
+        });
         assert_eq!(login(&reg, None, "424242", NOW).outcome, Outcome::WrongCode);
         // Six digits for an eight-digit token.
         let mut eight = r.clone();

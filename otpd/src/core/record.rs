@@ -93,6 +93,10 @@ pub struct SmsChallenge {
     /// `Some`: registering this number (`otpd phone`, the page's phone
     /// step); `None`: a code for a login.
     pub number: Option<String>,
+    /// Wrong codes typed against this challenge (registration only; login
+    /// codes are counted by the rate limits).
+    #[serde(default)]
+    pub tries: u32,
 }
 
 /// Everything besides the TOTP key that can let the user in or enrol.
@@ -107,8 +111,12 @@ pub struct Fallback {
     pub recovery: Vec<CodeHash>,
     /// The registered phone number (E.164).
     pub phone: Option<String>,
-    /// The outstanding texted code.
-    pub sms: Option<SmsChallenge>,
+    /// Outstanding texted login codes (the newest few, each valid once),
+    /// so that a text someone else asks for does not spoil the one the
+    /// user is typing.
+    pub sms: Vec<SmsChallenge>,
+    /// The outstanding phone registration (its own slot, for the same reason).
+    pub sms_register: Option<SmsChallenge>,
     /// When texts were sent (the last hour's), for the limit.
     pub sms_sent: Vec<u64>,
 }

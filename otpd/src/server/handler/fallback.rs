@@ -25,6 +25,25 @@ use tracing::{error, info, warn};
 
 /// How long the page's phone step stays open after a self-enrolment.
 const PHONE_SESSION_SECS: u64 = 15 * 60;
+/// Texted login codes kept open at once (the newest).
+const MAX_OPEN_TEXTS: usize = 3;
+/// Wrong codes against one phone registration before it is discarded.
+const MAX_REGISTER_TRIES: u32 = 5;
+/// Bytes of the sender's stderr kept for the log line.
+const SENDER_STDERR_MAX: u64 = 4096;
+
+/// Whether `token` is the one of `link` and the link has not expired;
+/// constant-time in the hash.
+fn link_valid(link: Option<&Link>, token: &str, now: u64) -> bool {
+    link.is_some_and(|l| {
+        token_shape_ok(token)
+            && constant_time_eq::constant_time_eq(
+                l.token_hash.as_bytes(),
+                token_hash(token).as_bytes(),
+            )
+            && now <= l.expires
+    })
+}
 
 /// What a change of one record gives back besides the new record.
 type Updated<T> = Result<(UserRecord, T), Response>;
@@ -182,11 +201,21 @@ impl Handler {
                     return Err(Response::Done {});
                 }
                 let mut next = r.clone();
-                next.fallback.sms = Some(SmsChallenge {
+                let challenge = SmsChallenge {
                     code: CodeHash::new(&code, &salt),
                     expires: now.saturating_add(sms.code_lifetime),
                     number: number.map(str::to_owned),
-                });
+                    tries: 0,
+                };
+                if number.is_some() {
+                    next.fallback.sms_register = Some(challenge);
+                } else {
+                    // Keep the newest few unexpired login codes.
+                    next.fallback.sms.retain(|c| now <= c.expires);
+                    next.fallback.sms.push(challenge);
+                    let excess = next.fallback.sms.len().saturating_sub(MAX_OPEN_TEXTS);
+                    next.fallback.sms.drain(..excess);
+                }
                 next.fallback
                     .sms_sent
                     .retain(|t| now.saturating_sub(*t) < 3600);
@@ -200,7 +229,9 @@ impl Handler {
             })?;
         let message = sms.message.replace("{code}", &code);
         send_text(&command, &to, &message, Duration::from_secs(sms.timeout)).map_err(|reason| {
-            error!(user = ?user, "the text message could not be sent: {reason}");
+            // The sender's own words may echo its input: never the code.
+            let reason = reason.replace(&code, "<code>");
+            error!(user = ?user, reason = ?reason, "the text message could not be sent");
             TextFailure::SendFailed
         })
     }
@@ -248,19 +279,29 @@ impl Handler {
                 audit("sms_sent");
                 VerifyOutcome::SmsSent
             }
+            // Not enrolled, pending, or no phone: one answer for all, so
+            // that typing "sms" tells a stranger nothing about the user
+            // (the audit line keeps the reason).
             Err(TextFailure::Response(Response::Error {
                 code: ErrorCode::NotFound,
                 ..
             })) => {
-                audit("not_enrolled");
-                VerifyOutcome::NotEnrolled
+                audit("sms_not_enrolled");
+                VerifyOutcome::SmsUnavailable {
+                    retry_after_secs: None,
+                }
             }
-            Err(TextFailure::Response(Response::Verified { outcome })) => {
-                audit(match outcome {
-                    VerifyOutcome::Throttled { .. } => "throttled",
-                    _ => "pending",
-                });
+            Err(TextFailure::Response(Response::Verified {
+                outcome: outcome @ VerifyOutcome::Throttled { .. },
+            })) => {
+                audit("throttled");
                 outcome
+            }
+            Err(TextFailure::Response(Response::Verified { .. })) => {
+                audit("sms_pending");
+                VerifyOutcome::SmsUnavailable {
+                    retry_after_secs: None,
+                }
             }
             Err(TextFailure::Response(other)) => return other,
             Err(TextFailure::Limited(wait)) => {
@@ -302,7 +343,7 @@ impl Handler {
 
     /// `otpd phone USER --confirm CODE`: registers the number the code was texted to.
     pub(super) fn phone_confirm(&self, caller: &Caller, user: &str, code: &SecretText) -> Response {
-        let result = self.register_phone(user, code.expose());
+        let result = self.register_phone(user, code.expose(), None);
         info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "phone_confirm", outcome = match &result {
             Ok(true) => "registered",
             Ok(false) => "wrong_code",
@@ -321,26 +362,45 @@ impl Handler {
 
     /// Registers the number of the outstanding registration challenge if
     /// `typed` is its code: `Ok(false)` when it is not (or expired).
-    fn register_phone(&self, user: &str, typed: &str) -> Result<bool, Response> {
+    /// A wrong code counts against the challenge: after
+    /// [`MAX_REGISTER_TRIES`] it is gone and a new text must be asked for,
+    /// so the texted code cannot be guessed. With `session` (the page), the
+    /// phone session must still be valid, checked in the same write.
+    fn register_phone(
+        &self,
+        user: &str,
+        typed: &str,
+        session: Option<&str>,
+    ) -> Result<bool, Response> {
         let typed = typed.trim().replace(' ', "");
         let now = now();
         self.update(user, |r| {
-            let mut next = r.clone();
-            let number = r
-                .fallback
-                .sms
-                .as_ref()
-                .filter(|c| now <= c.expires && c.code.matches(&typed))
-                .and_then(|c| c.number.clone());
-            match number {
-                Some(number) => {
-                    next.fallback.phone = Some(number);
-                    next.fallback.sms = None;
-                    next.fallback.phone_session = None;
-                    Ok((next, true))
+            if let Some(session) = session {
+                if !link_valid(r.fallback.phone_session.as_ref(), session, now) {
+                    return Err(refuse(ErrorCode::NotFound, "no such phone session"));
                 }
-                None => Err(Response::Done {}),
             }
+            let Some(challenge) = r
+                .fallback
+                .sms_register
+                .as_ref()
+                .filter(|c| now <= c.expires)
+            else {
+                return Err(Response::Done {});
+            };
+            let mut next = r.clone();
+            if challenge.code.matches(&typed) {
+                next.fallback.phone = challenge.number.clone();
+                next.fallback.sms_register = None;
+                next.fallback.phone_session = None;
+                return Ok((next, true));
+            }
+            let tries = challenge.tries.saturating_add(1);
+            next.fallback.sms_register = (tries < MAX_REGISTER_TRIES).then(|| SmsChallenge {
+                tries,
+                ..challenge.clone()
+            });
+            Ok((next, false))
         })
         .or_else(|response| match response {
             Response::Done {} => Ok(false),
@@ -379,6 +439,7 @@ impl Handler {
                 constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), hash.as_bytes())
                     && now <= l.expires
             });
+
             if hit && found.is_none() {
                 found = Some((user, record));
             }
@@ -436,16 +497,34 @@ impl TextFailure {
 }
 
 /// Runs the sender: `COMMAND NUMBER`, no shell, the message on stdin,
-/// killed after `timeout`. `Err` says why it failed (never the message).
+/// in a process group of its own that is killed whole after `timeout`
+/// (with anything it started). Its stderr is read on a thread under the
+/// same deadline, so a child that keeps the pipe open cannot hold us.
+/// `Err` says why it failed (never the message).
 fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut child = Command::new(command)
         .arg(number)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", command.display()))?;
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    };
+    let (stderr_tx, stderr_rx) = std::sync::mpsc::channel();
+    if let Some(pipe) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.take(SENDER_STDERR_MAX).read_to_string(&mut text);
+            let _ = stderr_tx.send(text);
+        });
+    }
     if let Some(mut stdin) = child.stdin.take() {
         // A sender that exits without reading is judged by its exit status.
         let _ = stdin.write_all(message.as_bytes());
@@ -454,7 +533,7 @@ fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> 
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 return Err(format!(
                     "{} did not finish within {} s and was killed",
@@ -463,18 +542,22 @@ fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> 
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for {}: {e}", command.display())),
+            Err(e) => {
+                kill_group();
+                return Err(format!("waiting for {}: {e}", command.display()));
+            }
         }
     };
+    // Whatever it left running has no business outliving it.
+    kill_group();
     if status.success() {
         return Ok(());
     }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        use std::io::Read;
-        let _ = pipe.by_ref().take(4096).read_to_string(&mut stderr);
-    }
-    let first_line = stderr.lines().next().unwrap_or("").trim();
+    let left = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(50));
+    let stderr = stderr_rx.recv_timeout(left).unwrap_or_default();
+    let first_line = stderr.lines().next().unwrap_or("").trim().to_owned();
     Err(format!(
         "{} exited with {status}{}{first_line}",
         command.display(),
@@ -547,9 +630,17 @@ impl EnrolBackend for WebBackend {
         let sms = h.config.sms.command.is_some();
         let mut result = Validation::Invalid;
         let response = with_retries(|| {
+            // The link is checked again on the record this decision is
+            // taken on: a link used (or replaced) since the lookup is dead.
             let Ok(Some(record)) = h.store.user(&user) else {
                 return Some(Response::Done {});
             };
+            if record.state != EnrolState::Pending
+                || !link_valid(record.fallback.link.as_ref(), token, now())
+            {
+                web_audit(Some(&user), peer, "web_validate", "invalid_link");
+                return Some(Response::Done {});
+            }
             let counter = match h.store.source(&user, &source) {
                 Ok(c) => c,
                 Err(e) => return Some(internal(e)),
@@ -632,7 +723,14 @@ impl EnrolBackend for WebBackend {
             web_audit(Some(&user), peer, "web_phone", "bad_number");
             return PhoneStep::BadNumber;
         };
-        let result = self.handler.text_code(&user, Some(&number), |_| Ok(()));
+        // The session is checked again in the same write as the challenge.
+        let result = self.handler.text_code(&user, Some(&number), |r| {
+            if link_valid(r.fallback.phone_session.as_ref(), session, now()) {
+                Ok(())
+            } else {
+                Err(refuse(ErrorCode::NotFound, "no such phone session"))
+            }
+        });
         web_audit(
             Some(&user),
             peer,
@@ -645,6 +743,10 @@ impl EnrolBackend for WebBackend {
         match result {
             Ok(()) => PhoneStep::Sent,
             Err(TextFailure::Limited(retry_after)) => PhoneStep::Limited { retry_after },
+            Err(TextFailure::Response(Response::Error {
+                code: ErrorCode::NotFound,
+                ..
+            })) => PhoneStep::Invalid,
             Err(_) => PhoneStep::SendFailed,
         }
     }
@@ -654,10 +756,14 @@ impl EnrolBackend for WebBackend {
             web_audit(None, peer, "web_phone_verify", "invalid_session");
             return PhoneStep::Invalid;
         };
-        let result = self.handler.register_phone(&user, code);
+        let result = self.handler.register_phone(&user, code, Some(session));
         let (outcome, step) = match result {
             Ok(true) => ("registered", PhoneStep::Registered),
             Ok(false) => ("wrong_code", PhoneStep::WrongCode),
+            Err(Response::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }) => ("invalid_session", PhoneStep::Invalid),
             Err(_) => ("error", PhoneStep::SendFailed),
         };
         web_audit(Some(&user), peer, "web_phone_verify", outcome);

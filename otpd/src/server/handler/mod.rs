@@ -298,21 +298,24 @@ impl Handler {
 
     fn status(&self, user: &str) -> Response {
         match self.store.user(user) {
+            // `phone` says whether texts are configured at all, the same for
+            // every user: a prompt that offered "sms" only to users with a
+            // phone would tell a stranger who has one.
             Ok(None) => Response::Status {
                 status: EnrolmentStatus::NotEnrolled,
                 digits: None,
-                phone: false,
+                phone: self.config.sms.command.is_some(),
             },
             Ok(Some(r)) => match r.state {
                 EnrolState::Pending => Response::Status {
                     status: EnrolmentStatus::Pending,
                     digits: None,
-                    phone: false,
+                    phone: self.config.sms.command.is_some(),
                 },
                 EnrolState::Active => Response::Status {
                     status: EnrolmentStatus::Active,
                     digits: Some(r.digits),
-                    phone: r.fallback.phone.is_some() && self.config.sms.command.is_some(),
+                    phone: self.config.sms.command.is_some(),
                 },
             },
             Err(e) => internal(e),
