@@ -54,13 +54,27 @@ else
 fi
 $SUDO "$SBINDIR/otpd" --config "$CONFDIR/otpd.toml" check-config >/dev/null
 
-# 4. Start (or restart) the daemon.
+# 4. The daemon runs as the system user otpd, as the packages set it up:
+#    the store in /var/lib/otpd (0700, otpd's), the socket in /run/otpd.
+if ! getent passwd otpd >/dev/null; then
+  say "creating the system user otpd"
+  $SUDO adduser --system --group --home /var/lib/otpd --no-create-home \
+    --gecos "otpd TOTP daemon" otpd >/dev/null
+fi
+$SUDO install -d -m 0700 -o otpd -g otpd /var/lib/otpd
+# A store from an older install made by root becomes otpd's.
+$SUDO chown -R otpd:otpd /var/lib/otpd
+
+# 5. Start (or restart) the daemon.
 if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
-  say "starting otpd.service (systemd)"
-  sed "s|@SBINDIR@|$SBINDIR|g" packaging/systemd/otpd.service | $SUDO tee /etc/systemd/system/otpd.service >/dev/null
+  say "starting otpd.socket and otpd.service (systemd)"
+  for unit in otpd.service otpd.socket; do
+    sed "s|/usr/sbin/otpd|$SBINDIR/otpd|g" "packaging/systemd/$unit" |
+      $SUDO tee "/etc/systemd/system/$unit" >/dev/null
+  done
   $SUDO systemctl daemon-reload
-  $SUDO systemctl enable otpd.service >/dev/null 2>&1
-  $SUDO systemctl restart otpd.service
+  $SUDO systemctl enable otpd.socket otpd.service >/dev/null 2>&1
+  $SUDO systemctl restart otpd.socket otpd.service
   how="systemctl status otpd; journalctl -u otpd"
 else
   pidfile=/run/otpd.pid
@@ -70,12 +84,13 @@ else
     $SUDO kill -TERM "$(cat "$pidfile")"
     for _ in $(seq 50); do $SUDO kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
   fi
-  say "starting otpd in the background (no systemd): log $logfile, pid file $pidfile"
-  $SUDO sh -c "umask 077; nohup '$SBINDIR/otpd' --config '$CONFDIR/otpd.toml' serve >>'$logfile' 2>&1 </dev/null & echo \$! > '$pidfile'"
+  say "starting otpd as user otpd in the background (no systemd): log $logfile, pid file $pidfile"
+  $SUDO install -d -m 0755 -o otpd -g otpd /run/otpd
+  $SUDO sh -c "umask 077; nohup setpriv --reuid=otpd --regid=otpd --init-groups -- '$SBINDIR/otpd' --config '$CONFDIR/otpd.toml' serve >>'$logfile' 2>&1 </dev/null & echo \$! > '$pidfile'"
   how="tail $logfile; kill \$(cat $pidfile) to stop"
 fi
 
-# 5. Wait until it answers.
+# 6. Wait until it answers.
 for _ in $(seq 100); do
   if $SUDO "$SBINDIR/otpd" --config "$CONFDIR/otpd.toml" list >/dev/null 2>&1; then
     cat <<MSG

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-private_dirs=(/usr/local/sbin /usr/local/share /etc/otpd /var/lib/otpd /run /var/log)
+private_dirs=(/usr/local/sbin /usr/local/share /var/lib/otpd /run /var/log)
 if [ "${OTPD_IN_NAMESPACE:-}" != 1 ]; then
   [ "$(id -u)" -eq 0 ] || { echo "test-install: needs root (mount namespace)" >&2; exit 1; }
   # Mount points that do not exist yet are created here and removed after.
@@ -39,12 +39,14 @@ for d in "/usr/lib/$multiarch/security" "/lib/$multiarch/security"; do
   [ -e "$d/pam_unix.so" ] && { pamdir=$d; break; }
 done
 cp -a "$pamdir" "$scratch/security"
-cp -a /etc/pam.d "$scratch/pam.d"
+# A private copy of all of /etc: the installer adds the user otpd and
+# writes /etc/otpd and /etc/pam.d, none of which may reach the host.
+cp -a /etc "$scratch/etc"
 for d in "${private_dirs[@]}"; do
   mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
 mount --bind "$scratch/security" "$pamdir"
-mount --bind "$scratch/pam.d" /etc/pam.d
+mount --bind "$scratch/etc" /etc
 
 echo "test-install: running packaging/install.sh"
 packaging/install.sh
@@ -56,6 +58,9 @@ fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
 [ -f /usr/local/share/man/man8/pam_otpd.8 ] || fail "no manual page pam_otpd(8)"
 [ -f /usr/local/share/doc/otpd/examples/pam.d/sshd.password-code ] || fail "no examples"
 [ "$(stat -c %a /var/lib/otpd)" = 700 ] || fail "state dir is not 0700"
+[ "$(stat -c %U /var/lib/otpd)" = otpd ] || fail "state dir is not otpd's"
+getent passwd otpd >/dev/null || fail "no user otpd"
+[ "$(ps -o user= -p "$(cat "$pidfile")")" = otpd ] || fail "the daemon does not run as otpd"
 [ -s "$pidfile" ] || fail "no pid file"
 
 uri=$(otpd enroll installtest | grep '^otpauth://') || fail "enroll printed no URI"
@@ -75,8 +80,13 @@ grep -q 'outcome="replayed"' /var/log/otpd.log || fail "no audit line for the re
 # containers, so it is checked statically here).
 if command -v systemd-analyze >/dev/null; then
   unit_dir=$(mktemp -d)
-  sed "s|@SBINDIR@|/usr/local/sbin|g" packaging/systemd/otpd.service > "$unit_dir/otpd.service"
-  systemd-analyze verify "$unit_dir/otpd.service" || fail "systemd-analyze verify otpd.service"
+  for unit in otpd.service otpd.socket; do
+    sed "s|/usr/sbin/otpd|/usr/local/sbin/otpd|g" "packaging/systemd/$unit" > "$unit_dir/$unit"
+  done
+  # man pages are not installed where verify looks: those lines are noise.
+  { systemd-analyze verify "$unit_dir/otpd.socket" "$unit_dir/otpd.service" 2>&1 || true; } |
+    { grep -v "Command 'man " || true; } | tee "$unit_dir/verify.log"
+  [ ! -s "$unit_dir/verify.log" ] || fail "systemd-analyze verify: see above"
   systemd-analyze security --offline=true "$unit_dir/otpd.service" 2>/dev/null | tail -n 1
   rm -rf "$unit_dir"
 elif [ "${CI:-}" = true ]; then

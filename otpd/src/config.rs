@@ -33,6 +33,9 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Recovery codes.
     pub recovery: RecoveryConfig,
+    /// The file this was read from (`None`: the built-in defaults).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             web: WebConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
+            path: None,
         }
     }
 }
@@ -226,8 +230,9 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| ConfigError(describe(&e, text, origin)))?;
+        config.path = Some(origin.to_path_buf());
         config
             .validate()
             .map_err(|m| ConfigError(format!("config {}: {m}", origin.display())))?;
@@ -414,7 +419,14 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
         let c = parse("").unwrap();
-        assert_eq!(c, Config::default());
+        assert_eq!(c.path.as_deref(), Some(Path::new("/etc/otpd/otpd.toml")));
+        assert_eq!(
+            c,
+            Config {
+                path: c.path.clone(),
+                ..Config::default()
+            }
+        );
         assert_eq!(c.socket, Path::new("/run/otpd/otpd.sock"));
         assert_eq!(c.state_dir, Path::new("/var/lib/otpd"));
         assert_eq!(c.totp.algorithm, Algorithm::Sha1);

@@ -531,6 +531,7 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Enrolled(_) => "enrolled",
         Response::Link { .. } => "link",
         Response::RecoveryCodes { .. } => "recovery_codes",
+        Response::DaemonStatus(_) => "daemon_status",
         Response::Users { .. } => "users",
         Response::Done {} => "done",
         Response::Error { .. } => "error",

@@ -17,6 +17,6 @@ pub use frame::{
 };
 pub use secret::SecretText;
 pub use types::{
-    Algorithm, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response, UserState,
-    UserSummary, VerifyOutcome,
+    Algorithm, DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
+    UserState, UserSummary, VerifyOutcome,
 };

@@ -109,6 +109,8 @@ pub enum Request {
         /// International form, `+31612345678`.
         number: String,
     },
+    /// The daemon's own state: version, store, users by state, uptime. Admin only.
+    DaemonStatus {},
     /// Register the number of the last `Phone` with the code texted to it. Admin only.
     PhoneConfirm {
         /// The user.
@@ -177,6 +179,8 @@ pub enum Response {
         /// An existing enrolment was replaced (`force`).
         replaced: bool,
     },
+    /// The answer to `DaemonStatus`.
+    DaemonStatus(DaemonStatus),
     /// New recovery codes, shown once.
     RecoveryCodes {
         /// The user.
@@ -198,6 +202,31 @@ pub enum Response {
         /// A sentence for the person at the terminal; never a secret.
         message: String,
     },
+}
+
+/// What `otpd status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// The daemon's version.
+    pub version: String,
+    /// The state directory (the store is in its `store/`).
+    pub state_dir: String,
+    /// The socket it answers on.
+    pub socket: String,
+    /// The socket was handed over by systemd (`otpd.socket`).
+    pub socket_activated: bool,
+    /// Users whose token is active.
+    pub active: u64,
+    /// Users whose enrolment waits for its first code.
+    pub pending: u64,
+    /// Active users in backoff now.
+    pub throttled: u64,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// The address of the enrolment pages, when served.
+    pub web: Option<String>,
+    /// Text messages are configured.
+    pub sms: bool,
 }
 
 /// The decision on one code.

@@ -443,6 +443,33 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `otpd status`: whether the daemon answers, and its state.
+pub fn status(client: &Client) -> Result<(), CliError> {
+    let s = match client.call(&Request::DaemonStatus {})? {
+        Response::DaemonStatus(s) => s,
+        other => return Err(unexpected(&other)),
+    };
+    let uptime = humantime::format_duration(Duration::from_secs(s.uptime_secs));
+    say!(
+        "otpd {version} is running (up {uptime})\n\
+         socket:   {socket}{activated}\n\
+         store:    {state_dir}/store\n\
+         users:    {active} active ({throttled} throttled now), {pending} pending\n\
+         pages:    {web}\n\
+         texts:    {sms}",
+        version = s.version,
+        socket = s.socket,
+        activated = if s.socket_activated { " (from systemd's otpd.socket)" } else { "" },
+        state_dir = s.state_dir,
+        active = s.active,
+        throttled = s.throttled,
+        pending = s.pending,
+        web = s.web.as_deref().unwrap_or("off"),
+        sms = if s.sms { "on" } else { "off" },
+    );
+    Ok(())
+}
+
 /// `otpd remove USER`
 pub fn remove(client: &Client, user: String) -> Result<(), CliError> {
     match client.call(&Request::Remove { user: user.clone() })? {

@@ -14,7 +14,7 @@ mod qr;
 
 pub use client::Client;
 pub use commands::{
-    confirm, enroll, list, phone, recovery_codes, remove, unlock, verify, EnrollOptions,
+    confirm, enroll, list, phone, recovery_codes, remove, status, unlock, verify, EnrollOptions,
 };
 pub use qr::terminal as terminal_qr;
 

@@ -20,6 +20,16 @@ pub struct ServeError(pub String);
 
 /// Runs the daemon until SIGTERM or SIGINT; returns after a clean shutdown.
 pub fn serve(config: Config) -> Result<(), ServeError> {
+    use setup::{check_trusted_file, Trust};
+    if let Some(path) = &config.path {
+        check_trusted_file("config", path, Trust::NoForeignWrites)?;
+    }
+    if let Some(key) = &config.web.tls_key {
+        check_trusted_file("[web] tls_key", key, Trust::Private)?;
+    }
+    if let Some(command) = &config.sms.command {
+        check_trusted_file("[sms] command", command, Trust::NoForeignWrites)?;
+    }
     setup::prepare_state_dir(&config.state_dir)?;
     // Held for the daemon's lifetime: a second daemon on the same state_dir
     // fails here, before it touches the store or the socket.
@@ -33,7 +43,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .build()
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
     let handler = Arc::new(Handler::new(store.clone(), config.clone()));
-    runtime.block_on(async {
+    let own_socket = runtime.block_on(async {
         // The pages first: a port in use or a bad certificate stops the
         // daemon here, with a message, before it reports ready.
         let web = match config.web.listen {
@@ -44,7 +54,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             ),
             None => None,
         };
-        let listener = setup::bind_socket(&config.socket)?;
+        // systemd's otpd.socket, or our own (standalone, or as installed
+        // without socket activation). systemd owns the file of its socket.
+        let (listener, own_socket) = match setup::inherited_socket()? {
+            Some(listener) => {
+                info!("using the socket handed over by systemd");
+                handler.set_socket_activated(true);
+                (listener, false)
+            }
+            None => (setup::bind_socket(&config.socket)?, true),
+        };
         let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
         let web_task = web.map(|bound| {
             let backend = Arc::new(handler::WebBackend::new(handler.clone()));
@@ -68,9 +87,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 Err(e) => tracing::error!("the enrolment pages task failed: {e}"),
             }
         }
-        Ok::<(), ServeError>(())
+        Ok::<bool, ServeError>(own_socket)
     })?;
-    let _ = std::fs::remove_file(&config.socket);
+    if own_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
     store
         .sync()
         .map_err(|e| ServeError(format!("final flush of the store failed: {e}")))?;

@@ -37,6 +37,7 @@ pub fn authorize(
         | Request::Remove { .. }
         | Request::Unlock { .. }
         | Request::RecoveryCodes { .. }
+        | Request::DaemonStatus {}
         | Request::Phone { .. }
         | Request::PhoneConfirm { .. } => Err("administrative commands need root".into()),
     }

@@ -33,9 +33,67 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), ServeError> {
             meta.uid()
         )));
     }
+    if meta.mode() & 0o022 != 0 {
+        return Err(ServeError(format!(
+            "state_dir {} is writable by others (mode {:04o}): anyone could replace the store; \
+             fix it with: chmod 0700 {}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        )));
+    }
     if meta.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| err("cannot set mode 0700", e))?;
+    }
+    Ok(())
+}
+
+/// What a file the daemon trusts may not allow others.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust {
+    /// Read by the daemon (config, a program it runs): nobody but root and
+    /// the daemon may write it.
+    NoForeignWrites,
+    /// A private key: nobody else may write it, and the world may not read it.
+    Private,
+}
+
+/// Refuses a file that others could change (or read, for keys), naming the
+/// path and the fix. A missing file is not checked here.
+pub fn check_trusted_file(what: &str, path: &Path, trust: Trust) -> Result<(), ServeError> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ServeError(format!(
+                "{what} {}: cannot inspect it: {e}",
+                path.display()
+            )))
+        }
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(ServeError(format!(
+            "{what} {} belongs to uid {}, not to root or the daemon (uid {euid}): \
+             fix it with: chown root {}",
+            path.display(),
+            meta.uid(),
+            path.display()
+        )));
+    }
+    let (forbidden, fix) = match trust {
+        Trust::NoForeignWrites => (0o022, "go-w"),
+        Trust::Private => (0o026, "go-w,o-r"),
+    };
+    if mode & forbidden != 0 {
+        return Err(ServeError(format!(
+            "{what} {} is {} by others (mode {mode:04o}): fix it with: chmod {fix} {}",
+            path.display(),
+            if mode & 0o022 != 0 { "writable" } else { "readable" },
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -82,6 +140,34 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
 /// stale socket (only if it is a socket and nobody answers on it), and makes
 /// it connectable by everyone: who may ask what is decided per request from
 /// SO_PEERCRED, not by file modes (a screen locker runs as the user).
+/// The socket systemd handed over (`otpd.socket`, `LISTEN_FDS`), if any:
+/// `Ok(None)` when the daemon was started without one and binds its own.
+/// A handed-over descriptor that is not a listening Unix socket is an error.
+pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if fds.len() > 1 {
+        return Err(ServeError(format!(
+            "systemd handed over {} sockets; otpd.socket must have exactly one ListenStream",
+            fds.len()
+        )));
+    }
+    let listener = fds
+        .take_unix_listener(0)
+        .map_err(|e| ServeError(format!("the socket systemd handed over is not a Unix stream socket: {e}")))?
+        .ok_or_else(|| ServeError("the socket systemd handed over was already taken".into()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServeError(format!("cannot use the socket systemd handed over: {e}")))?;
+    tokio::net::UnixListener::from_std(listener)
+        .map(Some)
+        .map_err(|e| ServeError(format!("cannot use the socket systemd handed over: {e}")))
+}
+
+/// Binds the daemon's socket at `path` (mode 0666: every local program may
+/// ask, SO_PEERCRED decides what it may ask).
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {

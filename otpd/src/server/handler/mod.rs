@@ -11,7 +11,7 @@ use crate::core::record::{source_of, EnrolState, Fallback, SecretBytes, UserReco
 use crate::core::totp::otpauth_uri;
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
-    EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response, SecretText, UserState,
+    DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response, SecretText, UserState,
     UserSummary, VerifyOutcome,
 };
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub struct Handler {
     rules: Rules,
     config: Config,
     issuer: String,
+    started: std::time::Instant,
+    socket_activated: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> u64 {
@@ -105,7 +107,57 @@ impl Handler {
             rules: config.rules(),
             issuer: config.issuer(),
             config,
+            started: std::time::Instant::now(),
+            socket_activated: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Records that the socket came from systemd, for `otpd status`.
+    pub fn set_socket_activated(&self, activated: bool) {
+        self.socket_activated
+            .store(activated, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn daemon_status(&self) -> Response {
+        let users = match self.store.users() {
+            Ok(u) => u,
+            Err(e) => return internal(e),
+        };
+        let now = now();
+        let limits = &self.rules.limits;
+        let (mut active, mut pending, mut throttled) = (0, 0, 0);
+        for (_, r) in &users {
+            match r.state {
+                EnrolState::Pending => pending += 1,
+                EnrolState::Active => {
+                    active += 1;
+                    let waiting = r.last_failure.and_then(|last| {
+                        remaining(r.user_failures, last, limits.user_max_failures, limits, now)
+                    });
+                    if waiting.is_some() {
+                        throttled += 1;
+                    }
+                }
+            }
+        }
+        let web = self.config.web.listen.map(|listen| {
+            let scheme = if self.config.web.tls_cert.is_some() { "https" } else { "http" };
+            format!("{scheme}://{listen}")
+        });
+        Response::DaemonStatus(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state_dir: self.config.state_dir.display().to_string(),
+            socket: self.config.socket.display().to_string(),
+            socket_activated: self
+                .socket_activated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            active,
+            pending,
+            throttled,
+            uptime_secs: self.started.elapsed().as_secs(),
+            web,
+            sms: self.config.sms.command.is_some(),
+        })
     }
 
     /// Answers one request from `caller`.
@@ -131,7 +183,7 @@ impl Handler {
             | Request::Phone { user, .. }
             | Request::PhoneConfirm { user, .. } => Some(user.as_str()),
             Request::Enrol(p) => Some(p.user.as_str()),
-            Request::List {} => None,
+            Request::List {} | Request::DaemonStatus {} => None,
         };
         if let Some(Err(reason)) = user.map(validate_user) {
             // Such a name can never be enrolled: for enrolment it is bad
@@ -194,6 +246,7 @@ impl Handler {
             Request::Remove { user } => self.remove(caller, &user),
             Request::Unlock { user } => self.unlock(caller, &user),
             Request::RecoveryCodes { user, count } => self.recovery_codes(caller, &user, count),
+            Request::DaemonStatus {} => self.daemon_status(),
             Request::Phone { user, number } => self.phone(caller, &user, &number),
             Request::PhoneConfirm { user, code } => self.phone_confirm(caller, &user, &code),
         }
@@ -539,6 +592,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Remove { .. } => "remove",
         Request::Unlock { .. } => "unlock",
         Request::RecoveryCodes { .. } => "recovery_codes",
+        Request::DaemonStatus {} => "status",
         Request::Phone { .. } => "phone",
         Request::PhoneConfirm { .. } => "phone_confirm",
     }
