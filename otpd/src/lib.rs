@@ -4,6 +4,7 @@
 //! `server` is the daemon's socket; `admin` is the CLI side.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod server;

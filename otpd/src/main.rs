@@ -1,97 +1,19 @@
 //! `otpd`: the daemon (`otpd serve`) and its admin commands.
 
-use clap::{Parser, Subcommand};
-use otpd::admin::{self, CliError, Client, EnrollOptions, EXIT_STATUS_HELP};
+use clap::Parser;
+use otpd::admin::{self, CliError, Client};
+use otpd::cli::{Cli, Command};
 use otpd::config::{Config, DEFAULT_CONFIG_PATH};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(
-    name = "otpd",
-    version,
-    about = "A second factor for Linux logins: TOTP codes checked by a daemon that alone holds the secrets",
-    after_help = EXIT_STATUS_HELP
-)]
-struct Cli {
-    /// Config file [default: /etc/otpd/otpd.toml]
-    #[arg(long, global = true, env = "OTPD_CONFIG", value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// The daemon's socket (overrides the config)
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon in the foreground (systemd Type=notify)
-    Serve,
-    /// Start an enrolment: print the otpauth URI, the secret and a QR code
-    #[command(after_help = EXIT_STATUS_HELP)]
-    Enroll(EnrollOptions),
-    /// Validate a pending enrolment with the first code from the app
-    #[command(after_help = EXIT_STATUS_HELP)]
-    Confirm {
-        /// The user
-        user: String,
-        /// The code; read from stdin when omitted
-        code: Option<String>,
-    },
-    /// Check a code for real (it is used up, like at a login)
-    #[command(after_help = EXIT_STATUS_HELP)]
-    Verify {
-        /// The user
-        user: String,
-        /// The code; read from stdin when omitted
-        code: Option<String>,
-    },
-    /// List enrolled users (never a secret)
-    List {
-        /// JSON instead of a table
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a user's token and counters
-    Remove {
-        /// The user
-        user: String,
-    },
-    /// Clear a user's failure counters and backoff
-    Unlock {
-        /// The user
-        user: String,
-    },
-    /// Replace a user's recovery codes and print the new ones once
-    #[command(after_help = EXIT_STATUS_HELP)]
-    RecoveryCodes {
-        /// The user
-        user: String,
-        /// How many [default: [recovery] count, else 10]
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
-        count: Option<u32>,
-    },
-    /// Register a phone number for codes by text message: texts a code to
-    /// NUMBER, then registers it with the code (asked on a terminal, or
-    /// given later with --confirm)
-    #[command(after_help = EXIT_STATUS_HELP)]
-    Phone {
-        /// The user
-        user: String,
-        /// The number in international form, e.g. +31612345678
-        #[arg(required_unless_present = "confirm")]
-        number: Option<String>,
-        /// The code from the text message
-        #[arg(long, value_name = "CODE", conflicts_with = "number")]
-        confirm: Option<String>,
-    },
-    /// Check the config file and print the settings in effect
-    CheckConfig,
-}
-
 fn load_config(cli: &Cli) -> Result<Config, CliError> {
-    let (path, explicit) = match &cli.config {
+    // `check-config PATH` checks that file, whatever --config or OTPD_CONFIG say.
+    let chosen = match &cli.command {
+        Command::CheckConfig { path: Some(path) } => Some(path),
+        _ => cli.config.as_ref(),
+    };
+    let (path, explicit) = match chosen {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
     };
@@ -120,7 +42,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             init_logging("info");
             otpd::server::serve(config.clone()).map_err(|e| CliError::Refused(e.0))
         }
-        Command::CheckConfig => {
+        Command::CheckConfig { .. } => {
             println!(
                 "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, limits {:?}",
                 config.socket.display(),
@@ -176,6 +98,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             number,
             confirm,
         } => admin::phone(&client(), user, number, confirm),
+        Command::Status => admin::status(&client()),
     }
 }
 

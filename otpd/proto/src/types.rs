@@ -180,7 +180,7 @@ pub enum Response {
         replaced: bool,
     },
     /// The answer to `DaemonStatus`.
-    DaemonStatus(DaemonStatus),
+    DaemonStatus(Box<DaemonStatus>),
     /// New recovery codes, shown once.
     RecoveryCodes {
         /// The user.

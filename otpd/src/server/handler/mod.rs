@@ -11,8 +11,8 @@ use crate::core::record::{source_of, EnrolState, Fallback, SecretBytes, UserReco
 use crate::core::totp::otpauth_uri;
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
-    DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response, SecretText, UserState,
-    UserSummary, VerifyOutcome,
+    DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
+    SecretText, UserState, UserSummary, VerifyOutcome,
 };
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -141,10 +141,14 @@ impl Handler {
             }
         }
         let web = self.config.web.listen.map(|listen| {
-            let scheme = if self.config.web.tls_cert.is_some() { "https" } else { "http" };
+            let scheme = if self.config.web.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             format!("{scheme}://{listen}")
         });
-        Response::DaemonStatus(DaemonStatus {
+        Response::DaemonStatus(Box::new(DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             state_dir: self.config.state_dir.display().to_string(),
             socket: self.config.socket.display().to_string(),
@@ -157,7 +161,7 @@ impl Handler {
             uptime_secs: self.started.elapsed().as_secs(),
             web,
             sms: self.config.sms.command.is_some(),
-        })
+        }))
     }
 
     /// Answers one request from `caller`.

@@ -1,0 +1,102 @@
+//! `otpd`'s command line (clap). It lives in the library, not in `main.rs`,
+//! so the man page and shell completions in `packaging/` are generated from
+//! this very definition (`tests/manpages.rs` fails when they drift).
+
+use crate::admin::{EnrollOptions, EXIT_STATUS_HELP};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The whole command line: global options and one subcommand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "otpd",
+    version,
+    about = "A second factor for Linux logins: TOTP codes checked by a daemon that alone holds the secrets",
+    after_help = EXIT_STATUS_HELP
+)]
+pub struct Cli {
+    /// Config file [default: /etc/otpd/otpd.toml]
+    #[arg(long, global = true, env = "OTPD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The daemon's socket (overrides the config)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands; their doc comments are the help texts and man page.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify)
+    Serve,
+    /// Start an enrolment: print the otpauth URI, the secret and a QR code
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Enroll(EnrollOptions),
+    /// Validate a pending enrolment with the first code from the app
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Confirm {
+        /// The user
+        user: String,
+        /// The code; read from stdin when omitted
+        code: Option<String>,
+    },
+    /// Check a code for real (it is used up, like at a login)
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Verify {
+        /// The user
+        user: String,
+        /// The code; read from stdin when omitted
+        code: Option<String>,
+    },
+    /// List enrolled users (never a secret)
+    List {
+        /// JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user's token and counters
+    Remove {
+        /// The user
+        user: String,
+    },
+    /// Clear a user's failure counters and backoff
+    Unlock {
+        /// The user
+        user: String,
+    },
+    /// Replace a user's recovery codes and print the new ones once
+    #[command(after_help = EXIT_STATUS_HELP)]
+    RecoveryCodes {
+        /// The user
+        user: String,
+        /// How many [default: [recovery] count, else 10]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        count: Option<u32>,
+    },
+    /// Register a phone number for codes by text message: texts a code to
+    /// NUMBER, then registers it with the code (asked on a terminal, or
+    /// given later with --confirm)
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Phone {
+        /// The user
+        user: String,
+        /// The number in international form, e.g. +31612345678
+        #[arg(required_unless_present = "confirm")]
+        number: Option<String>,
+        /// The code from the text message
+        #[arg(long, value_name = "CODE", conflicts_with = "number")]
+        confirm: Option<String>,
+    },
+    /// Check the config file and print the settings in effect
+    CheckConfig {
+        /// The config to check [default: --config, else OTPD_CONFIG, else
+        /// /etc/otpd/otpd.toml]
+        #[arg(value_name = "PATH")]
+        path: Option<PathBuf>,
+    },
+    /// Show whether the daemon runs, its version, store, users by state and uptime
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Status,
+}

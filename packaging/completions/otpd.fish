@@ -1,0 +1,100 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_otpd_global_optspecs
+    string join \n config= socket= h/help V/version
+end
+
+function __fish_otpd_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_otpd_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_otpd_using_subcommand
+    set -l cmd (__fish_otpd_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c otpd -n "__fish_otpd_needs_command" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_needs_command" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_needs_command" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_needs_command" -s V -l version -d 'Print version'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "serve" -d 'Run the daemon in the foreground (systemd Type=notify)'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "enroll" -d 'Start an enrolment: print the otpauth URI, the secret and a QR code'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "confirm" -d 'Validate a pending enrolment with the first code from the app'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "verify" -d 'Check a code for real (it is used up, like at a login)'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "list" -d 'List enrolled users (never a secret)'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "remove" -d 'Remove a user\'s token and counters'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "unlock" -d 'Clear a user\'s failure counters and backoff'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "recovery-codes" -d 'Replace a user\'s recovery codes and print the new ones once'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "phone" -d 'Register a phone number for codes by text message: texts a code to NUMBER, then registers it with the code (asked on a terminal, or given later with --confirm)'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "check-config" -d 'Check the config file and print the settings in effect'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "status" -d 'Show whether the daemon runs, its version, store, users by state and uptime'
+complete -c otpd -n "__fish_otpd_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c otpd -n "__fish_otpd_using_subcommand serve" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand serve" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l issuer -d 'Name shown in the app [default: config, else the host name]' -r
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l digits -d 'Digits per code: 6 or 8' -r
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l algorithm -d 'HMAC algorithm: SHA1, SHA256 or SHA512 (only SHA1 works with every app)' -r
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l period -d 'Seconds per code (15-300)' -r
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l qr-png -d 'Also write the QR code to FILE as PNG (mode 0600)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l qr-svg -d 'Also write the QR code to FILE as SVG (mode 0600)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l expires -d 'How long the link stays valid, e.g. 24h, 30m, 7days [default: config, else 24h]' -r
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l json -d 'Print one JSON object (with the secret) instead of text'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l force -d 'Replace an active enrolment'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l link -d 'Print a one-time self-enrolment link for the user instead of the secret and QR code (needs [web] public_url)'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand confirm" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand confirm" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand confirm" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand verify" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand verify" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand list" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand list" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand list" -l json -d 'JSON instead of a table'
+complete -c otpd -n "__fish_otpd_using_subcommand list" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand remove" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand remove" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand remove" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand unlock" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand unlock" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand unlock" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand recovery-codes" -l count -d 'How many [default: [recovery] count, else 10]' -r
+complete -c otpd -n "__fish_otpd_using_subcommand recovery-codes" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand recovery-codes" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand recovery-codes" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand phone" -l confirm -d 'The code from the text message' -r
+complete -c otpd -n "__fish_otpd_using_subcommand phone" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand phone" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand phone" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand check-config" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand check-config" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand check-config" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand status" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand status" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
+complete -c otpd -n "__fish_otpd_using_subcommand status" -s h -l help -d 'Print help'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "serve" -d 'Run the daemon in the foreground (systemd Type=notify)'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "enroll" -d 'Start an enrolment: print the otpauth URI, the secret and a QR code'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "confirm" -d 'Validate a pending enrolment with the first code from the app'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "verify" -d 'Check a code for real (it is used up, like at a login)'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "list" -d 'List enrolled users (never a secret)'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "remove" -d 'Remove a user\'s token and counters'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "unlock" -d 'Clear a user\'s failure counters and backoff'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "recovery-codes" -d 'Replace a user\'s recovery codes and print the new ones once'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "phone" -d 'Register a phone number for codes by text message: texts a code to NUMBER, then registers it with the code (asked on a terminal, or given later with --confirm)'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "check-config" -d 'Check the config file and print the settings in effect'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "status" -d 'Show whether the daemon runs, its version, store, users by state and uptime'
+complete -c otpd -n "__fish_otpd_using_subcommand help; and not __fish_seen_subcommand_from serve enroll confirm verify list remove unlock recovery-codes phone check-config status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
