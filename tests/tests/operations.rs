@@ -27,14 +27,23 @@ fn status_shows_the_daemon_and_exits_3_when_it_is_down() {
             .contains(&format!("otpd {} is running", env!("CARGO_PKG_VERSION"))),
         "{out}"
     );
-    assert!(out.stdout.contains("1 active (0 throttled now), 1 pending"), "{out}");
-    assert!(out.stdout.contains(&env.state_dir.display().to_string()), "{out}");
+    assert!(
+        out.stdout.contains("1 active (0 throttled now), 1 pending"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(&env.state_dir.display().to_string()),
+        "{out}"
+    );
     // Not for a non-root caller.
     assert_eq!(env.otpd_as_nobody(&["status"]).status.code(), Some(1));
 
     env.kill_daemon(libc::SIGTERM);
     let out = env.otpd_expect(&["status"], 3);
-    assert!(out.stderr.contains(&env.socket.display().to_string()), "{out}");
+    assert!(
+        out.stderr.contains(&env.socket.display().to_string()),
+        "{out}"
+    );
 }
 
 /// `otpd serve` with `env`'s config, expected to refuse to start.
@@ -55,14 +64,18 @@ fn files_others_could_change_stop_the_daemon_with_the_fix() {
     chmod(&env.config, 0o666);
     let said = refused_start(&env);
     assert!(
-        said.contains("is writable by others") && said.contains(&format!("chmod go-w {}", env.config.display())),
+        said.contains("is writable by others")
+            && said.contains(&format!("chmod go-w {}", env.config.display())),
         "{said}"
     );
     chmod(&env.config, 0o644);
 
     chmod(&env.state_dir, 0o777);
     let said = refused_start(&env);
-    assert!(said.contains(&format!("chmod 0700 {}", env.state_dir.display())), "{said}");
+    assert!(
+        said.contains(&format!("chmod 0700 {}", env.state_dir.display())),
+        "{said}"
+    );
     chmod(&env.state_dir, 0o700);
 
     // A sender others may rewrite would run their code.
@@ -73,7 +86,10 @@ fn files_others_could_change_stop_the_daemon_with_the_fix() {
     text.push_str(&format!("\n[sms]\ncommand = \"{}\"\n", sender.display()));
     std::fs::write(&env.config, text).unwrap();
     let said = refused_start(&env);
-    assert!(said.contains("[sms] command") && said.contains("chmod go-w"), "{said}");
+    assert!(
+        said.contains("[sms] command") && said.contains("chmod go-w"),
+        "{said}"
+    );
     chmod(&sender, 0o755);
 
     // Fixed: it starts.
@@ -88,15 +104,23 @@ fn files_others_could_change_stop_the_daemon_with_the_fix() {
 
 #[test]
 fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
-    if !require("socket activation", &[Program::Pamtester, Program::PamWrapper, Program::Oathtool]) {
+    if !require(
+        "socket activation",
+        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
+    ) {
         return;
     }
-    let Some(activate) = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
-        .iter()
-        .map(std::path::Path::new)
-        .find(|p| p.exists())
-    else {
-        assert!(!otpd_tests::programs::under_ci(), "systemd-socket-activate is missing");
+    let Some(activate) = [
+        "/usr/bin/systemd-socket-activate",
+        "/bin/systemd-socket-activate",
+    ]
+    .iter()
+    .map(std::path::Path::new)
+    .find(|p| p.exists()) else {
+        assert!(
+            !otpd_tests::programs::under_ci(),
+            "systemd-socket-activate is missing"
+        );
         println!("SKIP socket activation: systemd-socket-activate not installed");
         return;
     };
@@ -117,7 +141,12 @@ fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
     // The first connection starts otpd on the handed-over socket.
     let out = env.otpd_expect(&["status"], 0);
     assert!(out.stdout.contains("from systemd's otpd.socket"), "{out}");
-    assert!(env.log().contains("using the socket handed over by systemd"), "{}", env.log());
+    assert!(
+        env.log()
+            .contains("using the socket handed over by systemd"),
+        "{}",
+        env.log()
+    );
     let t = settled_now(30, 3);
     let alice = env.enroll_active("alice", &[], t - 30);
     let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.90", "");

@@ -459,7 +459,11 @@ pub fn status(client: &Client) -> Result<(), CliError> {
          texts:    {sms}",
         version = s.version,
         socket = s.socket,
-        activated = if s.socket_activated { " (from systemd's otpd.socket)" } else { "" },
+        activated = if s.socket_activated {
+            " (from systemd's otpd.socket)"
+        } else {
+            ""
+        },
         state_dir = s.state_dir,
         active = s.active,
         throttled = s.throttled,

@@ -91,7 +91,11 @@ pub fn check_trusted_file(what: &str, path: &Path, trust: Trust) -> Result<(), S
         return Err(ServeError(format!(
             "{what} {} is {} by others (mode {mode:04o}): fix it with: chmod {fix} {}",
             path.display(),
-            if mode & 0o022 != 0 { "writable" } else { "readable" },
+            if mode & 0o022 != 0 {
+                "writable"
+            } else {
+                "readable"
+            },
             path.display()
         )));
     }
@@ -156,7 +160,11 @@ pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError
     }
     let listener = fds
         .take_unix_listener(0)
-        .map_err(|e| ServeError(format!("the socket systemd handed over is not a Unix stream socket: {e}")))?
+        .map_err(|e| {
+            ServeError(format!(
+                "the socket systemd handed over is not a Unix stream socket: {e}"
+            ))
+        })?
         .ok_or_else(|| ServeError("the socket systemd handed over was already taken".into()))?;
     listener
         .set_nonblocking(true)
