@@ -34,6 +34,14 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// Prints a line to stdout through `admin::emit` (a closed pipe ends the
+/// program quietly instead of panicking).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        admin::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     let config = load_config(&cli)?;
     let client = || Client::new(&config.socket);
@@ -43,7 +51,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             otpd::server::serve(config.clone()).map_err(|e| CliError::Refused(e.0))
         }
         Command::CheckConfig { .. } => {
-            println!(
+            out!(
                 "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, limits {:?}",
                 config.socket.display(),
                 config.state_dir.display(),
@@ -55,7 +63,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 config.rules().limits
             );
             match (&config.web.listen, &config.web.public_url) {
-                (Some(listen), Some(url)) => println!(
+                (Some(listen), Some(url)) => out!(
                     "enrolment pages: {}://{listen}, links {url}/enroll/…",
                     if config.web.tls_cert.is_some() {
                         "https"
@@ -63,19 +71,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         "http"
                     }
                 ),
-                (None, Some(url)) => println!(
+                (None, Some(url)) => out!(
                     "enrolment pages: not served here ([web] listen unset), links {url}/enroll/…"
                 ),
-                _ => println!("enrolment pages: off"),
+                _ => out!("enrolment pages: off"),
             }
             match &config.sms.command {
-                Some(command) => println!(
+                Some(command) => out!(
                     "text messages: {} (timeout {} s, {} per user per hour)",
                     command.display(),
                     config.sms.timeout,
                     config.sms.max_per_hour
                 ),
-                None => println!("text messages: off"),
+                None => out!("text messages: off"),
             }
             Ok(())
         }
