@@ -32,9 +32,11 @@ phase() {
 # systemd: systemd-analyze, to check the unit the installer writes.
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
 # password hashes; chromium, chromium-driver: the enrolment page in a real
-# headless browser.
+# headless browser; lintian, rpm, dpkg-dev, binutils: building and checking
+# the .deb and .rpm.
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
-          openssh-server openssh-client sudo openssl chromium chromium-driver)
+          openssh-server openssh-client sudo openssl chromium chromium-driver
+          lintian rpm dpkg-dev binutils)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -90,5 +92,9 @@ cargo test --workspace --no-fail-fast -- --test-threads=4
 # The README's install command, end to end, in a private mount namespace.
 phase "packaging/test-install.sh"
 packaging/test-install.sh
+
+# The .deb and the .rpm: built, linted, installed, used, purged.
+phase "packaging/test-packages.sh"
+packaging/test-packages.sh
 
 phase "all done"
