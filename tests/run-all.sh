@@ -93,6 +93,10 @@ cargo test --workspace --no-fail-fast -- --test-threads=4
 phase "packaging/test-install.sh"
 packaging/test-install.sh
 
+# The hardening of the shipped unit, as systemd measures it.
+phase "systemd-analyze security --offline=true packaging/systemd/otpd.service"
+systemd-analyze security --offline=true packaging/systemd/otpd.service | tail -n 1
+
 # The .deb and the .rpm: built, linted, installed, used, purged.
 phase "packaging/test-packages.sh"
 packaging/test-packages.sh
