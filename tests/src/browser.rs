@@ -31,8 +31,6 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long chromedriver may take to listen, and chromium to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-static BROWSER_COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// How the browser is set up.
 #[derive(Debug, Clone)]
 pub struct BrowserOptions {
@@ -85,19 +83,7 @@ impl Browser {
 
     /// A browser set up as `options` say.
     pub fn start_with(name: &str, options: &BrowserOptions) -> Browser {
-        let short: String = name
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(20)
-            .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "otpd-browser-{short}-{}-{}",
-            std::process::id(),
-            BROWSER_COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the browser dir");
-        let dir = dir.canonicalize().expect("canonical browser dir");
+        let dir = crate::env::fresh_temp_dir("browser-", name);
         let profile = dir.join("profile");
         std::fs::create_dir(&profile).expect("create the profile dir");
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -43,7 +43,25 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
-static ENV_COUNTER: AtomicU32 = AtomicU32::new(0);
+static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, empty directory `otpd-{kind}{name}-{pid}-{n}` under the temp
+/// dir (canonical path), `name` shortened to 20 alphanumerics.
+pub fn fresh_temp_dir(kind: &str, name: &str) -> PathBuf {
+    let short: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(20)
+        .collect();
+    let dir = std::env::temp_dir().join(format!(
+        "otpd-{kind}{short}-{}-{}",
+        std::process::id(),
+        DIR_COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a test dir");
+    dir.canonicalize().expect("canonical test dir")
+}
 
 /// One test's world: a unique temp dir (mode 0755, so that a non-root
 /// process can reach the socket), `otpd.toml`, and a running `otpd serve`
@@ -96,18 +114,7 @@ impl TestEnv {
 
     /// A new env whose daemon is not started yet.
     pub fn without_daemon(name: &str, limits: &Limits) -> TestEnv {
-        let short: String = name
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(20)
-            .collect();
-        let dir = std::env::temp_dir().join(format!(
-            "otpd-{short}-{}-{}",
-            std::process::id(),
-            ENV_COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test dir");
+        let dir = fresh_temp_dir("", name);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod the test dir");
         let dir = dir.canonicalize().expect("canonical test dir");

@@ -112,6 +112,14 @@ impl Handler {
         }
     }
 
+    /// Seconds the whole user must still wait (user-wide backoff), if any.
+    fn user_wait(&self, r: &UserRecord, now: u64) -> Option<u64> {
+        let limits = &self.rules.limits;
+        r.last_failure.and_then(|last| {
+            remaining(r.user_failures, last, limits.user_max_failures, limits, now)
+        })
+    }
+
     /// Records that the socket came from systemd, for `otpd status`.
     pub fn set_socket_activated(&self, activated: bool) {
         self.socket_activated
@@ -124,17 +132,13 @@ impl Handler {
             Err(e) => return internal(e),
         };
         let now = now();
-        let limits = &self.rules.limits;
         let (mut active, mut pending, mut throttled) = (0, 0, 0);
         for (_, r) in &users {
             match r.state {
                 EnrolState::Pending => pending += 1,
                 EnrolState::Active => {
                     active += 1;
-                    let waiting = r.last_failure.and_then(|last| {
-                        remaining(r.user_failures, last, limits.user_max_failures, limits, now)
-                    });
-                    if waiting.is_some() {
+                    if self.user_wait(r, now).is_some() {
                         throttled += 1;
                     }
                 }
@@ -502,13 +506,10 @@ impl Handler {
             Err(e) => return internal(e),
         };
         let now = now();
-        let limits = &self.rules.limits;
         let users = users
             .into_iter()
             .map(|(user, r)| {
-                let throttled_for_secs = r.last_failure.and_then(|last| {
-                    remaining(r.user_failures, last, limits.user_max_failures, limits, now)
-                });
+                let throttled_for_secs = self.user_wait(&r, now);
                 UserSummary {
                     user,
                     state: match (r.state, throttled_for_secs) {
