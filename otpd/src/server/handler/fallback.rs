@@ -245,8 +245,9 @@ impl Handler {
         service: &str,
         rhost: &str,
     ) -> Response {
-        let audit =
-            |outcome: &str| audit_verify(caller, user, service, rhost, Purpose::Login, outcome);
+        let audit = |outcome: &str| {
+            audit_verify(caller, user, service, rhost, Purpose::Login, outcome, None)
+        };
         let counter = match self.store.source(user, source) {
             Ok(c) => c,
             Err(e) => return internal(e),

@@ -269,7 +269,8 @@ impl Handler {
             ref source,
             purpose,
         } = attempt;
-        let audit = |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome);
+        let audit =
+            |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome, None);
         if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
             return self.login_sms(caller, user, source, service, rhost);
         }
@@ -327,20 +328,19 @@ impl Handler {
                     }
                 }
             }
-            match decision.outcome {
-                Outcome::AcceptedRecovery { remaining } => info!(
-                    target: "otpd::audit",
-                    user = ?user,
-                    service = ?service,
-                    rhost = ?rhost,
-                    uid = caller.uid,
-                    pid = caller.pid,
-                    op = "verify",
-                    outcome = decision.outcome.as_str(),
-                    recovery_codes_left = remaining,
-                ),
-                other => audit(other.as_str()),
-            }
+            let recovery_codes_left = match decision.outcome {
+                Outcome::AcceptedRecovery { remaining } => u64::try_from(remaining).ok(),
+                _ => None,
+            };
+            audit_verify(
+                caller,
+                user,
+                service,
+                rhost,
+                purpose,
+                decision.outcome.as_str(),
+                recovery_codes_left,
+            );
             let outcome = match decision.outcome {
                 Outcome::Accepted { .. }
                 | Outcome::AcceptedRecovery { .. }
@@ -613,6 +613,7 @@ fn audit_verify(
     rhost: &str,
     purpose: Purpose,
     outcome: &str,
+    recovery_codes_left: Option<u64>,
 ) {
     info!(
         target: "otpd::audit",
@@ -623,5 +624,6 @@ fn audit_verify(
         pid = caller.pid,
         op = if purpose == Purpose::Confirm { "confirm" } else { "verify" },
         outcome,
+        recovery_codes_left,
     );
 }
