@@ -64,6 +64,12 @@ fi
 $SUDO install -d -m 0700 -o otpd -g otpd /var/lib/otpd
 # A store from an older install made by root becomes otpd's.
 $SUDO chown -R otpd:otpd /var/lib/otpd
+# The key that seals the store (0400, otpd's): made once, never replaced.
+if [ ! -e "$CONFDIR/otpd.key" ]; then
+  say "creating the store's key $CONFDIR/otpd.key (back it up)"
+  $SUDO "$SBINDIR/otpd" keygen "$CONFDIR/otpd.key" >/dev/null
+fi
+$SUDO chown otpd:otpd "$CONFDIR/otpd.key"
 
 # 5. Start (or restart) the daemon.
 if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then

@@ -259,6 +259,7 @@ mode_owner /usr/sbin/otpd 755 root root
 mode_owner "$pamdir/pam_otpd.so" 644 root root
 mode_owner /etc/otpd/otpd.toml 644 root root
 mode_owner /var/lib/otpd 700 otpd otpd
+mode_owner /etc/otpd/otpd.key 400 otpd otpd
 for f in /lib/systemd/system/otpd.service /lib/systemd/system/otpd.socket \
   /usr/lib/sysusers.d/otpd.conf /usr/lib/tmpfiles.d/otpd.conf /usr/share/pam-configs/otpd \
   /usr/share/man/man8/otpd.8.gz /usr/share/man/man8/pam_otpd.8.gz /usr/share/man/man5/otpd.toml.5.gz \
@@ -273,6 +274,8 @@ done
 check "otpd.service starts /usr/sbin/otpd serve" \
   grep -qx 'ExecStart=/usr/sbin/otpd serve' /lib/systemd/system/otpd.service
 check "otpd.service runs as User=otpd" grep -qx 'User=otpd' /lib/systemd/system/otpd.service
+check "otpd.service hands the key in with LoadCredential=" \
+  grep -qx 'LoadCredential=otpd.key:/etc/otpd/otpd.key' /lib/systemd/system/otpd.service
 check "otpd.socket listens on /run/otpd/otpd.sock" grep -qx 'ListenStream=/run/otpd/otpd.sock' /lib/systemd/system/otpd.socket
 check "/etc/otpd/otpd.toml is a conffile" bash -c "dpkg-query -W -f='\${Conffiles}' otpd | grep -q '^ /etc/otpd/otpd.toml '"
 check "the manual pages open (man -l)" bash -c 'for p in /usr/share/man/man8/otpd.8.gz /usr/share/man/man8/pam_otpd.8.gz /usr/share/man/man5/otpd.toml.5.gz; do zcat "$p" | grep -q "^\.TH" || exit 1; done'
@@ -308,6 +311,11 @@ secret=$(enroll "$TEST_USER")
 check "otpd enroll + confirm with oathtool's code" test -n "$secret"
 check "the store is the otpd user's alone" \
   bash -c '[ -z "$(find /var/lib/otpd ! -user otpd -print -quit)" ] && [ -z "$(find /var/lib/otpd -perm /077 -print -quit)" ]'
+# In clear the secret would be there in base32 or as the JSON byte array
+# that records held before encryption at rest.
+secret_array="[$(printf '%s' "$secret" | base32 -d | od -An -tu1 -v | tr -s ' \n' ',' | sed 's/^,//; s/,$//')]"
+check "the store holds the secret sealed: neither $secret nor $secret_array is in /var/lib/otpd" \
+  bash -c '[ "${#2}" -gt 20 ] && ! grep -rqF -e "$1" -e "$2" /var/lib/otpd' _ "$secret" "$secret_array"
 
 printf 'auth required pam_otpd.so\naccount required pam_permit.so\n' >"$PAM_SERVICE"
 now=$(date +%s)
@@ -368,6 +376,7 @@ fi
 absent /usr/sbin/otpd
 absent "$pamdir/pam_otpd.so"
 check "remove: keeps /etc/otpd/otpd.toml (conffile)" test -f /etc/otpd/otpd.toml
+check "remove: keeps the store's key /etc/otpd/otpd.key" test -f /etc/otpd/otpd.key
 check "remove: keeps the store /var/lib/otpd" test -d /var/lib/otpd/store -o -n "$(ls -A /var/lib/otpd 2>/dev/null)"
 
 if DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >"$scratch/dpkg-re.log" 2>&1; then ok "dpkg -i after remove"; else bad "dpkg -i after remove"; sed 's/^/   /' "$scratch/dpkg-re.log"; fi

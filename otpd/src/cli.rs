@@ -96,6 +96,22 @@ pub enum Command {
         #[arg(value_name = "PATH")]
         path: Option<PathBuf>,
     },
+    /// Write a new random key file (64 hexadecimal digits, mode 0400);
+    /// never overwrites a file
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Keygen {
+        /// Where to write it, e.g. /etc/otpd/otpd.key
+        path: PathBuf,
+    },
+    /// Re-seal every record of the store with the key in NEWKEYFILE
+    /// (created if missing), then install it as key_file. Stop the daemon
+    /// first. Safe to interrupt: run it again with the same file to finish
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Rekey {
+        /// The new key file
+        #[arg(id = "newkeyfile", value_name = "NEWKEYFILE")]
+        new_key_file: PathBuf,
+    },
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,

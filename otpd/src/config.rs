@@ -14,6 +14,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/otpd/otpd.toml";
 pub const DEFAULT_SOCKET: &str = "/run/otpd/otpd.sock";
 /// Where the store lives unless configured otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/otpd";
+/// The key that seals the store unless configured otherwise.
+pub const DEFAULT_KEY_FILE: &str = "/etc/otpd/otpd.key";
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -23,6 +25,9 @@ pub struct Config {
     pub socket: PathBuf,
     /// The directory holding the store (mode 0700).
     pub state_dir: PathBuf,
+    /// The key that seals every record of the store (mode 0400); systemd's
+    /// `LoadCredential=otpd.key:…` takes precedence.
+    pub key_file: PathBuf,
     /// Defaults of new enrolments and the accepted window.
     pub totp: TotpConfig,
     /// Rate limiting.
@@ -43,6 +48,7 @@ impl Default for Config {
         Self {
             socket: DEFAULT_SOCKET.into(),
             state_dir: DEFAULT_STATE_DIR.into(),
+            key_file: DEFAULT_KEY_FILE.into(),
             totp: TotpConfig::default(),
             limits: LimitsConfig::default(),
             web: WebConfig::default(),
@@ -310,6 +316,12 @@ impl Config {
             return Err(format!(
                 "state_dir = \"{}\": must be an absolute path",
                 self.state_dir.display()
+            ));
+        }
+        if !self.key_file.is_absolute() {
+            return Err(format!(
+                "key_file = \"{}\": must be an absolute path",
+                self.key_file.display()
             ));
         }
         Ok(())

@@ -107,6 +107,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
             confirm,
         } => admin::phone(&client(), user, number, confirm),
         Command::Status => admin::status(&client()),
+        Command::Keygen { path } => {
+            let key = otpd::server::keyfile::create_key_file(&path)
+                .map_err(|e| CliError::Refused(e.0))?;
+            out!(
+                "wrote a new key (key ID {}) to {}",
+                key.id(),
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Rekey { new_key_file } => {
+            let done =
+                otpd::server::rekey(&config, &new_key_file).map_err(|e| CliError::Refused(e.0))?;
+            out!("{done}");
+            Ok(())
+        }
     }
 }
 

@@ -32,9 +32,15 @@ runs as the \fBotpd\fR system user from \fIotpd.service\fR (systemd
 \fBType=notify\fR, ready once the store is open), on the socket handed over
 by \fIotpd.socket\fR; started by hand it binds the socket itself.
 .PP
-Every other command except \fBcheck\-config\fR talks to the running daemon
-over its socket, and only root may use them (the daemon asks the kernel who
-is calling). When a \fICODE\fR is omitted it is read from standard input,
+Every record of the store is sealed with XChaCha20\-Poly1305 under the key
+in \fIkey_file\fR, bound to its user name and version. A new store gets a
+new key file at its first start; a store with records never starts without
+its key.
+.PP
+Every other command except \fBcheck\-config\fR, \fBkeygen\fR and
+\fBrekey\fR talks to the running daemon over its socket, and only root may
+use them (the daemon asks the kernel who is calling). \fBrekey\fR works on
+the store itself: stop the daemon first. When a \fICODE\fR is omitted it is read from standard input,
 so it does not show in the process list. A failing command prints a
 one\-line reason to standard error and exits with the status below.
 "#;
@@ -58,9 +64,14 @@ The configuration; see
 .I /run/otpd/otpd.sock
 The daemon's socket.
 .TP
+.I /etc/otpd/otpd.key
+The key that seals the store (mode 0400). Under systemd it is handed in with
+\fBLoadCredential=otpd.key:/etc/otpd/otpd.key\fR, so it can stay owned by
+root. Back it up: without it the store cannot be read.
+.TP
 .I /var/lib/otpd
-The store: secrets, used time steps, failure counters (mode 0700, owned by
-the daemon's user).
+The store: sealed secrets, used time steps, failure counters (mode 0700,
+owned by the daemon's user).
 .TP
 .I /usr/lib/systemd/system/otpd.service
 .TQ

@@ -28,6 +28,9 @@ _otpd() {
             otpd,help)
                 cmd="otpd__subcmd__help"
                 ;;
+            otpd,keygen)
+                cmd="otpd__subcmd__keygen"
+                ;;
             otpd,list)
                 cmd="otpd__subcmd__list"
                 ;;
@@ -36,6 +39,9 @@ _otpd() {
                 ;;
             otpd,recovery-codes)
                 cmd="otpd__subcmd__recovery__subcmd__codes"
+                ;;
+            otpd,rekey)
+                cmd="otpd__subcmd__rekey"
                 ;;
             otpd,remove)
                 cmd="otpd__subcmd__remove"
@@ -64,6 +70,9 @@ _otpd() {
             otpd__subcmd__help,help)
                 cmd="otpd__subcmd__help__subcmd__help"
                 ;;
+            otpd__subcmd__help,keygen)
+                cmd="otpd__subcmd__help__subcmd__keygen"
+                ;;
             otpd__subcmd__help,list)
                 cmd="otpd__subcmd__help__subcmd__list"
                 ;;
@@ -72,6 +81,9 @@ _otpd() {
                 ;;
             otpd__subcmd__help,recovery-codes)
                 cmd="otpd__subcmd__help__subcmd__recovery__subcmd__codes"
+                ;;
+            otpd__subcmd__help,rekey)
+                cmd="otpd__subcmd__help__subcmd__rekey"
                 ;;
             otpd__subcmd__help,remove)
                 cmd="otpd__subcmd__help__subcmd__remove"
@@ -95,7 +107,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove unlock recovery-codes phone check-config status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -211,7 +223,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove unlock recovery-codes phone check-config status help"
+            opts="serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -280,6 +292,20 @@ _otpd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otpd__subcmd__help__subcmd__keygen)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otpd__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -309,6 +335,20 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__recovery__subcmd__codes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__rekey)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -392,6 +432,28 @@ _otpd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otpd__subcmd__keygen)
+            opts="-h --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otpd__subcmd__list)
             opts="-h --json --config --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -451,6 +513,28 @@ _otpd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__rekey)
+            opts="-h --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -11,6 +11,11 @@ fi
 if [ ! -d /var/lib/otpd ]; then
 	install -d -m 0700 -o otpd -g otpd /var/lib/otpd
 fi
+# The key that seals the store: made once, never replaced.
+if [ ! -e /etc/otpd/otpd.key ]; then
+	install -d -m 0755 /etc/otpd
+	/usr/sbin/otpd keygen /etc/otpd/otpd.key >/dev/null && chown otpd:otpd /etc/otpd/otpd.key
+fi
 if [ "$1" -eq 1 ] && [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || :
 	systemctl enable --now otpd.socket otpd.service >/dev/null 2>&1 || :

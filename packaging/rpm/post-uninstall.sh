@@ -1,7 +1,7 @@
 # %postun of the otpd RPM (packaging/rpm/post-uninstall.sh); $1: 0 erase, 1 upgrade.
 # Upgrade: restart a running daemon on the new binary. Erase: rpm has no
 # purge; like a Debian "remove", the store in /var/lib/otpd (enrolled
-# secrets) and the otpd user are kept, and a changed /etc/otpd/otpd.toml is
+# secrets), its key /etc/otpd/otpd.key and the otpd user are kept, and a changed /etc/otpd/otpd.toml is
 # saved as otpd.toml.rpmsave. Delete /var/lib/otpd by hand to drop the
 # secrets.
 if [ -d /run/systemd/system ]; then

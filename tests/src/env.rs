@@ -4,6 +4,7 @@
 use crate::pam::{PamLogin, PamService};
 use crate::process::{self, ChildGuard, Output};
 use crate::programs;
+use crate::secrets;
 use crate::totp::Enrolment;
 use serde_json::Value;
 use std::ffi::{OsStr, OsString};
@@ -78,6 +79,8 @@ pub struct TestEnv {
     pub socket: PathBuf,
     /// The daemon's state dir.
     pub state_dir: PathBuf,
+    /// The key that seals the store (created by the first `otpd serve`).
+    pub key_file: PathBuf,
     /// stdout and stderr of every daemon run, appended.
     pub daemon_log: PathBuf,
     /// A prefix for `otpd serve` (`nsenter … --`), so that the daemon runs
@@ -128,11 +131,12 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\nstate_dir = \"{}\"\n\n[totp]\nissuer = \"otpd-test\"\n\n\
+                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nissuer = \"otpd-test\"\n\n\
                  [limits]\nmax_failures = {}\nbase_delay = {}\nmax_delay = {}\n\
                  user_max_failures = {}\n",
                 socket.display(),
                 state_dir.display(),
+                dir.join("otpd.key").display(),
                 limits.max_failures,
                 limits.base_delay,
                 limits.max_delay,
@@ -143,6 +147,7 @@ impl TestEnv {
         TestEnv {
             name: name.to_owned(),
             daemon_log: dir.join("otpd.log"),
+            key_file: dir.join("otpd.key"),
             dir,
             config,
             socket,
@@ -164,7 +169,25 @@ impl TestEnv {
             None => Command::new(programs::otpd_binary()),
         };
         cmd.arg("--config").arg(&self.config).arg("serve");
+        // Everything the daemon can log, so that the check at the end of
+        // every test (no remembered secret in the log) covers all of it.
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("OTPD_TEST_RUST_LOG").unwrap_or_else(|_| "trace".into()),
+        );
         cmd
+    }
+
+    /// The remembered secrets ([`crate::secrets`]) found in the daemon's log,
+    /// or in clear in the store.
+    pub fn leaked_secrets(&self) -> Vec<String> {
+        let all = secrets::all();
+        let mut found: Vec<String> = secrets::leaked_into(&self.log(), &all)
+            .into_iter()
+            .map(|s| format!("{s} in the daemon's log {}", self.daemon_log.display()))
+            .collect();
+        found.extend(secrets::in_clear_under(&self.state_dir, &all));
+        found
     }
 
     /// Starts `otpd serve` and waits until its socket accepts a connection.
@@ -244,7 +267,9 @@ impl TestEnv {
     pub fn otpd<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let mut cmd = Command::new(programs::otpd_binary());
         cmd.arg("--config").arg(&self.config).args(args);
-        process::run(cmd, b"", COMMAND_TIMEOUT)
+        let out = process::run(cmd, b"", COMMAND_TIMEOUT);
+        secrets::remember_from_output(&out.stdout);
+        out
     }
 
     /// Runs `otpd --config CONFIG ARGS…` as uid 65534 (through `setpriv`).
@@ -252,7 +277,9 @@ impl TestEnv {
         let otpd = self.copy_for_nobody(&programs::otpd_binary(), "otpd", 0o755);
         let mut cmd = process::as_nobody(&otpd);
         cmd.arg("--config").arg(&self.config).args(args);
-        process::run(cmd, b"", COMMAND_TIMEOUT)
+        let out = process::run(cmd, b"", COMMAND_TIMEOUT);
+        secrets::remember_from_output(&out.stdout);
+        out
     }
 
     /// Copies `source` to `bin/NAME` in the test dir (which any uid can
@@ -377,7 +404,12 @@ impl Drop for TestEnv {
             let _ = process::try_signal(daemon.pid(), libc::SIGCONT);
         }
         drop(self.daemon.take());
-        if std::thread::panicking() {
+        let leaked = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            self.leaked_secrets()
+        };
+        if std::thread::panicking() || !leaked.is_empty() {
             eprintln!(
                 "---- otpd log of {} ({}) ----\n{}---- end of otpd log ----",
                 self.name,
@@ -388,5 +420,11 @@ impl Drop for TestEnv {
         if std::env::var_os("OTPD_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+        assert!(
+            leaked.is_empty(),
+            "[{}] secrets leaked (design.md §3):\n  {}",
+            self.name,
+            leaked.join("\n  ")
+        );
     }
 }

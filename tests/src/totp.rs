@@ -63,6 +63,9 @@ impl Enrolment {
                 ));
             }
         }
+        if let Some(secret) = &secret {
+            crate::secrets::remember(secret);
+        }
         Ok(Enrolment {
             uri: uri.to_owned(),
             user,
@@ -135,6 +138,8 @@ pub fn code_at(secret: &str, algorithm: &str, digits: u32, period: u64, unix_tim
         .trim()
         .to_owned();
     assert_eq!(code.len(), digits as usize, "oathtool printed {code:?}");
+    crate::secrets::remember(secret);
+    crate::secrets::remember(&code);
     code
 }
 

@@ -379,6 +379,7 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
         .find(|w| w.len() == 6)
         .unwrap()
         .to_owned();
+    otpd_tests::secrets::remember(&code);
     let (_, _, wrong) = http(
         port,
         "POST",

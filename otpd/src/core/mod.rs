@@ -8,5 +8,6 @@ pub mod decision;
 pub mod names;
 pub mod ratelimit;
 pub mod record;
+pub mod seal;
 pub mod tokens;
 pub mod totp;

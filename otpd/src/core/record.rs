@@ -72,6 +72,29 @@ pub struct UserRecord {
     pub fallback: Fallback,
 }
 
+impl UserRecord {
+    /// A stand-in record (an all-zero secret, active) that the daemon
+    /// checks codes against and writes for unknown users, so that they take
+    /// the same path as enrolled ones; never stored under a user's name.
+    pub fn decoy() -> Self {
+        UserRecord {
+            version: 0,
+            state: EnrolState::Active,
+            secret: SecretBytes::new(vec![0; 20]),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            issuer: String::new(),
+            created: 0,
+            last_success: None,
+            last_accepted_step: None,
+            user_failures: 0,
+            last_failure: None,
+            fallback: Fallback::default(),
+        }
+    }
+}
+
 /// A one-time link or session: only the hash of its token is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

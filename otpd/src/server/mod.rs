@@ -1,6 +1,7 @@
 //! `otpd serve`: the daemon.
 
 mod handler;
+pub mod keyfile;
 mod listener;
 pub mod policy;
 mod setup;
@@ -9,7 +10,9 @@ mod slots;
 pub use handler::Handler;
 
 use crate::config::Config;
-use crate::store::{SledStore, Store};
+use crate::store::{SledStore, Store, StoreError};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::Arc;
 use tracing::info;
 
@@ -35,8 +38,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // fails here, before it touches the store or the socket.
     let _lock = setup::lock_state_dir(&config.state_dir)?;
     let store_dir = config.state_dir.join("store");
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&store_dir).map_err(|e| ServeError(e.to_string()))?);
+    let store: Arc<dyn Store> = Arc::new(
+        SledStore::open(&store_dir, |stored| {
+            keyfile::load_key(&config, stored).map_err(|e| StoreError::WrongKey(e.0))
+        })
+        .map_err(|e| ServeError(e.to_string()))?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("otpd")
@@ -96,5 +103,90 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .sync()
         .map_err(|e| ServeError(format!("final flush of the store failed: {e}")))?;
     info!("otpd stopped");
+    Ok(())
+}
+
+/// `otpd rekey NEWKEYFILE`: re-seals every record with the key in
+/// `new_key_file` (created first if missing), then installs that key as
+/// the configured `key_file`. The daemon must be stopped (the store is
+/// single-process). Crash-safe: see [`SledStore::rekey`]; run again with the
+/// same file to finish an interrupted rekey. Returns what was done, for the
+/// operator.
+pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
+    let _lock = setup::lock_state_dir(&config.state_dir).map_err(|e| {
+        ServeError(format!(
+            "{}; otpd rekey needs the store to itself (systemctl stop otpd.socket otpd.service)",
+            e.0
+        ))
+    })?;
+    let store_dir = config.state_dir.join("store");
+    if !store_dir.join("db").exists() {
+        return Err(ServeError(format!(
+            "there is no store in {}: nothing to rekey",
+            store_dir.display()
+        )));
+    }
+    let (new, created) = if new_key_file.exists() {
+        (keyfile::read_key(new_key_file)?, false)
+    } else {
+        (keyfile::create_key_file(new_key_file)?, true)
+    };
+    let old = if config.key_file.exists() {
+        Some(keyfile::read_key(&config.key_file)?)
+    } else {
+        None
+    };
+    let report =
+        SledStore::rekey(&store_dir, old.as_ref(), &new).map_err(|e| ServeError(e.to_string()))?;
+    let same_file = match (new_key_file.canonicalize(), config.key_file.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same_file {
+        keyfile::install_key_file(new_key_file, &config.key_file)?;
+    }
+    // Files sled made while root ran this belong to the daemon's user.
+    let owner = std::fs::metadata(&config.state_dir)
+        .map_err(|e| ServeError(format!("state_dir {}: {e}", config.state_dir.display())))?;
+    chown_tree(&config.state_dir, owner.uid(), owner.gid())?;
+    Ok(format!(
+        "{}{} records {} key ID {}; {} now holds it{}",
+        if created {
+            format!("created {} with a new key; ", new_key_file.display())
+        } else {
+            String::new()
+        },
+        report.records,
+        if report.already_done {
+            "were already sealed with"
+        } else {
+            "re-sealed with"
+        },
+        new.id(),
+        config.key_file.display(),
+        if same_file {
+            String::new()
+        } else {
+            format!(
+                " (keep {} in your backup, or delete it)",
+                new_key_file.display()
+            )
+        }
+    ))
+}
+
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
+    let err =
+        |p: &Path, e: std::io::Error| ServeError(format!("cannot chown {}: {e}", p.display()));
+    for entry in std::fs::read_dir(dir).map_err(|e| err(dir, e))? {
+        let path = entry.map_err(|e| err(dir, e))?.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| err(&path, e))?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| err(&path, e))?;
+        }
+        if meta.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        }
+    }
     Ok(())
 }

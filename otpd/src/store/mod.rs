@@ -3,7 +3,7 @@
 
 mod sled_store;
 
-pub use sled_store::SledStore;
+pub use sled_store::{RekeyReport, SledStore};
 
 use crate::core::decision::SourceChange;
 use crate::core::record::{SourceCounter, UserRecord};
@@ -17,6 +17,9 @@ pub enum StoreError {
     /// A stored value could not be decoded.
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// The key does not open the store (a message for the operator).
+    #[error("{0}")]
+    WrongKey(String),
     /// The engine or the disk failed.
     #[error("store error: {0}")]
     Backend(String),
@@ -80,4 +83,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Makes everything written so far durable (used at shutdown).
     fn sync(&self) -> Result<(), StoreError>;
+    /// A durable write that costs what a `commit` costs but changes nothing
+    /// the daemon reads: a login for an unknown user does it, so that from
+    /// the socket it takes as long as a wrong code for an enrolled user.
+    fn decoy_write(&self) -> Result<(), StoreError>;
 }

@@ -4,7 +4,7 @@
 //! Every token and code is drawn from the OS RNG, shown once, and stored
 //! only as a hash (`core::tokens`); none of them reaches a log line.
 
-use super::{audit_verify, internal, now, refuse, with_retries, Handler};
+use super::{audit_verify, internal, refuse, with_retries, Handler};
 use crate::core::decision::{decide, Outcome, Purpose};
 use crate::core::record::{EnrolState, Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
@@ -68,7 +68,7 @@ impl Handler {
         let url = format!("{}/enroll/{token}", public_url.trim_end_matches('/'));
         let link = Link {
             token_hash: token_hash(&token),
-            expires: now().saturating_add(expires_in),
+            expires: self.now().saturating_add(expires_in),
         };
         Ok((SecretText::new(url), link))
     }
@@ -180,7 +180,7 @@ impl Handler {
         let code =
             texted_code(&random_bytes::<4>().map_err(|e| TextFailure::Response(internal(e)))?);
         let salt = random_bytes::<16>().map_err(|e| TextFailure::Response(internal(e)))?;
-        let now = now();
+        let now = self.now();
         let mut limited = None;
         let mut no_phone = false;
         let to = self
@@ -258,7 +258,7 @@ impl Handler {
             Some(r),
             counter.as_ref(),
             "",
-            now(),
+            self.now(),
             Purpose::Login,
             &self.rules,
         ) {
@@ -374,7 +374,7 @@ impl Handler {
         session: Option<&str>,
     ) -> Result<bool, Response> {
         let typed = typed.trim().replace(' ', "");
-        let now = now();
+        let now = self.now();
         self.update(user, |r| {
             if let Some(session) = session {
                 if !link_valid(r.fallback.phone_session.as_ref(), session, now) {
@@ -417,7 +417,7 @@ impl Handler {
             return None;
         }
         let hash = token_hash(token);
-        let now = now();
+        let now = self.now();
         let users = match self.store.users() {
             Ok(users) => users,
             Err(e) => {
@@ -637,7 +637,7 @@ impl EnrolBackend for WebBackend {
                 return Some(Response::Done {});
             };
             if record.state != EnrolState::Pending
-                || !link_valid(record.fallback.link.as_ref(), token, now())
+                || !link_valid(record.fallback.link.as_ref(), token, self.handler.now())
             {
                 web_audit(Some(&user), peer, "web_validate", "invalid_link");
                 return Some(Response::Done {});
@@ -650,7 +650,7 @@ impl EnrolBackend for WebBackend {
                 Some(&record),
                 counter.as_ref(),
                 code,
-                now(),
+                self.handler.now(),
                 Purpose::Confirm,
                 &h.rules,
             ) {
@@ -674,7 +674,7 @@ impl EnrolBackend for WebBackend {
                     };
                     next.fallback.phone_session = Some(Link {
                         token_hash: token_hash(&token),
-                        expires: now().saturating_add(PHONE_SESSION_SECS),
+                        expires: self.handler.now().saturating_add(PHONE_SESSION_SECS),
                     });
                     session = Some(token);
                 }
@@ -726,7 +726,11 @@ impl EnrolBackend for WebBackend {
         };
         // The session is checked again in the same write as the challenge.
         let result = self.handler.text_code(&user, Some(&number), |r| {
-            if link_valid(r.fallback.phone_session.as_ref(), session, now()) {
+            if link_valid(
+                r.fallback.phone_session.as_ref(),
+                session,
+                self.handler.now(),
+            ) {
                 Ok(())
             } else {
                 Err(refuse(ErrorCode::NotFound, "no such phone session"))

@@ -45,6 +45,7 @@ struct Attempt<'a> {
 /// The daemon's request handler.
 pub struct Handler {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     rules: Rules,
     config: Config,
     issuer: String,
@@ -52,11 +53,23 @@ pub struct Handler {
     socket_activated: std::sync::atomic::AtomicBool,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// Where the handler reads the time: the system clock, or in tests one
+/// that they set (to step it back, for example).
+pub trait Clock: Send + Sync + 'static {
+    /// Unix time in seconds.
+    fn now(&self) -> u64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -102,14 +115,24 @@ fn user_name_of(uid: u32) -> Option<String> {
 impl Handler {
     /// A handler over `store` with the settings of `config`.
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    /// A handler that reads the time from `clock`.
+    pub fn with_clock(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
+            clock,
             rules: config.rules(),
             issuer: config.issuer(),
             config,
             started: std::time::Instant::now(),
             socket_activated: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// Seconds the whole user must still wait (user-wide backoff), if any.
@@ -131,7 +154,7 @@ impl Handler {
             Ok(u) => u,
             Err(e) => return internal(e),
         };
-        let now = now();
+        let now = self.now();
         let (mut active, mut pending, mut throttled) = (0, 0, 0);
         for (_, r) in &users {
             match r.state {
@@ -300,7 +323,7 @@ impl Handler {
                 record.as_ref(),
                 counter.as_ref(),
                 code.expose(),
-                now(),
+                self.now(),
                 purpose,
                 &self.rules,
             ) {
@@ -311,6 +334,22 @@ impl Handler {
                     )))
                 }
             };
+            if record.is_none() && purpose == Purpose::Login {
+                // design.md §6 / no enumeration: an unknown user costs what
+                // a wrong code costs (the HMACs and a durable write).
+                let decoy = UserRecord::decoy();
+                let _ = decide(
+                    Some(&decoy),
+                    None,
+                    code.expose(),
+                    self.now(),
+                    purpose,
+                    &self.rules,
+                );
+                if let Err(e) = self.store.decoy_write() {
+                    warn!("decoy write failed: {e}");
+                }
+            }
             if let (Some(next), Some(current)) = (&decision.record, &record) {
                 match self.store.commit(
                     user,
@@ -458,7 +497,7 @@ impl Handler {
                 digits,
                 period,
                 issuer: issuer.clone(),
-                created: now(),
+                created: self.now(),
                 last_success: None,
                 last_accepted_step: None,
                 user_failures: 0,
@@ -505,7 +544,7 @@ impl Handler {
             Ok(u) => u,
             Err(e) => return internal(e),
         };
-        let now = now();
+        let now = self.now();
         let users = users
             .into_iter()
             .map(|(user, r)| {
@@ -626,4 +665,118 @@ fn audit_verify(
         outcome,
         recovery_codes_left,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handler with the real sled store and an injected clock.
+    use super::*;
+    use crate::core::seal::{RecordKey, KEY_LEN};
+    use crate::core::totp::generator;
+    use crate::store::SledStore;
+    use otpd_proto::Algorithm;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct TestClock(AtomicU64);
+
+    impl Clock for TestClock {
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    const ROOT: Caller = Caller { uid: 0, pid: None };
+
+    fn verify(handler: &Handler, user: &str, code: &str) -> Response {
+        handler.handle(
+            &ROOT,
+            Request::Verify {
+                user: user.into(),
+                code: SecretText::new(code.into()),
+                service: "test".into(),
+                rhost: "192.0.2.1".into(),
+                ruid: None,
+            },
+        )
+    }
+
+    fn outcome(response: Response) -> VerifyOutcome {
+        match response {
+            Response::Verified { outcome } => outcome,
+            other => panic!("not a verification: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_clock_stepped_back_an_hour_never_gets_a_code_accepted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            SledStore::open(dir.path(), |_| Ok(RecordKey::from_bytes(&[5; KEY_LEN]))).unwrap(),
+        );
+        let t0 = 1_800_000_000u64;
+        let clock = Arc::new(TestClock(AtomicU64::new(t0)));
+        let handler = Handler::with_clock(store, Config::default(), clock.clone());
+        let enrolled = handler.handle(
+            &ROOT,
+            Request::Enrol(EnrolParams {
+                user: "alice".into(),
+                issuer: Some("t".into()),
+                algorithm: None,
+                digits: None,
+                period: None,
+                force: false,
+                link_expires: None,
+            }),
+        );
+        let Response::Enrolled(e) = enrolled else {
+            panic!("enrol failed: {enrolled:?}");
+        };
+        let secret = totp_rs::Secret::try_from_base32(e.secret_base32.expose()).unwrap();
+        let totp = generator(secret.as_bytes(), Algorithm::Sha1, 6, 30, 0).unwrap();
+        let code = |t: u64| totp.generate(t).to_string();
+        let confirmed = handler.handle(
+            &ROOT,
+            Request::Confirm {
+                user: "alice".into(),
+                code: SecretText::new(code(t0)),
+            },
+        );
+        assert!(
+            matches!(
+                confirmed,
+                Response::Verified {
+                    outcome: VerifyOutcome::Accepted
+                }
+            ),
+            "{confirmed:?}"
+        );
+        clock.0.store(t0 + 60, Ordering::SeqCst);
+        assert_eq!(
+            outcome(verify(&handler, "alice", &code(t0 + 60))),
+            VerifyOutcome::Accepted
+        );
+        // The clock steps back an hour: every code of that hour, the ones
+        // used before included, is refused as a replay.
+        let mut replays = 0;
+        for back in (0..=3660).step_by(30) {
+            clock.0.store(t0 + 60 - back, Ordering::SeqCst);
+            let now = t0 + 60 - back;
+            for c in [code(now), code(t0 + 60), code(t0)] {
+                let o = outcome(verify(&handler, "alice", &c));
+                assert_ne!(o, VerifyOutcome::Accepted, "accepted at now={now}");
+                replays += 1;
+            }
+        }
+        assert!(replays > 300);
+        // Time moves forward past the last used step: new codes work again.
+        clock.0.store(t0 + 90, Ordering::SeqCst);
+        assert_eq!(
+            outcome(verify(&handler, "alice", &code(t0 + 90))),
+            VerifyOutcome::Accepted
+        );
+        assert_eq!(
+            outcome(verify(&handler, "alice", &code(t0 + 90))),
+            VerifyOutcome::Replayed
+        );
+    }
 }
