@@ -1,0 +1,221 @@
+//! The key that seals the store, through the real `otpd` binary: a store
+//! never opens without its key (missing, another key, loose mode), and
+//! `otpd rekey` killed with SIGKILL at random moments loses nothing.
+
+use otpd_tests::process;
+use otpd_tests::{settled_now, Enrolment, TestEnv};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `otpd serve` that must fail: returns its stderr.
+fn serve_must_fail(env: &TestEnv) -> String {
+    let out = process::run(env.serve_command(), b"", Duration::from_secs(20));
+    assert!(
+        !out.status.success(),
+        "otpd serve started although it should not have: {out}"
+    );
+    assert!(
+        !env.socket.exists() || std::os::unix::net::UnixStream::connect(&env.socket).is_err(),
+        "a refused daemon is answering on the socket"
+    );
+    out.stderr
+}
+
+/// Starts `otpd serve` and stops it again: `Ok` when it came up (accepted a
+/// connection), `Err(stderr)` when it exited instead.
+fn try_serve(env: &TestEnv) -> Result<(), String> {
+    let log = env.dir.join("probe.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = env.serve_command();
+    cmd.stdout(file.try_clone().unwrap()).stderr(file);
+    let mut child = cmd.spawn().expect("spawn otpd serve");
+    let started = Instant::now();
+    loop {
+        if std::os::unix::net::UnixStream::connect(&env.socket).is_ok() {
+            process::send_signal(child.id(), libc::SIGTERM);
+            let status = child.wait().unwrap();
+            assert!(status.success(), "probe daemon ended with {status}");
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "otpd serve exited 0 without serving");
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("otpd serve neither came up nor exited within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn the_store_never_opens_without_its_own_key() {
+    let mut env = TestEnv::start("keys");
+    let t = settled_now(30, 10);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    let key_meta = std::fs::metadata(&env.key_file).expect("the first start made the key");
+    assert_eq!(key_meta.permissions().mode() & 0o777, 0o400);
+    env.restart_daemon();
+    let key = std::fs::read(&env.key_file).unwrap();
+
+    env.kill_daemon(libc::SIGTERM);
+    let aside = env.dir.join("otpd.key.aside");
+    std::fs::rename(&env.key_file, &aside).unwrap();
+    let said = serve_must_fail(&env);
+    assert!(
+        said.contains("is missing") && said.contains(&env.key_file.display().to_string()),
+        "missing key: {said}"
+    );
+    assert!(
+        !env.key_file.exists(),
+        "a store with records must never get a fresh key"
+    );
+
+    let other = env.dir.join("other.key");
+    env.otpd_expect(&["keygen", other.to_str().unwrap()], 0);
+    std::fs::copy(&other, &env.key_file).unwrap();
+    chmod(&env.key_file, 0o400);
+    let said = serve_must_fail(&env);
+    assert!(said.contains("holds key ID"), "another key: {said}");
+
+    std::fs::remove_file(&env.key_file).unwrap();
+    std::fs::write(&env.key_file, &key).unwrap();
+    chmod(&env.key_file, 0o644);
+    let said = serve_must_fail(&env);
+    assert!(said.contains("chmod 0400"), "a world-readable key: {said}");
+
+    chmod(&env.key_file, 0o400);
+    env.spawn_daemon();
+    env.otpd_expect(&["verify", "alice", &alice.code_at(t)], 0);
+    // keygen never overwrites.
+    let out = env.otpd_expect(&["keygen", env.key_file.to_str().unwrap()], 1);
+    assert!(out.stderr.contains("already exists"), "{out}");
+    assert_eq!(std::fs::read(&env.key_file).unwrap(), key);
+}
+
+/// A tiny xorshift, seeded and printed, for reproducible kill times.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn rekey_killed_at_random_moments_loses_nothing() {
+    let mut env = TestEnv::start("rekey");
+    let t = settled_now(30, 12);
+    let users: Vec<(String, Enrolment)> = (0..30)
+        .map(|i| {
+            let name = format!("user{i:02}");
+            let e = env.enroll_active(&name, &[], t - 30);
+            (name, e)
+        })
+        .collect();
+    env.enroll("pending", &[]);
+    // A used code, whose replay must stay refused whatever the key.
+    let used = users[0].1.code_at(t);
+    env.otpd_expect(&["verify", "user00", &used], 0);
+    let before = env.list();
+
+    // With the daemon running, rekey refuses and changes nothing.
+    let busy = env.otpd_expect(&["rekey", env.dir.join("k0").to_str().unwrap()], 1);
+    assert!(busy.stderr.contains("stop"), "{busy}");
+    env.kill_daemon(libc::SIGTERM);
+
+    let seed = std::env::var("OTPD_REKEY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    let rounds: usize = std::env::var("OTPD_REKEY_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    println!("rekey campaign: seed {seed} (OTPD_REKEY_SEED), {rounds} kills (OTPD_REKEY_KILLS)");
+    let mut rng = Rng(seed);
+
+    // How long one full rekey takes, to spread the kills over it.
+    let timed = Instant::now();
+    env.otpd_expect(&["rekey", env.dir.join("k0").to_str().unwrap()], 0);
+    let full = timed.elapsed();
+    println!(
+        "one full rekey of {} records: {} ms",
+        before.len(),
+        full.as_millis()
+    );
+
+    let (mut old_key_whole, mut new_key_whole, mut finished_anyway) = (0, 0, 0);
+    for round in 1..=rounds {
+        let new_key = env.dir.join(format!("k{round}"));
+        let key_before = std::fs::read(&env.key_file).unwrap();
+        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 + 1));
+        let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
+        cmd.arg("--config")
+            .arg(&env.config)
+            .arg("rekey")
+            .arg(&new_key);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn otpd rekey");
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL; harmless if it already exited
+        let killed = !child.wait().unwrap().success();
+        // Whatever the moment: the daemon starts with the key file as it is
+        // now (old key: the switch had not happened), or refuses with the
+        // way out, and a second rekey with the same file finishes the job.
+        let key_now = std::fs::read(&env.key_file).unwrap();
+        if !killed {
+            finished_anyway += 1;
+        } else if key_now == key_before {
+            match try_serve(&env) {
+                Ok(()) => old_key_whole += 1,
+                Err(said) => {
+                    assert!(
+                        said.contains("holds key ID") && said.contains("run it again"),
+                        "round {round}: the daemon refused without naming the way out: {said}"
+                    );
+                    new_key_whole += 1;
+                }
+            }
+        } else {
+            new_key_whole += 1;
+        }
+        let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "round {round}: finishing the rekey after a kill at {} µs failed: {out}",
+            delay.as_micros()
+        );
+        assert_eq!(
+            std::fs::read(&env.key_file).unwrap(),
+            std::fs::read(&new_key).unwrap(),
+            "round {round}: the new key is installed"
+        );
+    }
+    env.spawn_daemon();
+    let after = env.list();
+    assert_eq!(
+        after, before,
+        "every record came through the rekeys unchanged"
+    );
+    let replay = env.otpd_expect(&["verify", "user00", &used], 1);
+    assert!(replay.stderr.contains("already used"), "{replay}");
+    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(t)], 0);
+    println!(
+        "rekey campaign: {rounds} runs killed at random moments; store whole under the old key \
+         {old_key_whole}, under the new key {new_key_whole}, finished before the kill \
+         {finished_anyway}; records lost 0 of {}; replays accepted 0",
+        before.len()
+    );
+}
