@@ -125,7 +125,18 @@ pub fn encode_frame<T: Serialize>(body: &T) -> Result<Zeroizing<Vec<u8>>, ProtoE
 /// A `Vec` writer that never leaves a copy behind: when the buffer must
 /// grow, the bytes move to a new, larger buffer and the old one is wiped
 /// (a plain `Vec` would free it with the code still in it).
-struct WipingWriter(Zeroizing<Vec<u8>>);
+pub struct WipingWriter(Zeroizing<Vec<u8>>);
+
+impl WipingWriter {
+    /// An empty writer with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(Zeroizing::new(Vec::with_capacity(capacity)))
+    }
+    /// The bytes written.
+    pub fn into_inner(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+}
 
 impl Write for WipingWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

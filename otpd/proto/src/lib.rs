@@ -12,7 +12,7 @@ mod secret;
 mod types;
 
 pub use frame::{
-    decode_payload, encode_frame, payload_len, read_frame, write_frame, ProtoError,
+    decode_payload, encode_frame, payload_len, read_frame, write_frame, ProtoError, WipingWriter,
     FRAME_HEADER_LEN, MAX_FRAME_LEN, MAX_REQUEST_LEN, PROTOCOL_VERSION,
 };
 pub use secret::SecretText;

@@ -6,9 +6,42 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// A TOTP secret's raw bytes: zeroised on drop, never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, PartialEq, Eq, Serialize, Zeroize, ZeroizeOnDrop)]
 #[serde(transparent)]
 pub struct SecretBytes(Vec<u8>);
+
+/// The longest secret a record may hold (RFC 4226 asks for 128 bits at
+/// least, 160 recommended; apps cope with up to 512).
+const MAX_SECRET_LEN: usize = 128;
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    /// Read into a buffer sized once: a `Vec` that grew while reading would
+    /// free its earlier buffers, holding most of the secret, unwiped. On an
+    /// error the partial value is dropped, and so wiped.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = SecretBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "at most {MAX_SECRET_LEN} bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SecretBytes, A::Error> {
+                let mut out = SecretBytes(Vec::with_capacity(MAX_SECRET_LEN));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if out.0.len() == MAX_SECRET_LEN {
+                        return Err(serde::de::Error::custom("the secret is too long"));
+                    }
+                    out.0.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Bytes)
+    }
+}
 
 impl SecretBytes {
     /// Wraps raw key bytes.
@@ -187,6 +220,18 @@ mod tests {
         assert_eq!(source_of("", Some(1001), 0), "uid:1001");
         // A non-root caller is not believed about either.
         assert_eq!(source_of("192.0.2.1", Some(0), 1000), "uid:1000");
+    }
+
+    #[test]
+    fn secrets_read_back_whole_and_overlong_ones_are_refused() {
+        let s = SecretBytes::new((0..20).collect());
+        let json = serde_json::to_string(&s).unwrap();
+        let back: SecretBytes = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert!(back.0.capacity() >= MAX_SECRET_LEN, "sized once");
+        let long = serde_json::to_string(&vec![1u8; MAX_SECRET_LEN + 1]).unwrap();
+        assert!(serde_json::from_str::<SecretBytes>(&long).is_err());
+        assert!(serde_json::from_str::<SecretBytes>("[1,256]").is_err());
     }
 
     #[test]

@@ -178,7 +178,11 @@ pub fn seal_record(
     record: &UserRecord,
     nonce: [u8; NONCE_LEN],
 ) -> Result<Vec<u8>, SealError> {
-    let plain = Zeroizing::new(serde_json::to_vec(record).map_err(|_| SealError::Seal)?);
+    // Written into a buffer that wipes the old one whenever it grows: the
+    // JSON holds the secret, and a plain Vec would free copies unwiped.
+    let mut plain = otpd_proto::WipingWriter::with_capacity(4096);
+    serde_json::to_writer(&mut plain, record).map_err(|_| SealError::Seal)?;
+    let plain = plain.into_inner();
     let ad = associated_data(user, record.version);
     let sealed = key
         .cipher

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Bytes of a link token (128 bits).
 pub const TOKEN_BYTES: usize = 16;
@@ -104,13 +105,16 @@ pub fn recovery_code(random: &[u8; RECOVERY_LEN]) -> String {
 /// The canonical form of something typed as a recovery code: upper case,
 /// without dashes or spaces, 12 symbols of the alphabet. `None` when it
 /// cannot be one.
-pub fn normalize_recovery(typed: &str) -> Option<String> {
-    let canonical: String = typed
-        .trim()
-        .chars()
-        .filter(|c| *c != '-' && *c != ' ')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
+pub fn normalize_recovery(typed: &str) -> Option<Zeroizing<String>> {
+    // Sized once: filtering only shrinks, so no unwiped copy is left behind.
+    let mut canonical = Zeroizing::new(String::with_capacity(typed.len()));
+    canonical.extend(
+        typed
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != ' ')
+            .map(|c| c.to_ascii_uppercase()),
+    );
     (canonical.len() == RECOVERY_LEN && canonical.bytes().all(|b| RECOVERY_ALPHABET.contains(&b)))
         .then_some(canonical)
 }
@@ -118,8 +122,11 @@ pub fn normalize_recovery(typed: &str) -> Option<String> {
 /// A six-digit texted code from random bytes (uniform: rejection is not
 /// needed for a one-in-a-million guess bound; the bias of u32 % 10^6 is
 /// below 2^-12).
-pub fn texted_code(random: &[u8; 4]) -> String {
-    format!("{:06}", u32::from_le_bytes(*random) % 1_000_000)
+pub fn texted_code(random: &[u8; 4]) -> Zeroizing<String> {
+    use std::fmt::Write;
+    let mut code = Zeroizing::new(String::with_capacity(6));
+    let _ = write!(code, "{:06}", u32::from_le_bytes(*random) % 1_000_000);
+    code
 }
 
 /// Lower-case hex.
@@ -194,12 +201,16 @@ mod tests {
             .collect();
         assert!(!all.contains(['0', '1', 'I', 'O']));
         assert_eq!(
-            normalize_recovery(" 2345-6789-abyz "),
-            Some("23456789ABYZ".into())
+            normalize_recovery(" 2345-6789-abyz ")
+                .as_deref()
+                .map(String::as_str),
+            Some("23456789ABYZ")
         );
         assert_eq!(
-            normalize_recovery("2345 6789 ABYZ"),
-            Some("23456789ABYZ".into())
+            normalize_recovery("2345 6789 ABYZ")
+                .as_deref()
+                .map(String::as_str),
+            Some("23456789ABYZ")
         );
         assert_eq!(normalize_recovery("2345-6789-ABY"), None);
         assert_eq!(normalize_recovery("0345-6789-ABYZ"), None);
@@ -223,9 +234,9 @@ mod tests {
 
     #[test]
     fn texted_codes_have_six_digits() {
-        assert_eq!(texted_code(&[0, 0, 0, 0]), "000000");
-        assert_eq!(texted_code(&[0x40, 0x42, 0x0f, 0x00]), "000000");
-        assert_eq!(texted_code(&[0x3f, 0x42, 0x0f, 0x00]), "999999");
+        assert_eq!(*texted_code(&[0, 0, 0, 0]), "000000");
+        assert_eq!(*texted_code(&[0x40, 0x42, 0x0f, 0x00]), "000000");
+        assert_eq!(*texted_code(&[0x3f, 0x42, 0x0f, 0x00]), "999999");
     }
 
     #[test]

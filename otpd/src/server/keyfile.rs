@@ -87,7 +87,9 @@ pub fn read_key(path: &Path) -> Result<RecordKey, ServeError> {
             "too large to be an otpd key (64 hexadecimal digits)".into()
         ));
     }
-    let mut text = Zeroizing::new(Vec::with_capacity(80));
+    // Sized for the largest file read: reading never reallocates, so no
+    // unwiped copy of the key is left behind.
+    let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
     Read::by_ref(&mut file)
         .take(MAX_KEY_FILE)
         .read_to_end(&mut text)
@@ -142,7 +144,7 @@ pub fn install_key_file(from: &Path, path: &Path) -> Result<(), ServeError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut text = Zeroizing::new(Vec::new());
+    let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
     File::open(from)
         .and_then(|f| f.take(MAX_KEY_FILE).read_to_end(&mut text))
         .map_err(|e| ServeError(format!("key file {}: cannot read it: {e}", from.display())))?;

@@ -3,7 +3,7 @@
 
 use super::handler::Handler;
 use super::policy::Caller;
-use super::slots::{SlotLimits, Slots};
+use super::slots::{Slot, SlotLimits, Slots};
 use otpd_proto::{
     decode_payload, encode_frame, payload_len, ErrorCode, ProtoError, Request, Response,
     FRAME_HEADER_LEN, MAX_REQUEST_LEN,
@@ -24,9 +24,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the rest of a frame, or the reply, may take once begun: a slow
 /// or half-open client is dropped instead of holding a slot.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once with a log line.
-/// Non-root callers (screen lockers) share 896 of them, at most 16 per uid,
-/// so the last 128 are always there for root (sshd, sudo, login).
+/// Connections served at once. Non-root callers (screen lockers) share 896
+/// of them, at most 16 per uid, so the last 128 are always there for root
+/// (sshd, sudo, login). A caller whose share is used up takes the place of
+/// the connection of that share that has waited longest for its client
+/// (`slots`); only when all of them are busy is it refused, with a log line.
 const SLOT_LIMITS: SlotLimits = SlotLimits {
     total: 1024,
     non_root: 896,
@@ -65,21 +67,50 @@ pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
                             continue;
                         }
                     };
-                    let Some(slot) = slots.admit(caller.uid) else {
-                        warn!(uid = caller.uid, "connection limit reached for this caller; refusing one");
+                    let Some((slot, evicted)) = slots.admit(caller.uid) else {
+                        warn!(
+                            uid = caller.uid,
+                            "connection limit reached for this caller, and all of its share is busy; refusing one"
+                        );
                         continue;
                     };
+                    if let Some(evicted) = evicted {
+                        info!(
+                            uid = evicted.uid,
+                            idle_ms = evicted.waited.as_millis() as u64,
+                            for_uid = caller.uid,
+                            "connection limit reached: closed the connection that waited longest for its client"
+                        );
+                    }
                     let handler = handler.clone();
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _ = timeout(
                             MAX_CONNECTION_AGE,
-                            serve_connection(stream, caller, handler, stop),
+                            serve_connection(stream, caller, handler, &slot, stop),
                         )
                         .await;
                         drop(slot);
                     });
                 }
+                Err(e) if out_of_descriptors(&e) => match slots.evict_oldest() {
+                    // The process's RLIMIT_NOFILE is below the slot total (a
+                    // unit without LimitNOFILE= gets 1024): make room as for
+                    // a full table, then accept again once that connection's
+                    // task has closed it.
+                    Some(evicted) => {
+                        info!(
+                            uid = evicted.uid,
+                            idle_ms = evicted.waited.as_millis() as u64,
+                            "out of file descriptors ({e}): closed the connection that waited longest for its client"
+                        );
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    None => {
+                        warn!("accept failed: {e}; every connection is busy");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
                 Err(e) => {
                     warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,10 +132,19 @@ pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
     }
 }
 
+/// EMFILE or ENFILE: no descriptor for a new connection.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::errno::Errno::EMFILE as i32 || code == nix::errno::Errno::ENFILE as i32
+    )
+}
+
 async fn serve_connection(
     mut stream: UnixStream,
     caller: Caller,
     handler: Arc<Handler>,
+    slot: &Slot,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -115,9 +155,19 @@ async fn serve_connection(
                 Ok(Err(_)) => return, // closed by the client
                 Err(_) => { debug!(uid = caller.uid, "idle connection closed"); return; }
             },
+            _ = slot.closed() => return,
             _ = stop.changed() => return,
         }
-        let request = match read_request(&mut stream, header).await {
+        // Until the whole request is in, the connection is still waiting
+        // for its client, and may be closed to make room.
+        let request = tokio::select! {
+            read = read_request(&mut stream, header) => read,
+            _ = slot.closed() => return,
+        };
+        if !slot.begin_request() {
+            return; // closed to make room just as the request arrived
+        }
+        let request = match request {
             Ok(r) => r,
             Err(e) => {
                 warn!(uid = caller.uid, pid = caller.pid, "bad request: {e}");
@@ -145,6 +195,7 @@ async fn serve_connection(
             debug!(uid = caller.uid, "reply not delivered: {e}");
             return;
         }
+        slot.end_request();
     }
 }
 

@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Form, Router};
+use otpd_proto::SecretText;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -89,7 +90,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 #[derive(Deserialize)]
 struct CodeForm {
-    code: String,
+    code: SecretText,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +102,7 @@ struct PhoneForm {
 #[derive(Deserialize)]
 struct PhoneCodeForm {
     session: String,
-    code: String,
+    code: SecretText,
 }
 
 /// Runs a blocking backend call off the async workers. A panic in the
@@ -117,8 +118,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Codes as apps show them ("123 456") or as pasted: without spaces.
-fn without_spaces(code: &str) -> String {
-    code.chars().filter(|c| !c.is_whitespace()).collect()
+fn without_spaces(code: &SecretText) -> zeroize::Zeroizing<String> {
+    // Sized once (filtering only shrinks): no unwiped copy is left behind.
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(code.expose().len()));
+    out.extend(code.expose().chars().filter(|c| !c.is_whitespace()));
+    out
 }
 
 async fn enrol_page(

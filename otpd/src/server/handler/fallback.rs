@@ -227,10 +227,10 @@ impl Handler {
                 (None, true) => TextFailure::NoPhone,
                 _ => TextFailure::Response(response),
             })?;
-        let message = sms.message.replace("{code}", &code);
+        let message = zeroize::Zeroizing::new(sms.message.replace("{code}", &code));
         send_text(&command, &to, &message, Duration::from_secs(sms.timeout)).map_err(|reason| {
             // The sender's own words may echo its input: never the code.
-            let reason = reason.replace(&code, "<code>");
+            let reason = reason.replace(code.as_str(), "<code>");
             error!(user = ?user, reason = ?reason, "the text message could not be sent");
             TextFailure::SendFailed
         })
@@ -373,7 +373,7 @@ impl Handler {
         typed: &str,
         session: Option<&str>,
     ) -> Result<bool, Response> {
-        let typed = typed.trim().replace(' ', "");
+        let typed = zeroize::Zeroizing::new(typed.trim().replace(' ', ""));
         let now = self.now();
         self.update(user, |r| {
             if let Some(session) = session {
@@ -521,8 +521,10 @@ fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> 
     let (stderr_tx, stderr_rx) = std::sync::mpsc::channel();
     if let Some(pipe) = child.stderr.take() {
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.take(SENDER_STDERR_MAX).read_to_string(&mut text);
+            let mut text = zeroize::Zeroizing::new(Vec::with_capacity(
+                usize::try_from(SENDER_STDERR_MAX).unwrap_or(4096) + 1,
+            ));
+            let _ = pipe.take(SENDER_STDERR_MAX).read_to_end(&mut text);
             let _ = stderr_tx.send(text);
         });
     }
@@ -558,7 +560,16 @@ fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> 
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(50));
     let stderr = stderr_rx.recv_timeout(left).unwrap_or_default();
-    let first_line = stderr.lines().next().unwrap_or("").trim().to_owned();
+    // The sender's words may echo its input in any shape (spaced, cut off):
+    // every digit is masked, so no part of a code reaches the log.
+    let first_line: String = String::from_utf8_lossy(&stderr)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
     Err(format!(
         "{} exited with {status}{}{first_line}",
         command.display(),
