@@ -130,13 +130,17 @@ fn last_texted(outbox: &Path, messages_before: usize) -> (String, String) {
         if messages.len() > messages_before {
             let last = messages[messages.len() - 1];
             let number = last.lines().next().unwrap_or("").to_owned();
-            let code = last
-                .split(|c: char| !c.is_ascii_digit())
+            // The sender may still be writing the message: wait for it.
+            if let Some(code) = last
+                .lines()
+                .skip(1)
+                .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
                 .find(|w| w.len() == 6)
-                .unwrap_or_else(|| panic!("no 6-digit code in {last:?}"))
-                .to_owned();
-            otpd_tests::secrets::remember(&code);
-            return (number, code);
+            {
+                let code = code.to_owned();
+                otpd_tests::secrets::remember(&code);
+                return (number, code);
+            }
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),

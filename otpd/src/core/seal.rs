@@ -12,9 +12,13 @@
 //! [1..9]    key ID (which key sealed it)
 //! [9..17]   record version, big-endian (readable without the key, for
 //!           the store's compare-and-swap)
-//! [17..41]  nonce
-//! [41..]    ciphertext of the record's JSON, then the 16-byte tag
+//! [17..25]  change number, big-endian: the store's count of writes, so
+//!           that a store that lost its latest writes can tell
+//! [25..49]  nonce
+//! [49..]    ciphertext of the record's JSON, then the 16-byte tag
 //! ```
+//!
+//! The header fields are covered by the tag too (associated data).
 
 use crate::core::record::UserRecord;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -27,7 +31,8 @@ pub const KEY_LEN: usize = 32;
 /// Bytes of a nonce.
 pub const NONCE_LEN: usize = 24;
 const TAG: u8 = 0xE1;
-const HEADER_LEN: usize = 1 + 8 + 8 + NONCE_LEN;
+const HEADER_LEN: usize = 1 + 8 + 8 + 8 + NONCE_LEN;
+const NONCE_AT: usize = 25;
 const AEAD_TAG_LEN: usize = 16;
 const AD_PREFIX: &[u8] = b"otpd/record/1\0";
 
@@ -161,21 +166,34 @@ pub fn key_file_text(bytes: &[u8; KEY_LEN]) -> Zeroizing<String> {
     text
 }
 
-fn associated_data(user: &str, version: u64) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(AD_PREFIX.len() + user.len() + 9);
+fn associated_data(user: &str, version: u64, change: u64) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(AD_PREFIX.len() + user.len() + 17);
     ad.extend_from_slice(AD_PREFIX);
     ad.extend_from_slice(user.as_bytes());
     ad.push(0);
     ad.extend_from_slice(&version.to_be_bytes());
+    ad.extend_from_slice(&change.to_be_bytes());
     ad
 }
 
-/// Seals `record` of `user` under `key` with `nonce` (fresh and random for
-/// every write: the caller's job).
+/// What a sealed record says about itself without the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The key that sealed it.
+    pub key_id: KeyId,
+    /// The record's version.
+    pub version: u64,
+    /// The store's change number of the write.
+    pub change: u64,
+}
+
+/// Seals `record` of `user` under `key` as write number `change`, with
+/// `nonce` (fresh and random for every write: the caller's job).
 pub fn seal_record(
     key: &RecordKey,
     user: &str,
     record: &UserRecord,
+    change: u64,
     nonce: [u8; NONCE_LEN],
 ) -> Result<Vec<u8>, SealError> {
     // Written into a buffer that wipes the old one whenever it grows: the
@@ -183,7 +201,7 @@ pub fn seal_record(
     let mut plain = otpd_proto::WipingWriter::with_capacity(4096);
     serde_json::to_writer(&mut plain, record).map_err(|_| SealError::Seal)?;
     let plain = plain.into_inner();
-    let ad = associated_data(user, record.version);
+    let ad = associated_data(user, record.version, change);
     let sealed = key
         .cipher
         .encrypt(
@@ -198,13 +216,14 @@ pub fn seal_record(
     out.push(TAG);
     out.extend_from_slice(&key.id.0);
     out.extend_from_slice(&record.version.to_be_bytes());
+    out.extend_from_slice(&change.to_be_bytes());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-/// The header of a sealed record: (key ID, version), without the key.
-pub fn peek(bytes: &[u8]) -> Result<(KeyId, u64), SealError> {
+/// The header of a sealed record, without the key.
+pub fn peek(bytes: &[u8]) -> Result<Header, SealError> {
     if bytes.len() < HEADER_LEN + AEAD_TAG_LEN {
         return Err(SealError::Format("too short"));
     }
@@ -213,9 +232,16 @@ pub fn peek(bytes: &[u8]) -> Result<(KeyId, u64), SealError> {
     }
     let mut id = [0u8; 8];
     id.copy_from_slice(&bytes[1..9]);
-    let mut version = [0u8; 8];
-    version.copy_from_slice(&bytes[9..17]);
-    Ok((KeyId(id), u64::from_be_bytes(version)))
+    let field = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    Ok(Header {
+        key_id: KeyId(id),
+        version: field(9),
+        change: field(17),
+    })
 }
 
 /// Whether `bytes` look like a sealed record rather than a record written
@@ -227,18 +253,22 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
 /// Opens the sealed record of `user`: checks the key ID, the tag (which
 /// covers the user name and the version) and the version inside.
 pub fn open_record(key: &RecordKey, user: &str, bytes: &[u8]) -> Result<UserRecord, SealError> {
-    let (id, version) = peek(bytes)?;
+    let Header {
+        key_id: id,
+        version,
+        change,
+    } = peek(bytes)?;
     if id != key.id {
         return Err(SealError::WrongKey {
             found: id,
             expected: key.id,
         });
     }
-    let ad = associated_data(user, version);
+    let ad = associated_data(user, version, change);
     let plain = Zeroizing::new(
         key.cipher
             .decrypt(
-                XNonce::from_slice(&bytes[17..HEADER_LEN]),
+                XNonce::from_slice(&bytes[NONCE_AT..HEADER_LEN]),
                 Payload {
                     msg: &bytes[HEADER_LEN..],
                     aad: &ad,
@@ -287,9 +317,16 @@ mod tests {
     #[test]
     fn round_trip_and_no_secret_in_the_sealed_bytes() {
         let k = key(1);
-        let sealed = seal_record(&k, "alice", &record(7), [9; NONCE_LEN]).unwrap();
+        let sealed = seal_record(&k, "alice", &record(7), 3, [9; NONCE_LEN]).unwrap();
         assert!(is_sealed(&sealed));
-        assert_eq!(peek(&sealed).unwrap(), (k.id(), 7));
+        assert_eq!(
+            peek(&sealed).unwrap(),
+            Header {
+                key_id: k.id(),
+                version: 7,
+                change: 3
+            }
+        );
         assert_eq!(open_record(&k, "alice", &sealed).unwrap(), record(7));
         let raw = b"12345678901234567890";
         assert!(!sealed.windows(raw.len()).any(|w| w == raw));
@@ -301,11 +338,17 @@ mod tests {
     #[test]
     fn another_user_another_version_another_key_or_a_flipped_bit_fail() {
         let k = key(1);
-        let sealed = seal_record(&k, "alice", &record(7), [9; NONCE_LEN]).unwrap();
+        let sealed = seal_record(&k, "alice", &record(7), 3, [9; NONCE_LEN]).unwrap();
         assert_eq!(open_record(&k, "bob", &sealed), Err(SealError::Tampered));
-        let mut newer = sealed.clone();
-        newer[16] ^= 1; // version 7 → 6 in the header
-        assert_eq!(open_record(&k, "alice", &newer), Err(SealError::Tampered));
+        let mut older = sealed.clone();
+        older[16] ^= 1; // version 7 → 6 in the header
+        assert_eq!(open_record(&k, "alice", &older), Err(SealError::Tampered));
+        let mut renumbered = sealed.clone();
+        renumbered[24] ^= 1; // change 3 → 2
+        assert_eq!(
+            open_record(&k, "alice", &renumbered),
+            Err(SealError::Tampered)
+        );
         assert!(matches!(
             open_record(&key(2), "alice", &sealed),
             Err(SealError::WrongKey { .. })
@@ -328,8 +371,8 @@ mod tests {
     #[test]
     fn nonces_make_each_write_different() {
         let k = key(1);
-        let a = seal_record(&k, "alice", &record(7), [1; NONCE_LEN]).unwrap();
-        let b = seal_record(&k, "alice", &record(7), [2; NONCE_LEN]).unwrap();
+        let a = seal_record(&k, "alice", &record(7), 3, [1; NONCE_LEN]).unwrap();
+        let b = seal_record(&k, "alice", &record(7), 3, [2; NONCE_LEN]).unwrap();
         assert_ne!(a[HEADER_LEN..], b[HEADER_LEN..]);
     }
 

@@ -97,14 +97,14 @@ pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
                     // The process's RLIMIT_NOFILE is below the slot total (a
                     // unit without LimitNOFILE= gets 1024): make room as for
                     // a full table, then accept again once that connection's
-                    // task has closed it.
+                    // task has closed its descriptor.
                     Some(evicted) => {
                         info!(
                             uid = evicted.uid,
                             idle_ms = evicted.waited.as_millis() as u64,
                             "out of file descriptors ({e}): closed the connection that waited longest for its client"
                         );
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let _ = timeout(Duration::from_millis(100), evicted.released()).await;
                     }
                     None => {
                         warn!("accept failed: {e}; every connection is busy");

@@ -38,12 +38,23 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // fails here, before it touches the store or the socket.
     let _lock = setup::lock_state_dir(&config.state_dir)?;
     let store_dir = config.state_dir.join("store");
+    let new_store = !store_dir.join("db").exists();
+    let key_existed = keyfile::KeySource::of(&config).path().exists();
     let store: Arc<dyn Store> = Arc::new(
         SledStore::open(&store_dir, |stored| {
             keyfile::load_key(&config, stored).map_err(|e| StoreError::WrongKey(e.0))
         })
         .map_err(|e| ServeError(e.to_string()))?,
     );
+    if new_store && key_existed {
+        // With the store and its watermark both gone nothing says a store
+        // was here; the operator must at least read what happened.
+        tracing::warn!(
+            store = %store_dir.display(),
+            "started a new, empty store with the existing key file; if this host had \
+             enrolments, its store is gone (restore it from a backup)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("otpd")

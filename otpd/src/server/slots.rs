@@ -28,12 +28,21 @@ pub struct SlotLimits {
 }
 
 /// A connection that was closed to make room for another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Evicted {
     /// Its caller.
     pub uid: u32,
     /// How long it had waited for its client.
     pub waited: Duration,
+    released: Arc<Notify>,
+}
+
+impl Evicted {
+    /// Resolves once its task has ended and dropped the connection (and
+    /// so its file descriptor).
+    pub async fn released(&self) {
+        self.released.notified().await;
+    }
 }
 
 /// The connections among which one must give way.
@@ -62,7 +71,10 @@ struct Entry {
     /// Since when it has waited for its client; `None` while a request of
     /// it is carried out.
     waiting_since: Option<Instant>,
+    /// Tells the connection's task to close it.
     closed: Arc<Notify>,
+    /// Told by the task's [`Slot`] when it is dropped.
+    released: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -102,10 +114,11 @@ impl Table {
         Some(Evicted {
             uid: entry.uid,
             waited: now.saturating_duration_since(entry.waiting_since.unwrap_or(now)),
+            released: entry.released,
         })
     }
 
-    fn insert(&mut self, uid: u32, now: Instant) -> (u64, Arc<Notify>) {
+    fn insert(&mut self, uid: u32, now: Instant) -> (u64, Arc<Notify>, Arc<Notify>) {
         if uid != 0 {
             self.non_root += 1;
             *self.by_uid.entry(uid).or_default() += 1;
@@ -113,16 +126,17 @@ impl Table {
         self.total += 1;
         let id = self.next_id;
         self.next_id += 1;
-        let closed = Arc::new(Notify::new());
+        let (closed, released) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         self.entries.insert(
             id,
             Entry {
                 uid,
                 waiting_since: Some(now),
                 closed: closed.clone(),
+                released: released.clone(),
             },
         );
-        (id, closed)
+        (id, closed, released)
     }
 
     /// Frees the slot of `id` (once: a slot evicted earlier is not counted again).
@@ -153,6 +167,7 @@ pub struct Slot {
     slots: Arc<Slots>,
     id: u64,
     closed: Arc<Notify>,
+    released: Arc<Notify>,
 }
 
 impl Slots {
@@ -179,12 +194,13 @@ impl Slots {
             None => None,
             Some(share) => Some(table.evict_oldest(share, now)?),
         };
-        let (id, closed) = table.insert(uid, now);
+        let (id, closed, released) = table.insert(uid, now);
         Some((
             Slot {
                 slots: self.clone(),
                 id,
                 closed,
+                released,
             },
             evicted,
         ))
@@ -229,6 +245,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.table().release(self.id);
+        self.released.notify_one();
     }
 }
 
@@ -247,7 +264,7 @@ mod tests {
     /// A slot whose connection is busy with a request, so it cannot be evicted.
     fn busy(s: &Arc<Slots>, uid: u32) -> Option<Slot> {
         let (slot, evicted) = s.admit(uid)?;
-        assert_eq!(evicted, None);
+        assert!(evicted.is_none());
         assert!(slot.begin_request());
         Some(slot)
     }
@@ -342,23 +359,28 @@ mod tests {
     #[test]
     fn running_out_of_descriptors_closes_the_longest_waiting() {
         let s = slots();
-        assert_eq!(s.evict_oldest(), None);
+        assert!(s.evict_oldest().is_none());
         let first = s.admit(1000).unwrap().0;
         let second = s.admit(0).unwrap().0;
         assert_eq!(s.evict_oldest().map(|e| e.uid), Some(1000));
         assert!(!first.begin_request() && second.begin_request());
-        assert_eq!(s.evict_oldest(), None);
+        assert!(s.evict_oldest().is_none());
         drop((first, second));
         assert_eq!(counts(&s), (0, 0, 0, 0));
     }
 
     #[tokio::test]
-    async fn an_evicted_connection_is_told() {
+    async fn an_evicted_connection_is_told_and_its_end_reported() {
         let s = slots();
         let slot = s.admit(0).unwrap().0;
-        assert!(s.evict_oldest().is_some());
-        tokio::time::timeout(Duration::from_secs(5), slot.closed())
+        let evicted = s.evict_oldest().unwrap();
+        let limit = Duration::from_secs(5);
+        tokio::time::timeout(limit, slot.closed())
             .await
             .expect("the eviction was not signalled");
+        drop(slot);
+        tokio::time::timeout(limit, evicted.released())
+            .await
+            .expect("the end of the connection was not signalled");
     }
 }

@@ -7,8 +7,11 @@ use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 /// Layout version of the trees below. 1: records in clear (before
 /// encryption at rest; migrated on open); 2: sealed records.
@@ -24,6 +27,15 @@ struct Active {
     key_id: String,
 }
 
+/// The open sled database.
+struct Inner {
+    db: sled::Db,
+    meta: sled::Tree,
+    users: sled::Tree,
+    sources: sled::Tree,
+    log_file: File,
+}
+
 /// sled 0.34 under `<state_dir>/store`.
 ///
 /// sled's `flush` ends in `sync_file_range`, which neither flushes the
@@ -31,13 +43,24 @@ struct Active {
 /// every flush this store therefore calls `fdatasync` on sled's log file
 /// itself (`<dir>/db`) through a handle of its own: fdatasync acts on the
 /// inode, so it covers what sled wrote through its descriptor.
+///
+/// Two more things sled does not do, done here:
+/// - After a write error (a full disk) sled fails every later write, and
+///   its memory may hold the write that failed. The store then drops the
+///   database and opens it again from disk before the next request, so
+///   nothing that failed is visible and service resumes when space returns.
+/// - sled takes a damaged spot in its log for the torn end of a crash and
+///   silently drops everything after it. Every write here carries a change
+///   number (in the sealed header); the highest one made durable is kept in
+///   `<state_dir>/store.watermark`, written after the store's fdatasync. A
+///   store that holds less than its watermark lost writes, and is refused.
 pub struct SledStore {
-    db: sled::Db,
-    users: sled::Tree,
-    sources: sled::Tree,
-    log_file: File,
+    inner: RwLock<Option<Inner>>,
+    broken: AtomicBool,
     key: RecordKey,
     dir: PathBuf,
+    next_change: AtomicU64,
+    watermark: Watermark,
 }
 
 /// What `otpd rekey` did.
@@ -94,6 +117,79 @@ fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
 fn user_name(key: &[u8]) -> Result<String, StoreError> {
     String::from_utf8(key.to_vec())
         .map_err(|_| StoreError::Corrupt("a user name is not UTF-8".into()))
+}
+
+/// The watermark file: the highest change number known durable, as 20
+/// decimal digits and a newline, rewritten in place with one `pwrite`.
+struct Watermark {
+    path: PathBuf,
+    file: Mutex<File>,
+    high: AtomicU64,
+}
+
+const WATERMARK_LEN: usize = 21;
+
+impl Watermark {
+    fn path_for(dir: &Path) -> PathBuf {
+        dir.with_extension("watermark")
+    }
+
+    /// Reads (`None`: no file, or unreadable text, which is logged) without
+    /// creating anything.
+    fn read(path: &Path) -> Result<Option<u64>, StoreError> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let value = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok());
+                if value.is_none() {
+                    tracing::warn!(file = %path.display(), "the store's watermark is unreadable; not checked this time");
+                }
+                Ok(value)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Backend(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn open(path: PathBuf, high: u64) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let w = Self {
+            path,
+            file: Mutex::new(file),
+            high: AtomicU64::new(0),
+        };
+        w.advance(high)?;
+        w.sync()?;
+        Ok(w)
+    }
+
+    /// Records that every change up to `change` is durable in the store.
+    fn advance(&self, change: u64) -> Result<(), StoreError> {
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let high = self.high.fetch_max(change, Ordering::SeqCst).max(change);
+        let text = format!("{high:020}\n");
+        debug_assert_eq!(text.len(), WATERMARK_LEN);
+        file.write_all_at(text.as_bytes(), 0)
+            .map_err(|e| StoreError::Backend(format!("cannot write {}: {e}", self.path.display())))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.sync_data().map_err(|e| {
+            StoreError::Backend(format!("fdatasync of {} failed: {e}", self.path.display()))
+        })
+    }
 }
 
 /// The sled database with its meta tree read, before any key is involved.
@@ -165,16 +261,29 @@ fn flush_and_sync(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Backend(format!("fdatasync of the store failed: {e}")))
 }
 
+/// The change number of the last removal (removals leave no record).
+const DELETED_CHANGE: &str = "deleted_change";
+
+fn stored_u64(meta: &sled::Tree, key: &str) -> Result<u64, StoreError> {
+    match meta.get(key).map_err(backend)? {
+        None => Ok(0),
+        Some(v) => decode(key, &v),
+    }
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`. `key_for` is asked
     /// for the key with the ID the store was sealed with (`None` for a new
     /// store, or one written in clear by an older otpd, which is sealed
     /// now). Every record is opened once here, so a damaged record or a
-    /// wrong key stops the daemon at start, with the file named.
+    /// wrong key stops the daemon at start, with the file named; and a
+    /// store that holds fewer changes than its watermark is refused.
     pub fn open(
         dir: &Path,
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
     ) -> Result<Self, StoreError> {
+        let watermark_path = Watermark::path_for(dir);
+        let expected = Watermark::read(&watermark_path)?;
         let Opened {
             db,
             meta,
@@ -210,7 +319,7 @@ impl SledStore {
                     let record: UserRecord = decode("user record", &v).map_err(|e| {
                         StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display()))
                     })?;
-                    let value = seal::seal_record(&key, &name, &record, nonce()?)
+                    let value = seal::seal_record(&key, &name, &record, 0, nonce()?)
                         .map_err(|e| StoreError::Corrupt(format!("user {name}: {e}")))?;
                     batch.insert(k, value);
                     sealed += 1;
@@ -241,22 +350,55 @@ impl SledStore {
         }
         let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
         let sources = db.open_tree("sources").map_err(backend)?;
-        let store = Self {
-            db,
-            users,
-            sources,
-            log_file,
-            key,
-            dir: dir.to_owned(),
-        };
-        store.sync()?;
+        flush_and_sync(&db, &log_file)?;
         // The directory entries of a new store must be durable too.
         for d in [dir, dir.parent().unwrap_or(dir)] {
             File::open(d).and_then(|f| f.sync_all()).map_err(backend)?;
         }
-        let count = store.users()?.len();
-        tracing::debug!(users = count, key_id = %store.key.id(), "store opened");
-        Ok(store)
+        // Every record opens (the tag is checked), and the highest change.
+        let mut highest = stored_u64(&meta, DELETED_CHANGE)?;
+        let mut count = 0usize;
+        for item in users.iter() {
+            let (k, v) = item.map_err(backend)?;
+            let name = user_name(&k)?;
+            let opened = seal::open_record(&key, &name, &v).and_then(|_| seal::peek(&v));
+            let header = opened.map_err(|e| {
+                StoreError::Corrupt(format!("{}: the record of user {name}: {e}", dir.display()))
+            })?;
+            highest = highest.max(header.change);
+            count += 1;
+        }
+        if let Some(expected) = expected {
+            if highest < expected {
+                return Err(StoreError::Corrupt(format!(
+                    "the store in {} has lost changes: it holds changes up to number {highest}, \
+                     but number {expected} was made and recorded in {}. Its files were damaged \
+                     (sled drops everything after a damaged spot) or replaced by an older copy; \
+                     otpd will not run on a store that may have forgotten used codes, removals \
+                     or enrolments. Restore the store from a backup and then delete {} to accept \
+                     that copy",
+                    dir.display(),
+                    watermark_path.display(),
+                    watermark_path.display()
+                )));
+            }
+        }
+        let watermark = Watermark::open(watermark_path, highest)?;
+        tracing::debug!(users = count, key_id = %key.id(), change = highest, "store opened");
+        Ok(Self {
+            inner: RwLock::new(Some(Inner {
+                db,
+                meta,
+                users,
+                sources,
+                log_file,
+            })),
+            broken: AtomicBool::new(false),
+            key,
+            dir: dir.to_owned(),
+            next_change: AtomicU64::new(highest + 1),
+            watermark,
+        })
     }
 
     /// Re-seals every record with `new`, crash-safely: the records are
@@ -312,9 +454,12 @@ impl SledStore {
         for item in from.iter() {
             let (k, v) = item.map_err(backend)?;
             let name = user_name(&k)?;
-            let record = seal::open_record(old, &name, &v)
-                .map_err(|e| StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display())))?;
-            let value = seal::seal_record(new, &name, &record, nonce()?)
+            let damaged = |e: seal::SealError| {
+                StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display()))
+            };
+            let record = seal::open_record(old, &name, &v).map_err(damaged)?;
+            let change = seal::peek(&v).map_err(damaged)?.change;
+            let value = seal::seal_record(new, &name, &record, change, nonce()?)
                 .map_err(|e| StoreError::Corrupt(format!("user {name}: {e}")))?;
             to.insert(k, value).map_err(backend)?;
             records += 1;
@@ -336,6 +481,70 @@ impl SledStore {
         })
     }
 
+    /// Runs `f` on the open database. After a backend error the database is
+    /// dropped and opened again from disk before the next use (see the type's
+    /// documentation); until that succeeds every call fails closed.
+    fn with<T>(&self, f: impl FnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let inner = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closed after a write error".into()))?;
+        let result = f(inner);
+        if let Err(StoreError::Backend(e)) = &result {
+            if !self.broken.swap(true, Ordering::SeqCst) {
+                tracing::error!(
+                    "the store failed ({e}); it is read again from disk before the next request"
+                );
+            }
+        }
+        result
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if !self.broken.load(Ordering::SeqCst) {
+            return Ok(()); // another request reopened it meanwhile
+        }
+        // sled's lock and memory go with the old handle; what is on disk is
+        // what was made durable.
+        drop(guard.take());
+        let Opened {
+            db,
+            meta,
+            active,
+            log_file,
+        } = open_db(&self.dir).inspect_err(|e| {
+            tracing::error!("the store cannot be read again yet: {e}");
+        })?;
+        let active = active.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{}: the store's key entry is missing",
+                self.dir.display()
+            ))
+        })?;
+        if active_key_id(&Some(active.clone()), &self.dir)? != Some(self.key.id()) {
+            return Err(StoreError::WrongKey(format!(
+                "the store in {} changed its key while open",
+                self.dir.display()
+            )));
+        }
+        let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
+        let sources = db.open_tree("sources").map_err(backend)?;
+        *guard = Some(Inner {
+            db,
+            meta,
+            users,
+            sources,
+            log_file,
+        });
+        self.broken.store(false, Ordering::SeqCst);
+        tracing::info!("the store was read again from disk and serves again");
+        Ok(())
+    }
+
     fn open_value(&self, name: &str, value: &[u8]) -> Result<UserRecord, StoreError> {
         seal::open_record(&self.key, name, value).map_err(|e| {
             StoreError::Corrupt(format!(
@@ -345,34 +554,42 @@ impl SledStore {
         })
     }
 
-    fn seal_value(&self, name: &str, record: &UserRecord) -> Result<Vec<u8>, StoreError> {
-        seal::seal_record(&self.key, name, record, nonce()?)
+    fn seal_value(
+        &self,
+        name: &str,
+        record: &UserRecord,
+        change: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        seal::seal_record(&self.key, name, record, change, nonce()?)
             .map_err(|e| StoreError::Backend(format!("user {name}: {e}")))
     }
 }
 
 impl Store for SledStore {
     fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.users
-            .get(user.as_bytes())
-            .map_err(backend)?
-            .map(|v| self.open_value(user, &v))
-            .transpose()
+        let value = self.with(|i| i.users.get(user.as_bytes()).map_err(backend))?;
+        value.map(|v| self.open_value(user, &v)).transpose()
     }
 
     fn source(&self, user: &str, source: &str) -> Result<Option<SourceCounter>, StoreError> {
-        self.sources
-            .get(source_key(user, source))
-            .map_err(backend)?
-            .map(|v| decode("source counter", &v))
-            .transpose()
+        self.with(|i| {
+            i.sources
+                .get(source_key(user, source))
+                .map_err(backend)?
+                .map(|v| decode("source counter", &v))
+                .transpose()
+        })
     }
 
     fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
-        self.users
-            .iter()
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
+        let all: Vec<(sled::IVec, sled::IVec)> = self.with(|i| {
+            i.users
+                .iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+        })?;
+        all.into_iter()
+            .map(|(k, v)| {
                 let name = user_name(&k)?;
                 let record = self.open_value(&name, &v)?;
                 Ok((name, record))
@@ -387,8 +604,9 @@ impl Store for SledStore {
         record: RecordChange<'_>,
         sources: SourcesChange<'_>,
     ) -> Result<(), StoreError> {
+        let change = self.next_change.fetch_add(1, Ordering::SeqCst);
         let new_value = match record {
-            RecordChange::Put(r) => Some(self.seal_value(user, r)?),
+            RecordChange::Put(r) => Some(self.seal_value(user, r, change)?),
             RecordChange::Delete => None,
         };
         let source_write = match sources {
@@ -396,69 +614,84 @@ impl Store for SledStore {
             SourcesChange::Reset(s) => Some((source_key(user, s), None)),
             SourcesChange::Keep | SourcesChange::ClearAll => None,
         };
-        // Keys to clear are listed before the transaction (sled transactions
-        // cannot scan). A counter added meanwhile came with a version bump,
-        // so the compare-and-swap below fails and the caller retries.
-        let clear: Vec<sled::IVec> = if matches!(sources, SourcesChange::ClearAll) {
-            self.sources
-                .scan_prefix(source_prefix(user))
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(backend)?
-        } else {
-            Vec::new()
-        };
-
-        let result = (&self.users, &self.sources).transaction(|(users, srcs)| {
-            let current = match users.get(user.as_bytes())? {
-                None => None,
-                // The version is in the sealed header: no need to open
-                // the record here.
-                Some(v) => Some(
-                    seal::peek(&v)
-                        .map_err(|e| {
-                            ConflictableTransactionError::Abort(StoreError::Corrupt(format!(
-                                "the record of user {user}: {e}"
-                            )))
-                        })?
-                        .1,
-                ),
+        let deleted = encode(&change)?;
+        self.with(|inner| {
+            // Keys to clear are listed before the transaction (sled
+            // transactions cannot scan). A counter added meanwhile came with
+            // a version bump, so the compare-and-swap below fails and the
+            // caller retries.
+            let clear: Vec<sled::IVec> = if matches!(sources, SourcesChange::ClearAll) {
+                inner
+                    .sources
+                    .scan_prefix(source_prefix(user))
+                    .keys()
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?
+            } else {
+                Vec::new()
             };
-            if current != expected_version {
-                return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
+            let result =
+                (&inner.users, &inner.sources, &inner.meta).transaction(|(users, srcs, meta)| {
+                    let current = match users.get(user.as_bytes())? {
+                        None => None,
+                        // The version is in the sealed header: no need to
+                        // open the record here.
+                        Some(v) => Some(
+                            seal::peek(&v)
+                                .map_err(|e| {
+                                    ConflictableTransactionError::Abort(StoreError::Corrupt(
+                                        format!("the record of user {user}: {e}"),
+                                    ))
+                                })?
+                                .version,
+                        ),
+                    };
+                    if current != expected_version {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
+                    }
+                    match &new_value {
+                        Some(v) => {
+                            users.insert(user.as_bytes(), v.as_slice())?;
+                        }
+                        None => {
+                            users.remove(user.as_bytes())?;
+                            // A removal leaves no record to carry its number.
+                            meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                        }
+                    };
+                    if let Some((key, value)) = &source_write {
+                        match value {
+                            Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
+                            None => srcs.remove(key.as_slice())?,
+                        };
+                    }
+                    for key in &clear {
+                        srcs.remove(key)?;
+                    }
+                    Ok(())
+                });
+            match result {
+                Ok(()) => flush_and_sync(&inner.db, &inner.log_file),
+                Err(TransactionError::Abort(e)) => Err(e),
+                Err(TransactionError::Storage(e)) => Err(backend(e)),
             }
-            match &new_value {
-                Some(v) => users.insert(user.as_bytes(), v.as_slice())?,
-                None => users.remove(user.as_bytes())?,
-            };
-            if let Some((key, value)) = &source_write {
-                match value {
-                    Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
-                    None => srcs.remove(key.as_slice())?,
-                };
-            }
-            for key in &clear {
-                srcs.remove(key)?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => self.sync(),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(backend(e)),
-        }
+        })?;
+        // Durable now: the watermark may say so (never before).
+        self.watermark.advance(change)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        flush_and_sync(&self.db, &self.log_file)
+        self.with(|i| flush_and_sync(&i.db, &i.log_file))?;
+        self.watermark.sync()
     }
 
     fn decoy_write(&self) -> Result<(), StoreError> {
         // A record-sized sealed value under a key nothing reads.
-        let decoy = UserRecord::decoy();
-        let value = self.seal_value("\0decoy", &decoy)?;
-        self.sources.insert(b"\0decoy", value).map_err(backend)?;
-        self.sync()
+        let value = self.seal_value("\0decoy", &UserRecord::decoy(), 0)?;
+        self.with(|i| {
+            i.sources.insert(b"\0decoy", value).map_err(backend)?;
+            flush_and_sync(&i.db, &i.log_file)
+        })
     }
 }
 
@@ -716,7 +949,14 @@ mod tests {
         .unwrap();
         assert_eq!(store.user("b").unwrap().unwrap(), record(2));
         assert_eq!(store.users().unwrap().len(), 3);
-        let trees: Vec<_> = store.db.tree_names();
+        let trees: Vec<_> = store
+            .inner
+            .read()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .db
+            .tree_names();
         assert!(
             !trees.iter().any(|t| t.as_ref() == b"users"),
             "the old tree is dropped"
@@ -737,8 +977,11 @@ mod tests {
                 )
                 .unwrap();
             // Bob's slot gets a copy of alice's sealed record.
-            let sealed = store.users.get("alice").unwrap().unwrap();
-            store.users.insert("bob", sealed).unwrap();
+            let inner = store.inner.read().unwrap();
+            let users = &inner.as_ref().unwrap().users;
+            let sealed = users.get("alice").unwrap().unwrap();
+            users.insert("bob", sealed).unwrap();
+            drop(inner);
             store.sync().unwrap();
         }
         let e = SledStore::open(dir.path(), |_| Ok(key(1))).err().unwrap();
@@ -747,5 +990,92 @@ mod tests {
             message.contains("user bob") && message.contains(&*dir.path().to_string_lossy()),
             "{message}"
         );
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy_dir(&path, &target);
+            } else {
+                std::fs::copy(&path, &target).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_that_lost_changes_is_refused_and_a_removal_is_no_false_alarm() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("store");
+        let older = state.path().join("older");
+        {
+            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            store
+                .commit(
+                    "alice",
+                    None,
+                    RecordChange::Put(&record(1)),
+                    SourcesChange::Keep,
+                )
+                .unwrap();
+            store
+                .commit(
+                    "bob",
+                    None,
+                    RecordChange::Put(&record(1)),
+                    SourcesChange::Keep,
+                )
+                .unwrap();
+            store.sync().unwrap();
+            drop(store);
+            copy_dir(&dir, &older);
+            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            // The last change is a removal: no record carries its number.
+            store
+                .commit(
+                    "alice",
+                    Some(1),
+                    RecordChange::Put(&record(2)),
+                    SourcesChange::Keep,
+                )
+                .unwrap();
+            store
+                .commit(
+                    "bob",
+                    Some(1),
+                    RecordChange::Delete,
+                    SourcesChange::ClearAll,
+                )
+                .unwrap();
+        }
+        // Reopening the real store is fine, again and again.
+        for _ in 0..2 {
+            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            assert_eq!(store.user("alice").unwrap().unwrap().version, 2);
+            assert!(store.user("bob").unwrap().is_none());
+        }
+        // The older copy put back (or a store that dropped its tail) is not.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::rename(&older, &dir).unwrap();
+        let e = SledStore::open(&dir, |_| Ok(key(1)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("lost changes") && e.contains("store.watermark"),
+            "{e}"
+        );
+        // So is no store at all beside a watermark.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = SledStore::open(&dir, |_| Ok(key(1)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("lost changes"), "{e}");
+        // The operator's way out: delete the watermark to accept the store.
+        std::fs::remove_file(state.path().join("store.watermark")).unwrap();
+        assert!(SledStore::open(&dir, |_| Ok(key(1))).is_ok());
     }
 }

@@ -80,11 +80,15 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    error!("request failed: {e}");
-    refuse(
-        ErrorCode::Internal,
-        "otpd could not complete the request (see its log)",
-    )
+    let text = e.to_string();
+    error!("request failed: {text}");
+    // The one cause an operator can fix at once is named to the caller.
+    let message = if text.contains("No space left on device") {
+        "otpd could not write its store: no space left on device (see its log)"
+    } else {
+        "otpd could not complete the request (see its log)"
+    };
+    refuse(ErrorCode::Internal, message)
 }
 
 /// Runs one read-decide-commit `attempt` until it does not meet a
