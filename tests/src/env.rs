@@ -184,7 +184,15 @@ impl TestEnv {
     /// or in clear in the store.
     pub fn leaked_secrets(&self) -> Vec<String> {
         let all = secrets::all();
-        let mut found: Vec<String> = secrets::leaked_into(&self.log(), &all)
+        let log = self.log();
+        println!(
+            "[{}] secrets check: {} remembered secrets against {} log lines ({} KiB) and the store",
+            self.name,
+            all.len(),
+            log.lines().count(),
+            log.len() / 1024
+        );
+        let mut found: Vec<String> = secrets::leaked_into(&log, &all)
             .into_iter()
             .map(|s| format!("{s} in the daemon's log {}", self.daemon_log.display()))
             .collect();

@@ -130,14 +130,29 @@ pub fn in_clear_under(dir: &Path, secrets: &[String]) -> Vec<String> {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
+        // One pass over the file: every 8-byte window is looked up among
+        // the forms' first 8 bytes, and only a hit is compared in full.
+        let mut by_prefix: std::collections::HashMap<&[u8], Vec<(&String, &Vec<u8>)>> =
+            std::collections::HashMap::new();
         for (secret, forms) in &forms {
-            if forms
-                .iter()
-                .any(|f| f.len() >= 8 && bytes.windows(f.len()).any(|w| w == f.as_slice()))
-            {
-                found.push(format!("{secret} in {}", path.display()));
+            for f in forms.iter().filter(|f| f.len() >= 8) {
+                by_prefix.entry(&f[..8]).or_default().push((secret, f));
             }
         }
+        let mut hits = BTreeSet::new();
+        for (at, window) in bytes.windows(8).enumerate() {
+            if let Some(candidates) = by_prefix.get(window) {
+                for (secret, form) in candidates {
+                    if bytes[at..].starts_with(form) {
+                        hits.insert((*secret).clone());
+                    }
+                }
+            }
+        }
+        found.extend(
+            hits.into_iter()
+                .map(|secret| format!("{secret} in {}", path.display())),
+        );
     }
     found
 }
