@@ -38,6 +38,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // fails here, before it touches the store or the socket.
     let _lock = setup::lock_state_dir(&config.state_dir)?;
     let store_dir = config.state_dir.join("store");
+    if rekey_backup(&config).exists() {
+        return Err(ServeError(format!(
+            "`otpd rekey` was interrupted ({} exists): run it again with the same new key \
+             file to finish, then start otpd",
+            rekey_backup(&config).display()
+        )));
+    }
     let new_store = !store_dir.join("db").exists();
     let key_existed = keyfile::KeySource::of(&config).path().exists();
     let store: Arc<dyn Store> = Arc::new(
@@ -131,11 +138,24 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
         ))
     })?;
     let store_dir = config.state_dir.join("store");
-    if !store_dir.join("db").exists() {
+    let backup = rekey_backup(config);
+    if backup.exists() {
+        // A rekey that did not finish: whatever it left (sled can fail to
+        // recover from a SIGKILL at a bad moment), start again from the
+        // copy taken before it touched anything.
+        restore_dir(&backup, &store_dir)?;
+    } else if !store_dir.join("db").exists() {
         return Err(ServeError(format!(
             "there is no store in {}: nothing to rekey",
             store_dir.display()
         )));
+    } else {
+        let partial = config.state_dir.join("store.before-rekey.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        copy_dir_synced(&store_dir, &partial)?;
+        std::fs::rename(&partial, &backup)
+            .and_then(|()| std::fs::File::open(&config.state_dir)?.sync_all())
+            .map_err(|e| ServeError(format!("cannot keep a copy of the store: {e}")))?;
     }
     let (new, created) = if new_key_file.exists() {
         (keyfile::read_key(new_key_file)?, false)
@@ -149,6 +169,11 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
     };
     let report =
         SledStore::rekey(&store_dir, old.as_ref(), &new).map_err(|e| ServeError(e.to_string()))?;
+    // The switch is durable: the copy is no longer needed (removed before
+    // the key is installed, so a copy on disk always means "old key").
+    std::fs::remove_dir_all(&backup)
+        .and_then(|()| std::fs::File::open(&config.state_dir)?.sync_all())
+        .map_err(|e| ServeError(format!("cannot remove {}: {e}", backup.display())))?;
     let same_file = match (new_key_file.canonicalize(), config.key_file.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -200,4 +225,36 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
         }
     }
     Ok(())
+}
+
+/// The copy of the store that `otpd rekey` keeps until its switch is done.
+pub fn rekey_backup(config: &Config) -> std::path::PathBuf {
+    config.state_dir.join("store.before-rekey")
+}
+
+/// Copies a directory of plain files, syncing every file and the directory.
+fn copy_dir_synced(from: &Path, to: &Path) -> Result<(), ServeError> {
+    let err = |p: &Path, e: std::io::Error| ServeError(format!("cannot copy {}: {e}", p.display()));
+    std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| err(from, e))? {
+        let path = entry.map_err(|e| err(from, e))?.path();
+        let target = to.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            copy_dir_synced(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target).map_err(|e| err(&path, e))?;
+            std::fs::File::open(&target)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| err(&target, e))?;
+        }
+    }
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(to, e))
+}
+
+/// Replaces `store` with a copy of `backup` (which stays).
+fn restore_dir(backup: &Path, store: &Path) -> Result<(), ServeError> {
+    let _ = std::fs::remove_dir_all(store);
+    copy_dir_synced(backup, store)
 }

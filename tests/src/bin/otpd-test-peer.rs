@@ -10,8 +10,9 @@
 //! response body as JSON. Exit 0 when a response came, 3 otherwise.
 //!
 //! `otpd-test-peer hold SOCKET USER N SECONDS`: opens N connections, asks
-//! `status USER` on each, prints `answered A of N` and keeps them all open
-//! for SECONDS: a local user trying to take every connection slot.
+//! `status USER` on each, prints `answered A of N, K kept open` (K: those
+//! the daemon has not closed to make room for newer ones) and keeps them
+//! open for SECONDS: a local user trying to take every connection slot.
 
 use otpd_proto::{EnrolmentStatus, Request, Response, VerifyOutcome};
 use std::os::unix::fs::PermissionsExt;
@@ -130,10 +131,36 @@ fn hold(socket: &str, user: &str, n: usize, seconds: u64) -> ExitCode {
         }
         held.push(stream);
     }
-    println!("answered {answered} of {n}");
+    // Closes the daemon decided on may take a moment to arrive: count
+    // until the number stops changing (3 s at most).
+    let mut open = kept_open(&held);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = kept_open(&held);
+        if now == open {
+            break;
+        }
+        open = now;
+    }
+    println!("answered {answered} of {n}, {open} kept open");
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::thread::sleep(Duration::from_secs(seconds));
     drop(held);
     ExitCode::SUCCESS
+}
+
+/// How many of `held` the daemon has not closed.
+fn kept_open(held: &[UnixStream]) -> usize {
+    use std::io::Read;
+    held.iter()
+        .filter(|stream| {
+            let _ = stream.set_nonblocking(true);
+            let mut reader: &UnixStream = stream;
+            matches!(
+                reader.read(&mut [0u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            )
+        })
+        .count()
 }
