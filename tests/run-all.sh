@@ -90,6 +90,9 @@ phase "cargo test --workspace"
 cargo test --workspace --no-fail-fast -- --test-threads=4
 
 # The README's install command, end to end, in a private mount namespace.
+phase "tests/fuzz.sh (each libFuzzer target for ${FUZZ_SECONDS:-60} s)"
+tests/fuzz.sh
+
 phase "packaging/test-install.sh"
 packaging/test-install.sh
 
