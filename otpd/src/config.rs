@@ -396,9 +396,15 @@ impl Config {
 /// Turns a toml error into `config PATH line N: …`, with a suggestion for a
 /// misspelt key.
 fn describe(e: &toml::de::Error, text: &str, origin: &Path) -> String {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    // Counted in bytes: toml's span may start inside a multibyte character
+    // (found by fuzzing: slicing the str there panicked).
+    let line = e.span().map(|s| {
+        text.as_bytes()[..s.start.min(text.len())]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    });
     let where_ = match line {
         Some(l) => format!("config {} line {l}", origin.display()),
         None => format!("config {}", origin.display()),
@@ -426,6 +432,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("/etc/otpd/otpd.toml")).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn an_error_inside_a_multibyte_character_is_described_not_a_panic() {
+        // From fuzz/artifacts (config_parser): control and replacement
+        // characters in a comment, then a bad table header.
+        let text = String::from_utf8_lossy(
+            b"#######################\x19#########\xff\xff\xff\xff\xff\xff\xff\xff\
+              #################[t",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]
