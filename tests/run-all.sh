@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
     export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
     export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
     # sudo's secure_path would replace PATH (and with it cargo): pass it on explicitly.
-    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI env "PATH=$PATH" bash "$script" "$@"
+    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI,FUZZ_SECONDS env "PATH=$PATH" bash "$script" "$@"
 fi
 
 cd "$repo"
@@ -45,6 +45,8 @@ for package in "${packages[@]}"; do
 done
 # rustup brings no linker of its own.
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
+# libfuzzer-sys (fuzz/) builds libFuzzer, which is C++.
+command -v c++ >/dev/null || missing+=(g++)
 if [ "${#missing[@]}" -gt 0 ]; then
     phase "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

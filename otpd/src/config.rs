@@ -423,7 +423,16 @@ fn describe(e: &toml::de::Error, text: &str, origin: &Path) -> String {
             None => format!("{where_}: unknown key \"{key}\""),
         };
     }
-    format!("{where_}: {}", message.trim())
+    let message = message.trim();
+    if message.is_empty() {
+        // toml gives no words for some bytes (a lone carriage return, a
+        // control character in a comment; found by fuzzing).
+        return format!(
+            "{where_}: a character that TOML does not allow here (a control character, \
+             or a carriage return without a newline)"
+        );
+    }
+    format!("{where_}: {message}")
 }
 
 #[cfg(test)]
@@ -444,6 +453,11 @@ mod tests {
         );
         let e = parse(&text).unwrap_err();
         assert!(e.contains("line 1"), "{e}");
+        // From fuzz/regressions/config_parser: toml gives no words for these.
+        for text in ["\r", "#\0"] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains("line 1: a character that TOML does not allow"), "{e}");
+        }
     }
 
     #[test]

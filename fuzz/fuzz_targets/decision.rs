@@ -1,0 +1,657 @@
+//! The one decision (`otpd::core::decision::decide`), driven through a
+//! sequence of attempts on one user the way the daemon's handler carries
+//! decisions out (server/handler/mod.rs `verify`, `unlock`; fallback.rs
+//! `text_code`): the record and the source counter of the decision are
+//! stored, a confirm on an active enrolment is refused before deciding,
+//! a typed "sms" texts a code instead of being decided.
+//!
+//! The fuzzer chooses the token (secret, algorithm, digits, period), the
+//! record's state and counters, recovery codes and texted codes, the rules,
+//! and every attempt: when, from which source, and what is typed (the real
+//! code of a step near now, a recovery code, a texted code, digits, text).
+//!
+//! Invariants, each attempt:
+//! - `decide` never panics and never returns `Err` for a well-formed record;
+//! - a pending enrolment at login is `Pending`, and nothing changes;
+//! - while the source or the user must wait (`ratelimit::remaining` at
+//!   now), the answer is `Throttled` with the longer wait, nothing is
+//!   written and nothing is counted; so never any accept while throttled;
+//! - `Accepted { step }`: the typed code is the token's code of `step`,
+//!   `step` is within the window around now, `step` is greater than the
+//!   last accepted step before the attempt (and than every step accepted
+//!   earlier in the sequence), it is the oldest such fresh step, and the
+//!   record's `last_accepted_step` becomes `step`;
+//! - a recovery code is accepted only at login, only if it was issued and
+//!   not used, and is used up; a texted code only at login, only while
+//!   issued and unexpired, and all texted codes are then spent;
+//! - every accept resets the user's failures and the source's counter and
+//!   kills the enrolment link; the replay guard never moves back;
+//! - `Replayed` only for a code valid in the window for a used step and
+//!   none fresh; a valid fresh code is never refused; a valid unused
+//!   recovery or texted code is refused only as `Replayed` (it also is a
+//!   used TOTP code);
+//! - a counted failure adds one to the user's and the source's failures at
+//!   now; input that cannot be any code changes nothing;
+//! - the token itself (secret, algorithm, digits, period, issuer) never
+//!   changes, and every write bumps the version by one.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use otpd::core::code::normalize;
+use otpd::core::decision::{decide, Decision, Outcome, Purpose, Rules, SourceChange};
+use otpd::core::ratelimit::{remaining, Limits};
+use otpd::core::record::{
+    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, UserRecord,
+};
+use otpd::core::tokens::{normalize_recovery, recovery_code, texted_code, CodeHash};
+use otpd::core::totp::generator;
+use otpd_proto::Algorithm;
+
+/// Sources of attempts (remote hosts or uids).
+const SOURCES: usize = 4;
+/// server/handler/fallback.rs: outstanding texted login codes kept.
+const MAX_OPEN_TEXTS: usize = 3;
+
+#[derive(Debug, Arbitrary)]
+enum Algo {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Period {
+    P30,
+    P60,
+    P15,
+    P300,
+}
+
+#[derive(Debug, Arbitrary)]
+struct RecoverySeed {
+    symbols: [u8; 12],
+    salt: u8,
+}
+
+#[derive(Debug, Arbitrary)]
+struct TextSeed {
+    code: [u8; 4],
+    salt: u8,
+    /// Seconds of validity left, from the start (negative: expired).
+    expires_in: i16,
+}
+
+#[derive(Debug, Arbitrary)]
+struct SourceSeed {
+    failures: u32,
+    last_failure_ago: i16,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Scenario {
+    secret: [u8; 16],
+    secret_more: Vec<u8>,
+    algorithm: Algo,
+    eight_digits: bool,
+    period: Period,
+    pending: bool,
+    /// Small times near the epoch as well as present-day ones.
+    early: bool,
+    start: u32,
+    /// Relative to the start's step.
+    last_accepted: Option<i8>,
+    user_failures: u32,
+    last_failure_ago: Option<i16>,
+    link: bool,
+    recovery: Vec<RecoverySeed>,
+    texts: Vec<TextSeed>,
+    sources: [Option<SourceSeed>; SOURCES],
+    window: u8,
+    max_failures: u8,
+    base_delay: u16,
+    extra_delay: u16,
+    user_max_failures: u8,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Step {
+    /// Seconds since the previous attempt (the clock may go back, too).
+    advance: i16,
+    action: Action,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Action {
+    Login {
+        source: u8,
+        typed: Typed,
+    },
+    Confirm {
+        typed: Typed,
+    },
+    /// `otpd unlock USER`.
+    Unlock,
+    /// The user typed "sms": a code is texted.
+    Text {
+        source: u8,
+        code: [u8; 4],
+        salt: u8,
+        lifetime: u16,
+    },
+}
+
+#[derive(Debug, Arbitrary)]
+enum Typed {
+    /// The token's code of the step `offset` from now's.
+    Totp { offset: i8, spaced: bool },
+    /// One of the recovery codes ever issued, in one of the typed forms.
+    Recovery { index: u8, form: u8 },
+    /// One of the texted codes ever issued.
+    Texted { index: u8 },
+    /// Digits, probably wrong.
+    Number(u32),
+    /// Anything at all.
+    Text(String),
+}
+
+/// The model the invariants are checked against, kept beside the record.
+struct Model {
+    record: UserRecord,
+    sources: [Option<SourceCounter>; SOURCES],
+    rules: Rules,
+    now: u64,
+    /// Recovery codes issued and not yet used (canonical form).
+    recovery_unused: Vec<String>,
+    recovery_issued: Vec<String>,
+    /// Texted login codes outstanding: (code, expires).
+    texts_open: Vec<(String, u64)>,
+    texts_issued: Vec<String>,
+    /// The greatest step ever accepted in this sequence.
+    max_accepted: Option<u64>,
+    totp: totp_rs::Totp,
+}
+
+impl Model {
+    fn code_of(&self, step: u64) -> String {
+        self.totp.generate(step * self.record.period).to_string()
+    }
+
+    /// The steps of the window around now whose code is `code`.
+    fn matching_steps(&self, code: &str) -> Vec<u64> {
+        let origin = self.now / self.record.period;
+        let window = u64::from(self.rules.window);
+        (origin.saturating_sub(window)..=origin + window)
+            .filter(|&s| self.code_of(s) == code)
+            .collect()
+    }
+
+    fn wait(&self, source: usize) -> Option<u64> {
+        let limits = &self.rules.limits;
+        let source_wait = self.sources[source].and_then(|s| {
+            remaining(
+                s.failures,
+                s.last_failure,
+                limits.max_failures,
+                limits,
+                self.now,
+            )
+        });
+        let user_wait = self.record.last_failure.and_then(|last| {
+            remaining(
+                self.record.user_failures,
+                last,
+                limits.user_max_failures,
+                limits,
+                self.now,
+            )
+        });
+        source_wait.max(user_wait)
+    }
+
+    fn typed_text(&self, typed: &Typed) -> String {
+        match typed {
+            Typed::Totp { offset, spaced } => {
+                let step =
+                    (self.now / self.record.period).saturating_add_signed(i64::from(*offset % 13));
+                let code = self.code_of(step);
+                if *spaced {
+                    let (a, b) = code.split_at(code.len() / 2);
+                    format!(" {a} {b}\n")
+                } else {
+                    code
+                }
+            }
+            Typed::Recovery { index, form } => {
+                let Some(code) = pick(&self.recovery_issued, *index) else {
+                    return "2345-6789-ABCD".into();
+                };
+                let dashed = format!("{}-{}-{}", &code[..4], &code[4..8], &code[8..]);
+                match form % 4 {
+                    0 => code.clone(),
+                    1 => dashed,
+                    2 => dashed.to_ascii_lowercase(),
+                    _ => format!("  {} {} {} ", &code[..4], &code[4..8], &code[8..]),
+                }
+            }
+            Typed::Texted { index } => pick(&self.texts_issued, *index)
+                .cloned()
+                .unwrap_or_else(|| "000000".into()),
+            Typed::Number(n) => {
+                let modulus = 10u32.pow(u32::from(self.record.digits));
+                format!(
+                    "{:0width$}",
+                    n % modulus,
+                    width = usize::from(self.record.digits)
+                )
+            }
+            Typed::Text(text) => text.clone(),
+        }
+    }
+
+    fn attempt(&mut self, source: usize, typed: &str, purpose: Purpose) {
+        let before = self.record.clone();
+        let source_before = self.sources[source];
+        let decision = decide(
+            Some(&before),
+            source_before.as_ref(),
+            typed,
+            self.now,
+            purpose,
+            &self.rules,
+        )
+        .unwrap_or_else(|e| panic!("decide failed on a well-formed record: {e}"));
+
+        if before.state == EnrolState::Pending && purpose == Purpose::Login {
+            assert_eq!(decision, unchanged(Outcome::Pending));
+            return;
+        }
+        if let Some(wait) = self.wait(source) {
+            assert_eq!(
+                decision,
+                unchanged(Outcome::Throttled { retry_after: wait }),
+                "not refused while the source or the user must wait"
+            );
+            assert!(wait >= 1 && wait <= self.rules.limits.max_delay);
+            return;
+        }
+        assert!(
+            !matches!(
+                decision.outcome,
+                Outcome::Throttled { .. } | Outcome::Pending | Outcome::NotEnrolled
+            ),
+            "{decision:?} without a reason"
+        );
+
+        let login = purpose == Purpose::Login;
+        let totp = normalize(typed, before.digits).map(|c| c.as_str().to_owned());
+        let texted = normalize(typed, 6).map(|c| c.as_str().to_owned());
+        let recovery = normalize_recovery(typed).map(|c| c.as_str().to_owned());
+        let texts_valid = login && self.texts_open.iter().any(|(_, e)| self.now <= *e);
+        let matches = totp
+            .as_ref()
+            .map(|c| self.matching_steps(c))
+            .unwrap_or_default();
+        let last = before.last_accepted_step;
+        let fresh: Vec<u64> = matches
+            .iter()
+            .copied()
+            .filter(|&s| last.is_none_or(|l| s > l))
+            .collect();
+        let text_hit = texted.as_ref().filter(|_| login).is_some_and(|code| {
+            self.texts_open
+                .iter()
+                .any(|(c, e)| c == code && self.now <= *e)
+        });
+        let recovery_hit = recovery
+            .as_ref()
+            .filter(|_| login)
+            .is_some_and(|code| self.recovery_unused.contains(code));
+
+        // A valid fresh code is never refused.
+        if !fresh.is_empty() {
+            assert!(
+                matches!(decision.outcome, Outcome::Accepted { .. }),
+                "a fresh code for steps {fresh:?} was refused: {decision:?}"
+            );
+        } else if text_hit || recovery_hit {
+            assert!(
+                matches!(
+                    decision.outcome,
+                    Outcome::AcceptedSms | Outcome::AcceptedRecovery { .. } | Outcome::Replayed
+                ),
+                "a valid fallback code was refused: {decision:?}"
+            );
+        }
+
+        match decision.outcome {
+            Outcome::Accepted { .. } | Outcome::AcceptedRecovery { .. } | Outcome::AcceptedSms => {
+                let next = decision.record.as_ref().expect("an accept is written");
+                assert_eq!(decision.source, SourceChange::Reset);
+                assert_eq!(next.user_failures, 0);
+                assert_eq!(next.last_failure, None);
+                assert_eq!(next.last_success, Some(self.now));
+                assert!(next.fallback.link.is_none(), "the link outlives an accept");
+                same_token(&before, next);
+            }
+            Outcome::WrongCode | Outcome::Replayed => {}
+            other => panic!("unexpected {other:?}"),
+        }
+
+        match decision.outcome {
+            Outcome::Accepted { step } => {
+                assert!(
+                    last.is_none_or(|l| step > l),
+                    "step {step} accepted again (last accepted {last:?})"
+                );
+                assert!(
+                    self.max_accepted.is_none_or(|m| step > m),
+                    "step {step} accepted after step {:?}",
+                    self.max_accepted
+                );
+                assert_eq!(fresh.first(), Some(&step), "not the oldest fresh step");
+                let code = totp.as_ref().expect("an accepted TOTP code is a code");
+                assert_eq!(&self.code_of(step), code);
+                let next = decision.record.as_ref().unwrap();
+                assert_eq!(next.last_accepted_step, Some(step));
+                assert_eq!(next.state, EnrolState::Active);
+                assert_eq!(next.fallback.recovery, before.fallback.recovery);
+                self.max_accepted = Some(step);
+            }
+            Outcome::AcceptedRecovery { remaining } => {
+                assert!(login, "a recovery code at confirm");
+                assert!(recovery_hit, "an unknown or used recovery code accepted");
+                let code = recovery.clone().unwrap();
+                let next = decision.record.as_ref().unwrap();
+                assert_eq!(next.last_accepted_step, last, "the replay guard moved");
+                assert_eq!(remaining, next.fallback.recovery.len());
+                assert_eq!(remaining + 1, before.fallback.recovery.len());
+                let at = self.recovery_unused.iter().position(|c| *c == code);
+                self.recovery_unused.remove(at.unwrap());
+                let still = |r: &UserRecord| {
+                    r.fallback
+                        .recovery
+                        .iter()
+                        .filter(|h| h.matches(&code))
+                        .count()
+                };
+                assert_eq!(still(next) + 1, still(&before), "not used up");
+            }
+            Outcome::AcceptedSms => {
+                assert!(login, "a texted code at confirm");
+                assert!(text_hit, "an unknown or expired texted code accepted");
+                let next = decision.record.as_ref().unwrap();
+                assert_eq!(next.last_accepted_step, last, "the replay guard moved");
+                assert!(
+                    next.fallback.sms.is_empty(),
+                    "texted codes outlive an accept"
+                );
+                assert_eq!(next.fallback.recovery, before.fallback.recovery);
+                self.texts_open.clear();
+            }
+            Outcome::Replayed => {
+                assert!(!matches.is_empty() && fresh.is_empty(), "replayed what?");
+            }
+            Outcome::WrongCode => {
+                assert!(matches.is_empty(), "a valid code called wrong: {matches:?}");
+            }
+            _ => unreachable!(),
+        }
+
+        if matches!(decision.outcome, Outcome::WrongCode | Outcome::Replayed) {
+            match &decision.record {
+                None => {
+                    // Not counted: only for input that can be no code at all.
+                    assert_eq!(decision, unchanged(Outcome::WrongCode));
+                    assert!(totp.is_none(), "a well-formed code was not counted");
+                    assert!(!texts_valid || texted.is_none());
+                    assert!(!login || recovery.is_none());
+                }
+                Some(next) => {
+                    assert_eq!(next.user_failures, before.user_failures.saturating_add(1));
+                    assert_eq!(next.last_failure, Some(self.now));
+                    assert_eq!(next.last_accepted_step, last);
+                    assert_eq!(next.state, before.state);
+                    assert_eq!(next.fallback, before.fallback);
+                    assert_eq!(next.last_success, before.last_success);
+                    same_token(&before, next);
+                    assert_eq!(
+                        decision.source,
+                        SourceChange::Set(SourceCounter {
+                            failures: source_before.map_or(0, |s| s.failures).saturating_add(1),
+                            last_failure: self.now,
+                        })
+                    );
+                }
+            }
+        }
+
+        // Carry the decision out as the handler does.
+        if let Some(next) = decision.record {
+            assert_eq!(next.version, before.version.wrapping_add(1));
+            self.record = next;
+        }
+        match decision.source {
+            SourceChange::Keep => {}
+            SourceChange::Reset => self.sources[source] = None,
+            SourceChange::Set(counter) => self.sources[source] = Some(counter),
+        }
+    }
+
+    /// `otpd unlock`: server/handler/mod.rs `unlock` and `rewrite`.
+    fn unlock(&mut self) {
+        let mut next = self.record.clone();
+        next.version = next.version.wrapping_add(1);
+        next.user_failures = 0;
+        next.last_failure = None;
+        self.record = next;
+        self.sources = [None; SOURCES];
+    }
+
+    /// A typed "sms": server/handler/fallback.rs `login_sms` and `text_code`
+    /// (the gate is the decision on an empty code).
+    fn text(&mut self, source: usize, code: &[u8; 4], salt: u8, lifetime: u16) {
+        let gate = decide(
+            Some(&self.record),
+            self.sources[source].as_ref(),
+            "",
+            self.now,
+            Purpose::Login,
+            &self.rules,
+        )
+        .expect("the gate decides");
+        assert!(gate.record.is_none() && gate.source == SourceChange::Keep);
+        if matches!(gate.outcome, Outcome::Throttled { .. } | Outcome::Pending) {
+            return;
+        }
+        let code = texted_code(code).as_str().to_owned();
+        let expires = self.now.saturating_add(60 + u64::from(lifetime % 3541));
+        let challenge = SmsChallenge {
+            code: CodeHash::new(&code, &[salt; 16]),
+            expires,
+            number: None,
+            tries: 0,
+        };
+        let mut next = self.record.clone();
+        next.version = next.version.wrapping_add(1);
+        let now = self.now;
+        next.fallback.sms.retain(|c| now <= c.expires);
+        next.fallback.sms.push(challenge);
+        let excess = next.fallback.sms.len().saturating_sub(MAX_OPEN_TEXTS);
+        next.fallback.sms.drain(..excess);
+        self.record = next;
+        self.texts_open.retain(|(_, e)| now <= *e);
+        self.texts_open.push((code.clone(), expires));
+        self.texts_open.drain(..excess);
+        self.texts_issued.push(code);
+    }
+}
+
+fn pick<T>(items: &[T], index: u8) -> Option<&T> {
+    (!items.is_empty()).then(|| &items[usize::from(index) % items.len()])
+}
+
+fn unchanged(outcome: Outcome) -> Decision {
+    Decision {
+        outcome,
+        record: None,
+        source: SourceChange::Keep,
+    }
+}
+
+fn same_token(before: &UserRecord, next: &UserRecord) {
+    assert_eq!(next.secret, before.secret);
+    assert_eq!(next.algorithm, before.algorithm);
+    assert_eq!(next.digits, before.digits);
+    assert_eq!(next.period, before.period);
+    assert_eq!(next.issuer, before.issuer);
+    assert_eq!(next.created, before.created);
+    assert_eq!(next.fallback.phone, before.fallback.phone);
+    assert_eq!(next.fallback.sms_register, before.fallback.sms_register);
+}
+
+fn run(s: Scenario) {
+    let mut secret = s.secret.to_vec();
+    secret.extend(s.secret_more.iter().take(48));
+    let algorithm = match s.algorithm {
+        Algo::Sha1 => Algorithm::Sha1,
+        Algo::Sha256 => Algorithm::Sha256,
+        Algo::Sha512 => Algorithm::Sha512,
+    };
+    let digits = if s.eight_digits { 8 } else { 6 };
+    let period = match s.period {
+        Period::P30 => 30,
+        Period::P60 => 60,
+        Period::P15 => 15,
+        Period::P300 => 300,
+    };
+    // Present-day clocks, and (rarely useful, but allowed) ones near 1970.
+    let now = if s.early {
+        u64::from(s.start % 100_000)
+    } else {
+        1_500_000_000 + u64::from(s.start)
+    };
+    let ago = |secs: i16| now.saturating_add_signed(-i64::from(secs));
+
+    let recovery_issued: Vec<String> = s
+        .recovery
+        .iter()
+        .take(10)
+        .map(|r| {
+            normalize_recovery(&recovery_code(&r.symbols))
+                .expect("a recovery code")
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    let recovery_hashes = s
+        .recovery
+        .iter()
+        .zip(&recovery_issued)
+        .map(|(r, code)| CodeHash::new(code, &[r.salt; 16]))
+        .collect();
+    let mut texts_open = Vec::new();
+    let mut sms = Vec::new();
+    for t in s.texts.iter().take(MAX_OPEN_TEXTS) {
+        let code = texted_code(&t.code).as_str().to_owned();
+        let expires = now.saturating_add_signed(i64::from(t.expires_in));
+        sms.push(SmsChallenge {
+            code: CodeHash::new(&code, &[t.salt; 16]),
+            expires,
+            number: None,
+            tries: 0,
+        });
+        texts_open.push((code, expires));
+    }
+    let texts_issued = texts_open.iter().map(|(c, _)| c.clone()).collect();
+
+    let record = UserRecord {
+        version: u64::from(s.start).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        state: if s.pending {
+            EnrolState::Pending
+        } else {
+            EnrolState::Active
+        },
+        secret: SecretBytes::new(secret.clone()),
+        algorithm,
+        digits,
+        period,
+        issuer: "fuzz".into(),
+        created: now.saturating_sub(86_400),
+        last_success: None,
+        last_accepted_step: s
+            .last_accepted
+            .map(|o| (now / period).saturating_add_signed(i64::from(o))),
+        user_failures: s.user_failures,
+        last_failure: s.last_failure_ago.map(ago),
+        fallback: Fallback {
+            link: s.link.then(|| Link {
+                token_hash: "00".repeat(32),
+                expires: now + 3600,
+            }),
+            recovery: recovery_hashes,
+            sms,
+            ..Fallback::default()
+        },
+    };
+    let base_delay = u64::from(s.base_delay.max(1));
+    let rules = Rules {
+        window: u16::from(s.window % 11),
+        limits: Limits {
+            max_failures: u32::from(s.max_failures.max(1)),
+            base_delay,
+            max_delay: base_delay + u64::from(s.extra_delay),
+            user_max_failures: u32::from(s.user_max_failures.max(1)),
+        },
+    };
+    let sources = s.sources.map(|seed| {
+        seed.map(|seed| SourceCounter {
+            failures: seed.failures,
+            last_failure: ago(seed.last_failure_ago),
+        })
+    });
+    let totp = generator(&secret, algorithm, digits, period, 0).expect("a valid token");
+    let mut model = Model {
+        record,
+        sources,
+        rules,
+        now,
+        recovery_unused: recovery_issued.clone(),
+        recovery_issued,
+        texts_open,
+        texts_issued,
+        max_accepted: None,
+        totp,
+    };
+
+    for step in s.steps.iter().take(64) {
+        model.now = model.now.saturating_add_signed(i64::from(step.advance));
+        match &step.action {
+            Action::Login { source, typed } => {
+                let typed = model.typed_text(typed);
+                if typed.trim().eq_ignore_ascii_case("sms") {
+                    continue;
+                }
+                model.attempt(usize::from(*source) % SOURCES, &typed, Purpose::Login);
+            }
+            Action::Confirm { typed } => {
+                // The handler refuses to confirm an active enrolment.
+                if model.record.state == EnrolState::Pending {
+                    let typed = model.typed_text(typed);
+                    // `otpd confirm` comes from the admin's own uid.
+                    model.attempt(0, &typed, Purpose::Confirm);
+                }
+            }
+            Action::Unlock => model.unlock(),
+            Action::Text {
+                source,
+                code,
+                salt,
+                lifetime,
+            } => model.text(usize::from(*source) % SOURCES, code, *salt, *lifetime),
+        }
+    }
+}
+
+fuzz_target!(|scenario: Scenario| run(scenario));
