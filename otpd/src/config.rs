@@ -456,7 +456,10 @@ mod tests {
         // From fuzz/regressions/config_parser: toml gives no words for these.
         for text in ["\r", "#\0"] {
             let e = parse(text).unwrap_err();
-            assert!(e.contains("line 1: a character that TOML does not allow"), "{e}");
+            assert!(
+                e.contains("line 1: a character that TOML does not allow"),
+                "{e}"
+            );
         }
     }
 
