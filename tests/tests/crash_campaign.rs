@@ -729,27 +729,6 @@ fn list_check(shared: &Shared, when: &str) {
 
 // ---------------------------------------------------------------------------
 
-/// The config's `key_file`, adding one in the test dir when the config has
-/// none (the daemon creates the key at its first start).
-fn ensure_key_file(env: &TestEnv) -> PathBuf {
-    let text = std::fs::read_to_string(&env.config).expect("read the config");
-    if let Some(line) = text
-        .lines()
-        .find(|line| line.trim_start().starts_with("key_file"))
-    {
-        let value = line.split_once('=').expect("key = value").1.trim();
-        return PathBuf::from(value.trim_matches('"'));
-    }
-    let key = env.dir.join("otpd.key");
-    // Top-level keys go before the first [section].
-    std::fs::write(
-        &env.config,
-        format!("key_file = \"{}\"\n{text}", key.display()),
-    )
-    .expect("write the config");
-    key
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
         v.trim()
@@ -788,7 +767,6 @@ fn sigkill_under_load_loses_no_acknowledged_result_and_accepts_no_code_twice() {
         std::env::set_var("OTPD_TEST_RUST_LOG", "trace,sled=info");
     }
     let mut env = TestEnv::without_daemon("crashcampaign", &limits);
-    ensure_key_file(&env);
     env.spawn_daemon();
 
     let shared = Shared {

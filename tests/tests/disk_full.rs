@@ -115,26 +115,6 @@ impl SmallStateFs {
     }
 }
 
-/// The config's `key_file`, adding one in the test dir when the config has
-/// none (the daemon creates the key at its first start).
-fn ensure_key_file(env: &TestEnv) -> PathBuf {
-    let text = std::fs::read_to_string(&env.config).expect("read the config");
-    if let Some(line) = text
-        .lines()
-        .find(|line| line.trim_start().starts_with("key_file"))
-    {
-        let value = line.split_once('=').expect("key = value").1.trim();
-        return PathBuf::from(value.trim_matches('"'));
-    }
-    let key = env.dir.join("otpd.key");
-    std::fs::write(
-        &env.config,
-        format!("key_file = \"{}\"\n{text}", key.display()),
-    )
-    .expect("write the config");
-    key
-}
-
 /// `user → state` from `otpd list --json`, or why it failed.
 fn states(env: &TestEnv) -> Result<Vec<(String, String)>, String> {
     let out = env.otpd(&["list", "--json"]);
@@ -205,7 +185,6 @@ fn a_full_state_dir_fails_closed_damages_nothing_and_service_resumes_with_space(
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "disk_full mounts a tmpfs: run as root");
     let mut env = TestEnv::without_daemon("diskfull", &Limits::default());
-    ensure_key_file(&env);
     let small = SmallStateFs::mount(&env, FS_SIZE);
     env.launcher = small.launcher();
     env.spawn_daemon();

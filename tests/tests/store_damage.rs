@@ -42,26 +42,6 @@ impl Rng {
     }
 }
 
-/// The config's `key_file`, adding one in the test dir when the config has
-/// none (the daemon creates the key at its first start).
-fn ensure_key_file(env: &TestEnv) -> PathBuf {
-    let text = std::fs::read_to_string(&env.config).expect("read the config");
-    if let Some(line) = text
-        .lines()
-        .find(|line| line.trim_start().starts_with("key_file"))
-    {
-        let value = line.split_once('=').expect("key = value").1.trim();
-        return PathBuf::from(value.trim_matches('"'));
-    }
-    let key = env.dir.join("otpd.key");
-    std::fs::write(
-        &env.config,
-        format!("key_file = \"{}\"\n{text}", key.display()),
-    )
-    .expect("write the config");
-    key
-}
-
 /// Every regular file under `dir`, recursively, sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -520,7 +500,7 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
     let mut rng = Rng(seed);
 
     let mut env = TestEnv::without_daemon("storedamage", &Limits::default());
-    let key_file = ensure_key_file(&env);
+    let key_file = env.key_file.clone();
     env.spawn_daemon();
     let t = unix_now();
     let period = ["--period", PERIOD];
