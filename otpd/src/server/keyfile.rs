@@ -97,24 +97,24 @@ pub fn read_key(path: &Path) -> Result<RecordKey, ServeError> {
     RecordKey::parse(&text).map_err(|e| err(e.to_string()))
 }
 
-/// Writes a new random key to `path` (mode 0400), never over an existing
-/// file: written to a temporary name, synced, then linked into place
-/// (which fails if the name exists) and the directory synced.
-pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
-    let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
+/// How a key file reaches its name.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Linked: fails if the name exists (a key is never overwritten).
+    New,
+    /// Renamed over the name, keeping its owner.
+    Replace,
+}
+
+/// Writes `text` to a temporary file (mode 0400) beside `path`, syncs it,
+/// puts it in place and syncs the directory. The temporary file never stays.
+fn write_key_file(path: &Path, text: &[u8], place: Place) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-    getrandom::getrandom(bytes.as_mut_slice())
-        .map_err(|e| err(format!("the OS random number generator failed: {e}")))?;
-    let text = key_file_text(&bytes);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "otpd.key".into());
-    let tmp = dir.join(format!(".{name}.new-{}", std::process::id()));
+    let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
+    let tmp = dir.join(format!(".otpd-key.new-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -122,13 +122,32 @@ pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
             .create_new(true)
             .mode(0o400)
             .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(text)?;
         f.sync_all()?;
-        fs::hard_link(&tmp, path)?;
+        match place {
+            Place::New => fs::hard_link(&tmp, path)?,
+            Place::Replace => {
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+                }
+                fs::rename(&tmp, path)?;
+            }
+        }
         File::open(dir)?.sync_all()
     })();
     let _ = fs::remove_file(&tmp);
-    match result {
+    result
+}
+
+/// Writes a new random key to `path` (mode 0400), never over an existing
+/// file.
+pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
+    let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+    getrandom::getrandom(bytes.as_mut_slice())
+        .map_err(|e| err(format!("the OS random number generator failed: {e}")))?;
+    let text = key_file_text(&bytes);
+    match write_key_file(path, text.as_bytes(), Place::New) {
         Ok(()) => Ok(RecordKey::from_bytes(&bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(err(
             "already exists; otpd never overwrites a key (move it away first)".into(),
@@ -139,34 +158,16 @@ pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
 
 /// Replaces `path` with a copy of the key file `from` (mode 0400), atomically.
 pub fn install_key_file(from: &Path, path: &Path) -> Result<(), ServeError> {
-    let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
     File::open(from)
         .and_then(|f| f.take(MAX_KEY_FILE).read_to_end(&mut text))
         .map_err(|e| ServeError(format!("key file {}: cannot read it: {e}", from.display())))?;
-    let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
-    let tmp = dir.join(format!(".otpd-key.new-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-        }
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    let _ = fs::remove_file(&tmp);
-    result.map_err(|e| err(format!("cannot replace it: {e}")))
+    write_key_file(path, &text, Place::Replace).map_err(|e| {
+        ServeError(format!(
+            "key file {}: cannot replace it: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The daemon's key for a store sealed with `stored` (`None`: a new store,
