@@ -11,6 +11,7 @@ pub mod env;
 pub mod pam;
 pub mod process;
 pub mod programs;
+pub mod rng;
 pub mod secrets;
 pub mod sshd;
 pub mod strace;

@@ -28,6 +28,7 @@ use otpd_proto::{
     read_frame, write_frame, EnrolParams, ErrorCode, Request, Response, SecretText, UserState,
     VerifyOutcome,
 };
+use otpd_tests::rng::Rng;
 use otpd_tests::totp::unix_now;
 use otpd_tests::{code_at, require, Limits, Program, TestEnv};
 use std::collections::{BTreeMap, HashMap};
@@ -53,30 +54,6 @@ const DEFAULT_KILLS: u64 = 50;
 const KILL_DELAY_MS: (u64, u64) = (50, 400);
 /// A live daemon answers well within this; a longer wait is a hang.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------
-// A seeded random number generator (splitmix64), so that a run's kill
-// delays can be repeated with OTPD_CRASH_SEED.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The client: one connection per request, as the PAM module does.

@@ -3,6 +3,7 @@
 //! `otpd rekey` killed with SIGKILL at random moments loses nothing.
 
 use otpd_tests::process;
+use otpd_tests::rng::Rng;
 use otpd_tests::{settled_now, Enrolment, TestEnv};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -100,18 +101,6 @@ fn the_store_never_opens_without_its_own_key() {
     assert_eq!(std::fs::read(&env.key_file).unwrap(), key);
 }
 
-/// A tiny xorshift, seeded and printed, for reproducible kill times.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn rekey_killed_at_random_moments_loses_nothing() {
     let mut env = TestEnv::start("rekey");
@@ -162,7 +151,7 @@ fn rekey_killed_at_random_moments_loses_nothing() {
     for round in 1..=rounds {
         let new_key = env.dir.join(format!("k{round}"));
         let key_before = std::fs::read(&env.key_file).unwrap();
-        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 + 1));
+        let delay = Duration::from_micros(rng.next_u64() % (full.as_micros() as u64 + 1));
         let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
         cmd.arg("--config")
             .arg(&env.config)

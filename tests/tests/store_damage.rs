@@ -12,6 +12,7 @@
 
 use otpd_proto::{read_frame, write_frame, Request, Response, SecretText, VerifyOutcome};
 use otpd_tests::process::{ChildGuard, NOBODY_UID};
+use otpd_tests::rng::Rng;
 use otpd_tests::totp::unix_now;
 use otpd_tests::{programs, require, Enrolment, Limits, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
@@ -29,18 +30,6 @@ const PERIOD: &str = "300";
 const OTHER_USERS: usize = 30;
 /// How long a daemon may take to either exit or answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Every regular file under `dir`, recursively, sorted.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -400,7 +389,7 @@ fn cases() -> Vec<Case> {
                 let target = largest_file(&p.state_dir);
                 let len = std::fs::metadata(&target).expect("stat").len();
                 let size = 4096.min(len / 2);
-                let junk: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
                 overwrite(&target, len / 2 - size / 2, &junk);
                 vec![target]
             },
