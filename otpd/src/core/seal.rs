@@ -289,24 +289,16 @@ pub fn open_record(key: &RecordKey, user: &str, bytes: &[u8]) -> Result<UserReco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{EnrolState, SecretBytes};
-    use otpd_proto::Algorithm;
+    use crate::core::record::SecretBytes;
 
     fn record(version: u64) -> UserRecord {
         UserRecord {
             version,
-            state: EnrolState::Active,
             secret: SecretBytes::new(b"12345678901234567890".to_vec()),
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
             issuer: "t".into(),
             created: 1,
-            last_success: None,
             last_accepted_step: Some(5),
-            user_failures: 0,
-            last_failure: None,
-            fallback: Default::default(),
+            ..UserRecord::decoy()
         }
     }
 

@@ -698,9 +698,8 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{EnrolState, SecretBytes};
+    use crate::core::record::SecretBytes;
     use crate::core::seal::KEY_LEN;
-    use otpd_proto::Algorithm;
 
     fn key(byte: u8) -> RecordKey {
         RecordKey::from_bytes(&[byte; KEY_LEN])
@@ -727,18 +726,11 @@ mod tests {
     fn record(version: u64) -> UserRecord {
         UserRecord {
             version,
-            state: EnrolState::Active,
             secret: SecretBytes::new(b"SECRET-1234567890abc".to_vec()),
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
             issuer: "t".into(),
             created: 1,
-            last_success: None,
             last_accepted_step: Some(5),
-            user_failures: 0,
-            last_failure: None,
-            fallback: Default::default(),
+            ..UserRecord::decoy()
         }
     }
 
