@@ -1,6 +1,7 @@
 //! Where otpd keeps its state, behind a small trait so that a fleet-wide
 //! store (PostgreSQL, a later issue) can replace the single-host sled store.
 
+mod group_sync;
 mod sled_store;
 
 pub use sled_store::{RekeyReport, SledStore};

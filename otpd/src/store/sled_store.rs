@@ -1,6 +1,7 @@
 //! The default store: sled under `state_dir`, with a real `fdatasync`, and
 //! every user record sealed with the daemon's key ([`crate::core::seal`]).
 
+use super::group_sync::{GroupSync, Ticket};
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
@@ -34,6 +35,10 @@ struct Inner {
     users: sled::Tree,
     sources: sled::Tree,
     log_file: File,
+    /// Which handle this is: 0 from `open`, one more at every `reopen`. A
+    /// write applied through one handle is made durable only by a flush of
+    /// that same handle (a reopen drops what was not flushed).
+    generation: u64,
 }
 
 /// sled 0.34 under `<state_dir>/store`.
@@ -54,6 +59,12 @@ struct Inner {
 ///   number (in the sealed header); the highest one made durable is kept in
 ///   `<state_dir>/store.watermark`, written after the store's fdatasync. A
 ///   store that holds less than its watermark lost writes, and is refused.
+///
+/// Concurrent commits share their flush and fdatasync (group commit, see
+/// [`GroupSync`]): a commit applies its transaction in memory, then waits
+/// for a sync that started after that; while one sync runs, the commits
+/// that arrive meanwhile gather and are made durable by the next one.
+/// Every commit still returns only once its own write is durable.
 pub struct SledStore {
     inner: RwLock<Option<Inner>>,
     broken: AtomicBool,
@@ -61,6 +72,27 @@ pub struct SledStore {
     dir: PathBuf,
     next_change: AtomicU64,
     watermark: Watermark,
+    /// The shared syncs; a successful one reports the generation of the
+    /// handle it flushed.
+    group: GroupSync<u64, SyncFailure>,
+    /// The generation of the newest handle (see [`Inner::generation`]).
+    generation: AtomicU64,
+}
+
+/// A failed shared sync, handed to every commit it covered. `StoreError`
+/// is not `Clone`; this copies it variant for variant, so each commit
+/// returns the error the sync met (a `Backend` error for a failed flush).
+struct SyncFailure(StoreError);
+
+impl Clone for SyncFailure {
+    fn clone(&self) -> Self {
+        Self(match &self.0 {
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::WrongKey(m) => StoreError::WrongKey(m.clone()),
+            StoreError::Backend(m) => StoreError::Backend(m.clone()),
+        })
+    }
 }
 
 /// What `otpd rekey` did.
@@ -121,6 +153,12 @@ fn user_name(key: &[u8]) -> Result<String, StoreError> {
 
 /// The watermark file: the highest change number known durable, as 20
 /// decimal digits and a newline, rewritten in place with one `pwrite`.
+///
+/// Commits run concurrently and end out of change-number order, so the
+/// file keeps the highest number any durable commit carried (never less):
+/// the check at open asks that the store hold a change at least that high,
+/// not that every lower number be present (a commit that failed or
+/// conflicted leaves a gap).
 struct Watermark {
     path: PathBuf,
     file: Mutex<File>,
@@ -174,7 +212,10 @@ impl Watermark {
         Ok(w)
     }
 
-    /// Records that every change up to `change` is durable in the store.
+    /// Records that change `change` is durable in the store. Called after
+    /// that commit's own durable sync; a lower number, from a commit that
+    /// ended later, leaves the file as it is. The maximum is taken and
+    /// written under the file's lock, so the file never goes back.
     fn advance(&self, change: u64) -> Result<(), StoreError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let high = self.high.fetch_max(change, Ordering::SeqCst).max(change);
@@ -392,12 +433,15 @@ impl SledStore {
                 users,
                 sources,
                 log_file,
+                generation: 0,
             })),
             broken: AtomicBool::new(false),
             key,
             dir: dir.to_owned(),
             next_change: AtomicU64::new(highest + 1),
             watermark,
+            group: GroupSync::new(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -533,12 +577,17 @@ impl SledStore {
         }
         let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
         let sources = db.open_tree("sources").map_err(backend)?;
+        // A new number: commits applied through the dropped handle but not
+        // yet synced were lost with it, and must not take a sync of this
+        // one for theirs (see `make_durable`).
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *guard = Some(Inner {
             db,
             meta,
             users,
             sources,
             log_file,
+            generation,
         });
         self.broken.store(false, Ordering::SeqCst);
         tracing::info!("the store was read again from disk and serves again");
@@ -562,6 +611,58 @@ impl SledStore {
     ) -> Result<Vec<u8>, StoreError> {
         seal::seal_record(&self.key, name, record, change, nonce()?)
             .map_err(|e| StoreError::Backend(format!("user {name}: {e}")))
+    }
+
+    /// How many shared syncs (sled flush and fdatasync) commits and decoy
+    /// writes have run since the store was opened. Fewer than the writes:
+    /// concurrent writes share one (for a status or a benchmark).
+    pub fn syncs(&self) -> u64 {
+        self.group.syncs()
+    }
+
+    /// The ticket of a write just applied through `inner`. Called inside
+    /// `with`, under the read lock, so no reopen comes between the write
+    /// and its ticket.
+    fn applied(&self, inner: &Inner) -> (u64, Ticket<u64, SyncFailure>) {
+        (inner.generation, self.group.ticket())
+    }
+
+    /// Returns once the write that took `ticket` (applied through the
+    /// handle of `generation`) is durable, sharing the sync with the
+    /// commits running at the same time.
+    ///
+    /// The leader's sync goes through `with`, so a failed flush marks the
+    /// store for a reopen as before, and its error reaches every commit of
+    /// the batch. A reopen between a write and the sync that covers it
+    /// drops the write (sled kept it in memory only), yet the sync of the
+    /// new handle succeeds: the generation it reports tells those commits
+    /// apart, and they fail. A reopen after the covering sync harms
+    /// nothing: the write was on disk when the old handle was dropped.
+    fn make_durable(
+        &self,
+        generation: u64,
+        ticket: Ticket<u64, SyncFailure>,
+    ) -> Result<(), StoreError> {
+        let synced = self
+            .group
+            .sync_through(ticket, || {
+                self.with(|i| {
+                    flush_and_sync(&i.db, &i.log_file)?;
+                    Ok(i.generation)
+                })
+                .map_err(SyncFailure)
+            })
+            .map_err(|SyncFailure(e)| e)?;
+        if synced != generation {
+            // Not a failure of the current handle: the store is not marked
+            // for another reopen.
+            return Err(StoreError::Backend(
+                "the store was read again from disk after a write error before this write \
+                 was made durable, so the write was dropped"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -615,7 +716,7 @@ impl Store for SledStore {
             SourcesChange::Keep | SourcesChange::ClearAll => None,
         };
         let deleted = encode(&change)?;
-        self.with(|inner| {
+        let (generation, ticket) = self.with(|inner| {
             // Keys to clear are listed before the transaction (sled
             // transactions cannot scan). A counter added meanwhile came with
             // a version bump, so the compare-and-swap below fails and the
@@ -655,8 +756,20 @@ impl Store for SledStore {
                         }
                         None => {
                             users.remove(user.as_bytes())?;
-                            // A removal leaves no record to carry its number.
-                            meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                            // A removal leaves no record to carry its number,
+                            // so meta keeps the highest removal's. Commits
+                            // apply out of number order (the number is taken
+                            // before the transaction): a lower number written
+                            // over a higher one would make the check at open
+                            // take the store for one that lost changes.
+                            let previous = match meta.get(DELETED_CHANGE)? {
+                                None => 0,
+                                Some(v) => decode::<u64>(DELETED_CHANGE, &v)
+                                    .map_err(ConflictableTransactionError::Abort)?,
+                            };
+                            if change > previous {
+                                meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                            }
                         }
                     };
                     if let Some((key, value)) = &source_write {
@@ -671,11 +784,12 @@ impl Store for SledStore {
                     Ok(())
                 });
             match result {
-                Ok(()) => flush_and_sync(&inner.db, &inner.log_file),
+                Ok(()) => Ok(self.applied(inner)),
                 Err(TransactionError::Abort(e)) => Err(e),
                 Err(TransactionError::Storage(e)) => Err(backend(e)),
             }
         })?;
+        self.make_durable(generation, ticket)?;
         // Durable now: the watermark may say so (never before).
         self.watermark.advance(change)
     }
@@ -688,10 +802,11 @@ impl Store for SledStore {
     fn decoy_write(&self) -> Result<(), StoreError> {
         // A record-sized sealed value under a key nothing reads.
         let value = self.seal_value("\0decoy", &UserRecord::decoy(), 0)?;
-        self.with(|i| {
+        let (generation, ticket) = self.with(|i| {
             i.sources.insert(b"\0decoy", value).map_err(backend)?;
-            flush_and_sync(&i.db, &i.log_file)
-        })
+            Ok(self.applied(i))
+        })?;
+        self.make_durable(generation, ticket)
     }
 }
 
@@ -703,6 +818,34 @@ mod tests {
 
     fn key(byte: u8) -> RecordKey {
         RecordKey::from_bytes(&[byte; KEY_LEN])
+    }
+
+    /// Retries `f` while sled's lock on the store is taken. sled's I/O
+    /// threads finish the last writes of a database just dropped, and hold
+    /// its lock file until then: an open right after a drop, as these tests
+    /// do while other tests load the machine, can fail with `WouldBlock`
+    /// for a moment. (The daemon opens right after a drop only in `reopen`,
+    /// which the next request retries.)
+    fn unlocked<T>(mut f: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match f() {
+                Err(StoreError::Backend(m))
+                    if m.contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_store(
+        dir: &Path,
+        key_for: impl Fn(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<SledStore, StoreError> {
+        unlocked(|| SledStore::open(dir, &key_for))
     }
 
     /// Every file under `dir`, concatenated.
@@ -737,7 +880,7 @@ mod tests {
     #[test]
     fn commit_is_a_compare_and_swap_on_the_version() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
         store
             .commit(
                 "alice",
@@ -787,7 +930,7 @@ mod tests {
     fn clear_all_touches_only_that_user_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
             let c = SourceCounter {
                 failures: 1,
                 last_failure: 1,
@@ -813,7 +956,7 @@ mod tests {
             assert!(store.source("al", "x").unwrap().is_none());
             assert!(store.source("alice", "x").unwrap().is_some());
         }
-        let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
         let names: Vec<_> = store.users().unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["al", "alice"]);
         store
@@ -826,7 +969,7 @@ mod tests {
     fn records_are_sealed_on_disk_and_need_the_right_key() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path(), |stored| {
+            let store = open_store(dir.path(), |stored| {
                 assert_eq!(stored, None, "a new store has no key yet");
                 Ok(key(1))
             })
@@ -847,7 +990,7 @@ mod tests {
         assert!(!contains(&raw, &as_json));
         assert!(!contains(&raw, b"\"issuer\""));
         // The store asks for the key it was sealed with, and refuses another.
-        let e = SledStore::open(dir.path(), |stored| {
+        let e = open_store(dir.path(), |stored| {
             assert_eq!(stored, Some(key(1).id()));
             Ok(key(2))
         })
@@ -857,7 +1000,7 @@ mod tests {
             matches!(e, StoreError::WrongKey(ref m) if m.contains(&key(1).id().to_string())),
             "{e}"
         );
-        let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
         assert_eq!(store.user("alice").unwrap().unwrap(), record(1));
     }
 
@@ -881,7 +1024,7 @@ mod tests {
             db.flush().unwrap();
         }
         {
-            let store = SledStore::open(dir.path(), |stored| {
+            let store = open_store(dir.path(), |stored| {
                 assert_eq!(stored, None);
                 Ok(key(1))
             })
@@ -890,7 +1033,7 @@ mod tests {
             assert_eq!(store.users().unwrap().len(), 2);
         }
         assert!(!contains(&raw_bytes(dir.path()), b"SECRET-1234567890abc"));
-        let store = SledStore::open(dir.path(), |stored| {
+        let store = open_store(dir.path(), |stored| {
             assert_eq!(stored, Some(key(1).id()));
             Ok(key(1))
         })
@@ -902,7 +1045,7 @@ mod tests {
     fn rekey_switches_every_record_and_can_be_repeated() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
             for (i, user) in ["a", "b", "c"].iter().enumerate() {
                 store
                     .commit(
@@ -915,9 +1058,9 @@ mod tests {
             }
         }
         // A wrong "old" key changes nothing.
-        let e = SledStore::rekey(dir.path(), Some(&key(9)), &key(2)).unwrap_err();
+        let e = unlocked(|| SledStore::rekey(dir.path(), Some(&key(9)), &key(2))).unwrap_err();
         assert!(matches!(e, StoreError::WrongKey(_)), "{e}");
-        let report = SledStore::rekey(dir.path(), Some(&key(1)), &key(2)).unwrap();
+        let report = unlocked(|| SledStore::rekey(dir.path(), Some(&key(1)), &key(2))).unwrap();
         assert_eq!(
             report,
             RekeyReport {
@@ -925,7 +1068,7 @@ mod tests {
                 already_done: false
             }
         );
-        let again = SledStore::rekey(dir.path(), Some(&key(1)), &key(2)).unwrap();
+        let again = unlocked(|| SledStore::rekey(dir.path(), Some(&key(1)), &key(2))).unwrap();
         assert_eq!(
             again,
             RekeyReport {
@@ -933,8 +1076,8 @@ mod tests {
                 already_done: true
             }
         );
-        assert!(SledStore::open(dir.path(), |_| Ok(key(1))).is_err());
-        let store = SledStore::open(dir.path(), |stored| {
+        assert!(open_store(dir.path(), |_| Ok(key(1))).is_err());
+        let store = open_store(dir.path(), |stored| {
             assert_eq!(stored, Some(key(2).id()));
             Ok(key(2))
         })
@@ -959,7 +1102,7 @@ mod tests {
     fn a_tampered_record_is_refused_at_open_naming_the_store() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = SledStore::open(dir.path(), |_| Ok(key(1))).unwrap();
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
             store
                 .commit(
                     "alice",
@@ -976,7 +1119,7 @@ mod tests {
             drop(inner);
             store.sync().unwrap();
         }
-        let e = SledStore::open(dir.path(), |_| Ok(key(1))).err().unwrap();
+        let e = open_store(dir.path(), |_| Ok(key(1))).err().unwrap();
         let message = e.to_string();
         assert!(
             message.contains("user bob") && message.contains(&*dir.path().to_string_lossy()),
@@ -1003,7 +1146,7 @@ mod tests {
         let dir = state.path().join("store");
         let older = state.path().join("older");
         {
-            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            let store = open_store(&dir, |_| Ok(key(1))).unwrap();
             store
                 .commit(
                     "alice",
@@ -1023,7 +1166,7 @@ mod tests {
             store.sync().unwrap();
             drop(store);
             copy_dir(&dir, &older);
-            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            let store = open_store(&dir, |_| Ok(key(1))).unwrap();
             // The last change is a removal: no record carries its number.
             store
                 .commit(
@@ -1044,30 +1187,141 @@ mod tests {
         }
         // Reopening the real store is fine, again and again.
         for _ in 0..2 {
-            let store = SledStore::open(&dir, |_| Ok(key(1))).unwrap();
+            let store = open_store(&dir, |_| Ok(key(1))).unwrap();
             assert_eq!(store.user("alice").unwrap().unwrap().version, 2);
             assert!(store.user("bob").unwrap().is_none());
         }
         // The older copy put back (or a store that dropped its tail) is not.
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::rename(&older, &dir).unwrap();
-        let e = SledStore::open(&dir, |_| Ok(key(1)))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open_store(&dir, |_| Ok(key(1))).err().unwrap().to_string();
         assert!(
             e.contains("lost changes") && e.contains("store.watermark"),
             "{e}"
         );
         // So is no store at all beside a watermark.
         std::fs::remove_dir_all(&dir).unwrap();
-        let e = SledStore::open(&dir, |_| Ok(key(1)))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open_store(&dir, |_| Ok(key(1))).err().unwrap().to_string();
         assert!(e.contains("lost changes"), "{e}");
         // The operator's way out: delete the watermark to accept the store.
         std::fs::remove_file(state.path().join("store.watermark")).unwrap();
-        assert!(SledStore::open(&dir, |_| Ok(key(1))).is_ok());
+        assert!(open_store(&dir, |_| Ok(key(1))).is_ok());
+    }
+
+    #[test]
+    fn concurrent_commits_share_syncs_and_are_all_durable() {
+        const THREADS: usize = 16;
+        const COMMITS: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = {
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+            std::thread::scope(|s| {
+                for t in 0..THREADS {
+                    let store = &store;
+                    s.spawn(move || {
+                        for i in 0..COMMITS {
+                            store
+                                .commit(
+                                    &format!("user{t}-{i}"),
+                                    None,
+                                    RecordChange::Put(&record(i as u64 + 1)),
+                                    SourcesChange::Keep,
+                                )
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            store.syncs()
+        };
+        let commits = (THREADS * COMMITS) as u64;
+        println!("sled store: {commits} concurrent commits, {syncs} shared syncs");
+        assert!(
+            syncs < commits,
+            "{syncs} syncs for {commits} commits: no commit shared a sync"
+        );
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        assert_eq!(store.users().unwrap().len(), THREADS * COMMITS);
+        for t in 0..THREADS {
+            for i in 0..COMMITS {
+                let got = store.user(&format!("user{t}-{i}")).unwrap();
+                assert_eq!(got, Some(record(i as u64 + 1)), "user{t}-{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_dropped_by_a_reopen_is_not_reported_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        // A write applied in memory and ticketed, as in `commit`...
+        let (generation, ticket) = store
+            .with(|i| {
+                i.sources
+                    .insert(b"\0decoy", b"x".to_vec())
+                    .map_err(backend)?;
+                Ok(store.applied(i))
+            })
+            .unwrap();
+        // ...then another request's write error: the next use reads the
+        // store again from disk, dropping what was not flushed.
+        store.broken.store(true, Ordering::SeqCst);
+        unlocked(|| store.with(|_| Ok(()))).unwrap();
+        assert!(!store.broken.load(Ordering::SeqCst), "read again");
+        // The sync of the new handle succeeds, but does not cover the write.
+        let e = store.make_durable(generation, ticket).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Backend(ref m) if m.contains("dropped")),
+            "{e}"
+        );
+        assert!(
+            !store.broken.load(Ordering::SeqCst),
+            "the new handle is not marked for another reopen"
+        );
+        // The store serves again, and its commits are durable.
+        store
+            .commit(
+                "alice",
+                None,
+                RecordChange::Put(&record(1)),
+                SourcesChange::Keep,
+            )
+            .unwrap();
+        store.decoy_write().unwrap();
+        drop(store);
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        assert_eq!(store.user("alice").unwrap(), Some(record(1)));
+    }
+
+    #[test]
+    fn removals_that_end_out_of_number_order_keep_the_highest() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+            for user in ["x", "y"] {
+                store
+                    .commit(
+                        user,
+                        None,
+                        RecordChange::Put(&record(1)),
+                        SourcesChange::Keep,
+                    )
+                    .unwrap();
+            }
+            // Concurrent removals: y took number 7 before x took 8, and x's
+            // transaction ran first.
+            store.next_change.store(8, Ordering::SeqCst);
+            store
+                .commit("x", Some(1), RecordChange::Delete, SourcesChange::ClearAll)
+                .unwrap();
+            store.next_change.store(7, Ordering::SeqCst);
+            store
+                .commit("y", Some(1), RecordChange::Delete, SourcesChange::ClearAll)
+                .unwrap();
+            store.sync().unwrap();
+        }
+        // The watermark says 8; the store must still hold number 8.
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        assert!(store.users().unwrap().is_empty());
     }
 }
