@@ -245,7 +245,7 @@ fn bench(args: &Args) -> Result<(), String> {
         };
         let mut rows = Vec::new();
         println!();
-        println!("| module | threads | logins | logins/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU µs/login | syslog lines/login | failed valid logins |");
+        println!("| module | threads | logins | logins/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU µs/login (daemon) | syslog lines/login | failed valid logins |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for &threads in &args.threads {
             for &module in &args.modules {
@@ -334,7 +334,7 @@ fn print_row(module: Module, threads: usize, r: &RunResult) {
         format!("{} ({})", r.failed(), parts.join(", "))
     };
     println!(
-        "| {} | {threads} | {}{} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {} | {failures} |",
+        "| {} | {threads} | {}{} | {:.0} | {} | {} | {} | {} | {} | {:.0}{} | {} | {failures} |",
         module.label(),
         r.logins,
         if r.exhausted { "*" } else { "" },
@@ -345,6 +345,14 @@ fn print_row(module: Module, threads: usize, r: &RunResult) {
         ms(r.latencies.max),
         ms(r.mean),
         r.cpu_per_login_us(),
+        if r.cpu_daemon.is_zero() {
+            String::new()
+        } else {
+            format!(
+                " ({:.0})",
+                r.cpu_daemon.as_secs_f64() * 1e6 / r.logins.max(1) as f64
+            )
+        },
         match r.syslog_lines {
             Some(lines) if r.logins > 0 => format!("{:.1}", lines as f64 / r.logins as f64),
             _ => "–".into(),

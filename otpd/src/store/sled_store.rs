@@ -151,6 +151,47 @@ fn user_name(key: &[u8]) -> Result<String, StoreError> {
         .map_err(|_| StoreError::Corrupt("a user name is not UTF-8".into()))
 }
 
+/// Opens every record (its tag is checked) and returns the highest change
+/// number among them. The records are split over the machine's cores: with
+/// 100,000 users this is most of the daemon's start-up (docs/performance.md).
+fn check_records(
+    key: &RecordKey,
+    dir: &Path,
+    records: &[(sled::IVec, sled::IVec)],
+) -> Result<u64, StoreError> {
+    let check = |part: &[(sled::IVec, sled::IVec)]| -> Result<u64, StoreError> {
+        let mut highest = 0;
+        for (k, v) in part {
+            let name = user_name(k)?;
+            let opened = seal::open_record(key, &name, v).and_then(|_| seal::peek(v));
+            let header = opened.map_err(|e| {
+                StoreError::Corrupt(format!("{}: the record of user {name}: {e}", dir.display()))
+            })?;
+            highest = highest.max(header.change);
+        }
+        Ok(highest)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || records.len() < 1024 {
+        return check(records);
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || check(part)))
+            .collect();
+        let mut highest = 0;
+        for part in parts {
+            let found = part
+                .join()
+                .map_err(|_| StoreError::Backend("a record check panicked".into()))??;
+            highest = highest.max(found);
+        }
+        Ok(highest)
+    })
+}
+
 /// The watermark file: the highest change number known durable, as 20
 /// decimal digits and a newline, rewritten in place with one `pwrite`.
 ///
@@ -242,10 +283,19 @@ struct Opened {
     log_file: File,
 }
 
+/// sled's page cache. Its default (1 GiB) let a daemon with 100,000 users
+/// grow past 130 MiB; records are a few hundred bytes and a login reads one,
+/// so a small cache costs a page-cache read at most.
+const CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
+
 fn open_db(dir: &Path) -> Result<Opened, StoreError> {
-    let db = sled::Config::new().path(dir).open().map_err(|e| {
-        StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
-    })?;
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY)
+        .open()
+        .map_err(|e| {
+            StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
+        })?;
     let meta = db.open_tree("meta").map_err(backend)?;
     let corrupt = |e: StoreError| StoreError::Corrupt(format!("{}: {e}", dir.display()));
     let schema: Option<u64> = match meta.get("schema").map_err(backend)? {
@@ -397,18 +447,10 @@ impl SledStore {
             File::open(d).and_then(|f| f.sync_all()).map_err(backend)?;
         }
         // Every record opens (the tag is checked), and the highest change.
-        let mut highest = stored_u64(&meta, DELETED_CHANGE)?;
-        let mut count = 0usize;
-        for item in users.iter() {
-            let (k, v) = item.map_err(backend)?;
-            let name = user_name(&k)?;
-            let opened = seal::open_record(&key, &name, &v).and_then(|_| seal::peek(&v));
-            let header = opened.map_err(|e| {
-                StoreError::Corrupt(format!("{}: the record of user {name}: {e}", dir.display()))
-            })?;
-            highest = highest.max(header.change);
-            count += 1;
-        }
+        let records: Vec<(sled::IVec, sled::IVec)> =
+            users.iter().collect::<Result<_, _>>().map_err(backend)?;
+        let count = records.len();
+        let highest = stored_u64(&meta, DELETED_CHANGE)?.max(check_records(&key, dir, &records)?);
         if let Some(expected) = expected {
             if highest < expected {
                 return Err(StoreError::Corrupt(format!(
@@ -545,6 +587,51 @@ impl SledStore {
             }
         }
         result
+    }
+
+    /// The commit of a record alone (a login: the record's replay state
+    /// changes, no source counter does): one compare-and-swap on the
+    /// record's exact stored bytes instead of a multi-tree transaction.
+    /// sled serialises its transactions against every other operation with
+    /// one process-wide lock, so a transaction per login queued every login
+    /// (and every read) behind every other; a single-key swap takes only the
+    /// shared side of that lock. The version check is the same: the stored
+    /// bytes carry the version in their sealed header, and any other commit
+    /// of this user changes those bytes (a fresh nonce every write).
+    fn commit_record_only(
+        &self,
+        user: &str,
+        expected_version: Option<u64>,
+        value: &[u8],
+        change: u64,
+    ) -> Result<(), StoreError> {
+        let (generation, ticket) = self.with(|inner| {
+            let current = inner.users.get(user.as_bytes()).map_err(backend)?;
+            let version = match &current {
+                None => None,
+                Some(v) => Some(
+                    seal::peek(v)
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("the record of user {user}: {e}"))
+                        })?
+                        .version,
+                ),
+            };
+            if version != expected_version {
+                return Err(StoreError::Conflict);
+            }
+            match inner
+                .users
+                .compare_and_swap(user.as_bytes(), current, Some(value))
+                .map_err(backend)?
+            {
+                Ok(()) => Ok(self.applied(inner)),
+                Err(_) => Err(StoreError::Conflict),
+            }
+        })?;
+        self.make_durable(generation, ticket)?;
+        // Durable now: the watermark may say so (never before).
+        self.watermark.advance(change)
     }
 
     fn reopen(&self) -> Result<(), StoreError> {
@@ -716,6 +803,11 @@ impl Store for SledStore {
             SourcesChange::Keep | SourcesChange::ClearAll => None,
         };
         let deleted = encode(&change)?;
+        if let (Some(value), None) = (&new_value, &source_write) {
+            if !matches!(sources, SourcesChange::ClearAll) {
+                return self.commit_record_only(user, expected_version, value, change);
+            }
+        }
         let (generation, ticket) = self.with(|inner| {
             // Keys to clear are listed before the transaction (sled
             // transactions cannot scan). A counter added meanwhile came with
