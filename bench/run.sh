@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-cargo build --release --workspace --quiet
+cargo build --release --quiet -p otpd -p pam_otpd -p otpd-bench
 bench=target/release/otpd-bench
 
 if [ -e /dev/log ]; then

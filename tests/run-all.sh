@@ -33,10 +33,11 @@ phase() {
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
 # password hashes; chromium, chromium-driver: the enrolment page in a real
 # headless browser; lintian, rpm, dpkg-dev, binutils: building and checking
-# the .deb and .rpm.
+# the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
+# the performance benchmark (bench/run.sh).
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
           openssh-server openssh-client sudo openssl chromium chromium-driver
-          lintian rpm dpkg-dev binutils)
+          lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
@@ -115,5 +116,12 @@ systemd-analyze security --offline=true packaging/systemd/otpd.service | tail -n
 # The .deb and the .rpm: built, linted, installed, used, purged.
 phase "packaging/test-packages.sh"
 packaging/test-packages.sh
+
+# The performance benchmark (docs/performance.md) in a small configuration,
+# so that it cannot rot: it prints its figures and asserts no time, but
+# --check fails the run if otpd refuses a valid code or accepts one code
+# twice in the same-code race.
+phase "bench/run.sh --check (small configuration)"
+bench/run.sh --check --users 500 --threads 1,8 --seconds 2 --max-logins 2000 --race 8,64 --rounds 2
 
 phase "all done"

@@ -96,6 +96,11 @@ struct Args {
     /// Keep the temporary directories.
     #[arg(long)]
     keep: bool,
+    /// Exit with status 1 when otpd refused a valid code or accepted a
+    /// code more than once in a race round (CI runs with it; no time is
+    /// ever checked).
+    #[arg(long)]
+    check: bool,
     /// Serve /dev/log (which must not exist) and count the lines logged:
     /// for machines without a syslog daemon. bench/run.sh sets it inside a
     /// private mount namespace.
@@ -152,6 +157,7 @@ fn machine() -> String {
 }
 
 fn bench(args: &Args) -> Result<(), String> {
+    let mut wrong: Vec<String> = Vec::new();
     let programs = Programs {
         otpd: args.otpd.clone().unwrap_or_else(|| beside_me("otpd")),
         pam_otpd: args
@@ -165,7 +171,7 @@ fn bench(args: &Args) -> Result<(), String> {
         for p in [&programs.otpd, &programs.pam_otpd] {
             if !p.exists() {
                 return Err(format!(
-                    "{} is missing: build with `cargo build --release --workspace`",
+                    "{} is missing: build with `cargo build --release -p otpd -p pam_otpd`",
                     p.display()
                 ));
             }
@@ -272,6 +278,13 @@ fn bench(args: &Args) -> Result<(), String> {
                     sink.as_ref(),
                 );
                 print_row(module, threads, &result);
+                if matches!(module, Module::Otpd | Module::OtpdSocket) && result.failed() > 0 {
+                    wrong.push(format!(
+                        "{n} users, {threads} threads: {} refused {} valid codes",
+                        module.label(),
+                        result.failed()
+                    ));
+                }
                 rows.push(Row {
                     module,
                     threads,
@@ -310,6 +323,14 @@ fn bench(args: &Args) -> Result<(), String> {
                         .map(|_| race_round(&world, &target, last, threads))
                         .collect();
                     let over = counts.iter().filter(|&&c| c > 1).count();
+                    if matches!(module, Module::Otpd | Module::OtpdSocket)
+                        && counts.iter().any(|&c| c != 1)
+                    {
+                        wrong.push(format!(
+                            "{n} users, race of {threads}: {} accepted {counts:?} per round, not exactly 1",
+                            module.label()
+                        ));
+                    }
                     let list: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
                     println!(
                         "| {} | {threads} | {} | {over} |",
@@ -323,6 +344,9 @@ fn bench(args: &Args) -> Result<(), String> {
         drop(world);
     }
     print_flatness(&all_rows, &args.threads);
+    if args.check && !wrong.is_empty() {
+        return Err(format!("--check: {}", wrong.join("; ")));
+    }
     Ok(())
 }
 
