@@ -73,8 +73,8 @@ extern "C" fn converse(
     if n == 0 || n > 32 || msg.is_null() || resp.is_null() || appdata_ptr.is_null() {
         return PAM_CONV_ERR;
     }
-    // SAFETY: appdata_ptr is the `Answer` boxed in `PamHandle`, which
-    // outlives the handle (pam_end runs before the box is dropped).
+    // SAFETY: appdata_ptr is the `Answer` of `PamHandle`, freed only after
+    // pam_end.
     let answer = unsafe { &*(appdata_ptr as *const Answer) };
     // SAFETY: calloc of n zeroed responses; libpam takes ownership and
     // frees the array and each `resp` string with free().
@@ -104,7 +104,9 @@ extern "C" fn converse(
 /// One PAM transaction (`pam_start_confdir` … `pam_end`).
 pub struct PamHandle {
     pamh: *mut c_void,
-    answer: Box<Answer>,
+    /// From `Box::into_raw`, freed in `drop` after `pam_end`: libpam holds
+    /// this pointer as `appdata_ptr` until then.
+    answer: *mut Answer,
     last: c_int,
 }
 
@@ -113,13 +115,13 @@ impl PamHandle {
     /// whose prompts will be answered with `code`.
     pub fn start(confdir: &CStr, service: &CStr, user: &CStr, code: &str) -> Result<Self, c_int> {
         let code = CString::new(code).map_err(|_| PAM_CONV_ERR)?;
-        let answer = Box::new(Answer {
+        let answer = Box::into_raw(Box::new(Answer {
             code,
             prompts: AtomicU32::new(0),
-        });
+        }));
         let conv = PamConv {
             conv: Some(converse),
-            appdata_ptr: &*answer as *const Answer as *mut c_void,
+            appdata_ptr: answer as *mut c_void,
         };
         let mut pamh: *mut c_void = ptr::null_mut();
         // SAFETY: every pointer is valid for the call; libpam copies `conv`
@@ -134,6 +136,8 @@ impl PamHandle {
             )
         };
         if rc != PAM_SUCCESS || pamh.is_null() {
+            // SAFETY: no handle holds the pointer; it came from into_raw.
+            drop(unsafe { Box::from_raw(answer) });
             return Err(rc);
         }
         Ok(PamHandle {
@@ -153,7 +157,8 @@ impl PamHandle {
 
     /// How many prompts the conversation answered.
     pub fn prompts(&self) -> u32 {
-        self.answer.prompts.load(Ordering::Relaxed)
+        // SAFETY: `answer` stays valid until `drop` frees it.
+        unsafe { &*self.answer }.prompts.load(Ordering::Relaxed)
     }
 }
 
@@ -161,6 +166,9 @@ impl Drop for PamHandle {
     fn drop(&mut self) {
         // SAFETY: ends the transaction started in `start`, once.
         unsafe { pam_end(self.pamh, self.last) };
+        // SAFETY: libpam no longer holds the pointer after pam_end; it came
+        // from Box::into_raw and is freed only here.
+        drop(unsafe { Box::from_raw(self.answer) });
     }
 }
 

@@ -73,12 +73,12 @@ impl RunResult {
         self.failures.values().sum()
     }
 
-    /// Logins per second.
+    /// Accepted logins per second (a refused login is not throughput).
     pub fn rate(&self) -> f64 {
         if self.wall.is_zero() {
             0.0
         } else {
-            self.logins as f64 / self.wall.as_secs_f64()
+            (self.logins - self.failed()) as f64 / self.wall.as_secs_f64()
         }
     }
 
@@ -190,7 +190,7 @@ pub fn run(
     let exhausted = AtomicBool::new(false);
     let failures: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
     let samples: Mutex<Vec<Duration>> = Mutex::new(Vec::with_capacity(spec.max_logins));
-    let cpu_client_before = procfs::cpu_time("self");
+    let cpu_client_before = procfs::own_cpu_time();
     let cpu_daemon_before = daemon_pid.map(procfs::cpu_time).unwrap_or_default();
     let started = Instant::now();
     let deadline = started + spec.max_time;
@@ -228,7 +228,7 @@ pub fn run(
         }
     });
     let wall = started.elapsed();
-    let cpu_client = procfs::cpu_time("self").saturating_sub(cpu_client_before);
+    let cpu_client = procfs::own_cpu_time().saturating_sub(cpu_client_before);
     let cpu_daemon = daemon_pid
         .map(|pid| procfs::cpu_time(pid).saturating_sub(cpu_daemon_before))
         .unwrap_or_default();

@@ -251,7 +251,7 @@ fn bench(args: &Args) -> Result<(), String> {
         };
         let mut rows = Vec::new();
         println!();
-        println!("| module | threads | logins | logins/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU µs/login (daemon) | syslog lines/login | failed valid logins |");
+        println!("| module | threads | logins | accepted logins/s | p50 ms | p90 ms | p99 ms | max ms | mean ms | CPU µs/login (daemon) | syslog lines/login | failed valid logins |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for &threads in &args.threads {
             for &module in &args.modules {
@@ -392,7 +392,7 @@ fn find(rows: &[Row], module: Module, threads: usize) -> Option<&RunResult> {
 
 fn print_ratios(rows: &[Row], threads: &[usize]) {
     println!();
-    println!("| threads | otpd/google-authenticator logins/s | google-authenticator p99 / otpd p99 | otpd/oath logins/s | oath p99 / otpd p99 | otpd mean − pam_permit mean |");
+    println!("| threads | otpd/google-authenticator accepted/s | google-authenticator p99 / otpd p99 | otpd/oath accepted/s | oath p99 / otpd p99 | otpd mean − pam_permit mean |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for &t in threads {
         let Some(o) = find(rows, Module::Otpd, t) else {
@@ -432,7 +432,7 @@ fn print_flatness(all: &BTreeMap<usize, Vec<Row>>, threads: &[usize]) {
     println!();
     println!("## Cost in the number of users: {large} against {small} users");
     println!();
-    println!("| module | threads | logins/s {small} | logins/s {large} | change | p99 ms {small} | p99 ms {large} |");
+    println!("| module | threads | accepted/s {small} | accepted/s {large} | change | p99 ms {small} | p99 ms {large} |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for module in [
         Module::Otpd,

@@ -29,6 +29,21 @@ pub fn cpu_from_stat(stat: &str) -> Option<Duration> {
     ))
 }
 
+/// This process's CPU time (user + system, all threads, also those that
+/// have ended), in microseconds rather than /proc's 10 ms ticks.
+pub fn own_cpu_time() -> Duration {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            tv(usage.user_time()) + tv(usage.system_time())
+        }
+        Err(_) => cpu_time("self"),
+    }
+}
+
 /// A `VmHWM:`/`VmRSS:` value of /proc/PID/status in KiB.
 pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -60,6 +75,18 @@ mod tests {
         assert_eq!(status_field(status, "VmHWM"), Some(12345));
         assert_eq!(status_field(status, "VmRSS"), Some(2048));
         assert_eq!(status_field(status, "VmPeak"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = own_cpu_time();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(own_cpu_time() > before);
     }
 
     #[test]

@@ -179,15 +179,7 @@ async fn serve_connection(
                 return; // the stream may be out of step: close it
             }
         };
-        let reply = if matches!(request, Request::Status { .. }) {
-            // A read of one record from sled's cache, with no disk write
-            // and no wait: answered here, which spares the hand-over to a
-            // blocking thread and back that made it cost as much as a
-            // verification (docs/performance.md).
-            handler.handle(&caller, request)
-        } else {
-            carry_out(&handler, &caller, request).await
-        };
+        let reply = carry_out(&handler, &caller, request).await;
         if let Err(e) = write_response(&mut stream, &reply).await {
             debug!(uid = caller.uid, "reply not delivered: {e}");
             return;
@@ -196,8 +188,9 @@ async fn serve_connection(
     }
 }
 
-/// A request that may wait for the disk (every commit waits for its
-/// fdatasync), on the blocking pool.
+/// A request, on the blocking pool: commits wait for their fdatasync, and
+/// even a read may look up a user name (NSS) or reopen the store after a
+/// disk error, none of which belongs on the runtime's own threads.
 async fn carry_out(handler: &Arc<Handler>, caller: &Caller, request: Request) -> Response {
     let h = handler.clone();
     let c = caller.clone();

@@ -21,9 +21,6 @@ use tracing::info;
 #[error("{0}")]
 pub struct ServeError(pub String);
 
-/// Threads that carry out requests which may wait for the disk.
-const BLOCKING_THREADS: usize = 32;
-
 /// Runs the daemon until SIGTERM or SIGINT; returns after a clean shutdown.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     use setup::{check_trusted_file, Trust};
@@ -67,11 +64,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Requests that write wait for a shared fdatasync on these threads;
-        // 32 waiting together fill a sync's batch on 2 cores, and tokio's
-        // default (512) only added threads, each with its own malloc arena
-        // memory, under a burst of logins (docs/performance.md).
-        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("otpd")
         .build()
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
