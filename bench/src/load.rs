@@ -136,6 +136,18 @@ pub fn ensure_available(last_step: &[AtomicU64], needed: usize) {
     std::thread::sleep(Duration::from_secs(wait) + Duration::from_millis(50));
 }
 
+/// What a PAM login sends last, without libpam: a `Verify` of a local
+/// login by root.
+fn verify_request(user: &str, code: &str) -> Request {
+    Request::Verify {
+        user: user.to_owned(),
+        code: SecretText::from(code),
+        service: "bench".into(),
+        rhost: String::new(),
+        ruid: None,
+    }
+}
+
 /// One login of user `i` with the code of `now`. `Ok(())` when accepted,
 /// else the name of the result.
 fn one_login(world: &World, target: &Target, i: usize, now: u64) -> Result<(), String> {
@@ -154,24 +166,15 @@ fn one_login(world: &World, target: &Target, i: usize, now: u64) -> Result<(), S
                 Ok(())
             }
         }
-        Target::Socket { path } => {
-            let request = Request::Verify {
-                user: user.name_str.clone(),
-                code: SecretText::from(code.as_str()),
-                service: "bench".into(),
-                rhost: String::new(),
-                ruid: None,
-            };
-            match ask(path, &request) {
-                Ok(Response::Verified {
-                    outcome: VerifyOutcome::Accepted,
-                }) => Ok(()),
-                Ok(Response::Verified { outcome }) => Err(format!("{outcome:?}")),
-                Ok(Response::Error { code, .. }) => Err(format!("error {code:?}")),
-                Ok(other) => Err(format!("unexpected {other:?}")),
-                Err(e) => Err(e),
-            }
-        }
+        Target::Socket { path } => match ask(path, &verify_request(&user.name_str, &code)) {
+            Ok(Response::Verified {
+                outcome: VerifyOutcome::Accepted,
+            }) => Ok(()),
+            Ok(Response::Verified { outcome }) => Err(format!("{outcome:?}")),
+            Ok(Response::Error { code, .. }) => Err(format!("error {code:?}")),
+            Ok(other) => Err(format!("unexpected {other:?}")),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -293,13 +296,7 @@ pub fn race_round(
                     }
                 }
                 Target::Socket { path } => {
-                    let request = Request::Verify {
-                        user: user.name_str.clone(),
-                        code: SecretText::from(code.as_str()),
-                        service: "bench".into(),
-                        rhost: String::new(),
-                        ruid: None,
-                    };
+                    let request = verify_request(&user.name_str, &code);
                     barrier.wait();
                     if let Ok(Response::Verified {
                         outcome: VerifyOutcome::Accepted,
