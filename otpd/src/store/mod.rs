@@ -49,10 +49,20 @@ pub enum SourcesChange<'a> {
 }
 
 impl<'a> SourcesChange<'a> {
-    /// The store writes for a decision's source change.
-    pub fn from_decision(source: &'a str, change: SourceChange) -> Self {
+    /// The store writes for a decision's source change, given the counter
+    /// the decision was taken on. Resetting a counter that does not exist
+    /// writes nothing, and saying so lets the store commit the record alone
+    /// (one swap instead of a transaction: docs/performance.md). A counter
+    /// created since it was read came with a version bump, so the commit
+    /// then conflicts and the decision is taken again.
+    pub fn from_decision(
+        source: &'a str,
+        change: SourceChange,
+        current: Option<&SourceCounter>,
+    ) -> Self {
         match change {
             SourceChange::Keep => SourcesChange::Keep,
+            SourceChange::Reset if current.is_none() => SourcesChange::Keep,
             SourceChange::Reset => SourcesChange::Reset(source),
             SourceChange::Set(counter) => SourcesChange::Set(source, counter),
         }

@@ -969,18 +969,23 @@ mod tests {
         }
     }
 
+    /// Creates `user` with `record(version)`; must succeed.
+    fn create(store: &SledStore, user: &str, version: u64) {
+        store
+            .commit(
+                user,
+                None,
+                RecordChange::Put(&record(version)),
+                SourcesChange::Keep,
+            )
+            .unwrap();
+    }
+
     #[test]
     fn commit_is_a_compare_and_swap_on_the_version() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
-        store
-            .commit(
-                "alice",
-                None,
-                RecordChange::Put(&record(1)),
-                SourcesChange::Keep,
-            )
-            .unwrap();
+        create(&store, "alice", 1);
         // Creating again, or writing against a stale version, conflicts.
         assert!(matches!(
             store.commit(
@@ -1066,14 +1071,7 @@ mod tests {
                 Ok(key(1))
             })
             .unwrap();
-            store
-                .commit(
-                    "alice",
-                    None,
-                    RecordChange::Put(&record(1)),
-                    SourcesChange::Keep,
-                )
-                .unwrap();
+            create(&store, "alice", 1);
             store.sync().unwrap();
         }
         let raw = raw_bytes(dir.path());
@@ -1195,14 +1193,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
-            store
-                .commit(
-                    "alice",
-                    None,
-                    RecordChange::Put(&record(1)),
-                    SourcesChange::Keep,
-                )
-                .unwrap();
+            create(&store, "alice", 1);
             // Bob's slot gets a copy of alice's sealed record.
             let inner = store.inner.read().unwrap();
             let users = &inner.as_ref().unwrap().users;
@@ -1239,22 +1230,8 @@ mod tests {
         let older = state.path().join("older");
         {
             let store = open_store(&dir, |_| Ok(key(1))).unwrap();
-            store
-                .commit(
-                    "alice",
-                    None,
-                    RecordChange::Put(&record(1)),
-                    SourcesChange::Keep,
-                )
-                .unwrap();
-            store
-                .commit(
-                    "bob",
-                    None,
-                    RecordChange::Put(&record(1)),
-                    SourcesChange::Keep,
-                )
-                .unwrap();
+            create(&store, "alice", 1);
+            create(&store, "bob", 1);
             store.sync().unwrap();
             drop(store);
             copy_dir(&dir, &older);
@@ -1371,14 +1348,7 @@ mod tests {
             "the new handle is not marked for another reopen"
         );
         // The store serves again, and its commits are durable.
-        store
-            .commit(
-                "alice",
-                None,
-                RecordChange::Put(&record(1)),
-                SourcesChange::Keep,
-            )
-            .unwrap();
+        create(&store, "alice", 1);
         store.decoy_write().unwrap();
         drop(store);
         let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
@@ -1391,14 +1361,7 @@ mod tests {
         {
             let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
             for user in ["x", "y"] {
-                store
-                    .commit(
-                        user,
-                        None,
-                        RecordChange::Put(&record(1)),
-                        SourcesChange::Keep,
-                    )
-                    .unwrap();
+                create(&store, user, 1);
             }
             // Concurrent removals: y took number 7 before x took 8, and x's
             // transaction ran first.

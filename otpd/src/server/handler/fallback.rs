@@ -695,7 +695,7 @@ impl EnrolBackend for WebBackend {
                     &user,
                     Some(record.version),
                     RecordChange::Put(next),
-                    SourcesChange::from_decision(&source, decision.source),
+                    SourcesChange::from_decision(&source, decision.source, counter.as_ref()),
                 ) {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => return None,

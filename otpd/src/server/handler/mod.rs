@@ -4,7 +4,7 @@
 
 use super::policy::{authorize, Caller};
 use crate::config::Config;
-use crate::core::decision::{decide, Outcome, Purpose, Rules, SourceChange};
+use crate::core::decision::{decide, Outcome, Purpose, Rules};
 use crate::core::names::{validate_issuer, validate_user};
 use crate::core::ratelimit::remaining;
 use crate::core::record::{source_of, EnrolState, Fallback, SecretBytes, UserRecord};
@@ -359,15 +359,7 @@ impl Handler {
                     user,
                     Some(current.version),
                     RecordChange::Put(next),
-                    // Resetting a counter that does not exist writes
-                    // nothing; saying so lets the store commit the record
-                    // alone. A counter created since it was read came with
-                    // a version bump, so the commit then conflicts and the
-                    // decision is taken again.
-                    match (decision.source, &counter) {
-                        (SourceChange::Reset, None) => SourcesChange::Keep,
-                        (change, _) => SourcesChange::from_decision(source, change),
-                    },
+                    SourcesChange::from_decision(source, decision.source, counter.as_ref()),
                 ) {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => return None,
