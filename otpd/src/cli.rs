@@ -112,7 +112,29 @@ pub enum Command {
         #[arg(id = "newkeyfile", value_name = "NEWKEYFILE")]
         new_key_file: PathBuf,
     },
+    /// Copy this host's sled store (every user, with its replay state and
+    /// failure counters) into a PostgreSQL database, for a fleet. Stop the
+    /// daemon first. Safe to run again: identical users are skipped, and
+    /// nothing is copied if any user is there with different data
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Migrate {
+        /// The kind of store to copy into
+        #[arg(long, value_enum, value_name = "KIND")]
+        to: MigrateTarget,
+        /// The connection string, e.g. postgresql://otpd@db.example.com/otpd?sslmode=require
+        /// [default: the config's [store] url or url_file]. A password here is
+        /// visible to every user in the process list: prefer url_file
+        #[arg(value_name = "URL")]
+        url: Option<String>,
+    },
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,
+}
+
+/// Where `otpd migrate` copies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigrateTarget {
+    /// A PostgreSQL database (or an engine that speaks its protocol)
+    Postgres,
 }

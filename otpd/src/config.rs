@@ -38,6 +38,9 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Recovery codes.
     pub recovery: RecoveryConfig,
+    /// Where the state lives: sled under `state_dir` (default) or a
+    /// PostgreSQL database that every host of a fleet shares.
+    pub store: StoreConfig,
     /// The file this was read from (`None`: the built-in defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -54,6 +57,7 @@ impl Default for Config {
             web: WebConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
+            store: StoreConfig::default(),
             path: None,
         }
     }
@@ -127,6 +131,69 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// Which engine holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// sled under `state_dir`: one host.
+    #[default]
+    Sled,
+    /// A PostgreSQL database (or an engine that speaks its protocol),
+    /// shared by every host of a fleet.
+    Postgres,
+}
+
+/// A connection string, which may hold a password: never shown by `Debug`,
+/// wiped from memory when dropped.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ConnectionString(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionString(…)")
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// "sled" (default) or "postgres".
+    pub kind: StoreKind,
+    /// The PostgreSQL connection string, e.g.
+    /// "postgresql://otpd@db.example.com/otpd?sslmode=require". A password
+    /// in it is refused unless the config file is private to root: use
+    /// `url_file` instead.
+    pub url: Option<ConnectionString>,
+    /// A file (mode 0600 or 0400, owned by root or otpd) holding the
+    /// connection string on its first line.
+    pub url_file: Option<PathBuf>,
+    /// PEM certificates of the authorities that sign the database server's
+    /// certificate (default: the system's trusted authorities). TLS always
+    /// verifies the server's certificate and name.
+    pub ca_file: Option<PathBuf>,
+    /// How long one store operation may take before the login fails closed
+    /// (default 1 s); keep it well below the PAM module's `timeout=` (3 s).
+    #[serde(rename = "timeout", deserialize_with = "millis")]
+    pub timeout_ms: u64,
+    /// Connections to the database at most (default 16).
+    pub pool_size: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sled,
+            url: None,
+            url_file: None,
+            ca_file: None,
+            timeout_ms: 1000,
+            pool_size: 16,
+        }
+    }
+}
+
 /// Default lifetime of a self-enrolment link.
 pub const DEFAULT_LINK_EXPIRES: u64 = 24 * 3600;
 
@@ -184,6 +251,26 @@ impl Default for LimitsConfig {
             max_delay: l.max_delay,
             user_max_failures: l.user_max_failures,
         }
+    }
+}
+
+/// A duration in milliseconds: "500ms", "1s" or whole milliseconds.
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(ms),
+        Raw::Text(t) => humantime::parse_duration(&t)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "\"{t}\" is not a duration ({e}); write e.g. \"500ms\" or \"2s\""
+                ))
+            }),
     }
 }
 
@@ -279,6 +366,7 @@ impl Config {
             ));
         }
         self.validate_web()?;
+        self.validate_store()?;
         let sms = &self.sms;
         if let Some(command) = &sms.command {
             if !command.is_absolute() {
@@ -325,6 +413,51 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), String> {
+        let store = &self.store;
+        if !(100..=30_000).contains(&store.timeout_ms) {
+            return Err(format!(
+                "[store] timeout = {} ms: must be 100 ms to 30 s",
+                store.timeout_ms
+            ));
+        }
+        if !(1..=1000).contains(&store.pool_size) {
+            return Err(format!(
+                "[store] pool_size = {}: must be 1 to 1000",
+                store.pool_size
+            ));
+        }
+        for (key, path) in [("url_file", &store.url_file), ("ca_file", &store.ca_file)] {
+            if let Some(path) = path {
+                if !path.is_absolute() {
+                    return Err(format!(
+                        "[store] {key} = \"{}\": must be an absolute path",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        match (store.kind, &store.url, &store.url_file) {
+            (StoreKind::Postgres, Some(_), Some(_)) => {
+                Err("[store] url and url_file: set only one of them".into())
+            }
+            (StoreKind::Postgres, None, None) => Err(
+                "[store] kind = \"postgres\" needs url or url_file (the connection string)"
+                    .into(),
+            ),
+            (StoreKind::Postgres, Some(url), None) if url.0.trim().is_empty() => {
+                Err("[store] url is empty".into())
+            }
+            (StoreKind::Sled, None, None) if store.ca_file.is_none() => Ok(()),
+            (StoreKind::Sled, ..) => Err(
+                "[store] url, url_file and ca_file are for kind = \"postgres\"; \
+                 the store is sled (the default kind)"
+                    .into(),
+            ),
+            (StoreKind::Postgres, ..) => Ok(()),
+        }
     }
 
     fn validate_web(&self) -> Result<(), String> {

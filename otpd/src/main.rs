@@ -117,6 +117,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Migrate { to, url } => {
+            let otpd::cli::MigrateTarget::Postgres = to;
+            let done = otpd::server::stores::migrate_to_postgres(&config, url.as_deref())
+                .map_err(|e| CliError::Refused(e.0))?;
+            out!("{done}");
+            Ok(())
+        }
         Command::Rekey { new_key_file } => {
             let done =
                 otpd::server::rekey(&config, &new_key_file).map_err(|e| CliError::Refused(e.0))?;

@@ -227,6 +227,10 @@ pub struct DaemonStatus {
     pub web: Option<String>,
     /// Text messages are configured.
     pub sms: bool,
+    /// Where the state is ("sled in DIR", "PostgreSQL user@host:port/db");
+    /// absent from daemons older than the PostgreSQL store.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 /// The decision on one code.

@@ -453,7 +453,7 @@ pub fn status(client: &Client) -> Result<(), CliError> {
     say!(
         "otpd {version} is running (up {uptime})\n\
          socket:   {socket}{activated}\n\
-         store:    {state_dir}/store\n\
+         store:    {store}\n\
          users:    {active} active ({throttled} throttled now), {pending} pending\n\
          pages:    {web}\n\
          texts:    {sms}",
@@ -464,7 +464,10 @@ pub fn status(client: &Client) -> Result<(), CliError> {
         } else {
             ""
         },
-        state_dir = s.state_dir,
+        store = s
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("{}/store", s.state_dir)),
         active = s.active,
         throttled = s.throttled,
         pending = s.pending,

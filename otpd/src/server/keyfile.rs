@@ -175,6 +175,17 @@ pub fn install_key_file(from: &Path, path: &Path) -> Result<(), ServeError> {
 /// with a store that holds sealed records it is an error, never a fresh key
 /// and an unreadable (or silently empty) store.
 pub fn load_key(config: &Config, stored: Option<KeyId>) -> Result<RecordKey, ServeError> {
+    let store = format!("the store in {}", config.state_dir.join("store").display());
+    load_key_for(config, stored, &store)
+}
+
+/// [`load_key`] for `store` (named in messages: "the store in DIR", "the
+/// database NAME").
+pub fn load_key_for(
+    config: &Config,
+    stored: Option<KeyId>,
+    store: &str,
+) -> Result<RecordKey, ServeError> {
     let source = KeySource::of(config);
     let path = source.path();
     let missing =
@@ -191,10 +202,10 @@ pub fn load_key(config: &Config, stored: Option<KeyId>) -> Result<RecordKey, Ser
         }
         (_, true, Some(id)) => {
             return Err(ServeError(format!(
-                "key file {} is missing, and the store in {} is sealed with key ID {id}: \
-                 restore that key file from your backup",
+                "key file {} is missing, and {store} is sealed with key ID {id}: \
+                 restore that key file from your backup (or copy it from another host \
+                 of the fleet)",
                 path.display(),
-                config.state_dir.join("store").display()
             )))
         }
         _ => read_key(path)?,
@@ -202,12 +213,11 @@ pub fn load_key(config: &Config, stored: Option<KeyId>) -> Result<RecordKey, Ser
     if let Some(id) = stored {
         if id != key.id() {
             return Err(ServeError(format!(
-                "key file {} holds key ID {}, but the store in {} is sealed with key ID {id}: \
+                "key file {} holds key ID {}, but {store} is sealed with key ID {id}: \
                  use the right key file (if `otpd rekey` was interrupted, run it again \
                  with the same new key file to finish)",
                 path.display(),
                 key.id(),
-                config.state_dir.join("store").display()
             )));
         }
     }

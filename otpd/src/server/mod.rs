@@ -6,11 +6,12 @@ mod listener;
 pub mod policy;
 mod setup;
 mod slots;
+pub mod stores;
 
 pub use handler::Handler;
 
 use crate::config::Config;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::SledStore;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +38,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     // Held for the daemon's lifetime: a second daemon on the same state_dir
     // fails here, before it touches the store or the socket.
     let _lock = setup::lock_state_dir(&config.state_dir)?;
-    let store_dir = config.state_dir.join("store");
     if rekey_backup(&config).exists() {
         return Err(ServeError(format!(
             "`otpd rekey` was interrupted ({} exists): run it again with the same new key \
@@ -45,23 +45,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             rekey_backup(&config).display()
         )));
     }
-    let new_store = !store_dir.join("db").exists();
-    let key_existed = keyfile::KeySource::of(&config).path().exists();
-    let store: Arc<dyn Store> = Arc::new(
-        SledStore::open(&store_dir, |stored| {
-            keyfile::load_key(&config, stored).map_err(|e| StoreError::WrongKey(e.0))
-        })
-        .map_err(|e| ServeError(e.to_string()))?,
-    );
-    if new_store && key_existed {
-        // With the store and its watermark both gone nothing says a store
-        // was here; the operator must at least read what happened.
-        tracing::warn!(
-            store = %store_dir.display(),
-            "started a new, empty store with the existing key file; if this host had \
-             enrolments, its store is gone (restore it from a backup)"
-        );
-    }
+    let store = stores::open(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("otpd")
@@ -131,6 +115,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 /// same file to finish an interrupted rekey. Returns what was done, for the
 /// operator.
 pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
+    if config.store.kind == crate::config::StoreKind::Postgres {
+        return Err(ServeError(
+            "otpd rekey re-seals a sled store; this host's store is PostgreSQL ([store] kind), \
+             which otpd rekey does not handle yet: the fleet keeps its key"
+                .into(),
+        ));
+    }
     let _lock = setup::lock_state_dir(&config.state_dir).map_err(|e| {
         ServeError(format!(
             "{}; otpd rekey needs the store to itself (systemctl stop otpd.socket otpd.service)",
@@ -211,7 +202,7 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
     ))
 }
 
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
+pub(super) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
     let err =
         |p: &Path, e: std::io::Error| ServeError(format!("cannot chown {}: {e}", p.display()));
     for entry in std::fs::read_dir(dir).map_err(|e| err(dir, e))? {

@@ -1,9 +1,13 @@
-//! Where otpd keeps its state, behind a small trait so that a fleet-wide
-//! store (PostgreSQL, a later issue) can replace the single-host sled store.
+//! Where otpd keeps its state, behind a small trait: sled for one host
+//! (the default), PostgreSQL for a fleet of hosts sharing one truth.
 
+#[cfg(any(test, feature = "store-contract"))]
+pub mod contract;
 mod group_sync;
+mod pg_store;
 mod sled_store;
 
+pub use pg_store::{PgSettings, PgStore};
 pub use sled_store::{RekeyReport, SledStore};
 
 use crate::core::decision::SourceChange;
@@ -92,6 +96,9 @@ pub trait Store: Send + Sync + 'static {
         record: RecordChange<'_>,
         sources: SourcesChange<'_>,
     ) -> Result<(), StoreError>;
+    /// Where the state is, for `otpd status` ("sled in DIR", "PostgreSQL
+    /// user@host:port/db"; never a password).
+    fn describe(&self) -> String;
     /// Makes everything written so far durable (used at shutdown).
     fn sync(&self) -> Result<(), StoreError>;
     /// A durable write that costs what a `commit` costs but changes nothing

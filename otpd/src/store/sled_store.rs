@@ -487,6 +487,24 @@ impl SledStore {
         })
     }
 
+    /// Every failure counter of `user`, by source (for `otpd migrate`).
+    pub fn sources_of(&self, user: &str) -> Result<Vec<(String, SourceCounter)>, StoreError> {
+        let prefix = source_prefix(user);
+        let all: Vec<(sled::IVec, sled::IVec)> = self.with(|i| {
+            i.sources
+                .scan_prefix(&prefix)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(backend)
+        })?;
+        all.into_iter()
+            .map(|(k, v)| {
+                let source = String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|_| StoreError::Corrupt("a source name is not UTF-8".into()))?;
+                Ok((source, decode("a failure counter", &v)?))
+            })
+            .collect()
+    }
+
     /// Re-seals every record with `new`, crash-safely: the records are
     /// copied into a fresh tree, made durable, and then one `meta` entry is
     /// switched. Killed before the switch, the store is whole under the old
@@ -884,6 +902,10 @@ impl Store for SledStore {
         self.make_durable(generation, ticket)?;
         // Durable now: the watermark may say so (never before).
         self.watermark.advance(change)
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -85,6 +85,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
     // The one cause an operator can fix at once is named to the caller.
     let message = if text.contains("No space left on device") {
         "otpd could not write its store: no space left on device (see its log)"
+    } else if text.contains("PostgreSQL store") && text.contains("unreachable") {
+        "otpd cannot reach its database (see its log)"
     } else {
         "otpd could not complete the request (see its log)"
     };
@@ -192,6 +194,7 @@ impl Handler {
             uptime_secs: self.started.elapsed().as_secs(),
             web,
             sms: self.config.sms.command.is_some(),
+            store: Some(self.store.describe()),
         }))
     }
 

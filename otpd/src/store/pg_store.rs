@@ -1,0 +1,1001 @@
+//! The fleet store: every host's otpd shares one PostgreSQL database (or an
+//! engine that speaks its protocol), so that an enrolment, a spent code or
+//! a failure counter written on one host holds on all of them at once.
+//!
+//! The guarantees of [`Store::commit`] map onto SQL as follows:
+//! - The compare-and-swap is one conditional statement on the user's row,
+//!   `UPDATE otpd_users SET … WHERE name = $1 AND version = $2`: it wins
+//!   iff it changed one row. PostgreSQL locks the row for the statement,
+//!   and a concurrent one re-reads the row after the winner commits, finds
+//!   another version and changes nothing. A login that accepts a code
+//!   bumps the version with the new `last_accepted_step`, so two hosts
+//!   that race with one code cannot both win (the replay guard), and a
+//!   failure counter is always updated from the value it was read at.
+//! - Source counters change in the same transaction as the row, after it,
+//!   so they are written only by the winner.
+//! - A commit returns only after PostgreSQL's COMMIT returned, which with
+//!   the server's default `synchronous_commit = on` means the WAL is
+//!   flushed to disk.
+//!
+//! Records are sealed with the key file before they leave the host (the
+//! same [`seal`] as the sled store): the database never sees a secret,
+//! and every host of a fleet needs the same key file.
+//!
+//! The trait is synchronous (the daemon calls it on its blocking threads,
+//! the CLI from `main`), tokio-postgres is not: the store runs a small
+//! runtime of its own and waits for each operation on a channel, which
+//! works from any thread, in or out of another runtime.
+
+use super::{RecordChange, SourcesChange, Store, StoreError};
+use crate::core::record::{SourceCounter, UserRecord};
+use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use zeroize::Zeroizing;
+
+/// The schema's migrations, in order; `otpd_schema` records which ran.
+/// Never edit one that was released: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: users (sealed records), per-source failure counters, the key ID
+    // the fleet seals with, and the rows the decoy write of an unknown
+    // user's login updates.
+    "CREATE TABLE otpd_users (
+        name text PRIMARY KEY,
+        version bigint NOT NULL,
+        record bytea NOT NULL
+     );
+     CREATE TABLE otpd_sources (
+        name text NOT NULL,
+        source text NOT NULL,
+        failures bigint NOT NULL,
+        last_failure bigint NOT NULL,
+        PRIMARY KEY (name, source)
+     );
+     CREATE TABLE otpd_meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+     );
+     CREATE TABLE otpd_decoy (
+        slot integer PRIMARY KEY,
+        value bytea NOT NULL
+     );
+     INSERT INTO otpd_decoy SELECT g, ''::bytea FROM generate_series(0, 63) AS g;",
+];
+
+/// The advisory lock that serialises migrations of daemons starting at the
+/// same moment ("otpd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6f74_7064;
+
+/// Decoy rows: a decoy write updates a random one, so that concurrent
+/// unknown-user logins do not all queue on one row lock.
+const DECOY_SLOTS: u32 = 64;
+
+/// After a failure to reach the database, operations fail at once for this
+/// long instead of each waiting for the timeout: logins fail closed fast
+/// while the database is down, and the next try after it reconnects.
+const DOWN_GRACE: Duration = Duration::from_millis(500);
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// The connection string (key=value or `postgresql://` URL).
+    pub url: Zeroizing<String>,
+    /// PEM file of the authorities that sign the server's certificate;
+    /// `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long one operation may take, connection included.
+    pub timeout: Duration,
+    /// Connections at most.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pool and the database's name for messages.
+struct Conn {
+    pool: Pool,
+    /// `user@host:port/db`, never the password: for messages.
+    target: String,
+}
+
+struct Shared {
+    conn: Arc<Conn>,
+    key: RecordKey,
+    /// When the database was last found unreachable (see [`DOWN_GRACE`]).
+    down_since: Mutex<Option<(Instant, String)>>,
+    /// Whether the outage was logged (once per outage, and once when it ends).
+    down_logged: AtomicBool,
+}
+
+/// The PostgreSQL store; see the module documentation.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Runtime,
+    timeout: Duration,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A record version as the BIGINT column holds it: the same 64 bits (the
+/// column is only compared for equality; re-enrolment picks random
+/// versions, half of them above `i64::MAX`).
+fn sql_version(version: u64) -> i64 {
+    i64::from_ne_bytes(version.to_ne_bytes())
+}
+
+fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
+    let mut n = [0u8; NONCE_LEN];
+    getrandom::getrandom(&mut n)
+        .map_err(|e| StoreError::Backend(format!("the OS random number generator failed: {e}")))?;
+    Ok(n)
+}
+
+/// Whether an error means "the database cannot be reached" (as opposed to
+/// a statement it refused): those start the [`DOWN_GRACE`].
+fn is_connectivity(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true,
+        Some(code) => {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || code.code().starts_with("08")
+        }
+    }
+}
+
+/// An operation's failure, before it becomes a [`StoreError`].
+enum OpError {
+    /// The database could not be reached or dropped the connection.
+    Unreachable(String),
+    /// Anything else (a conflict, a refused statement, damaged data).
+    Store(StoreError),
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> OpError {
+    // tokio-postgres's Display is terse ("db error"); the server's message
+    // says what happened. Neither quotes a parameter (a sealed record).
+    let text = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    };
+    if is_connectivity(&e) {
+        OpError::Unreachable(text)
+    } else {
+        OpError::Store(StoreError::Backend(text))
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> OpError {
+    use deadpool_postgres::PoolError;
+    match e {
+        PoolError::Backend(e) => pg(e),
+        PoolError::Timeout(_) => OpError::Unreachable("no connection within the timeout".into()),
+        other => OpError::Unreachable(other.to_string()),
+    }
+}
+
+/// The TLS set-up: rustls with the configured authorities or the system's.
+/// A certificate is always verified, whatever `sslmode` says: tokio-postgres
+/// knows only disable/prefer/require, and "require without verification"
+/// would let anyone on the path answer for the database.
+fn tls(ca_file: Option<&PathBuf>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                StoreError::Backend(format!("[store] ca_file {}: {e}", path.display()))
+            })?;
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    StoreError::Backend(format!(
+                        "[store] ca_file {}: not a PEM certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    StoreError::Backend(format!(
+                        "[store] ca_file {}: unusable certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(StoreError::Backend(format!(
+                    "[store] ca_file {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+        }
+        None => {
+            // Without any system authority, TLS connections fail at the
+            // handshake with a message naming the certificate; plain ones
+            // (sslmode=disable) do not need any.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(backend)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// `user@host:port/db` of a connection string, for messages.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres")
+    )
+}
+
+impl PgStore {
+    /// Connects, applies the schema's migrations that have not run (safe
+    /// when several daemons start at once), and checks the key: `key_for`
+    /// gets the ID of the key the fleet's records are sealed with (`None`
+    /// for a new database) and returns the key to use, which then becomes
+    /// the fleet's if there was none.
+    pub fn open(
+        settings: &PgSettings,
+        key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
+            StoreError::Backend(format!(
+                "the [store] connection string is not valid: {e} (write e.g. \
+                 postgresql://otpd@db.example.com/otpd?sslmode=require)"
+            ))
+        })?;
+        config
+            .connect_timeout(settings.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .application_name("otpd");
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            tls(settings.ca_file.as_ref())?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("otpd-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot start the store's runtime: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot set up the connection pool: {e}")))?;
+        // The first connection and the migrations get more time than a
+        // login's operation: a migration may wait for another daemon's.
+        let setup_timeout = settings.timeout.max(Duration::from_secs(10));
+        let conn = Arc::new(Conn { pool, target });
+        let stored = block_on(&runtime, &conn, setup_timeout, |c| async move {
+            migrate(&c).await?;
+            stored_key_id(&c).await
+        })
+        .map_err(|e| on_open(&conn.target, e))?;
+        let key = key_for(stored)?;
+        if stored.is_none() {
+            let id = key.id();
+            let fleet = block_on(&runtime, &conn, setup_timeout, move |c| async move {
+                claim_key_id(&c, id).await
+            })
+            .map_err(|e| on_open(&conn.target, e))?;
+            if fleet != id {
+                return Err(StoreError::WrongKey(format!(
+                    "the database {} was just claimed by another host with key ID {fleet}, \
+                     but this host's key file holds key ID {id}: copy the fleet's key file \
+                     to this host",
+                    conn.target
+                )));
+            }
+        }
+        tracing::info!(database = %conn.target, "connected to the PostgreSQL store");
+        Ok(PgStore {
+            shared: Arc::new(Shared {
+                conn,
+                key,
+                down_since: Mutex::new(None),
+                down_logged: AtomicBool::new(false),
+            }),
+            runtime,
+            timeout: settings.timeout,
+        })
+    }
+
+    /// `user@host:port/db` of the database (no password).
+    pub fn target(&self) -> &str {
+        &self.shared.conn.target
+    }
+
+    /// Every failure counter of `user`, by source (for `otpd migrate`).
+    pub fn sources_of(&self, user: &str) -> Result<Vec<(String, SourceCounter)>, StoreError> {
+        let user = user.to_owned();
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let rows = client
+                    .query(
+                        "SELECT source, failures, last_failure FROM otpd_sources \
+                         WHERE name = $1 ORDER BY source COLLATE \"C\"",
+                        &[&user],
+                    )
+                    .await
+                    .map_err(pg)?;
+                rows.iter()
+                    .map(|row| Ok((row.get(0), counter_of(row.get(1), row.get(2))?)))
+                    .collect()
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    /// Adds `user` with `record` and its failure counters in one
+    /// transaction, unless the user exists (then nothing is written).
+    /// Returns whether it was added. For `otpd migrate`.
+    pub fn import_user(
+        &self,
+        user: &str,
+        record: &UserRecord,
+        sources: &[(String, SourceCounter)],
+    ) -> Result<bool, StoreError> {
+        let sealed = Some((
+            sql_version(record.version),
+            seal::seal_record(&self.shared.key, user, record, 0, nonce()?)
+                .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?,
+        ));
+        let user = user.to_owned();
+        let sources = sources.to_vec();
+        self.run(move |s| async move {
+            let mut client = connection(&s.conn).await?;
+            let result = async {
+                let tx = client.transaction().await.map_err(pg)?;
+                if !write_row(&tx, &user, None, &sealed).await? {
+                    tx.rollback().await.map_err(pg)?;
+                    return Ok(false);
+                }
+                for (source, counter) in &sources {
+                    set_source(&tx, &user, source, counter).await?;
+                }
+                tx.commit().await.map_err(pg)?;
+                Ok(true)
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    /// Runs `op` on the store's runtime within the timeout, from any thread.
+    fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, OpError>> + Send + 'static,
+    {
+        let shared = &self.shared;
+        if let Some((since, reason)) = &*lock(&shared.down_since) {
+            if since.elapsed() < DOWN_GRACE {
+                return Err(unreachable(&shared.conn.target, reason));
+            }
+        }
+        match block_on(&self.runtime, shared, self.timeout, op) {
+            Ok(value) => {
+                *lock(&shared.down_since) = None;
+                if shared.down_logged.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        database = %shared.conn.target,
+                        "the PostgreSQL store is reachable again; logins are checked again"
+                    );
+                }
+                Ok(value)
+            }
+            Err(OpError::Store(e)) => Err(e),
+            Err(OpError::Unreachable(reason)) => {
+                if !shared.down_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        database = %shared.conn.target,
+                        "the PostgreSQL store is unreachable ({reason}); logins fail closed \
+                         (PAM_AUTHINFO_UNAVAIL) until it is back"
+                    );
+                }
+                let e = unreachable(&shared.conn.target, &reason);
+                *lock(&shared.down_since) = Some((Instant::now(), reason));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unreachable(target: &str, reason: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "the PostgreSQL store {target} is unreachable: {reason}"
+    ))
+}
+
+fn on_open(target: &str, e: OpError) -> StoreError {
+    match e {
+        OpError::Unreachable(reason) => StoreError::Backend(format!(
+            "cannot reach the PostgreSQL store {target}: {reason}"
+        )),
+        OpError::Store(e) => e,
+    }
+}
+
+/// Runs `op(context)` on `runtime` within `timeout` and waits for it on a
+/// channel (see the module documentation).
+fn block_on<C, T, F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    context: &Arc<C>,
+    timeout: Duration,
+    op: F,
+) -> Result<T, OpError>
+where
+    C: Send + Sync + 'static,
+    T: Send + 'static,
+    F: FnOnce(Arc<C>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, OpError>> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let context = context.clone();
+    runtime.spawn(async move {
+        let result = match tokio::time::timeout(timeout, op(context)).await {
+            Ok(result) => result,
+            Err(_) => Err(OpError::Unreachable(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        };
+        let _ = tx.send(result);
+    });
+    rx.recv()
+        .unwrap_or_else(|_| Err(OpError::Store(backend("a store operation panicked"))))
+}
+
+/// A pooled connection; `finish` drops it from the pool when the operation
+/// met a connection error, so that a broken connection is not handed out
+/// again (a dropped connection cannot always tell it is closed).
+async fn connection(c: &Conn) -> Result<Object, OpError> {
+    c.pool.get().await.map_err(pool_error)
+}
+
+fn finish<T>(client: Object, result: Result<T, OpError>) -> Result<T, OpError> {
+    if matches!(result, Err(OpError::Unreachable(_))) {
+        drop(Object::take(client));
+    }
+    result
+}
+
+async fn migrate(s: &Conn) -> Result<(), OpError> {
+    let mut client = connection(s).await?;
+    let result = async {
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS otpd_schema (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(pg)?;
+        let row = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM otpd_schema", &[])
+            .await
+            .map_err(pg)?;
+        let current: i32 = row.get(0);
+        let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+        if current > known {
+            return Err(OpError::Store(StoreError::Backend(format!(
+                "the database {} has schema version {current}, newer than this otpd knows \
+                 ({known}): upgrade otpd on this host",
+                s.target
+            ))));
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS).skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO otpd_schema (version) VALUES ($1)",
+                &[&version],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!(database = %s.target, version, "applied a schema migration");
+        }
+        tx.commit().await.map_err(pg)
+    }
+    .await;
+    finish(client, result)
+}
+
+async fn stored_key_id(s: &Conn) -> Result<Option<KeyId>, OpError> {
+    let client = connection(s).await?;
+    let result = async {
+        let row = client
+            .query_opt("SELECT value FROM otpd_meta WHERE key = 'key_id'", &[])
+            .await
+            .map_err(pg)?;
+        match row {
+            None => Ok(None),
+            Some(row) => parse_key_id(row.get(0)).map(Some),
+        }
+    }
+    .await;
+    finish(client, result)
+}
+
+/// Records `id` as the fleet's key unless one is recorded; returns the
+/// recorded one.
+async fn claim_key_id(s: &Conn, id: KeyId) -> Result<KeyId, OpError> {
+    let client = connection(s).await?;
+    let result = async {
+        client
+            .execute(
+                "INSERT INTO otpd_meta (key, value) VALUES ('key_id', $1) \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_one("SELECT value FROM otpd_meta WHERE key = 'key_id'", &[])
+            .await
+            .map_err(pg)?;
+        parse_key_id(row.get(0))
+    }
+    .await;
+    finish(client, result)
+}
+
+fn parse_key_id(text: &str) -> Result<KeyId, OpError> {
+    let bad = || {
+        OpError::Store(StoreError::Corrupt(format!(
+            "otpd_meta key_id {text:?} is not a key ID"
+        )))
+    };
+    if text.len() != 16 {
+        return Err(bad());
+    }
+    let mut id = [0u8; 8];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(KeyId(id))
+}
+
+fn open(s: &Shared, user: &str, bytes: &[u8]) -> Result<UserRecord, OpError> {
+    seal::open_record(&s.key, user, bytes).map_err(|e| {
+        OpError::Store(match e {
+            seal::SealError::WrongKey { found, expected } => StoreError::WrongKey(format!(
+                "the record of user {user} in {} is sealed with key ID {found}, but this \
+                 host's key file holds key ID {expected}: every host of a fleet needs the \
+                 same key file",
+                s.conn.target
+            )),
+            other => StoreError::Corrupt(format!(
+                "{}: the record of user {user}: {other}",
+                s.conn.target
+            )),
+        })
+    })
+}
+
+fn counter_of(failures: i64, last_failure: i64) -> Result<SourceCounter, OpError> {
+    Ok(SourceCounter {
+        failures: u32::try_from(failures).map_err(|_| {
+            OpError::Store(StoreError::Corrupt(format!(
+                "a failure counter is out of range ({failures})"
+            )))
+        })?,
+        last_failure: u64::try_from(last_failure).map_err(|_| {
+            OpError::Store(StoreError::Corrupt(format!(
+                "a failure time is out of range ({last_failure})"
+            )))
+        })?,
+    })
+}
+
+impl Store for PgStore {
+    fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError> {
+        let user = user.to_owned();
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let statement = client
+                    .prepare_cached("SELECT record FROM otpd_users WHERE name = $1")
+                    .await
+                    .map_err(pg)?;
+                let row = client.query_opt(&statement, &[&user]).await.map_err(pg)?;
+                match row {
+                    None => Ok(None),
+                    Some(row) => {
+                        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(row.get(0));
+                        open(&s, &user, &bytes).map(Some)
+                    }
+                }
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    fn source(&self, user: &str, source: &str) -> Result<Option<SourceCounter>, StoreError> {
+        let (user, source) = (user.to_owned(), source.to_owned());
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT failures, last_failure FROM otpd_sources \
+                         WHERE name = $1 AND source = $2",
+                    )
+                    .await
+                    .map_err(pg)?;
+                match client
+                    .query_opt(&statement, &[&user, &source])
+                    .await
+                    .map_err(pg)?
+                {
+                    None => Ok(None),
+                    Some(row) => counter_of(row.get(0), row.get(1)).map(Some),
+                }
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                // Byte order, as the sled store lists them.
+                let rows = client
+                    .query(
+                        "SELECT name, record FROM otpd_users ORDER BY name COLLATE \"C\"",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg)?;
+                rows.iter()
+                    .map(|row| {
+                        let name: String = row.get(0);
+                        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(row.get(1));
+                        let record = open(&s, &name, &bytes)?;
+                        Ok((name, record))
+                    })
+                    .collect()
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    fn commit(
+        &self,
+        user: &str,
+        expected_version: Option<u64>,
+        record: RecordChange<'_>,
+        sources: SourcesChange<'_>,
+    ) -> Result<(), StoreError> {
+        let sealed = match record {
+            RecordChange::Put(r) => Some((
+                sql_version(r.version),
+                seal::seal_record(&self.shared.key, user, r, 0, nonce()?)
+                    .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?,
+            )),
+            RecordChange::Delete => None,
+        };
+        let sources = match sources {
+            SourcesChange::Keep => Sources::Keep,
+            SourcesChange::Set(source, counter) => Sources::Set(source.to_owned(), counter),
+            SourcesChange::Reset(source) => Sources::Reset(source.to_owned()),
+            SourcesChange::ClearAll => Sources::ClearAll,
+        };
+        let user = user.to_owned();
+        let expected = expected_version.map(sql_version);
+        self.run(move |s| async move {
+            let mut client = connection(&s.conn).await?;
+            let result = commit(&mut client, &user, expected, sealed, sources).await;
+            finish(client, result)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}", self.shared.conn.target)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // Every commit was durable when it returned.
+        Ok(())
+    }
+
+    fn decoy_write(&self) -> Result<(), StoreError> {
+        let value = seal::seal_record(
+            &self.shared.key,
+            "\0decoy",
+            &UserRecord::decoy(),
+            0,
+            nonce()?,
+        )
+        .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?;
+        let mut slot = [0u8; 4];
+        getrandom::getrandom(&mut slot).map_err(backend)?;
+        let slot = i32::try_from(u32::from_le_bytes(slot) % DECOY_SLOTS).unwrap_or(0);
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let statement = client
+                    .prepare_cached("UPDATE otpd_decoy SET value = $2 WHERE slot = $1")
+                    .await
+                    .map_err(pg)?;
+                client
+                    .execute(&statement, &[&slot, &value])
+                    .await
+                    .map_err(pg)
+                    .map(drop)
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+}
+
+/// [`SourcesChange`] with owned names, for the store's runtime.
+enum Sources {
+    Keep,
+    Set(String, SourceCounter),
+    Reset(String),
+    ClearAll,
+}
+
+/// The conditional write of the user's row: one statement, which changes
+/// one row iff the row is as the caller read it.
+async fn write_row<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    user: &str,
+    expected: Option<i64>,
+    sealed: &Option<(i64, Vec<u8>)>,
+) -> Result<bool, OpError> {
+    let cached = |sql: &'static str| async move { client.prepare_cached(sql).await.map_err(pg) };
+    let changed = match (expected, sealed) {
+        (Some(expected), Some((version, bytes))) => {
+            let statement = cached(
+                "UPDATE otpd_users SET version = $3, record = $4 \
+                 WHERE name = $1 AND version = $2",
+            )
+            .await?;
+            client
+                .execute(&statement, &[&user, &expected, version, bytes])
+                .await
+                .map_err(pg)?
+        }
+        (None, Some((version, bytes))) => {
+            let statement = cached(
+                "INSERT INTO otpd_users (name, version, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .await?;
+            client
+                .execute(&statement, &[&user, version, bytes])
+                .await
+                .map_err(pg)?
+        }
+        (Some(expected), None) => client
+            .execute(
+                "DELETE FROM otpd_users WHERE name = $1 AND version = $2",
+                &[&user, &expected],
+            )
+            .await
+            .map_err(pg)?,
+        (None, None) => {
+            // "Delete a user that does not exist": nothing to write, but
+            // only if it still does not exist (locked until the commit).
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM otpd_users WHERE name = $1 FOR UPDATE",
+                    &[&user],
+                )
+                .await
+                .map_err(pg)?;
+            return Ok(row.is_none());
+        }
+    };
+    Ok(changed == 1)
+}
+
+async fn set_source<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    user: &str,
+    source: &str,
+    counter: &SourceCounter,
+) -> Result<(), OpError> {
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO otpd_sources (name, source, failures, last_failure) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name, source) \
+             DO UPDATE SET failures = EXCLUDED.failures, last_failure = EXCLUDED.last_failure",
+        )
+        .await
+        .map_err(pg)?;
+    client
+        .execute(
+            &statement,
+            &[
+                &user,
+                &source,
+                &i64::from(counter.failures),
+                &i64::try_from(counter.last_failure).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map_err(pg)
+        .map(drop)
+}
+
+async fn commit(
+    client: &mut Object,
+    user: &str,
+    expected: Option<i64>,
+    sealed: Option<(i64, Vec<u8>)>,
+    sources: Sources,
+) -> Result<(), OpError> {
+    if matches!(sources, Sources::Keep) && sealed.is_some() {
+        // One statement, committed on its own (autocommit): the common
+        // login without failures costs one round trip.
+        return match write_row(&*client, user, expected, &sealed).await? {
+            true => Ok(()),
+            false => Err(OpError::Store(StoreError::Conflict)),
+        };
+    }
+    let tx = client.transaction().await.map_err(pg)?;
+    if !write_row(&tx, user, expected, &sealed).await? {
+        tx.rollback().await.map_err(pg)?;
+        return Err(OpError::Store(StoreError::Conflict));
+    }
+    match &sources {
+        Sources::Keep => {}
+        Sources::Set(source, counter) => set_source(&tx, user, source, counter).await?,
+        Sources::Reset(source) => {
+            tx.execute(
+                "DELETE FROM otpd_sources WHERE name = $1 AND source = $2",
+                &[&user, source],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        Sources::ClearAll => {
+            tx.execute("DELETE FROM otpd_sources WHERE name = $1", &[&user])
+                .await
+                .map_err(pg)?;
+        }
+    }
+    tx.commit().await.map_err(pg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_keep_all_64_bits() {
+        for v in [0, 1, i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+            let back = u64::from_ne_bytes(sql_version(v).to_ne_bytes());
+            assert_eq!(back, v);
+        }
+        assert_ne!(sql_version(1), sql_version(2));
+    }
+
+    #[test]
+    fn key_ids_round_trip_and_bad_ones_are_refused() {
+        let id = KeyId([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
+        assert!(matches!(parse_key_id(&id.to_string()), Ok(back) if back == id));
+        for bad in ["", "0123", "0123456789abcdeg", "0123456789abcdef00", "é123456789abcde"] {
+            assert!(parse_key_id(bad).is_err(), "{bad:?} was taken for a key ID");
+        }
+    }
+
+    #[test]
+    fn a_bad_connection_string_is_refused_without_quoting_the_password() {
+        let settings = PgSettings {
+            url: Zeroizing::new("postgresql://otpd:hunter2@db/otpd?sslmode=bogus".into()),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+            pool_size: 1,
+        };
+        let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("connection string is not valid"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_within_the_timeout() {
+        // A port nothing listens on (bound, then closed).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let settings = PgSettings {
+            url: Zeroizing::new(format!(
+                "postgresql://otpd:pw@127.0.0.1:{port}/otpd?sslmode=disable"
+            )),
+            ca_file: None,
+            timeout: Duration::from_millis(300),
+            pool_size: 1,
+        };
+        let started = Instant::now();
+        let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("cannot reach the PostgreSQL store"), "{e}");
+        assert!(e.contains(&format!("127.0.0.1:{port}/otpd")), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{e}");
+    }
+}
