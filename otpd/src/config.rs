@@ -444,8 +444,7 @@ impl Config {
                 Err("[store] url and url_file: set only one of them".into())
             }
             (StoreKind::Postgres, None, None) => Err(
-                "[store] kind = \"postgres\" needs url or url_file (the connection string)"
-                    .into(),
+                "[store] kind = \"postgres\" needs url or url_file (the connection string)".into(),
             ),
             (StoreKind::Postgres, Some(url), None) if url.0.trim().is_empty() => {
                 Err("[store] url is empty".into())
@@ -594,6 +593,66 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn the_store_section_is_checked_and_names_the_problem() {
+        let c = parse("").unwrap();
+        assert_eq!(c.store.kind, StoreKind::Sled);
+        assert_eq!(c.store.timeout_ms, 1000);
+        let c = parse(
+            "[store]\nkind = \"postgres\"\nurl_file = \"/etc/otpd/db-url\"\n\
+             timeout = \"500ms\"\npool_size = 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.kind, StoreKind::Postgres);
+        assert_eq!(c.store.timeout_ms, 500);
+        assert_eq!(c.store.pool_size, 4);
+        for (text, words) in [
+            ("[store]\nkind = \"postgres\"\n", "needs url or url_file"),
+            (
+                "[store]\nkind = \"postgres\"\nurl = \"postgresql://h/d\"\nurl_file = \"/f\"\n",
+                "set only one of them",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl = \" \"\n",
+                "url is empty",
+            ),
+            (
+                "[store]\nurl = \"postgresql://h/d\"\n",
+                "are for kind = \"postgres\"",
+            ),
+            ("[store]\nkind = \"mysql\"\n", "line 2"),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"db-url\"\n",
+                "must be an absolute path",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"/f\"\ntimeout = \"40s\"\n",
+                "100 ms to 30 s",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"/f\"\ntimeout = \"soon\"\n",
+                "not a duration",
+            ),
+            (
+                "[store]\nkind = \"postgres\"\nurl_file = \"/f\"\npool_size = 0\n",
+                "pool_size = 0",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(words), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_connection_string_never_shows_in_debug_output() {
+        let c =
+            parse("[store]\nkind = \"postgres\"\nurl = \"postgresql://otpd:hunter2@db/otpd\"\n")
+                .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("ConnectionString(…)"), "{shown}");
     }
 
     #[test]

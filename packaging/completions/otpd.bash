@@ -34,6 +34,9 @@ _otpd() {
             otpd,list)
                 cmd="otpd__subcmd__list"
                 ;;
+            otpd,migrate)
+                cmd="otpd__subcmd__migrate"
+                ;;
             otpd,phone)
                 cmd="otpd__subcmd__phone"
                 ;;
@@ -76,6 +79,9 @@ _otpd() {
             otpd__subcmd__help,list)
                 cmd="otpd__subcmd__help__subcmd__list"
                 ;;
+            otpd__subcmd__help,migrate)
+                cmd="otpd__subcmd__help__subcmd__migrate"
+                ;;
             otpd__subcmd__help,phone)
                 cmd="otpd__subcmd__help__subcmd__phone"
                 ;;
@@ -107,7 +113,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,7 +229,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey status help"
+            opts="serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -307,6 +313,20 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -461,6 +481,32 @@ _otpd() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__migrate)
+            opts="-h --to --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -W "postgres" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -106,9 +106,15 @@ fn refuse_password_in_shared_config(config: &Config, url: &str) -> Result<(), Se
 fn read_url_file(path: &Path) -> Result<Zeroizing<String>, ServeError> {
     check_trusted_file("[store] url_file", path, Trust::Private)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        ServeError(format!("[store] url_file {}: cannot read: {e}", path.display()))
+        ServeError(format!(
+            "[store] url_file {}: cannot read: {e}",
+            path.display()
+        ))
     })?);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
     match line {
         Some(line) => Ok(Zeroizing::new(line.to_owned())),
         None => Err(ServeError(format!(

@@ -555,12 +555,9 @@ async fn migrate(s: &Conn) -> Result<(), OpError> {
         }
         for (version, sql) in (1..).zip(MIGRATIONS).skip(current as usize) {
             tx.batch_execute(sql).await.map_err(pg)?;
-            tx.execute(
-                "INSERT INTO otpd_schema (version) VALUES ($1)",
-                &[&version],
-            )
-            .await
-            .map_err(pg)?;
+            tx.execute("INSERT INTO otpd_schema (version) VALUES ($1)", &[&version])
+                .await
+                .map_err(pg)?;
             tracing::info!(database = %s.target, version, "applied a schema migration");
         }
         tx.commit().await.map_err(pg)
@@ -952,7 +949,13 @@ mod tests {
     fn key_ids_round_trip_and_bad_ones_are_refused() {
         let id = KeyId([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]);
         assert!(matches!(parse_key_id(&id.to_string()), Ok(back) if back == id));
-        for bad in ["", "0123", "0123456789abcdeg", "0123456789abcdef00", "é123456789abcde"] {
+        for bad in [
+            "",
+            "0123",
+            "0123456789abcdeg",
+            "0123456789abcdef00",
+            "é123456789abcde",
+        ] {
             assert!(parse_key_id(bad).is_err(), "{bad:?} was taken for a key ID");
         }
     }
