@@ -31,13 +31,14 @@ phase() {
 # The programs the tests run, by Debian/Ubuntu package.
 # systemd: systemd-analyze, to check the unit the installer writes.
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
-# password hashes; chromium, chromium-driver: the enrolment page in a real
+# password hashes and the PostgreSQL tests' certificates; chromium, chromium-driver: the enrolment page in a real
 # headless browser; lintian, rpm, dpkg-dev, binutils: building and checking
 # the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
-# the performance benchmark (bench/run.sh).
+# the performance benchmark (bench/run.sh); postgresql: the server (initdb,
+# pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
           openssh-server openssh-client sudo openssl chromium chromium-driver
-          lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath)
+          lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
