@@ -85,6 +85,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 None => out!("text messages: off"),
             }
+            match config.store.kind {
+                otpd::config::StoreKind::Sled => {
+                    out!(
+                        "store: sled in {}",
+                        config.state_dir.join("store").display()
+                    )
+                }
+                otpd::config::StoreKind::Postgres => out!(
+                    "store: PostgreSQL, connection string {}, {} (timeout {} ms, {} connections)",
+                    match &config.store.url_file {
+                        Some(path) => format!("from {}", path.display()),
+                        None => "in the config".into(),
+                    },
+                    match &config.store.ca_file {
+                        Some(path) => format!("TLS authorities from {}", path.display()),
+                        None => "TLS authorities of the system".into(),
+                    },
+                    config.store.timeout_ms,
+                    config.store.pool_size
+                ),
+            }
             Ok(())
         }
         Command::Enroll(options) => admin::enroll(

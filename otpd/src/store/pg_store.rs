@@ -456,6 +456,11 @@ impl PgStore {
                 }
                 let e = unreachable(&shared.conn.target, &reason);
                 *lock(&shared.down_since) = Some((Instant::now(), reason));
+                // The idle connections are suspect too (a restarted server
+                // closed them; a timed-out one may still wait for an
+                // answer that never comes): the next operation connects
+                // afresh.
+                shared.conn.pool.retain(|_, _| false);
                 Err(e)
             }
         }
