@@ -1401,4 +1401,17 @@ mod tests {
         let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
         assert!(store.users().unwrap().is_empty());
     }
+
+    #[test]
+    fn sled_store_passes_the_store_contract() {
+        // Each case gets a fresh store in its own directory; the directories
+        // live until the end of the test.
+        let mut dirs = Vec::new();
+        crate::store::contract::check_all(&mut || {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open_store(dir.path(), |_| Ok(key(7))).unwrap();
+            dirs.push(dir);
+            Box::new(store)
+        });
+    }
 }
