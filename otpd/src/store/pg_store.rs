@@ -81,6 +81,9 @@ const DECOY_SLOTS: u32 = 64;
 /// while the database is down, and the next try after it reconnects.
 const DOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// How long listing every user may take (`otpd list`, `otpd status`).
+const USERS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to reach the database.
 #[derive(Clone)]
 pub struct PgSettings {
@@ -428,13 +431,23 @@ impl PgStore {
         F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, OpError>> + Send + 'static,
     {
+        self.run_within(self.timeout, op)
+    }
+
+    /// [`Self::run`] with another timeout.
+    fn run_within<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, OpError>> + Send + 'static,
+    {
         let shared = &self.shared;
         if let Some((since, reason)) = &*lock(&shared.down_since) {
             if since.elapsed() < DOWN_GRACE {
                 return Err(unreachable(&shared.conn.target, reason));
             }
         }
-        match block_on(&self.runtime, shared, self.timeout, op) {
+        match block_on(&self.runtime, shared, timeout, op) {
             Ok(value) => {
                 *lock(&shared.down_since) = None;
                 if shared.down_logged.swap(false, Ordering::Relaxed) {
@@ -710,7 +723,10 @@ impl Store for PgStore {
     }
 
     fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
-        self.run(move |s| async move {
+        // Not on a login's path (status, list, the pages' look-up): a whole
+        // table may take longer than one login's operation.
+        let timeout = self.timeout.max(USERS_TIMEOUT);
+        let rows = self.run_within(timeout, move |s| async move {
             let client = connection(&s.conn).await?;
             let result = async {
                 // Byte order, as the sled store lists them.
@@ -721,18 +737,24 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(pg)?;
-                rows.iter()
-                    .map(|row| {
-                        let name: String = row.get(0);
-                        let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(row.get(1));
-                        let record = open(&s, &name, &bytes)?;
-                        Ok((name, record))
-                    })
-                    .collect()
+                Ok(rows
+                    .iter()
+                    .map(|row| (row.get(0), Zeroizing::new(row.get(1))))
+                    .collect::<Vec<(String, Zeroizing<Vec<u8>>)>>())
             }
             .await;
             finish(client, result)
-        })
+        })?;
+        // Opened here, on the caller's thread, not on the store's runtime.
+        rows.iter()
+            .map(|(name, bytes)| {
+                let record = open(&self.shared, name, bytes).map_err(|e| match e {
+                    OpError::Store(e) => e,
+                    OpError::Unreachable(m) => StoreError::Backend(m),
+                })?;
+                Ok((name.clone(), record))
+            })
+            .collect()
     }
 
     fn commit(
