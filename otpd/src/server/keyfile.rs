@@ -176,15 +176,21 @@ pub fn install_key_file(from: &Path, path: &Path) -> Result<(), ServeError> {
 /// and an unreadable (or silently empty) store.
 pub fn load_key(config: &Config, stored: Option<KeyId>) -> Result<RecordKey, ServeError> {
     let store = format!("the store in {}", config.state_dir.join("store").display());
-    load_key_for(config, stored, &store)
+    load_key_for(
+        config,
+        stored,
+        &store,
+        "if `otpd rekey` was interrupted, run it again with the same new key file to finish",
+    )
 }
 
 /// [`load_key`] for `store` (named in messages: "the store in DIR", "the
-/// database NAME").
+/// PostgreSQL store"); `hint` ends the message of a key that does not fit.
 pub fn load_key_for(
     config: &Config,
     stored: Option<KeyId>,
     store: &str,
+    hint: &str,
 ) -> Result<RecordKey, ServeError> {
     let source = KeySource::of(config);
     let path = source.path();
@@ -214,8 +220,7 @@ pub fn load_key_for(
         if id != key.id() {
             return Err(ServeError(format!(
                 "key file {} holds key ID {}, but {store} is sealed with key ID {id}: \
-                 use the right key file (if `otpd rekey` was interrupted, run it again \
-                 with the same new key file to finish)",
+                 use the right key file ({hint})",
                 path.display(),
                 key.id(),
             )));

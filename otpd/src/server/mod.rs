@@ -115,19 +115,15 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 /// same file to finish an interrupted rekey. Returns what was done, for the
 /// operator.
 pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
-    if config.store.kind == crate::config::StoreKind::Postgres {
-        return Err(ServeError(
-            "otpd rekey re-seals a sled store; this host's store is PostgreSQL ([store] kind), \
-             which otpd rekey does not handle yet: the fleet keeps its key"
-                .into(),
-        ));
-    }
     let _lock = setup::lock_state_dir(&config.state_dir).map_err(|e| {
         ServeError(format!(
             "{}; otpd rekey needs the store to itself (systemctl stop otpd.socket otpd.service)",
             e.0
         ))
     })?;
+    if config.store.kind == crate::config::StoreKind::Postgres {
+        return rekey_postgres(config, new_key_file);
+    }
     let store_dir = config.state_dir.join("store");
     let backup = rekey_backup(config);
     if backup.exists() {
@@ -199,6 +195,51 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
                 new_key_file.display()
             )
         }
+    ))
+}
+
+/// `otpd rekey` for a fleet's database: [`crate::store::PgStore::rekey`]
+/// (one transaction), then the new key becomes this host's `key_file`.
+fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
+    let settings = stores::pg_settings(config, None)?;
+    let old = keyfile::read_key(&config.key_file).map_err(|e| {
+        ServeError(format!(
+            "{}: the current key is needed to open the fleet's records",
+            e.0
+        ))
+    })?;
+    let (new, created) = if new_key_file.exists() {
+        (keyfile::read_key(new_key_file)?, false)
+    } else {
+        (keyfile::create_key_file(new_key_file)?, true)
+    };
+    let new_id = new.id();
+    let report =
+        crate::store::PgStore::rekey(&settings, old, new).map_err(|e| ServeError(e.to_string()))?;
+    let same_file = match (new_key_file.canonicalize(), config.key_file.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same_file {
+        keyfile::install_key_file(new_key_file, &config.key_file)?;
+    }
+    Ok(format!(
+        "{}{} records of the fleet's database {} key ID {new_id}; {} now holds it. Copy it to \
+         every host of the fleet (as {}), then start otpd there: a host with the old key \
+         refuses to start",
+        if created {
+            format!("created {} with a new key; ", new_key_file.display())
+        } else {
+            String::new()
+        },
+        report.records,
+        if report.already_done {
+            "were already sealed with"
+        } else {
+            "re-sealed with"
+        },
+        config.key_file.display(),
+        config.key_file.display(),
     ))
 }
 

@@ -44,7 +44,9 @@ fn open_sled(config: &Config) -> Result<SledStore, ServeError> {
 fn open_postgres(config: &Config, settings: PgSettings) -> Result<PgStore, ServeError> {
     PgStore::open(&settings, |stored| {
         let name = "the PostgreSQL store";
-        keyfile::load_key_for(config, stored, name).map_err(|e| StoreError::WrongKey(e.0))
+        let hint = "every host of a fleet needs the same key file: copy it from a host that \
+                    works; after an `otpd rekey`, copy the new one";
+        keyfile::load_key_for(config, stored, name, hint).map_err(|e| StoreError::WrongKey(e.0))
     })
     .map_err(|e| ServeError(e.to_string()))
 }

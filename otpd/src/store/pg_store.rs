@@ -361,6 +361,91 @@ impl PgStore {
         })
     }
 
+    /// `otpd rekey` for the fleet's database: in one transaction, re-seals
+    /// every record sealed with `old` under `new` (with its version bumped,
+    /// so that a write a running daemon decided on the old record conflicts
+    /// instead of putting an old-key record back), leaves records already
+    /// under `new` alone, and records `new` as the fleet's key. All or
+    /// nothing; running it again finishes what an earlier run left (records
+    /// written under the old key by a daemon that was still running).
+    pub fn rekey(
+        settings: &PgSettings,
+        old: RecordKey,
+        new: RecordKey,
+    ) -> Result<super::RekeyReport, StoreError> {
+        // Opened as the new key's store, so that the key check at open
+        // cannot refuse a database that is half-way or already done.
+        let (old_id, new_id) = (old.id(), new.id());
+        let store = PgStore::open(settings, move |stored| match stored {
+            Some(id) if id == old_id || id == new_id => Ok(new),
+            Some(id) => Err(StoreError::WrongKey(format!(
+                "the database is sealed with key ID {id}, neither the key file's ({old_id}) \
+                 nor the new one ({new_id})"
+            ))),
+            None => Err(StoreError::Backend(
+                "the database holds no otpd store yet: nothing to rekey".into(),
+            )),
+        })?;
+        let timeout = settings.timeout.max(USERS_TIMEOUT);
+        store.run_within(timeout, move |s| async move {
+            let mut client = connection(&s.conn).await?;
+            let result = async {
+                let tx = client.transaction().await.map_err(pg)?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                    .await
+                    .map_err(pg)?;
+                let rows = tx
+                    .query("SELECT name, record FROM otpd_users FOR UPDATE", &[])
+                    .await
+                    .map_err(pg)?;
+                let mut report = super::RekeyReport {
+                    records: rows.len(),
+                    already_done: true,
+                };
+                for row in &rows {
+                    let name: String = row.get(0);
+                    let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(row.get(1));
+                    let header = seal::peek(&bytes).map_err(|e| {
+                        OpError::Store(StoreError::Corrupt(format!(
+                            "{}: the record of user {name}: {e}",
+                            s.conn.target
+                        )))
+                    })?;
+                    if header.key_id == new_id {
+                        continue;
+                    }
+                    report.already_done = false;
+                    let mut record = seal::open_record(&old, &name, &bytes).map_err(|e| {
+                        OpError::Store(StoreError::WrongKey(format!(
+                            "the record of user {name} in {} cannot be opened with the key \
+                             file's key ID {old_id}: {e}",
+                            s.conn.target
+                        )))
+                    })?;
+                    record.version = record.version.wrapping_add(1);
+                    let sealed = seal::seal_record(&s.key, &name, &record, 0, nonce()?)
+                        .map_err(|e| backend(format!("sealing a record failed: {e}")))?;
+                    tx.execute(
+                        "UPDATE otpd_users SET version = $2, record = $3 WHERE name = $1",
+                        &[&name, &sql_version(record.version), &sealed],
+                    )
+                    .await
+                    .map_err(pg)?;
+                }
+                tx.execute(
+                    "UPDATE otpd_meta SET value = $1 WHERE key = 'key_id'",
+                    &[&new_id.to_string()],
+                )
+                .await
+                .map_err(pg)?;
+                tx.commit().await.map_err(pg)?;
+                Ok(report)
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
     /// `user@host:port/db` of the database (no password).
     pub fn target(&self) -> &str {
         &self.shared.conn.target
@@ -550,14 +635,22 @@ async fn migrate(s: &Conn) -> Result<(), OpError> {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS otpd_schema (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await
-        .map_err(pg)?;
+        // Checked first rather than CREATE … IF NOT EXISTS, which makes the
+        // server send a notice (logged) at every start.
+        let exists = tx
+            .query_one("SELECT to_regclass('otpd_schema') IS NOT NULL", &[])
+            .await
+            .map_err(pg)?;
+        if !exists.get::<_, bool>(0) {
+            tx.batch_execute(
+                "CREATE TABLE otpd_schema (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(pg)?;
+        }
         let row = tx
             .query_one("SELECT coalesce(max(version), 0) FROM otpd_schema", &[])
             .await
