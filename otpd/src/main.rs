@@ -51,6 +51,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             otpd::server::serve(config.clone()).map_err(|e| CliError::Refused(e.0))
         }
         Command::CheckConfig { .. } => {
+            // Checked before "config is valid" is printed.
+            let database = match config.store.kind {
+                otpd::config::StoreKind::Postgres => Some(
+                    otpd::server::stores::check_postgres(&config)
+                        .map_err(|e| CliError::Usage(e.0))?,
+                ),
+                otpd::config::StoreKind::Sled => None,
+            };
             out!(
                 "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, limits {:?}",
                 config.socket.display(),
@@ -93,7 +101,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     )
                 }
                 otpd::config::StoreKind::Postgres => out!(
-                    "store: PostgreSQL, connection string {}, {} (timeout {} ms, {} connections)",
+                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections)",
+                    database.unwrap_or_default(),
                     match &config.store.url_file {
                         Some(path) => format!("from {}", path.display()),
                         None => "in the config".into(),

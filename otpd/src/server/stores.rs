@@ -42,13 +42,30 @@ fn open_sled(config: &Config) -> Result<SledStore, ServeError> {
 }
 
 fn open_postgres(config: &Config, settings: PgSettings) -> Result<PgStore, ServeError> {
+    let name = match PgStore::target_of(&settings.url) {
+        Ok(target) => format!("the PostgreSQL store {target}"),
+        Err(e) => return Err(ServeError(e.to_string())),
+    };
     PgStore::open(&settings, |stored| {
-        let name = "the PostgreSQL store";
+        let name = name.as_str();
         let hint = "every host of a fleet needs the same key file: copy it from a host that \
                     works; after an `otpd rekey`, copy the new one";
         keyfile::load_key_for(config, stored, name, hint).map_err(|e| StoreError::WrongKey(e.0))
     })
     .map_err(|e| ServeError(e.to_string()))
+}
+
+/// What `otpd check-config` can check of a PostgreSQL store without
+/// connecting: the connection string (from `url` or a private `url_file`,
+/// no password in a config others can read) parses, and `ca_file` exists.
+/// Returns `user@host:port/db`.
+pub fn check_postgres(config: &Config) -> Result<String, ServeError> {
+    let settings = pg_settings(config, None)?;
+    if let Some(ca) = &settings.ca_file {
+        std::fs::metadata(ca)
+            .map_err(|e| ServeError(format!("[store] ca_file {}: {e}", ca.display())))?;
+    }
+    PgStore::target_of(&settings.url).map_err(|e| ServeError(e.to_string()))
 }
 
 /// How to reach the database: `url` if given (`otpd migrate`), else the

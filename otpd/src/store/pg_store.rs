@@ -81,6 +81,13 @@ const DECOY_SLOTS: u32 = 64;
 /// while the database is down, and the next try after it reconnects.
 const DOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// Connections made at start.
+const WARM_CONNECTIONS: usize = 4;
+
+/// How long making one connection may take (TCP, TLS, SCRAM), whatever
+/// an operation's own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long listing every user may take (`otpd list`, `otpd status`).
 const USERS_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -280,7 +287,29 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// Parses a connection string; the error names the problem, never a value.
+fn parse_url(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    url.parse().map_err(|e: tokio_postgres::Error| {
+        // The detail ("invalid value for parameter `port`", "unknown
+        // option `sslmod`") is the error's source; neither quotes a value.
+        let detail = match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        };
+        StoreError::Backend(format!(
+            "the [store] connection string is not valid: {detail} (write e.g. \
+                 postgresql://otpd@db.example.com/otpd?sslmode=require)"
+        ))
+    })
+}
+
 impl PgStore {
+    /// `user@host:port/db` of a connection string, checked but without
+    /// connecting (for `otpd check-config` and messages).
+    pub fn target_of(url: &str) -> Result<String, StoreError> {
+        parse_url(url).map(|c| describe(&c))
+    }
+
     /// Connects, applies the schema's migrations that have not run (safe
     /// when several daemons start at once), and checks the key: `key_for`
     /// gets the ID of the key the fleet's records are sealed with (`None`
@@ -290,14 +319,9 @@ impl PgStore {
         settings: &PgSettings,
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
     ) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = settings.url.parse().map_err(|e| {
-            StoreError::Backend(format!(
-                "the [store] connection string is not valid: {e} (write e.g. \
-                 postgresql://otpd@db.example.com/otpd?sslmode=require)"
-            ))
-        })?;
+        let mut config = parse_url(&settings.url)?;
         config
-            .connect_timeout(settings.timeout)
+            .connect_timeout(settings.timeout.max(CONNECT_TIMEOUT))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("otpd");
@@ -319,7 +343,10 @@ impl PgStore {
             .max_size(settings.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(settings.timeout))
-            .create_timeout(Some(settings.timeout))
+            // Longer than an operation's timeout: a connection being made
+            // when its operation gave up still joins the pool (see
+            // `connection`), so a burst after a restart is not wasted.
+            .create_timeout(Some(settings.timeout.max(CONNECT_TIMEOUT)))
             .recycle_timeout(Some(settings.timeout))
             .build()
             .map_err(|e| StoreError::Backend(format!("cannot set up the connection pool: {e}")))?;
@@ -348,6 +375,21 @@ impl PgStore {
                 )));
             }
         }
+        // A few connections made now, so that the first logins do not pay
+        // for them (a failure here shows at the first login instead).
+        let warm = settings.pool_size.clamp(1, WARM_CONNECTIONS);
+        let _ = block_on(&runtime, &conn, setup_timeout, move |c| async move {
+            let held: Vec<_> = (0..warm)
+                .map(|_| {
+                    let pool = c.pool.clone();
+                    tokio::spawn(async move { pool.get().await })
+                })
+                .collect();
+            for got in held {
+                drop(got.await);
+            }
+            Ok(())
+        });
         tracing::info!(database = %conn.target, "connected to the PostgreSQL store");
         Ok(PgStore {
             shared: Arc::new(Shared {
@@ -580,6 +622,9 @@ fn on_open(target: &str, e: OpError) -> StoreError {
         OpError::Unreachable(reason) => StoreError::Backend(format!(
             "cannot reach the PostgreSQL store {target}: {reason}"
         )),
+        OpError::Store(StoreError::Backend(m)) => {
+            StoreError::Backend(format!("the PostgreSQL store {target}: {m}"))
+        }
         OpError::Store(e) => e,
     }
 }
@@ -618,7 +663,17 @@ where
 /// met a connection error, so that a broken connection is not handed out
 /// again (a dropped connection cannot always tell it is closed).
 async fn connection(c: &Conn) -> Result<Object, OpError> {
-    c.pool.get().await.map_err(pool_error)
+    // On a task of its own: if the operation times out while a new
+    // connection is being made (TCP, TLS and SCRAM take a while, more so
+    // for a burst of logins after a restart), the connection is still
+    // finished and handed back to the pool for the next operation.
+    let pool = c.pool.clone();
+    match tokio::spawn(async move { pool.get().await }).await {
+        Ok(got) => got.map_err(pool_error),
+        Err(e) => Err(OpError::Store(backend(format!(
+            "getting a connection failed: {e}"
+        )))),
+    }
 }
 
 fn finish<T>(client: Object, result: Result<T, OpError>) -> Result<T, OpError> {
