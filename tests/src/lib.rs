@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod env;
+pub mod fleet;
 pub mod pam;
 pub mod postgres;
 pub mod process;

@@ -192,6 +192,24 @@ fn percent_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("escape is not UTF-8 in {text}"))
 }
 
+/// The `XXXX-XXXX-XXXX` recovery codes in what `otpd recovery-codes`
+/// printed.
+pub fn recovery_codes_in(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|word| {
+            word.len() == 14
+                && word.split('-').count() == 3
+                && word.split('-').all(|group| {
+                    group.len() == 4
+                        && group
+                            .bytes()
+                            .all(|b| b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ".contains(&b))
+                })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

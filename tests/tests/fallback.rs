@@ -7,6 +7,7 @@
 use otpd_tests::pam::finish;
 use otpd_tests::process::Running;
 use otpd_tests::system::verify_outcomes;
+use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -14,23 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
-
-/// `XXXX-XXXX-XXXX` codes in what `otpd recovery-codes` printed.
-fn codes_in(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .filter(|word| {
-            word.len() == 14
-                && word.split('-').count() == 3
-                && word.split('-').all(|group| {
-                    group.len() == 4
-                        && group
-                            .bytes()
-                            .all(|b| b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ".contains(&b))
-                })
-        })
-        .map(str::to_owned)
-        .collect()
-}
 
 fn recovery_left(env: &TestEnv, user: &str) -> u64 {
     env.list_entry(user).expect("listed")["recovery_codes"]
@@ -49,7 +33,7 @@ fn recovery_codes_work_once_at_the_normal_prompt() {
     assert_eq!(recovery_left(&env, "alice"), 0);
 
     let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
-    let codes = codes_in(&out.stdout);
+    let codes = recovery_codes_in(&out.stdout);
     assert_eq!(codes.len(), 3, "{out}");
     assert!(
         out.stdout.contains("somewhere"),
@@ -77,7 +61,7 @@ fn recovery_codes_work_once_at_the_normal_prompt() {
 
     // A new set replaces the old one.
     let out = env.otpd_expect(&["recovery-codes", "alice"], 0);
-    let fresh = codes_in(&out.stdout);
+    let fresh = recovery_codes_in(&out.stdout);
     assert_eq!(fresh.len(), 10, "{out}");
     let old = env.pam_login("alice", &codes[1], "192.0.2.41", "");
     assert_eq!(old.outcome, PamOutcome::AuthErr, "{}", old.output);

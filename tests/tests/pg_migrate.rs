@@ -10,6 +10,7 @@
 
 use otpd_tests::postgres::PgCluster;
 use otpd_tests::process::{ChildGuard, Output};
+use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::totp::unix_now;
 use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
 use serde_json::Value;
@@ -152,23 +153,6 @@ fn count(pg: &PgCluster, table: &str) -> u64 {
     out.trim()
         .parse()
         .unwrap_or_else(|e| panic!("count of {table}: {out:?}: {e}"))
-}
-
-/// `XXXX-XXXX-XXXX` codes in what `otpd recovery-codes` printed.
-fn recovery_codes_in(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .filter(|word| {
-            word.len() == 14
-                && word.split('-').count() == 3
-                && word.split('-').all(|group| {
-                    group.len() == 4
-                        && group
-                            .bytes()
-                            .all(|b| b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ".contains(&b))
-                })
-        })
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.

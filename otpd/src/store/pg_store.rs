@@ -176,6 +176,11 @@ fn is_connectivity(e: &tokio_postgres::Error) -> bool {
 
 /// An operation's failure, before it becomes a [`StoreError`].
 enum OpError {
+    /// No answer in time: a hung or overloaded server, or a busy pool.
+    /// Unlike [`OpError::Unreachable`] it starts no [`DOWN_GRACE`] and
+    /// keeps the idle connections: under a burst of logins it is load,
+    /// and every other login should still try.
+    TimedOut(String),
     /// The database could not be reached or dropped the connection.
     Unreachable(String),
     /// Anything else (a conflict, a refused statement, damaged data).
@@ -209,7 +214,12 @@ fn pool_error(e: deadpool_postgres::PoolError) -> OpError {
     use deadpool_postgres::PoolError;
     match e {
         PoolError::Backend(e) => pg(e),
-        PoolError::Timeout(_) => OpError::Unreachable("no connection within the timeout".into()),
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+            OpError::Unreachable("no connection could be made within the timeout".into())
+        }
+        PoolError::Timeout(_) => {
+            OpError::TimedOut("every connection stayed busy for the whole timeout".into())
+        }
         other => OpError::Unreachable(other.to_string()),
     }
 }
@@ -586,6 +596,10 @@ impl PgStore {
                 Ok(value)
             }
             Err(OpError::Store(e)) => Err(e),
+            Err(OpError::TimedOut(reason)) => Err(StoreError::Backend(format!(
+                "the PostgreSQL store {} did not answer in time: {reason}",
+                shared.conn.target
+            ))),
             Err(OpError::Unreachable(reason)) => {
                 if !shared.down_logged.swap(true, Ordering::Relaxed) {
                     tracing::error!(
@@ -619,9 +633,9 @@ fn unreachable(target: &str, reason: &str) -> StoreError {
 
 fn on_open(target: &str, e: OpError) -> StoreError {
     match e {
-        OpError::Unreachable(reason) => StoreError::Backend(format!(
-            "cannot reach the PostgreSQL store {target}: {reason}"
-        )),
+        OpError::Unreachable(reason) | OpError::TimedOut(reason) => StoreError::Backend(
+            format!("cannot reach the PostgreSQL store {target}: {reason}"),
+        ),
         OpError::Store(StoreError::Backend(m)) => {
             StoreError::Backend(format!("the PostgreSQL store {target}: {m}"))
         }
@@ -648,7 +662,7 @@ where
     runtime.spawn(async move {
         let result = match tokio::time::timeout(timeout, op(context)).await {
             Ok(result) => result,
-            Err(_) => Err(OpError::Unreachable(format!(
+            Err(_) => Err(OpError::TimedOut(format!(
                 "no answer within {} ms",
                 timeout.as_millis()
             ))),
@@ -898,7 +912,7 @@ impl Store for PgStore {
             .map(|(name, bytes)| {
                 let record = open(&self.shared, name, bytes).map_err(|e| match e {
                     OpError::Store(e) => e,
-                    OpError::Unreachable(m) => StoreError::Backend(m),
+                    OpError::Unreachable(m) | OpError::TimedOut(m) => StoreError::Backend(m),
                 })?;
                 Ok((name.clone(), record))
             })

@@ -87,6 +87,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
         "otpd could not write its store: no space left on device (see its log)"
     } else if text.contains("PostgreSQL store") && text.contains("unreachable") {
         "otpd cannot reach its database (see its log)"
+    } else if text.contains("PostgreSQL store") && text.contains("did not answer in time") {
+        "otpd's database did not answer in time (see its log)"
     } else {
         "otpd could not complete the request (see its log)"
     };
@@ -97,7 +99,19 @@ fn internal(e: impl std::fmt::Display) -> Response {
 /// concurrent update (`None`).
 fn with_retries(mut attempt: impl FnMut() -> Option<Response>) -> Response {
     (0..MAX_ATTEMPTS)
-        .find_map(|_| attempt())
+        .find_map(|n| {
+            if n > 0 {
+                // A random pause of up to n ms before trying again: with a
+                // store shared by many hosts, the commits that lost a race
+                // would otherwise race each other again at once (a fleet's
+                // burst of logins for one user ran out of attempts).
+                let mut byte = [0u8; 1];
+                let _ = getrandom::getrandom(&mut byte);
+                let micros = u64::from(byte[0]) * 1000 * n as u64 / 255;
+                std::thread::sleep(std::time::Duration::from_micros(micros));
+            }
+            attempt()
+        })
         .unwrap_or_else(|| internal("too many concurrent updates of one user"))
 }
 
