@@ -633,9 +633,9 @@ fn unreachable(target: &str, reason: &str) -> StoreError {
 
 fn on_open(target: &str, e: OpError) -> StoreError {
     match e {
-        OpError::Unreachable(reason) | OpError::TimedOut(reason) => StoreError::Backend(
-            format!("cannot reach the PostgreSQL store {target}: {reason}"),
-        ),
+        OpError::Unreachable(reason) | OpError::TimedOut(reason) => StoreError::Backend(format!(
+            "cannot reach the PostgreSQL store {target}: {reason}"
+        )),
         OpError::Store(StoreError::Backend(m)) => {
             StoreError::Backend(format!("the PostgreSQL store {target}: {m}"))
         }
