@@ -173,18 +173,8 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
         .map_err(|e| ServeError(format!("state_dir {}: {e}", config.state_dir.display())))?;
     chown_tree(&config.state_dir, owner.uid(), owner.gid())?;
     Ok(format!(
-        "{}{} records {} key ID {}; {} now holds it{}",
-        if created {
-            format!("created {} with a new key; ", new_key_file.display())
-        } else {
-            String::new()
-        },
-        report.records,
-        if report.already_done {
-            "were already sealed with"
-        } else {
-            "re-sealed with"
-        },
+        "{} key ID {}; {} now holds it{}",
+        rekey_summary(created, new_key_file, &report, ""),
         new.id(),
         config.key_file.display(),
         if same_file {
@@ -224,9 +214,24 @@ fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeE
         keyfile::install_key_file(new_key_file, &config.key_file)?;
     }
     Ok(format!(
-        "{}{} records of the fleet's database {} key ID {new_id}; {} now holds it. Copy it to \
-         every host of the fleet (as {}), then start otpd there: a host with the old key \
-         refuses to start",
+        "{} key ID {new_id}; {} now holds it. Copy it to every host of the fleet (as {}), \
+         then start otpd there: a host with the old key refuses to start",
+        rekey_summary(created, new_key_file, &report, " of the fleet's database"),
+        config.key_file.display(),
+        config.key_file.display(),
+    ))
+}
+
+/// "created FILE with a new key; N records{of} re-sealed with" (or "were
+/// already sealed with"), the start of both rekeys' reports.
+fn rekey_summary(
+    created: bool,
+    new_key_file: &Path,
+    report: &crate::store::RekeyReport,
+    of: &str,
+) -> String {
+    format!(
+        "{}{} records{of} {}",
         if created {
             format!("created {} with a new key; ", new_key_file.display())
         } else {
@@ -238,9 +243,7 @@ fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeE
         } else {
             "re-sealed with"
         },
-        config.key_file.display(),
-        config.key_file.display(),
-    ))
+    )
 }
 
 pub(super) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
