@@ -9,6 +9,7 @@
 
 mod libpam;
 mod load;
+mod postgres;
 mod procfs;
 mod setup;
 mod stats;
@@ -16,6 +17,7 @@ mod syslog;
 
 use clap::Parser;
 use load::{ensure_available, race_round, run, RunResult, RunSpec, Target};
+use postgres::Postgres;
 use setup::{system_module, Plan, Programs, World};
 use stats::{ms, ratio};
 use std::collections::BTreeMap;
@@ -106,6 +108,14 @@ struct Args {
     /// private mount namespace.
     #[arg(long)]
     syslog_sink: bool,
+    /// otpd's store: the PostgreSQL database at this postgresql:// URL
+    /// instead of sled. THE DATABASE IS WIPED: otpd's tables in it
+    /// (otpd_users, otpd_sources, otpd_meta, otpd_decoy, otpd_schema) are
+    /// dropped before each world starts its daemon, so never give one in
+    /// use. `bench/run.sh --postgres` starts a throw-away server and passes
+    /// this.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
 }
 
 fn beside_me(name: &str) -> PathBuf {
@@ -187,6 +197,11 @@ fn bench(args: &Args) -> Result<(), String> {
             ));
         }
     }
+    let postgres = args
+        .postgres_url
+        .as_deref()
+        .map(Postgres::new)
+        .transpose()?;
     let sink = if args.syslog_sink {
         Some(syslog::Sink::start()?)
     } else {
@@ -199,6 +214,12 @@ fn bench(args: &Args) -> Result<(), String> {
         "users {:?}, threads {:?}, runs of at most {} s or {} logins, race {:?} × {} rounds",
         args.users, args.threads, args.seconds, args.max_logins, args.race, args.rounds
     );
+    if otpd {
+        match &postgres {
+            Some(pg) => println!("store: PostgreSQL {}", pg.target),
+            None => println!("store: sled"),
+        }
+    }
     let mut all_rows: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
     for &n in &args.users {
         println!();
@@ -211,6 +232,7 @@ fn bench(args: &Args) -> Result<(), String> {
             oath: wants(Module::Oath),
             enrol_threads: args.enrol_threads,
             programs: &programs,
+            postgres: postgres.as_ref(),
             keep: args.keep,
         })?;
         let daemon_pid = world.daemon.as_ref().map(|d| d.pid());

@@ -2,6 +2,7 @@
 //! module set up for them as its own tools and documentation say, in a
 //! temporary directory that is removed at the end (also on a panic).
 
+use crate::postgres::Postgres;
 use otpd_proto::{
     read_frame, write_frame, EnrolParams, Request, Response, SecretText, VerifyOutcome,
 };
@@ -283,6 +284,9 @@ pub struct Plan<'a> {
     pub enrol_threads: usize,
     /// The programs.
     pub programs: &'a Programs,
+    /// otpd's store: this PostgreSQL database (wiped before the daemon
+    /// starts), or sled in the world's state directory when `None`.
+    pub postgres: Option<&'a Postgres>,
     /// Keep the directory at the end.
     pub keep: bool,
 }
@@ -348,8 +352,9 @@ impl World {
         write_file(&self.dir.join("pam.d").join(name), stack, 0o644)
     }
 
-    /// otpd: the packaged config with this world's paths, a daemon, and
-    /// every user enrolled (`Enrol`) and confirmed (`Confirm`) through the
+    /// otpd: the packaged config with this world's paths (and the
+    /// PostgreSQL store, when planned, wiped first), a daemon, and every
+    /// user enrolled (`Enrol`) and confirmed (`Confirm`) through the
     /// socket, as `otpd enroll` and `otpd confirm` do.
     fn start_otpd(&mut self, plan: &Plan<'_>) -> Result<(), String> {
         let state = self.dir.join("state");
@@ -358,16 +363,24 @@ impl World {
             .map_err(|e| e.to_string())?;
         let socket = self.dir.join("otpd.sock");
         let config = self.dir.join("otpd.toml");
-        write_file(
-            &config,
-            &format!(
-                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n",
-                socket.display(),
-                state.display(),
-                self.dir.join("otpd.key").display()
-            ),
-            0o644,
-        )?;
+        let mut text = format!(
+            "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n",
+            socket.display(),
+            state.display(),
+            self.dir.join("otpd.key").display()
+        );
+        if let Some(pg) = plan.postgres {
+            // The password stays out of the config, as README.md says.
+            let url_file = self.dir.join("db-url");
+            write_file(&url_file, &format!("{}\n", pg.url), 0o600)?;
+            let _ = write!(
+                text,
+                "\n[store]\nkind = \"postgres\"\nurl_file = \"{}\"\ntimeout = \"1s\"\npool_size = 16\n",
+                url_file.display()
+            );
+            pg.wipe()?;
+        }
+        write_file(&config, &text, 0o644)?;
         let log = self.dir.join("otpd.log");
         let (daemon, _) = Daemon::start(&plan.programs.otpd, &config, &socket, &log)?;
         self.write_service(
