@@ -134,7 +134,8 @@ struct Shared {
 /// The PostgreSQL store; see the module documentation.
 pub struct PgStore {
     shared: Arc<Shared>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
 }
 
@@ -408,7 +409,7 @@ impl PgStore {
                 down_since: Mutex::new(None),
                 down_logged: AtomicBool::new(false),
             }),
-            runtime,
+            runtime: Some(runtime),
             timeout: settings.timeout,
         })
     }
@@ -584,7 +585,10 @@ impl PgStore {
                 return Err(unreachable(&shared.conn.target, reason));
             }
         }
-        match block_on(&self.runtime, shared, timeout, op) {
+        let Some(runtime) = &self.runtime else {
+            return Err(backend("the store is closed"));
+        };
+        match block_on(runtime, shared, timeout, op) {
             Ok(value) => {
                 *lock(&shared.down_since) = None;
                 if shared.down_logged.swap(false, Ordering::Relaxed) {
@@ -617,6 +621,17 @@ impl PgStore {
                 shared.conn.pool.retain(|_, _| false);
                 Err(e)
             }
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime's
+        // worker (where the last handle to the store could go): let its
+        // threads end in the background instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
