@@ -572,6 +572,7 @@ fn enrol_one(socket: &Path, user: &str) -> Result<Enrolled, String> {
         period: None,
         force: false,
         link_expires: None,
+        ..EnrolParams::default()
     });
     let enrolment = match ask(socket, &request)? {
         Response::Enrolled(e) => e,

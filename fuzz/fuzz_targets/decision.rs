@@ -44,7 +44,9 @@ use otpd::core::ratelimit::{remaining, Limits};
 use otpd::core::record::{
     EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, UserRecord,
 };
-use otpd::core::tokens::{normalize_recovery, recovery_code, texted_code, CodeHash};
+use otpd::core::tokens::{
+    normalize_any_recovery, normalize_recovery, recovery_code, texted_code, CodeHash,
+};
 use otpd::core::totp::generator;
 use otpd_proto::Algorithm;
 
@@ -287,7 +289,7 @@ impl Model {
         let login = purpose == Purpose::Login;
         let totp = normalize(typed, before.digits).map(|c| c.as_str().to_owned());
         let texted = normalize(typed, 6).map(|c| c.as_str().to_owned());
-        let recovery = normalize_recovery(typed).map(|c| c.as_str().to_owned());
+        let recovery = normalize_any_recovery(typed).map(|c| c.as_str().to_owned());
         let texts_valid = login && self.texts_open.iter().any(|(_, e)| self.now <= *e);
         let matches = totp
             .as_ref()
@@ -594,10 +596,12 @@ fn run(s: Scenario) {
             sms,
             ..Fallback::default()
         },
+        tokens: Default::default(),
     };
     let base_delay = u64::from(s.base_delay.max(1));
     let rules = Rules {
         window: u16::from(s.window % 11),
+        hotp_window: 10,
         limits: Limits {
             max_failures: u32::from(s.max_failures.max(1)),
             base_delay,

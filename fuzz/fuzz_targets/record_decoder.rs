@@ -159,6 +159,7 @@ fn record(seed: RecordSeed) -> UserRecord {
             sms_register: seed.sms_register.map(challenge),
             sms_sent: seed.sms_sent,
         },
+        tokens: Default::default(),
     }
 }
 

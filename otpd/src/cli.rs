@@ -56,10 +56,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a user's token and counters
+    /// Remove a user's tokens and counters, or one device of the user
     Remove {
         /// The user
         user: String,
+        /// Only this device; the user keeps the others (removing the last
+        /// one removes the user)
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// Bring a counter-based (HOTP) token back in step: press its button
+    /// twice and give both codes
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Resync {
+        /// The user
+        user: String,
+        /// The first code
+        code1: String,
+        /// The next code
+        code2: String,
+        /// Only this device [default: whichever HOTP device the codes fit]
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// Import users from pam_google_authenticator or pam_oath, with their
+    /// replay state, so that nobody has to enrol again. The files are only
+    /// read
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Import {
+        /// Where from.
+        #[command(subcommand)]
+        from: ImportSource,
     },
     /// Clear a user's failure counters and backoff
     Unlock {
@@ -130,6 +157,57 @@ pub enum Command {
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,
+}
+
+/// What `otpd import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// pam_google_authenticator's secret files (~/.google_authenticator):
+    /// one with --user USER FILE, or every user's with --homes
+    #[command(name = "google-authenticator", after_help = EXIT_STATUS_HELP)]
+    GoogleAuthenticator {
+        /// The user whose FILE it is
+        #[arg(long, requires = "file", conflicts_with = "homes")]
+        user: Option<String>,
+        /// The secret file
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Every DIR/NAME/.google_authenticator that can be read, as user
+        /// NAME [default DIR: /home]
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "/home", required_unless_present = "user")]
+        homes: Option<PathBuf>,
+        /// The device name of the imported tokens
+        #[arg(long, value_name = "NAME", default_value = "google-authenticator")]
+        device: String,
+        /// --dry-run and --replace
+        #[command(flatten)]
+        options: ImportOptions,
+    },
+    /// pam_oath's usersfile (/etc/users.oath): every TOTP and HOTP entry
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Oath {
+        /// The usersfile
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The device name of the imported tokens (a user's second entry
+        /// gets NAME-2, and so on)
+        #[arg(long, value_name = "NAME", default_value = "oath")]
+        device: String,
+        /// --dry-run and --replace
+        #[command(flatten)]
+        options: ImportOptions,
+    },
+}
+
+/// Options of both imports.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ImportOptions {
+    /// Print what would happen; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace users who are enrolled in otpd already [default: leave them alone]
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// Where `otpd migrate` copies to.

@@ -30,6 +30,8 @@ pub struct Config {
     pub key_file: PathBuf,
     /// Defaults of new enrolments and the accepted window.
     pub totp: TotpConfig,
+    /// Counter-based (HOTP) tokens: look-ahead and resync windows.
+    pub hotp: HotpConfig,
     /// Rate limiting.
     pub limits: LimitsConfig,
     /// The self-enrolment pages (off unless `listen` is set).
@@ -53,6 +55,7 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             key_file: DEFAULT_KEY_FILE.into(),
             totp: TotpConfig::default(),
+            hotp: HotpConfig::default(),
             limits: LimitsConfig::default(),
             web: WebConfig::default(),
             sms: SmsConfig::default(),
@@ -225,6 +228,27 @@ impl Default for TotpConfig {
     }
 }
 
+/// `[hotp]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotpConfig {
+    /// Counter values looked ahead of the next one at a login (default 10):
+    /// button presses that never reached a login.
+    pub window: u16,
+    /// Counter values searched by `otpd resync` for two consecutive codes
+    /// (default 100).
+    pub resync_window: u16,
+}
+
+impl Default for HotpConfig {
+    fn default() -> Self {
+        Self {
+            window: 10,
+            resync_window: 100,
+        }
+    }
+}
+
 /// `[limits]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -348,6 +372,22 @@ impl Config {
         }
         if let Some(issuer) = &t.issuer {
             validate_issuer(issuer).map_err(|m| format!("[totp] issuer: {m}"))?;
+        }
+        let h = &self.hotp;
+        if h.window > 100 {
+            return Err(format!("[hotp] window = {}: must be at most 100", h.window));
+        }
+        if h.resync_window == 0 || h.resync_window > 1000 {
+            return Err(format!(
+                "[hotp] resync_window = {}: must be between 1 and 1000",
+                h.resync_window
+            ));
+        }
+        if h.resync_window < h.window {
+            return Err(format!(
+                "[hotp] resync_window = {} is smaller than window = {}",
+                h.resync_window, h.window
+            ));
         }
         let l = &self.limits;
         if l.max_failures == 0 || l.user_max_failures == 0 {
@@ -503,6 +543,7 @@ impl Config {
     pub fn rules(&self) -> Rules {
         Rules {
             window: self.totp.window,
+            hotp_window: self.hotp.window,
             limits: Limits {
                 max_failures: self.limits.max_failures,
                 base_delay: self.limits.base_delay,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod import;
 pub mod server;
 pub mod store;
 pub mod web;

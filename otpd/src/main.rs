@@ -128,7 +128,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Confirm { user, code } => admin::confirm(&client(), user, code),
         Command::Verify { user, code } => admin::verify(&client(), user, code),
         Command::List { json } => admin::list(&client(), json),
-        Command::Remove { user } => admin::remove(&client(), user),
+        Command::Remove { user, device } => admin::remove(&client(), user, device),
+        Command::Resync {
+            user,
+            code1,
+            code2,
+            device,
+        } => admin::resync(&client(), user, code1, code2, device),
+        Command::Import { from } => match from {
+            otpd::cli::ImportSource::GoogleAuthenticator {
+                user,
+                file,
+                homes,
+                device,
+                options,
+            } => admin::import_google_authenticator(&client(), user, file, homes, &device, options),
+            otpd::cli::ImportSource::Oath {
+                file,
+                device,
+                options,
+            } => admin::import_oath(&client(), &file, &device, options),
+        },
         Command::Unlock { user } => admin::unlock(&client(), user),
         Command::RecoveryCodes { user, count } => admin::recovery_codes(&client(), user, count),
         Command::Phone {

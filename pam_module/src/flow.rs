@@ -534,6 +534,8 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::DaemonStatus(_) => "daemon_status",
         Response::Users { .. } => "users",
         Response::Done {} => "done",
+        Response::Imported { .. } => "imported",
+        Response::Resynced { .. } => "resynced",
         Response::Error { .. } => "error",
     };
     pam.log(

@@ -927,7 +927,7 @@ impl Workload {
                     ..Default::default()
                 }),
             ) {
-                Ok(Response::Enrolled(e)) => e,
+                Ok(Response::Enrolled(e)) => *e,
                 other => panic!("enrol {name}: {other:?}"),
             };
             let now = otpd_tests::totp::unix_now();

@@ -358,6 +358,7 @@ fn remove(shared: &Shared, user: &str) {
         &shared.socket,
         &Request::Remove {
             user: user.to_owned(),
+            device: None,
         },
     ) {
         Ok(Response::Done {}) => {

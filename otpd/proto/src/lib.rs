@@ -17,6 +17,7 @@ pub use frame::{
 };
 pub use secret::SecretText;
 pub use types::{
-    Algorithm, DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
-    UserState, UserSummary, VerifyOutcome,
+    Algorithm, DaemonStatus, DeviceSummary, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode,
+    ImportParams, ImportResult, ImportedDevice, Request, Response, TokenKind, UserState,
+    UserSummary, VerifyOutcome,
 };

@@ -48,6 +48,33 @@ impl std::str::FromStr for Algorithm {
     }
 }
 
+/// How a token counts (RFC 6238 time steps or RFC 4226 counter values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Time-based (RFC 6238): the codes of authenticator apps.
+    #[default]
+    Totp,
+    /// Counter-based (RFC 4226): hardware keys that count button presses.
+    Hotp,
+}
+
+impl TokenKind {
+    /// `totp` or `hotp`, as in `otpauth://` URIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Totp => "totp",
+            TokenKind::Hotp => "hotp",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a client asks of the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -85,11 +112,32 @@ pub enum Request {
     },
     /// List every enrolled user, never a secret. Admin only.
     List {},
-    /// Remove a user's enrolment and counters. Admin only.
+    /// Remove a user's enrolment and counters, or one of the user's
+    /// devices. Admin only.
     Remove {
         /// The user to remove.
         user: String,
+        /// Only this device (the user keeps the others; removing the last
+        /// one removes the user).
+        #[serde(default)]
+        device: Option<String>,
     },
+    /// Bring an HOTP token's counter back in step with the token from two
+    /// consecutive codes. Admin only.
+    Resync {
+        /// The user.
+        user: String,
+        /// Only this device; `None`: whichever HOTP device the codes fit.
+        #[serde(default)]
+        device: Option<String>,
+        /// The first code.
+        code1: SecretText,
+        /// The code after it.
+        code2: SecretText,
+    },
+    /// Create a user from a token that already exists elsewhere
+    /// (pam_google_authenticator, pam_oath). Admin only.
+    Import(Box<ImportParams>),
     /// Clear a user's failure counters and backoff. Admin only.
     Unlock {
         /// The user to unlock.
@@ -140,6 +188,76 @@ pub struct EnrolParams {
     /// the secret (`otpd enroll --link`).
     #[serde(default)]
     pub link_expires: Option<u64>,
+    /// The device's name; `None`: the user's first device, "default".
+    /// A user who already has other devices keeps them.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// A counter-based (HOTP) token instead of a time-based one.
+    #[serde(default)]
+    pub hotp: bool,
+    /// HOTP only: the counter value of the token's next code (default 0).
+    #[serde(default)]
+    pub counter: Option<u64>,
+}
+
+/// A user whose tokens exist already elsewhere, to be imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// The user.
+    pub user: String,
+    /// The user's tokens (at least one).
+    pub devices: Vec<ImportedDevice>,
+    /// At most this many login attempts per `rate_limit_seconds`
+    /// (pam_google_authenticator's RATE_LIMIT).
+    pub rate_limit_attempts: Option<u32>,
+    /// The period of `rate_limit_attempts`.
+    pub rate_limit_seconds: Option<u64>,
+    /// One-time codes that become recovery codes (stored hashed).
+    pub recovery_codes: Vec<SecretText>,
+    /// Replace an existing otpd enrolment of the user.
+    pub replace: bool,
+    /// Check everything, change nothing, say what would happen.
+    pub dry_run: bool,
+}
+
+/// One imported token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedDevice {
+    /// The device name.
+    pub name: String,
+    /// TOTP or HOTP.
+    pub kind: TokenKind,
+    /// The shared secret, base32 without padding.
+    pub secret_base32: SecretText,
+    /// HMAC algorithm.
+    pub algorithm: Algorithm,
+    /// Digits per code (6 to 8).
+    pub digits: u8,
+    /// TOTP: seconds per step.
+    pub period: u64,
+    /// The replay state: TOTP, the last time step used; HOTP, the last
+    /// counter value used. `None`: nothing used yet.
+    pub last_used: Option<u64>,
+    /// HOTP only: the next counter value when none was used (`last_used`
+    /// is `None`).
+    pub first_counter: u64,
+    /// The token's own window: TOTP, steps either side; HOTP, look-ahead.
+    /// `None`: the daemon's configured window.
+    pub window: Option<u16>,
+}
+
+/// What an import did (or, for a dry run, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportResult {
+    /// The user was created.
+    Created,
+    /// The user's earlier enrolment was replaced (`replace`).
+    Replaced,
+    /// The user is enrolled in otpd already and was left alone.
+    LeftAlone,
 }
 
 /// The daemon's answer. Unknown fields are ignored (unlike in requests):
@@ -167,7 +285,7 @@ pub enum Response {
         phone: bool,
     },
     /// A new pending enrolment.
-    Enrolled(Enrolment),
+    Enrolled(Box<Enrolment>),
     /// A new pending enrolment with a self-enrolment link.
     Link {
         /// The user.
@@ -192,6 +310,22 @@ pub enum Response {
     Users {
         /// One entry per enrolled user, sorted by name.
         users: Vec<UserSummary>,
+    },
+    /// The answer to `Import`.
+    Imported {
+        /// The user.
+        user: String,
+        /// What was (or would be) done.
+        result: ImportResult,
+        /// It was a dry run: nothing was changed.
+        dry_run: bool,
+    },
+    /// The answer to `Resync`: the token's next counter value.
+    Resynced {
+        /// The device that the codes fit.
+        device: String,
+        /// The counter value that the token's next code must have.
+        next_counter: u64,
     },
     /// `Remove` or `Unlock` was carried out.
     Done {},
@@ -315,6 +449,15 @@ pub struct Enrolment {
     pub uri: SecretText,
     /// An earlier enrolment (pending, or active with `force`) was replaced.
     pub replaced: bool,
+    /// The device's name.
+    #[serde(default)]
+    pub device: String,
+    /// TOTP or HOTP.
+    #[serde(default)]
+    pub kind: TokenKind,
+    /// HOTP: the counter value of the token's next code.
+    #[serde(default)]
+    pub counter: Option<u64>,
 }
 
 /// The state of an enrolment as `otpd list` shows it.
@@ -357,6 +500,31 @@ pub struct UserSummary {
     /// A phone number is registered for texted codes.
     #[serde(default)]
     pub phone: bool,
+    /// The user's devices (tokens), the first one first.
+    #[serde(default)]
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// One device (token) of a user, as `otpd list` shows it; never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSummary {
+    /// Its name.
+    pub name: String,
+    /// TOTP or HOTP.
+    pub kind: TokenKind,
+    /// Pending or active (never throttled: limits are per user).
+    pub state: UserState,
+    /// HMAC algorithm.
+    pub algorithm: Algorithm,
+    /// Number of digits.
+    pub digits: u8,
+    /// TOTP: seconds per step.
+    pub period: u64,
+    /// HOTP: the counter value of the next code.
+    pub next_counter: Option<u64>,
+    /// Unix time of its enrolment or import.
+    pub created: u64,
 }
 
 fn is_false(value: &bool) -> bool {

@@ -2,8 +2,8 @@
 
 use super::{qr, CliError, Client};
 use otpd_proto::{
-    Algorithm, EnrolParams, Enrolment, Request, Response, SecretText, UserState, UserSummary,
-    VerifyOutcome,
+    Algorithm, EnrolParams, Enrolment, Request, Response, SecretText, TokenKind, UserState,
+    UserSummary, VerifyOutcome,
 };
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -45,6 +45,17 @@ pub struct EnrollOptions {
     /// How long the link stays valid, e.g. 24h, 30m, 7days [default: config, else 24h]
     #[arg(long, requires = "link", value_parser = parse_duration, value_name = "DURATION")]
     pub expires: Option<u64>,
+    /// Name this device (phone, yubikey …): a user who has tokens already
+    /// gets this one besides them [default: the user's first device, "default"]
+    #[arg(long, value_name = "NAME", conflicts_with = "link")]
+    pub device: Option<String>,
+    /// A counter-based (HOTP, RFC 4226) token, for hardware keys, instead
+    /// of a time-based one
+    #[arg(long, conflicts_with_all = ["link", "period"])]
+    pub hotp: bool,
+    /// The counter value of the token's next code [default: 0]
+    #[arg(long, requires = "hotp", value_name = "N")]
+    pub counter: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -65,7 +76,7 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     s.parse()
 }
 
-fn unexpected(r: &Response) -> CliError {
+pub(super) fn unexpected(r: &Response) -> CliError {
     CliError::Unreachable(format!("unexpected answer from otpd: {r:?}"))
 }
 
@@ -176,6 +187,9 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
         period: o.period,
         force: o.force,
         link_expires: o.link.then(|| o.expires.unwrap_or(default_expires)),
+        device: o.device.clone(),
+        hotp: o.hotp,
+        counter: o.counter,
     });
     let e = match client.call(&request)? {
         Response::Enrolled(e) => e,
@@ -193,7 +207,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
     if let Some(path) = &o.qr_svg {
         qr::svg(e.uri.expose(), path)?;
     }
-    if (e.algorithm, e.digits, e.period) != (Algorithm::Sha1, 6, 30) {
+    if e.kind == TokenKind::Totp && (e.algorithm, e.digits, e.period) != (Algorithm::Sha1, 6, 30) {
         eprintln!(
             "warning: this token uses {}, {} digits, {} s; Microsoft Authenticator only handles SHA1, 6 digits, 30 s (use Aegis, FreeOTP, 1Password … or the defaults)",
             e.algorithm, e.digits, e.period
@@ -210,6 +224,9 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
             "uri": e.uri.expose(),
             "state": "pending",
             "replaced": e.replaced,
+            "device": e.device,
+            "kind": e.kind,
+            "counter": e.counter,
         });
         say!("{out}");
         return Ok(());
@@ -332,21 +349,37 @@ fn phone_confirm(client: &Client, user: &str, code: SecretText) -> Result<(), Cl
 fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
     let stdout_tty = std::io::stdout().is_terminal();
     let art = qr::terminal(e.uri.expose(), stdout_tty)?;
+    let how = match e.counter {
+        Some(counter) => format!(
+            "Counter-based (HOTP), {}, {} digits, next counter {counter}",
+            e.algorithm, e.digits
+        ),
+        None => format!(
+            "Time-based, {}, {} digits, every {} s",
+            e.algorithm, e.digits, e.period
+        ),
+    };
+    let scan = match e.kind {
+        TokenKind::Totp => "Scan the QR code with the authenticator app (Microsoft Authenticator: \"+\" → \"Other account\" → \"Scan a QR code\").",
+        TokenKind::Hotp => "Program the hardware key with this secret (e.g. ykman oath accounts uri, or the key's own tool), or scan the QR code with an app that counts (FreeOTP, Aegis).",
+    };
     let text = format!(
-        "{verb} enrolment for {user} (pending until the first code is validated).\n\n\
+        "{verb} enrolment for {user}{device} (pending until the first code is validated).\n\n\
          {uri}\n\n\
          Secret for manual entry: {secret}\n\
-         Account: {user}   Issuer: {issuer}   Time-based, {alg}, {digits} digits, every {period} s\n\n\
+         Account: {user}   Issuer: {issuer}   {how}\n\n\
          {art}\n\
-         Scan the QR code with the authenticator app (Microsoft Authenticator: \"+\" → \"Other account\" → \"Scan a QR code\").\n",
+         {scan}\n",
         verb = if e.replaced { "New" } else { "Started" },
+        device = if e.device.is_empty() || e.device == "default" {
+            String::new()
+        } else {
+            format!(", device {}", e.device)
+        },
         user = e.user,
         uri = e.uri.expose(),
         secret = grouped(e.secret_base32.expose()),
         issuer = e.issuer,
-        alg = e.algorithm,
-        digits = e.digits,
-        period = e.period,
     );
     super::emit(&text);
     Ok(())
@@ -412,10 +445,10 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
     }
     let width = users.iter().map(|u| u.user.len()).max().unwrap_or(4).max(4);
     say!(
-        "{:width$}  {:9}  {:14}  {:20}  {:20}  {:8}  {:8}  PHONE",
+        "{:width$}  {:9}  {:24}  {:20}  {:20}  {:8}  {:8}  PHONE",
         "USER",
         "STATE",
-        "TOKEN",
+        "TOKENS",
         "CREATED",
         "LAST SUCCESS",
         "FAILURES",
@@ -429,10 +462,10 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
             (UserState::Throttled, None) => "throttled".to_string(),
         };
         say!(
-            "{:width$}  {:9}  {:14}  {:20}  {:20}  {:8}  {:8}  {}",
+            "{:width$}  {:9}  {:24}  {:20}  {:20}  {:8}  {:8}  {}",
             u.user,
             state,
-            format!("{}/{}/{}s", u.algorithm, u.digits, u.period),
+            tokens_column(&u),
             when(Some(u.created)),
             when(u.last_success),
             u.failures,
@@ -441,6 +474,30 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// One device `name:totp/SHA1/6/30s`; a pending one is marked, an HOTP one
+/// shows its next counter.
+fn tokens_column(u: &UserSummary) -> String {
+    if u.devices.is_empty() {
+        return format!("{}/{}/{}s", u.algorithm, u.digits, u.period);
+    }
+    u.devices
+        .iter()
+        .map(|d| {
+            let what = match d.next_counter {
+                Some(c) => format!("hotp/{}/{}#{c}", d.algorithm, d.digits),
+                None => format!("totp/{}/{}/{}s", d.algorithm, d.digits, d.period),
+            };
+            let pending = if d.state == UserState::Pending {
+                " (pending)"
+            } else {
+                ""
+            };
+            format!("{}:{what}{pending}", d.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `otpd status`: whether the daemon answers, and its state.
@@ -477,13 +534,47 @@ pub fn status(client: &Client) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `otpd remove USER`
-pub fn remove(client: &Client, user: String) -> Result<(), CliError> {
-    match client.call(&Request::Remove { user: user.clone() })? {
+/// `otpd remove USER [--device NAME]`
+pub fn remove(client: &Client, user: String, device: Option<String>) -> Result<(), CliError> {
+    match client.call(&Request::Remove {
+        user: user.clone(),
+        device: device.clone(),
+    })? {
         Response::Done {} => {
-            say!("removed: {user} no longer has a token");
+            match device {
+                Some(name) => say!("removed: the device {name} of {user} (the user's other devices still work; without any, {user} is no longer enrolled)"),
+                None => say!("removed: {user} no longer has a token"),
+            }
             Ok(())
         }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `otpd resync USER CODE1 CODE2 [--device NAME]`
+pub fn resync(
+    client: &Client,
+    user: String,
+    code1: String,
+    code2: String,
+    device: Option<String>,
+) -> Result<(), CliError> {
+    match client.call(&Request::Resync {
+        user: user.clone(),
+        device,
+        code1: SecretText::new(code1),
+        code2: SecretText::new(code2),
+    })? {
+        Response::Resynced {
+            device,
+            next_counter,
+        } => {
+            say!("resynced: the device {device} of {user} is in step again (next counter {next_counter}); its next code logs in");
+            Ok(())
+        }
+        Response::Verified { .. } => Err(CliError::Refused(format!(
+            "not resynced: those are not two consecutive codes of an HOTP token of {user} within the resync window ([hotp] resync_window) after its counter; nothing changed"
+        ))),
         other => Err(unexpected(&other)),
     }
 }

@@ -10,12 +10,15 @@ macro_rules! say {
 
 mod client;
 mod commands;
+mod import;
 mod qr;
 
 pub use client::Client;
 pub use commands::{
-    confirm, enroll, list, phone, recovery_codes, remove, status, unlock, verify, EnrollOptions,
+    confirm, enroll, list, phone, recovery_codes, remove, resync, status, unlock, verify,
+    EnrollOptions,
 };
+pub use import::{import_google_authenticator, import_oath};
 pub use qr::terminal as terminal_qr;
 
 /// A CLI failure, mapped to the documented exit status.

@@ -3,9 +3,10 @@
 
 use crate::core::code;
 use crate::core::ratelimit::{remaining, Limits};
+use crate::core::record::TokenKind;
 use crate::core::record::{EnrolState, SourceCounter, UserRecord};
-use crate::core::tokens::normalize_recovery;
-use crate::core::totp::{match_code, CodeMatch};
+use crate::core::tokens::normalize_any_recovery;
+use crate::core::totp::{match_device, CodeMatch};
 
 /// What was decided about one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +99,10 @@ impl Decision {
 /// Settings the decision depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    /// Steps accepted either side of now.
+    /// TOTP: steps accepted either side of now.
     pub window: u16,
+    /// HOTP: counter values looked ahead of the next one.
+    pub hotp_window: u16,
     /// Rate limits.
     pub limits: Limits,
 }
@@ -122,6 +125,7 @@ pub fn decide(
         return Ok(Decision::unchanged(Outcome::NotEnrolled));
     };
     if record.state == EnrolState::Pending && purpose == Purpose::Login {
+        // `set_devices` keeps an active device first: the user has none.
         return Ok(Decision::unchanged(Outcome::Pending));
     }
 
@@ -137,17 +141,40 @@ pub fn decide(
             now,
         )
     });
-    if let Some(retry_after) = source_wait.max(user_wait) {
+    let login = purpose == Purpose::Login;
+    // An imported RATE_LIMIT (pam_google_authenticator) holds on top of
+    // otpd's own limits, for logins.
+    let rate_wait = record
+        .tokens
+        .rate_limit
+        .as_ref()
+        .filter(|_| login)
+        .and_then(|l| l.wait(now));
+    if let Some(retry_after) = source_wait.max(user_wait).max(rate_wait) {
         return Ok(Decision::unchanged(Outcome::Throttled { retry_after }));
     }
 
-    // What the typed text can be: a TOTP code; during a login also a
-    // texted code (six digits, while one is outstanding) or a recovery
-    // code. Something that can be none of them (letters, wrong length) is a
-    // wrong code that changes nothing (design.md §6): it cannot be a guess,
-    // so it need not be counted.
-    let login = purpose == Purpose::Login;
-    let totp = code::normalize(typed_code, record.digits);
+    // The devices this code may belong to: the active ones for a login,
+    // the pending ones for a confirmation ("Validate").
+    let mut devices = record.devices();
+    let wanted = if login {
+        EnrolState::Active
+    } else {
+        EnrolState::Pending
+    };
+    let candidates: Vec<(usize, zeroize::Zeroizing<String>)> = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.state == wanted)
+        .filter_map(|(i, d)| code::normalize(typed_code, d.digits).map(|c| (i, c)))
+        .collect();
+
+    // What the typed text can be: a code of a device; during a login also
+    // a texted code (six digits, while one is outstanding) or a recovery
+    // code (otpd's own or an imported scratch code). Something that can be
+    // none of them (letters, wrong length) is a wrong code that changes
+    // nothing (design.md §6): it cannot be a guess, so it need not be
+    // counted.
     let sms_open = login && record.fallback.sms.iter().any(|c| now <= c.expires);
     let sms_code = if sms_open {
         code::normalize(typed_code, 6)
@@ -155,26 +182,42 @@ pub fn decide(
         None
     };
     let recovery = if login {
-        normalize_recovery(typed_code)
+        normalize_any_recovery(typed_code)
     } else {
         None
     };
-    if totp.is_none() && sms_code.is_none() && recovery.is_none() {
+    if candidates.is_empty() && sms_code.is_none() && recovery.is_none() {
         return Ok(Decision::unchanged(Outcome::WrongCode));
     }
 
     let mut next = record.clone();
     next.version = record.version.wrapping_add(1);
-    let matched = match &totp {
-        Some(code) => match_code(record, code, now, rules.window)?,
-        None => CodeMatch::NoMatch,
-    };
-    let outcome = match matched {
-        CodeMatch::Fresh { step } => {
-            next.state = EnrolState::Active;
-            next.last_accepted_step = Some(step);
-            Some(Outcome::Accepted { step })
+    if let Some(limit) = next.tokens.rate_limit.as_mut().filter(|_| login) {
+        limit.count(now);
+    }
+    // Every candidate device is checked (replay state is per device); the
+    // first fresh match is taken.
+    let mut matched = CodeMatch::NoMatch;
+    for (i, code) in &candidates {
+        let device = &devices[*i];
+        let window = device.window.unwrap_or(match device.kind {
+            TokenKind::Totp => rules.window,
+            TokenKind::Hotp => rules.hotp_window,
+        });
+        match match_device(device, code, now, window)? {
+            CodeMatch::Fresh { step } => {
+                matched = CodeMatch::Fresh { step };
+                devices[*i].state = EnrolState::Active;
+                devices[*i].last_accepted_step = Some(step);
+                next.set_devices(devices)?;
+                break;
+            }
+            CodeMatch::Used => matched = CodeMatch::Used,
+            CodeMatch::NoMatch => {}
         }
+    }
+    let outcome = match matched {
+        CodeMatch::Fresh { step } => Some(Outcome::Accepted { step }),
         CodeMatch::Used => None,
         CodeMatch::NoMatch => {
             if let Some(code) = &sms_code {
@@ -255,6 +298,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::record::Device;
     use crate::core::totp::generator;
     use otpd_proto::Algorithm;
 
@@ -265,6 +309,7 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             window: 1,
+            hotp_window: 10,
             limits: Limits::default(),
         }
     }
@@ -284,6 +329,7 @@ mod tests {
             user_failures: 0,
             last_failure: None,
             fallback: Default::default(),
+            tokens: Default::default(),
         }
     }
 
@@ -379,6 +425,149 @@ mod tests {
         assert_eq!(
             login(&eight, None, "424242", NOW).outcome,
             Outcome::AcceptedSms
+        );
+    }
+
+    fn second_device(name: &str, key: &[u8], kind: TokenKind, state: EnrolState) -> Device {
+        Device {
+            name: name.into(),
+            state,
+            kind,
+            secret: crate::core::record::SecretBytes::new(key.to_vec()),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            created: 0,
+            last_accepted_step: None,
+            window: None,
+        }
+    }
+
+    const KEY2: &[u8] = b"abcdefghijabcdefghij";
+
+    fn two_devices() -> UserRecord {
+        let mut r = active();
+        let mut devices = r.devices();
+        devices.push(second_device(
+            "key",
+            KEY2,
+            TokenKind::Hotp,
+            EnrolState::Active,
+        ));
+        r.set_devices(devices).unwrap();
+        r
+    }
+
+    fn hotp2(counter: u64) -> String {
+        crate::core::totp::hotp_code(KEY2, Algorithm::Sha1, 6, counter).unwrap()
+    }
+
+    #[test]
+    fn a_code_of_any_active_device_is_accepted_with_replay_state_per_device() {
+        let r = two_devices();
+        // The phone's TOTP code.
+        let d = login(&r, None, &code_at(NOW), NOW);
+        assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
+        let after_phone = d.record.unwrap();
+        // The key's HOTP code is still good: its own replay state.
+        let d = login(&after_phone, None, &hotp2(0), NOW);
+        assert_eq!(d.outcome, Outcome::Accepted { step: 0 });
+        let after_key = d.record.unwrap();
+        let devices = after_key.devices();
+        assert_eq!(devices[0].last_accepted_step, Some(STEP));
+        assert_eq!(devices[1].last_accepted_step, Some(0));
+        // Each replayed.
+        assert_eq!(
+            login(&after_key, None, &hotp2(0), NOW).outcome,
+            Outcome::Replayed
+        );
+        assert_eq!(
+            login(&after_key, None, &code_at(NOW), NOW).outcome,
+            Outcome::Replayed
+        );
+        // The key's look-ahead: ten presses that never reached a login.
+        assert_eq!(
+            login(&after_key, None, &hotp2(11), NOW).outcome,
+            Outcome::Accepted { step: 11 }
+        );
+        assert_eq!(
+            login(&after_key, None, &hotp2(12), NOW).outcome,
+            Outcome::WrongCode
+        );
+    }
+
+    #[test]
+    fn a_pending_device_is_confirmed_not_logged_in_with() {
+        let mut r = active();
+        let mut devices = r.devices();
+        devices.push(second_device(
+            "tablet",
+            KEY2,
+            TokenKind::Totp,
+            EnrolState::Pending,
+        ));
+        r.set_devices(devices).unwrap();
+        let tablet_code = generator(KEY2, Algorithm::Sha1, 6, 30, 0)
+            .unwrap()
+            .generate(NOW)
+            .to_string();
+        assert_eq!(
+            login(&r, None, &tablet_code, NOW).outcome,
+            Outcome::WrongCode
+        );
+        // The phone's code does not confirm the tablet.
+        let confirm = |r: &UserRecord, code: &str| {
+            decide(Some(r), None, code, NOW, Purpose::Confirm, &rules()).unwrap()
+        };
+        assert_eq!(confirm(&r, &code_at(NOW)).outcome, Outcome::WrongCode);
+        let d = confirm(&r, &tablet_code);
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        let next = d.record.unwrap();
+        assert!(next.devices().iter().all(|d| d.state == EnrolState::Active));
+    }
+
+    #[test]
+    fn an_imported_window_replaces_the_configured_one() {
+        let mut r = active();
+        assert_eq!(
+            login(&r, None, &code_at(NOW + 90), NOW).outcome,
+            Outcome::WrongCode
+        );
+        r.tokens.first_window = Some(3);
+        assert!(matches!(
+            login(&r, None, &code_at(NOW + 90), NOW).outcome,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn an_imported_rate_limit_refuses_attempts_beyond_it() {
+        let mut r = active();
+        r.tokens.rate_limit = Some(crate::core::record::LoginRateLimit {
+            attempts: 2,
+            seconds: 30,
+            recent: Vec::new(),
+        });
+        let first = login(&r, None, "000000", NOW).record.unwrap();
+        let second = login(&first, None, &code_at(NOW), NOW + 1).record.unwrap();
+        assert_eq!(
+            login(&second, None, &code_at(NOW + 30), NOW + 2).outcome,
+            Outcome::Throttled { retry_after: 28 }
+        );
+        assert!(matches!(
+            login(&second, None, &code_at(NOW + 30), NOW + 30).outcome,
+            Outcome::Accepted { .. }
+        ));
+    }
+
+    #[test]
+    fn an_imported_scratch_code_works_once() {
+        let r = with_recovery(&["12345678"]);
+        let d = login(&r, None, " 12345678", NOW);
+        assert_eq!(d.outcome, Outcome::AcceptedRecovery { remaining: 0 });
+        assert_eq!(
+            login(&d.record.unwrap(), None, "12345678", NOW).outcome,
+            Outcome::WrongCode
         );
     }
 

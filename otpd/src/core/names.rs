@@ -39,6 +39,28 @@ pub fn validate_issuer(issuer: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest device name accepted.
+pub const MAX_DEVICE_LEN: usize = 32;
+
+/// Checks a device name (`phone`, `yubikey-5`): 1 to 32 letters, digits,
+/// `.`, `_` or `-`, so that it reads well in `otpd list` and logs.
+pub fn validate_device(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_DEVICE_LEN {
+        return Err(format!(
+            "the device name must be 1 to {MAX_DEVICE_LEN} characters long"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "the device name {name:?} may only hold letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +83,9 @@ mod tests {
             .contains("longer"));
         assert!(validate_issuer("Acme:Corp").is_err());
         assert!(validate_issuer("Acme Corp").is_ok());
+        assert!(validate_device("yubikey-5.a_b").is_ok());
+        assert!(validate_device("").is_err());
+        assert!(validate_device("my phone").unwrap_err().contains("letters"));
+        assert!(validate_device(&"x".repeat(33)).is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
+pub use otpd_proto::TokenKind;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -103,6 +104,105 @@ pub struct UserRecord {
     /// written before they existed.
     #[serde(default)]
     pub fallback: Fallback,
+    /// The first token's name and kind, the user's other devices, and an
+    /// imported login rate limit: absent in records written before them.
+    #[serde(default)]
+    pub tokens: TokenSet,
+}
+
+/// The name of a user's first device when none was given.
+pub const DEFAULT_DEVICE: &str = "default";
+
+/// One token of a user. The record keeps its first token in its own fields
+/// (the layout of records written before devices existed) and the others
+/// as `Device`s in [`TokenSet::others`]; [`UserRecord::devices`] and
+/// [`UserRecord::set_devices`] give one view of all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Its name, unique within the user (`phone`, `yubikey` …).
+    pub name: String,
+    /// Pending until its first code is confirmed.
+    pub state: EnrolState,
+    /// TOTP or HOTP.
+    pub kind: TokenKind,
+    /// The shared secret.
+    pub secret: SecretBytes,
+    /// HMAC algorithm.
+    pub algorithm: Algorithm,
+    /// 6 to 8.
+    pub digits: u8,
+    /// TOTP: seconds per step (kept, unused, for HOTP).
+    pub period: u64,
+    /// Unix time of its enrolment or import.
+    pub created: u64,
+    /// The replay guard. TOTP: no code for a step ≤ this is accepted again;
+    /// HOTP: no code for a counter value ≤ this.
+    pub last_accepted_step: Option<u64>,
+    /// Its own window (TOTP: steps either side; HOTP: look-ahead), from an
+    /// import; `None`: the configured one.
+    pub window: Option<u16>,
+}
+
+impl Device {
+    /// HOTP: the counter value its next code has.
+    pub fn next_counter(&self) -> u64 {
+        self.last_accepted_step.map_or(0, |c| c.saturating_add(1))
+    }
+}
+
+/// What a record holds about its tokens besides the first one's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSet {
+    /// The first token's name; `None`: [`DEFAULT_DEVICE`].
+    pub first_name: Option<String>,
+    /// The first token's kind.
+    pub first_kind: TokenKind,
+    /// The first token's own window, if imported with one.
+    pub first_window: Option<u16>,
+    /// The user's other tokens.
+    pub others: Vec<Device>,
+    /// At most so many login attempts per period (imported from
+    /// pam_google_authenticator's RATE_LIMIT).
+    pub rate_limit: Option<LoginRateLimit>,
+}
+
+/// pam_google_authenticator's RATE_LIMIT: at most `attempts` login
+/// attempts in any `seconds`, right or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRateLimit {
+    /// Attempts allowed per period.
+    pub attempts: u32,
+    /// The period, in seconds.
+    pub seconds: u64,
+    /// Unix times of the attempts of the last period.
+    pub recent: Vec<u64>,
+}
+
+impl LoginRateLimit {
+    /// Seconds until one more attempt is allowed, or `None` now.
+    pub fn wait(&self, now: u64) -> Option<u64> {
+        let window: Vec<u64> = self
+            .recent
+            .iter()
+            .copied()
+            .filter(|t| *t <= now && now - t < self.seconds)
+            .collect();
+        if window.len() < self.attempts.max(1) as usize {
+            return None;
+        }
+        let oldest = window.iter().min().copied().unwrap_or(now);
+        Some((oldest + self.seconds).saturating_sub(now).max(1))
+    }
+
+    /// Counts an attempt at `now`, forgetting those older than the period.
+    pub fn count(&mut self, now: u64) {
+        let seconds = self.seconds;
+        self.recent.retain(|t| *t <= now && now - t < seconds);
+        self.recent.push(now);
+    }
 }
 
 impl UserRecord {
@@ -124,7 +224,57 @@ impl UserRecord {
             user_failures: 0,
             last_failure: None,
             fallback: Fallback::default(),
+            tokens: TokenSet::default(),
         }
+    }
+
+    /// Every token of the user, the first one first.
+    pub fn devices(&self) -> Vec<Device> {
+        let first = Device {
+            name: self
+                .tokens
+                .first_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DEVICE.to_owned()),
+            state: self.state,
+            kind: self.tokens.first_kind,
+            secret: self.secret.clone(),
+            algorithm: self.algorithm,
+            digits: self.digits,
+            period: self.period,
+            created: self.created,
+            last_accepted_step: self.last_accepted_step,
+            window: self.tokens.first_window,
+        };
+        std::iter::once(first)
+            .chain(self.tokens.others.iter().cloned())
+            .collect()
+    }
+
+    /// Stores `devices` as the user's tokens. Active ones go first (in their
+    /// order), so that the record's own `state` says whether the user has
+    /// any active token. `Err` for an empty list: a user without tokens is
+    /// removed, not stored.
+    pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<(), String> {
+        let (active, pending): (Vec<Device>, Vec<Device>) = devices
+            .into_iter()
+            .partition(|d| d.state == EnrolState::Active);
+        let mut all = active.into_iter().chain(pending);
+        let first = all
+            .next()
+            .ok_or_else(|| "a user needs at least one device".to_string())?;
+        self.tokens.others = all.collect();
+        self.tokens.first_name = (first.name != DEFAULT_DEVICE).then(|| first.name.clone());
+        self.tokens.first_kind = first.kind;
+        self.tokens.first_window = first.window;
+        self.state = first.state;
+        self.algorithm = first.algorithm;
+        self.digits = first.digits;
+        self.period = first.period;
+        self.created = first.created;
+        self.last_accepted_step = first.last_accepted_step;
+        self.secret = first.secret.clone();
+        Ok(())
     }
 }
 
@@ -232,6 +382,84 @@ mod tests {
         let long = serde_json::to_string(&vec![1u8; MAX_SECRET_LEN + 1]).unwrap();
         assert!(serde_json::from_str::<SecretBytes>(&long).is_err());
         assert!(serde_json::from_str::<SecretBytes>("[1,256]").is_err());
+    }
+
+    fn device(name: &str, state: EnrolState) -> Device {
+        Device {
+            name: name.into(),
+            state,
+            kind: TokenKind::Totp,
+            secret: SecretBytes::new(name.as_bytes().to_vec()),
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+            created: 1,
+            last_accepted_step: None,
+            window: None,
+        }
+    }
+
+    #[test]
+    fn devices_round_trip_with_active_ones_first() {
+        let mut r = UserRecord::decoy();
+        assert_eq!(r.devices().len(), 1);
+        assert_eq!(r.devices()[0].name, DEFAULT_DEVICE);
+        let mut hotp = device("key", EnrolState::Pending);
+        hotp.kind = TokenKind::Hotp;
+        hotp.last_accepted_step = Some(41);
+        let devices = vec![
+            hotp.clone(),
+            device("phone", EnrolState::Active),
+            device("tablet", EnrolState::Active),
+        ];
+        r.set_devices(devices).unwrap();
+        let back = r.devices();
+        let names: Vec<&str> = back.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["phone", "tablet", "key"]);
+        assert_eq!(r.state, EnrolState::Active);
+        assert_eq!(r.secret.expose(), b"phone");
+        assert_eq!(back[2], hotp);
+        assert_eq!(back[2].next_counter(), 42);
+        // Stored as JSON and read back: the same devices.
+        let json = serde_json::to_string(&r).unwrap();
+        let read: UserRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(read.devices(), back);
+        assert!(r.set_devices(Vec::new()).is_err());
+        // Only pending devices: the user is pending.
+        r.set_devices(vec![device("a", EnrolState::Pending)])
+            .unwrap();
+        assert_eq!(r.state, EnrolState::Pending);
+        assert_eq!(r.tokens.first_name.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_record_written_before_devices_reads_as_one_default_totp_device() {
+        let mut old = serde_json::to_value(UserRecord::decoy()).unwrap();
+        old.as_object_mut().unwrap().remove("tokens");
+        let r: UserRecord = serde_json::from_value(old).unwrap();
+        let d = r.devices();
+        assert_eq!((d.len(), d[0].kind), (1, TokenKind::Totp));
+        assert_eq!(d[0].name, DEFAULT_DEVICE);
+    }
+
+    #[test]
+    fn the_login_rate_limit_counts_every_attempt_in_its_period() {
+        let mut l = LoginRateLimit {
+            attempts: 3,
+            seconds: 30,
+            recent: Vec::new(),
+        };
+        for t in [100, 105, 110] {
+            assert_eq!(l.wait(t), None);
+            l.count(t);
+        }
+        assert_eq!(l.wait(111), Some(19));
+        assert_eq!(l.wait(129), Some(1));
+        assert_eq!(l.wait(130), None);
+        l.count(130);
+        assert_eq!(l.recent, vec![105, 110, 130]);
+        // A clock stepped back does not make old attempts count forever.
+        assert_eq!(l.wait(50), None);
     }
 
     #[test]

@@ -119,6 +119,24 @@ pub fn normalize_recovery(typed: &str) -> Option<Zeroizing<String>> {
         .then_some(canonical)
 }
 
+/// Digits of pam_google_authenticator's scratch codes, which an import
+/// keeps as recovery codes.
+pub const SCRATCH_LEN: usize = 8;
+
+/// The canonical form of something typed as an imported scratch code:
+/// exactly eight ASCII digits after trimming. `None` when it cannot be one.
+pub fn normalize_scratch(typed: &str) -> Option<Zeroizing<String>> {
+    let trimmed = typed.trim();
+    (trimmed.len() == SCRATCH_LEN && trimmed.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Zeroizing::new(trimmed.to_owned()))
+}
+
+/// The canonical form of a typed recovery code of either kind: one of
+/// otpd's own (`XXXX-XXXX-XXXX`) or an imported scratch code.
+pub fn normalize_any_recovery(typed: &str) -> Option<Zeroizing<String>> {
+    normalize_recovery(typed).or_else(|| normalize_scratch(typed))
+}
+
 /// A six-digit texted code from random bytes (uniform: rejection is not
 /// needed for a one-in-a-million guess bound; the bias of u32 % 10^6 is
 /// below 2^-12).
@@ -215,6 +233,16 @@ mod tests {
         assert_eq!(normalize_recovery("2345-6789-ABY"), None);
         assert_eq!(normalize_recovery("0345-6789-ABYZ"), None);
         assert_eq!(normalize_recovery("123456"), None);
+    }
+
+    #[test]
+    fn scratch_codes_are_eight_digits() {
+        let n = |s: &str| normalize_any_recovery(s).map(|z| z.to_string());
+        assert_eq!(n(" 12345678 ").as_deref(), Some("12345678"));
+        assert_eq!(n("1234567"), None);
+        assert_eq!(n("123456789"), None);
+        assert_eq!(n("1234 5678"), None);
+        assert_eq!(n("2345-6789-abyz").as_deref(), Some("23456789ABYZ"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub fn authorize(
         | Request::Confirm { .. }
         | Request::List {}
         | Request::Remove { .. }
+        | Request::Resync { .. }
+        | Request::Import(_)
         | Request::Unlock { .. }
         | Request::RecoveryCodes { .. }
         | Request::DaemonStatus {}
@@ -91,6 +93,7 @@ mod tests {
             Request::List {},
             Request::Remove {
                 user: "alice".into(),
+                device: None,
             },
             Request::Unlock {
                 user: "alice".into(),

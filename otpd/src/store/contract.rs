@@ -20,8 +20,8 @@
 
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
+use crate::core::record::{Device, LoginRateLimit, SourceCounter, TokenKind, TokenSet, UserRecord};
 use crate::core::record::{EnrolState, Fallback, Link, SecretBytes, SmsChallenge};
-use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -236,6 +236,28 @@ fn rich_record(version: u64) -> UserRecord {
             ],
             sms_register: Some(challenge("111111", 3, Some("+4915112345678"), 2)),
             sms_sent: vec![1_700_000_001, 1_700_000_002, u64::MAX],
+        },
+        tokens: TokenSet {
+            first_name: Some("phone-1".into()),
+            first_kind: TokenKind::Hotp,
+            first_window: Some(17),
+            others: vec![Device {
+                name: "yubikey.5_b".into(),
+                state: EnrolState::Active,
+                kind: TokenKind::Totp,
+                secret: SecretBytes::new(vec![0xff; 10]),
+                algorithm: Algorithm::Sha256,
+                digits: 7,
+                period: 15,
+                created: 1,
+                last_accepted_step: Some(u64::MAX - 1),
+                window: None,
+            }],
+            rate_limit: Some(LoginRateLimit {
+                attempts: 3,
+                seconds: 30,
+                recent: vec![1_700_000_005, u64::MAX],
+            }),
         },
     }
 }

@@ -7,8 +7,10 @@ use crate::config::Config;
 use crate::core::decision::{decide, Outcome, Purpose, Rules};
 use crate::core::names::{validate_issuer, validate_user};
 use crate::core::ratelimit::remaining;
-use crate::core::record::{source_of, EnrolState, Fallback, SecretBytes, UserRecord};
-use crate::core::totp::otpauth_uri;
+use crate::core::record::{
+    source_of, Device, EnrolState, Fallback, SecretBytes, TokenKind, UserRecord, DEFAULT_DEVICE,
+};
+use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
     DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
+mod devices;
 mod fallback;
 
 pub use fallback::WebBackend;
@@ -229,19 +232,21 @@ impl Handler {
             Request::Verify { user, .. }
             | Request::Status { user }
             | Request::Confirm { user, .. }
-            | Request::Remove { user }
+            | Request::Remove { user, .. }
+            | Request::Resync { user, .. }
             | Request::Unlock { user }
             | Request::RecoveryCodes { user, .. }
             | Request::Phone { user, .. }
             | Request::PhoneConfirm { user, .. } => Some(user.as_str()),
             Request::Enrol(p) => Some(p.user.as_str()),
+            Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
         };
         if let Some(Err(reason)) = user.map(validate_user) {
             // Such a name can never be enrolled: for enrolment it is bad
             // input, for everything else there is simply no such user.
             let (code, outcome, message) = match request {
-                Request::Enrol(_) => (
+                Request::Enrol(_) | Request::Import(_) => (
                     ErrorCode::BadRequest,
                     "bad_request",
                     format!("cannot enrol: {reason}"),
@@ -295,7 +300,17 @@ impl Handler {
             Request::Status { user } => self.status(&user),
             Request::Enrol(params) => self.enrol(caller, params),
             Request::List {} => self.list(),
-            Request::Remove { user } => self.remove(caller, &user),
+            Request::Remove { user, device } => match device {
+                None => self.remove(caller, &user),
+                Some(device) => self.remove_device(caller, &user, &device),
+            },
+            Request::Resync {
+                user,
+                device,
+                code1,
+                code2,
+            } => self.resync(caller, &user, device.as_deref(), &code1, &code2),
+            Request::Import(params) => self.import(caller, *params),
             Request::Unlock { user } => self.unlock(caller, &user),
             Request::RecoveryCodes { user, count } => self.recovery_codes(caller, &user, count),
             Request::DaemonStatus {} => self.daemon_status(),
@@ -326,7 +341,7 @@ impl Handler {
             if purpose == Purpose::Confirm {
                 let refusal = match &record {
                     None => Some((ErrorCode::NotFound, format!("{user} is not enrolled"))),
-                    Some(r) if r.state == EnrolState::Active => Some((
+                    Some(r) if r.devices().iter().all(|d| d.state == EnrolState::Active) => Some((
                         ErrorCode::NotPending,
                         format!("{user}'s enrolment is already active; nothing to confirm"),
                     )),
@@ -449,6 +464,12 @@ impl Handler {
         let digits = p.digits.unwrap_or(defaults.digits);
         let period = p.period.unwrap_or(defaults.period);
         let issuer = p.issuer.clone().unwrap_or_else(|| self.issuer.clone());
+        let kind = if p.hotp {
+            TokenKind::Hotp
+        } else {
+            TokenKind::Totp
+        };
+        let counter = p.counter.unwrap_or(0);
         if digits != 6 && digits != 8 {
             return refuse(
                 ErrorCode::BadRequest,
@@ -460,6 +481,32 @@ impl Handler {
                 ErrorCode::BadRequest,
                 format!("period {period}: must be between 15 and 300 seconds"),
             );
+        }
+        if p.counter.is_some() && !p.hotp {
+            return refuse(
+                ErrorCode::BadRequest,
+                "a counter belongs to an HOTP token: add --hotp",
+            );
+        }
+        if counter > devices::MAX_COUNTER {
+            return refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "counter {counter}: must be at most {}",
+                    devices::MAX_COUNTER
+                ),
+            );
+        }
+        if p.link_expires.is_some() && (p.hotp || p.device.is_some()) {
+            return refuse(
+                ErrorCode::BadRequest,
+                "a self-enrolment link enrols a user's phone app: it cannot be combined with --hotp or --device",
+            );
+        }
+        if let Some(name) = &p.device {
+            if let Err(m) = crate::core::names::validate_device(name) {
+                return refuse(ErrorCode::BadRequest, m);
+            }
         }
         if let Err(m) = validate_issuer(&issuer) {
             return refuse(ErrorCode::BadRequest, m);
@@ -475,79 +522,114 @@ impl Handler {
         if let Err(e) = getrandom::getrandom(&mut secret) {
             return internal(format!("the OS random number generator failed: {e}"));
         }
-        let (uri, secret_base32) =
-            match otpauth_uri(&secret, algorithm, digits, period, &issuer, &p.user) {
-                Ok((uri, b32)) => (SecretText::new(uri), SecretText::new(b32)),
-                Err(e) => {
-                    return refuse(
-                        ErrorCode::BadRequest,
-                        format!("cannot build the otpauth URI: {e}"),
-                    )
-                }
-            };
+        let uri = match kind {
+            TokenKind::Totp => otpauth_uri(&secret, algorithm, digits, period, &issuer, &p.user),
+            TokenKind::Hotp => {
+                otpauth_hotp_uri(&secret, algorithm, digits, counter, &issuer, &p.user)
+            }
+        };
+        let (uri, secret_base32) = match uri {
+            Ok((uri, b32)) => (SecretText::new(uri), SecretText::new(b32)),
+            Err(e) => {
+                return refuse(
+                    ErrorCode::BadRequest,
+                    format!("cannot build the otpauth URI: {e}"),
+                )
+            }
+        };
+        let device_name = p.device.clone().unwrap_or_else(|| DEFAULT_DEVICE.into());
+        let new_device = Device {
+            name: device_name.clone(),
+            state: EnrolState::Pending,
+            kind,
+            secret: SecretBytes::new(secret.to_vec()),
+            algorithm,
+            digits,
+            period,
+            created: self.now(),
+            last_accepted_step: counter.checked_sub(1),
+            window: None,
+        };
 
         with_retries(|| {
             let existing = match self.store.user(&p.user) {
                 Ok(r) => r,
                 Err(e) => return Some(internal(e)),
             };
-            if let Some(r) = &existing {
-                if r.state == EnrolState::Active && !p.force {
+            let next = match (&existing, &p.device) {
+                // A device added to (or replaced in) an existing user: the
+                // other devices, recovery codes and counters stay.
+                (Some(r), Some(_)) => {
+                    match self.with_device(r, new_device.clone(), p.force, caller) {
+                        Ok(next) => next,
+                        Err(refusal) => return Some(refusal),
+                    }
+                }
+                (Some(r), None) if r.state == EnrolState::Active && !p.force => {
                     info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "already_enrolled");
                     return Some(refuse(
                         ErrorCode::AlreadyEnrolled,
                         format!(
-                            "{} already has an active token; use --force to replace it",
+                            "{} already has an active token; use --force to replace it, or --device NAME to add another",
                             p.user
                         ),
                     ));
                 }
-            }
-            let version = match &existing {
-                Some(r) => r.version.wrapping_add(1),
-                None => match fresh_version() {
-                    Ok(v) => v,
-                    Err(response) => return Some(response),
-                },
+                _ => {
+                    let version = match &existing {
+                        Some(r) => r.version.wrapping_add(1),
+                        None => match fresh_version() {
+                            Ok(v) => v,
+                            Err(response) => return Some(response),
+                        },
+                    };
+                    let mut record = UserRecord {
+                        version,
+                        issuer: issuer.clone(),
+                        fallback: Fallback {
+                            link: link.as_ref().map(|(_, stored)| stored.clone()),
+                            ..Fallback::default()
+                        },
+                        ..UserRecord::decoy()
+                    };
+                    if let Err(e) = record.set_devices(vec![new_device.clone()]) {
+                        return Some(internal(e));
+                    }
+                    record
+                }
             };
-            let record = UserRecord {
-                version,
-                state: EnrolState::Pending,
-                secret: SecretBytes::new(secret.to_vec()),
-                algorithm,
-                digits,
-                period,
-                issuer: issuer.clone(),
-                created: self.now(),
-                last_success: None,
-                last_accepted_step: None,
-                user_failures: 0,
-                last_failure: None,
-                fallback: Fallback {
-                    link: link.as_ref().map(|(_, stored)| stored.clone()),
-                    ..Fallback::default()
-                },
+            // A whole new enrolment starts the counters afresh; a device
+            // added to a user leaves them (a stranger's failures stay counted).
+            let sources = if existing.is_some() && p.device.is_some() {
+                SourcesChange::Keep
+            } else {
+                SourcesChange::ClearAll
             };
             match self.store.commit(
                 &p.user,
                 existing.as_ref().map(|r| r.version),
-                RecordChange::Put(&record),
-                SourcesChange::ClearAll,
+                RecordChange::Put(&next),
+                sources,
             ) {
                 Ok(()) => {}
                 Err(StoreError::Conflict) => return None,
                 Err(e) => return Some(internal(e)),
             }
-            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced = existing.is_some(), link = link.is_some());
+            let replaced = match (&existing, &p.device) {
+                (Some(r), Some(name)) => r.devices().iter().any(|d| &d.name == name),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced, link = link.is_some(), device = ?device_name, kind = kind.as_str());
             if let Some((url, stored)) = &link {
                 return Some(Response::Link {
                     user: p.user.clone(),
                     url: url.clone(),
                     expires: stored.expires,
-                    replaced: existing.is_some(),
+                    replaced,
                 });
             }
-            Some(Response::Enrolled(Enrolment {
+            Some(Response::Enrolled(Box::new(Enrolment {
                 user: p.user.clone(),
                 issuer: issuer.clone(),
                 algorithm,
@@ -555,8 +637,11 @@ impl Handler {
                 period,
                 secret_base32: secret_base32.clone(),
                 uri: uri.clone(),
-                replaced: existing.is_some(),
-            }))
+                replaced,
+                device: device_name.clone(),
+                kind,
+                counter: p.hotp.then_some(counter),
+            })))
         })
     }
 
@@ -586,6 +671,7 @@ impl Handler {
                     throttled_for_secs,
                     recovery_codes: u32::try_from(r.fallback.recovery.len()).unwrap_or(u32::MAX),
                     phone: r.fallback.phone.is_some(),
+                    devices: devices::summaries(&r),
                 }
             })
             .collect();
@@ -655,6 +741,8 @@ fn op_name(r: &Request) -> &'static str {
         Request::Confirm { .. } => "confirm",
         Request::List {} => "list",
         Request::Remove { .. } => "remove",
+        Request::Resync { .. } => "resync",
+        Request::Import(_) => "import",
         Request::Unlock { .. } => "unlock",
         Request::RecoveryCodes { .. } => "recovery_codes",
         Request::DaemonStatus {} => "status",
@@ -747,6 +835,7 @@ mod tests {
                 period: None,
                 force: false,
                 link_expires: None,
+                ..EnrolParams::default()
             }),
         );
         let Response::Enrolled(e) = enrolled else {

@@ -1,0 +1,256 @@
+//! pam_google_authenticator's secret file (`~/.google_authenticator`):
+//!
+//! ```text
+//! K5GTXAQFUPZKQUKEFKPKOBUB64          the secret, base32
+//! " RATE_LIMIT 3 30 1796396145        attempts, seconds, recent attempts
+//! " WINDOW_SIZE 3                     codes accepted around now (TOTP)
+//! " DISALLOW_REUSE 59879871           time steps used (unix time / 30)
+//! " TOTP_AUTH                         time-based ( " HOTP_COUNTER 1 ": counter-based)
+//! 96683582                            scratch codes, eight digits, each good once
+//! ```
+//!
+//! The module checks TOTP steps from now − (W−1)/2 to now + W/2 for a
+//! WINDOW_SIZE of W, and HOTP counters from HOTP_COUNTER to
+//! HOTP_COUNTER + W − 1; HOTP_COUNTER is the counter of the next code.
+
+use super::{base32_decode, ImportedToken, ImportedUser, ScratchCode};
+use crate::core::tokens::SCRATCH_LEN;
+use otpd_proto::{Algorithm, TokenKind};
+use zeroize::Zeroizing;
+
+/// The longest file read: a secret, a dozen option lines and scratch codes
+/// fit in far less.
+pub const MAX_FILE_LEN: usize = 64 * 1024;
+
+/// Reads one user's file. `Err` (naming the line, never quoting a secret)
+/// when the file cannot be imported at all; lines that otpd cannot honour
+/// as written become notes.
+pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
+    if text.len() > MAX_FILE_LEN {
+        return Err(format!("the file is longer than {MAX_FILE_LEN} bytes"));
+    }
+    let mut lines = text.lines().enumerate();
+    let secret_line = lines
+        .by_ref()
+        .map(|(_, l)| l.trim())
+        .find(|l| !l.is_empty())
+        .ok_or("the file is empty")?;
+    let secret = base32_decode(secret_line)
+        .filter(|s| !s.is_empty())
+        .ok_or("line 1 (the secret) is not base32")?;
+
+    let mut notes = Vec::new();
+    let mut totp_auth = false;
+    let mut hotp_counter: Option<u64> = None;
+    let mut window_size: Option<u64> = None;
+    let mut step_size: Option<u64> = None;
+    let mut used_steps: Option<Vec<u64>> = None;
+    let mut rate_limit = None;
+    let mut scratch_codes = Vec::new();
+
+    for (index, raw) in lines {
+        let n = index + 1;
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some(option) = line.strip_prefix('"') else {
+            if line.len() == SCRATCH_LEN && line.bytes().all(|b| b.is_ascii_digit()) {
+                scratch_codes.push(ScratchCode(Zeroizing::new(line.to_owned())));
+            } else {
+                notes.push(format!(
+                    "line {n} is neither an option nor an eight-digit scratch code: ignored"
+                ));
+            }
+            continue;
+        };
+        let mut words = option.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let values: Vec<&str> = words.collect();
+        let numbers: Option<Vec<u64>> = values.iter().map(|v| v.parse().ok()).collect();
+        match (name, numbers) {
+            ("TOTP_AUTH", _) => totp_auth = true,
+            ("HOTP_COUNTER", Some(v)) if v.len() == 1 => hotp_counter = Some(v[0]),
+            ("WINDOW_SIZE", Some(v)) if v.len() == 1 && (1..=200).contains(&v[0]) => {
+                window_size = Some(v[0])
+            }
+            ("STEP_SIZE", Some(v)) if v.len() == 1 && (1..=300).contains(&v[0]) => {
+                step_size = Some(v[0])
+            }
+            ("DISALLOW_REUSE", Some(v)) => used_steps = Some(v),
+            ("RATE_LIMIT", Some(v))
+                if v.len() >= 2
+                    && (1..=100).contains(&v[0])
+                    && (1..=3600).contains(&v[1]) =>
+            {
+                rate_limit = Some((v[0] as u32, v[1]))
+            }
+            ("TIME_SKEW", _) => notes.push(format!(
+                "line {n}: TIME_SKEW {} (the phone's clock was found off by that many steps) is not carried over; otpd checks codes around its own clock, so the phone's clock must be right",
+                values.join(" ")
+            )),
+            // pam_google_authenticator's own bookkeeping while it learns a
+            // skew; nothing to carry over.
+            ("RESETTING_TIME_SKEW", _) => {}
+            (
+                "HOTP_COUNTER" | "WINDOW_SIZE" | "STEP_SIZE" | "DISALLOW_REUSE" | "RATE_LIMIT",
+                _,
+            ) => {
+                return Err(format!(
+                    "line {n}: the values of {name} are not valid: {}",
+                    values.join(" ")
+                ))
+            }
+            _ => notes.push(format!(
+                "line {n}: the option {:?} is unknown to otpd: ignored",
+                name.chars().take(40).collect::<String>()
+            )),
+        }
+    }
+
+    let kind = match (totp_auth, hotp_counter) {
+        (true, Some(_)) => {
+            return Err(
+                "the file is both time-based (TOTP_AUTH) and counter-based (HOTP_COUNTER)".into(),
+            )
+        }
+        (_, Some(_)) => TokenKind::Hotp,
+        // The module treats a file with neither as time-based.
+        (_, None) => TokenKind::Totp,
+    };
+    let period = step_size.unwrap_or(30);
+    let window = match (kind, window_size) {
+        (_, None) => None,
+        (TokenKind::Totp, Some(w)) => {
+            if w % 2 == 0 {
+                notes.push(format!(
+                    "WINDOW_SIZE {w} is even: pam_google_authenticator accepts {} step(s) back and {} ahead; otpd accepts {} either side",
+                    (w - 1) / 2,
+                    w / 2,
+                    w / 2
+                ));
+            }
+            Some((w / 2) as u16)
+        }
+        (TokenKind::Hotp, Some(w)) => Some((w - 1) as u16),
+    };
+    let last_used = match (kind, used_steps) {
+        (TokenKind::Totp, None) => {
+            notes.push(
+                "DISALLOW_REUSE is off in this file: otpd accepts every code only once".into(),
+            );
+            None
+        }
+        (TokenKind::Totp, Some(steps)) => {
+            // The module records steps of its STEP_SIZE: the same unit as ours.
+            steps.into_iter().max()
+        }
+        (TokenKind::Hotp, Some(_)) => {
+            notes.push(
+                "DISALLOW_REUSE means nothing for a counter-based token: every HOTP code is good once anyway".into(),
+            );
+            None
+        }
+        (TokenKind::Hotp, None) => None,
+    };
+    Ok(ImportedUser {
+        user: user.to_owned(),
+        tokens: vec![ImportedToken {
+            kind,
+            secret,
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period,
+            last_used,
+            first_counter: hotp_counter.unwrap_or(0),
+            window,
+        }],
+        rate_limit,
+        scratch_codes,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file as `google-authenticator -t -d -f -r 3 -R 30 -w 3 -e 5`
+    /// writes it, after one login (the run recorded in docs/migrating).
+    const TOTP_FILE: &str = "K5GTXAQFUPZKQUKEFKPKOBUB64\n\" RATE_LIMIT 3 30 1796396145\n\" WINDOW_SIZE 3\n\" DISALLOW_REUSE 59879871\n\" TOTP_AUTH\n96683582\n20204582\n74638726\n16493020\n33523053\n";
+
+    #[test]
+    fn a_totp_file_with_every_option() {
+        let u = parse("alice", TOTP_FILE).unwrap();
+        assert_eq!(u.user, "alice");
+        let t = &u.tokens[0];
+        assert_eq!(t.kind, TokenKind::Totp);
+        assert_eq!(t.secret.len(), 16);
+        assert_eq!((t.digits, t.period, t.window), (6, 30, Some(1)));
+        assert_eq!(t.last_used, Some(59879871));
+        assert_eq!(u.rate_limit, Some((3, 30)));
+        assert_eq!(u.scratch_codes.len(), 5);
+        assert_eq!(*u.scratch_codes[0].0, "96683582");
+        assert!(u.notes.is_empty(), "{:?}", u.notes);
+        // Nothing of the secret or the codes in Debug.
+        let debug = format!("{u:?}");
+        assert!(
+            !debug.contains("96683582") && !debug.contains("K5GT"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn an_hotp_file_counts_from_its_counter() {
+        let u = parse(
+            "bob",
+            "Y3UDVSIVFJ3RXMMK7SZDXJOMXA\n\" WINDOW_SIZE 3\n\" HOTP_COUNTER 4\n29502064\n",
+        )
+        .unwrap();
+        let t = &u.tokens[0];
+        assert_eq!(t.kind, TokenKind::Hotp);
+        assert_eq!((t.first_counter, t.last_used, t.window), (4, None, Some(2)));
+        assert_eq!(u.scratch_codes.len(), 1);
+    }
+
+    #[test]
+    fn what_otpd_cannot_honour_is_noted() {
+        let u = parse(
+            "carol",
+            "JBSWY3DPEHPK3PXP\n\" TIME_SKEW 10\n\" RESETTING_TIME_SKEW \n\" WINDOW_SIZE 4\n\" STEP_SIZE 60\n\" FUTURE_OPTION x\n1234\n",
+        )
+        .unwrap();
+        let t = &u.tokens[0];
+        assert_eq!((t.period, t.window, t.last_used), (60, Some(2), None));
+        let notes = u.notes.join("\n");
+        for expected in [
+            "TIME_SKEW 10",
+            "WINDOW_SIZE 4 is even",
+            "FUTURE_OPTION",
+            "line 7",
+            "DISALLOW_REUSE is off",
+        ] {
+            assert!(notes.contains(expected), "{expected}: {notes}");
+        }
+        assert!(!notes.contains("JBSW"));
+    }
+
+    #[test]
+    fn files_that_cannot_be_imported_say_why_without_the_secret() {
+        for (text, why) in [
+            ("", "empty"),
+            ("NOT*BASE32\n", "not base32"),
+            ("JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER x\n", "HOTP_COUNTER"),
+            (
+                "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" TOTP_AUTH\n",
+                "both",
+            ),
+            ("JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 0\n", "WINDOW_SIZE"),
+            ("JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3\n", "RATE_LIMIT"),
+        ] {
+            let e = parse("u", text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+            assert!(!e.contains("JBSW"), "{e}");
+        }
+    }
+}

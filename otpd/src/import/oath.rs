@@ -1,0 +1,239 @@
+//! pam_oath's usersfile (`/etc/users.oath`), one token per line:
+//!
+//! ```text
+//! HOTP/T30    alice  -  3132333435363738393031323334353637383930  59879871  287082  2026-12-04T14:52:42L
+//! HOTP        bob    -  3132333435363738393031323334353637383930  5
+//! type        user   PIN  secret (hex)                           counter   last OTP  its time
+//! ```
+//!
+//! The type is `HOTP` (counter-based, also `HOTP/E`) or `HOTP/T30`,
+//! `HOTP/T60` (time-based, seconds per step), each optionally followed by
+//! `/6`, `/7` or `/8` digits. The PIN is `-` (none), `+` (checked by another
+//! module) or a password. The counter is the next HOTP counter value, or,
+//! for a time-based token, the time step of the last code used.
+
+use super::{hex_decode, ImportedToken, ImportedUser};
+use otpd_proto::{Algorithm, TokenKind};
+
+/// The longest usersfile read.
+pub const MAX_FILE_LEN: usize = 16 * 1024 * 1024;
+
+/// What a usersfile holds for otpd.
+#[derive(Debug, Default)]
+pub struct UsersFile {
+    /// Every user with at least one importable token, in file order.
+    pub users: Vec<ImportedUser>,
+    /// Users none of whose lines can be imported, with why.
+    pub failed_users: Vec<(String, String)>,
+    /// Lines that name no user (or cannot be read at all).
+    pub problems: Vec<String>,
+}
+
+/// A line's type field: (kind, seconds per step, digits).
+fn parse_type(field: &str) -> Option<(TokenKind, u64, u8)> {
+    let mut parts = field.split('/');
+    if parts.next()? != "HOTP" {
+        return None;
+    }
+    let mut kind = TokenKind::Hotp;
+    let mut period = 30;
+    let mut digits = 6;
+    let rest: Vec<&str> = parts.collect();
+    let mut rest = rest.as_slice();
+    if let Some(first) = rest.first() {
+        if *first == "E" {
+            rest = &rest[1..];
+        } else if let Some(step) = first.strip_prefix('T') {
+            kind = TokenKind::Totp;
+            period = step.parse().ok().filter(|p| (1..=300).contains(p))?;
+            rest = &rest[1..];
+        }
+    }
+    match rest {
+        [] => {}
+        [d] => digits = d.parse().ok().filter(|d| (6..=8).contains(d))?,
+        _ => return None,
+    }
+    Some((kind, period, digits))
+}
+
+/// Reads a whole usersfile. Never fails as a whole: what cannot be read is
+/// reported per user (or per line when no user can be told), never quoting
+/// a secret, a PIN or an OTP.
+pub fn parse(text: &str) -> UsersFile {
+    let mut out = UsersFile::default();
+    if text.len() > MAX_FILE_LEN {
+        out.problems
+            .push(format!("the file is longer than {MAX_FILE_LEN} bytes"));
+        return out;
+    }
+    // Problems of users that also have good lines end up as notes.
+    let mut user_problems: Vec<(String, String)> = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let n = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 4 {
+            match fields.get(1) {
+                Some(user) => user_problems.push((
+                    user.to_string(),
+                    format!("line {n} has fewer than four fields (type, user, PIN, secret)"),
+                )),
+                None => out
+                    .problems
+                    .push(format!("line {n} has fewer than four fields: ignored")),
+            }
+            continue;
+        }
+        let user = fields[1].to_owned();
+        let problem = |why: String| (user.clone(), format!("line {n}: {why}"));
+        let Some((kind, period, digits)) = parse_type(fields[0]) else {
+            user_problems.push(problem(format!(
+                "the type {:?} is not one otpd knows (HOTP, HOTP/E, HOTP/T30, HOTP/T60, optionally /6, /7 or /8)",
+                fields[0].chars().take(20).collect::<String>()
+            )));
+            continue;
+        };
+        let Some(secret) = hex_decode(fields[3]).filter(|s| !s.is_empty()) else {
+            user_problems.push(problem("the secret is not hexadecimal".into()));
+            continue;
+        };
+        let counter = match fields.get(4) {
+            None => 0,
+            Some(c) => match c.parse::<u64>() {
+                Ok(c) => c,
+                Err(_) => {
+                    user_problems.push(problem("the counter is not a number".into()));
+                    continue;
+                }
+            },
+        };
+        let mut notes = Vec::new();
+        match fields[2] {
+            "-" | "+" => {}
+            _ => notes.push(format!(
+                "line {n}: the PIN in the file is not carried over; otpd asks only for the code (keep the password check in the PAM stack)"
+            )),
+        }
+        let (last_used, first_counter) = match kind {
+            // The counter of the next code.
+            TokenKind::Hotp => (counter.checked_sub(1), counter),
+            // The step of the last code accepted; 0 while none was.
+            TokenKind::Totp => ((counter > 0).then_some(counter), 0),
+        };
+        let token = ImportedToken {
+            kind,
+            secret,
+            algorithm: Algorithm::Sha1,
+            digits,
+            period,
+            last_used,
+            first_counter,
+            window: None,
+        };
+        match out.users.iter_mut().find(|u| u.user == user) {
+            Some(existing) => {
+                existing.tokens.push(token);
+                existing.notes.extend(notes);
+            }
+            None => out.users.push(ImportedUser {
+                user,
+                tokens: vec![token],
+                rate_limit: None,
+                scratch_codes: Vec::new(),
+                notes,
+            }),
+        }
+    }
+    for (user, why) in user_problems {
+        match out.users.iter_mut().find(|u| u.user == user) {
+            Some(u) => u.notes.push(format!("{why}: that line is not imported")),
+            None => match out.failed_users.iter_mut().find(|(u, _)| *u == user) {
+                Some((_, reasons)) => {
+                    reasons.push_str("; ");
+                    reasons.push_str(&why);
+                }
+                None => out.failed_users.push((user, why)),
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_HEX: &str = "3132333435363738393031323334353637383930";
+
+    #[test]
+    fn types_name_kind_step_and_digits() {
+        assert_eq!(parse_type("HOTP"), Some((TokenKind::Hotp, 30, 6)));
+        assert_eq!(parse_type("HOTP/E"), Some((TokenKind::Hotp, 30, 6)));
+        assert_eq!(parse_type("HOTP/E/8"), Some((TokenKind::Hotp, 30, 8)));
+        assert_eq!(parse_type("HOTP/T30"), Some((TokenKind::Totp, 30, 6)));
+        assert_eq!(parse_type("HOTP/T60"), Some((TokenKind::Totp, 60, 6)));
+        assert_eq!(parse_type("HOTP/T30/8"), Some((TokenKind::Totp, 30, 8)));
+        assert_eq!(parse_type("HOTP/7"), Some((TokenKind::Hotp, 30, 7)));
+        for bad in [
+            "TOTP",
+            "HOTP/T0",
+            "HOTP/T30/9",
+            "HOTP/X",
+            "HOTP/T30/8/1",
+            "hotp",
+        ] {
+            assert_eq!(parse_type(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_with_totp_hotp_and_bad_lines() {
+        let text = format!(
+            "# users\n\
+             HOTP/T30\talice\t-\t{KEY_HEX}\t59879871\t287082\t2026-12-04T14:52:42L\n\
+             HOTP bob + {KEY_HEX} 5\n\
+             HOTP/T60/8 bob 1234 {KEY_HEX}\n\
+             HOTP carol - nothex\n\
+             HOTP/T30 dave - {KEY_HEX}\n\
+             HOTP/X dave - {KEY_HEX}\n\
+             garbage\n"
+        );
+        let f = parse(&text);
+        let names: Vec<&str> = f.users.iter().map(|u| u.user.as_str()).collect();
+        assert_eq!(names, ["alice", "bob", "dave"]);
+        let alice = &f.users[0].tokens[0];
+        assert_eq!(
+            (alice.kind, alice.period, alice.digits),
+            (TokenKind::Totp, 30, 6)
+        );
+        assert_eq!(alice.last_used, Some(59879871));
+        assert_eq!(alice.secret.as_slice(), b"12345678901234567890");
+        let bob = &f.users[1];
+        assert_eq!(bob.tokens.len(), 2);
+        assert_eq!(
+            (bob.tokens[0].kind, bob.tokens[0].first_counter),
+            (TokenKind::Hotp, 5)
+        );
+        assert_eq!(bob.tokens[0].last_used, Some(4));
+        assert_eq!((bob.tokens[1].period, bob.tokens[1].digits), (60, 8));
+        assert!(
+            bob.notes.iter().any(|n| n.contains("PIN")),
+            "{:?}",
+            bob.notes
+        );
+        assert!(!format!("{bob:?}").contains("1234 "));
+        assert_eq!(f.users[2].tokens[0].last_used, None);
+        assert!(f.users[2].notes.iter().any(|n| n.contains("line 7")));
+        assert_eq!(f.failed_users.len(), 1);
+        assert_eq!(f.failed_users[0].0, "carol");
+        assert!(f.failed_users[0].1.contains("hexadecimal"));
+        assert_eq!(f.problems.len(), 1);
+        assert!(f.problems[0].contains("line 8"));
+        let everything = format!("{f:?}");
+        assert!(!everything.contains(KEY_HEX) && !everything.contains("287082"));
+    }
+}

@@ -1,0 +1,420 @@
+//! A user's several devices, HOTP counters and imported tokens: adding and
+//! removing a device, `otpd resync`, and `otpd import`.
+
+use super::{fresh_version, internal, refuse, with_retries, Handler};
+use crate::core::code;
+use crate::core::names::validate_device;
+use crate::core::record::{
+    Device, EnrolState, Fallback, LoginRateLimit, SecretBytes, TokenKind, UserRecord,
+};
+use crate::core::tokens::{normalize_any_recovery, random_bytes, CodeHash};
+use crate::core::totp::{resync_hotp, MIN_SECRET_LEN};
+use crate::server::policy::Caller;
+use crate::store::{RecordChange, SourcesChange, StoreError};
+use otpd_proto::{
+    DeviceSummary, ErrorCode, ImportParams, ImportResult, ImportedDevice, Response, SecretText,
+    UserState, VerifyOutcome,
+};
+use tracing::info;
+
+/// Devices one user may have.
+pub(super) const MAX_DEVICES: usize = 16;
+/// The highest HOTP counter accepted from an enrolment or an import; far
+/// beyond any real token, and far from where `u64` arithmetic could wrap.
+pub(super) const MAX_COUNTER: u64 = 1 << 48;
+/// The longest secret an import accepts, in bytes.
+const MAX_SECRET_LEN: usize = 128;
+/// Recovery codes an import accepts for one user.
+const MAX_IMPORTED_CODES: usize = 100;
+
+/// The `otpd list` lines of a user's devices.
+pub(super) fn summaries(r: &UserRecord) -> Vec<DeviceSummary> {
+    r.devices()
+        .into_iter()
+        .map(|d| DeviceSummary {
+            state: match d.state {
+                EnrolState::Pending => UserState::Pending,
+                EnrolState::Active => UserState::Active,
+            },
+            next_counter: (d.kind == TokenKind::Hotp).then(|| d.next_counter()),
+            name: d.name,
+            kind: d.kind,
+            algorithm: d.algorithm,
+            digits: d.digits,
+            period: d.period,
+            created: d.created,
+        })
+        .collect()
+}
+
+fn names(devices: &[Device]) -> String {
+    devices
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Handler {
+    /// `r` with `device` added, or replacing the pending (or, with `force`,
+    /// active) device of the same name.
+    pub(super) fn with_device(
+        &self,
+        r: &UserRecord,
+        device: Device,
+        force: bool,
+        caller: &Caller,
+    ) -> Result<UserRecord, Response> {
+        let mut devices = r.devices();
+        let count = devices.len();
+        match devices.iter_mut().find(|d| d.name == device.name) {
+            Some(old) if old.state == EnrolState::Active && !force => {
+                info!(target: "otpd::audit", uid = caller.uid, op = "enroll", outcome = "already_enrolled", device = ?device.name);
+                return Err(refuse(
+                    ErrorCode::AlreadyEnrolled,
+                    format!(
+                        "the device {:?} is active already; use --force to replace it",
+                        device.name
+                    ),
+                ));
+            }
+            Some(old) => *old = device,
+            None if count >= MAX_DEVICES => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("a user may have at most {MAX_DEVICES} devices; remove one first"),
+                ))
+            }
+            None => devices.push(device),
+        }
+        let mut next = r.clone();
+        next.version = r.version.wrapping_add(1);
+        next.set_devices(devices).map_err(internal)?;
+        Ok(next)
+    }
+
+    /// `otpd remove USER --device NAME`: the other devices keep working;
+    /// the last one takes the user with it.
+    pub(super) fn remove_device(&self, caller: &Caller, user: &str, name: &str) -> Response {
+        with_retries(|| {
+            let current = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Some(refuse(
+                        ErrorCode::NotFound,
+                        format!("{user} is not enrolled"),
+                    ))
+                }
+                Err(e) => return Some(internal(e)),
+            };
+            let mut devices = current.devices();
+            let before = devices.len();
+            devices.retain(|d| d.name != name);
+            if devices.len() == before {
+                return Some(refuse(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{user} has no device {name:?} (devices: {})",
+                        names(&current.devices())
+                    ),
+                ));
+            }
+            let last = devices.is_empty();
+            let next = if last {
+                None
+            } else {
+                let mut next = current.clone();
+                next.version = current.version.wrapping_add(1);
+                if let Err(e) = next.set_devices(devices) {
+                    return Some(internal(e));
+                }
+                Some(next)
+            };
+            let (record, sources) = match &next {
+                Some(r) => (RecordChange::Put(r), SourcesChange::Keep),
+                None => (RecordChange::Delete, SourcesChange::ClearAll),
+            };
+            match self
+                .store
+                .commit(user, Some(current.version), record, sources)
+            {
+                Ok(()) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "remove", device = ?name, outcome = "done", last);
+                    Some(Response::Done {})
+                }
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        })
+    }
+
+    /// `otpd resync USER CODE1 CODE2`: moves an HOTP device's counter to
+    /// just after two consecutive codes within the resync window.
+    pub(super) fn resync(
+        &self,
+        caller: &Caller,
+        user: &str,
+        device: Option<&str>,
+        code1: &SecretText,
+        code2: &SecretText,
+    ) -> Response {
+        let window = u64::from(self.config.hotp.resync_window);
+        with_retries(|| {
+            let current = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return Some(refuse(
+                        ErrorCode::NotFound,
+                        format!("{user} is not enrolled"),
+                    ))
+                }
+                Err(e) => return Some(internal(e)),
+            };
+            let mut devices = current.devices();
+            if let Some(name) = device {
+                match devices.iter().find(|d| d.name == name) {
+                    None => {
+                        return Some(refuse(
+                            ErrorCode::NotFound,
+                            format!(
+                                "{user} has no device {name:?} (devices: {})",
+                                names(&devices)
+                            ),
+                        ))
+                    }
+                    Some(d) if d.kind != TokenKind::Hotp => {
+                        return Some(refuse(
+                            ErrorCode::BadRequest,
+                            format!("the device {name:?} of {user} is time-based (TOTP): only counter-based (HOTP) tokens need a resync"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !devices.iter().any(|d| d.kind == TokenKind::Hotp) {
+                return Some(refuse(
+                    ErrorCode::BadRequest,
+                    format!("{user} has no counter-based (HOTP) token to resync"),
+                ));
+            }
+            let mut found = None;
+            for (i, d) in devices.iter().enumerate() {
+                if d.kind != TokenKind::Hotp || device.is_some_and(|n| n != d.name) {
+                    continue;
+                }
+                let (Some(c1), Some(c2)) = (
+                    code::normalize(code1.expose(), d.digits),
+                    code::normalize(code2.expose(), d.digits),
+                ) else {
+                    continue;
+                };
+                match resync_hotp(d, &c1, &c2, window) {
+                    Ok(Some(counter)) => {
+                        found = Some((i, counter));
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(internal(format!("a token of {user:?}: {e}"))),
+                }
+            }
+            let Some((i, counter)) = found else {
+                info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "resync", outcome = "wrong_code");
+                return Some(Response::Verified {
+                    outcome: VerifyOutcome::WrongCode,
+                });
+            };
+            devices[i].last_accepted_step = Some(counter);
+            let name = devices[i].name.clone();
+            let mut next = current.clone();
+            next.version = current.version.wrapping_add(1);
+            if let Err(e) = next.set_devices(devices) {
+                return Some(internal(e));
+            }
+            match self.store.commit(
+                user,
+                Some(current.version),
+                RecordChange::Put(&next),
+                SourcesChange::Keep,
+            ) {
+                Ok(()) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "resync", device = ?name, outcome = "done", next_counter = counter + 1);
+                    Some(Response::Resynced {
+                        device: name.clone(),
+                        next_counter: counter + 1,
+                    })
+                }
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        })
+    }
+
+    /// `otpd import`: one user from pam_google_authenticator or pam_oath,
+    /// active at once (the token is on the user's device already), with its
+    /// replay state, window, rate limit and scratch codes.
+    pub(super) fn import(&self, caller: &Caller, p: ImportParams) -> Response {
+        let record = match imported_record(&p, self.now(), &self.issuer) {
+            Ok(r) => r,
+            Err(m) => {
+                info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "import", outcome = "bad_request");
+                return refuse(
+                    ErrorCode::BadRequest,
+                    format!("cannot import {}: {m}", p.user),
+                );
+            }
+        };
+        with_retries(|| {
+            let existing = match self.store.user(&p.user) {
+                Ok(r) => r,
+                Err(e) => return Some(internal(e)),
+            };
+            let result = match (&existing, p.replace) {
+                (Some(_), false) => ImportResult::LeftAlone,
+                (Some(_), true) => ImportResult::Replaced,
+                (None, _) => ImportResult::Created,
+            };
+            if p.dry_run || result == ImportResult::LeftAlone {
+                return Some(Response::Imported {
+                    user: p.user.clone(),
+                    result,
+                    dry_run: p.dry_run,
+                });
+            }
+            let mut next = record.clone();
+            next.version = match &existing {
+                Some(r) => r.version.wrapping_add(1),
+                None => match fresh_version() {
+                    Ok(v) => v,
+                    Err(response) => return Some(response),
+                },
+            };
+            match self.store.commit(
+                &p.user,
+                existing.as_ref().map(|r| r.version),
+                RecordChange::Put(&next),
+                SourcesChange::ClearAll,
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return None,
+                Err(e) => return Some(internal(e)),
+            }
+            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "import", outcome = ?result, devices = p.devices.len(), recovery_codes = next.fallback.recovery.len());
+            Some(Response::Imported {
+                user: p.user.clone(),
+                result,
+                dry_run: false,
+            })
+        })
+    }
+}
+
+/// The record an import creates (version 0: the caller sets it), or what
+/// is wrong with the parameters.
+fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecord, String> {
+    if p.devices.is_empty() {
+        return Err("no token to import".into());
+    }
+    if p.devices.len() > MAX_DEVICES {
+        return Err(format!("more than {MAX_DEVICES} tokens"));
+    }
+    let mut devices = Vec::with_capacity(p.devices.len());
+    for d in &p.devices {
+        let device = imported_device(d, now).map_err(|m| format!("token {:?}: {m}", d.name))?;
+        if devices
+            .iter()
+            .any(|other: &Device| other.name == device.name)
+        {
+            return Err(format!("two tokens are named {:?}", device.name));
+        }
+        devices.push(device);
+    }
+    let rate_limit = match (p.rate_limit_attempts, p.rate_limit_seconds) {
+        (None, None) => None,
+        (Some(attempts), Some(seconds))
+            if (1..=100).contains(&attempts) && (1..=3600).contains(&seconds) =>
+        {
+            Some(LoginRateLimit {
+                attempts,
+                seconds,
+                recent: Vec::new(),
+            })
+        }
+        _ => return Err("a rate limit needs 1 to 100 attempts in 1 to 3600 seconds".into()),
+    };
+    if p.recovery_codes.len() > MAX_IMPORTED_CODES {
+        return Err(format!(
+            "more than {MAX_IMPORTED_CODES} scratch or recovery codes"
+        ));
+    }
+    let mut recovery = Vec::with_capacity(p.recovery_codes.len());
+    for (n, typed) in p.recovery_codes.iter().enumerate() {
+        let canonical = normalize_any_recovery(typed.expose())
+            .ok_or_else(|| format!("scratch code number {} is not 8 digits", n + 1))?;
+        recovery.push(CodeHash::new(
+            &canonical,
+            &random_bytes::<16>().map_err(|e| e.to_string())?,
+        ));
+    }
+    let mut record = UserRecord {
+        version: 0,
+        issuer: issuer.to_owned(),
+        fallback: Fallback {
+            recovery,
+            ..Fallback::default()
+        },
+        ..UserRecord::decoy()
+    };
+    record.set_devices(devices)?;
+    record.tokens.rate_limit = rate_limit;
+    Ok(record)
+}
+
+fn imported_device(d: &ImportedDevice, now: u64) -> Result<Device, String> {
+    validate_device(&d.name)?;
+    if !(6..=8).contains(&d.digits) {
+        return Err(format!("{} digits: must be 6 to 8", d.digits));
+    }
+    if d.kind == TokenKind::Totp && !(1..=300).contains(&d.period) {
+        return Err(format!(
+            "a period of {} s: must be 1 to 300 seconds",
+            d.period
+        ));
+    }
+    if d.window.is_some_and(|w| w > 100) {
+        return Err("a window of more than 100 steps or counter values".into());
+    }
+    if d.first_counter > MAX_COUNTER || d.last_used.is_some_and(|c| c > MAX_COUNTER) {
+        return Err("the counter or time step is out of range".into());
+    }
+    let secret = totp_rs::Secret::try_from_base32(d.secret_base32.expose().trim())
+        .map_err(|_| "the secret is not valid base32".to_string())?;
+    let bytes = zeroize::Zeroizing::new(secret.as_ref().to_vec());
+    if bytes.len() < MIN_SECRET_LEN || bytes.len() > MAX_SECRET_LEN {
+        return Err(format!(
+            "the secret has {} bits: must be {} to {}",
+            bytes.len() * 8,
+            MIN_SECRET_LEN * 8,
+            MAX_SECRET_LEN * 8
+        ));
+    }
+    let last_accepted_step = match d.kind {
+        TokenKind::Totp => d.last_used,
+        TokenKind::Hotp => d.last_used.or(d.first_counter.checked_sub(1)),
+    };
+    Ok(Device {
+        name: d.name.clone(),
+        state: EnrolState::Active,
+        kind: d.kind,
+        secret: SecretBytes::new(bytes.to_vec()),
+        algorithm: d.algorithm,
+        digits: d.digits,
+        period: if d.kind == TokenKind::Totp {
+            d.period
+        } else {
+            30
+        },
+        created: now,
+        last_accepted_step,
+        window: d.window,
+    })
+}
