@@ -312,7 +312,14 @@ pub fn import_oath(
     options: ImportOptions,
 ) -> Result<(), CliError> {
     let text = read_text(file).map_err(CliError::Usage)?;
-    let parsed = oath::parse(&text);
+    // pam_oath writes the time of the last code in local time.
+    let local_time = |t: &str| {
+        use chrono::TimeZone;
+        let naive = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SL").ok()?;
+        let local = chrono::Local.from_local_datetime(&naive).earliest()?;
+        u64::try_from(local.timestamp()).ok()
+    };
+    let parsed = oath::parse(&text, &local_time);
     for problem in &parsed.problems {
         say!("{}: {problem}", file.display());
     }

@@ -35,7 +35,21 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
         .map(|(_, l)| l.trim())
         .find(|l| !l.is_empty())
         .ok_or("the file is empty")?;
-    let secret = base32_decode(secret_line)
+    // As the module reads it: spaces, tabs and dashes dropped, and 0, 1, 8
+    // taken for O, L, B (easily mistyped when copied by hand).
+    let cleaned = Zeroizing::new(
+        secret_line
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '\t' | '-'))
+            .map(|c| match c {
+                '0' => 'O',
+                '1' => 'L',
+                '8' => 'B',
+                other => other,
+            })
+            .collect::<String>(),
+    );
+    let secret = base32_decode(&cleaned)
         .filter(|s| !s.is_empty())
         .ok_or("line 1 (the secret) is not base32")?;
 
@@ -92,6 +106,9 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             // pam_google_authenticator's own bookkeeping while it learns a
             // skew; nothing to carry over.
             ("RESETTING_TIME_SKEW", _) => {}
+            (last, _) if last.len() == 5 && last.starts_with("LAST") => notes.push(format!(
+                "line {n}: {last} (a login remembered for grace_period=) is not carried over: the next login asks for a code"
+            )),
             (
                 "HOTP_COUNTER" | "WINDOW_SIZE" | "STEP_SIZE" | "DISALLOW_REUSE" | "RATE_LIMIT",
                 _,
@@ -110,13 +127,14 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
 
     let kind = match (totp_auth, hotp_counter) {
         (true, Some(_)) => {
-            return Err(
-                "the file is both time-based (TOTP_AUTH) and counter-based (HOTP_COUNTER)".into(),
-            )
+            notes.push("the file has both TOTP_AUTH and HOTP_COUNTER: counter-based, as pam_google_authenticator reads it".into());
+            TokenKind::Hotp
         }
-        (_, Some(_)) => TokenKind::Hotp,
-        // The module treats a file with neither as time-based.
-        (_, None) => TokenKind::Totp,
+        (false, Some(_)) => TokenKind::Hotp,
+        (true, None) => TokenKind::Totp,
+        (false, None) => {
+            return Err("the file has neither TOTP_AUTH nor HOTP_COUNTER, so pam_google_authenticator accepts only its scratch codes; there is no token to import".into())
+        }
     };
     let period = step_size.unwrap_or(30);
     let window = match (kind, window_size) {
@@ -211,13 +229,20 @@ mod tests {
         assert_eq!(t.kind, TokenKind::Hotp);
         assert_eq!((t.first_counter, t.last_used, t.window), (4, None, Some(2)));
         assert_eq!(u.scratch_codes.len(), 1);
+        // Both lines: counter-based, as the module reads it, with a note.
+        let both = parse("b", "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" TOTP_AUTH\n").unwrap();
+        assert_eq!(both.tokens[0].kind, TokenKind::Hotp);
+        assert!(both.notes[0].contains("both"));
+        // Typed by hand: lower case, dashes, and 0/1/8 for O/L/B.
+        let typed = parse("c", "jbsw-y3dp ehpk-3pxp\n\" TOTP_AUTH\n").unwrap();
+        assert_eq!(typed.tokens[0].secret.as_slice(), b"Hello!\xde\xad\xbe\xef");
     }
 
     #[test]
     fn what_otpd_cannot_honour_is_noted() {
         let u = parse(
             "carol",
-            "JBSWY3DPEHPK3PXP\n\" TIME_SKEW 10\n\" RESETTING_TIME_SKEW \n\" WINDOW_SIZE 4\n\" STEP_SIZE 60\n\" FUTURE_OPTION x\n1234\n",
+            "JBSWY3DPEHPK3PXP\n\" TIME_SKEW 10\n\" RESETTING_TIME_SKEW \n\" WINDOW_SIZE 4\n\" STEP_SIZE 60\n\" FUTURE_OPTION x\n1234\n\" LAST0 192.0.2.7 1796396569\n\" TOTP_AUTH\n",
         )
         .unwrap();
         let t = &u.tokens[0];
@@ -229,6 +254,7 @@ mod tests {
             "FUTURE_OPTION",
             "line 7",
             "DISALLOW_REUSE is off",
+            "LAST0",
         ] {
             assert!(notes.contains(expected), "{expected}: {notes}");
         }
@@ -241,12 +267,15 @@ mod tests {
             ("", "empty"),
             ("NOT*BASE32\n", "not base32"),
             ("JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER x\n", "HOTP_COUNTER"),
+            ("JBSWY3DPEHPK3PXP\n\" DISALLOW_REUSE\n", "neither"),
             (
-                "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" TOTP_AUTH\n",
-                "both",
+                "JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 0\n\" TOTP_AUTH\n",
+                "WINDOW_SIZE",
             ),
-            ("JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 0\n", "WINDOW_SIZE"),
-            ("JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3\n", "RATE_LIMIT"),
+            (
+                "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3\n\" TOTP_AUTH\n",
+                "RATE_LIMIT",
+            ),
         ] {
             let e = parse("u", text).unwrap_err();
             assert!(e.contains(why), "{text:?}: {e}");

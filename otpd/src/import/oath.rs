@@ -9,11 +9,20 @@
 //! The type is `HOTP` (counter-based, also `HOTP/E`) or `HOTP/T30`,
 //! `HOTP/T60` (time-based, seconds per step), each optionally followed by
 //! `/6`, `/7` or `/8` digits. The PIN is `-` (none), `+` (checked by another
-//! module) or a password. The counter is the next HOTP counter value, or,
-//! for a time-based token, the time step of the last code used.
+//! module) or a password. After a login pam_oath writes the counter, the
+//! code and the local time (`2026-12-04T14:52:42L`). For HOTP the counter
+//! is the last one used when a code follows it, else the next one; for
+//! TOTP it means nothing (a sum of offsets), and the replay state is the
+//! last code: no code for its step or an older one is accepted again. The
+//! importer finds that step by computing the codes around the written time.
 
 use super::{hex_decode, ImportedToken, ImportedUser};
+use crate::core::totp::generator;
 use otpd_proto::{Algorithm, TokenKind};
+
+/// Steps searched either side of the written time for the step of the last
+/// TOTP code (pam_oath's `window=` is 5 by default; sites widen it).
+const SEARCH_STEPS: u64 = 120;
 
 /// The longest usersfile read.
 pub const MAX_FILE_LEN: usize = 16 * 1024 * 1024;
@@ -60,7 +69,9 @@ fn parse_type(field: &str) -> Option<(TokenKind, u64, u8)> {
 /// Reads a whole usersfile. Never fails as a whole: what cannot be read is
 /// reported per user (or per line when no user can be told), never quoting
 /// a secret, a PIN or an OTP.
-pub fn parse(text: &str) -> UsersFile {
+/// `local_time` turns pam_oath's time column (`2026-12-04T14:52:42L`,
+/// local time) into unix time.
+pub fn parse(text: &str, local_time: &dyn Fn(&str) -> Option<u64>) -> UsersFile {
     let mut out = UsersFile::default();
     if text.len() > MAX_FILE_LEN {
         out.problems
@@ -118,11 +129,32 @@ pub fn parse(text: &str) -> UsersFile {
                 "line {n}: the PIN in the file is not carried over; otpd asks only for the code (keep the password check in the PAM stack)"
             )),
         }
-        let (last_used, first_counter) = match kind {
-            // The counter of the next code.
-            TokenKind::Hotp => (counter.checked_sub(1), counter),
-            // The step of the last code accepted; 0 while none was.
-            TokenKind::Totp => ((counter > 0).then_some(counter), 0),
+        let last_otp = fields.get(5).copied();
+        let (last_used, first_counter) = match (kind, last_otp) {
+            // A code written after it: the counter was used.
+            (TokenKind::Hotp, Some(_)) => (Some(counter), counter),
+            // None yet: the counter is the next one.
+            (TokenKind::Hotp, None) => (None, counter),
+            (TokenKind::Totp, None) => (None, 0),
+            (TokenKind::Totp, Some(otp)) => {
+                let Some(when) = fields.get(6).and_then(|t| local_time(t)) else {
+                    user_problems.push(problem(
+                        "a last code is written but no readable time: its replay state cannot be carried over".into(),
+                    ));
+                    continue;
+                };
+                match step_of(&secret, digits, period, otp, when) {
+                    Some(step) => (Some(step), 0),
+                    None => {
+                        // Unplaceable: refuse every code up to the written
+                        // time rather than risk accepting the last one again.
+                        notes.push(format!(
+                            "line {n}: the last code used was not found near its written time; codes up to that time are refused"
+                        ));
+                        (Some(when / period), 0)
+                    }
+                }
+            }
         };
         let token = ImportedToken {
             kind,
@@ -163,6 +195,21 @@ pub fn parse(text: &str) -> UsersFile {
     out
 }
 
+/// The step nearest to unix time `when` whose code is `otp`.
+fn step_of(secret: &[u8], digits: u8, period: u64, otp: &str, when: u64) -> Option<u64> {
+    let totp = generator(secret, Algorithm::Sha1, digits, period, 0).ok()?;
+    let center = when / period;
+    (0..=SEARCH_STEPS).find_map(|distance| {
+        [center.checked_add(distance), center.checked_sub(distance)]
+            .into_iter()
+            .flatten()
+            .find(|step| {
+                step.checked_mul(period)
+                    .is_some_and(|t| totp.generate(t).to_string() == otp)
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,9 +239,20 @@ mod tests {
 
     #[test]
     fn a_file_with_totp_hotp_and_bad_lines() {
+        // The code of two steps before the written time: pam_oath accepted
+        // it from a phone whose clock was behind.
+        let written = 1_796_396_100 + 12; // 2026-12-04T14:55:12
+        let step = written / 30 - 2;
+        let code = generator(b"12345678901234567890", Algorithm::Sha1, 6, 30, 0)
+            .unwrap()
+            .generate(step * 30)
+            .to_string();
         let text = format!(
             "# users\n\
-             HOTP/T30\talice\t-\t{KEY_HEX}\t59879871\t287082\t2026-12-04T14:52:42L\n\
+             HOTP/T30\talice\t-\t{KEY_HEX}\t2\t{code}\t2026-12-04T14:55:12L\n\
+             HOTP/T30 erin - {KEY_HEX} 0 000000 2026-12-04T14:55:12L\n\
+             HOTP/T30 frank - {KEY_HEX} 0 000000\n\
+             HOTP ginny - {KEY_HEX} 7 287082 2026-12-04T14:55:12L\n\
              HOTP bob + {KEY_HEX} 5\n\
              HOTP/T60/8 bob 1234 {KEY_HEX}\n\
              HOTP carol - nothex\n\
@@ -202,23 +260,37 @@ mod tests {
              HOTP/X dave - {KEY_HEX}\n\
              garbage\n"
         );
-        let f = parse(&text);
+        // The tests' "local time" is UTC.
+        let utc = |t: &str| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%SL")
+                .ok()
+                .map(|d| d.and_utc().timestamp() as u64)
+        };
+        let f = parse(&text, &utc);
         let names: Vec<&str> = f.users.iter().map(|u| u.user.as_str()).collect();
-        assert_eq!(names, ["alice", "bob", "dave"]);
+        assert_eq!(names, ["alice", "erin", "ginny", "bob", "dave"]);
         let alice = &f.users[0].tokens[0];
         assert_eq!(
             (alice.kind, alice.period, alice.digits),
             (TokenKind::Totp, 30, 6)
         );
-        assert_eq!(alice.last_used, Some(59879871));
-        assert_eq!(alice.secret.as_slice(), b"12345678901234567890");
-        let bob = &f.users[1];
+        assert_eq!(alice.last_used, Some(step));
+        // A last code that is no code of that time: refused up to the time.
+        assert_eq!(f.users[1].tokens[0].last_used, Some(written / 30));
+        assert!(f.users[1].notes[0].contains("not found"));
+        // HOTP with a code after the counter: that counter is used.
+        assert_eq!(f.users[2].tokens[0].last_used, Some(7));
+        let f = UsersFile {
+            users: f.users.into_iter().skip(3).collect(),
+            ..f
+        };
+        let bob = &f.users[0];
         assert_eq!(bob.tokens.len(), 2);
         assert_eq!(
             (bob.tokens[0].kind, bob.tokens[0].first_counter),
             (TokenKind::Hotp, 5)
         );
-        assert_eq!(bob.tokens[0].last_used, Some(4));
+        assert_eq!(bob.tokens[0].last_used, None);
         assert_eq!((bob.tokens[1].period, bob.tokens[1].digits), (60, 8));
         assert!(
             bob.notes.iter().any(|n| n.contains("PIN")),
@@ -226,13 +298,15 @@ mod tests {
             bob.notes
         );
         assert!(!format!("{bob:?}").contains("1234 "));
-        assert_eq!(f.users[2].tokens[0].last_used, None);
-        assert!(f.users[2].notes.iter().any(|n| n.contains("line 7")));
-        assert_eq!(f.failed_users.len(), 1);
-        assert_eq!(f.failed_users[0].0, "carol");
-        assert!(f.failed_users[0].1.contains("hexadecimal"));
+        assert_eq!(f.users[1].tokens[0].last_used, None, "dave");
+        assert!(f.users[1].notes.iter().any(|n| n.contains("line 10")));
+        assert_eq!(f.failed_users.len(), 2);
+        assert_eq!(f.failed_users[0].0, "frank");
+        assert!(f.failed_users[0].1.contains("no readable time"));
+        assert_eq!(f.failed_users[1].0, "carol");
+        assert!(f.failed_users[1].1.contains("hexadecimal"));
         assert_eq!(f.problems.len(), 1);
-        assert!(f.problems[0].contains("line 8"));
+        assert!(f.problems[0].contains("line 11"));
         let everything = format!("{f:?}");
         assert!(!everything.contains(KEY_HEX) && !everything.contains("287082"));
     }
