@@ -35,6 +35,13 @@ pub enum Program {
     Chromium,
     /// Debian's `chromedriver` (package chromium-driver), its WebDriver server.
     Chromedriver,
+    /// `google-authenticator` (libpam-google-authenticator), which writes
+    /// the secret files that `otpd import google-authenticator` reads.
+    GoogleAuthenticator,
+    /// `pam_google_authenticator.so`, the module otpd replaces.
+    PamGoogleAuthenticator,
+    /// `pam_oath.so` (libpam-oath), the other module otpd replaces.
+    PamOath,
 }
 
 impl Program {
@@ -56,6 +63,9 @@ impl Program {
             Program::Sudo => "sudo",
             Program::Chromium => "chromium",
             Program::Chromedriver => "chromedriver",
+            Program::GoogleAuthenticator => "google-authenticator",
+            Program::PamGoogleAuthenticator => "pam_google_authenticator.so",
+            Program::PamOath => "pam_oath.so",
         }
     }
 
@@ -63,6 +73,9 @@ impl Program {
     pub fn locate(self) -> Option<PathBuf> {
         match self {
             Program::PamWrapper => find_library("libpam_wrapper.so"),
+            Program::PamGoogleAuthenticator | Program::PamOath => {
+                find_library(&format!("security/{}", self.name()))
+            }
             _ => find_in_path(self.name()),
         }
     }

@@ -282,6 +282,106 @@ mod tests {
     }
 
     #[test]
+    fn every_new_answer_and_request_round_trips() {
+        use crate::types::{
+            DeviceSummary, Enrolment, ImportParams, ImportResult, ImportedDevice, TokenKind,
+            UserState, UserSummary,
+        };
+        use crate::Algorithm;
+        // A struct variant's fields sit beside the tag `kind` of Response:
+        // none of them may be called `kind` too.
+        let responses = [
+            Response::Enrolled(Box::new(Enrolment {
+                user: "alice".into(),
+                issuer: "h".into(),
+                algorithm: Algorithm::Sha1,
+                digits: 6,
+                period: 30,
+                secret_base32: SecretText::from("GEZDGNBVGY3TQOJQ"),
+                uri: SecretText::from("otpauth://hotp/h:alice?secret=GEZDGNBVGY3TQOJQ"),
+                replaced: false,
+                device: "key".into(),
+                token_kind: TokenKind::Hotp,
+                counter: Some(7),
+            })),
+            Response::Imported {
+                user: "bob".into(),
+                result: ImportResult::LeftAlone,
+                dry_run: true,
+            },
+            Response::Resynced {
+                device: "key".into(),
+                next_counter: 9,
+            },
+            Response::Users {
+                users: vec![UserSummary {
+                    user: "carol".into(),
+                    state: UserState::Active,
+                    algorithm: Algorithm::Sha1,
+                    digits: 6,
+                    period: 30,
+                    created: 1,
+                    last_success: None,
+                    failures: 0,
+                    throttled_for_secs: None,
+                    recovery_codes: 0,
+                    phone: false,
+                    devices: vec![DeviceSummary {
+                        name: "key".into(),
+                        kind: TokenKind::Hotp,
+                        state: UserState::Pending,
+                        algorithm: Algorithm::Sha1,
+                        digits: 8,
+                        period: 30,
+                        next_counter: Some(3),
+                        created: 2,
+                    }],
+                }],
+            },
+        ];
+        for r in responses {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &r).unwrap();
+            assert_eq!(read_frame::<Response>(&mut &buf[..]).unwrap(), r);
+        }
+        let requests = [
+            Request::Import(Box::new(ImportParams {
+                user: "dave".into(),
+                devices: vec![ImportedDevice {
+                    name: "oath".into(),
+                    kind: TokenKind::Totp,
+                    secret_base32: SecretText::from("GEZDGNBVGY3TQOJQ"),
+                    algorithm: Algorithm::Sha1,
+                    digits: 8,
+                    period: 60,
+                    last_used: Some(5),
+                    first_counter: 0,
+                    window: Some(2),
+                }],
+                rate_limit_attempts: Some(3),
+                rate_limit_seconds: Some(30),
+                recovery_codes: vec![SecretText::from("12345678")],
+                replace: true,
+                dry_run: false,
+            })),
+            Request::Resync {
+                user: "erin".into(),
+                device: None,
+                code1: SecretText::from("123456"),
+                code2: SecretText::from("654321"),
+            },
+            Request::Remove {
+                user: "frank".into(),
+                device: Some("phone".into()),
+            },
+        ];
+        for r in requests {
+            let frame = encode_frame(&r).unwrap();
+            assert_eq!(read_frame::<Request>(&mut &frame[..]).unwrap(), r);
+        }
+    }
+
+    #[test]
     fn oversized_and_empty_headers_are_refused_before_reading() {
         let too_big = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes();
         assert!(matches!(

@@ -452,9 +452,10 @@ pub struct Enrolment {
     /// The device's name.
     #[serde(default)]
     pub device: String,
-    /// TOTP or HOTP.
+    /// TOTP or HOTP. (Not `kind`: that is the tag of `Response`, which
+    /// carries this struct's fields beside it.)
     #[serde(default)]
-    pub kind: TokenKind,
+    pub token_kind: TokenKind,
     /// HOTP: the counter value of the token's next code.
     #[serde(default)]
     pub counter: Option<u64>,

@@ -207,7 +207,9 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
     if let Some(path) = &o.qr_svg {
         qr::svg(e.uri.expose(), path)?;
     }
-    if e.kind == TokenKind::Totp && (e.algorithm, e.digits, e.period) != (Algorithm::Sha1, 6, 30) {
+    if e.token_kind == TokenKind::Totp
+        && (e.algorithm, e.digits, e.period) != (Algorithm::Sha1, 6, 30)
+    {
         eprintln!(
             "warning: this token uses {}, {} digits, {} s; Microsoft Authenticator only handles SHA1, 6 digits, 30 s (use Aegis, FreeOTP, 1Password … or the defaults)",
             e.algorithm, e.digits, e.period
@@ -225,7 +227,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
             "state": "pending",
             "replaced": e.replaced,
             "device": e.device,
-            "kind": e.kind,
+            "kind": e.token_kind,
             "counter": e.counter,
         });
         say!("{out}");
@@ -359,7 +361,7 @@ fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
             e.algorithm, e.digits, e.period
         ),
     };
-    let scan = match e.kind {
+    let scan = match e.token_kind {
         TokenKind::Totp => "Scan the QR code with the authenticator app (Microsoft Authenticator: \"+\" → \"Other account\" → \"Scan a QR code\").",
         TokenKind::Hotp => "Program the hardware key with this secret (e.g. ykman oath accounts uri, or the key's own tool), or scan the QR code with an app that counts (FreeOTP, Aegis).",
     };

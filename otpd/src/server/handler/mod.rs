@@ -639,7 +639,7 @@ impl Handler {
                 uri: uri.clone(),
                 replaced,
                 device: device_name.clone(),
-                kind,
+                token_kind: kind,
                 counter: p.hotp.then_some(counter),
             })))
         })
