@@ -687,6 +687,27 @@ mod tests {
     }
 
     #[test]
+    fn the_hotp_windows_have_defaults_and_limits() {
+        let c = parse("").unwrap();
+        assert_eq!((c.hotp.window, c.hotp.resync_window), (10, 100));
+        assert_eq!(c.rules().hotp_window, 10);
+        let c = parse("[hotp]\nwindow = 3\nresync_window = 50\n").unwrap();
+        assert_eq!((c.rules().hotp_window, c.hotp.resync_window), (3, 50));
+        for (text, why) in [
+            ("[hotp]\nwindow = 101\n", "window = 101"),
+            ("[hotp]\nresync_window = 0\n", "resync_window = 0"),
+            (
+                "[hotp]\nwindow = 20\nresync_window = 10\n",
+                "smaller than window",
+            ),
+            ("[hotp]\nlookahead = 3\n", "unknown key"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
     fn a_connection_string_never_shows_in_debug_output() {
         let c =
             parse("[store]\nkind = \"postgres\"\nurl = \"postgresql://otpd:hunter2@db/otpd\"\n")

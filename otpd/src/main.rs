@@ -60,7 +60,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 otpd::config::StoreKind::Sled => None,
             };
             out!(
-                "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, limits {:?}",
+                "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, HOTP look-ahead {} resync window {}, limits {:?}",
                 config.socket.display(),
                 config.state_dir.display(),
                 config.issuer(),
@@ -68,6 +68,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 config.totp.digits,
                 config.totp.period,
                 config.totp.window,
+                config.hotp.window,
+                config.hotp.resync_window,
                 config.rules().limits
             );
             match (&config.web.listen, &config.web.public_url) {

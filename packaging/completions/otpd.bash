@@ -28,6 +28,9 @@ _otpd() {
             otpd,help)
                 cmd="otpd__subcmd__help"
                 ;;
+            otpd,import)
+                cmd="otpd__subcmd__import"
+                ;;
             otpd,keygen)
                 cmd="otpd__subcmd__keygen"
                 ;;
@@ -48,6 +51,9 @@ _otpd() {
                 ;;
             otpd,remove)
                 cmd="otpd__subcmd__remove"
+                ;;
+            otpd,resync)
+                cmd="otpd__subcmd__resync"
                 ;;
             otpd,serve)
                 cmd="otpd__subcmd__serve"
@@ -73,6 +79,9 @@ _otpd() {
             otpd__subcmd__help,help)
                 cmd="otpd__subcmd__help__subcmd__help"
                 ;;
+            otpd__subcmd__help,import)
+                cmd="otpd__subcmd__help__subcmd__import"
+                ;;
             otpd__subcmd__help,keygen)
                 cmd="otpd__subcmd__help__subcmd__keygen"
                 ;;
@@ -94,6 +103,9 @@ _otpd() {
             otpd__subcmd__help,remove)
                 cmd="otpd__subcmd__help__subcmd__remove"
                 ;;
+            otpd__subcmd__help,resync)
+                cmd="otpd__subcmd__help__subcmd__resync"
+                ;;
             otpd__subcmd__help,serve)
                 cmd="otpd__subcmd__help__subcmd__serve"
                 ;;
@@ -106,6 +118,30 @@ _otpd() {
             otpd__subcmd__help,verify)
                 cmd="otpd__subcmd__help__subcmd__verify"
                 ;;
+            otpd__subcmd__help__subcmd__import,google-authenticator)
+                cmd="otpd__subcmd__help__subcmd__import__subcmd__google__subcmd__authenticator"
+                ;;
+            otpd__subcmd__help__subcmd__import,oath)
+                cmd="otpd__subcmd__help__subcmd__import__subcmd__oath"
+                ;;
+            otpd__subcmd__import,google-authenticator)
+                cmd="otpd__subcmd__import__subcmd__google__subcmd__authenticator"
+                ;;
+            otpd__subcmd__import,help)
+                cmd="otpd__subcmd__import__subcmd__help"
+                ;;
+            otpd__subcmd__import,oath)
+                cmd="otpd__subcmd__import__subcmd__oath"
+                ;;
+            otpd__subcmd__import__subcmd__help,google-authenticator)
+                cmd="otpd__subcmd__import__subcmd__help__subcmd__google__subcmd__authenticator"
+                ;;
+            otpd__subcmd__import__subcmd__help,help)
+                cmd="otpd__subcmd__import__subcmd__help__subcmd__help"
+                ;;
+            otpd__subcmd__import__subcmd__help,oath)
+                cmd="otpd__subcmd__import__subcmd__help__subcmd__oath"
+                ;;
             *)
                 ;;
         esac
@@ -113,7 +149,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey migrate status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,7 +215,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__enroll)
-            opts="-h --issuer --digits --algorithm --period --qr-png --qr-svg --json --force --link --expires --config --socket --help"
+            opts="-h --issuer --digits --algorithm --period --qr-png --qr-svg --json --force --link --expires --device --hotp --counter --config --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -213,6 +249,14 @@ _otpd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --counter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -229,7 +273,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove unlock recovery-codes phone check-config keygen rekey migrate status help"
+            opts="serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +331,48 @@ _otpd() {
         otpd__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__import)
+            opts="google-authenticator oath"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__import__subcmd__google__subcmd__authenticator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__import__subcmd__oath)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -396,6 +482,20 @@ _otpd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otpd__subcmd__help__subcmd__resync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otpd__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -445,6 +545,144 @@ _otpd() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import)
+            opts="-h --config --socket --help google-authenticator oath help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__google__subcmd__authenticator)
+            opts="-h --user --homes --device --dry-run --replace --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --homes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__help)
+            opts="google-authenticator oath help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__help__subcmd__google__subcmd__authenticator)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__help__subcmd__oath)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__oath)
+            opts="-h --device --dry-run --replace --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -597,12 +835,42 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__remove)
-            opts="-h --config --socket --help"
+            opts="-h --device --config --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__resync)
+            opts="-h --device --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
