@@ -270,6 +270,10 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
     assert_eq!(next_counter(&env, "carol", "default"), 1, "after 50, 52");
     env.otpd_expect(&["resync", "carol", &c51, &c50], 1);
     assert_eq!(next_counter(&env, "carol", "default"), 1, "after 51, 50");
+    // Not codes at all: a usage error that names the problem.
+    let out = env.otpd_expect(&["resync", "carol", "abc", "12"], 2);
+    assert!(out.stderr.contains("must be codes"), "{out}");
+    assert_eq!(next_counter(&env, "carol", "default"), 1, "after abc, 12");
     // Consecutive but beyond the resync window (100).
     let (far1, far2) = (key.code(151), key.code(152));
     env.otpd_expect(&["resync", "carol", &far1, &far2], 1);
@@ -383,6 +387,85 @@ fn thirty_two_concurrent_logins_with_one_hotp_code_let_exactly_one_in() {
 }
 
 #[test]
+fn concurrent_logins_with_a_totp_and_an_hotp_code_let_one_of_each_in() {
+    if !require("concurrent_logins_with_a_totp_and_an_hotp_code", PAM) {
+        return;
+    }
+    let env = TestEnv::start_with(
+        "devices_race",
+        Limits {
+            max_failures: 100,
+            user_max_failures: 1000,
+            ..Limits::default()
+        },
+    );
+    let t = settled_now(30, 12);
+    let phone = env.enroll_active("hank", &[], t - 30);
+    let key = enroll_hotp(&env, "hank", &["--device", "key"]);
+    env.otpd_expect(&["confirm", "hank", &key.code(0)], 0);
+    let (totp_code, hotp_code) = (phone.code_at(t), key.code(1));
+    let service = env.pam_service("");
+    // Even logins type the phone's code, odd ones the key's: two devices'
+    // replay states written at the same instant, neither may be lost.
+    let mut logins: Vec<_> = (0..32)
+        .map(|i| service.start(OsStr::new("hank"), &format!("10.9.3.{i}"), None))
+        .collect();
+    for (i, login) in logins.iter_mut().enumerate() {
+        let code = if i % 2 == 0 { &totp_code } else { &hotp_code };
+        login.feed(format!("{code}\n").as_bytes());
+    }
+    let results: Vec<_> = logins.into_iter().map(finish).collect();
+    let accepted = |parity: usize| {
+        results
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| i % 2 == parity && r.outcome == PamOutcome::Success)
+            .count()
+    };
+    let outcomes: Vec<PamOutcome> = results.iter().map(|r| r.outcome).collect();
+    println!(
+        "16 TOTP + 16 HOTP logins: {} TOTP and {} HOTP accepted",
+        accepted(0),
+        accepted(1)
+    );
+    assert_eq!(accepted(0), 1, "the phone's code: {outcomes:?}");
+    assert_eq!(accepted(1), 1, "the key's code: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            PamOutcome::Success | PamOutcome::AuthErr | PamOutcome::AuthInfoUnavail
+        )),
+        "{outcomes:?}"
+    );
+    // Both used states were kept.
+    assert_eq!(next_counter(&env, "hank", "key"), 2);
+    login_expect(
+        &env,
+        "hank",
+        &totp_code,
+        "10.9.4.1",
+        PamOutcome::AuthErr,
+        "the raced TOTP code afterwards",
+    );
+    login_expect(
+        &env,
+        "hank",
+        &hotp_code,
+        "10.9.4.2",
+        PamOutcome::AuthErr,
+        "the raced HOTP code afterwards",
+    );
+    login_expect(
+        &env,
+        "hank",
+        &phone.code_at(t + 30),
+        "10.9.4.3",
+        PamOutcome::Success,
+        "the phone's next code",
+    );
+}
+
+#[test]
 fn an_accepted_hotp_code_stays_used_after_sigkill() {
     if !require("an_accepted_hotp_code_stays_used_after_sigkill", PAM) {
         return;
@@ -431,6 +514,34 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
         "192.0.2.33",
         PamOutcome::Success,
         "the next code after restart",
+    );
+
+    // A resync is as durable as a login.
+    env.otpd_expect(&["resync", "erin", &key.code(40), &key.code(41)], 0);
+    assert_eq!(next_counter(&env, "erin", "default"), 42);
+    let status = env.kill_daemon(libc::SIGKILL);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    env.spawn_daemon();
+    assert_eq!(
+        next_counter(&env, "erin", "default"),
+        42,
+        "resync after SIGKILL"
+    );
+    login_expect(
+        &env,
+        "erin",
+        &key.code(41),
+        "192.0.2.34",
+        PamOutcome::AuthErr,
+        "a resync code after SIGKILL and restart",
+    );
+    login_expect(
+        &env,
+        "erin",
+        &key.code(42),
+        "192.0.2.35",
+        PamOutcome::Success,
+        "the code after the resync pair, after restart",
     );
 }
 

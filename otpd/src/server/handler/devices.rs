@@ -197,6 +197,18 @@ impl Handler {
                     format!("{user} has no counter-based (HOTP) token to resync"),
                 ));
             }
+            let shaped = devices.iter().any(|d| {
+                d.kind == TokenKind::Hotp
+                    && device.is_none_or(|n| n == d.name)
+                    && code::normalize(code1.expose(), d.digits).is_some()
+                    && code::normalize(code2.expose(), d.digits).is_some()
+            });
+            if !shaped {
+                return Some(refuse(
+                    ErrorCode::BadRequest,
+                    "CODE1 and CODE2 must be codes of the HOTP token: its 6, 7 or 8 digits",
+                ));
+            }
             let mut found = None;
             for (i, d) in devices.iter().enumerate() {
                 if d.kind != TokenKind::Hotp || device.is_some_and(|n| n != d.name) {
