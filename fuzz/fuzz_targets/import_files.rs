@@ -5,7 +5,8 @@
 //! - neither parser panics, whatever the bytes;
 //! - no note, problem or error quotes a secret: the first line of a
 //!   google-authenticator file, or the fourth field of a usersfile line
-//!   (when long enough that a match is no coincidence);
+//!   (when it is a run of base32 or hex long enough that a match is no
+//!   coincidence);
 //! - what comes out is importable: 6 to 8 digits, a positive period, a
 //!   non-empty secret, scratch codes of eight digits;
 //! - a well-formed usersfile line made from the input's numbers reads back
@@ -27,10 +28,12 @@ struct Input {
     key: Vec<u8>,
 }
 
+/// A fourth field that could be a secret: 16 or more hex digits (fixed
+/// message texts never hold such a run).
 fn secrets_of_usersfile(text: &str) -> Vec<&str> {
     text.lines()
         .filter_map(|l| l.split_whitespace().nth(3))
-        .filter(|s| s.len() >= 16)
+        .filter(|s| s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect()
 }
 
@@ -51,8 +54,14 @@ fn check_user(u: &otpd::import::ImportedUser, secrets: &[&str]) {
 
 fuzz_target!(|input: Input| {
     // pam_google_authenticator's file.
+    // A first line that could be a secret: 16 or more base32 letters
+    // (fixed message texts never hold such a run).
     let first = input.text.lines().next().unwrap_or("").trim();
-    let secrets: Vec<&str> = (first.len() >= 16).then_some(first).into_iter().collect();
+    let base32 = |b: u8| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b);
+    let secrets: Vec<&str> = (first.len() >= 16 && first.bytes().all(base32))
+        .then_some(first)
+        .into_iter()
+        .collect();
     match google_authenticator::parse("u", &input.text) {
         Ok(u) => {
             assert_eq!(u.tokens.len(), 1);

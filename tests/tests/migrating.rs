@@ -130,6 +130,12 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     std::fs::set_permissions(&carol_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(&carol_file, carol_text.replace("\" TOTP_AUTH\n", "")).unwrap();
     let (_, dave_ga, _) = ga_file(&homes, "dave", &["-t", "-d", "-u", "-w", "3", "-e", "1"]);
+    // Files the import must not believe: a link to another user's file,
+    // and one that others can read.
+    std::fs::create_dir_all(homes.join("erin")).unwrap();
+    std::os::unix::fs::symlink(&alice_file, homes.join("erin/.google_authenticator")).unwrap();
+    let (frank_file, _, _) = ga_file(&homes, "frank", &["-t", "-d", "-u", "-w", "3", "-e", "1"]);
+    std::fs::set_permissions(&frank_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let t = settled_now(30, 12);
     let dave = env.enroll_active("dave", &[], t - 30);
 
@@ -196,13 +202,18 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     assert_eq!(out.code(), 1, "one user fails, the others are done: {out}");
     for line in [
         "alice: imported (TOTP 6 digits every 30 s, window ±1",
-        "at most 3 logins per 30 s; 5 scratch codes as recovery codes",
+        "used; 5 scratch codes as recovery codes)",
+        "note: line 2: RATE_LIMIT 3 30 is not carried over",
         "bob: imported (HOTP 6 digits, next counter 2, look-ahead 2",
         "carol: cannot import",
         "neither TOTP_AUTH nor HOTP_COUNTER",
         "dave: left alone: already enrolled in otpd",
-        "4 users read: 2 imported, 0 replaced, 1 left alone",
-        "1 failed",
+        "erin: cannot import: ",
+        "erin/.google_authenticator is a symbolic link",
+        "frank: cannot import: ",
+        "has mode 0644: others may read or change it",
+        "6 users read: 2 imported, 0 replaced, 1 left alone",
+        "3 failed",
     ] {
         assert!(out.stdout.contains(line), "missing {line:?}:\n{out}");
     }
@@ -222,24 +233,52 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     assert_eq!(bob_entry["devices"][0]["kind"], "hotp", "{bob_entry}");
     assert_eq!(bob_entry["devices"][0]["next_counter"], 2, "{bob_entry}");
     assert!(env.list_entry("carol").is_none());
+    assert!(env.list_entry("erin").is_none() && env.list_entry("frank").is_none());
 
     // The code used with the old module stays used; the next one works.
     assert_eq!(login(&env, "alice", &used), PamOutcome::AuthErr);
-    assert_eq!(
-        login(&env, "alice", &code_at(&alice, "SHA1", 6, 30, t + 30)),
-        PamOutcome::Success
+    let newer = code_at(&alice, "SHA1", 6, 30, t + 30);
+    assert_eq!(login(&env, "alice", &newer), PamOutcome::Success);
+    // Importing the old file again (--replace) does not make the code otpd
+    // accepted since good again: the newer replay state is kept.
+    let again = env.otpd_expect(
+        &[
+            "import",
+            "google-authenticator",
+            "--user",
+            "alice",
+            alice_file.to_str().unwrap(),
+            "--replace",
+        ],
+        0,
     );
-    // The imported RATE_LIMIT 3 30: the third attempt within 30 s is the
-    // last one; a scratch code then waits.
+    assert!(
+        again.stdout.contains("alice: imported, replacing"),
+        "{again}"
+    );
+    assert_eq!(login(&env, "alice", &newer), PamOutcome::AuthErr);
+    // Scratch codes are recovery codes, each good once, at the prompt and
+    // through the CLI (which is a login too).
     assert_eq!(login(&env, "alice", &alice_scratch[0]), PamOutcome::Success);
-    let limited = env.pam_login("alice", &alice_scratch[1], "192.0.2.41", "");
-    assert_eq!(limited.outcome, PamOutcome::MaxTries, "{}", limited.output);
-    // A scratch code is a recovery code, good once (after the rate limit's
-    // 30 s, through the daemon's own clock: the CLI's verify is a login).
-    std::thread::sleep(std::time::Duration::from_secs(31));
+    assert_eq!(login(&env, "alice", &alice_scratch[0]), PamOutcome::AuthErr);
     env.otpd_expect(&["verify", "alice", &alice_scratch[1]], 0);
     env.otpd_expect(&["verify", "alice", &alice_scratch[1]], 1);
     assert_eq!(env.list_entry("alice").unwrap()["recovery_codes"], 3);
+    // Nor does it bring back the scratch codes used in otpd.
+    env.otpd_expect(
+        &[
+            "import",
+            "google-authenticator",
+            "--user",
+            "alice",
+            alice_file.to_str().unwrap(),
+            "--replace",
+        ],
+        0,
+    );
+    assert_eq!(env.list_entry("alice").unwrap()["recovery_codes"], 3);
+    assert_eq!(login(&env, "alice", &alice_scratch[0]), PamOutcome::AuthErr);
+    assert_eq!(login(&env, "alice", &alice_scratch[2]), PamOutcome::Success);
 
     // bob's counter: the code used with the old module is refused, the
     // next one and bob's scratch codes work.

@@ -358,8 +358,6 @@ mod tests {
                     first_counter: 0,
                     window: Some(2),
                 }],
-                rate_limit_attempts: Some(3),
-                rate_limit_seconds: Some(30),
                 recovery_codes: vec![SecretText::from("12345678")],
                 replace: true,
                 dry_run: false,

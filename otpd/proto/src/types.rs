@@ -208,11 +208,6 @@ pub struct ImportParams {
     pub user: String,
     /// The user's tokens (at least one).
     pub devices: Vec<ImportedDevice>,
-    /// At most this many login attempts per `rate_limit_seconds`
-    /// (pam_google_authenticator's RATE_LIMIT).
-    pub rate_limit_attempts: Option<u32>,
-    /// The period of `rate_limit_attempts`.
-    pub rate_limit_seconds: Option<u64>,
     /// One-time codes that become recovery codes (stored hashed).
     pub recovery_codes: Vec<SecretText>,
     /// Replace an existing otpd enrolment of the user.

@@ -57,11 +57,49 @@ impl Tally {
     }
 }
 
-/// Reads a file of at most [`MAX_FILE_LEN`] bytes as UTF-8, never following
-/// a symbolic link at its last component when `no_symlink`.
-fn read_text(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Reads a file of at most [`MAX_FILE_LEN`] bytes as UTF-8 text. The file
+/// is opened without following a symbolic link at its last component and
+/// without blocking (a FIFO put in its place cannot hang the import), and
+/// what was opened is checked: a regular file. For `home_user` (the
+/// `--homes` mode) it must also be owned by root or that user, and be
+/// readable by nobody else, as pam_google_authenticator demands.
+fn read_text(path: &Path, home_user: Option<&str>) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => format!("{} is a symbolic link", path.display()),
+            _ => format!("cannot read {}: {e}", path.display()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if let Some(user) = home_user {
+        let owner_uid = nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw());
+        if meta.uid() != 0 && Some(meta.uid()) != owner_uid {
+            return Err(format!(
+                "{} is owned by uid {}, neither root nor {user}",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "{} has mode {:04o}: others may read or change it, and pam_google_authenticator refuses such a file",
+                path.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
     let mut bytes = zeroize::Zeroizing::new(Vec::new());
     file.take(MAX_FILE_LEN + 1)
         .read_to_end(&mut bytes)
@@ -98,6 +136,12 @@ fn base32(bytes: &[u8]) -> SecretText {
     SecretText::new(out)
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// What an imported user's token is, in words (no secret).
 fn describe(u: &ImportedUser) -> String {
     let mut parts: Vec<String> = u
@@ -120,13 +164,20 @@ fn describe(u: &ImportedUser) -> String {
             }
             if let (TokenKind::Totp, Some(step)) = (t.kind, t.last_used) {
                 s += &format!(", codes up to step {step} used");
+                // A skewed phone (TIME_SKEW) or another time zone can put
+                // the last used step ahead of this host's clock: every code
+                // is refused until then, which the admin should know.
+                let now_step = unix_now() / t.period.max(1);
+                if step > now_step + 1 {
+                    s += &format!(
+                        " (that is {} s ahead of this host's clock: codes are refused until then)",
+                        (step - now_step) * t.period
+                    );
+                }
             }
             s
         })
         .collect();
-    if let Some((attempts, seconds)) = u.rate_limit {
-        parts.push(format!("at most {attempts} logins per {seconds} s"));
-    }
     if !u.scratch_codes.is_empty() {
         parts.push(format!(
             "{} scratch code{} as recovery codes",
@@ -164,8 +215,6 @@ fn send(
                 window: t.window,
             })
             .collect(),
-        rate_limit_attempts: u.rate_limit.map(|(a, _)| a),
-        rate_limit_seconds: u.rate_limit.map(|(_, s)| s),
         recovery_codes: u
             .scratch_codes
             .iter()
@@ -234,14 +283,7 @@ pub fn import_google_authenticator(
     let mut tally = Tally::default();
     let names = [device.to_owned()];
     for (user, path, from_homes) in sources {
-        if from_homes {
-            if let Err(why) = trusted_home_file(&path) {
-                tally.read += 1;
-                tally.fail(&user, &why);
-                continue;
-            }
-        }
-        let parsed = read_text(&path).and_then(|text| {
+        let parsed = read_text(&path, from_homes.then_some(user.as_str())).and_then(|text| {
             google_authenticator::parse(&user, &text)
                 .map_err(|e| format!("{}: {e}", path.display()))
         });
@@ -277,33 +319,6 @@ fn home_files(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, CliError> {
     Ok(found)
 }
 
-/// A file under a home directory is believed only when it is a regular
-/// file (not a link a user could point at someone else's file) owned by
-/// the home's owner or root, as pam_google_authenticator demands.
-fn trusted_home_file(path: &Path) -> Result<(), String> {
-    let meta = path
-        .symlink_metadata()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "{} is not a regular file (a symbolic link?)",
-            path.display()
-        ));
-    }
-    let home_owner = path
-        .parent()
-        .and_then(|home| home.metadata().ok())
-        .map(|m| m.uid());
-    if meta.uid() != 0 && Some(meta.uid()) != home_owner {
-        return Err(format!(
-            "{} is owned by uid {}, not by the owner of its home directory",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    Ok(())
-}
-
 /// `otpd import oath FILE`.
 pub fn import_oath(
     client: &Client,
@@ -311,7 +326,7 @@ pub fn import_oath(
     device: &str,
     options: ImportOptions,
 ) -> Result<(), CliError> {
-    let text = read_text(file).map_err(CliError::Usage)?;
+    let text = read_text(file, None).map_err(CliError::Usage)?;
     // pam_oath writes the time of the last code in local time.
     let local_time = |t: &str| {
         use chrono::TimeZone;

@@ -104,9 +104,10 @@ pub struct UserRecord {
     /// written before they existed.
     #[serde(default)]
     pub fallback: Fallback,
-    /// The first token's name and kind, the user's other devices, and an
-    /// imported login rate limit: absent in records written before them.
-    #[serde(default)]
+    /// The first token's name and kind and the user's other devices:
+    /// absent in records written before them, and in records of users with
+    /// one default TOTP token.
+    #[serde(default, skip_serializing_if = "TokenSet::is_default")]
     pub tokens: TokenSet,
 }
 
@@ -163,45 +164,15 @@ pub struct TokenSet {
     pub first_window: Option<u16>,
     /// The user's other tokens.
     pub others: Vec<Device>,
-    /// At most so many login attempts per period (imported from
-    /// pam_google_authenticator's RATE_LIMIT).
-    pub rate_limit: Option<LoginRateLimit>,
 }
 
-/// pam_google_authenticator's RATE_LIMIT: at most `attempts` login
-/// attempts in any `seconds`, right or wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRateLimit {
-    /// Attempts allowed per period.
-    pub attempts: u32,
-    /// The period, in seconds.
-    pub seconds: u64,
-    /// Unix times of the attempts of the last period.
-    pub recent: Vec<u64>,
-}
-
-impl LoginRateLimit {
-    /// Seconds until one more attempt is allowed, or `None` now.
-    pub fn wait(&self, now: u64) -> Option<u64> {
-        let window: Vec<u64> = self
-            .recent
-            .iter()
-            .copied()
-            .filter(|t| *t <= now && now - t < self.seconds)
-            .collect();
-        if window.len() < self.attempts.max(1) as usize {
-            return None;
-        }
-        let oldest = window.iter().min().copied().unwrap_or(now);
-        Some((oldest + self.seconds).saturating_sub(now).max(1))
-    }
-
-    /// Counts an attempt at `now`, forgetting those older than the period.
-    pub fn count(&mut self, now: u64) {
-        let seconds = self.seconds;
-        self.recent.retain(|t| *t <= now && now - t < seconds);
-        self.recent.push(now);
+impl TokenSet {
+    /// One TOTP device called "default": what a record written before
+    /// devices existed means. Such a record is written without the field,
+    /// as before, so that hosts of a fleet still on the previous version
+    /// read it during a rolling upgrade.
+    pub fn is_default(&self) -> bool {
+        *self == TokenSet::default()
     }
 }
 
@@ -443,23 +414,12 @@ mod tests {
     }
 
     #[test]
-    fn the_login_rate_limit_counts_every_attempt_in_its_period() {
-        let mut l = LoginRateLimit {
-            attempts: 3,
-            seconds: 30,
-            recent: Vec::new(),
-        };
-        for t in [100, 105, 110] {
-            assert_eq!(l.wait(t), None);
-            l.count(t);
-        }
-        assert_eq!(l.wait(111), Some(19));
-        assert_eq!(l.wait(129), Some(1));
-        assert_eq!(l.wait(130), None);
-        l.count(130);
-        assert_eq!(l.recent, vec![105, 110, 130]);
-        // A clock stepped back does not make old attempts count forever.
-        assert_eq!(l.wait(50), None);
+    fn a_one_token_record_is_written_as_before_devices_existed() {
+        let json = serde_json::to_value(UserRecord::decoy()).unwrap();
+        assert!(json.get("tokens").is_none(), "{json}");
+        let mut r = UserRecord::decoy();
+        r.tokens.first_kind = TokenKind::Hotp;
+        assert!(serde_json::to_value(&r).unwrap().get("tokens").is_some());
     }
 
     #[test]

@@ -22,19 +22,29 @@ use zeroize::Zeroizing;
 /// fit in far less.
 pub const MAX_FILE_LEN: usize = 64 * 1024;
 
-/// Reads one user's file. `Err` (naming the line, never quoting a secret)
-/// when the file cannot be imported at all; lines that otpd cannot honour
-/// as written become notes.
+/// pam_google_authenticator's WINDOW_SIZE when the file has none.
+const DEFAULT_WINDOW_SIZE: u64 = 3;
+
+/// Reads one user's file as pam_google_authenticator reads it. `Err`
+/// (naming the line, never quoting a secret) when the file cannot be
+/// imported at all; lines that otpd does not honour as written become
+/// notes. Nothing that the module would refuse becomes usable here.
 pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
     if text.len() > MAX_FILE_LEN {
         return Err(format!("the file is longer than {MAX_FILE_LEN} bytes"));
     }
     let mut lines = text.lines().enumerate();
-    let secret_line = lines
-        .by_ref()
-        .map(|(_, l)| l.trim())
-        .find(|l| !l.is_empty())
-        .ok_or("the file is empty")?;
+    // The secret is line 1, as the module reads it.
+    let secret_line = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
+    if secret_line.is_empty() {
+        return Err("line 1 (the secret) is empty".into());
+    }
+    if secret_line.contains('=') {
+        return Err(
+            "line 1 (the secret) has '=' padding, which pam_google_authenticator cannot read"
+                .into(),
+        );
+    }
     // As the module reads it: spaces, tabs and dashes dropped, and 0, 1, 8
     // taken for O, L, B (easily mistyped when copied by hand).
     let cleaned = Zeroizing::new(
@@ -59,8 +69,10 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
     let mut window_size: Option<u64> = None;
     let mut step_size: Option<u64> = None;
     let mut used_steps: Option<Vec<u64>> = None;
-    let mut rate_limit = None;
     let mut scratch_codes = Vec::new();
+    // The module stops looking for scratch codes at the first line that is
+    // neither an option, a blank line nor a code.
+    let mut scratch_ended = false;
 
     for (index, raw) in lines {
         let n = index + 1;
@@ -69,11 +81,19 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             continue;
         }
         let Some(option) = line.strip_prefix('"') else {
-            if line.len() == SCRATCH_LEN && line.bytes().all(|b| b.is_ascii_digit()) {
+            let code = line.len() == SCRATCH_LEN
+                && line.bytes().all(|b| b.is_ascii_digit())
+                && !line.starts_with('0');
+            if code && !scratch_ended {
                 scratch_codes.push(ScratchCode(Zeroizing::new(line.to_owned())));
-            } else {
+            } else if code {
                 notes.push(format!(
-                    "line {n} is neither an option nor an eight-digit scratch code: ignored"
+                    "line {n}: a scratch code after a line that is none, which pam_google_authenticator does not read either: not imported"
+                ));
+            } else {
+                scratch_ended = true;
+                notes.push(format!(
+                    "line {n} is neither an option nor a scratch code (eight digits, not starting with 0): ignored"
                 ));
             }
             continue;
@@ -85,23 +105,20 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
         match (name, numbers) {
             ("TOTP_AUTH", _) => totp_auth = true,
             ("HOTP_COUNTER", Some(v)) if v.len() == 1 => hotp_counter = Some(v[0]),
-            ("WINDOW_SIZE", Some(v)) if v.len() == 1 && (1..=200).contains(&v[0]) => {
+            ("WINDOW_SIZE", Some(v)) if v.len() == 1 && (1..=100).contains(&v[0]) => {
                 window_size = Some(v[0])
             }
-            ("STEP_SIZE", Some(v)) if v.len() == 1 && (1..=300).contains(&v[0]) => {
+            ("STEP_SIZE", Some(v)) if v.len() == 1 && (1..=60).contains(&v[0]) => {
                 step_size = Some(v[0])
             }
             ("DISALLOW_REUSE", Some(v)) => used_steps = Some(v),
-            ("RATE_LIMIT", Some(v))
-                if v.len() >= 2
-                    && (1..=100).contains(&v[0])
-                    && (1..=3600).contains(&v[1]) =>
-            {
-                rate_limit = Some((v[0] as u32, v[1]))
-            }
+            ("RATE_LIMIT", Some(v)) if v.len() >= 2 => notes.push(format!(
+                "line {n}: RATE_LIMIT {} {} is not carried over: it counts every attempt from anywhere, so a stranger could keep the user locked out; otpd's own limits (per source and per user) apply",
+                v[0], v[1]
+            )),
             ("TIME_SKEW", _) => notes.push(format!(
                 "line {n}: TIME_SKEW {} (the phone's clock was found off by that many steps) is not carried over; otpd checks codes around its own clock, so the phone's clock must be right",
-                values.join(" ")
+                values.join(" ").chars().take(20).collect::<String>()
             )),
             // pam_google_authenticator's own bookkeeping while it learns a
             // skew; nothing to carry over.
@@ -115,7 +132,7 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             ) => {
                 return Err(format!(
                     "line {n}: the values of {name} are not valid: {}",
-                    values.join(" ")
+                    values.join(" ").chars().take(40).collect::<String>()
                 ))
             }
             _ => notes.push(format!(
@@ -125,6 +142,8 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
         }
     }
 
+    // The module counts only from HOTP_COUNTER 1 (0 means not counter-based).
+    let hotp_counter = hotp_counter.filter(|c| *c >= 1);
     let kind = match (totp_auth, hotp_counter) {
         (true, Some(_)) => {
             notes.push("the file has both TOTP_AUTH and HOTP_COUNTER: counter-based, as pam_google_authenticator reads it".into());
@@ -133,14 +152,14 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
         (false, Some(_)) => TokenKind::Hotp,
         (true, None) => TokenKind::Totp,
         (false, None) => {
-            return Err("the file has neither TOTP_AUTH nor HOTP_COUNTER, so pam_google_authenticator accepts only its scratch codes; there is no token to import".into())
+            return Err("the file has neither TOTP_AUTH nor HOTP_COUNTER (from 1), so pam_google_authenticator accepts only its scratch codes; there is no token to import".into())
         }
     };
     let period = step_size.unwrap_or(30);
-    let window = match (kind, window_size) {
-        (_, None) => None,
-        (TokenKind::Totp, Some(w)) => {
-            if w % 2 == 0 {
+    let w = window_size.unwrap_or(DEFAULT_WINDOW_SIZE);
+    let window = match kind {
+        TokenKind::Totp => {
+            if w.is_multiple_of(2) {
                 notes.push(format!(
                     "WINDOW_SIZE {w} is even: pam_google_authenticator accepts {} step(s) back and {} ahead; otpd accepts {} either side",
                     (w - 1) / 2,
@@ -148,9 +167,9 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
                     w / 2
                 ));
             }
-            Some((w / 2) as u16)
+            (w / 2) as u16
         }
-        (TokenKind::Hotp, Some(w)) => Some((w - 1) as u16),
+        TokenKind::Hotp => (w - 1) as u16,
     };
     let last_used = match (kind, used_steps) {
         (TokenKind::Totp, None) => {
@@ -159,10 +178,9 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             );
             None
         }
-        (TokenKind::Totp, Some(steps)) => {
-            // The module records steps of its STEP_SIZE: the same unit as ours.
-            steps.into_iter().max()
-        }
+        // The module records steps of its STEP_SIZE: the same unit as ours.
+        // otpd refuses the newest used step and every older one.
+        (TokenKind::Totp, Some(steps)) => steps.into_iter().max(),
         (TokenKind::Hotp, Some(_)) => {
             notes.push(
                 "DISALLOW_REUSE means nothing for a counter-based token: every HOTP code is good once anyway".into(),
@@ -181,9 +199,8 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             period,
             last_used,
             first_counter: hotp_counter.unwrap_or(0),
-            window,
+            window: Some(window),
         }],
-        rate_limit,
         scratch_codes,
         notes,
     })
@@ -206,10 +223,10 @@ mod tests {
         assert_eq!(t.secret.len(), 16);
         assert_eq!((t.digits, t.period, t.window), (6, 30, Some(1)));
         assert_eq!(t.last_used, Some(59879871));
-        assert_eq!(u.rate_limit, Some((3, 30)));
         assert_eq!(u.scratch_codes.len(), 5);
         assert_eq!(*u.scratch_codes[0].0, "96683582");
-        assert!(u.notes.is_empty(), "{:?}", u.notes);
+        assert_eq!(u.notes.len(), 1, "{:?}", u.notes);
+        assert!(u.notes[0].contains("RATE_LIMIT 3 30 is not carried over"));
         // Nothing of the secret or the codes in Debug.
         let debug = format!("{u:?}");
         assert!(
@@ -229,6 +246,21 @@ mod tests {
         assert_eq!(t.kind, TokenKind::Hotp);
         assert_eq!((t.first_counter, t.last_used, t.window), (4, None, Some(2)));
         assert_eq!(u.scratch_codes.len(), 1);
+        // No WINDOW_SIZE: the module's 3, not otpd's look-ahead of 10. A
+        // code with a leading 0 ends the codes, as in the module.
+        let plain = parse(
+            "d",
+            "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n12345678\n01234567\n87654321\n",
+        )
+        .unwrap();
+        assert_eq!(plain.tokens[0].window, Some(2));
+        assert_eq!(plain.scratch_codes.len(), 1);
+        assert!(plain
+            .notes
+            .join("\n")
+            .contains("line 5: a scratch code after"));
+        let totp = parse("e", "JBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n").unwrap();
+        assert_eq!(totp.tokens[0].window, Some(1));
         // Both lines: counter-based, as the module reads it, with a note.
         let both = parse("b", "JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 1\n\" TOTP_AUTH\n").unwrap();
         assert_eq!(both.tokens[0].kind, TokenKind::Hotp);
@@ -275,6 +307,17 @@ mod tests {
             (
                 "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3\n\" TOTP_AUTH\n",
                 "RATE_LIMIT",
+            ),
+            ("\nJBSWY3DPEHPK3PXP\n\" TOTP_AUTH\n", "empty"),
+            ("JBSWY3DPEHPK3PXA====\n\" TOTP_AUTH\n", "padding"),
+            ("JBSWY3DPEHPK3PXP\n\" HOTP_COUNTER 0\n", "neither"),
+            (
+                "JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 101\n\" TOTP_AUTH\n",
+                "WINDOW_SIZE",
+            ),
+            (
+                "JBSWY3DPEHPK3PXP\n\" STEP_SIZE 61\n\" TOTP_AUTH\n",
+                "STEP_SIZE",
             ),
         ] {
             let e = parse("u", text).unwrap_err();

@@ -58,8 +58,6 @@ pub struct ImportedUser {
     pub user: String,
     /// The user's tokens, in file order.
     pub tokens: Vec<ImportedToken>,
-    /// pam_google_authenticator's RATE_LIMIT: (attempts, seconds).
-    pub rate_limit: Option<(u32, u64)>,
     /// Scratch codes (eight digits), which become recovery codes.
     pub scratch_codes: Vec<ScratchCode>,
     /// What otpd does not honour as the file says, one sentence each.

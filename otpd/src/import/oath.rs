@@ -38,32 +38,39 @@ pub struct UsersFile {
     pub problems: Vec<String>,
 }
 
-/// A line's type field: (kind, seconds per step, digits).
+/// The longest secret pam_oath reads, in bytes.
+const MAX_OATH_SECRET: usize = 32;
+
+/// A line's type field, as liboath knows them: (kind, seconds per step,
+/// digits). `HOTP`, `HOTP/E`, `HOTP/E/7`; `HOTP/T30`, `HOTP/T60/8` …
 fn parse_type(field: &str) -> Option<(TokenKind, u64, u8)> {
-    let mut parts = field.split('/');
-    if parts.next()? != "HOTP" {
-        return None;
-    }
-    let mut kind = TokenKind::Hotp;
-    let mut period = 30;
-    let mut digits = 6;
-    let rest: Vec<&str> = parts.collect();
-    let mut rest = rest.as_slice();
-    if let Some(first) = rest.first() {
-        if *first == "E" {
-            rest = &rest[1..];
-        } else if let Some(step) = first.strip_prefix('T') {
-            kind = TokenKind::Totp;
-            period = step.parse().ok().filter(|p| (1..=300).contains(p))?;
-            rest = &rest[1..];
+    let digits = |d: Option<&str>| match d {
+        None | Some("6") => Some(6),
+        Some("7") => Some(7),
+        Some("8") => Some(8),
+        Some(_) => None,
+    };
+    let parts: Vec<&str> = field.split('/').collect();
+    match parts.as_slice() {
+        ["HOTP"] => Some((TokenKind::Hotp, 30, 6)),
+        ["HOTP", "E", rest @ ..] if rest.len() <= 1 => {
+            Some((TokenKind::Hotp, 30, digits(rest.first().copied())?))
         }
+        ["HOTP", step @ ("T30" | "T60"), rest @ ..] if rest.len() <= 1 => Some((
+            TokenKind::Totp,
+            if *step == "T30" { 30 } else { 60 },
+            digits(rest.first().copied())?,
+        )),
+        _ => None,
     }
-    match rest {
-        [] => {}
-        [d] => digits = d.parse().ok().filter(|d| (6..=8).contains(d))?,
-        _ => return None,
-    }
-    Some((kind, period, digits))
+}
+
+/// Whether a field may be named in a message: a plausible user name, not
+/// something that could be a secret that slid into its place.
+fn nameable(field: &str) -> bool {
+    crate::core::names::validate_user(field).is_ok()
+        && field.len() <= 64
+        && !(field.len() >= 16 && field.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Reads a whole usersfile. Never fails as a whole: what cannot be read is
@@ -80,6 +87,8 @@ pub fn parse(text: &str, local_time: &dyn Fn(&str) -> Option<u64>) -> UsersFile 
     }
     // Problems of users that also have good lines end up as notes.
     let mut user_problems: Vec<(String, String)> = Vec::new();
+    // Users with a broken line, and its number.
+    let mut broken: Vec<(String, usize)> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let n = index + 1;
         let line = raw.trim();
@@ -87,37 +96,48 @@ pub fn parse(text: &str, local_time: &dyn Fn(&str) -> Option<u64>) -> UsersFile 
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 4 {
-            match fields.get(1) {
-                Some(user) => user_problems.push((
-                    user.to_string(),
-                    format!("line {n} has fewer than four fields (type, user, PIN, secret)"),
-                )),
-                None => out
-                    .problems
-                    .push(format!("line {n} has fewer than four fields: ignored")),
-            }
+        let Some((kind, period, digits)) = parse_type(fields[0]) else {
+            // liboath skips such lines without a word; saying so is enough.
+            out.problems.push(format!(
+                "line {n}: not a token line pam_oath reads (its types are HOTP, HOTP/E, HOTP/T30 and HOTP/T60, optionally /6, /7 or /8): ignored, as pam_oath ignores it"
+            ));
+            continue;
+        };
+        if fields.len() < 4 || !nameable(fields[1]) {
+            out.problems.push(format!(
+                "line {n} has no user name and secret where pam_oath expects them: ignored"
+            ));
             continue;
         }
         let user = fields[1].to_owned();
         let problem = |why: String| (user.clone(), format!("line {n}: {why}"));
-        let Some((kind, period, digits)) = parse_type(fields[0]) else {
+        // pam_oath tries a user's lines in order and stops at a broken one:
+        // the lines after it never worked, and are not made to work now.
+        if let Some(first) = broken.iter().find(|(u, _)| *u == user).map(|(_, l)| *l) {
             user_problems.push(problem(format!(
-                "the type {:?} is not one otpd knows (HOTP, HOTP/E, HOTP/T30, HOTP/T60, optionally /6, /7 or /8)",
-                fields[0].chars().take(20).collect::<String>()
+                "comes after line {first}, which makes pam_oath stop"
             )));
             continue;
-        };
+        }
         let Some(secret) = hex_decode(fields[3]).filter(|s| !s.is_empty()) else {
             user_problems.push(problem("the secret is not hexadecimal".into()));
+            broken.push((user.clone(), n));
             continue;
         };
+        if secret.len() > MAX_OATH_SECRET {
+            user_problems.push(problem(format!(
+                "the secret is longer than {MAX_OATH_SECRET} bytes, which pam_oath refuses"
+            )));
+            broken.push((user.clone(), n));
+            continue;
+        }
         let counter = match fields.get(4) {
             None => 0,
             Some(c) => match c.parse::<u64>() {
                 Ok(c) => c,
                 Err(_) => {
                     user_problems.push(problem("the counter is not a number".into()));
+                    broken.push((user.clone(), n));
                     continue;
                 }
             },
@@ -141,6 +161,7 @@ pub fn parse(text: &str, local_time: &dyn Fn(&str) -> Option<u64>) -> UsersFile 
                     user_problems.push(problem(
                         "a last code is written but no readable time: its replay state cannot be carried over".into(),
                     ));
+                    broken.push((user.clone(), n));
                     continue;
                 };
                 match step_of(&secret, digits, period, otp, when) {
@@ -174,7 +195,6 @@ pub fn parse(text: &str, local_time: &dyn Fn(&str) -> Option<u64>) -> UsersFile 
             None => out.users.push(ImportedUser {
                 user,
                 tokens: vec![token],
-                rate_limit: None,
                 scratch_codes: Vec::new(),
                 notes,
             }),
@@ -224,8 +244,12 @@ mod tests {
         assert_eq!(parse_type("HOTP/T30"), Some((TokenKind::Totp, 30, 6)));
         assert_eq!(parse_type("HOTP/T60"), Some((TokenKind::Totp, 60, 6)));
         assert_eq!(parse_type("HOTP/T30/8"), Some((TokenKind::Totp, 30, 8)));
-        assert_eq!(parse_type("HOTP/7"), Some((TokenKind::Hotp, 30, 7)));
+        assert_eq!(parse_type("HOTP/E/7"), Some((TokenKind::Hotp, 30, 7)));
+        assert_eq!(parse_type("HOTP/T60/7"), Some((TokenKind::Totp, 60, 7)));
         for bad in [
+            "HOTP/7",
+            "HOTP/T15",
+            "HOTP/E/8/1",
             "TOTP",
             "HOTP/T0",
             "HOTP/T30/9",
@@ -258,7 +282,9 @@ mod tests {
              HOTP carol - nothex\n\
              HOTP/T30 dave - {KEY_HEX}\n\
              HOTP/X dave - {KEY_HEX}\n\
-             garbage\n"
+             garbage\n\
+             HOTP/T30 carol - {KEY_HEX}\n\
+             HOTP {KEY_HEX}\n"
         );
         // The tests' "local time" is UTC.
         let utc = |t: &str| {
@@ -299,14 +325,21 @@ mod tests {
         );
         assert!(!format!("{bob:?}").contains("1234 "));
         assert_eq!(f.users[1].tokens[0].last_used, None, "dave");
-        assert!(f.users[1].notes.iter().any(|n| n.contains("line 10")));
+        assert!(f.users[1].notes.is_empty(), "{:?}", f.users[1].notes);
         assert_eq!(f.failed_users.len(), 2);
         assert_eq!(f.failed_users[0].0, "frank");
         assert!(f.failed_users[0].1.contains("no readable time"));
+        // carol's good line comes after her broken one: pam_oath never got
+        // to it, and otpd does not import it.
         assert_eq!(f.failed_users[1].0, "carol");
         assert!(f.failed_users[1].1.contains("hexadecimal"));
-        assert_eq!(f.problems.len(), 1);
-        assert!(f.problems[0].contains("line 11"));
+        assert!(f.failed_users[1].1.contains("line 12: comes after line 8"));
+        // Unknown types are ignored as pam_oath ignores them; a line whose
+        // user is missing is not quoted.
+        assert_eq!(f.problems.len(), 3, "{:?}", f.problems);
+        assert!(f.problems[0].contains("line 10: not a token line"));
+        assert!(f.problems[1].contains("line 11"));
+        assert!(f.problems[2].contains("line 13 has no user name"));
         let everything = format!("{f:?}");
         assert!(!everything.contains(KEY_HEX) && !everything.contains("287082"));
     }

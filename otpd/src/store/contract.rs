@@ -20,7 +20,7 @@
 
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
-use crate::core::record::{Device, LoginRateLimit, SourceCounter, TokenKind, TokenSet, UserRecord};
+use crate::core::record::{Device, SourceCounter, TokenKind, TokenSet, UserRecord};
 use crate::core::record::{EnrolState, Fallback, Link, SecretBytes, SmsChallenge};
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
@@ -253,11 +253,6 @@ fn rich_record(version: u64) -> UserRecord {
                 last_accepted_step: Some(u64::MAX - 1),
                 window: None,
             }],
-            rate_limit: Some(LoginRateLimit {
-                attempts: 3,
-                seconds: 30,
-                recent: vec![1_700_000_005, u64::MAX],
-            }),
         },
     }
 }

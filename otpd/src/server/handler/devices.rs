@@ -4,9 +4,7 @@
 use super::{fresh_version, internal, refuse, with_retries, Handler};
 use crate::core::code;
 use crate::core::names::validate_device;
-use crate::core::record::{
-    Device, EnrolState, Fallback, LoginRateLimit, SecretBytes, TokenKind, UserRecord,
-};
+use crate::core::record::{Device, EnrolState, Fallback, SecretBytes, TokenKind, UserRecord};
 use crate::core::tokens::{normalize_any_recovery, random_bytes, CodeHash};
 use crate::core::totp::{resync_hotp, MIN_SECRET_LEN};
 use crate::server::policy::Caller;
@@ -90,6 +88,9 @@ impl Handler {
         let mut next = r.clone();
         next.version = r.version.wrapping_add(1);
         next.set_devices(devices).map_err(internal)?;
+        // A self-enrolment link shows the first device: with the devices
+        // changed it could show another one. It is for a whole new user.
+        next.fallback.link = None;
         Ok(next)
     }
 
@@ -128,6 +129,8 @@ impl Handler {
                 if let Err(e) = next.set_devices(devices) {
                     return Some(internal(e));
                 }
+                // The link's page shows the first device, now another one.
+                next.fallback.link = None;
                 Some(next)
             };
             let (record, sources) = match &next {
@@ -293,6 +296,11 @@ impl Handler {
                 });
             }
             let mut next = record.clone();
+            if let Some(old) = &existing {
+                if let Err(e) = keep_replay_state(&mut next, old, &p.recovery_codes) {
+                    return Some(internal(e));
+                }
+            }
             next.version = match &existing {
                 Some(r) => r.version.wrapping_add(1),
                 None => match fresh_version() {
@@ -320,6 +328,54 @@ impl Handler {
     }
 }
 
+/// Whether two devices have one key (constant-time in the key bytes).
+fn same_key(a: &Device, b: &Device) -> bool {
+    constant_time_eq::constant_time_eq(a.secret.expose(), b.secret.expose())
+}
+
+/// `--replace` of a user whose token otpd already knows: the old module's
+/// file was not updated by otpd's logins, so its replay state may be behind
+/// otpd's. A device with the same key and kind (and period) keeps the
+/// newer of the two replay states, and when any key is the same (the user
+/// was imported before) a scratch code that otpd no longer holds was used
+/// in otpd and stays used: a replace never makes a used code good again.
+fn keep_replay_state(
+    next: &mut UserRecord,
+    old: &UserRecord,
+    scratch: &[SecretText],
+) -> Result<(), String> {
+    let old_devices = old.devices();
+    let mut devices = next.devices();
+    let mut known = false;
+    for d in &mut devices {
+        let same: Vec<&Device> = old_devices.iter().filter(|o| same_key(o, d)).collect();
+        known |= !same.is_empty();
+        let newest = same
+            .iter()
+            .filter(|o| o.kind == d.kind && o.period == d.period)
+            .filter_map(|o| o.last_accepted_step)
+            .max();
+        d.last_accepted_step = d.last_accepted_step.max(newest);
+    }
+    next.set_devices(devices)?;
+    if known {
+        let mut kept = Vec::new();
+        for typed in scratch {
+            let Some(code) = normalize_any_recovery(typed.expose()) else {
+                continue;
+            };
+            if old.fallback.recovery.iter().any(|h| h.matches(&code)) {
+                kept.push(CodeHash::new(
+                    &code,
+                    &random_bytes::<16>().map_err(|e| e.to_string())?,
+                ));
+            }
+        }
+        next.fallback.recovery = kept;
+    }
+    Ok(())
+}
+
 /// The record an import creates (version 0: the caller sets it), or what
 /// is wrong with the parameters.
 fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecord, String> {
@@ -338,21 +394,20 @@ fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecor
         {
             return Err(format!("two tokens are named {:?}", device.name));
         }
+        // Two devices with one key would each keep their own replay state,
+        // and a code used on one would be fresh on the other (with other
+        // digits, the decision could not even tell).
+        if devices
+            .iter()
+            .any(|other: &Device| same_key(other, &device))
+        {
+            return Err(format!(
+                "tokens {:?} and an earlier one have the same secret: import it once",
+                device.name
+            ));
+        }
         devices.push(device);
     }
-    let rate_limit = match (p.rate_limit_attempts, p.rate_limit_seconds) {
-        (None, None) => None,
-        (Some(attempts), Some(seconds))
-            if (1..=100).contains(&attempts) && (1..=3600).contains(&seconds) =>
-        {
-            Some(LoginRateLimit {
-                attempts,
-                seconds,
-                recent: Vec::new(),
-            })
-        }
-        _ => return Err("a rate limit needs 1 to 100 attempts in 1 to 3600 seconds".into()),
-    };
     if p.recovery_codes.len() > MAX_IMPORTED_CODES {
         return Err(format!(
             "more than {MAX_IMPORTED_CODES} scratch or recovery codes"
@@ -377,7 +432,6 @@ fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecor
         ..UserRecord::decoy()
     };
     record.set_devices(devices)?;
-    record.tokens.rate_limit = rate_limit;
     Ok(record)
 }
 
