@@ -117,8 +117,11 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
                 v[0], v[1]
             )),
             ("TIME_SKEW", _) => notes.push(format!(
-                "line {n}: TIME_SKEW {} (the phone's clock was found off by that many steps) is not carried over; otpd checks codes around its own clock, so the phone's clock must be right",
-                values.join(" ").chars().take(20).collect::<String>()
+                "line {n}: TIME_SKEW{} (the phone's clock was found off by that many steps) is not carried over; otpd checks codes around its own clock, so the phone's clock must be right",
+                match values.as_slice() {
+                    [skew] if skew.parse::<i64>().is_ok() => format!(" {skew}"),
+                    _ => String::new(),
+                }
             )),
             // pam_google_authenticator's own bookkeeping while it learns a
             // skew; nothing to carry over.
@@ -130,14 +133,16 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
                 "HOTP_COUNTER" | "WINDOW_SIZE" | "STEP_SIZE" | "DISALLOW_REUSE" | "RATE_LIMIT",
                 _,
             ) => {
-                return Err(format!(
-                    "line {n}: the values of {name} are not valid: {}",
-                    values.join(" ").chars().take(40).collect::<String>()
-                ))
+                // The values are not quoted: a file's text is never echoed
+                // beyond what was read as numbers.
+                return Err(format!("line {n}: the values of {name} are not valid"))
             }
+            // At most 15 characters of the name are shown: never enough to
+            // hold a whole secret that slid onto an option line.
             _ => notes.push(format!(
-                "line {n}: the option {:?} is unknown to otpd: ignored",
-                name.chars().take(40).collect::<String>()
+                "line {n}: the option {:?}{} is unknown to otpd: ignored",
+                name.chars().take(15).collect::<String>(),
+                if name.chars().count() > 15 { "…" } else { "" }
             )),
         }
     }

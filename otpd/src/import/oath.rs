@@ -68,9 +68,12 @@ fn parse_type(field: &str) -> Option<(TokenKind, u64, u8)> {
 /// Whether a field may be named in a message: a plausible user name, not
 /// something that could be a secret that slid into its place.
 fn nameable(field: &str) -> bool {
-    crate::core::names::validate_user(field).is_ok()
-        && field.len() <= 64
-        && !(field.len() >= 16 && field.bytes().all(|b| b.is_ascii_hexdigit()))
+    let longest_hex_run = field
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    crate::core::names::validate_user(field).is_ok() && field.len() <= 64 && longest_hex_run < 16
 }
 
 /// Reads a whole usersfile. Never fails as a whole: what cannot be read is
