@@ -447,14 +447,14 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
     }
     let width = users.iter().map(|u| u.user.len()).max().unwrap_or(4).max(4);
     say!(
-        "{:width$}  {:9}  {:24}  {:20}  {:20}  {:8}  {:8}  PHONE",
+        "{:width$}  {:9}  {:20}  {:20}  {:8}  {:8}  {:5}  TOKENS",
         "USER",
         "STATE",
-        "TOKENS",
         "CREATED",
         "LAST SUCCESS",
         "FAILURES",
-        "RECOVERY"
+        "RECOVERY",
+        "PHONE"
     );
     for u in users {
         let state = match (u.state, u.throttled_for_secs) {
@@ -463,16 +463,17 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
             (UserState::Throttled, Some(s)) => format!("throttled ({s} s)"),
             (UserState::Throttled, None) => "throttled".to_string(),
         };
+        // The tokens last: one user's list can be long.
         say!(
-            "{:width$}  {:9}  {:24}  {:20}  {:20}  {:8}  {:8}  {}",
+            "{:width$}  {:9}  {:20}  {:20}  {:8}  {:8}  {:5}  {}",
             u.user,
             state,
-            tokens_column(&u),
             when(Some(u.created)),
             when(u.last_success),
             u.failures,
             u.recovery_codes,
-            if u.phone { "yes" } else { "no" }
+            if u.phone { "yes" } else { "no" },
+            tokens_column(&u),
         );
     }
     Ok(())
@@ -488,7 +489,7 @@ fn tokens_column(u: &UserSummary) -> String {
         .iter()
         .map(|d| {
             let what = match d.next_counter {
-                Some(c) => format!("hotp/{}/{}#{c}", d.algorithm, d.digits),
+                Some(c) => format!("hotp/{}/{} (next {c})", d.algorithm, d.digits),
                 None => format!("totp/{}/{}/{}s", d.algorithm, d.digits, d.period),
             };
             let pending = if d.state == UserState::Pending {
