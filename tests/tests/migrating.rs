@@ -53,38 +53,37 @@ fn ga_file(homes: &Path, user: &str, flags: &[&str]) -> (PathBuf, String, Vec<St
     (path, secret, scratch)
 }
 
-/// `oathtool --hotp -b SECRET -c COUNTER` (or `--hotp HEX` for a hex key).
-fn hotp(secret: &str, base32: bool, counter: u64) -> String {
-    let mut cmd = Command::new(Program::Oathtool.path());
-    cmd.arg("--hotp");
-    if base32 {
-        cmd.arg("-b");
-    }
-    let out = cmd
-        .arg(format!("-c{counter}"))
-        .arg(secret)
+/// What `oathtool ARGS` prints (a code), remembered as a secret.
+fn oathtool(args: &[String]) -> String {
+    let out = Command::new(Program::Oathtool.path())
+        .args(args)
         .output()
         .expect("run oathtool");
-    assert!(out.status.success(), "oathtool --hotp failed");
+    assert!(out.status.success(), "oathtool {args:?} failed");
     let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     secrets::remember(&code);
     code
 }
 
+/// `oathtool --hotp -b SECRET -c COUNTER` (or `--hotp HEX` for a hex key).
+fn hotp(secret: &str, base32: bool, counter: u64) -> String {
+    let mut args = vec!["--hotp".to_owned()];
+    if base32 {
+        args.push("-b".into());
+    }
+    args.extend([format!("-c{counter}"), secret.to_owned()]);
+    oathtool(&args)
+}
+
 /// `oathtool --totp` for a hex key.
 fn totp_hex(hex: &str, digits: u32, period: u64, unix_time: u64) -> String {
-    let out = Command::new(Program::Oathtool.path())
-        .arg("--totp")
-        .arg(format!("-d{digits}"))
-        .arg(format!("-s{period}s"))
-        .arg(format!("-N@{unix_time}"))
-        .arg(hex)
-        .output()
-        .expect("run oathtool");
-    assert!(out.status.success(), "oathtool --totp failed");
-    let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    secrets::remember(&code);
-    code
+    oathtool(&[
+        "--totp".into(),
+        format!("-d{digits}"),
+        format!("-s{period}s"),
+        format!("-N@{unix_time}"),
+        hex.to_owned(),
+    ])
 }
 
 fn login(env: &TestEnv, user: &str, code: &str) -> PamOutcome {

@@ -98,15 +98,9 @@ impl Handler {
     /// the last one takes the user with it.
     pub(super) fn remove_device(&self, caller: &Caller, user: &str, name: &str) -> Response {
         with_retries(|| {
-            let current = match self.store.user(user) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Some(refuse(
-                        ErrorCode::NotFound,
-                        format!("{user} is not enrolled"),
-                    ))
-                }
-                Err(e) => return Some(internal(e)),
+            let current = match self.enrolled(user) {
+                Ok(r) => r,
+                Err(refusal) => return Some(refusal),
             };
             let mut devices = current.devices();
             let before = devices.len();
@@ -163,15 +157,9 @@ impl Handler {
     ) -> Response {
         let window = u64::from(self.config.hotp.resync_window);
         with_retries(|| {
-            let current = match self.store.user(user) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Some(refuse(
-                        ErrorCode::NotFound,
-                        format!("{user} is not enrolled"),
-                    ))
-                }
-                Err(e) => return Some(internal(e)),
+            let current = match self.enrolled(user) {
+                Ok(r) => r,
+                Err(refusal) => return Some(refusal),
             };
             let mut devices = current.devices();
             if let Some(name) = device {

@@ -82,15 +82,9 @@ impl Handler {
     ) -> Result<T, Response> {
         let mut result = None;
         let response = with_retries(|| {
-            let current = match self.store.user(user) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    return Some(refuse(
-                        ErrorCode::NotFound,
-                        format!("{user} is not enrolled"),
-                    ))
-                }
-                Err(e) => return Some(internal(e)),
+            let current = match self.enrolled(user) {
+                Ok(r) => r,
+                Err(refusal) => return Some(refusal),
             };
             let (mut next, value) = match change(&current) {
                 Ok(changed) => changed,

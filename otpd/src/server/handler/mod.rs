@@ -158,6 +158,18 @@ impl Handler {
         self.clock.now()
     }
 
+    /// The record of an enrolled user, or the refusal for one who is not.
+    fn enrolled(&self, user: &str) -> Result<UserRecord, Response> {
+        match self.store.user(user) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(refuse(
+                ErrorCode::NotFound,
+                format!("{user} is not enrolled"),
+            )),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
     /// Seconds the whole user must still wait (user-wide backoff), if any.
     fn user_wait(&self, r: &UserRecord, now: u64) -> Option<u64> {
         let limits = &self.rules.limits;
