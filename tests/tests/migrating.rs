@@ -234,23 +234,28 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     assert!(env.list_entry("carol").is_none());
     assert!(env.list_entry("erin").is_none() && env.list_entry("frank").is_none());
 
+    // `import --replace` of alice's file, which otpd's logins did not touch.
+    let replace_alice = || {
+        env.otpd_expect(
+            &[
+                "import",
+                "google-authenticator",
+                "--user",
+                "alice",
+                alice_file.to_str().unwrap(),
+                "--replace",
+            ],
+            0,
+        )
+    };
+
     // The code used with the old module stays used; the next one works.
     assert_eq!(login(&env, "alice", &used), PamOutcome::AuthErr);
     let newer = code_at(&alice, "SHA1", 6, 30, t + 30);
     assert_eq!(login(&env, "alice", &newer), PamOutcome::Success);
     // Importing the old file again (--replace) does not make the code otpd
     // accepted since good again: the newer replay state is kept.
-    let again = env.otpd_expect(
-        &[
-            "import",
-            "google-authenticator",
-            "--user",
-            "alice",
-            alice_file.to_str().unwrap(),
-            "--replace",
-        ],
-        0,
-    );
+    let again = replace_alice();
     assert!(
         again.stdout.contains("alice: imported, replacing"),
         "{again}"
@@ -264,17 +269,7 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     env.otpd_expect(&["verify", "alice", &alice_scratch[1]], 1);
     assert_eq!(env.list_entry("alice").unwrap()["recovery_codes"], 3);
     // Nor does it bring back the scratch codes used in otpd.
-    env.otpd_expect(
-        &[
-            "import",
-            "google-authenticator",
-            "--user",
-            "alice",
-            alice_file.to_str().unwrap(),
-            "--replace",
-        ],
-        0,
-    );
+    replace_alice();
     assert_eq!(env.list_entry("alice").unwrap()["recovery_codes"], 3);
     assert_eq!(login(&env, "alice", &alice_scratch[0]), PamOutcome::AuthErr);
     assert_eq!(login(&env, "alice", &alice_scratch[2]), PamOutcome::Success);

@@ -115,25 +115,9 @@ fn read_text(path: &Path, home_user: Option<&str>) -> Result<zeroize::Zeroizing<
     Ok(zeroize::Zeroizing::new(text.to_owned()))
 }
 
+/// The secret as the daemon reads it: base32 without padding (totp-rs).
 fn base32(bytes: &[u8]) -> SecretText {
-    // The daemon decodes base32 (totp-rs); RFC 4648 without padding.
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
-    for b in bytes {
-        buffer = (buffer << 8) | u32::from(*b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    SecretText::new(out)
+    SecretText::new(totp_rs::Secret::from(bytes.to_vec()).to_base32())
 }
 
 fn unix_now() -> u64 {

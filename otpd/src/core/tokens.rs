@@ -152,14 +152,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// Decodes hexadecimal (either case); `None` for an odd length or any
+/// other character. Sized once and wiped on drop: it also reads secrets
+/// (pam_oath's usersfile).
+pub fn unhex(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() / 2));
+    for pair in text.as_bytes().chunks(2) {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out.push((digit(pair[0])? * 16 + digit(pair[1])?) as u8);
+    }
+    Some(out)
 }
 
 /// Whether one more text message may be sent now: at most `max_per_hour`

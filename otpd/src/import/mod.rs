@@ -96,19 +96,7 @@ pub fn base32_decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
     Some(out)
 }
 
-/// Decodes hexadecimal (either case). `None` for an odd length or any
-/// other character.
-pub fn hex_decode(text: &str) -> Option<Zeroizing<Vec<u8>>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    let mut out = Zeroizing::new(Vec::with_capacity(text.len() / 2));
-    for pair in text.as_bytes().chunks(2) {
-        let digit = |b: u8| (b as char).to_digit(16);
-        out.push((digit(pair[0])? * 16 + digit(pair[1])?) as u8);
-    }
-    Some(out)
-}
+pub use crate::core::tokens::unhex as hex_decode;
 
 #[cfg(test)]
 mod tests {

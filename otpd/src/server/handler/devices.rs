@@ -156,16 +156,12 @@ impl Handler {
         code2: &SecretText,
     ) -> Response {
         let window = u64::from(self.config.hotp.resync_window);
-        with_retries(|| {
-            let current = match self.enrolled(user) {
-                Ok(r) => r,
-                Err(refusal) => return Some(refusal),
-            };
+        let resynced = self.update(user, |current| {
             let mut devices = current.devices();
             if let Some(name) = device {
                 match devices.iter().find(|d| d.name == name) {
                     None => {
-                        return Some(refuse(
+                        return Err(refuse(
                             ErrorCode::NotFound,
                             format!(
                                 "{user} has no device {name:?} (devices: {})",
@@ -174,7 +170,7 @@ impl Handler {
                         ))
                     }
                     Some(d) if d.kind != TokenKind::Hotp => {
-                        return Some(refuse(
+                        return Err(refuse(
                             ErrorCode::BadRequest,
                             format!("the device {name:?} of {user} is time-based (TOTP): only counter-based (HOTP) tokens need a resync"),
                         ))
@@ -183,73 +179,63 @@ impl Handler {
                 }
             }
             if !devices.iter().any(|d| d.kind == TokenKind::Hotp) {
-                return Some(refuse(
+                return Err(refuse(
                     ErrorCode::BadRequest,
                     format!("{user} has no counter-based (HOTP) token to resync"),
                 ));
             }
-            let shaped = devices.iter().any(|d| {
-                d.kind == TokenKind::Hotp
-                    && device.is_none_or(|n| n == d.name)
-                    && code::normalize(code1.expose(), d.digits).is_some()
-                    && code::normalize(code2.expose(), d.digits).is_some()
-            });
-            if !shaped {
-                return Some(refuse(
+            // The HOTP devices asked about, with both codes in their digits.
+            let candidates: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.kind == TokenKind::Hotp && device.is_none_or(|n| n == d.name))
+                .filter_map(|(i, d)| {
+                    Some((
+                        i,
+                        code::normalize(code1.expose(), d.digits)?,
+                        code::normalize(code2.expose(), d.digits)?,
+                    ))
+                })
+                .collect();
+            if candidates.is_empty() {
+                return Err(refuse(
                     ErrorCode::BadRequest,
                     "CODE1 and CODE2 must be codes of the HOTP token: its 6, 7 or 8 digits",
                 ));
             }
             let mut found = None;
-            for (i, d) in devices.iter().enumerate() {
-                if d.kind != TokenKind::Hotp || device.is_some_and(|n| n != d.name) {
-                    continue;
-                }
-                let (Some(c1), Some(c2)) = (
-                    code::normalize(code1.expose(), d.digits),
-                    code::normalize(code2.expose(), d.digits),
-                ) else {
-                    continue;
-                };
-                match resync_hotp(d, &c1, &c2, window) {
+            for (i, c1, c2) in &candidates {
+                match resync_hotp(&devices[*i], c1, c2, window) {
                     Ok(Some(counter)) => {
-                        found = Some((i, counter));
+                        found = Some((*i, counter));
                         break;
                     }
                     Ok(None) => {}
-                    Err(e) => return Some(internal(format!("a token of {user:?}: {e}"))),
+                    Err(e) => return Err(internal(format!("a token of {user:?}: {e}"))),
                 }
             }
             let Some((i, counter)) = found else {
                 info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "resync", outcome = "wrong_code");
-                return Some(Response::Verified {
+                return Err(Response::Verified {
                     outcome: VerifyOutcome::WrongCode,
                 });
             };
             devices[i].last_accepted_step = Some(counter);
             let name = devices[i].name.clone();
             let mut next = current.clone();
-            next.version = current.version.wrapping_add(1);
-            if let Err(e) = next.set_devices(devices) {
-                return Some(internal(e));
-            }
-            match self.store.commit(
-                user,
-                Some(current.version),
-                RecordChange::Put(&next),
-                SourcesChange::Keep,
-            ) {
-                Ok(()) => {
-                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "resync", device = ?name, outcome = "done", next_counter = counter + 1);
-                    Some(Response::Resynced {
-                        device: name.clone(),
-                        next_counter: counter + 1,
-                    })
+            next.set_devices(devices).map_err(internal)?;
+            Ok((next, (name, counter)))
+        });
+        match resynced {
+            Ok((device, counter)) => {
+                info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "resync", device = ?device, outcome = "done", next_counter = counter + 1);
+                Response::Resynced {
+                    device,
+                    next_counter: counter + 1,
                 }
-                Err(StoreError::Conflict) => None,
-                Err(e) => Some(internal(e)),
             }
-        })
+            Err(response) => response,
+        }
     }
 
     /// `otpd import`: one user from pam_google_authenticator or pam_oath,

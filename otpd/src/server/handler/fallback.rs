@@ -75,7 +75,7 @@ impl Handler {
 
     /// Reads `user`'s record, lets `change` build the next one, and stores
     /// it if nobody wrote in between (otherwise tries again).
-    fn update<T>(
+    pub(super) fn update<T>(
         &self,
         user: &str,
         mut change: impl FnMut(&UserRecord) -> Updated<T>,
