@@ -6,6 +6,7 @@ mod listener;
 pub mod policy;
 mod setup;
 mod slots;
+pub mod sms;
 pub mod stores;
 
 pub use handler::Handler;

@@ -105,4 +105,22 @@ pub trait Store: Send + Sync + 'static {
     /// the daemon reads: a login for an unknown user does it, so that from
     /// the socket it takes as long as a wrong code for an enrolled user.
     fn decoy_write(&self) -> Result<(), StoreError>;
+    /// The user whose record holds a link or phone session with this token
+    /// hash ([`crate::core::tokens::token_hash`]), expired or not; the
+    /// caller reads that record and checks the link itself. A store keeps
+    /// an index for this: the pages look up every token a stranger sends,
+    /// and that must not cost a read of every record (docs/security.md).
+    ///
+    /// The default scans every record: correct, and slow with many users.
+    fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let hit = |link: Option<&crate::core::record::Link>| {
+            link.is_some_and(|l| {
+                constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), token_hash.as_bytes())
+            })
+        };
+        Ok(self.users()?.into_iter().find_map(|(name, r)| {
+            (hit(r.fallback.link.as_ref()) || hit(r.fallback.phone_session.as_ref()))
+                .then_some(name)
+        }))
+    }
 }

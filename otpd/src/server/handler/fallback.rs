@@ -1,40 +1,32 @@
-//! The ways in besides the app's code, and the self-enrolment pages'
-//! backend: links, recovery codes, a phone for texted codes.
+//! The ways in besides the app's code: links, recovery codes, a phone for
+//! texted codes.
 //!
 //! Every token and code is drawn from the OS RNG, shown once, and stored
 //! only as a hash (`core::tokens`); none of them reaches a log line.
 
 use super::{audit_verify, internal, refuse, with_retries, Handler};
 use crate::core::decision::{decide, Outcome, Purpose};
-use crate::core::record::{EnrolState, Link, SmsChallenge, UserRecord};
+use crate::core::record::{Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
     self, normalize_phone, random_bytes, recovery_code, sms_allowed, texted_code, token_hash,
     token_shape_ok, CodeHash, RECOVERY_LEN, TOKEN_BYTES,
 };
-use crate::core::totp::otpauth_uri;
 use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
-use crate::web::backend::{EnrolBackend, PageEnrolment, PhoneStep, Validation};
 use otpd_proto::{ErrorCode, Response, SecretText, VerifyOutcome};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use std::time::Duration;
+use tracing::{error, info};
 
 /// How long the page's phone step stays open after a self-enrolment.
-const PHONE_SESSION_SECS: u64 = 15 * 60;
+pub(super) const PHONE_SESSION_SECS: u64 = 15 * 60;
 /// Texted login codes kept open at once (the newest).
 const MAX_OPEN_TEXTS: usize = 3;
 /// Wrong codes against one phone registration before it is discarded.
 const MAX_REGISTER_TRIES: u32 = 5;
-/// Bytes of the sender's stderr kept for the log line.
-const SENDER_STDERR_MAX: u64 = 4096;
 
 /// Whether `token` is the one of `link` and the link has not expired;
 /// constant-time in the hash.
-fn link_valid(link: Option<&Link>, token: &str, now: u64) -> bool {
+pub(super) fn link_valid(link: Option<&Link>, token: &str, now: u64) -> bool {
     link.is_some_and(|l| {
         token_shape_ok(token)
             && constant_time_eq::constant_time_eq(
@@ -109,7 +101,9 @@ impl Handler {
     }
 
     /// `count` fresh recovery codes: the codes to show and their hashes.
-    fn fresh_recovery_codes(count: u32) -> Result<(Vec<SecretText>, Vec<CodeHash>), Response> {
+    pub(super) fn fresh_recovery_codes(
+        count: u32,
+    ) -> Result<(Vec<SecretText>, Vec<CodeHash>), Response> {
         let mut shown = Vec::new();
         let mut stored = Vec::new();
         for _ in 0..count {
@@ -161,7 +155,7 @@ impl Handler {
 
     /// Records a texting challenge for `number` (`Some`: registration) or
     /// the registered phone (`None`: a login) and sends it. `Ok` when sent.
-    fn text_code(
+    pub(super) fn text_code(
         &self,
         user: &str,
         number: Option<&str>,
@@ -222,12 +216,13 @@ impl Handler {
                 _ => TextFailure::Response(response),
             })?;
         let message = zeroize::Zeroizing::new(sms.message.replace("{code}", &code));
-        send_text(&command, &to, &message, Duration::from_secs(sms.timeout)).map_err(|reason| {
-            // The sender's own words may echo its input: never the code.
-            let reason = reason.replace(code.as_str(), "<code>");
-            error!(user = ?user, reason = ?reason, "the text message could not be sent");
-            TextFailure::SendFailed
-        })
+        crate::server::sms::send_text(&command, &to, &message, Duration::from_secs(sms.timeout))
+            .map_err(|reason| {
+                // The sender's own words may echo its input: never the code.
+                let reason = reason.replace(code.as_str(), "<code>");
+                error!(user = ?user, reason = ?reason, "the text message could not be sent");
+                TextFailure::SendFailed
+            })
     }
 
     /// A login at which the user typed `sms`.
@@ -361,7 +356,7 @@ impl Handler {
     /// [`MAX_REGISTER_TRIES`] it is gone and a new text must be asked for,
     /// so the texted code cannot be guessed. With `session` (the page), the
     /// phone session must still be valid, checked in the same write.
-    fn register_phone(
+    pub(super) fn register_phone(
         &self,
         user: &str,
         typed: &str,
@@ -402,49 +397,10 @@ impl Handler {
             other => Err(other),
         })
     }
-
-    /// The user whose link (`phone` false: the enrolment link of a pending
-    /// enrolment; true: the phone session) has this token and has not
-    /// expired. Every stored hash is compared, in constant time.
-    fn find_by_token(&self, token: &str, phone: bool) -> Option<(String, UserRecord)> {
-        if !token_shape_ok(token) {
-            return None;
-        }
-        let hash = token_hash(token);
-        let now = self.now();
-        let users = match self.store.users() {
-            Ok(users) => users,
-            Err(e) => {
-                error!("cannot read the store to look up a link: {e}");
-                return None;
-            }
-        };
-        let mut found = None;
-        for (user, record) in users {
-            let link = if phone {
-                record.fallback.phone_session.as_ref()
-            } else {
-                record
-                    .fallback
-                    .link
-                    .as_ref()
-                    .filter(|_| record.state == EnrolState::Pending)
-            };
-            let hit = link.is_some_and(|l| {
-                constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), hash.as_bytes())
-                    && now <= l.expires
-            });
-
-            if hit && found.is_none() {
-                found = Some((user, record));
-            }
-        }
-        found
-    }
 }
 
 /// Why no text was sent.
-enum TextFailure {
+pub(super) enum TextFailure {
     /// `[sms] command` is not set.
     NotConfigured,
     /// The user has no phone registered.
@@ -458,7 +414,7 @@ enum TextFailure {
 }
 
 impl TextFailure {
-    fn as_str(&self) -> &'static str {
+    pub(super) fn as_str(&self) -> &'static str {
         match self {
             TextFailure::NotConfigured => "sms_not_configured",
             TextFailure::NoPhone => "no_phone",
@@ -488,295 +444,5 @@ impl TextFailure {
             ),
             TextFailure::Response(response) => response,
         }
-    }
-}
-
-/// Runs the sender: `COMMAND NUMBER`, no shell, the message on stdin,
-/// in a process group of its own that is killed whole after `timeout`
-/// (with anything it started). Its stderr is read on a thread under the
-/// same deadline, so a child that keeps the pipe open cannot hold us.
-/// `Err` says why it failed (never the message).
-fn send_text(command: &Path, number: &str, message: &str, timeout: Duration) -> Result<(), String> {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    let started = Instant::now();
-    let mut child = Command::new(command)
-        .arg(number)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", command.display()))?;
-    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let kill_group = || {
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    };
-    let (stderr_tx, stderr_rx) = std::sync::mpsc::channel();
-    if let Some(pipe) = child.stderr.take() {
-        std::thread::spawn(move || {
-            let mut text = zeroize::Zeroizing::new(Vec::with_capacity(
-                usize::try_from(SENDER_STDERR_MAX).unwrap_or(4096) + 1,
-            ));
-            let _ = pipe.take(SENDER_STDERR_MAX).read_to_end(&mut text);
-            let _ = stderr_tx.send(text);
-        });
-    }
-    if let Some(mut stdin) = child.stdin.take() {
-        // A sender that exits without reading is judged by its exit status.
-        let _ = stdin.write_all(message.as_bytes());
-    }
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() >= timeout => {
-                kill_group();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} did not finish within {} s and was killed",
-                    command.display(),
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                kill_group();
-                return Err(format!("waiting for {}: {e}", command.display()));
-            }
-        }
-    };
-    // Whatever it left running has no business outliving it.
-    kill_group();
-    if status.success() {
-        return Ok(());
-    }
-    let left = timeout
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_millis(50));
-    let stderr = stderr_rx.recv_timeout(left).unwrap_or_default();
-    // The sender's words may echo its input in any shape (spaced, cut off):
-    // every digit is masked, so no part of a code reaches the log.
-    let first_line: String = String::from_utf8_lossy(&stderr)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect();
-    Err(format!(
-        "{} exited with {status}{}{first_line}",
-        command.display(),
-        if first_line.is_empty() { "" } else { ": " }
-    ))
-}
-
-/// The pages' backend over the daemon's handler.
-pub struct WebBackend {
-    handler: Arc<Handler>,
-}
-
-impl WebBackend {
-    /// The backend of `handler`.
-    pub fn new(handler: Arc<Handler>) -> Self {
-        Self { handler }
-    }
-}
-
-/// The peer's address without the port: the rate-limit source of the page.
-fn peer_ip(peer: &str) -> String {
-    peer.parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| peer.to_owned())
-}
-
-fn web_audit(user: Option<&str>, peer: &str, op: &str, outcome: &str) {
-    info!(target: "otpd::audit", user = ?user.unwrap_or(""), peer = ?peer_ip(peer), op, outcome);
-}
-
-impl EnrolBackend for WebBackend {
-    fn view(&self, token: &str, peer: &str) -> Option<PageEnrolment> {
-        let Some((user, record)) = self.handler.find_by_token(token, false) else {
-            web_audit(None, peer, "web_view", "invalid_link");
-            return None;
-        };
-        match otpauth_uri(
-            record.secret.expose(),
-            record.algorithm,
-            record.digits,
-            record.period,
-            &record.issuer,
-            &user,
-        ) {
-            Ok((uri, secret_base32)) => {
-                web_audit(Some(&user), peer, "web_view", "shown");
-                Some(PageEnrolment {
-                    user: user.clone(),
-                    issuer: record.issuer.clone(),
-                    secret_base32,
-                    uri,
-                    digits: record.digits,
-                })
-            }
-            Err(e) => {
-                error!(user = ?user, "cannot show the enrolment page: {e}");
-                None
-            }
-        }
-    }
-
-    fn validate(&self, token: &str, code: &str, peer: &str) -> Validation {
-        let h = &self.handler;
-        let Some((user, _)) = h.find_by_token(token, false) else {
-            web_audit(None, peer, "web_validate", "invalid_link");
-            return Validation::Invalid;
-        };
-        let source = format!("web:{}", peer_ip(peer));
-        let count = h.config.recovery.count;
-        let sms = h.config.sms.command.is_some();
-        let mut result = Validation::Invalid;
-        let response = with_retries(|| {
-            // The link is checked again on the record this decision is
-            // taken on: a link used (or replaced) since the lookup is dead.
-            let Ok(Some(record)) = h.store.user(&user) else {
-                return Some(Response::Done {});
-            };
-            if record.state != EnrolState::Pending
-                || !link_valid(record.fallback.link.as_ref(), token, self.handler.now())
-            {
-                web_audit(Some(&user), peer, "web_validate", "invalid_link");
-                return Some(Response::Done {});
-            }
-            let counter = match h.store.source(&user, &source) {
-                Ok(c) => c,
-                Err(e) => return Some(internal(e)),
-            };
-            let decision = match decide(
-                Some(&record),
-                counter.as_ref(),
-                code,
-                self.handler.now(),
-                Purpose::Confirm,
-                &h.rules,
-            ) {
-                Ok(d) => d,
-                Err(e) => return Some(internal(e)),
-            };
-            let mut next = decision.record.clone();
-            let mut shown = Vec::new();
-            let mut session = None;
-            if let (Outcome::Accepted { .. }, Some(next)) = (decision.outcome, next.as_mut()) {
-                let (codes, hashes) = match Handler::fresh_recovery_codes(count) {
-                    Ok(fresh) => fresh,
-                    Err(response) => return Some(response),
-                };
-                next.fallback.recovery = hashes;
-                shown = codes;
-                if sms {
-                    let token = match random_bytes::<TOKEN_BYTES>() {
-                        Ok(bytes) => tokens::token_text(&bytes),
-                        Err(e) => return Some(internal(e)),
-                    };
-                    next.fallback.phone_session = Some(Link {
-                        token_hash: token_hash(&token),
-                        expires: self.handler.now().saturating_add(PHONE_SESSION_SECS),
-                    });
-                    session = Some(token);
-                }
-            }
-            if let Some(next) = &next {
-                match h.store.commit(
-                    &user,
-                    Some(record.version),
-                    RecordChange::Put(next),
-                    SourcesChange::from_decision(&source, decision.source, counter.as_ref()),
-                ) {
-                    Ok(()) => {}
-                    Err(StoreError::Conflict) => return None,
-                    Err(e) => return Some(internal(e)),
-                }
-            }
-            web_audit(Some(&user), peer, "web_validate", decision.outcome.as_str());
-            result = match decision.outcome {
-                Outcome::Accepted { .. } => Validation::Activated {
-                    user: user.clone(),
-                    recovery_codes: shown.iter().map(|c| c.expose().to_owned()).collect(),
-                    phone_session: session,
-                },
-                Outcome::WrongCode | Outcome::Replayed => Validation::WrongCode,
-                Outcome::Throttled { retry_after } => Validation::Throttled { retry_after },
-                _ => Validation::Invalid,
-            };
-            Some(Response::Done {})
-        });
-        if let Response::Error { message, .. } = response {
-            warn!(user = ?user, "self-enrolment validation failed: {message}");
-            return Validation::Invalid;
-        }
-        result
-    }
-
-    fn sms_enabled(&self) -> bool {
-        self.handler.config.sms.command.is_some()
-    }
-
-    fn phone_send(&self, session: &str, number: &str, peer: &str) -> PhoneStep {
-        let Some((user, _)) = self.handler.find_by_token(session, true) else {
-            web_audit(None, peer, "web_phone", "invalid_session");
-            return PhoneStep::Invalid;
-        };
-        let Some(number) = normalize_phone(number) else {
-            web_audit(Some(&user), peer, "web_phone", "bad_number");
-            return PhoneStep::BadNumber;
-        };
-        // The session is checked again in the same write as the challenge.
-        let result = self.handler.text_code(&user, Some(&number), |r| {
-            if link_valid(
-                r.fallback.phone_session.as_ref(),
-                session,
-                self.handler.now(),
-            ) {
-                Ok(())
-            } else {
-                Err(refuse(ErrorCode::NotFound, "no such phone session"))
-            }
-        });
-        web_audit(
-            Some(&user),
-            peer,
-            "web_phone",
-            match &result {
-                Ok(()) => "sms_sent",
-                Err(failure) => failure.as_str(),
-            },
-        );
-        match result {
-            Ok(()) => PhoneStep::Sent,
-            Err(TextFailure::Limited(retry_after)) => PhoneStep::Limited { retry_after },
-            Err(TextFailure::Response(Response::Error {
-                code: ErrorCode::NotFound,
-                ..
-            })) => PhoneStep::Invalid,
-            Err(_) => PhoneStep::SendFailed,
-        }
-    }
-
-    fn phone_verify(&self, session: &str, code: &str, peer: &str) -> PhoneStep {
-        let Some((user, _)) = self.handler.find_by_token(session, true) else {
-            web_audit(None, peer, "web_phone_verify", "invalid_session");
-            return PhoneStep::Invalid;
-        };
-        let result = self.handler.register_phone(&user, code, Some(session));
-        let (outcome, step) = match result {
-            Ok(true) => ("registered", PhoneStep::Registered),
-            Ok(false) => ("wrong_code", PhoneStep::WrongCode),
-            Err(Response::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }) => ("invalid_session", PhoneStep::Invalid),
-            Err(_) => ("error", PhoneStep::SendFailed),
-        };
-        web_audit(Some(&user), peer, "web_phone_verify", outcome);
-        step
     }
 }

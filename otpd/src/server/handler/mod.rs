@@ -22,8 +22,9 @@ use tracing::{error, info, warn};
 
 mod devices;
 mod fallback;
+mod web;
 
-pub use fallback::WebBackend;
+pub use web::WebBackend;
 
 /// Bytes of a new secret: 160 bits, as RFC 4226 §4 recommends.
 const SECRET_LEN: usize = 20;
