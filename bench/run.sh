@@ -38,7 +38,7 @@ for arg in "$@"; do
     fi
 done
 
-packages=(libpam-google-authenticator libpam-oath libpam0g-dev)
+packages=(libpam-google-authenticator libpam-oath libpam0g-dev libnss-wrapper)
 if $postgres; then
     packages+=(postgresql)
 fi

@@ -29,6 +29,8 @@ phase() {
 }
 
 # The programs the tests run, by Debian/Ubuntu package.
+# libnss-wrapper: a user database of the tests' own for pamtester and the
+# benchmark (pam_otpd.so resolves PAM_USER with getpwnam_r).
 # systemd: systemd-analyze, to check the unit the installer writes.
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
 # password hashes and the PostgreSQL tests' certificates; chromium, chromium-driver: the enrolment page in a real
@@ -36,7 +38,7 @@ phase() {
 # the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
 # the performance benchmark (bench/run.sh); postgresql: the server (initdb,
 # pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
-packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper strace util-linux systemd
+packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd
           openssh-server openssh-client sudo openssl chromium chromium-driver
           lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
 missing=()

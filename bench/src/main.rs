@@ -9,6 +9,7 @@
 
 mod libpam;
 mod load;
+mod nss;
 mod postgres;
 mod procfs;
 mod setup;
@@ -134,7 +135,13 @@ struct Row {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match bench(&args) {
+    if let Err(e) = nss::reexec_with_users(&args.users, setup::PROBE_USER) {
+        eprintln!("otpd-bench: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = bench(&args);
+    nss::remove_file();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("otpd-bench: {e}");

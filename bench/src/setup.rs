@@ -47,8 +47,11 @@ impl User {
     }
 }
 
+/// The user the daemon is asked about to see that it answers.
+pub const PROBE_USER: &str = "bench-probe";
+
 /// A user name for index `i`.
-fn user_name(i: usize) -> String {
+pub fn user_name(i: usize) -> String {
     format!("bu{i:06}")
 }
 
@@ -114,7 +117,7 @@ impl Daemon {
             .append(true)
             .open(log)
             .map_err(|e| format!("{}: {e}", log.display()))?;
-        Command::new(otpd)
+        crate::nss::clean(&mut Command::new(otpd))
             .arg("--config")
             .arg(config)
             .arg("serve")
@@ -137,7 +140,7 @@ impl Daemon {
         let mut child = Daemon::spawn(otpd, config, log)?;
         loop {
             let probe = Request::Status {
-                user: "bench-probe".into(),
+                user: PROBE_USER.into(),
             };
             if let Ok(Response::Status { .. }) = ask(socket, &probe) {
                 break;

@@ -12,10 +12,13 @@
 //!
 //! Invariants, each attempt:
 //! - `decide` never panics and never returns `Err` for a well-formed record;
-//! - a pending enrolment at login is `Pending`, and nothing changes;
-//! - while the source or the user must wait (`ratelimit::remaining` at
-//!   now), the answer is `Throttled` with the longer wait, nothing is
-//!   written and nothing is counted; so never any accept while throttled;
+//! - a pending enrolment at login is `Pending`, and nothing changes, unless
+//!   the user had an active device (then a code is needed: design.md §7);
+//! - while the source must wait, or the user-wide ceiling holds and the
+//!   source is not trusted (a success within `trusted_source_secs`, or the
+//!   user's own uid), the answer is `Throttled` with the longer wait,
+//!   nothing is written and nothing is counted; so never any accept while
+//!   throttled, and never a trusted source held up by the ceiling;
 //! - `Accepted { step }`: the typed code is the token's code of `step`,
 //!   `step` is within the window around now, `step` is greater than the
 //!   last accepted step before the attempt (and than every step accepted
@@ -24,8 +27,12 @@
 //! - a recovery code is accepted only at login, only if it was issued and
 //!   not used, and is used up; a texted code only at login, only while
 //!   issued and unexpired, and all texted codes are then spent;
-//! - every accept resets the user's failures and the source's counter and
-//!   kills the enrolment link; the replay guard never moves back;
+//! - every accept resets the source's counter and kills the enrolment
+//!   link; it resets the user's failures only when the source was not
+//!   trusted; a login accept from a source that is not the user's own uid
+//!   makes it trusted; the replay guard never moves back;
+//! - a typed "sms" is refused by the same gate, and otherwise counts
+//!   against the source and the user like a failure;
 //! - `Replayed` only for a code valid in the window for a used step and
 //!   none fresh; a valid fresh code is never refused; a valid unused
 //!   recovery or texted code is refused only as `Replayed` (it also is a
@@ -39,10 +46,13 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use otpd::core::code::normalize;
-use otpd::core::decision::{decide, Decision, Outcome, Purpose, Rules, SourceChange};
+use otpd::core::decision::{
+    count_failure, decide, gate, Decision, Outcome, Purpose, Rules, SourceChange, SourceState,
+};
 use otpd::core::ratelimit::{remaining, Limits};
 use otpd::core::record::{
-    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, UserRecord,
+    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TrustedSource,
+    UserRecord,
 };
 use otpd::core::tokens::{
     normalize_any_recovery, normalize_recovery, recovery_code, texted_code, CodeHash,
@@ -50,8 +60,13 @@ use otpd::core::tokens::{
 use otpd::core::totp::generator;
 use otpd_proto::Algorithm;
 
-/// Sources of attempts (remote hosts or uids).
+/// Sources of attempts (remote hosts or uids); the last is the user's own
+/// uid, trusted without a success.
 const SOURCES: usize = 4;
+/// The source keys (`record::source_of`), by index.
+const KEYS: [&str; SOURCES] = ["uid:0", "rhost:192.0.2.1", "rhost:2001:db8::/64", "uid:1000"];
+/// The index of the user's own uid.
+const OWN: usize = SOURCES - 1;
 /// server/handler/fallback.rs: outstanding texted login codes kept.
 const MAX_OPEN_TEXTS: usize = 3;
 
@@ -98,6 +113,11 @@ struct Scenario {
     eight_digits: bool,
     period: Period,
     pending: bool,
+    /// The user had an active device (a replacement or revocation).
+    had_active: bool,
+    /// Successes of the sources (not the own uid) some seconds ago.
+    trusted: [Option<u16>; SOURCES - 1],
+    trusted_secs: u16,
     /// Small times near the epoch as well as present-day ones.
     early: bool,
     start: u32,
@@ -189,6 +209,24 @@ impl Model {
             .collect()
     }
 
+    /// Whether the per-user ceiling spares `source`.
+    fn trusted(&self, source: usize) -> bool {
+        source == OWN
+            || self.record.trusted_sources.iter().any(|t| {
+                t.source == KEYS[source]
+                    && self.now.saturating_sub(t.last_success)
+                        <= self.rules.limits.trusted_source_secs
+            })
+    }
+
+    fn state(&self, source: usize) -> SourceState<'_> {
+        SourceState {
+            key: KEYS[source],
+            counter: self.sources[source].as_ref(),
+            own: source == OWN,
+        }
+    }
+
     fn wait(&self, source: usize) -> Option<u64> {
         let limits = &self.rules.limits;
         let source_wait = self.sources[source].and_then(|s| {
@@ -209,7 +247,7 @@ impl Model {
                 self.now,
             )
         });
-        source_wait.max(user_wait)
+        source_wait.max(user_wait.filter(|_| !self.trusted(source)))
     }
 
     fn typed_text(&self, typed: &Typed) -> String {
@@ -255,9 +293,10 @@ impl Model {
     fn attempt(&mut self, source: usize, typed: &str, purpose: Purpose) {
         let before = self.record.clone();
         let source_before = self.sources[source];
+        let trusted_before = self.trusted(source);
         let decision = decide(
             Some(&before),
-            source_before.as_ref(),
+            &self.state(source),
             typed,
             self.now,
             purpose,
@@ -265,7 +304,10 @@ impl Model {
         )
         .unwrap_or_else(|e| panic!("decide failed on a well-formed record: {e}"));
 
-        if before.state == EnrolState::Pending && purpose == Purpose::Login {
+        if before.state == EnrolState::Pending
+            && !before.had_active_device
+            && purpose == Purpose::Login
+        {
             assert_eq!(decision, unchanged(Outcome::Pending));
             return;
         }
@@ -287,7 +329,11 @@ impl Model {
         );
 
         let login = purpose == Purpose::Login;
-        let totp = normalize(typed, before.digits).map(|c| c.as_str().to_owned());
+        // The token takes codes at login when active, at confirm when pending.
+        let usable = (before.state == EnrolState::Active) == login;
+        let totp = normalize(typed, before.digits)
+            .filter(|_| usable)
+            .map(|c| c.as_str().to_owned());
         let texted = normalize(typed, 6).map(|c| c.as_str().to_owned());
         let recovery = normalize_any_recovery(typed).map(|c| c.as_str().to_owned());
         let texts_valid = login && self.texts_open.iter().any(|(_, e)| self.now <= *e);
@@ -331,8 +377,17 @@ impl Model {
             Outcome::Accepted { .. } | Outcome::AcceptedRecovery { .. } | Outcome::AcceptedSms => {
                 let next = decision.record.as_ref().expect("an accept is written");
                 assert_eq!(decision.source, SourceChange::Reset);
-                assert_eq!(next.user_failures, 0);
-                assert_eq!(next.last_failure, None);
+                if trusted_before {
+                    assert_eq!(next.user_failures, before.user_failures);
+                    assert_eq!(next.last_failure, before.last_failure);
+                } else {
+                    assert_eq!(next.user_failures, 0);
+                    assert_eq!(next.last_failure, None);
+                }
+                if login && source != OWN && self.rules.limits.trusted_source_secs > 0 {
+                    assert!(next.trusted_sources.iter().any(|t| t.source == KEYS[source]
+                        && t.last_success == self.now));
+                }
                 assert_eq!(next.last_success, Some(self.now));
                 assert!(next.fallback.link.is_none(), "the link outlives an accept");
                 same_token(&before, next);
@@ -451,22 +506,41 @@ impl Model {
         self.sources = [None; SOURCES];
     }
 
-    /// A typed "sms": server/handler/fallback.rs `login_sms` and `text_code`
-    /// (the gate is the decision on an empty code).
+    /// A typed "sms": server/handler/fallback.rs `login_sms`: the gate,
+    /// then the request counted like a failure, with the texted code.
     fn text(&mut self, source: usize, code: &[u8; 4], salt: u8, lifetime: u16) {
-        let gate = decide(
+        let gated = gate(
             Some(&self.record),
-            self.sources[source].as_ref(),
-            "",
+            &self.state(source),
             self.now,
             Purpose::Login,
             &self.rules,
-        )
-        .expect("the gate decides");
-        assert!(gate.record.is_none() && gate.source == SourceChange::Keep);
-        if matches!(gate.outcome, Outcome::Throttled { .. } | Outcome::Pending) {
+        );
+        let pending = self.record.state == EnrolState::Pending && !self.record.had_active_device;
+        match self.wait(source) {
+            _ if pending => assert_eq!(gated, Err(Outcome::Pending)),
+            Some(wait) => assert_eq!(gated, Err(Outcome::Throttled { retry_after: wait })),
+            None => assert_eq!(gated, Ok(())),
+        }
+        if gated.is_err() {
             return;
         }
+        let (counted, change) = count_failure(&self.record, &self.state(source), self.now);
+        assert_eq!(counted.user_failures, self.record.user_failures.saturating_add(1));
+        assert_eq!(counted.last_failure, Some(self.now));
+        let failures = self.sources[source].map_or(0, |s| s.failures).saturating_add(1);
+        assert_eq!(
+            change,
+            SourceChange::Set(SourceCounter {
+                failures,
+                last_failure: self.now
+            })
+        );
+        self.record = counted;
+        self.sources[source] = Some(SourceCounter {
+            failures,
+            last_failure: self.now,
+        });
         let code = texted_code(code).as_str().to_owned();
         let expires = self.now.saturating_add(60 + u64::from(lifetime % 3541));
         let challenge = SmsChallenge {
@@ -476,7 +550,6 @@ impl Model {
             tries: 0,
         };
         let mut next = self.record.clone();
-        next.version = next.version.wrapping_add(1);
         let now = self.now;
         next.fallback.sms.retain(|c| now <= c.expires);
         next.fallback.sms.push(challenge);
@@ -597,6 +670,18 @@ fn run(s: Scenario) {
             ..Fallback::default()
         },
         tokens: Default::default(),
+        had_active_device: s.had_active,
+        trusted_sources: s
+            .trusted
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ago)| {
+                ago.map(|ago| TrustedSource {
+                    source: KEYS[i].to_owned(),
+                    last_success: now.saturating_sub(u64::from(ago)),
+                })
+            })
+            .collect(),
     };
     let base_delay = u64::from(s.base_delay.max(1));
     let rules = Rules {
@@ -607,6 +692,7 @@ fn run(s: Scenario) {
             base_delay,
             max_delay: base_delay + u64::from(s.extra_delay),
             user_max_failures: u32::from(s.user_max_failures.max(1)),
+            trusted_source_secs: u64::from(s.trusted_secs),
         },
     };
     let sources = s.sources.map(|seed| {

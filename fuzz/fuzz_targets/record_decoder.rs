@@ -24,7 +24,9 @@ use arbitrary::Arbitrary;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use libfuzzer_sys::fuzz_target;
-use otpd::core::record::{EnrolState, Fallback, Link, SecretBytes, SmsChallenge, UserRecord};
+use otpd::core::record::{
+    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, TrustedSource, UserRecord,
+};
 use otpd::core::seal::{
     is_sealed, key_file_text, open_record, peek, seal_record, Header, KeyId, RecordKey, SealError,
     KEY_LEN, NONCE_LEN,
@@ -78,6 +80,9 @@ struct RecordSeed {
     sms: Vec<ChallengeSeed>,
     sms_register: Option<ChallengeSeed>,
     sms_sent: Vec<u64>,
+    register_sent: Vec<u64>,
+    had_active_device: bool,
+    trusted_sources: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -158,8 +163,18 @@ fn record(seed: RecordSeed) -> UserRecord {
             sms: seed.sms.into_iter().map(challenge).collect(),
             sms_register: seed.sms_register.map(challenge),
             sms_sent: seed.sms_sent,
+            register_sent: seed.register_sent,
         },
         tokens: Default::default(),
+        had_active_device: seed.had_active_device,
+        trusted_sources: seed
+            .trusted_sources
+            .into_iter()
+            .map(|(source, last_success)| TrustedSource {
+                source,
+                last_success,
+            })
+            .collect(),
     }
 }
 

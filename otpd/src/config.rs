@@ -261,9 +261,13 @@ pub struct LimitsConfig {
     /// Longest wait (default 15 min).
     #[serde(deserialize_with = "seconds")]
     pub max_delay: u64,
-    /// Failures over all sources since the last success before the whole
-    /// user must wait (default 20).
+    /// Failures over all sources before sources that have not proven
+    /// themselves for the user must wait (default 20).
     pub user_max_failures: u32,
+    /// Days a source stays trusted for a user after a success from it
+    /// (default 30; 0: no source is trusted but the user's own uid). The
+    /// per-user ceiling never blocks a trusted source.
+    pub trusted_source_days: u64,
 }
 
 impl Default for LimitsConfig {
@@ -274,6 +278,7 @@ impl Default for LimitsConfig {
             base_delay: l.base_delay,
             max_delay: l.max_delay,
             user_max_failures: l.user_max_failures,
+            trusted_source_days: l.trusted_source_secs / (24 * 3600),
         }
     }
 }
@@ -390,6 +395,12 @@ impl Config {
             ));
         }
         let l = &self.limits;
+        if l.trusted_source_days > 365 {
+            return Err(format!(
+                "[limits] trusted_source_days = {}: must be at most 365",
+                l.trusted_source_days
+            ));
+        }
         if l.max_failures == 0 || l.user_max_failures == 0 {
             return Err("[limits] max_failures and user_max_failures must be at least 1".into());
         }
@@ -549,6 +560,7 @@ impl Config {
                 base_delay: self.limits.base_delay,
                 max_delay: self.limits.max_delay,
                 user_max_failures: self.limits.user_max_failures,
+                trusted_source_secs: self.limits.trusted_source_days * 24 * 3600,
             },
         }
     }
@@ -753,6 +765,7 @@ max_failures = 3
 base_delay = "1m"
 max_delay = 3600
 user_max_failures = 10
+trusted_source_days = 7
 "#,
         )
         .unwrap();
@@ -760,6 +773,14 @@ user_max_failures = 10
         assert_eq!(c.issuer(), "Acme");
         assert_eq!(c.limits.base_delay, 60);
         assert_eq!(c.limits.max_delay, 3600);
+        assert_eq!(c.rules().limits.trusted_source_secs, 7 * 24 * 3600);
+        assert_eq!(
+            Config::default().rules().limits.trusted_source_secs,
+            30 * 24 * 3600
+        );
+        assert!(parse("[limits]\ntrusted_source_days = 400\n")
+            .unwrap_err()
+            .contains("trusted_source_days = 400: must be at most 365"));
     }
 
     #[test]

@@ -60,7 +60,8 @@ complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l counter -d 'The cou
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l json -d 'Print one JSON object (with the secret) instead of text'
-complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l force -d 'Replace an active enrolment'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l force -d 'Replace an active enrolment (or, with --device, that device). The old device keeps working until the new one is confirmed, so the user is never left without a second factor'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l revoke -d 'With --force: revoke the old device at once (a lost or stolen phone). For the whole user this also revokes the recovery codes and the phone number. Until the new device is confirmed the user cannot log in with a code, and nullok does not let them through either'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l link -d 'Print a one-time self-enrolment link for the user instead of the secret and QR code (needs [web] public_url)'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l hotp -d 'A counter-based (HOTP, RFC 4226) token, for hardware keys, instead of a time-based one'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -s h -l help -d 'Print help'

@@ -158,6 +158,18 @@ impl LoginHandler for LibPam<'_> {
             .map(|user| user.map(|name| name.to_bytes().to_vec()))
     }
 
+    fn account(&self, name: &str) -> Result<Option<String>, String> {
+        use nix::errno::Errno;
+        // nix wraps getpwnam_r (thread-safe, its buffer grown on ERANGE).
+        match nix::unistd::User::from_name(name) {
+            Ok(user) => Ok(user.map(|user| user.name)),
+            // getpwnam_r(3): "0 or ENOENT or ESRCH or EBADF or EPERM or …
+            // The given name or uid was not found" (nss_wrapper says ENOENT).
+            Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => Ok(None),
+            Err(errno) => Err(errno.desc().to_owned()),
+        }
+    }
+
     fn service(&self) -> String {
         match self.pam.get_service() {
             Ok(Some(service)) => service.to_string_lossy().into_owned(),

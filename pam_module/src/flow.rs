@@ -28,6 +28,11 @@ pub enum LogLevel {
 pub trait LoginHandler {
     /// PAM_USER as raw bytes (libpam may prompt for it); `None` when unset.
     fn user(&self) -> Result<Option<Vec<u8>>, PamError>;
+    /// The account `name` is, as the user database (NSS, `getpwnam_r`)
+    /// spells it (`pw_name`): under NSS that ignores case or knows aliases
+    /// (SSSD, winbind, LDAP) `ALICE` is `alice`. `Ok(None)`: no such
+    /// account; `Err`: the lookup failed (the reason, for the log).
+    fn account(&self, name: &str) -> Result<Option<String>, String>;
     /// PAM_SERVICE, empty when unset.
     fn service(&self) -> String;
     /// PAM_RHOST, empty when unset (a local login).
@@ -268,6 +273,48 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
 
     /// PAM_USER as UTF-8, or the PAM code that ends the login.
     fn user(&self) -> Result<String, PamError> {
+        let name = self.pam_user()?;
+        // The account's own spelling from here on (design.md §7): under an
+        // NSS that ignores case, "ALICE" must not be a user otpd has never
+        // heard of, whom nullok lets through without a code. A name that is
+        // no account is refused, never ignored.
+        match self.pam.account(&name) {
+            Ok(Some(account)) => {
+                if account != name {
+                    self.debug(&format!(
+                        "PAM_USER \"{}\" is the account \"{}\"",
+                        name.escape_debug(),
+                        account.escape_debug()
+                    ));
+                }
+                Ok(account)
+            }
+            Ok(None) => {
+                self.pam.log(
+                    LogLevel::Notice,
+                    &format!(
+                        "user \"{}\" is not known to the system (getpwnam_r); refused",
+                        name.escape_debug()
+                    ),
+                );
+                Err(PamError::USER_UNKNOWN)
+            }
+            Err(reason) => {
+                self.pam.log(
+                    LogLevel::Error,
+                    &format!(
+                        "cannot look up user \"{}\" (getpwnam_r): {reason}; refused",
+                        name.escape_debug()
+                    ),
+                );
+                self.tell(self.lang.unavailable());
+                Err(PamError::AUTHINFO_UNAVAIL)
+            }
+        }
+    }
+
+    /// PAM_USER as libpam holds it, as UTF-8.
+    fn pam_user(&self) -> Result<String, PamError> {
         match self.pam.user() {
             Ok(Some(bytes)) => match String::from_utf8(bytes) {
                 Ok(user) if !user.is_empty() => Ok(user),
@@ -594,6 +641,16 @@ mod tests {
         fn user(&self) -> Result<Option<Vec<u8>>, PamError> {
             self.user.clone()
         }
+        /// A user database that ignores case (as SSSD can) and knows
+        /// "alice", "bob" and "ghost"; "broken" makes the lookup fail.
+        fn account(&self, name: &str) -> Result<Option<String>, String> {
+            let lower = name.to_ascii_lowercase();
+            match lower.as_str() {
+                "alice" | "bob" | "ghost" => Ok(Some(lower)),
+                "broken" => Err("the directory server did not answer".into()),
+                _ => Ok(None),
+            }
+        }
         fn service(&self) -> String {
             "sshd".into()
         }
@@ -717,6 +774,50 @@ mod tests {
         VerifyOutcome::NotEnrolled,
         VerifyOutcome::Pending,
     ];
+
+    #[test]
+    fn the_account_name_is_used_and_unknown_names_are_refused_never_ignored() {
+        // NSS that ignores case: "ALICE" is asked about (status and code)
+        // as "alice", the name otpd knows.
+        let mut pam = TestPam::new("123456");
+        pam.user = Ok(Some(b"ALICE".to_vec()));
+        let (code, requests) = run(
+            &pam,
+            &["nullok"],
+            vec![
+                status(EnrolmentStatus::Active),
+                verified(VerifyOutcome::Accepted),
+            ],
+        );
+        assert_eq!(code, PamError::SUCCESS);
+        assert!(
+            matches!(&requests[0], Request::Status { user } if user == "alice"),
+            "{requests:?}"
+        );
+        assert!(
+            matches!(&requests[1], Request::Verify { user, .. } if user == "alice"),
+            "{requests:?}"
+        );
+        // No such account: refused before the daemon is asked, nullok or not.
+        for args in [&["nullok"][..], &[][..]] {
+            let mut pam = TestPam::new("123456");
+            pam.user = Ok(Some(b"mallory".to_vec()));
+            let (code, requests) = run(&pam, args, vec![]);
+            assert_eq!(code, PamError::USER_UNKNOWN, "{args:?}");
+            assert!(requests.is_empty());
+            assert!(
+                pam.logged().contains("not known to the system"),
+                "{}",
+                pam.logged()
+            );
+        }
+        // The lookup itself failed: fail closed, never ignored.
+        let mut pam = TestPam::new("123456");
+        pam.user = Ok(Some(b"broken".to_vec()));
+        let (code, requests) = run(&pam, &["nullok"], vec![]);
+        assert_eq!(code, PamError::AUTHINFO_UNAVAIL);
+        assert!(requests.is_empty());
+    }
 
     #[test]
     fn every_outcome_maps_to_its_pam_code() {

@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod env;
 pub mod fleet;
+pub mod nss;
 pub mod pam;
 pub mod postgres;
 pub mod process;

@@ -162,10 +162,16 @@ impl PamService {
             }
             None => Command::new(&pamtester),
         };
-        cmd.env("LD_PRELOAD", Program::PamWrapper.path())
+        let preload = format!(
+            "{}:{}",
+            Program::PamWrapper.path().display(),
+            Program::NssWrapper.path().display()
+        );
+        cmd.env("LD_PRELOAD", preload)
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", &self.dir)
             .arg("-v");
+        crate::nss::configure(&mut cmd, &self.dir, user.as_encoded_bytes());
         if !rhost.is_empty() {
             cmd.arg("-I").arg(format!("rhost={rhost}"));
         }

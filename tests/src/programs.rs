@@ -9,6 +9,10 @@ pub enum Program {
     Pamtester,
     /// `libpam_wrapper.so`, which lets a test point libpam at its own service dir.
     PamWrapper,
+    /// `libnss_wrapper.so`, which gives pamtester a user database of the
+    /// test's own (the module resolves PAM_USER with getpwnam_r). Required
+    /// with [`Program::PamWrapper`].
+    NssWrapper,
     /// `oathtool`, the independent TOTP implementation.
     Oathtool,
     /// `zbarimg`, the QR decoder.
@@ -50,6 +54,7 @@ impl Program {
         match self {
             Program::Pamtester => "pamtester",
             Program::PamWrapper => "libpam_wrapper.so",
+            Program::NssWrapper => "libnss_wrapper.so",
             Program::Oathtool => "oathtool",
             Program::Zbarimg => "zbarimg",
             Program::Strace => "strace",
@@ -72,7 +77,7 @@ impl Program {
     /// Where it is installed, if it is.
     pub fn locate(self) -> Option<PathBuf> {
         match self {
-            Program::PamWrapper => find_library("libpam_wrapper.so"),
+            Program::PamWrapper | Program::NssWrapper => find_library(self.name()),
             Program::PamGoogleAuthenticator | Program::PamOath => {
                 find_library(&format!("security/{}", self.name()))
             }
@@ -96,7 +101,11 @@ pub fn under_ci() -> bool {
 /// `SKIP <test>: <program> not installed` line and returns `false`, except
 /// under CI (`CI=true`), where a missing program fails the test.
 pub fn require(test: &str, programs: &[Program]) -> bool {
-    for program in programs {
+    // pamtester runs under both wrappers (crate::pam::PamService::command).
+    let with_nss = programs
+        .contains(&Program::PamWrapper)
+        .then_some(&Program::NssWrapper);
+    for program in programs.iter().chain(with_nss) {
         if program.locate().is_none() {
             if under_ci() {
                 panic!(

@@ -102,10 +102,18 @@ pub fn parse(log: &str) -> Vec<Syscall> {
     calls
 }
 
-/// Splits `args) = result` at the last `) = `.
+/// Splits `args) = result` at the last `)` followed by ` = ` (strace pads
+/// a resumed call's `)` and `=` apart with spaces: `<... fdatasync
+/// resumed>)          = 0`).
 fn split_result(tail: &str) -> (&str, Option<String>) {
-    match tail.rfind(") = ") {
-        Some(i) => (&tail[..i], Some(tail[i + 4..].trim().to_owned())),
+    let found = tail.rmatch_indices(')').find_map(|(i, _)| {
+        tail[i + 1..]
+            .trim_start()
+            .strip_prefix("= ")
+            .map(|result| (i, result))
+    });
+    match found {
+        Some((i, result)) => (&tail[..i], Some(result.trim().to_owned())),
         None => (tail, None),
     }
 }
@@ -138,7 +146,7 @@ mod tests {
     const LOG: &str = r#"101 recvfrom(12<UNIX-STREAM:[555->556,"/tmp/t/otpd.sock"]>, "\0\0\0\34{\"v\":1,\"body\":{\"op\":\"verify\"}}", 8192, 0, NULL, NULL) = 32
 102 fdatasync(9</tmp/t/state/db> <unfinished ...>
 101 write(2</tmp/t/otpd.log>, "audit", 5) = 5
-102 <... fdatasync resumed>) = 0
+102 <... fdatasync resumed>)          = 0
 101 write(12<UNIX-STREAM:[555->556,"/tmp/t/otpd.sock"]>, "\0\0\0001{\"v\":1,\"body\":{\"kind\":\"verified\"}}", 53) = 53
 101 --- SIGCHLD {si_signo=SIGCHLD} ---
 101 +++ exited with 0 +++

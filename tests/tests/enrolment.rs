@@ -215,16 +215,25 @@ fn confirm_re_enrol_and_remove_follow_the_states() {
     assert!(!refused.stdout.contains("otpauth://"), "{refused}");
     env.otpd_expect(&["verify", "frank", &frank.code_at(t + 30)], 0);
 
+    // --force: the old token keeps working until the new one is confirmed
+    // (a second factor, once on, stays on: design.md §7).
     let replaced = env.enroll("frank", &["--force"]);
     assert_ne!(replaced.secret, frank.secret);
+    assert_eq!(env.list_entry("frank").unwrap()["state"], "active");
+    env.otpd_expect(&["verify", "frank", &replaced.code_at(t + 30)], 1);
+    env.otpd_expect(&["confirm", "frank", &replaced.code_at(t + 30)], 0);
+    env.otpd_expect(&["verify", "frank", &frank.code_at(t + 60)], 1);
+    // --force --revoke: the old token stops at once.
+    let revoked = env.enroll("frank", &["--force", "--revoke"]);
     assert_eq!(env.list_entry("frank").unwrap()["state"], "pending");
+    env.otpd_expect(&["verify", "frank", &replaced.code_at(t + 60)], 1);
 
     let listing = [
         env.otpd_expect(&["list"], 0),
         env.otpd_expect(&["list", "--json"], 0),
     ];
     for out in listing {
-        for secret in [&frank.secret, &replaced.secret] {
+        for secret in [&frank.secret, &replaced.secret, &revoked.secret] {
             assert!(
                 !out.stdout.contains(secret.as_str()),
                 "list shows a secret: {out}"

@@ -225,9 +225,12 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
     let again = env.pam_login("alice", &code, "192.0.2.50", "");
     assert_eq!(again.outcome, PamOutcome::AuthErr, "{}", again.output);
 
-    // Third text this hour (registration was the first): allowed; the
-    // fourth is refused with a message, and the app's code still works.
+    // Login texts have a budget of their own (3 an hour here), apart from
+    // the phone's registration: the third login text is sent, the fourth
+    // is refused with a message, and the app's code still works.
     let (login, _) = sms_login(&env, &outbox, texts_before_logins + 1, "192.0.2.51");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let (login, _) = sms_login(&env, &outbox, texts_before_logins + 2, "192.0.2.53");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     let service = env.pam_service("lang=nl");
     let mut running = service.start(OsStr::new("alice"), "192.0.2.52", None);
@@ -245,7 +248,7 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
             .unwrap()
             .matches("to=")
             .count(),
-        texts_before_logins + 2
+        texts_before_logins + 3
     );
     assert_eq!(
         verify_outcomes(&env, "alice"),
@@ -255,10 +258,14 @@ fn a_code_by_text_message_registers_the_phone_and_logs_in() {
             "wrong_code",
             "sms_sent",
             "accepted_sms_code",
+            "sms_sent",
+            "accepted_sms_code",
             "sms_limited",
             "accepted"
         ]
     );
+    // The login texts did not use up the registration's budget.
+    env.otpd_expect(&["phone", "alice", "+31612345679"], 0);
     env.assert_log_free_of(&code);
 }
 
@@ -328,4 +335,86 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
             "{log}"
         );
     }
+}
+
+/// Typing "sms" at the prompt could be a guess (it asks for a code a
+/// stranger may then try) and costs the user a text: it counts against the
+/// source like a wrong code (design.md §2), so a stranger cannot ask for
+/// texts without end, and the texted code typed back clears the count.
+#[test]
+fn asking_for_a_text_counts_against_the_source() {
+    if !require("sms counts", PAM) {
+        return;
+    }
+    let probe = TestEnv::without_daemon("sms_count_probe", &Limits::default());
+    let (script, outbox) = sender(&probe, "ok");
+    let env = TestEnv::start_with_config(
+        "sms_count",
+        Limits::default(),
+        &format!(
+            "[sms]\ncommand = \"{}\"\nmax_per_hour = 50\n",
+            script.display()
+        ),
+    );
+    let t = settled_now(30, 10);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+    let (_, code) = last_texted(&outbox, 0);
+    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+
+    // The user's own flow costs nothing: "sms", then the texted code.
+    let (login, _) = sms_login(&env, &outbox, 1, "192.0.2.70");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    assert_eq!(env.list_entry("alice").unwrap()["failures"], 0);
+
+    // A stranger types "sms" and gives up, five times (the fifth request
+    // is the source's fifth failure: the answer after it is throttled);
+    // the sixth time nothing more is texted.
+    let stranger = "198.51.100.70";
+    for attempt in 1..=5 {
+        let service = env.pam_service("lang=en");
+        let mut running = service.start(OsStr::new("alice"), stranger, None);
+        running.write(b"sms\n");
+        running.feed(b"\n");
+        let login = finish(running);
+        let expected = if attempt < 5 {
+            PamOutcome::AuthErr
+        } else {
+            PamOutcome::MaxTries
+        };
+        assert_eq!(
+            login.outcome, expected,
+            "attempt {attempt}: {}",
+            login.output
+        );
+    }
+    let texted = std::fs::read_to_string(&outbox)
+        .unwrap()
+        .matches("to=")
+        .count();
+    assert_eq!(
+        texted,
+        1 + 1 + 5,
+        "registration, alice's own, the stranger's five"
+    );
+    let service = env.pam_service("lang=en");
+    let mut running = service.start(OsStr::new("alice"), stranger, None);
+    running.write(b"sms\n");
+    running.feed(b"\n");
+    let login = finish(running);
+    assert_eq!(login.outcome, PamOutcome::MaxTries, "{}", login.output);
+    assert_eq!(
+        std::fs::read_to_string(&outbox)
+            .unwrap()
+            .matches("to=")
+            .count(),
+        texted,
+        "a throttled source got a text"
+    );
+    let entry = env.list_entry("alice").unwrap();
+    println!("after a stranger's five requests: {entry}");
+    assert_eq!(entry["failures"], 5, "{entry}");
+    // alice from her own host is not held up.
+    let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.70", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
 }

@@ -155,7 +155,7 @@ fn sixty_four_concurrent_logins_with_one_code_over_three_hosts_let_exactly_one_i
     let Some(fleet) = Fleet::start("fleet_race", 3, &lenient()) else {
         return;
     };
-    let namespace = PrivateHost::start(&fleet.hosts[0], &[], &[]);
+    let namespace = PrivateHost::start(&fleet.hosts[0], &["carol"], &[]);
     let services: Vec<String> = fleet
         .hosts
         .iter()

@@ -231,13 +231,16 @@ fn local_login_with_ruid(env: &TestEnv, ruid: u32, user: &str, code: &str) -> Pa
         )
         .unwrap();
     }
+    // The module resolves the user: a private /etc/passwd that has them.
+    let passwd = otpd_tests::nss::passwd_with(&env.dir, user.as_bytes());
     let mut cmd = std::process::Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$1" /etc/pam.d && exec setpriv --ruid "$2" pamtester otpd-local "$3" authenticate"#)
+        .arg(r#"mount --bind "$1" /etc/pam.d && mount --bind "$4" /etc/passwd && exec setpriv --ruid "$2" pamtester otpd-local "$3" authenticate"#)
         .arg("sh")
         .arg(&pam_d)
         .arg(ruid.to_string())
-        .arg(user);
+        .arg(user)
+        .arg(&passwd);
     let out = otpd_tests::process::run(
         cmd,
         format!("{code}\n").as_bytes(),

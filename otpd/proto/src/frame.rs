@@ -303,6 +303,7 @@ mod tests {
                 device: "key".into(),
                 token_kind: TokenKind::Hotp,
                 counter: Some(7),
+                old_kept: true,
             })),
             Response::Imported {
                 user: "bob".into(),

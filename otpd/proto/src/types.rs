@@ -198,6 +198,12 @@ pub struct EnrolParams {
     /// HOTP only: the counter value of the token's next code (default 0).
     #[serde(default)]
     pub counter: Option<u64>,
+    /// With `force`: the replaced device (or, for the whole user, every
+    /// device, the recovery codes and the phone) stops working at once
+    /// instead of when the new one is confirmed; until then the user cannot
+    /// log in (never through `nullok`).
+    #[serde(default)]
+    pub revoke: bool,
 }
 
 /// A user whose tokens exist already elsewhere, to be imported.
@@ -291,6 +297,10 @@ pub enum Response {
         expires: u64,
         /// An existing enrolment was replaced (`force`).
         replaced: bool,
+        /// The replaced enrolment was active and keeps working until the
+        /// page's code is validated.
+        #[serde(default, skip_serializing_if = "is_false")]
+        old_kept: bool,
     },
     /// The answer to `DaemonStatus`.
     DaemonStatus(Box<DaemonStatus>),
@@ -454,6 +464,10 @@ pub struct Enrolment {
     /// HOTP: the counter value of the token's next code.
     #[serde(default)]
     pub counter: Option<u64>,
+    /// The replaced device was active and keeps working until this one is
+    /// confirmed.
+    #[serde(default)]
+    pub old_kept: bool,
 }
 
 /// The state of an enrolment as `otpd list` shows it.

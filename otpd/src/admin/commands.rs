@@ -35,9 +35,17 @@ pub struct EnrollOptions {
     /// Print one JSON object (with the secret) instead of text
     #[arg(long)]
     pub json: bool,
-    /// Replace an active enrolment
+    /// Replace an active enrolment (or, with --device, that device). The
+    /// old device keeps working until the new one is confirmed, so the user
+    /// is never left without a second factor
     #[arg(long)]
     pub force: bool,
+    /// With --force: revoke the old device at once (a lost or stolen
+    /// phone). For the whole user this also revokes the recovery codes and
+    /// the phone number. Until the new device is confirmed the user cannot
+    /// log in with a code, and nullok does not let them through either
+    #[arg(long, requires = "force")]
+    pub revoke: bool,
     /// Print a one-time self-enrolment link for the user instead of the
     /// secret and QR code (needs [web] public_url)
     #[arg(long, conflicts_with_all = ["qr_png", "qr_svg"])]
@@ -190,6 +198,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
         device: o.device.clone(),
         hotp: o.hotp,
         counter: o.counter,
+        revoke: o.revoke,
     });
     let e = match client.call(&request)? {
         Response::Enrolled(e) => e,
@@ -198,7 +207,14 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
             url,
             expires,
             replaced,
-        } => return print_link(&user, url.expose(), expires, replaced, o.json),
+            old_kept,
+        } => {
+            print_link(&user, url.expose(), expires, replaced, o.json)?;
+            if replaced && !o.json {
+                say!("{}", replaced_note(old_kept));
+            }
+            return Ok(());
+        }
         other => return Err(unexpected(&other)),
     };
     if let Some(path) = &o.qr_png {
@@ -226,6 +242,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
             "uri": e.uri.expose(),
             "state": "pending",
             "replaced": e.replaced,
+            "old_kept": e.old_kept,
             "device": e.device,
             "kind": e.token_kind,
             "counter": e.counter,
@@ -234,6 +251,9 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
         return Ok(());
     }
     print_enrolment(&e)?;
+    if e.replaced {
+        say!("{}", replaced_note(e.old_kept));
+    }
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         prompt_first_code(client, &e.user)
@@ -243,6 +263,15 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
             e.user
         );
         Ok(())
+    }
+}
+
+/// What became of the device a forced enrolment replaces.
+fn replaced_note(old_kept: bool) -> &'static str {
+    if old_kept {
+        "The old device keeps working until the new one is confirmed; then it is removed."
+    } else {
+        "The earlier enrolment no longer works."
     }
 }
 

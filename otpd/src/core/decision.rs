@@ -3,8 +3,7 @@
 
 use crate::core::code;
 use crate::core::ratelimit::{remaining, Limits};
-use crate::core::record::TokenKind;
-use crate::core::record::{EnrolState, SourceCounter, UserRecord};
+use crate::core::record::{EnrolState, Fallback, Replaces, SourceCounter, TokenKind, UserRecord};
 use crate::core::tokens::normalize_any_recovery;
 use crate::core::totp::{match_device, CodeMatch};
 
@@ -107,44 +106,124 @@ pub struct Rules {
     pub limits: Limits,
 }
 
+/// The caller's rate-limit source (design.md §2), as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState<'a> {
+    /// Its key ([`crate::core::record::source_of`]).
+    pub key: &'a str,
+    /// Its failure counter, if it has one.
+    pub counter: Option<&'a SourceCounter>,
+    /// A local login by the user's own uid (a screen locker, the user's
+    /// own sudo or su): a stranger cannot be this source, so it is trusted
+    /// without a success first.
+    pub own: bool,
+}
+
+impl<'a> SourceState<'a> {
+    /// A source that is not the user's own uid.
+    pub fn new(key: &'a str, counter: Option<&'a SourceCounter>) -> Self {
+        Self {
+            key,
+            counter,
+            own: false,
+        }
+    }
+}
+
+/// Whether the attempt may go on, before the code is looked at: `Err` with
+/// the refusal for an unknown user, a pending one (login), or a source that
+/// must wait. A refusal here changes nothing, so that a throttled stranger
+/// cannot lengthen the wait.
+///
+/// The per-user ceiling (`user_max_failures`) applies only to sources that
+/// have not proven themselves for this user (design.md §2): a source with a
+/// success within `trusted_source_secs`, or the user's own uid, waits only
+/// for its own failures. One source can lock out only itself.
+pub fn gate(
+    record: Option<&UserRecord>,
+    source: &SourceState<'_>,
+    now: u64,
+    purpose: Purpose,
+    rules: &Rules,
+) -> Result<(), Outcome> {
+    let Some(record) = record else {
+        return Err(Outcome::NotEnrolled);
+    };
+    if purpose == Purpose::Login && !record.factor_required() {
+        // Never had an active device: `nullok` may let this user through.
+        return Err(Outcome::Pending);
+    }
+    let limits = &rules.limits;
+    let source_wait = source
+        .counter
+        .and_then(|s| remaining(s.failures, s.last_failure, limits.max_failures, limits, now));
+    let user_wait = if trusted(record, source, now, rules) {
+        None
+    } else {
+        record.last_failure.and_then(|last| {
+            remaining(
+                record.user_failures,
+                last,
+                limits.user_max_failures,
+                limits,
+                now,
+            )
+        })
+    };
+    match source_wait.max(user_wait) {
+        Some(retry_after) => Err(Outcome::Throttled { retry_after }),
+        None => Ok(()),
+    }
+}
+
+/// Whether the per-user ceiling spares `source`: the user's own uid, or a
+/// success from it within `trusted_source_secs`.
+fn trusted(record: &UserRecord, source: &SourceState<'_>, now: u64, rules: &Rules) -> bool {
+    source.own || record.trusts(source.key, now, rules.limits.trusted_source_secs)
+}
+
+/// `record` after a failure (or a request that counts as one, like `sms`)
+/// from `source` at `now`: the per-user count and the source's own.
+pub fn count_failure(
+    record: &UserRecord,
+    source: &SourceState<'_>,
+    now: u64,
+) -> (UserRecord, SourceChange) {
+    let mut next = record.clone();
+    next.version = record.version.wrapping_add(1);
+    next.user_failures = record.user_failures.saturating_add(1);
+    next.last_failure = Some(now);
+    let failures = source.counter.map_or(0, |s| s.failures).saturating_add(1);
+    (
+        next,
+        SourceChange::Set(SourceCounter {
+            failures,
+            last_failure: now,
+        }),
+    )
+}
+
 /// Decides one attempt. Pure: the same inputs give the same decision.
 ///
-/// Order matters: an enrolment check first (nothing is counted for unknown
-/// users), then the backoff (a throttled attempt is refused whether the code
-/// is right or wrong, and is not counted, so a stranger cannot lengthen the
-/// wait), then the code itself.
+/// Order matters: the gate first (nothing is counted for unknown users, and
+/// a throttled attempt is refused whether the code is right or wrong, and
+/// is not counted, so a stranger cannot lengthen the wait), then the code
+/// itself.
 pub fn decide(
     record: Option<&UserRecord>,
-    source: Option<&SourceCounter>,
+    source: &SourceState<'_>,
     typed_code: &str,
     now: u64,
     purpose: Purpose,
     rules: &Rules,
 ) -> Result<Decision, String> {
+    if let Err(outcome) = gate(record, source, now, purpose, rules) {
+        return Ok(Decision::unchanged(outcome));
+    }
     let Some(record) = record else {
         return Ok(Decision::unchanged(Outcome::NotEnrolled));
     };
-    if record.state == EnrolState::Pending && purpose == Purpose::Login {
-        // `set_devices` keeps an active device first: the user has none.
-        return Ok(Decision::unchanged(Outcome::Pending));
-    }
-
-    let limits = &rules.limits;
-    let source_wait = source
-        .and_then(|s| remaining(s.failures, s.last_failure, limits.max_failures, limits, now));
-    let user_wait = record.last_failure.and_then(|last| {
-        remaining(
-            record.user_failures,
-            last,
-            limits.user_max_failures,
-            limits,
-            now,
-        )
-    });
     let login = purpose == Purpose::Login;
-    if let Some(retry_after) = source_wait.max(user_wait) {
-        return Ok(Decision::unchanged(Outcome::Throttled { retry_after }));
-    }
 
     // The devices this code may belong to: the active ones for a login,
     // the pending ones for a confirmation ("Validate").
@@ -205,6 +284,29 @@ pub fn decide(
     }) {
         devices[i].state = EnrolState::Active;
         devices[i].last_accepted_step = Some(step);
+        let replaces = devices[i].replaces.take();
+        match replaces {
+            None => {}
+            // A new enrolment that replaces the whole old one (`enroll
+            // --force`): only now, with its first code, does the old one go.
+            Some(Replaces::All) => {
+                let confirmed = devices.swap_remove(i);
+                devices = vec![confirmed];
+                next.fallback = Fallback {
+                    sms_sent: record.fallback.sms_sent.clone(),
+                    register_sent: record.fallback.register_sent.clone(),
+                    ..Fallback::default()
+                };
+            }
+            Some(Replaces::Device(name)) => {
+                let mut j = 0;
+                devices.retain(|d| {
+                    let keep = j == i || d.state != EnrolState::Active || d.name != name;
+                    j += 1;
+                    keep
+                });
+            }
+        }
         next.set_devices(devices)?;
         CodeMatch::Fresh { step }
     } else {
@@ -261,8 +363,17 @@ pub fn decide(
             // A self-enrolment link dies with the first accepted code.
             next.fallback.link = None;
             next.last_success = Some(now);
-            next.user_failures = 0;
-            next.last_failure = None;
+            // A source that had not proven itself has now: the per-user
+            // count starts again. A trusted source's success leaves it, so
+            // that the real user's logins from home do not hand a stranger
+            // elsewhere a fresh set of free guesses.
+            if !trusted(record, source, now, rules) {
+                next.user_failures = 0;
+                next.last_failure = None;
+            }
+            if login && !source.own {
+                next.remember_source(source.key, now, rules.limits.trusted_source_secs);
+            }
             Ok(Decision {
                 outcome,
                 record: Some(next),
@@ -270,20 +381,17 @@ pub fn decide(
             })
         }
         None => {
-            next.user_failures = record.user_failures.saturating_add(1);
-            next.last_failure = Some(now);
-            let failures = source.map_or(0, |s| s.failures).saturating_add(1);
+            // The code check changed nothing on this path: the record as
+            // read, with the failure counted.
+            let (counted, source_change) = count_failure(record, source, now);
             Ok(Decision {
                 outcome: if matched == CodeMatch::Used {
                     Outcome::Replayed
                 } else {
                     Outcome::WrongCode
                 },
-                record: Some(next),
-                source: SourceChange::Set(SourceCounter {
-                    failures,
-                    last_failure: now,
-                }),
+                record: Some(counted),
+                source: source_change,
             })
         }
     }
@@ -324,6 +432,8 @@ mod tests {
             last_failure: None,
             fallback: Default::default(),
             tokens: Default::default(),
+            had_active_device: false,
+            trusted_sources: Vec::new(),
         }
     }
 
@@ -366,7 +476,7 @@ mod tests {
         pending.state = EnrolState::Pending;
         let d = decide(
             Some(&pending),
-            None,
+            &ADMIN,
             "EFGH-JKLM-NPQR",
             NOW,
             Purpose::Confirm,
@@ -434,6 +544,7 @@ mod tests {
             created: 0,
             last_accepted_step: None,
             window: None,
+            replaces: None,
         }
     }
 
@@ -511,7 +622,7 @@ mod tests {
         );
         // The phone's code does not confirm the tablet.
         let confirm = |r: &UserRecord, code: &str| {
-            decide(Some(r), None, code, NOW, Purpose::Confirm, &rules()).unwrap()
+            decide(Some(r), &ADMIN, code, NOW, Purpose::Confirm, &rules()).unwrap()
         };
         assert_eq!(confirm(&r, &code_at(NOW)).outcome, Outcome::WrongCode);
         let d = confirm(&r, &tablet_code);
@@ -571,7 +682,7 @@ mod tests {
         });
         let d = decide(
             Some(&r),
-            None,
+            &ADMIN,
             &code_at(NOW),
             NOW,
             Purpose::Confirm,
@@ -585,8 +696,19 @@ mod tests {
     }
 
     fn login(r: &UserRecord, s: Option<&SourceCounter>, code: &str, now: u64) -> Decision {
-        decide(Some(r), s, code, now, Purpose::Login, &rules()).unwrap()
+        login_from(r, &SourceState::new("rhost:192.0.2.1", s), code, now)
     }
+
+    fn login_from(r: &UserRecord, source: &SourceState<'_>, code: &str, now: u64) -> Decision {
+        decide(Some(r), source, code, now, Purpose::Login, &rules()).unwrap()
+    }
+
+    /// The source of `otpd confirm`: root's uid.
+    const ADMIN: SourceState<'static> = SourceState {
+        key: "uid:0",
+        counter: None,
+        own: false,
+    };
 
     #[test]
     fn accepts_a_fresh_code_once_and_records_its_step() {
@@ -655,7 +777,7 @@ mod tests {
 
     #[test]
     fn unknown_and_pending_users_change_nothing() {
-        let d = decide(None, None, "123456", NOW, Purpose::Login, &rules()).unwrap();
+        let d = decide(None, &ADMIN, "123456", NOW, Purpose::Login, &rules()).unwrap();
         assert_eq!(d, Decision::unchanged(Outcome::NotEnrolled));
         let mut p = active();
         p.state = EnrolState::Pending;
@@ -671,7 +793,7 @@ mod tests {
         p.state = EnrolState::Pending;
         let d = decide(
             Some(&p),
-            None,
+            &ADMIN,
             &code_at(NOW),
             NOW,
             Purpose::Confirm,
@@ -685,7 +807,7 @@ mod tests {
             login(&next, None, &code_at(NOW), NOW).outcome,
             Outcome::Replayed
         );
-        let wrong = decide(Some(&p), None, "000000", NOW, Purpose::Confirm, &rules()).unwrap();
+        let wrong = decide(Some(&p), &ADMIN, "000000", NOW, Purpose::Confirm, &rules()).unwrap();
         assert_eq!(wrong.outcome, Outcome::WrongCode);
         assert_eq!(wrong.record.unwrap().state, EnrolState::Pending);
     }
@@ -746,6 +868,170 @@ mod tests {
             login(&r, None, &code_at(NOW), NOW + 5).outcome,
             Outcome::Accepted { .. }
         ));
+    }
+
+    const HOME: &str = "rhost:203.0.113.10";
+
+    #[test]
+    fn the_ceiling_never_blocks_a_source_that_has_proven_itself() {
+        let day = 24 * 3600;
+        // A success from home: home is remembered, the count starts afresh.
+        let mut r = active();
+        r.user_failures = 3;
+        r.last_failure = Some(NOW - 100);
+        let home = SourceState::new(HOME, None);
+        let d = login_from(&r, &home, &code_at(NOW), NOW);
+        let mut r = d.record.unwrap();
+        assert!(r.trusts(HOME, NOW, 30 * day));
+        assert_eq!(r.user_failures, 0, "an unknown source's success resets it");
+        // Strangers reach the ceiling.
+        r.user_failures = 20;
+        r.last_failure = Some(NOW + 40);
+        let stranger = SourceState::new("rhost:198.51.100.1", None);
+        assert_eq!(
+            login_from(&r, &stranger, &code_at(NOW + 60), NOW + 60).outcome,
+            Outcome::Throttled { retry_after: 10 }
+        );
+        // Home is not blocked, and its success leaves the count alone: the
+        // strangers get no fresh set of free guesses from it.
+        let d = login_from(&r, &home, &code_at(NOW + 60), NOW + 60);
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        let after = d.record.unwrap();
+        assert_eq!(
+            (after.user_failures, after.last_failure),
+            (20, Some(NOW + 40))
+        );
+        assert_eq!(
+            login_from(&after, &stranger, "000000", NOW + 61).outcome,
+            Outcome::Throttled { retry_after: 9 }
+        );
+        // Home's own failures still throttle home.
+        let five = SourceCounter {
+            failures: 5,
+            last_failure: NOW + 60,
+        };
+        let home_failing = SourceState::new(HOME, Some(&five));
+        assert_eq!(
+            login_from(&after, &home_failing, &code_at(NOW + 90), NOW + 61).outcome,
+            Outcome::Throttled { retry_after: 29 }
+        );
+        // Trust ends after trusted_source_secs.
+        let later = NOW + 60 + 30 * day + 1;
+        let mut stale = after.clone();
+        stale.last_failure = Some(later);
+        assert!(matches!(
+            login_from(&stale, &home, &code_at(later), later).outcome,
+            Outcome::Throttled { .. }
+        ));
+        // The user's own uid is trusted without a success first.
+        let own = SourceState {
+            key: "uid:1000",
+            counter: None,
+            own: true,
+        };
+        let d = login_from(&stale, &own, &code_at(later), later);
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        assert!(
+            !d.record.unwrap().trusts("uid:1000", later, 30 * day),
+            "the own uid needs no entry"
+        );
+    }
+
+    #[test]
+    fn a_user_who_had_an_active_device_is_never_pending_at_login() {
+        let mut r = active();
+        let mut devices = r.devices();
+        devices[0].state = EnrolState::Pending;
+        r.set_devices(devices).unwrap();
+        assert!(!r.has_active_device());
+        assert!(r.factor_required(), "it was active before");
+        // A code: refused as wrong, not "pending" (which nullok ignores).
+        assert_eq!(
+            login(&r, None, &code_at(NOW), NOW).outcome,
+            Outcome::WrongCode
+        );
+        // Never active: pending, as before.
+        let mut fresh = UserRecord::fresh(1, "t".into());
+        fresh
+            .set_devices(
+                active()
+                    .devices()
+                    .into_iter()
+                    .map(|mut d| {
+                        d.state = EnrolState::Pending;
+                        d
+                    })
+                    .collect(),
+            )
+            .unwrap();
+        assert_eq!(
+            login(&fresh, None, &code_at(NOW), NOW).outcome,
+            Outcome::Pending
+        );
+    }
+
+    #[test]
+    fn a_replacement_takes_over_only_once_confirmed() {
+        // The phone (KEY) is active; a new phone (KEY2) replaces everything.
+        let mut r = with_recovery(&["23456789ABCD"]);
+        r.fallback.phone = Some("+31612345678".into());
+        let mut devices = r.devices();
+        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
+        new.replaces = Some(Replaces::All);
+        devices.push(new);
+        r.set_devices(devices).unwrap();
+        // The old one still logs in; the new one's code does not.
+        let new_code = generator(KEY2, Algorithm::Sha1, 6, 30, 0)
+            .unwrap()
+            .generate(NOW)
+            .to_string();
+        assert!(matches!(
+            login(&r, None, &code_at(NOW), NOW).outcome,
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(login(&r, None, &new_code, NOW).outcome, Outcome::WrongCode);
+        // Confirmed: only the new one is left, with no old recovery codes
+        // or phone (as `enroll --force` always did).
+        let d = decide(Some(&r), &ADMIN, &new_code, NOW, Purpose::Confirm, &rules()).unwrap();
+        assert!(matches!(d.outcome, Outcome::Accepted { .. }));
+        let next = d.record.unwrap();
+        let left = next.devices();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].secret.expose(), KEY2);
+        assert_eq!(left[0].replaces, None);
+        assert!(next.fallback.recovery.is_empty() && next.fallback.phone.is_none());
+        assert_eq!(
+            login(&next, None, &code_at(NOW + 30), NOW).outcome,
+            Outcome::WrongCode
+        );
+
+        // One device replaced by name: the others stay.
+        let mut r = two_devices();
+        let mut devices = r.devices();
+        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
+        new.secret = crate::core::record::SecretBytes::new(b"zyxwvutsrqzyxwvutsrq".to_vec());
+        new.replaces = Some(Replaces::Device("default".into()));
+        devices.push(new);
+        r.set_devices(devices).unwrap();
+        let code = generator(b"zyxwvutsrqzyxwvutsrq", Algorithm::Sha1, 6, 30, 0)
+            .unwrap()
+            .generate(NOW)
+            .to_string();
+        let d = decide(Some(&r), &ADMIN, &code, NOW, Purpose::Confirm, &rules()).unwrap();
+        let names: Vec<(String, EnrolState)> = d
+            .record
+            .unwrap()
+            .devices()
+            .into_iter()
+            .map(|d| (d.name, d.state))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("key".to_string(), EnrolState::Active),
+                ("default".to_string(), EnrolState::Active)
+            ]
+        );
     }
 
     #[test]

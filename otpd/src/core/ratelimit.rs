@@ -9,9 +9,13 @@ pub struct Limits {
     pub base_delay: u64,
     /// The longest wait, in seconds.
     pub max_delay: u64,
-    /// Failures across all sources since the last success before the whole
-    /// user must wait.
+    /// Failures across all sources before sources that have not proven
+    /// themselves for the user must wait (the per-user ceiling).
     pub user_max_failures: u32,
+    /// How long a source stays trusted for a user after a success from it
+    /// (`[limits] trusted_source_days`), in seconds: the per-user ceiling
+    /// never blocks a trusted source.
+    pub trusted_source_secs: u64,
 }
 
 impl Default for Limits {
@@ -21,6 +25,7 @@ impl Default for Limits {
             base_delay: 30,
             max_delay: 15 * 60,
             user_max_failures: 20,
+            trusted_source_secs: 30 * 24 * 3600,
         }
     }
 }

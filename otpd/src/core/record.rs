@@ -109,6 +109,41 @@ pub struct UserRecord {
     /// one default TOTP token.
     #[serde(default, skip_serializing_if = "TokenSet::is_default")]
     pub tokens: TokenSet,
+    /// The user has had an active device: a second factor, once on, stays
+    /// on (design.md §7). `nullok` lets through only users who never had
+    /// one, not a user whose device is being replaced or was revoked.
+    /// Written only when set, so records of other users keep their layout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub had_active_device: bool,
+    /// The sources (rhost per address or IPv6 /64, or a calling uid) that
+    /// logged in successfully lately, newest last; the per-user ceiling
+    /// never blocks them (design.md §2). At most [`MAX_TRUSTED_SOURCES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_sources: Vec<TrustedSource>,
+}
+
+/// Trusted sources kept per user: the oldest goes when a new one comes.
+pub const MAX_TRUSTED_SOURCES: usize = 16;
+
+/// A source that has proven itself for a user: a success came from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedSource {
+    /// The source key ([`source_of`]).
+    pub source: String,
+    /// Unix time of its latest success.
+    pub last_success: u64,
+}
+
+/// What a pending device replaces once its first code confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Replaces {
+    /// Every other device, the recovery codes and the phone: the user is
+    /// enrolled afresh (`otpd enroll USER --force`).
+    All,
+    /// The active device of this name (`otpd enroll USER --device NAME --force`).
+    Device(String),
 }
 
 /// The name of a user's first device when none was given.
@@ -143,6 +178,11 @@ pub struct Device {
     /// Its own window (TOTP: steps either side; HOTP: look-ahead), from an
     /// import; `None`: the configured one.
     pub window: Option<u16>,
+    /// A pending device that replaces others once confirmed; until then
+    /// they keep working. Never set on an active device, nor when the user
+    /// has no active device (then there is nothing to keep working).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Replaces>,
 }
 
 impl Device {
@@ -196,6 +236,20 @@ impl UserRecord {
             last_failure: None,
             fallback: Fallback::default(),
             tokens: TokenSet::default(),
+            had_active_device: false,
+            trusted_sources: Vec::new(),
+        }
+    }
+
+    /// The start of a new user's record, without devices: pending, so that
+    /// [`UserRecord::set_devices`] does not take it for a user who had an
+    /// active device. Give it its devices with `set_devices`.
+    pub fn fresh(version: u64, issuer: String) -> Self {
+        UserRecord {
+            version,
+            issuer,
+            state: EnrolState::Pending,
+            ..UserRecord::decoy()
         }
     }
 
@@ -216,6 +270,8 @@ impl UserRecord {
             created: self.created,
             last_accepted_step: self.last_accepted_step,
             window: self.tokens.first_window,
+            // Active devices go first: the first one replaces nothing.
+            replaces: None,
         };
         std::iter::once(first)
             .chain(self.tokens.others.iter().cloned())
@@ -227,9 +283,18 @@ impl UserRecord {
     /// any active token. `Err` for an empty list: a user without tokens is
     /// removed, not stored.
     pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<(), String> {
-        let (active, pending): (Vec<Device>, Vec<Device>) = devices
+        let (active, mut pending): (Vec<Device>, Vec<Device>) = devices
             .into_iter()
             .partition(|d| d.state == EnrolState::Active);
+        // Once on, stays on: losing the last active device (removed,
+        // revoked) leaves a user that nullok does not let through.
+        self.had_active_device |= self.state == EnrolState::Active || !active.is_empty();
+        if active.is_empty() {
+            // Nothing left to keep working until a replacement is confirmed.
+            for device in &mut pending {
+                device.replaces = None;
+            }
+        }
         let mut all = active.into_iter().chain(pending);
         let first = all
             .next()
@@ -246,6 +311,47 @@ impl UserRecord {
         self.last_accepted_step = first.last_accepted_step;
         self.secret = first.secret.clone();
         Ok(())
+    }
+}
+
+impl UserRecord {
+    /// Whether any device is active (codes are accepted for logins).
+    pub fn has_active_device(&self) -> bool {
+        // set_devices keeps active devices first.
+        self.state == EnrolState::Active
+    }
+
+    /// Whether a login needs a second factor: the user has, or had, an
+    /// active device. `nullok` lets through only users for whom this is false.
+    pub fn factor_required(&self) -> bool {
+        self.has_active_device() || self.had_active_device
+    }
+
+    /// Whether `source` is trusted at `now`: a success from it within
+    /// `trusted_secs`.
+    pub fn trusts(&self, source: &str, now: u64, trusted_secs: u64) -> bool {
+        self.trusted_sources
+            .iter()
+            .any(|t| t.source == source && now.saturating_sub(t.last_success) <= trusted_secs)
+    }
+
+    /// Remembers a success from `source` at `now`: moved to the end (the
+    /// newest), expired ones dropped, at most [`MAX_TRUSTED_SOURCES`] kept.
+    pub fn remember_source(&mut self, source: &str, now: u64, trusted_secs: u64) {
+        self.trusted_sources
+            .retain(|t| t.source != source && now.saturating_sub(t.last_success) <= trusted_secs);
+        if trusted_secs == 0 {
+            return;
+        }
+        self.trusted_sources.push(TrustedSource {
+            source: source.to_owned(),
+            last_success: now,
+        });
+        let excess = self
+            .trusted_sources
+            .len()
+            .saturating_sub(MAX_TRUSTED_SOURCES);
+        self.trusted_sources.drain(..excess);
     }
 }
 
@@ -294,8 +400,14 @@ pub struct Fallback {
     pub sms: Vec<SmsChallenge>,
     /// The outstanding phone registration (its own slot, for the same reason).
     pub sms_register: Option<SmsChallenge>,
-    /// When texts were sent (the last hour's), for the limit.
+    /// When login texts were sent (the last hour's), for the limit.
     pub sms_sent: Vec<u64>,
+    /// When phone-registration texts were sent (the last hour's): a budget
+    /// of its own, so that strangers typing `sms` at the prompt cannot use
+    /// up the user's registration, nor the other way round. Written only
+    /// when set (the record's layout for older hosts of a fleet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub register_sent: Vec<u64>,
 }
 
 /// Consecutive failures from one source (PAM_RHOST, or the calling uid).
@@ -316,14 +428,40 @@ pub struct SourceCounter {
 /// never reach its own backoff. `ruid` matters for su and sudo, which run
 /// as root whoever starts them: without it every local user would share
 /// root's counter, and one could throttle another's sudo.
+///
+/// An IPv4 address is one source; IPv6 addresses count per /64 (one
+/// network, which can hand out 2⁶⁴ addresses, is one source), an
+/// IPv4-mapped IPv6 address as its IPv4 address. A host name (sshd with
+/// `UseDNS yes`) is one source per name, lower-cased.
 pub fn source_of(rhost: &str, ruid: Option<u32>, peer_uid: u32) -> String {
     let rhost = rhost.trim();
     if peer_uid != 0 {
         format!("uid:{peer_uid}")
     } else if !rhost.is_empty() {
-        format!("rhost:{rhost}")
+        format!("rhost:{}", rhost_source(rhost))
     } else {
         format!("uid:{}", ruid.unwrap_or(0))
+    }
+}
+
+/// The source part of a remote host: see [`source_of`].
+fn rhost_source(rhost: &str) -> String {
+    use std::net::{IpAddr, Ipv6Addr};
+    // "[2001:db8::1]" and a zone ("fe80::1%eth0") are still addresses.
+    let bare = rhost.trim_start_matches('[').trim_end_matches(']');
+    let bare = bare
+        .split_once('%')
+        .map_or(bare, |(address, _zone)| address);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", Ipv6Addr::from(network))
+            }
+        },
+        Err(_) => rhost.to_ascii_lowercase(),
     }
 }
 
@@ -341,6 +479,64 @@ mod tests {
         assert_eq!(source_of("", Some(1001), 0), "uid:1001");
         // A non-root caller is not believed about either.
         assert_eq!(source_of("192.0.2.1", Some(0), 1000), "uid:1000");
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_names_per_name() {
+        let s = |rhost| source_of(rhost, None, 0);
+        assert_eq!(s("2001:db8:1:2:aaaa::1"), "rhost:2001:db8:1:2::/64");
+        assert_eq!(
+            s("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            "rhost:2001:db8:1:2::/64"
+        );
+        assert_eq!(s("[2001:DB8:1:2::7]"), "rhost:2001:db8:1:2::/64");
+        assert_eq!(s("fe80::1%eth0"), "rhost:fe80::/64");
+        assert_ne!(s("2001:db8:1:3::1"), s("2001:db8:1:2::1"));
+        assert_eq!(s("::ffff:192.0.2.7"), "rhost:192.0.2.7");
+        assert_eq!(s("192.0.2.7"), "rhost:192.0.2.7");
+        assert_ne!(s("192.0.2.7"), s("192.0.2.8"));
+        assert_eq!(s("Host.Example.ORG"), "rhost:host.example.org");
+    }
+
+    #[test]
+    fn trusted_sources_expire_move_to_the_end_and_are_bounded() {
+        let mut r = UserRecord::decoy();
+        let day = 24 * 3600;
+        r.remember_source("rhost:a", 1000, 30 * day);
+        assert!(r.trusts("rhost:a", 1000 + 30 * day, 30 * day));
+        assert!(!r.trusts("rhost:a", 1001 + 30 * day, 30 * day));
+        assert!(!r.trusts("rhost:b", 1000, 30 * day));
+        for i in 0..40 {
+            r.remember_source(&format!("rhost:{i}"), 2000 + i, 30 * day);
+        }
+        assert_eq!(r.trusted_sources.len(), MAX_TRUSTED_SOURCES);
+        assert!(r.trusts("rhost:39", 3000, 30 * day));
+        assert!(!r.trusts("rhost:0", 3000, 30 * day), "the oldest went");
+        r.remember_source("rhost:30", 5000, 30 * day);
+        assert_eq!(r.trusted_sources.last().unwrap().source, "rhost:30");
+        assert_eq!(r.trusted_sources.len(), MAX_TRUSTED_SOURCES);
+        // Off: nothing is remembered.
+        r.remember_source("rhost:new", 6000, 0);
+        assert!(!r.trusts("rhost:new", 6000, 0));
+    }
+
+    #[test]
+    fn a_user_who_lost_every_active_device_still_needs_a_code() {
+        let mut r = UserRecord::fresh(1, "t".into());
+        r.set_devices(vec![device("phone", EnrolState::Pending)])
+            .unwrap();
+        assert!(!r.factor_required(), "never had an active device");
+        r.set_devices(vec![device("phone", EnrolState::Active)])
+            .unwrap();
+        assert!(r.factor_required());
+        // The active one removed, a pending one left.
+        r.set_devices(vec![device("tablet", EnrolState::Pending)])
+            .unwrap();
+        assert!(!r.has_active_device());
+        assert!(r.factor_required(), "once on, stays on");
+        let json = serde_json::to_string(&r).unwrap();
+        let back: UserRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.factor_required());
     }
 
     #[test]
@@ -367,6 +563,7 @@ mod tests {
             created: 1,
             last_accepted_step: None,
             window: None,
+            replaces: None,
         }
     }
 

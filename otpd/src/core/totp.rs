@@ -255,6 +255,7 @@ mod tests {
             created: 0,
             last_accepted_step: None,
             window: None,
+            replaces: None,
         }
     }
 

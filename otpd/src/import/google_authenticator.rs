@@ -24,6 +24,12 @@ pub const MAX_FILE_LEN: usize = 64 * 1024;
 
 /// pam_google_authenticator's WINDOW_SIZE when the file has none.
 const DEFAULT_WINDOW_SIZE: u64 = 3;
+/// otpd's own ranges (`otpd enroll --period`, `[totp] window`, `[hotp]
+/// window`), to which an imported file is clamped.
+const MIN_PERIOD: u64 = 15;
+const MAX_PERIOD: u64 = 300;
+const MAX_TOTP_WINDOW: u64 = 10;
+const MAX_HOTP_WINDOW: u64 = 100;
 
 /// Reads one user's file as pam_google_authenticator reads it. `Err`
 /// (naming the line, never quoting a secret) when the file cannot be
@@ -160,7 +166,17 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             return Err("the file has neither TOTP_AUTH nor HOTP_COUNTER (from 1), so pam_google_authenticator accepts only its scratch codes; there is no token to import".into())
         }
     };
-    let period = step_size.unwrap_or(30);
+    let file_period = step_size.unwrap_or(30);
+    // A file the user wrote may ask for what otpd never enrols with: the
+    // period and window are clamped to otpd's own ranges (a wider window
+    // or a 1-second step multiplies the codes a guess can hit).
+    let period = file_period.clamp(MIN_PERIOD, MAX_PERIOD);
+    if kind == TokenKind::Totp && period != file_period {
+        notes.push(format!(
+            "STEP_SIZE {file_period} is outside otpd's {MIN_PERIOD} to {MAX_PERIOD} s: imported with {period} s, \
+             which the app's codes do not follow; enrol the user again (otpd enroll USER --force)"
+        ));
+    }
     let w = window_size.unwrap_or(DEFAULT_WINDOW_SIZE);
     let window = match kind {
         TokenKind::Totp => {
@@ -169,12 +185,25 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
                     "WINDOW_SIZE {w} is even: pam_google_authenticator accepts {} step(s) back and {} ahead; otpd accepts {} either side",
                     (w - 1) / 2,
                     w / 2,
-                    w / 2
+                    (w / 2).min(MAX_TOTP_WINDOW)
                 ));
             }
-            (w / 2) as u16
+            if w / 2 > MAX_TOTP_WINDOW {
+                notes.push(format!(
+                    "WINDOW_SIZE {w} is more than otpd allows: imported with {MAX_TOTP_WINDOW} step(s) either side (WINDOW_SIZE {})",
+                    2 * MAX_TOTP_WINDOW + 1
+                ));
+            }
+            (w / 2).min(MAX_TOTP_WINDOW) as u16
         }
-        TokenKind::Hotp => (w - 1) as u16,
+        TokenKind::Hotp => {
+            if w - 1 > MAX_HOTP_WINDOW {
+                notes.push(format!(
+                    "WINDOW_SIZE {w} is more than otpd allows: imported with a look-ahead of {MAX_HOTP_WINDOW}"
+                ));
+            }
+            (w - 1).min(MAX_HOTP_WINDOW) as u16
+        }
     };
     let last_used = match (kind, used_steps) {
         (TokenKind::Totp, None) => {
@@ -183,9 +212,17 @@ pub fn parse(user: &str, text: &str) -> Result<ImportedUser, String> {
             );
             None
         }
-        // The module records steps of its STEP_SIZE: the same unit as ours.
-        // otpd refuses the newest used step and every older one.
-        (TokenKind::Totp, Some(steps)) => steps.into_iter().max(),
+        // The module records steps of its STEP_SIZE: the same unit as ours
+        // (converted when the period was clamped: the step that holds the
+        // end of the newest used one). otpd refuses the newest used step
+        // and every older one.
+        (TokenKind::Totp, Some(steps)) => steps.into_iter().max().map(|step| {
+            if period == file_period {
+                step
+            } else {
+                (step.saturating_add(1).saturating_mul(file_period) - 1) / period
+            }
+        }),
         (TokenKind::Hotp, Some(_)) => {
             notes.push(
                 "DISALLOW_REUSE means nothing for a counter-based token: every HOTP code is good once anyway".into(),
@@ -273,6 +310,40 @@ mod tests {
         // Typed by hand: lower case, dashes, and 0/1/8 for O/L/B.
         let typed = parse("c", "jbsw-y3dp ehpk-3pxp\n\" TOTP_AUTH\n").unwrap();
         assert_eq!(typed.tokens[0].secret.as_slice(), b"Hello!\xde\xad\xbe\xef");
+    }
+
+    #[test]
+    fn windows_and_steps_beyond_otpds_own_ranges_are_clamped_with_a_note() {
+        let u = parse(
+            "u",
+            "JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 100\n\" STEP_SIZE 1\n\" DISALLOW_REUSE 1700000005\n\" TOTP_AUTH\n",
+        )
+        .unwrap();
+        let t = &u.tokens[0];
+        assert_eq!((t.period, t.window), (15, Some(10)));
+        // Used step 1,700,000,005 of 1 s ends at second 1,700,000,006: the
+        // 15 s step that holds it, and everything before, stays used.
+        assert_eq!(t.last_used, Some(1_700_000_005 / 15));
+        let notes = u.notes.join("\n");
+        assert!(
+            notes.contains("STEP_SIZE 1 is outside otpd's 15 to 300 s"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("WINDOW_SIZE 100 is more than otpd allows"),
+            "{notes}"
+        );
+        // Within the ranges: untouched, no note.
+        let u = parse(
+            "u",
+            "JBSWY3DPEHPK3PXP\n\" WINDOW_SIZE 21\n\" STEP_SIZE 60\n\" TOTP_AUTH\n",
+        )
+        .unwrap();
+        assert_eq!((u.tokens[0].period, u.tokens[0].window), (60, Some(10)));
+        assert!(!u
+            .notes
+            .iter()
+            .any(|n| n.contains("more than otpd allows") || n.contains("outside")));
     }
 
     #[test]

@@ -236,7 +236,13 @@ fn rich_record(version: u64) -> UserRecord {
             ],
             sms_register: Some(challenge("111111", 3, Some("+4915112345678"), 2)),
             sms_sent: vec![1_700_000_001, 1_700_000_002, u64::MAX],
+            register_sent: vec![1_700_000_005],
         },
+        had_active_device: true,
+        trusted_sources: vec![crate::core::record::TrustedSource {
+            source: "rhost:2001:db8:1:2::/64".into(),
+            last_success: 1_700_000_100,
+        }],
         tokens: TokenSet {
             first_name: Some("phone-1".into()),
             first_kind: TokenKind::Hotp,
@@ -252,6 +258,7 @@ fn rich_record(version: u64) -> UserRecord {
                 created: 1,
                 last_accepted_step: Some(u64::MAX - 1),
                 window: None,
+                replaces: Some(crate::core::record::Replaces::Device("phone-1".into())),
             }],
         },
     }

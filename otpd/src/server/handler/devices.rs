@@ -4,7 +4,9 @@
 use super::{fresh_version, internal, refuse, with_retries, Handler};
 use crate::core::code;
 use crate::core::names::validate_device;
-use crate::core::record::{Device, EnrolState, Fallback, SecretBytes, TokenKind, UserRecord};
+use crate::core::record::{
+    Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
+};
 use crate::core::tokens::{normalize_any_recovery, random_bytes, CodeHash};
 use crate::core::totp::{resync_hotp, MIN_SECRET_LEN};
 use crate::server::policy::Caller;
@@ -54,44 +56,53 @@ fn names(devices: &[Device]) -> String {
 }
 
 impl Handler {
-    /// `r` with `device` added, or replacing the pending (or, with `force`,
-    /// active) device of the same name.
+    /// `r` with `device` added, or replacing the pending device of the same
+    /// name. With `force`, an active device of that name is replaced: it
+    /// keeps working beside the new one until the new one is confirmed
+    /// (`Replaces::Device`; the second value is then `true`), or with
+    /// `revoke` it goes at once.
     pub(super) fn with_device(
         &self,
         r: &UserRecord,
         device: Device,
         force: bool,
+        revoke: bool,
         caller: &Caller,
-    ) -> Result<UserRecord, Response> {
+    ) -> Result<(UserRecord, bool), Response> {
         let mut devices = r.devices();
-        let count = devices.len();
-        match devices.iter_mut().find(|d| d.name == device.name) {
-            Some(old) if old.state == EnrolState::Active && !force => {
-                info!(target: "otpd::audit", uid = caller.uid, op = "enroll", outcome = "already_enrolled", device = ?device.name);
-                return Err(refuse(
-                    ErrorCode::AlreadyEnrolled,
-                    format!(
-                        "the device {:?} is active already; use --force to replace it",
-                        device.name
-                    ),
-                ));
-            }
-            Some(old) => *old = device,
-            None if count >= MAX_DEVICES => {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("a user may have at most {MAX_DEVICES} devices; remove one first"),
-                ))
-            }
-            None => devices.push(device),
+        let active_of_that_name = devices
+            .iter()
+            .any(|d| d.name == device.name && d.state == EnrolState::Active);
+        if active_of_that_name && !force {
+            info!(target: "otpd::audit", uid = caller.uid, op = "enroll", outcome = "already_enrolled", device = ?device.name);
+            return Err(refuse(
+                ErrorCode::AlreadyEnrolled,
+                format!(
+                    "the device {:?} is active already; use --force to replace it",
+                    device.name
+                ),
+            ));
         }
+        // A pending device of that name (a replacement under way included)
+        // is replaced by the new one; an active one is kept unless revoked.
+        let before = devices.len();
+        devices.retain(|d| d.name != device.name || (d.state == EnrolState::Active && !revoke));
+        let kept = active_of_that_name && !revoke;
+        if devices.len() == before && !kept && before >= MAX_DEVICES {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("a user may have at most {MAX_DEVICES} devices; remove one first"),
+            ));
+        }
+        let replaces = kept.then(|| Replaces::Device(device.name.clone()));
+        devices.push(Device { replaces, ..device });
         let mut next = r.clone();
         next.version = r.version.wrapping_add(1);
         next.set_devices(devices).map_err(internal)?;
         // A self-enrolment link shows the first device: with the devices
         // changed it could show another one. It is for a whole new user.
         next.fallback.link = None;
-        Ok(next)
+        Ok((next, kept))
     }
 
     /// `otpd remove USER --device NAME`: the other devices keep working;
@@ -397,13 +408,11 @@ fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecor
         ));
     }
     let mut record = UserRecord {
-        version: 0,
-        issuer: issuer.to_owned(),
         fallback: Fallback {
             recovery,
             ..Fallback::default()
         },
-        ..UserRecord::decoy()
+        ..UserRecord::fresh(0, issuer.to_owned())
     };
     record.set_devices(devices)?;
     Ok(record)
@@ -456,5 +465,6 @@ fn imported_device(d: &ImportedDevice, now: u64) -> Result<Device, String> {
         created: now,
         last_accepted_step,
         window: d.window,
+        replaces: None,
     })
 }

@@ -5,7 +5,7 @@
 //! only as a hash (`core::tokens`); none of them reaches a log line.
 
 use super::{audit_verify, internal, refuse, with_retries, Handler};
-use crate::core::decision::{decide, Outcome, Purpose};
+use crate::core::decision::{count_failure, gate, Outcome, Purpose, SourceState};
 use crate::core::record::{Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
     self, normalize_phone, random_bytes, recovery_code, sms_allowed, texted_code, token_hash,
@@ -15,7 +15,7 @@ use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
 use otpd_proto::{ErrorCode, Response, SecretText, VerifyOutcome};
 use std::time::Duration;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// How long the page's phone step stays open after a self-enrolment.
 pub(super) const PHONE_SESSION_SECS: u64 = 15 * 60;
@@ -35,6 +35,12 @@ pub(super) fn link_valid(link: Option<&Link>, token: &str, now: u64) -> bool {
             )
             && now <= l.expires
     })
+}
+
+/// A new texted code and the salt of its hash, from the OS RNG.
+fn fresh_texted_code() -> Result<(zeroize::Zeroizing<String>, [u8; 16]), Response> {
+    let code = texted_code(&random_bytes::<4>().map_err(internal)?);
+    Ok((code, random_bytes::<16>().map_err(internal)?))
 }
 
 /// What a change of one record gives back besides the new record.
@@ -153,159 +159,207 @@ impl Handler {
         }
     }
 
-    /// Records a texting challenge for `number` (`Some`: registration) or
-    /// the registered phone (`None`: a login) and sends it. `Ok` when sent.
+    /// Records a phone-registration challenge for `number` and texts it.
+    /// `Ok` when sent. Registration texts have their own hourly budget
+    /// (`register_sent`), apart from login texts.
     pub(super) fn text_code(
         &self,
         user: &str,
-        number: Option<&str>,
+        number: &str,
         precheck: impl Fn(&UserRecord) -> Result<(), Response>,
     ) -> Result<(), TextFailure> {
-        let Some(command) = self.config.sms.command.clone() else {
+        if self.config.sms.command.is_none() {
             return Err(TextFailure::NotConfigured);
-        };
+        }
         let sms = &self.config.sms;
-        let code =
-            texted_code(&random_bytes::<4>().map_err(|e| TextFailure::Response(internal(e)))?);
-        let salt = random_bytes::<16>().map_err(|e| TextFailure::Response(internal(e)))?;
+        let (code, salt) = fresh_texted_code().map_err(TextFailure::Response)?;
         let now = self.now();
         let mut limited = None;
-        let mut no_phone = false;
-        let to = self
-            .update(user, |r| {
-                precheck(r)?;
-                let to = match number {
-                    Some(number) => number.to_owned(),
-                    None => match &r.fallback.phone {
-                        Some(phone) => phone.clone(),
-                        None => {
-                            no_phone = true;
-                            return Err(Response::Done {});
-                        }
-                    },
-                };
-                if let Err(wait) = sms_allowed(&r.fallback.sms_sent, now, sms.max_per_hour) {
-                    limited = Some(wait);
-                    return Err(Response::Done {});
-                }
-                let mut next = r.clone();
-                let challenge = SmsChallenge {
-                    code: CodeHash::new(&code, &salt),
-                    expires: now.saturating_add(sms.code_lifetime),
-                    number: number.map(str::to_owned),
-                    tries: 0,
-                };
-                if number.is_some() {
-                    next.fallback.sms_register = Some(challenge);
-                } else {
-                    // Keep the newest few unexpired login codes.
-                    next.fallback.sms.retain(|c| now <= c.expires);
-                    next.fallback.sms.push(challenge);
-                    let excess = next.fallback.sms.len().saturating_sub(MAX_OPEN_TEXTS);
-                    next.fallback.sms.drain(..excess);
-                }
-                next.fallback
-                    .sms_sent
-                    .retain(|t| now.saturating_sub(*t) < 3600);
-                next.fallback.sms_sent.push(now);
-                Ok((next, to))
-            })
-            .map_err(|response| match (limited, no_phone) {
-                (Some(wait), _) => TextFailure::Limited(wait),
-                (None, true) => TextFailure::NoPhone,
-                _ => TextFailure::Response(response),
-            })?;
-        let message = zeroize::Zeroizing::new(sms.message.replace("{code}", &code));
-        crate::server::sms::send_text(&command, &to, &message, Duration::from_secs(sms.timeout))
+        self.update(user, |r| {
+            precheck(r)?;
+            if let Err(wait) = sms_allowed(&r.fallback.register_sent, now, sms.max_per_hour) {
+                limited = Some(wait);
+                return Err(Response::Done {});
+            }
+            let mut next = r.clone();
+            next.fallback.sms_register = Some(SmsChallenge {
+                code: CodeHash::new(&code, &salt),
+                expires: now.saturating_add(sms.code_lifetime),
+                number: Some(number.to_owned()),
+                tries: 0,
+            });
+            next.fallback
+                .register_sent
+                .retain(|t| now.saturating_sub(*t) < 3600);
+            next.fallback.register_sent.push(now);
+            Ok((next, ()))
+        })
+        .map_err(|response| match limited {
+            Some(wait) => TextFailure::Limited(wait),
+            None => TextFailure::Response(response),
+        })?;
+        self.send(user, number, &code)
+    }
+
+    /// Texts `code` to `to` with the configured sender.
+    fn send(&self, user: &str, to: &str, code: &str) -> Result<(), TextFailure> {
+        let sms = &self.config.sms;
+        let Some(command) = &sms.command else {
+            return Err(TextFailure::NotConfigured);
+        };
+        let message = zeroize::Zeroizing::new(sms.message.replace("{code}", code));
+        crate::server::sms::send_text(command, to, &message, Duration::from_secs(sms.timeout))
             .map_err(|reason| {
                 // The sender's own words may echo its input: never the code.
-                let reason = reason.replace(code.as_str(), "<code>");
+                let reason = reason.replace(code, "<code>");
                 error!(user = ?user, reason = ?reason, "the text message could not be sent");
                 TextFailure::SendFailed
             })
     }
 
-    /// A login at which the user typed `sms`.
+    /// A login at which the user typed `sms`. The request counts against
+    /// the source's limits like a wrong code (design.md §2: it could be a
+    /// guess, and it costs the user a text), in the same write that records
+    /// the texted code; the code typed back clears the count. Login texts
+    /// have their own hourly budget (`sms_sent`), apart from registrations.
     pub(super) fn login_sms(
         &self,
         caller: &Caller,
         user: &str,
         source: &str,
+        own: bool,
         service: &str,
         rhost: &str,
     ) -> Response {
         let audit = |outcome: &str| {
             audit_verify(caller, user, service, rhost, Purpose::Login, outcome, None)
         };
-        let counter = match self.store.source(user, source) {
-            Ok(c) => c,
-            Err(e) => return internal(e),
+        // Not enrolled, pending, no phone, not configured: one answer for
+        // all, so that typing "sms" tells a stranger nothing about the user
+        // (the audit line keeps the reason).
+        let unavailable = VerifyOutcome::SmsUnavailable {
+            retry_after_secs: None,
         };
-        // The same gate as a code: no enrolment, pending or throttled users
-        // get nothing sent (an empty code is judged without being counted).
-        let gate = |r: &UserRecord| match decide(
-            Some(r),
-            counter.as_ref(),
-            "",
-            self.now(),
-            Purpose::Login,
-            &self.rules,
-        ) {
-            Ok(d) => match d.outcome {
-                Outcome::Throttled { retry_after } => Err(Response::Verified {
-                    outcome: VerifyOutcome::Throttled {
-                        retry_after_secs: retry_after,
-                    },
-                }),
-                Outcome::Pending => Err(Response::Verified {
-                    outcome: VerifyOutcome::Pending,
-                }),
-                _ => Ok(()),
-            },
-            Err(e) => Err(internal(e)),
+        if self.config.sms.command.is_none() {
+            audit(TextFailure::NotConfigured.as_str());
+            return Response::Verified {
+                outcome: unavailable,
+            };
+        }
+        let (code, salt) = match fresh_texted_code() {
+            Ok(fresh) => fresh,
+            Err(response) => return response,
         };
-        let outcome = match self.text_code(user, None, gate) {
-            Ok(()) => {
-                audit("sms_sent");
-                VerifyOutcome::SmsSent
-            }
-            // Not enrolled, pending, or no phone: one answer for all, so
-            // that typing "sms" tells a stranger nothing about the user
-            // (the audit line keeps the reason).
-            Err(TextFailure::Response(Response::Error {
-                code: ErrorCode::NotFound,
-                ..
-            })) => {
-                audit("sms_not_enrolled");
-                VerifyOutcome::SmsUnavailable {
-                    retry_after_secs: None,
+        let sms = &self.config.sms;
+        /// What the committed request leads to.
+        enum Plan {
+            Answer(VerifyOutcome, &'static str),
+            Send(String),
+        }
+        let mut plan = None;
+        let response = with_retries(|| {
+            let now = self.now();
+            let record = match self.store.user(user) {
+                Ok(r) => r,
+                Err(e) => return Some(internal(e)),
+            };
+            let counter = match self.store.source(user, source) {
+                Ok(c) => c,
+                Err(e) => return Some(internal(e)),
+            };
+            let state = SourceState {
+                key: source,
+                counter: counter.as_ref(),
+                own,
+            };
+            let record = match (
+                gate(record.as_ref(), &state, now, Purpose::Login, &self.rules),
+                record,
+            ) {
+                (Ok(()), Some(record)) => record,
+                (Err(Outcome::Throttled { retry_after }), _) => {
+                    plan = Some(Plan::Answer(
+                        VerifyOutcome::Throttled {
+                            retry_after_secs: retry_after,
+                        },
+                        "throttled",
+                    ));
+                    return Some(Response::Done {});
                 }
+                (Err(Outcome::Pending), _) => {
+                    plan = Some(Plan::Answer(unavailable, "sms_pending"));
+                    return Some(Response::Done {});
+                }
+                _ => {
+                    // An unknown user costs what a counted request costs.
+                    if let Err(e) = self.store.decoy_write() {
+                        warn!("decoy write failed: {e}");
+                    }
+                    plan = Some(Plan::Answer(unavailable, "sms_not_enrolled"));
+                    return Some(Response::Done {});
+                }
+            };
+            let (mut next, source_change) = count_failure(&record, &state, now);
+            let step = match &record.fallback.phone {
+                None => Plan::Answer(unavailable, TextFailure::NoPhone.as_str()),
+                Some(phone) => {
+                    match sms_allowed(&record.fallback.sms_sent, now, sms.max_per_hour) {
+                        Err(wait) => Plan::Answer(
+                            VerifyOutcome::SmsUnavailable {
+                                retry_after_secs: Some(wait),
+                            },
+                            "sms_limited",
+                        ),
+                        Ok(()) => {
+                            // Keep the newest few unexpired login codes.
+                            let texts = &mut next.fallback;
+                            texts.sms.retain(|c| now <= c.expires);
+                            texts.sms.push(SmsChallenge {
+                                code: CodeHash::new(&code, &salt),
+                                expires: now.saturating_add(sms.code_lifetime),
+                                number: None,
+                                tries: 0,
+                            });
+                            let excess = texts.sms.len().saturating_sub(MAX_OPEN_TEXTS);
+                            texts.sms.drain(..excess);
+                            texts.sms_sent.retain(|t| now.saturating_sub(*t) < 3600);
+                            texts.sms_sent.push(now);
+                            Plan::Send(phone.clone())
+                        }
+                    }
+                }
+            };
+            match self.store.commit(
+                user,
+                Some(record.version),
+                RecordChange::Put(&next),
+                SourcesChange::from_decision(source, source_change, counter.as_ref()),
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => return None,
+                Err(e) => return Some(internal(e)),
             }
-            Err(TextFailure::Response(Response::Verified {
-                outcome: outcome @ VerifyOutcome::Throttled { .. },
-            })) => {
-                audit("throttled");
+            plan = Some(step);
+            Some(Response::Done {})
+        });
+        let Some(plan) = plan else {
+            return response;
+        };
+        let outcome = match plan {
+            Plan::Answer(outcome, why) => {
+                audit(why);
                 outcome
             }
-            Err(TextFailure::Response(Response::Verified { .. })) => {
-                audit("sms_pending");
-                VerifyOutcome::SmsUnavailable {
-                    retry_after_secs: None,
+            Plan::Send(to) => match self.send(user, &to, &code) {
+                Ok(()) => {
+                    audit("sms_sent");
+                    VerifyOutcome::SmsSent
                 }
-            }
-            Err(TextFailure::Response(other)) => return other,
-            Err(TextFailure::Limited(wait)) => {
-                audit("sms_limited");
-                VerifyOutcome::SmsUnavailable {
-                    retry_after_secs: Some(wait),
+                Err(failure) => {
+                    audit(failure.as_str());
+                    unavailable
                 }
-            }
-            Err(failure) => {
-                audit(failure.as_str());
-                VerifyOutcome::SmsUnavailable {
-                    retry_after_secs: None,
-                }
-            }
+            },
         };
         Response::Verified { outcome }
     }
@@ -320,7 +374,7 @@ impl Handler {
                 ),
             );
         };
-        let result = self.text_code(user, Some(&number), |_| Ok(()));
+        let result = self.text_code(user, &number, |_| Ok(()));
         info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "phone", outcome = match &result {
             Ok(()) => "sms_sent",
             Err(failure) => failure.as_str(),

@@ -4,11 +4,12 @@
 
 use super::policy::{authorize, Caller};
 use crate::config::Config;
-use crate::core::decision::{decide, Outcome, Purpose, Rules};
+use crate::core::decision::{decide, Outcome, Purpose, Rules, SourceState};
 use crate::core::names::{validate_issuer, validate_user};
 use crate::core::ratelimit::remaining;
 use crate::core::record::{
-    source_of, Device, EnrolState, Fallback, SecretBytes, TokenKind, UserRecord, DEFAULT_DEVICE,
+    source_of, Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
+    DEFAULT_DEVICE,
 };
 use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
@@ -43,7 +44,25 @@ struct Attempt<'a> {
     rhost: &'a str,
     /// The rate-limit source (`source_of`).
     source: String,
+    /// The source is the user's own uid (`own_source`).
+    own: bool,
     purpose: Purpose,
+}
+
+/// Whether a login of `user` comes from that user's own uid: a non-root
+/// caller (the policy lets it ask only about its own name), or root (su,
+/// sudo) started by that user on this host. Root's own uid is never "own"
+/// for another user: `login` on the console runs as root for everyone.
+fn own_source(user: &str, rhost: &str, ruid: Option<u32>, peer_uid: u32) -> bool {
+    if peer_uid != 0 {
+        return true;
+    }
+    match ruid {
+        Some(ruid) if ruid != 0 && rhost.trim().is_empty() => {
+            user_name_of(ruid).is_some_and(|name| name == user)
+        }
+        _ => false,
+    }
 }
 
 /// The daemon's request handler.
@@ -291,6 +310,7 @@ impl Handler {
                     caller,
                     Attempt {
                         source: source_of(&rhost, ruid, caller.uid),
+                        own: own_source(&user, &rhost, ruid, caller.uid),
                         user: &user,
                         code: &code,
                         service: &service,
@@ -303,6 +323,7 @@ impl Handler {
                 caller,
                 Attempt {
                     source: source_of("", None, caller.uid),
+                    own: false,
                     user: &user,
                     code: &code,
                     service: "otpd-confirm",
@@ -310,7 +331,7 @@ impl Handler {
                     purpose: Purpose::Confirm,
                 },
             ),
-            Request::Status { user } => self.status(&user),
+            Request::Status { user } => self.status(caller, &user),
             Request::Enrol(params) => self.enrol(caller, params),
             Request::List {} => self.list(),
             Request::Remove { user, device } => match device {
@@ -339,12 +360,13 @@ impl Handler {
             service,
             rhost,
             ref source,
+            own,
             purpose,
         } = attempt;
         let audit =
             |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome, None);
         if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
-            return self.login_sms(caller, user, source, service, rhost);
+            return self.login_sms(caller, user, source, own, service, rhost);
         }
         with_retries(|| {
             let record = match self.store.user(user) {
@@ -368,9 +390,14 @@ impl Handler {
                 Ok(c) => c,
                 Err(e) => return Some(internal(e)),
             };
+            let source_state = SourceState {
+                key: source,
+                counter: counter.as_ref(),
+                own,
+            };
             let decision = match decide(
                 record.as_ref(),
-                counter.as_ref(),
+                &source_state,
                 code.expose(),
                 self.now(),
                 purpose,
@@ -389,7 +416,7 @@ impl Handler {
                 let decoy = UserRecord::decoy();
                 let _ = decide(
                     Some(&decoy),
-                    None,
+                    &source_state,
                     code.expose(),
                     self.now(),
                     purpose,
@@ -445,29 +472,46 @@ impl Handler {
         })
     }
 
-    fn status(&self, user: &str) -> Response {
-        match self.store.user(user) {
-            // `phone` says whether texts are configured at all, the same for
-            // every user: a prompt that offered "sms" only to users with a
-            // phone would tell a stranger who has one.
-            Ok(None) => Response::Status {
-                status: EnrolmentStatus::NotEnrolled,
-                digits: None,
-                phone: self.config.sms.command.is_some(),
+    /// What a login of `user` must ask for. It decides whether `nullok`
+    /// lets the user through, so it is an audit line like a verification.
+    fn status(&self, caller: &Caller, user: &str) -> Response {
+        // `phone` says whether texts are configured at all, the same for
+        // every user: a prompt that offered "sms" only to users with a
+        // phone would tell a stranger who has one.
+        let phone = self.config.sms.command.is_some();
+        let (status, digits) = match self.store.user(user) {
+            Ok(None) => (EnrolmentStatus::NotEnrolled, None),
+            // A user who has, or had, an active device needs a code: one
+            // whose device is being replaced, or was revoked, is not let
+            // through by nullok (design.md §7).
+            Ok(Some(r)) if r.factor_required() => {
+                let devices = r.devices();
+                let digits = devices
+                    .iter()
+                    .find(|d| d.state == EnrolState::Active)
+                    .or(devices.first())
+                    .map(|d| d.digits);
+                (EnrolmentStatus::Active, digits)
+            }
+            Ok(Some(_)) => (EnrolmentStatus::Pending, None),
+            Err(e) => return internal(e),
+        };
+        info!(
+            target: "otpd::audit",
+            user = ?user,
+            uid = caller.uid,
+            pid = caller.pid,
+            op = "status",
+            outcome = match status {
+                EnrolmentStatus::NotEnrolled => "not_enrolled",
+                EnrolmentStatus::Pending => "pending",
+                EnrolmentStatus::Active => "code_required",
             },
-            Ok(Some(r)) => match r.state {
-                EnrolState::Pending => Response::Status {
-                    status: EnrolmentStatus::Pending,
-                    digits: None,
-                    phone: self.config.sms.command.is_some(),
-                },
-                EnrolState::Active => Response::Status {
-                    status: EnrolmentStatus::Active,
-                    digits: Some(r.digits),
-                    phone: self.config.sms.command.is_some(),
-                },
-            },
-            Err(e) => internal(e),
+        );
+        Response::Status {
+            status,
+            digits,
+            phone,
         }
     }
 
@@ -493,6 +537,12 @@ impl Handler {
             return refuse(
                 ErrorCode::BadRequest,
                 format!("period {period}: must be between 15 and 300 seconds"),
+            );
+        }
+        if p.revoke && !p.force {
+            return refuse(
+                ErrorCode::BadRequest,
+                "--revoke goes with --force (it says what becomes of the device --force replaces)",
             );
         }
         if p.counter.is_some() && !p.hotp {
@@ -562,6 +612,7 @@ impl Handler {
             created: self.now(),
             last_accepted_step: counter.checked_sub(1),
             window: None,
+            replaces: None,
         };
 
         with_retries(|| {
@@ -569,16 +620,21 @@ impl Handler {
                 Ok(r) => r,
                 Err(e) => return Some(internal(e)),
             };
-            let next = match (&existing, &p.device) {
+            // A second factor, once on, stays on (design.md §7): replacing
+            // an active device keeps it working until the new one is
+            // confirmed, unless the admin revokes it at once; either way
+            // the record remembers that the user needs a code.
+            let (next, sources, replaced, old_kept) = match (&existing, &p.device) {
                 // A device added to (or replaced in) an existing user: the
                 // other devices, recovery codes and counters stay.
-                (Some(r), Some(_)) => {
-                    match self.with_device(r, new_device.clone(), p.force, caller) {
-                        Ok(next) => next,
+                (Some(r), Some(name)) => {
+                    let replaced = r.devices().iter().any(|d| &d.name == name);
+                    match self.with_device(r, new_device.clone(), p.force, p.revoke, caller) {
+                        Ok((next, old_kept)) => (next, SourcesChange::Keep, replaced, old_kept),
                         Err(refusal) => return Some(refusal),
                     }
                 }
-                (Some(r), None) if r.state == EnrolState::Active && !p.force => {
+                (Some(r), None) if r.has_active_device() && !p.force => {
                     info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "already_enrolled");
                     return Some(refuse(
                         ErrorCode::AlreadyEnrolled,
@@ -588,6 +644,46 @@ impl Handler {
                         ),
                     ));
                 }
+                // The whole enrolment replaced while the old one keeps
+                // working: the new device waits beside it and takes over
+                // everything once confirmed (`Replaces::All`).
+                (Some(r), None) if r.has_active_device() && !p.revoke => {
+                    let mut devices: Vec<Device> = r
+                        .devices()
+                        .into_iter()
+                        .filter(|d| d.state == EnrolState::Active)
+                        .collect();
+                    devices.push(Device {
+                        replaces: Some(Replaces::All),
+                        ..new_device.clone()
+                    });
+                    let mut next = r.clone();
+                    next.version = r.version.wrapping_add(1);
+                    if let Err(e) = next.set_devices(devices) {
+                        return Some(internal(e));
+                    }
+                    next.fallback.link = link.as_ref().map(|(_, stored)| stored.clone());
+                    (next, SourcesChange::Keep, true, true)
+                }
+                // A user who has (revoked now) or had an active device: the
+                // old devices, recovery codes and phone go, the counters and
+                // trusted sources stay, and nullok still asks for a code.
+                (Some(r), None) if r.factor_required() => {
+                    let mut next = r.clone();
+                    next.version = r.version.wrapping_add(1);
+                    next.issuer = issuer.clone();
+                    if let Err(e) = next.set_devices(vec![new_device.clone()]) {
+                        return Some(internal(e));
+                    }
+                    next.fallback = Fallback {
+                        link: link.as_ref().map(|(_, stored)| stored.clone()),
+                        sms_sent: r.fallback.sms_sent.clone(),
+                        register_sent: r.fallback.register_sent.clone(),
+                        ..Fallback::default()
+                    };
+                    (next, SourcesChange::Keep, true, false)
+                }
+                // A new user, or one who never had an active device.
                 _ => {
                     let version = match &existing {
                         Some(r) => r.version.wrapping_add(1),
@@ -597,26 +693,17 @@ impl Handler {
                         },
                     };
                     let mut record = UserRecord {
-                        version,
-                        issuer: issuer.clone(),
                         fallback: Fallback {
                             link: link.as_ref().map(|(_, stored)| stored.clone()),
                             ..Fallback::default()
                         },
-                        ..UserRecord::decoy()
+                        ..UserRecord::fresh(version, issuer.clone())
                     };
                     if let Err(e) = record.set_devices(vec![new_device.clone()]) {
                         return Some(internal(e));
                     }
-                    record
+                    (record, SourcesChange::ClearAll, existing.is_some(), false)
                 }
-            };
-            // A whole new enrolment starts the counters afresh; a device
-            // added to a user leaves them (a stranger's failures stay counted).
-            let sources = if existing.is_some() && p.device.is_some() {
-                SourcesChange::Keep
-            } else {
-                SourcesChange::ClearAll
             };
             match self.store.commit(
                 &p.user,
@@ -628,18 +715,14 @@ impl Handler {
                 Err(StoreError::Conflict) => return None,
                 Err(e) => return Some(internal(e)),
             }
-            let replaced = match (&existing, &p.device) {
-                (Some(r), Some(name)) => r.devices().iter().any(|d| &d.name == name),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced, link = link.is_some(), device = ?device_name, kind = kind.as_str());
+            info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced, old_kept, revoked = replaced && p.revoke, link = link.is_some(), device = ?device_name, kind = kind.as_str());
             if let Some((url, stored)) = &link {
                 return Some(Response::Link {
                     user: p.user.clone(),
                     url: url.clone(),
                     expires: stored.expires,
                     replaced,
+                    old_kept,
                 });
             }
             Some(Response::Enrolled(Box::new(Enrolment {
@@ -654,6 +737,7 @@ impl Handler {
                 device: device_name.clone(),
                 token_kind: kind,
                 counter: p.hotp.then_some(counter),
+                old_kept,
             })))
         })
     }

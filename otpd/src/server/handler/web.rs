@@ -3,7 +3,7 @@
 
 use super::fallback::{link_valid, TextFailure, PHONE_SESSION_SECS};
 use super::{internal, refuse, with_retries, Handler};
-use crate::core::decision::{decide, Outcome, Purpose};
+use crate::core::decision::{decide, Outcome, Purpose, SourceState};
 use crate::core::record::{EnrolState, Link, UserRecord};
 use crate::core::tokens::{
     self, normalize_phone, random_bytes, token_hash, token_shape_ok, TOKEN_BYTES,
@@ -137,7 +137,7 @@ impl EnrolBackend for WebBackend {
             };
             let decision = match decide(
                 Some(&record),
-                counter.as_ref(),
+                &SourceState::new(&source, counter.as_ref()),
                 code,
                 self.handler.now(),
                 Purpose::Confirm,
@@ -214,7 +214,7 @@ impl EnrolBackend for WebBackend {
             return PhoneStep::BadNumber;
         };
         // The session is checked again in the same write as the challenge.
-        let result = self.handler.text_code(&user, Some(&number), |r| {
+        let result = self.handler.text_code(&user, &number, |r| {
             if link_valid(
                 r.fallback.phone_session.as_ref(),
                 session,

@@ -1,0 +1,245 @@
+//! A second factor, once on, stays on (design.md §7): `nullok` lets
+//! through only users who never had a device. Not a user whose device is
+//! being replaced (`enroll --force`, `--device NAME --force`, `--link
+//! --force`) or was revoked (`--revoke`, `remove --device`), and not a
+//! name that NSS resolves to an enrolled user in another spelling. Every
+//! login goes through the real libpam with the nullok stack
+//! (`[success=done ignore=ignore default=die] pam_otpd.so nullok`, then
+//! pam_permit): a bypass shows as PAM_SUCCESS.
+
+use otpd_tests::pam::finish;
+use otpd_tests::process::Running;
+use otpd_tests::{nss, require, settled_now, PamOutcome, Program, TestEnv};
+use std::ffi::OsStr;
+
+const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
+const RHOST: &str = "192.0.2.30";
+
+fn nullok_login(env: &TestEnv, user: &str, code: &str) -> PamOutcome {
+    env.pam_service_nullok("")
+        .login(OsStr::new(user), code, RHOST, None)
+        .outcome
+}
+
+fn devices(env: &TestEnv, user: &str) -> Vec<(String, String)> {
+    let entry = env
+        .list_entry(user)
+        .unwrap_or_else(|| panic!("{user} is listed"));
+    entry["devices"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no devices in {entry}"))
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replacing_a_device_keeps_the_old_one_and_never_opens_nullok() {
+    if !require("replacing_a_device_keeps_the_old_one", PAM) {
+        return;
+    }
+    let env = TestEnv::start("replace_keep");
+    let t = settled_now(30, 15);
+    let old = env.enroll_active("alice", &[], t - 30);
+    let wrong = old.wrong_code(t);
+
+    // A lost phone: the admin enrols a new one with --force.
+    let out = env.otpd_expect(&["enroll", "alice", "--force"], 0);
+    assert!(
+        out.stdout
+            .contains("keeps working until the new one is confirmed"),
+        "{out}"
+    );
+    let new = otpd_tests::Enrolment::from_uri(
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("otpauth://"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        devices(&env, "alice"),
+        [
+            ("default".to_string(), "active".to_string()),
+            ("default".to_string(), "pending".to_string())
+        ]
+    );
+    // nullok does not let alice through with a wrong code, nor with the
+    // new device's code before it is confirmed; the old one still works.
+    assert_eq!(nullok_login(&env, "alice", &wrong), PamOutcome::AuthErr);
+    assert_eq!(
+        nullok_login(&env, "alice", &new.code_at(t)),
+        PamOutcome::AuthErr
+    );
+    assert_eq!(
+        nullok_login(&env, "alice", &old.code_at(t)),
+        PamOutcome::Success
+    );
+    // Confirmed: the new device takes over, the old one is gone.
+    env.otpd_expect(&["confirm", "alice", &new.code_at(t + 30)], 0);
+    assert_eq!(
+        devices(&env, "alice"),
+        [("default".to_string(), "active".to_string())]
+    );
+    assert_eq!(
+        nullok_login(&env, "alice", &old.code_at(t + 60)),
+        PamOutcome::AuthErr
+    );
+    assert_eq!(nullok_login(&env, "alice", &wrong), PamOutcome::AuthErr);
+}
+
+#[test]
+fn a_revoked_device_leaves_a_user_who_still_needs_a_code() {
+    if !require("a_revoked_device", PAM) {
+        return;
+    }
+    let env = TestEnv::start("replace_revoke");
+    let t = settled_now(30, 15);
+    let old = env.enroll_active("bob", &[], t - 30);
+    let out = env.otpd_expect(&["enroll", "bob", "--force", "--revoke"], 0);
+    assert!(out.stdout.contains("no longer works"), "{out}");
+    let new = otpd_tests::Enrolment::from_uri(
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("otpauth://"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(env.list_entry("bob").unwrap()["state"], "pending");
+    // Neither the old code, nor any code, nor nullok lets bob in now.
+    for code in [old.code_at(t), old.wrong_code(t), new.code_at(t)] {
+        assert_eq!(
+            nullok_login(&env, "bob", &code),
+            PamOutcome::AuthErr,
+            "{code}"
+        );
+    }
+    env.otpd_expect(&["confirm", "bob", &new.code_at(t)], 0);
+    assert_eq!(
+        nullok_login(&env, "bob", &new.code_at(t + 30)),
+        PamOutcome::Success
+    );
+    // --revoke belongs to --force.
+    env.otpd_expect(&["enroll", "bob", "--revoke"], 2);
+}
+
+#[test]
+fn a_device_replaced_or_removed_by_name_never_opens_nullok() {
+    if !require("a_device_replaced_by_name", PAM) {
+        return;
+    }
+    let env = TestEnv::start("replace_device");
+    let t = settled_now(30, 15);
+    let phone = env.enroll_active("carol", &[], t - 30);
+    let tablet = env.enroll("carol", &["--device", "tablet"]);
+    env.otpd_expect(&["confirm", "carol", &tablet.code_at(t - 30)], 0);
+    // The phone replaced by name: it works until its successor is confirmed.
+    let successor = env.enroll("carol", &["--device", "default", "--force"]);
+    assert_eq!(
+        nullok_login(&env, "carol", &phone.code_at(t)),
+        PamOutcome::Success
+    );
+    assert_eq!(
+        nullok_login(&env, "carol", &successor.code_at(t + 30)),
+        PamOutcome::AuthErr
+    );
+    // Both active devices removed: a pending one is left. Still a code.
+    env.otpd_expect(&["remove", "carol", "--device", "tablet"], 0);
+    env.otpd_expect(&["confirm", "carol", &successor.code_at(t + 30)], 0);
+    let spare = env.enroll("carol", &["--device", "spare"]);
+    env.otpd_expect(&["remove", "carol", "--device", "default"], 0);
+    assert_eq!(env.list_entry("carol").unwrap()["state"], "pending");
+    assert_eq!(
+        nullok_login(&env, "carol", &phone.wrong_code(t)),
+        PamOutcome::AuthErr
+    );
+    assert_eq!(
+        nullok_login(&env, "carol", &spare.code_at(t)),
+        PamOutcome::AuthErr
+    );
+}
+
+#[test]
+fn a_new_enrolment_link_keeps_the_old_device_and_never_opens_nullok() {
+    if !require("a_new_enrolment_link", PAM) {
+        return;
+    }
+    let env = TestEnv::start_with_config(
+        "replace_link",
+        otpd_tests::Limits::default(),
+        "[web]\npublic_url = \"http://127.0.0.1:9\"\n",
+    );
+    let t = settled_now(30, 15);
+    let old = env.enroll_active("dave", &[], t - 30);
+    let out = env.otpd_expect(&["enroll", "dave", "--link", "--force"], 0);
+    assert!(out.stdout.contains("/enroll/"), "{out}");
+    assert!(
+        out.stdout
+            .contains("keeps working until the new one is confirmed"),
+        "{out}"
+    );
+    assert_eq!(
+        nullok_login(&env, "dave", &old.wrong_code(t)),
+        PamOutcome::AuthErr
+    );
+    assert_eq!(
+        nullok_login(&env, "dave", &old.code_at(t)),
+        PamOutcome::Success
+    );
+}
+
+#[test]
+fn a_name_is_resolved_to_its_account_and_an_unknown_name_is_refused() {
+    if !require("a_name_is_resolved_to_its_account", PAM) {
+        return;
+    }
+    let env = TestEnv::start("nss_names");
+    let t = settled_now(30, 15);
+    let erin = env.enroll_active("erin", &[], t - 30);
+    let wrong = erin.wrong_code(t);
+
+    // An NSS that ignores case (SSSD, winbind, LDAP can): "ERIN" is erin.
+    let module = nss::case_folding_module(&env.dir.join("nss-module"));
+    let login_as = |name: &str, code: &str| {
+        let service = env.pam_service_nullok("debug");
+        let mut cmd = service.command(OsStr::new(name), RHOST, None);
+        // Only "erin" in the files; any other spelling from the module.
+        cmd.env("NSS_WRAPPER_PASSWD", nss::passwd_with(&env.dir, b"erin"));
+        nss::case_folding(&mut cmd, &module, "erin", 70_001);
+        let mut running = Running::spawn(cmd);
+        running.feed(format!("{code}\n").as_bytes());
+        finish(running)
+    };
+    let login = login_as("ERIN", &wrong);
+    assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
+    let login = login_as("Erin", &erin.code_at(t));
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    // The daemon was asked about erin, and said so in its audit log,
+    // the status question included.
+    let log = env.log();
+    assert!(
+        !log.contains("user=\"ERIN\"") && !log.contains("user=\"Erin\""),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("op=\"status\"") && l.contains("user=\"erin\"")),
+        "no audit line for the status question:\n{log}"
+    );
+
+    // A name that is no account: refused, never ignored (nullok or not).
+    let stranger = format!("{}-x", nss::NOT_AN_ACCOUNT);
+    assert_eq!(
+        nullok_login(&env, &stranger, &wrong),
+        PamOutcome::UserUnknown
+    );
+    assert_eq!(
+        env.pam_login(&stranger, &wrong, RHOST, "").outcome,
+        PamOutcome::UserUnknown
+    );
+}
