@@ -81,7 +81,9 @@ fn enrol_many(socket: &Path, count: u64) {
                     break;
                 }
                 match ask(&socket, &enrol_request(&format!("flood{i:06}"))) {
-                    Response::Enrolled(e) => otpd_tests::secrets::remember(e.secret_base32.expose()),
+                    Response::Enrolled(e) => {
+                        otpd_tests::secrets::remember(e.secret_base32.expose())
+                    }
                     other => panic!("enrol flood{i:06}: {other:?}"),
                 }
             })
