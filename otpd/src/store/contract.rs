@@ -21,7 +21,9 @@
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
 use crate::core::record::{Device, SourceCounter, TokenKind, TokenSet, UserRecord};
-use crate::core::record::{EnrolState, Fallback, Link, SecretBytes, SmsChallenge};
+use crate::core::record::{
+    EnrolState, Fallback, Link, LinkPage, PageView, SecretBytes, SmsChallenge,
+};
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -287,10 +289,19 @@ fn rich_record(version: u64) -> UserRecord {
             link: Some(Link {
                 token_hash: "a".repeat(64),
                 expires: 1_700_086_400,
+                page: LinkPage {
+                    views: vec![PageView {
+                        nonce_hash: "b".repeat(64),
+                        issued: 1_700_000_100,
+                    }],
+                    reveals: 2,
+                    last_reveal: Some(1_700_000_200),
+                },
             }),
             phone_session: Some(Link {
                 token_hash: "0f".repeat(32),
                 expires: 1_700_003_600,
+                ..Link::default()
             }),
             recovery: (0..10u8)
                 .map(|i| CodeHash::new(&format!("ABCDEFGHJK{i:02}"), &[i; 16]))
@@ -399,6 +410,7 @@ fn with_links(version: u64, link: Option<&str>, phone: Option<&str>) -> UserReco
     let link_of = |hash: &str| Link {
         token_hash: hash.to_owned(),
         expires: 1_700_086_400,
+        ..Link::default()
     };
     let mut r = record(version);
     r.fallback.link = link.map(link_of);

@@ -1534,6 +1534,7 @@ mod tests {
             r.fallback.link = Some(crate::core::record::Link {
                 token_hash: hash.into(),
                 expires: 9,
+                ..Default::default()
             });
             r
         };
