@@ -125,6 +125,7 @@ fn link((token_hash, expires): (String, u64)) -> Link {
     Link {
         token_hash,
         expires,
+        ..Link::default()
     }
 }
 

@@ -504,6 +504,7 @@ fn with_link(version: u64, hash: &str) -> UserRecord {
     r.fallback.link = Some(Link {
         token_hash: hash.to_owned(),
         expires: 1_700_086_400,
+        ..Link::default()
     });
     r
 }
