@@ -664,6 +664,7 @@ fn run(s: Scenario) {
             link: s.link.then(|| Link {
                 token_hash: "00".repeat(32),
                 expires: now + 3600,
+                ..Link::default()
             }),
             recovery: recovery_hashes,
             sms,

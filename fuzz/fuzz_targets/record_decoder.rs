@@ -130,6 +130,7 @@ fn link((token_hash, expires): (String, u64)) -> Link {
     Link {
         token_hash,
         expires,
+        ..Link::default()
     }
 }
 

@@ -66,6 +66,29 @@ impl Default for Config {
     }
 }
 
+/// The host of a `http://` URL (without user, port or path; an IPv6
+/// address without its brackets); `None` for any other scheme.
+fn plain_http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    Some(host)
+}
+
+/// `localhost` (or a name under it, RFC 6761), or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `[web]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -550,6 +573,22 @@ impl Config {
         }
     }
 
+    /// Settings that are allowed but probably a mistake, one sentence
+    /// each: `otpd check-config` prints them, `otpd serve` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(url) = &self.web.public_url {
+            if let Some(host) = plain_http_host(url).filter(|host| !is_loopback_host(host)) {
+                warnings.push(format!(
+                    "[web] public_url = \"{url}\" is plain http:// to {host}, another host \
+                     than this one: every link, and the secret its page shows, crosses the \
+                     network unencrypted; use https://"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// The rules the decision applies.
     pub fn rules(&self) -> Rules {
         Rules {
@@ -646,6 +685,32 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn a_plain_http_public_url_off_this_host_is_a_warning() {
+        for (url, host) in [
+            ("http://otp.example.com", Some("otp.example.com")),
+            ("http://u:p@192.0.2.1:8080/x", Some("192.0.2.1")),
+            ("http://[2001:db8::1]:80/", Some("2001:db8::1")),
+            ("http://127.0.0.1:8080", None),
+            ("http://localhost", None),
+            ("http://pages.localhost.:81", None),
+            ("http://[::1]", None),
+            ("https://otp.example.com", None),
+        ] {
+            let c = parse(&format!("[web]\npublic_url = \"{url}\"\n")).unwrap();
+            let warnings = c.warnings();
+            match host {
+                Some(host) => {
+                    assert_eq!(warnings.len(), 1, "{url}: {warnings:?}");
+                    assert!(warnings[0].contains(url), "{warnings:?}");
+                    assert!(warnings[0].contains(&format!("to {host},")), "{warnings:?}");
+                }
+                None => assert!(warnings.is_empty(), "{url}: {warnings:?}"),
+            }
+        }
+        assert!(parse("").unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -86,6 +86,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 _ => out!("enrolment pages: off"),
             }
+            for warning in config.warnings() {
+                out!("warning: {warning}");
+            }
             match &config.sms.command {
                 Some(command) => out!(
                     "text messages: {} (timeout {} s, {} per user per hour)",

@@ -20,6 +20,7 @@ pub mod sshd;
 pub mod strace;
 pub mod system;
 pub mod totp;
+pub mod webclient;
 
 pub use env::{Limits, TestEnv};
 pub use pam::{PamLogin, PamOutcome};

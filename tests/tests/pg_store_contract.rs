@@ -3,9 +3,9 @@
 //! its own; and what only a networked store has to show: two hosts racing
 //! one compare-and-swap, and a database that goes away and comes back.
 
-use otpd::core::record::{EnrolState, SourceCounter, UserRecord};
+use otpd::core::record::{EnrolState, Link, SourceCounter, UserRecord};
 use otpd::core::seal::{RecordKey, KEY_LEN};
-use otpd::store::contract::{self, CASES};
+use otpd::store::contract::{self, CASES, REOPEN_CASES};
 use otpd::store::{PgSettings, PgStore, RecordChange, SourcesChange, Store, StoreError};
 use otpd_tests::postgres::PgCluster;
 use std::sync::Barrier;
@@ -86,6 +86,32 @@ fn the_store_contract_holds_on_postgres() {
         "{} of {} contract cases fail on PostgreSQL (their messages are above): {failed:?}",
         failed.len(),
         CASES.len()
+    );
+    // The cases that open their store again, each on a database of its own.
+    for (i, (name, case)) in REOPEN_CASES.iter().enumerate() {
+        let db = format!("reopen{i}");
+        pg.create_database(&db);
+        let case_started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            contract::check_reopening(name, *case, &mut || {
+                Box::new(open(&pg, &db, Duration::from_secs(5)))
+            })
+        }));
+        println!(
+            "[contract] {name}: {} in {} ms",
+            if outcome.is_ok() { "ok" } else { "FAILED" },
+            case_started.elapsed().as_millis()
+        );
+        if outcome.is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} reopening contract cases fail on PostgreSQL (their messages are above): \
+         {failed:?}",
+        failed.len(),
+        REOPEN_CASES.len()
     );
     // And the suite's own entry point, as other implementations run it.
     contract::check_all(&mut fresh);
@@ -470,4 +496,82 @@ impl Drop for Resume<'_> {
     fn drop(&mut self) {
         signal_server(self.0, libc::SIGCONT);
     }
+}
+
+/// `record(version, 0)` with an enrolment link whose token hash is `hash`.
+fn with_link(version: u64, hash: &str) -> UserRecord {
+    let mut r = record(version, 0);
+    r.fallback.link = Some(Link {
+        token_hash: hash.to_owned(),
+        expires: 1_700_086_400,
+        ..Link::default()
+    });
+    r
+}
+
+#[test]
+fn a_database_written_before_the_token_index_gets_it_at_the_first_open() {
+    let Some(pg) = PgCluster::start("pg_token_index") else {
+        return;
+    };
+    pg.create_database("index");
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    {
+        let store = open(&pg, "index", Duration::from_secs(5));
+        for (user, hash) in [("alice", &a), ("bob", &b)] {
+            store
+                .commit(
+                    user,
+                    None,
+                    RecordChange::Put(&with_link(1, hash)),
+                    SourcesChange::Keep,
+                )
+                .expect("create a user with a link");
+        }
+    }
+    // The database as an otpd of schema version 1 left it.
+    let conn = pg.url_for_db("index");
+    let out = pg.psql_with(
+        &conn,
+        "DROP TABLE otpd_tokens; DELETE FROM otpd_schema WHERE version >= 2;",
+    );
+    assert!(out.status.success(), "back to schema 1: {out}");
+    // Two hosts start at once: one builds the index, the other finds it.
+    let stores: Vec<PgStore> = std::thread::scope(|scope| {
+        let hosts: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| open(&pg, "index", Duration::from_secs(5))))
+            .collect();
+        hosts.into_iter().map(|h| h.join().expect("open")).collect()
+    });
+    for store in &stores {
+        assert_eq!(
+            store.user_by_token_hash(&a).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            store.user_by_token_hash(&b).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(store.user_by_token_hash(&"c".repeat(64)).unwrap(), None);
+    }
+    let out = pg.psql_with(
+        &conn,
+        "SELECT count(*) FROM otpd_tokens; SELECT count(*) FROM otpd_meta WHERE key = 'token_index';",
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "2\n0",
+        "the index rows and the marker: {out}"
+    );
+    // A look-up is one indexed read, whatever the table holds: a record
+    // that does not open (a scan would fail on it) does not disturb it.
+    let out = pg.psql_with(
+        &conn,
+        "INSERT INTO otpd_users (name, version, record) VALUES ('zed', 1, '\\x00');",
+    );
+    assert!(out.status.success(), "plant a damaged record: {out}");
+    assert_eq!(
+        stores[0].user_by_token_hash(&a).unwrap().as_deref(),
+        Some("alice")
+    );
 }

@@ -375,6 +375,44 @@ fn assert_neutral(browser: &Browser, what: &str, user: &str) -> String {
     source
 }
 
+/// The longest run of base32 letters (A–Z, 2–7) in `text` with its white
+/// space taken out: a secret shown in groups of four is one run.
+fn longest_base32_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        if c.is_ascii_uppercase() || ('2'..='7').contains(&c) {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
+}
+
+/// The page shows no QR code and no key: no `#qr`, no `#secret`, no
+/// `<svg>`, no otpauth URI, and no run of base32 as long as a secret in
+/// its HTML.
+fn assert_no_secret_shown(browser: &Browser, what: &str) {
+    for id in ["qr", "secret"] {
+        assert!(!browser.has(id), "{what}: the page has #{id}");
+    }
+    assert!(
+        browser.all("svg").is_empty(),
+        "{what}: an <svg> on the page"
+    );
+    let source = browser.source();
+    assert!(
+        !source.contains("otpauth"),
+        "{what}: an otpauth URI:\n{source}"
+    );
+    assert!(
+        longest_base32_run(&source) < 16,
+        "{what}: {} base32 letters in a row:\n{source}",
+        longest_base32_run(&source)
+    );
+}
+
 #[test]
 fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     if !require("self_enrolment_in_a_browser", BROWSER_AND_PAM) {
@@ -401,16 +439,47 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
         form.contains("Enter your OTP"),
         "the field's label: {form:?}"
     );
+    // What a GET shows (and a link scanner, a proxy or the history keep):
+    // the steps and a button, never the QR code or the key.
+    assert_no_secret_shown(&browser, "the page of the link");
+    assert!(!browser.has("opened-before"));
+    assert_eq!(browser.text("reveal"), "Show QR code");
+    browser.screenshot("enrol-page");
+
+    // "Show QR code": the QR code, read as the phone's camera would.
+    browser.submit("reveal");
+    assert_eq!(browser.http_status(), 200);
     assert_eq!(
         browser.all("#qr svg").len(),
         1,
         "the QR code is one inline <svg> in #qr"
     );
+    assert!(
+        !browser.has("opened-before"),
+        "the first reveal is no repeat"
+    );
+    browser.screenshot("revealed");
+    let first = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap_or_else(|e| panic!("{e}"));
 
-    browser.screenshot("enrol-page");
-    // What the phone's camera would see.
+    // The link opened again: no secret, but the notice; a second reveal
+    // makes a new secret and says the link was opened before.
+    browser.open(&url);
+    assert_no_secret_shown(&browser, "the link opened again");
+    assert!(
+        !browser.source().contains(&first.secret),
+        "the first secret on a later GET"
+    );
+    assert!(browser.has("opened-before"), "no notice on the GET");
+    browser.submit("reveal");
+    let notice = browser.text("opened-before");
+    assert!(
+        notice.starts_with("This link was opened before, at 20") && notice.contains(" UTC"),
+        "the second reveal's notice: {notice:?}"
+    );
+    browser.screenshot("revealed-again");
     let uri = browser.read_qr_code("qr");
     let enrolment = Enrolment::from_uri(&uri).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(enrolment.secret, first.secret, "two reveals, one secret");
     assert_eq!(enrolment.user, "alice", "{uri}");
     assert_eq!(enrolment.issuer, ISSUER, "{uri}");
     assert!(browser.text("issuer").contains(ISSUER));
@@ -426,7 +495,7 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     );
     assert_eq!(groups.concat(), enrolment.secret, "#secret and the QR code");
 
-    // A wrong code: the same page, with a message, still pending.
+    // A wrong code: the page with a message (and no secret), still pending.
     let t = settled_now(enrolment.period, 20);
     browser.fill("code", &enrolment.wrong_code(t));
     browser.submit("validate");
@@ -437,6 +506,15 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     );
     browser.screenshot("wrong-code");
     assert!(browser.has("enrol") && browser.has("validate-form"));
+    assert!(!browser.has("success"));
+    assert_no_secret_shown(&browser, "the wrong-code page");
+    assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
+
+    // The first reveal's code, right for the secret it showed, is refused:
+    // only the newest secret can be validated.
+    browser.fill("code", &first.code_at(t));
+    browser.submit("validate");
+    assert!(browser.has("error"), "the first secret's code was taken");
     assert!(!browser.has("success"));
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
 
@@ -503,7 +581,13 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     );
 
     env.assert_log_free_of(&enrolment.secret);
+    env.assert_log_free_of(&first.secret);
     env.assert_log_free_of(&token);
+    let log = env.log();
+    assert!(
+        log.contains("op=\"web_reveal\" outcome=\"revealed_again\""),
+        "no audit line for the second reveal:\n{log}"
+    );
     for code in &codes {
         env.assert_log_free_of(code.trim());
     }
@@ -540,15 +624,27 @@ fn a_dutch_browser_gets_the_dutch_page() {
         "the field's Dutch label: {form:?}"
     );
     let text = browser.page_text();
-    for english in ["Enter your OTP", "Validate"] {
+    for english in ["Enter your OTP", "Validate", "Show QR code"] {
         assert!(
             !text.contains(english),
             "English {english:?} on the Dutch page:\n{text}"
         );
     }
-    // Still the same enrolment: the QR code reads as bob's.
+    assert_eq!(browser.text("reveal"), "QR-code tonen");
+    browser.submit("reveal");
+    assert_eq!(browser.html_lang().as_deref(), Some("nl"));
+    // The QR code reads as bob's.
     let enrolment = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap();
     assert_eq!(enrolment.user, "bob");
+    // Opened again: the notice in Dutch.
+    browser.open(&url);
+    browser.submit("reveal");
+    let notice = browser.text("opened-before");
+    assert!(
+        notice.starts_with("Deze link is al eerder geopend, op 20"),
+        "{notice:?}"
+    );
+    let enrolment = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap();
 
     // A wrong code: the message is Dutch too (the page stays Dutch).
     let t = settled_now(enrolment.period, 5);

@@ -3,6 +3,7 @@
 //! for every kind of bad link, a guessed token, the link's life cycle from
 //! the CLI, audit lines without tokens, and the config rules.
 
+use otpd_tests::webclient::{hidden_field, FORM};
 use otpd_tests::{require, settled_now, Limits, Program, TestEnv};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -85,6 +86,77 @@ fn assert_security_headers(head: &str, what: &str) {
     );
 }
 
+/// The longest run of base32 letters (A–Z, 2–7) in `text` with its
+/// white space taken out: a secret shown in groups of four is one run.
+fn longest_base32_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        if c.is_ascii_uppercase() || ('2'..='7').contains(&c) {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
+}
+
+/// What a link scanner gets must hold no secret: no QR code, no key, no
+/// otpauth URI, no run of base32 as long as a secret.
+fn assert_no_secret(page: &str, what: &str) {
+    for needle in ["<svg", "id=\"qr\"", "id=\"secret\"", "otpauth", "secret="] {
+        assert!(!page.contains(needle), "{what}: {needle:?} in\n{page}");
+    }
+    assert!(
+        longest_base32_run(page) < 16,
+        "{what}: a run of {} base32 letters in\n{page}",
+        longest_base32_run(page)
+    );
+}
+
+/// The secret shown on a revealed page (in groups of four), joined.
+fn secret_on(page: &str) -> String {
+    let secret: String = page
+        .split("id=\"secret\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no secret on the page:\n{page}"))
+        .split_whitespace()
+        .collect();
+    otpd_tests::secrets::remember(&secret);
+    secret
+}
+
+/// GET the link, then press "Show QR code" (POST with the page's view
+/// field); returns the revealed page.
+fn reveal_page(port: u16, path: &str, headers: &str) -> String {
+    let (status, _, page) = http(port, "GET", path, headers, "");
+    assert_eq!(status, 200, "{page}");
+    let view =
+        hidden_field(&page, "view").unwrap_or_else(|| panic!("no view field on the page:\n{page}"));
+    let (status, _, revealed) = http(
+        port,
+        "POST",
+        &format!("{path}/reveal"),
+        &format!("{FORM}{headers}"),
+        &format!("view={view}"),
+    );
+    assert_eq!(status, 200, "{revealed}");
+    revealed
+}
+
+/// [`reveal_page`], and the secret on it.
+fn reveal(port: u16, path: &str, headers: &str) -> String {
+    secret_on(&reveal_page(port, path, headers))
+}
+
+#[test]
+fn base32_runs_are_measured_without_white_space() {
+    assert_eq!(longest_base32_run("JBSW Y3DP EHPK 3PXP"), 16);
+    assert_eq!(longest_base32_run("Enter your OTP, QR-code"), 3);
+    assert_eq!(longest_base32_run("abc"), 0);
+}
+
 #[test]
 fn links_headers_and_one_neutral_page_for_every_bad_link() {
     let (env, port) = web_env("web_http");
@@ -96,12 +168,14 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     let (status, head, page) = http(port, "GET", &path, "", "");
     assert_eq!(status, 200, "{page}");
     assert_security_headers(&head, "the enrolment page");
-    assert!(
-        page.contains("id=\"qr\"") && page.contains("<svg"),
-        "{page}"
-    );
+    assert_no_secret(&page, "GET of a link");
+    assert!(page.contains("id=\"reveal-form\""), "{page}");
     assert!(page.contains("Enter your OTP") && page.contains("Validate"));
     assert!(!page.contains("<script"), "no JavaScript");
+    assert!(
+        !head.contains("strict-transport-security"),
+        "HSTS over plain HTTP: {head}"
+    );
 
     // Unknown tokens, a random guess, other paths and methods: one page.
     let (neutral_status, neutral_head, neutral) = http(
@@ -116,12 +190,14 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     let mut guess = token.clone().into_bytes();
     guess[0] = if guess[0] == b'a' { b'b' } else { b'a' };
     let guessed = format!("/enroll/{}", String::from_utf8(guess).unwrap());
+    let reveal = format!("{path}/reveal");
     for (method, path) in [
         ("GET", guessed.as_str()),
         ("GET", "/enroll/not-a-token"),
         ("GET", "/"),
         ("GET", "/admin"),
         ("DELETE", path.as_str()),
+        ("GET", reveal.as_str()),
     ] {
         let (status, _, body) = http(port, method, path, "", "");
         assert_eq!(
@@ -190,7 +266,7 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
 
     // Audit lines for views, never the token.
     let log = env.log();
-    assert!(log.contains("op=\"web_view\" outcome=\"shown\""), "{log}");
+    assert!(log.contains("op=\"web_view\" outcome=\"page\""), "{log}");
     assert!(
         log.contains("op=\"web_view\" outcome=\"invalid_link\""),
         "{log}"
@@ -213,15 +289,9 @@ fn a_valid_code_on_the_page_activates_once_and_gives_recovery_codes() {
     }
     let (env, port) = web_env("web_validate");
     let path = link_path(&env, "bob", &[]);
-    let (_, _, page) = http(port, "GET", &path, "", "");
-    // The secret is on the page in groups of four; oathtool computes the code.
-    let secret: String = page
-        .split("id=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .expect("the secret on the page")
-        .split_whitespace()
-        .collect();
+    // The secret is on the revealed page in groups of four; oathtool
+    // computes the code.
+    let secret = reveal(port, &path, "");
     let t = settled_now(30, 5);
     let code = otpd_tests::code_at(&secret, "SHA1", 6, 30, t);
     let form = "Content-Type: application/x-www-form-urlencoded\r\n";
@@ -337,14 +407,7 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
         ),
     );
     let path = link_path(&env, "erin", &[]);
-    let (_, _, page) = http(port, "GET", &path, "Accept-Language: nl\r\n", "");
-    let secret: String = page
-        .split("id=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap()
-        .split_whitespace()
-        .collect();
+    let secret = reveal(port, &path, "Accept-Language: nl\r\n");
     let t = settled_now(30, 5);
     let form = "Content-Type: application/x-www-form-urlencoded\r\nAccept-Language: nl\r\n";
     let code = otpd_tests::code_at(&secret, "SHA1", 6, 30, t);
@@ -411,4 +474,315 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
     assert_eq!(status, 404);
     env.assert_log_free_of(&session);
     env.assert_log_free_of(&code);
+}
+
+#[test]
+fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
+    if !require(
+        "reveals on the page",
+        &[Program::Oathtool, Program::Pamtester, Program::PamWrapper],
+    ) {
+        return;
+    }
+    let (env, port) = web_env("web_reveal");
+    let path = link_path(&env, "frank", &[]);
+    let token = path.rsplit('/').next().unwrap().to_owned();
+    let reveal_path = format!("{path}/reveal");
+
+    // What a mail scanner, a proxy or the browser's history gets: GETs,
+    // each with a view field of its own, and never the secret.
+    let mut views = Vec::new();
+    for n in 0..3 {
+        let (status, _, page) = http(port, "GET", &path, "", "");
+        assert_eq!(status, 200, "{page}");
+        assert_no_secret(&page, &format!("GET {n} of a fresh link"));
+        assert!(!page.contains("id=\"opened-before\""), "{page}");
+        views.push(hidden_field(&page, "view").expect("a view field"));
+    }
+    views.sort();
+    views.dedup();
+    assert_eq!(views.len(), 3, "every view gets its own field: {views:?}");
+    // HEAD too.
+    let (status, _, body) = http(port, "HEAD", &path, "", "");
+    assert_eq!((status, body.as_str()), (200, ""));
+
+    // A POST without a view of this link's page, or with a made-up one,
+    // reveals nothing: the page again, saying it was out of date.
+    for form in [
+        "",
+        "view=",
+        "view=0123456789abcdef0123456789abcdef",
+        "code=123456",
+    ] {
+        let (status, _, page) = http(port, "POST", &reveal_path, FORM, form);
+        assert_eq!(status, 200, "{form}: {page}");
+        assert_no_secret(&page, &format!("reveal with {form:?}"));
+        assert!(page.contains("id=\"error\""), "{form}: {page}");
+        assert!(page.contains("id=\"reveal-form\""), "{form}: {page}");
+    }
+    // The view of another link is not one of this link's.
+    let other = link_path(&env, "grace", &[]);
+    let (_, _, other_page) = http(port, "GET", &other, "", "");
+    let other_view = hidden_field(&other_page, "view").unwrap();
+    let (_, _, page) = http(
+        port,
+        "POST",
+        &reveal_path,
+        FORM,
+        &format!("view={other_view}"),
+    );
+    assert_no_secret(&page, "a view of another link");
+
+    // The first reveal: the QR code and the key, no "opened before".
+    let (_, _, page) = http(port, "GET", &path, "", "");
+    let first_view = hidden_field(&page, "view").unwrap();
+    let (status, head, first) = http(
+        port,
+        "POST",
+        &reveal_path,
+        FORM,
+        &format!("view={first_view}"),
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_security_headers(&head, "the revealed page");
+    assert!(
+        first.contains("id=\"qr\"") && first.contains("<svg"),
+        "{first}"
+    );
+    assert!(!first.contains("id=\"opened-before\""), "{first}");
+    let first_secret = secret_on(&first);
+
+    // The same view once more (a reload, the back button): nothing new.
+    let (_, _, again) = http(
+        port,
+        "POST",
+        &reveal_path,
+        FORM,
+        &format!("view={first_view}"),
+    );
+    assert_no_secret(&again, "the same view twice");
+
+    // A later GET shows neither secret, and says the link was opened.
+    let (_, _, page) = http(port, "GET", &path, "", "");
+    assert_no_secret(&page, "GET after a reveal");
+    assert!(!page.contains(&first_secret[..16]), "{page}");
+    assert!(page.contains("id=\"opened-before\""), "{page}");
+    let second_view = hidden_field(&page, "view").unwrap();
+
+    // The second reveal: a new secret, and the notice.
+    let (status, _, second) = http(
+        port,
+        "POST",
+        &reveal_path,
+        FORM,
+        &format!("view={second_view}"),
+    );
+    assert_eq!(status, 200, "{second}");
+    let second_secret = secret_on(&second);
+    assert_ne!(second_secret, first_secret, "a reveal makes a new secret");
+    let notice = second
+        .split("id=\"opened-before\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no notice on the second reveal:\n{second}"));
+    assert!(
+        notice.contains("This link was opened before, at 20") && notice.contains(" UTC"),
+        "{notice}"
+    );
+    // The Dutch notice.
+    let (_, _, dutch) = http(port, "GET", &path, "Accept-Language: nl\r\n", "");
+    assert!(
+        dutch.contains("Deze link is al eerder geopend, op 20"),
+        "{dutch}"
+    );
+
+    // Only the newest secret validates: the first one's code is a wrong
+    // code (and the answer shows no secret), the second one's activates.
+    let t = settled_now(30, 5);
+    let old_code = otpd_tests::code_at(&first_secret, "SHA1", 6, 30, t);
+    let (status, _, refused) = http(port, "POST", &path, FORM, &format!("code={old_code}"));
+    assert_eq!(status, 200, "{refused}");
+    assert!(refused.contains("id=\"error\""), "{refused}");
+    assert_no_secret(&refused, "the wrong-code page");
+    assert_eq!(env.list_entry("frank").unwrap()["state"], "pending");
+    let code = otpd_tests::code_at(&second_secret, "SHA1", 6, 30, t);
+    let (_, _, success) = http(port, "POST", &path, FORM, &format!("code={code}"));
+    assert!(success.contains("id=\"success\""), "{success}");
+    assert_eq!(env.list_entry("frank").unwrap()["state"], "active");
+    // The first secret does not log in either.
+    let login = env.pam_login(
+        "frank",
+        &otpd_tests::code_at(&first_secret, "SHA1", 6, 30, t + 30),
+        "192.0.2.80",
+        "",
+    );
+    assert_eq!(
+        login.outcome,
+        otpd_tests::PamOutcome::AuthErr,
+        "{}",
+        login.output
+    );
+
+    let log = env.log();
+    for outcome in ["revealed", "revealed_again", "stale_view"] {
+        assert!(
+            log.contains(&format!("op=\"web_reveal\" outcome=\"{outcome}\"")),
+            "no web_reveal {outcome} audit line:\n{log}"
+        );
+    }
+    for secret in [
+        &first_secret,
+        &second_secret,
+        &token,
+        &first_view,
+        &second_view,
+    ] {
+        env.assert_log_free_of(secret);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 by `openssl`, as (cert, key).
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("web-cert.pem"), dir.join("web-key.pem"));
+    let mut cmd = std::process::Command::new(Program::Openssl.path());
+    cmd.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-keyout",
+    ])
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    let out = otpd_tests::process::run(cmd, b"", Duration::from_secs(30));
+    assert!(out.status.success(), "openssl req: {out}");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    (cert, key)
+}
+
+/// One request over TLS with `openssl s_client`; returns what it printed
+/// (the response, head and body).
+fn https(port: u16, path: &str) -> String {
+    let mut cmd = std::process::Command::new(Program::Openssl.path());
+    cmd.args(["s_client", "-quiet", "-ign_eof", "-servername", "localhost"])
+        .arg("-connect")
+        .arg(format!("127.0.0.1:{port}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let out = otpd_tests::process::run(cmd, request.as_bytes(), Duration::from_secs(30));
+    out.stdout.clone()
+}
+
+#[test]
+fn https_pages_send_hsts_and_plain_ones_do_not() {
+    if !require("HSTS", &[Program::Openssl]) {
+        return;
+    }
+    let port = free_port();
+    let probe = TestEnv::without_daemon("web_hsts_probe", &Limits::default());
+    let (cert, key) = certificate(&probe.dir);
+    let env = TestEnv::start_with_config(
+        "web_hsts",
+        Limits::default(),
+        &format!(
+            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://127.0.0.1:{port}\"\n\
+             tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let mut answered = String::new();
+    for _ in 0..100 {
+        answered = https(port, "/otpd.css");
+        if answered.starts_with("HTTP/1.1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let path = link_path_on(&env, "heidi", "https://127.0.0.1:");
+    for (what, answer) in [
+        ("the stylesheet", answered),
+        ("a link", https(port, &path)),
+        ("the neutral page", https(port, "/nowhere")),
+    ] {
+        let head = answer.split("\r\n\r\n").next().unwrap().to_lowercase();
+        assert!(head.starts_with("http/1.1 "), "{what}: {answer}");
+        assert!(
+            head.contains("strict-transport-security: max-age=31536000"),
+            "{what}: no HSTS over TLS:\n{head}"
+        );
+    }
+}
+
+/// [`link_path`] for a `public_url` that starts with `prefix`.
+fn link_path_on(env: &TestEnv, user: &str, prefix: &str) -> String {
+    let out = env.otpd_expect(&["enroll", user, "--link"], 0);
+    let url = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.contains("/enroll/"))
+        .unwrap_or_else(|| panic!("no link printed: {out}"));
+    url.split_once(prefix)
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .map(|(_, path)| format!("/{path}"))
+        .unwrap()
+}
+
+#[test]
+fn plain_http_public_urls_off_this_host_are_a_warning() {
+    let env = TestEnv::without_daemon("web_http_warning", &Limits::default());
+    let config = env.dir.join("check.toml");
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    for (url, warned) in [
+        ("http://otp.example.com", true),
+        ("http://192.0.2.7:8080/pages", true),
+        ("http://[2001:db8::1]:8080", true),
+        ("http://user@otp.example.com", true),
+        ("https://otp.example.com", false),
+        ("http://127.0.0.1:8080", false),
+        ("http://127.8.9.10", false),
+        ("http://localhost:8080/", false),
+        ("http://LOCALHOST", false),
+        ("http://[::1]:8080", false),
+    ] {
+        std::fs::write(&config, format!("{base}\n[web]\npublic_url = \"{url}\"\n")).unwrap();
+        let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
+        cmd.arg("--config").arg(&config).arg("check-config");
+        let out = otpd_tests::process::run(cmd, b"", Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{url}: {out}");
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            said.contains("warning: [web] public_url"),
+            warned,
+            "{url}: {out}"
+        );
+        if warned {
+            assert!(said.contains(url), "{url}: {out}");
+        }
+    }
+
+    // At start, in the log.
+    let port = free_port();
+    let env = TestEnv::start_with_config(
+        "web_http_warning_log",
+        Limits::default(),
+        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://otp.example.com\"\n"),
+    );
+    let started = std::time::Instant::now();
+    while !env.log().contains("public_url") && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = env.log();
+    assert!(
+        log.contains("WARN") && log.contains("[web] public_url = \"http://otp.example.com\""),
+        "{log}"
+    );
 }

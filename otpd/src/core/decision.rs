@@ -679,6 +679,7 @@ mod tests {
         r.fallback.link = Some(crate::core::record::Link {
             token_hash: "ab".into(),
             expires: NOW + 60,
+            ..Default::default()
         });
         let d = decide(
             Some(&r),

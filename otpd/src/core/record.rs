@@ -356,13 +356,49 @@ impl UserRecord {
 }
 
 /// A one-time link or session: only the hash of its token is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// SHA-256 of the token, hex ([`crate::core::tokens::token_hash`]).
     pub token_hash: String,
     /// Unix time after which the token is refused.
     pub expires: u64,
+    /// A self-enrolment link: what its page has shown. Absent (and not
+    /// written) until the page is first opened.
+    #[serde(default, skip_serializing_if = "LinkPage::is_unused")]
+    pub page: LinkPage,
+}
+
+/// What the page of a self-enrolment link has handed out: the views whose
+/// "Show QR code" button still works, and the reveals so far (each made a
+/// new secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkPage {
+    /// Views of the page (GETs) whose button still works, each once; the
+    /// newest few, oldest first.
+    pub views: Vec<PageView>,
+    /// How often the QR code was shown.
+    pub reveals: u32,
+    /// Unix time of the latest showing.
+    pub last_reveal: Option<u64>,
+}
+
+impl LinkPage {
+    /// Nothing shown yet.
+    pub fn is_unused(&self) -> bool {
+        *self == LinkPage::default()
+    }
+}
+
+/// One view of a link's page: the hash of the random nonce in its form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageView {
+    /// SHA-256 of the nonce, hex ([`crate::core::tokens::token_hash`]).
+    pub nonce_hash: String,
+    /// Unix time the page was served.
+    pub issued: u64,
 }
 
 /// An outstanding texted code.

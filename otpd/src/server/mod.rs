@@ -35,6 +35,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(command) = &config.sms.command {
         check_trusted_file("[sms] command", command, Trust::NoForeignWrites)?;
     }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     setup::prepare_state_dir(&config.state_dir)?;
     // Held for the daemon's lifetime: a second daemon on the same state_dir
     // fails here, before it touches the store or the socket.

@@ -21,7 +21,9 @@
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
 use crate::core::record::{Device, SourceCounter, TokenKind, TokenSet, UserRecord};
-use crate::core::record::{EnrolState, Fallback, Link, SecretBytes, SmsChallenge};
+use crate::core::record::{
+    EnrolState, Fallback, Link, LinkPage, PageView, SecretBytes, SmsChallenge,
+};
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -119,7 +121,73 @@ pub const CASES: &[(&str, Case)] = &[
         "sync_and_decoy_write_change_nothing_a_reader_sees",
         sync_and_decoy_write_change_nothing_a_reader_sees,
     ),
+    (
+        "a_link_token_finds_its_user_after_a_put",
+        a_link_token_finds_its_user_after_a_put,
+    ),
+    (
+        "a_replaced_link_token_finds_nobody",
+        a_replaced_link_token_finds_nobody,
+    ),
+    (
+        "the_link_tokens_of_a_deleted_user_find_nobody",
+        the_link_tokens_of_a_deleted_user_find_nobody,
+    ),
+    (
+        "a_failed_commit_changes_no_link_token",
+        a_failed_commit_changes_no_link_token,
+    ),
+    (
+        "link_tokens_of_names_that_are_prefixes_never_mix",
+        link_tokens_of_names_that_are_prefixes_never_mix,
+    ),
 ];
+
+/// A contract case that opens the same store more than once: `open` opens
+/// it (the first time empty); the case drops each store before it opens
+/// the next one.
+pub type ReopenCase = fn(&mut dyn FnMut() -> Box<dyn Store>);
+
+/// Every contract case that reopens its store, by name.
+pub const REOPEN_CASES: &[(&str, ReopenCase)] = &[(
+    "the_link_token_index_survives_a_reopen",
+    the_link_token_index_survives_a_reopen,
+)];
+
+/// Runs every case of [`REOPEN_CASES`]; `fresh` returns, for each case, a
+/// function that opens that case's store (a new, empty one per case, the
+/// same one at every call of the function).
+pub fn check_all_reopening(fresh: &mut dyn FnMut() -> Box<dyn FnMut() -> Box<dyn Store>>) {
+    for (name, case) in REOPEN_CASES {
+        let mut open = fresh();
+        check_reopening(name, *case, &mut *open);
+    }
+}
+
+/// Runs one case of [`REOPEN_CASES`] on the store that `open` opens;
+/// a violation panics with the case's name and what went wrong.
+pub fn check_reopening(name: &str, case: ReopenCase, open: &mut dyn FnMut() -> Box<dyn Store>) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        {
+            let store = open();
+            let users = ok(store.users(), "users() of the fresh store");
+            assert!(
+                users.is_empty(),
+                "the store given to the case is not empty: it holds {} users",
+                users.len()
+            );
+        }
+        case(open);
+    }));
+    if let Err(panic) = outcome {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        panic!("store contract case {name} failed: {message}");
+    }
+}
 
 /// Runs every case of [`CASES`], each on a fresh store from `fresh` (which
 /// must be empty); panics, naming the case, on the first violation.
@@ -221,10 +289,19 @@ fn rich_record(version: u64) -> UserRecord {
             link: Some(Link {
                 token_hash: "a".repeat(64),
                 expires: 1_700_086_400,
+                page: LinkPage {
+                    views: vec![PageView {
+                        nonce_hash: "b".repeat(64),
+                        issued: 1_700_000_100,
+                    }],
+                    reveals: 2,
+                    last_reveal: Some(1_700_000_200),
+                },
             }),
             phone_session: Some(Link {
                 token_hash: "0f".repeat(32),
                 expires: 1_700_003_600,
+                ..Link::default()
             }),
             recovery: (0..10u8)
                 .map(|i| CodeHash::new(&format!("ABCDEFGHJK{i:02}"), &[i; 16]))
@@ -332,6 +409,40 @@ fn create_with_sources(store: &dyn Store, user: &str, sources: &[&str]) -> Vec<S
         counters.push(c);
     }
     counters
+}
+
+/// `record(version)` with an enrolment link and a phone session whose
+/// token hashes are `link` and `phone` (`None`: without).
+fn with_links(version: u64, link: Option<&str>, phone: Option<&str>) -> UserRecord {
+    let link_of = |hash: &str| Link {
+        token_hash: hash.to_owned(),
+        expires: 1_700_086_400,
+        ..Link::default()
+    };
+    let mut r = record(version);
+    r.fallback.link = link.map(link_of);
+    r.fallback.phone_session = phone.map(link_of);
+    r
+}
+
+/// A token hash as the daemon stores it (64 hex digits), told apart by `n`.
+fn hash(n: u32) -> String {
+    format!("{:08x}", 0xa0b0_0000 + n).repeat(8)
+}
+
+/// Asserts what the token index answers for each hash.
+fn assert_tokens(store: &dyn Store, want: &[(&str, Option<&str>)], what: &str) {
+    for (token_hash, user) in want {
+        let found = ok(
+            store.user_by_token_hash(token_hash),
+            &format!("user_by_token_hash({token_hash:?})"),
+        );
+        assert_eq!(
+            found.as_deref(),
+            *user,
+            "{what}: the user of token hash {token_hash:?}"
+        );
+    }
 }
 
 fn assert_sources(store: &dyn Store, user: &str, want: &[(&str, Option<SourceCounter>)]) {
@@ -1394,5 +1505,281 @@ fn sync_and_decoy_write_change_nothing_a_reader_sees(store: &dyn Store) {
             SourcesChange::Keep,
         ),
         "a put after decoy writes",
+    );
+}
+
+fn a_link_token_finds_its_user_after_a_put(store: &dyn Store) {
+    let (link, phone, other) = (hash(1), hash(2), hash(3));
+    assert_tokens(store, &[(&link, None)], "an empty store");
+    create(store, "alice", &with_links(1, Some(&link), None));
+    create(store, "bob", &record(1));
+    assert_tokens(
+        store,
+        &[(&link, Some("alice")), (&phone, None), (&other, None)],
+        "alice created with a link",
+    );
+    // A phone session added by a later put, the link kept.
+    ok(
+        store.commit(
+            "alice",
+            Some(1),
+            RecordChange::Put(&with_links(2, Some(&link), Some(&phone))),
+            SourcesChange::Keep,
+        ),
+        "alice's phone session",
+    );
+    assert_tokens(
+        store,
+        &[(&link, Some("alice")), (&phone, Some("alice"))],
+        "alice with a link and a phone session",
+    );
+    // A put with a source change (a commit of record and counter together).
+    ok(
+        store.commit(
+            "bob",
+            Some(1),
+            RecordChange::Put(&with_links(2, Some(&other), None)),
+            SourcesChange::Set("rhost:a", counter(1, 1)),
+        ),
+        "bob's link, with a counter",
+    );
+    assert_tokens(
+        store,
+        &[(&other, Some("bob")), (&link, Some("alice"))],
+        "bob with a link",
+    );
+    // The same hash in both places of one record.
+    create(
+        store,
+        "carol",
+        &with_links(1, Some(&hash(4)), Some(&hash(4))),
+    );
+    assert_tokens(store, &[(&hash(4), Some("carol"))], "carol");
+    // Hashes are exact strings: a prefix, or another case, is no hit.
+    assert_tokens(
+        store,
+        &[
+            (&link[..63], None),
+            (&link.to_uppercase(), None),
+            ("", None),
+        ],
+        "near misses",
+    );
+}
+
+fn a_replaced_link_token_finds_nobody(store: &dyn Store) {
+    let (old, new, phone) = (hash(1), hash(2), hash(3));
+    create(store, "alice", &with_links(1, Some(&old), Some(&phone)));
+    ok(
+        store.commit(
+            "alice",
+            Some(1),
+            RecordChange::Put(&with_links(2, Some(&new), Some(&phone))),
+            SourcesChange::Keep,
+        ),
+        "a new link for alice",
+    );
+    assert_tokens(
+        store,
+        &[(&old, None), (&new, Some("alice")), (&phone, Some("alice"))],
+        "after the link was replaced",
+    );
+    // Links dropped with a counter reset (a transaction).
+    ok(
+        store.commit(
+            "alice",
+            Some(2),
+            RecordChange::Put(&with_links(3, None, None)),
+            SourcesChange::ClearAll,
+        ),
+        "alice's links dropped",
+    );
+    assert_tokens(
+        store,
+        &[(&old, None), (&new, None), (&phone, None)],
+        "after the links were dropped",
+    );
+    // And the old one may come back.
+    ok(
+        store.commit(
+            "alice",
+            Some(3),
+            RecordChange::Put(&with_links(4, Some(&old), None)),
+            SourcesChange::Keep,
+        ),
+        "alice's first link again",
+    );
+    assert_tokens(store, &[(&old, Some("alice"))], "the first link again");
+}
+
+fn the_link_tokens_of_a_deleted_user_find_nobody(store: &dyn Store) {
+    let (link, phone, bobs) = (hash(1), hash(2), hash(3));
+    create(store, "alice", &with_links(1, Some(&link), Some(&phone)));
+    create(store, "bob", &with_links(1, Some(&bobs), None));
+    ok(
+        store.commit(
+            "alice",
+            Some(1),
+            RecordChange::Delete,
+            SourcesChange::ClearAll,
+        ),
+        "delete alice",
+    );
+    assert_tokens(
+        store,
+        &[(&link, None), (&phone, None), (&bobs, Some("bob"))],
+        "after alice was deleted",
+    );
+    ok(
+        store.commit("bob", Some(1), RecordChange::Delete, SourcesChange::Keep),
+        "delete bob (Keep)",
+    );
+    assert_tokens(store, &[(&bobs, None)], "after bob was deleted");
+    // Created again, with another link.
+    create(store, "alice", &with_links(1, Some(&hash(4)), None));
+    assert_tokens(
+        store,
+        &[(&link, None), (&hash(4), Some("alice"))],
+        "alice created again",
+    );
+}
+
+fn a_failed_commit_changes_no_link_token(store: &dyn Store) {
+    let (link, new) = (hash(1), hash(2));
+    create(store, "alice", &with_links(1, Some(&link), None));
+    let replaced = with_links(2, Some(&new), None);
+    let failing: [(&str, Option<u64>, RecordChange<'_>, SourcesChange<'_>); 6] = [
+        (
+            "alice",
+            None,
+            RecordChange::Put(&replaced),
+            SourcesChange::Keep,
+        ),
+        (
+            "alice",
+            Some(7),
+            RecordChange::Put(&replaced),
+            SourcesChange::Keep,
+        ),
+        (
+            "alice",
+            Some(7),
+            RecordChange::Put(&replaced),
+            SourcesChange::Set("rhost:a", counter(1, 1)),
+        ),
+        (
+            "alice",
+            Some(7),
+            RecordChange::Delete,
+            SourcesChange::ClearAll,
+        ),
+        (
+            "carol",
+            Some(1),
+            RecordChange::Put(&replaced),
+            SourcesChange::Keep,
+        ),
+        (
+            "carol",
+            Some(1),
+            RecordChange::Put(&replaced),
+            SourcesChange::ClearAll,
+        ),
+    ];
+    for (user, expected, record_change, sources) in failing {
+        conflict(
+            store.commit(user, expected, record_change, sources),
+            &format!("{user:?} with expected version {expected:?}, {record_change:?}"),
+        );
+        assert_tokens(
+            store,
+            &[(&link, Some("alice")), (&new, None)],
+            &format!("after a conflicting commit of {user:?}"),
+        );
+    }
+}
+
+fn link_tokens_of_names_that_are_prefixes_never_mix(store: &dyn Store) {
+    let users = ["a", "al", "alice", "alice2"];
+    for (i, user) in users.iter().enumerate() {
+        let n = 10 * i as u32;
+        create(
+            store,
+            user,
+            &with_links(1, Some(&hash(n)), Some(&hash(n + 1))),
+        );
+    }
+    let expect = |deleted: &[&str]| -> Vec<(String, Option<String>)> {
+        users
+            .iter()
+            .enumerate()
+            .flat_map(|(i, user)| {
+                let n = 10 * i as u32;
+                let who = (!deleted.contains(user)).then(|| user.to_string());
+                [(hash(n), who.clone()), (hash(n + 1), who)]
+            })
+            .collect()
+    };
+    let check = |store: &dyn Store, deleted: &[&str]| {
+        let want = expect(deleted);
+        let want: Vec<(&str, Option<&str>)> = want
+            .iter()
+            .map(|(h, u)| (h.as_str(), u.as_deref()))
+            .collect();
+        assert_tokens(store, &want, &format!("deleted so far: {deleted:?}"));
+    };
+    check(store, &[]);
+    let mut deleted = Vec::new();
+    for user in ["al", "alice2", "a"] {
+        ok(
+            store.commit(user, Some(1), RecordChange::Delete, SourcesChange::ClearAll),
+            &format!("delete {user:?}"),
+        );
+        deleted.push(user);
+        check(store, &deleted);
+    }
+}
+
+fn the_link_token_index_survives_a_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
+    let (link, phone, gone, bobs) = (hash(1), hash(2), hash(3), hash(4));
+    {
+        let store = open();
+        create(&*store, "alice", &with_links(1, Some(&gone), Some(&phone)));
+        ok(
+            store.commit(
+                "alice",
+                Some(1),
+                RecordChange::Put(&with_links(2, Some(&link), Some(&phone))),
+                SourcesChange::Keep,
+            ),
+            "a new link for alice",
+        );
+        create(&*store, "bob", &with_links(1, Some(&bobs), None));
+        ok(store.sync(), "sync()");
+    }
+    let want = [
+        (link.as_str(), Some("alice")),
+        (phone.as_str(), Some("alice")),
+        (gone.as_str(), None),
+        (bobs.as_str(), Some("bob")),
+    ];
+    {
+        let store = open();
+        assert_tokens(&*store, &want, "after a reopen");
+        ok(
+            store.commit(
+                "bob",
+                Some(1),
+                RecordChange::Delete,
+                SourcesChange::ClearAll,
+            ),
+            "delete bob",
+        );
+    }
+    let store = open();
+    assert_tokens(
+        &*store,
+        &[(&link, Some("alice")), (&bobs, None)],
+        "after a second reopen",
     );
 }

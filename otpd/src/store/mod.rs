@@ -13,6 +13,21 @@ pub use sled_store::{RekeyReport, SledStore};
 use crate::core::decision::SourceChange;
 use crate::core::record::{SourceCounter, UserRecord};
 
+/// The link-token hashes a record holds (its enrolment link and its phone
+/// session), sorted, each once: what the stores' token index maps to the
+/// record's user (see [`Store::user_by_token_hash`]).
+pub(crate) fn token_hashes(record: &UserRecord) -> Vec<String> {
+    let f = &record.fallback;
+    let mut hashes: Vec<String> = [f.link.as_ref(), f.phone_session.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|l| l.token_hash.clone())
+        .collect();
+    hashes.sort();
+    hashes.dedup();
+    hashes
+}
+
 /// A store failure. Every caller fails closed on it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,7 +126,11 @@ pub trait Store: Send + Sync + 'static {
     /// an index for this: the pages look up every token a stranger sends,
     /// and that must not cost a read of every record (docs/security.md).
     ///
-    /// The default scans every record: correct, and slow with many users.
+    /// Both stores keep that index beside the records and change it in the
+    /// same atomic commit as the record (a token hash → user name entry
+    /// for each link of a record). The index is a hint: the record, whose
+    /// seal is checked, decides. The default scans every record: correct,
+    /// and slow with many users.
     fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         let hit = |link: Option<&crate::core::record::Link>| {
             link.is_some_and(|l| {

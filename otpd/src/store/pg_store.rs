@@ -12,7 +12,8 @@
 //!   that race with one code cannot both win (the replay guard), and a
 //!   failure counter is always updated from the value it was read at.
 //! - Source counters change in the same transaction as the row, after it,
-//!   so they are written only by the winner.
+//!   so they are written only by the winner; the link-token index
+//!   (`otpd_tokens`) changes in the row's own statement.
 //! - A commit returns only after PostgreSQL's COMMIT returned, which with
 //!   the server's default `synchronous_commit = on` means the WAL is
 //!   flushed to disk.
@@ -26,7 +27,7 @@
 //! runtime of its own and waits for each operation on a channel, which
 //! works from any thread, in or out of another runtime.
 
-use super::{RecordChange, SourcesChange, Store, StoreError};
+use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -66,6 +67,16 @@ const MIGRATIONS: &[&str] = &[
         value bytea NOT NULL
      );
      INSERT INTO otpd_decoy SELECT g, ''::bytea FROM generate_series(0, 63) AS g;",
+    // 2: the link-token index (token hash → user), kept by every commit
+    // (see `write_row`). The records written before it are indexed by the
+    // first daemon that opens the database with the key (`build_token_index`),
+    // which the marker row asks for.
+    "CREATE TABLE otpd_tokens (
+        token_hash text PRIMARY KEY,
+        name text NOT NULL
+     );
+     CREATE INDEX otpd_tokens_name ON otpd_tokens (name);
+     INSERT INTO otpd_meta (key, value) VALUES ('token_index', 'to build');",
 ];
 
 /// The advisory lock that serialises migrations of daemons starting at the
@@ -386,6 +397,22 @@ impl PgStore {
                 )));
             }
         }
+        let shared = Arc::new(Shared {
+            conn: conn.clone(),
+            key,
+            down_since: Mutex::new(None),
+            down_logged: AtomicBool::new(false),
+        });
+        let built = block_on(
+            &runtime,
+            &shared,
+            setup_timeout.max(USERS_TIMEOUT),
+            |s| async move { build_token_index(&s).await },
+        )
+        .map_err(|e| on_open(&conn.target, e))?;
+        if let Some(entries) = built {
+            tracing::info!(database = %conn.target, entries, "built the link-token index");
+        }
         // A few connections made now, so that the first logins do not pay
         // for them (a failure here shows at the first login instead).
         let warm = settings.pool_size.clamp(1, WARM_CONNECTIONS);
@@ -403,12 +430,7 @@ impl PgStore {
         });
         tracing::info!(database = %conn.target, "connected to the PostgreSQL store");
         Ok(PgStore {
-            shared: Arc::new(Shared {
-                conn,
-                key,
-                down_since: Mutex::new(None),
-                down_logged: AtomicBool::new(false),
-            }),
+            shared,
             runtime: Some(runtime),
             timeout: settings.timeout,
         })
@@ -536,11 +558,12 @@ impl PgStore {
         record: &UserRecord,
         sources: &[(String, SourceCounter)],
     ) -> Result<bool, StoreError> {
-        let sealed = Some((
-            sql_version(record.version),
-            seal::seal_record(&self.shared.key, user, record, 0, nonce()?)
+        let sealed = Some(Row {
+            version: sql_version(record.version),
+            bytes: seal::seal_record(&self.shared.key, user, record, 0, nonce()?)
                 .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?,
-        ));
+            tokens: token_hashes(record),
+        });
         let user = user.to_owned();
         let sources = sources.to_vec();
         self.run(move |s| async move {
@@ -777,6 +800,64 @@ async fn stored_key_id(s: &Conn) -> Result<Option<KeyId>, OpError> {
     finish(client, result)
 }
 
+/// Indexes the link tokens of every record, once, if migration 2 asked for
+/// it (a database with records from before the index). Returns how many
+/// entries it wrote, `None` when there was nothing to do.
+async fn build_token_index(s: &Shared) -> Result<Option<usize>, OpError> {
+    let mut client = connection(&s.conn).await?;
+    let result = async {
+        let wanted = "SELECT 1 FROM otpd_meta WHERE key = 'token_index'";
+        if client.query_opt(wanted, &[]).await.map_err(pg)?.is_none() {
+            return Ok(None);
+        }
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg)?;
+        // Writers wait until the index is whole, so that no link changes
+        // between the read below and the index's rows.
+        tx.batch_execute("LOCK TABLE otpd_users IN SHARE MODE")
+            .await
+            .map_err(pg)?;
+        if tx.query_opt(wanted, &[]).await.map_err(pg)?.is_none() {
+            // Another host built it meanwhile.
+            tx.commit().await.map_err(pg)?;
+            return Ok(None);
+        }
+        let rows = tx
+            .query("SELECT name, record FROM otpd_users", &[])
+            .await
+            .map_err(pg)?;
+        let (mut hashes, mut names) = (Vec::new(), Vec::new());
+        for row in &rows {
+            let name: String = row.get(0);
+            let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(row.get(1));
+            for hash in token_hashes(&open(s, &name, &bytes)?) {
+                hashes.push(hash);
+                names.push(name.clone());
+            }
+        }
+        tx.execute("DELETE FROM otpd_tokens", &[])
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO otpd_tokens (token_hash, name) \
+             SELECT * FROM unnest($1::text[], $2::text[]) \
+             ON CONFLICT (token_hash) DO UPDATE SET name = EXCLUDED.name",
+            &[&hashes, &names],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute("DELETE FROM otpd_meta WHERE key = 'token_index'", &[])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(hashes.len()))
+    }
+    .await;
+    finish(client, result)
+}
+
 /// Records `id` as the fleet's key unless one is recorded; returns the
 /// recorded one.
 async fn claim_key_id(s: &Conn, id: KeyId) -> Result<KeyId, OpError> {
@@ -942,11 +1023,12 @@ impl Store for PgStore {
         sources: SourcesChange<'_>,
     ) -> Result<(), StoreError> {
         let sealed = match record {
-            RecordChange::Put(r) => Some((
-                sql_version(r.version),
-                seal::seal_record(&self.shared.key, user, r, 0, nonce()?)
+            RecordChange::Put(r) => Some(Row {
+                version: sql_version(r.version),
+                bytes: seal::seal_record(&self.shared.key, user, r, 0, nonce()?)
                     .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?,
-            )),
+                tokens: token_hashes(r),
+            }),
             RecordChange::Delete => None,
         };
         let sources = match sources {
@@ -971,6 +1053,23 @@ impl Store for PgStore {
     fn sync(&self) -> Result<(), StoreError> {
         // Every commit was durable when it returned.
         Ok(())
+    }
+
+    fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let statement = client
+                    .prepare_cached("SELECT name FROM otpd_tokens WHERE token_hash = $1")
+                    .await
+                    .map_err(pg)?;
+                let row = client.query_opt(&statement, &[&hash]).await.map_err(pg)?;
+                Ok(row.map(|r| r.get(0)))
+            }
+            .await;
+            finish(client, result)
+        })
     }
 
     fn decoy_write(&self) -> Result<(), StoreError> {
@@ -1012,45 +1111,89 @@ enum Sources {
     ClearAll,
 }
 
-/// The conditional write of the user's row: one statement, which changes
-/// one row iff the row is as the caller read it.
+/// A user's row to write: the sealed record, its version, and its link
+/// tokens for the index.
+struct Row {
+    version: i64,
+    bytes: Vec<u8>,
+    tokens: Vec<String>,
+}
+
+/// The token index's part of [`write_row`]'s statements, after a first
+/// part `row` that returns the user's name iff it changed the row: the
+/// index entries of the user that the new record does not hold ($T, a
+/// text array) go, the new ones come, all only if `row` changed. One
+/// statement: the record and its index entries commit together, and the
+/// common login (no links before or after) costs one round trip as before.
+macro_rules! with_token_index {
+    ($row:literal, $t:literal) => {
+        concat!(
+            "WITH row AS (",
+            $row,
+            "), gone AS (DELETE FROM otpd_tokens WHERE name = $1 AND token_hash <> ALL(",
+            $t,
+            "::text[]) AND EXISTS (SELECT 1 FROM row)), added AS (INSERT INTO otpd_tokens \
+             (token_hash, name) SELECT h, $1 FROM unnest(",
+            $t,
+            "::text[]) AS h WHERE EXISTS (SELECT 1 FROM row) ON CONFLICT (token_hash) DO \
+             UPDATE SET name = EXCLUDED.name WHERE otpd_tokens.name <> EXCLUDED.name) \
+             SELECT count(*) FROM row"
+        )
+    };
+}
+
+/// The conditional write of the user's row (and its token index entries):
+/// one statement, which changes the row iff it is as the caller read it.
 async fn write_row<C: deadpool_postgres::GenericClient>(
     client: &C,
     user: &str,
     expected: Option<i64>,
-    sealed: &Option<(i64, Vec<u8>)>,
+    sealed: &Option<Row>,
 ) -> Result<bool, OpError> {
     let cached = |sql: &'static str| async move { client.prepare_cached(sql).await.map_err(pg) };
-    let changed = match (expected, sealed) {
-        (Some(expected), Some((version, bytes))) => {
-            let statement = cached(
+    let no_tokens: Vec<String> = Vec::new();
+    let changed: i64 = match (expected, sealed) {
+        (Some(expected), Some(row)) => {
+            let statement = cached(with_token_index!(
                 "UPDATE otpd_users SET version = $3, record = $4 \
-                 WHERE name = $1 AND version = $2",
-            )
+                 WHERE name = $1 AND version = $2 RETURNING name",
+                "$5"
+            ))
             .await?;
             client
-                .execute(&statement, &[&user, &expected, version, bytes])
+                .query_one(
+                    &statement,
+                    &[&user, &expected, &row.version, &row.bytes, &row.tokens],
+                )
                 .await
                 .map_err(pg)?
+                .get(0)
         }
-        (None, Some((version, bytes))) => {
-            let statement = cached(
+        (None, Some(row)) => {
+            let statement = cached(with_token_index!(
                 "INSERT INTO otpd_users (name, version, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
+                 ON CONFLICT (name) DO NOTHING RETURNING name",
+                "$4"
+            ))
             .await?;
             client
-                .execute(&statement, &[&user, version, bytes])
+                .query_one(&statement, &[&user, &row.version, &row.bytes, &row.tokens])
                 .await
                 .map_err(pg)?
+                .get(0)
         }
-        (Some(expected), None) => client
-            .execute(
-                "DELETE FROM otpd_users WHERE name = $1 AND version = $2",
-                &[&user, &expected],
-            )
-            .await
-            .map_err(pg)?,
+        (Some(expected), None) => {
+            let statement = cached(with_token_index!(
+                "DELETE FROM otpd_users WHERE name = $1 AND version = $2 RETURNING name",
+                "$3"
+            ))
+            .await?;
+            client
+                .query_one(&statement, &[&user, &expected, &no_tokens])
+                .await
+                .map_err(pg)?
+                .get(0)
+        }
         (None, None) => {
             // "Delete a user that does not exist": nothing to write, but
             // only if it still does not exist (locked until the commit).
@@ -1100,7 +1243,7 @@ async fn commit(
     client: &mut Object,
     user: &str,
     expected: Option<i64>,
-    sealed: Option<(i64, Vec<u8>)>,
+    sealed: Option<Row>,
     sources: Sources,
 ) -> Result<(), OpError> {
     if matches!(sources, Sources::Keep) && sealed.is_some() {

@@ -2,7 +2,7 @@
 //! every user record sealed with the daemon's key ([`crate::core::seal`]).
 
 use super::group_sync::{GroupSync, Ticket};
-use super::{RecordChange, SourcesChange, Store, StoreError};
+use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,9 @@ struct Inner {
     meta: sled::Tree,
     users: sled::Tree,
     sources: sled::Tree,
+    /// The link-token index: token hash → user name (see
+    /// [`Store::user_by_token_hash`]).
+    tokens: sled::Tree,
     log_file: File,
     /// Which handle this is: 0 from `open`, one more at every `reopen`. A
     /// write applied through one handle is made durable only by a flush of
@@ -151,25 +154,39 @@ fn user_name(key: &[u8]) -> Result<String, StoreError> {
         .map_err(|_| StoreError::Corrupt("a user name is not UTF-8".into()))
 }
 
+/// What [`check_records`] found in the records.
+#[derive(Default)]
+struct Checked {
+    /// The highest change number.
+    highest: u64,
+    /// (token hash, user) of every link the records hold: what the token
+    /// index must hold.
+    tokens: Vec<(String, String)>,
+}
+
 /// Opens every record (its tag is checked) and returns the highest change
-/// number among them. The records are split over the machine's cores: with
-/// 100,000 users this is most of the daemon's start-up (docs/performance.md).
+/// number among them, and their link tokens. The records are split over the
+/// machine's cores: with 100,000 users this is most of the daemon's
+/// start-up (docs/performance.md).
 fn check_records(
     key: &RecordKey,
     dir: &Path,
     records: &[(sled::IVec, sled::IVec)],
-) -> Result<u64, StoreError> {
-    let check = |part: &[(sled::IVec, sled::IVec)]| -> Result<u64, StoreError> {
-        let mut highest = 0;
+) -> Result<Checked, StoreError> {
+    let check = |part: &[(sled::IVec, sled::IVec)]| -> Result<Checked, StoreError> {
+        let mut found = Checked::default();
         for (k, v) in part {
             let name = user_name(k)?;
-            let opened = seal::open_record(key, &name, v).and_then(|_| seal::peek(v));
-            let header = opened.map_err(|e| {
+            let opened = seal::open_record(key, &name, v).and_then(|r| Ok((r, seal::peek(v)?)));
+            let (record, header) = opened.map_err(|e| {
                 StoreError::Corrupt(format!("{}: the record of user {name}: {e}", dir.display()))
             })?;
-            highest = highest.max(header.change);
+            found.highest = found.highest.max(header.change);
+            for hash in token_hashes(&record) {
+                found.tokens.push((hash, name.clone()));
+            }
         }
-        Ok(highest)
+        Ok(found)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     if threads < 2 || records.len() < 1024 {
@@ -181,15 +198,48 @@ fn check_records(
             .chunks(chunk)
             .map(|part| scope.spawn(move || check(part)))
             .collect();
-        let mut highest = 0;
+        let mut all = Checked::default();
         for part in parts {
             let found = part
                 .join()
                 .map_err(|_| StoreError::Backend("a record check panicked".into()))??;
-            highest = highest.max(found);
+            all.highest = all.highest.max(found.highest);
+            all.tokens.extend(found.tokens);
         }
-        Ok(highest)
+        Ok(all)
     })
+}
+
+/// The name of the token index's tree.
+const TOKENS_TREE: &str = "tokens";
+
+/// Makes the token index hold exactly `want` (token hash, user): builds it
+/// for a store written before the index, and mends one that a crash or a
+/// hand cannot have left wrong anyway. Returns how many entries changed.
+fn sync_token_index(tokens: &sled::Tree, want: &[(String, String)]) -> Result<usize, StoreError> {
+    let want: std::collections::HashMap<&[u8], &[u8]> = want
+        .iter()
+        .map(|(hash, user)| (hash.as_bytes(), user.as_bytes()))
+        .collect();
+    let mut batch = sled::Batch::default();
+    let mut changed = 0;
+    for item in tokens.iter() {
+        let (hash, user) = item.map_err(backend)?;
+        if want.get(hash.as_ref()) != Some(&user.as_ref()) {
+            batch.remove(hash);
+            changed += 1;
+        }
+    }
+    for (hash, user) in &want {
+        if tokens.get(hash).map_err(backend)?.as_deref() != Some(*user) {
+            batch.insert(*hash, *user);
+            changed += 1;
+        }
+    }
+    if changed > 0 {
+        tokens.apply_batch(batch).map_err(backend)?;
+    }
+    Ok(changed)
 }
 
 /// The watermark file: the highest change number known durable, as 20
@@ -441,6 +491,7 @@ impl SledStore {
         }
         let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
         let sources = db.open_tree("sources").map_err(backend)?;
+        let tokens = db.open_tree(TOKENS_TREE).map_err(backend)?;
         flush_and_sync(&db, &log_file)?;
         // The directory entries of a new store must be durable too.
         for d in [dir, dir.parent().unwrap_or(dir)] {
@@ -450,7 +501,9 @@ impl SledStore {
         let records: Vec<(sled::IVec, sled::IVec)> =
             users.iter().collect::<Result<_, _>>().map_err(backend)?;
         let count = records.len();
-        let highest = stored_u64(&meta, DELETED_CHANGE)?.max(check_records(&key, dir, &records)?);
+        let checked = check_records(&key, dir, &records)?;
+        drop(records);
+        let highest = stored_u64(&meta, DELETED_CHANGE)?.max(checked.highest);
         if let Some(expected) = expected {
             if highest < expected {
                 return Err(StoreError::Corrupt(format!(
@@ -467,6 +520,13 @@ impl SledStore {
             }
         }
         let watermark = Watermark::open(watermark_path, highest)?;
+        // The records were all opened just now: the token index is made to
+        // match them (built once for a store written before it).
+        let mended = sync_token_index(&tokens, &checked.tokens)?;
+        if mended > 0 {
+            flush_and_sync(&db, &log_file)?;
+            tracing::info!(entries = mended, "built the store's link-token index");
+        }
         tracing::debug!(users = count, key_id = %key.id(), change = highest, "store opened");
         Ok(Self {
             inner: RwLock::new(Some(Inner {
@@ -474,6 +534,7 @@ impl SledStore {
                 meta,
                 users,
                 sources,
+                tokens,
                 log_file,
                 generation: 0,
             })),
@@ -616,14 +677,19 @@ impl SledStore {
     /// shared side of that lock. The version check is the same: the stored
     /// bytes carry the version in their sealed header, and any other commit
     /// of this user changes those bytes (a fresh nonce every write).
+    ///
+    /// Only while the record's link tokens stay as they are: returns
+    /// `Ok(false)`, having written nothing, when the token index must
+    /// change too (then the caller takes the transaction).
     fn commit_record_only(
         &self,
         user: &str,
         expected_version: Option<u64>,
         value: &[u8],
+        new_tokens: &[String],
         change: u64,
-    ) -> Result<(), StoreError> {
-        let (generation, ticket) = self.with(|inner| {
+    ) -> Result<bool, StoreError> {
+        let applied = self.with(|inner| {
             let current = inner.users.get(user.as_bytes()).map_err(backend)?;
             let version = match &current {
                 None => None,
@@ -638,18 +704,31 @@ impl SledStore {
             if version != expected_version {
                 return Err(StoreError::Conflict);
             }
+            // The index changes only in a commit that changes the record,
+            // so the tokens of the bytes swapped out are the index's now.
+            let old_tokens = match &current {
+                None => Vec::new(),
+                Some(v) => token_hashes(&self.open_value(user, v)?),
+            };
+            if old_tokens != new_tokens {
+                return Ok(None);
+            }
             match inner
                 .users
                 .compare_and_swap(user.as_bytes(), current, Some(value))
                 .map_err(backend)?
             {
-                Ok(()) => Ok(self.applied(inner)),
+                Ok(()) => Ok(Some(self.applied(inner))),
                 Err(_) => Err(StoreError::Conflict),
             }
         })?;
+        let Some((generation, ticket)) = applied else {
+            return Ok(false);
+        };
         self.make_durable(generation, ticket)?;
         // Durable now: the watermark may say so (never before).
-        self.watermark.advance(change)
+        self.watermark.advance(change)?;
+        Ok(true)
     }
 
     fn reopen(&self) -> Result<(), StoreError> {
@@ -682,6 +761,7 @@ impl SledStore {
         }
         let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
         let sources = db.open_tree("sources").map_err(backend)?;
+        let tokens = db.open_tree(TOKENS_TREE).map_err(backend)?;
         // A new number: commits applied through the dropped handle but not
         // yet synced were lost with it, and must not take a sync of this
         // one for theirs (see `make_durable`).
@@ -691,6 +771,7 @@ impl SledStore {
             meta,
             users,
             sources,
+            tokens,
             log_file,
             generation,
         });
@@ -815,6 +896,10 @@ impl Store for SledStore {
             RecordChange::Put(r) => Some(self.seal_value(user, r, change)?),
             RecordChange::Delete => None,
         };
+        let new_tokens = match record {
+            RecordChange::Put(r) => token_hashes(r),
+            RecordChange::Delete => Vec::new(),
+        };
         let source_write = match sources {
             SourcesChange::Set(s, counter) => Some((source_key(user, s), Some(encode(&counter)?))),
             SourcesChange::Reset(s) => Some((source_key(user, s), None)),
@@ -822,8 +907,10 @@ impl Store for SledStore {
         };
         let deleted = encode(&change)?;
         if let (Some(value), None) = (&new_value, &source_write) {
-            if !matches!(sources, SourcesChange::ClearAll) {
-                return self.commit_record_only(user, expected_version, value, change);
+            if !matches!(sources, SourcesChange::ClearAll)
+                && self.commit_record_only(user, expected_version, value, &new_tokens, change)?
+            {
+                return Ok(());
             }
         }
         let (generation, ticket) = self.with(|inner| {
@@ -841,58 +928,79 @@ impl Store for SledStore {
             } else {
                 Vec::new()
             };
-            let result =
-                (&inner.users, &inner.sources, &inner.meta).transaction(|(users, srcs, meta)| {
-                    let current = match users.get(user.as_bytes())? {
-                        None => None,
-                        // The version is in the sealed header: no need to
-                        // open the record here.
-                        Some(v) => Some(
-                            seal::peek(&v)
-                                .map_err(|e| {
-                                    ConflictableTransactionError::Abort(StoreError::Corrupt(
-                                        format!("the record of user {user}: {e}"),
-                                    ))
-                                })?
-                                .version,
-                        ),
-                    };
-                    if current != expected_version {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
+            let trees = (&inner.users, &inner.sources, &inner.meta, &inner.tokens);
+            let result = trees.transaction(|(users, srcs, meta, tokens)| {
+                let stored = users.get(user.as_bytes())?;
+                let current = match &stored {
+                    None => None,
+                    // The version is in the sealed header: no need to
+                    // open the record for it.
+                    Some(v) => Some(
+                        seal::peek(v)
+                            .map_err(|e| {
+                                ConflictableTransactionError::Abort(StoreError::Corrupt(format!(
+                                    "the record of user {user}: {e}"
+                                )))
+                            })?
+                            .version,
+                    ),
+                };
+                if current != expected_version {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
+                }
+                // The token index follows the record: the old record's
+                // links out, the new one's in.
+                let old_tokens = match &stored {
+                    None => Vec::new(),
+                    Some(v) => token_hashes(
+                        &self
+                            .open_value(user, v)
+                            .map_err(ConflictableTransactionError::Abort)?,
+                    ),
+                };
+                for hash in old_tokens.iter().filter(|h| !new_tokens.contains(h)) {
+                    // Only an entry that names this user (a hash is
+                    // random: another user's would be a forgery).
+                    if tokens.get(hash.as_bytes())?.as_deref() == Some(user.as_bytes()) {
+                        tokens.remove(hash.as_bytes())?;
                     }
-                    match &new_value {
-                        Some(v) => {
-                            users.insert(user.as_bytes(), v.as_slice())?;
-                        }
-                        None => {
-                            users.remove(user.as_bytes())?;
-                            // A removal leaves no record to carry its number,
-                            // so meta keeps the highest removal's. Commits
-                            // apply out of number order (the number is taken
-                            // before the transaction): a lower number written
-                            // over a higher one would make the check at open
-                            // take the store for one that lost changes.
-                            let previous = match meta.get(DELETED_CHANGE)? {
-                                None => 0,
-                                Some(v) => decode::<u64>(DELETED_CHANGE, &v)
-                                    .map_err(ConflictableTransactionError::Abort)?,
-                            };
-                            if change > previous {
-                                meta.insert(DELETED_CHANGE, deleted.as_slice())?;
-                            }
-                        }
-                    };
-                    if let Some((key, value)) = &source_write {
-                        match value {
-                            Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
-                            None => srcs.remove(key.as_slice())?,
+                }
+                for hash in new_tokens.iter().filter(|h| !old_tokens.contains(h)) {
+                    tokens.insert(hash.as_bytes(), user.as_bytes())?;
+                }
+                match &new_value {
+                    Some(v) => {
+                        users.insert(user.as_bytes(), v.as_slice())?;
+                    }
+                    None => {
+                        users.remove(user.as_bytes())?;
+                        // A removal leaves no record to carry its number,
+                        // so meta keeps the highest removal's. Commits
+                        // apply out of number order (the number is taken
+                        // before the transaction): a lower number written
+                        // over a higher one would make the check at open
+                        // take the store for one that lost changes.
+                        let previous = match meta.get(DELETED_CHANGE)? {
+                            None => 0,
+                            Some(v) => decode::<u64>(DELETED_CHANGE, &v)
+                                .map_err(ConflictableTransactionError::Abort)?,
                         };
+                        if change > previous {
+                            meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                        }
                     }
-                    for key in &clear {
-                        srcs.remove(key)?;
-                    }
-                    Ok(())
-                });
+                };
+                if let Some((key, value)) = &source_write {
+                    match value {
+                        Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
+                        None => srcs.remove(key.as_slice())?,
+                    };
+                }
+                for key in &clear {
+                    srcs.remove(key)?;
+                }
+                Ok(())
+            });
             match result {
                 Ok(()) => Ok(self.applied(inner)),
                 Err(TransactionError::Abort(e)) => Err(e),
@@ -911,6 +1019,11 @@ impl Store for SledStore {
     fn sync(&self) -> Result<(), StoreError> {
         self.with(|i| flush_and_sync(&i.db, &i.log_file))?;
         self.watermark.sync()
+    }
+
+    fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let user = self.with(|i| i.tokens.get(token_hash.as_bytes()).map_err(backend))?;
+        user.map(|u| user_name(&u)).transpose()
     }
 
     fn decoy_write(&self) -> Result<(), StoreError> {
@@ -1400,6 +1513,75 @@ mod tests {
         // The watermark says 8; the store must still hold number 8.
         let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
         assert!(store.users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sled_store_passes_the_reopening_contract() {
+        let mut dirs = Vec::new();
+        crate::store::contract::check_all_reopening(&mut || {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_owned();
+            dirs.push(dir);
+            Box::new(move || Box::new(open_store(&path, |_| Ok(key(7))).unwrap()) as Box<dyn Store>)
+        });
+    }
+
+    #[test]
+    fn a_store_written_before_the_token_index_gets_it_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_link = |version: u64, hash: &str| {
+            let mut r = record(version);
+            r.fallback.link = Some(crate::core::record::Link {
+                token_hash: hash.into(),
+                expires: 9,
+                ..Default::default()
+            });
+            r
+        };
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        {
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+            for (user, hash) in [("alice", &a), ("bob", &b)] {
+                store
+                    .commit(
+                        user,
+                        None,
+                        RecordChange::Put(&with_link(1, hash)),
+                        SourcesChange::Keep,
+                    )
+                    .unwrap();
+            }
+            // As an otpd before the index left it: no tree; and an entry
+            // that no record holds, and one naming the wrong user.
+            let inner = store.inner.read().unwrap();
+            let i = inner.as_ref().unwrap();
+            i.db.drop_tree(TOKENS_TREE).unwrap();
+            let tokens = i.db.open_tree(TOKENS_TREE).unwrap();
+            tokens.insert("c".repeat(64), "alice").unwrap();
+            tokens.insert(b.as_bytes(), "alice").unwrap();
+            drop(inner);
+            store.sync().unwrap();
+        }
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        assert_eq!(
+            store.user_by_token_hash(&a).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            store.user_by_token_hash(&b).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(store.user_by_token_hash(&"c".repeat(64)).unwrap(), None);
+        // A look-up reads the index only: a record that does not open (a
+        // scan of every record would fail on it) does not disturb it.
+        store
+            .with(|i| i.users.insert("zed", b"junk".to_vec()).map_err(backend))
+            .unwrap();
+        assert!(store.users().is_err());
+        assert_eq!(
+            store.user_by_token_hash(&b).unwrap().as_deref(),
+            Some("bob")
+        );
     }
 
     #[test]

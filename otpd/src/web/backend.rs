@@ -3,11 +3,37 @@
 //! the daemon side (tokens, codes, records) without HTTP.
 //!
 //! Every method is blocking (the store is synchronous): the router calls
-//! them through `tokio::task::spawn_blocking`. `peer` is the client's
+//! them on the pages' own threads ([`super::limits::PagePool`]). `peer` is the client's
 //! address as the router sees it, for audit lines and rate limits. Tokens
 //! and codes are never logged by either side.
 
-/// A pending enrolment behind a valid link, for the page.
+/// The page of a valid link before the QR code is shown: what a GET
+/// gets, so nothing secret. Its form posts `view` to show the QR code.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkView {
+    /// The account name shown in the app (the user name).
+    pub user: String,
+    /// The issuer shown in the app.
+    pub issuer: String,
+    /// Digits of the codes (6 or 8), for the input field.
+    pub digits: u8,
+    /// This view's one-time nonce, for the "Show QR code" form.
+    pub view: String,
+    /// Unix time the QR code was last shown, if it has been.
+    pub opened_before: Option<u64>,
+}
+
+impl std::fmt::Debug for LinkView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkView")
+            .field("user", &self.user)
+            .field("opened_before", &self.opened_before)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pending enrolment's secret, shown once on the page that answers
+/// "Show QR code".
 #[derive(Clone, PartialEq, Eq)]
 pub struct PageEnrolment {
     /// The account name shown in the app (the user name).
@@ -20,6 +46,8 @@ pub struct PageEnrolment {
     pub uri: String,
     /// Digits of the codes (6 or 8), for the input field.
     pub digits: u8,
+    /// Unix time the QR code was shown before this time, if it was.
+    pub opened_before: Option<u64>,
 }
 
 impl std::fmt::Debug for PageEnrolment {
@@ -29,6 +57,19 @@ impl std::fmt::Debug for PageEnrolment {
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
+}
+
+/// The result of "Show QR code".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reveal {
+    /// A new secret, written to the pending device (the one shown before
+    /// is dead).
+    Shown(PageEnrolment),
+    /// Not a view of this link's page that can still show the QR code (a
+    /// reload, an old page, a made-up form): the page again, nothing shown.
+    StaleView,
+    /// Unknown, used or expired link: the neutral page.
+    Invalid,
 }
 
 /// The result of "Validate" on the enrolment page.
@@ -100,9 +141,13 @@ pub enum PhoneStep {
 
 /// The daemon's side of the pages.
 pub trait EnrolBackend: Send + Sync + 'static {
-    /// The pending enrolment behind `token`, or `None` when the token is
-    /// unknown, used or expired (all look the same).
-    fn view(&self, token: &str, peer: &str) -> Option<PageEnrolment>;
+    /// A new view of the page of the pending enrolment behind `token`
+    /// (its nonce is remembered), or `None` when the token is unknown,
+    /// used or expired (all look the same).
+    fn view(&self, token: &str, peer: &str) -> Option<LinkView>;
+    /// "Show QR code" on the view whose nonce is `view`: each time a new
+    /// secret, and each view once.
+    fn reveal(&self, token: &str, view: &str, peer: &str) -> Reveal;
     /// Checks `code` for the enrolment behind `token`.
     fn validate(&self, token: &str, code: &str, peer: &str) -> Validation;
     /// Whether text messages are configured (the success page offers the phone step).

@@ -114,6 +114,24 @@ impl Lang {
         )
     }
 
+    /// "This link was opened before, at 2026-12-05 14:03 UTC. If that was
+    /// not you, tell your help desk." The time is in UTC: the daemon does
+    /// not know the reader's time zone, and says which one it uses.
+    pub fn opened_before(self, unix_time: u64) -> String {
+        let t = self.texts();
+        let when = i64::try_from(unix_time)
+            .ok()
+            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+            .map_or_else(
+                || unix_time.to_string(),
+                |at| at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            );
+        format!(
+            "{} {when}. {}",
+            t.opened_before_before, t.opened_before_after
+        )
+    }
+
     /// "Too many text messages. Wait 40 minutes and try again."
     pub fn sms_limited(self, seconds: u64) -> String {
         let t = self.texts();
@@ -155,8 +173,20 @@ pub struct Texts {
     pub step_install: &'static str,
     /// Step 2: add an account in the app.
     pub step_add_account: &'static str,
+    /// Step 3 before the QR code is shown: press the button (once).
+    pub step_reveal: &'static str,
+    /// The button that shows the QR code.
+    pub reveal: &'static str,
     /// Step 3: scan the QR code.
     pub step_scan: &'static str,
+    /// Under the QR code: shown once; showing it again makes a new one.
+    pub qr_once: &'static str,
+    /// "This link was opened before, at" (the time follows).
+    pub opened_before_before: &'static str,
+    /// After the time: what to do if that was not the reader.
+    pub opened_before_after: &'static str,
+    /// "Show QR code" from a page that cannot show it (a reload, an old page).
+    pub stale_view: &'static str,
     /// Step 4: type the code, press Validate.
     pub step_enter: &'static str,
     /// Text alternative of the QR code.
@@ -238,6 +268,13 @@ pub struct Texts {
     /// "You can close this page."
     pub close_page: &'static str,
 
+    /// Heading of the page for too many requests or a busy daemon.
+    pub retry_heading: &'static str,
+    /// Too many requests from the reader's address (429).
+    pub too_many_requests: &'static str,
+    /// The pages are busy (503).
+    pub busy: &'static str,
+
     /// Heading of the neutral page.
     pub invalid_heading: &'static str,
     /// The one text of the neutral page.
@@ -257,8 +294,18 @@ static ENGLISH: Texts = Texts {
     step_add_account: "Open the app and choose “Add account” or the “+” sign at \
         the top right. In Microsoft Authenticator choose “Other account”, then \
         “Scan a QR code”.",
+    step_reveal: "Choose “Show QR code”. Each time you do, a new QR code is made and \
+        only the newest one works: if you have already scanned the QR code of this \
+        link, do not choose it again, but enter the tokencode at the next step.",
+    reveal: "Show QR code",
     step_scan: "Scan the QR code below with the app. Once it is scanned, open the \
         added account in the app: you now see a tokencode (a one-time password).",
+    qr_once: "This QR code is shown only this once. If it is shown again, a new one \
+        is made and this one stops working.",
+    opened_before_before: "This link was opened before, at",
+    opened_before_after: "If that was not you, tell your help desk.",
+    stale_view: "This page was out of date, so no QR code was shown. Choose “Show QR \
+        code” again.",
     step_enter: "Enter the tokencode below at “Enter your OTP” and choose “Validate”.",
     qr_label: "QR code to scan with the authenticator app",
     manual_heading: "Cannot scan the QR code?",
@@ -314,6 +361,11 @@ static ENGLISH: Texts = Texts {
         number by text message.",
     close_page: "You can close this page.",
 
+    retry_heading: "Try again later",
+    too_many_requests: "Too many requests from your network. Wait a minute and try \
+        again.",
+    busy: "This page is busy. Wait a minute and try again.",
+
     invalid_heading: "Link not valid",
     invalid_text: "This link is not valid (any more). Ask your help desk for a new one.",
 };
@@ -331,9 +383,20 @@ static DUTCH: Texts = Texts {
     step_add_account: "Open de app en kies voor “Account toevoegen” of het “+” teken \
         rechtsboven. Kies in Microsoft Authenticator voor “Ander account” en daarna \
         voor “Een QR-code scannen”.",
+    step_reveal: "Kies “QR-code tonen”. Elke keer dat u daarvoor kiest, wordt er een \
+        nieuwe QR-code gemaakt en werkt alleen de nieuwste: heeft u de QR-code van deze \
+        link al gescand, kies dan niet opnieuw, maar vul bij de volgende stap de \
+        tokencode in.",
+    reveal: "QR-code tonen",
     step_scan: "Scan de QR-code hieronder met de app. Zodra de QR-code is gescand, \
         opent u het toegevoegde account in de app: u ziet nu een tokencode \
         (eenmalige wachtwoordcode).",
+    qr_once: "Deze QR-code wordt maar één keer getoond. Wordt hij opnieuw getoond, \
+        dan wordt er een nieuwe gemaakt en werkt deze niet meer.",
+    opened_before_before: "Deze link is al eerder geopend, op",
+    opened_before_after: "Was u dat niet? Meld het dan bij uw helpdesk.",
+    stale_view: "Deze pagina was verlopen, daarom is er geen QR-code getoond. Kies \
+        opnieuw “QR-code tonen”.",
     step_enter: "Vul de tokencode hieronder in bij “Voer de tokencode in” en kies \
         “Valideren”.",
     qr_label: "QR-code om te scannen met de authenticator-app",
@@ -390,6 +453,11 @@ static DUTCH: Texts = Texts {
         dit nummer verstuurd.",
     close_page: "U kunt deze pagina sluiten.",
 
+    retry_heading: "Probeer het later opnieuw",
+    too_many_requests: "Te veel verzoeken vanaf uw netwerk. Wacht een minuut en \
+        probeer het opnieuw.",
+    busy: "Deze pagina is bezet. Wacht een minuut en probeer het opnieuw.",
+
     invalid_heading: "Link niet geldig",
     invalid_text: "Deze link is niet (meer) geldig. Vraag uw helpdesk om een nieuwe.",
 };
@@ -432,6 +500,16 @@ mod tests {
         assert_eq!(Lang::En.duration(61), "2 minutes");
         assert_eq!(Lang::Nl.duration(1), "1 seconde");
         assert_eq!(Lang::Nl.duration(300), "5 minuten");
+        assert_eq!(
+            Lang::En.opened_before(1_796_443_380),
+            "This link was opened before, at 2026-12-05 04:03 UTC. If that was not you, \
+             tell your help desk."
+        );
+        assert_eq!(
+            Lang::Nl.opened_before(0),
+            "Deze link is al eerder geopend, op 1970-01-01 00:00 UTC. Was u dat niet? \
+             Meld het dan bij uw helpdesk."
+        );
         assert_eq!(
             Lang::Nl.throttled(120),
             "Te veel onjuiste codes. Wacht 2 minuten en probeer het dan opnieuw met de \

@@ -1,7 +1,9 @@
 //! The self-enrolment pages: a one-time link (`otpd enroll USER --link`)
-//! opens a page with the QR code, the secret for manual entry and the
-//! "Enter your OTP" / "Validate" field; a right code shows the success
-//! page with recovery codes and, with `[sms]`, the phone step.
+//! opens a page with the steps, a "Show QR code" button and the "Enter
+//! your OTP" / "Validate" field. The button (a POST, never a GET) shows
+//! the QR code and the secret for manual entry, each time a new one; a
+//! right code shows the success page with recovery codes and, with
+//! `[sms]`, the phone step.
 //!
 //! Only the HTTP side is here: routes, pages, language, headers, TLS. The
 //! decisions (tokens, codes, records, audit lines) are the daemon's,
@@ -13,17 +15,19 @@
 //! does both in one call; [`router`] is the bare `axum::Router` for tests.
 //!
 //! - `lang.rs`: Dutch or English by `Accept-Language`, and every text.
+//! - `limits.rs`: requests and connections per client, the pages' threads.
 //! - `pages.rs`: the askama templates (`otpd/templates/`), QR code, secret.
 //! - `routes.rs`: which request gets which page, headers, body cap.
 //! - `serve.rs`: the listener, TLS with rustls, graceful shutdown.
 
 pub mod backend;
 mod lang;
+pub mod limits;
 mod pages;
 mod routes;
 mod serve;
 
-pub use routes::{router, MAX_BODY_BYTES};
+pub use routes::{router, PageOptions, MAX_BODY_BYTES};
 pub use serve::{bind, serve, Bound, WebError};
 
 #[cfg(test)]

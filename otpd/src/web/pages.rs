@@ -2,7 +2,7 @@
 //! into responses. Askama escapes every value for HTML; the one value that
 //! is inserted as is, the QR code, is SVG drawn here from the URI's bits.
 
-use super::backend::PageEnrolment;
+use super::backend::{LinkView, PageEnrolment};
 use super::lang::{Lang, Texts};
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -19,7 +19,9 @@ struct InvalidPage {
     t: &'static Texts,
 }
 
-/// `<main id="enrol">`: the QR code, the secret, the code field.
+/// `<main id="enrol">`: the steps, the code field, and either the "Show
+/// QR code" form (`qr` is `None`: what a GET gets) or the QR code and the
+/// secret (the answer to that form).
 #[derive(Template)]
 #[template(path = "enrol.html")]
 struct EnrolPage<'a> {
@@ -27,11 +29,27 @@ struct EnrolPage<'a> {
     t: &'static Texts,
     action: &'a str,
     error: Option<String>,
-    qr_svg: String,
-    secret: String,
+    opened_before: Option<String>,
+    view: &'a str,
+    qr: Option<Qr>,
     issuer: &'a str,
     account: &'a str,
     digits: u8,
+}
+
+/// The QR code (inline SVG) and the secret in groups of four.
+struct Qr {
+    svg: String,
+    secret: String,
+}
+
+/// `<main id="retry">`: too many requests, or the pages are busy.
+#[derive(Template)]
+#[template(path = "retry.html")]
+struct RetryPage {
+    lang: &'static str,
+    t: &'static Texts,
+    text: &'static str,
 }
 
 /// `<main id="success">`: how to log in, the recovery codes, and the
@@ -94,22 +112,16 @@ pub fn invalid_with_status(lang: Lang, status: StatusCode) -> Response {
     )
 }
 
-/// The enrolment page for `enrolment`, its form posting to `action`,
-/// with `error` above the steps when there is one.
+/// The enrolment page of `view` before the QR code is shown: the steps,
+/// the "Show QR code" form and the code field, posting to `action`; with
+/// `error` above the steps when there is one. No secret.
 pub fn enrol(
     lang: Lang,
     action: &str,
-    enrolment: &PageEnrolment,
+    view: &LinkView,
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let qr_svg = match qr_svg(&enrolment.uri) {
-        Ok(svg) => svg,
-        Err(e) => {
-            tracing::error!("cannot draw the QR code of an enrolment: {e}");
-            return invalid_with_status(lang, StatusCode::INTERNAL_SERVER_ERROR);
-        }
-    };
     render(
         status,
         &EnrolPage {
@@ -117,12 +129,73 @@ pub fn enrol(
             t: lang.texts(),
             action,
             error,
-            qr_svg,
-            secret: group_secret(&enrolment.secret_base32),
+            opened_before: view.opened_before.map(|at| lang.opened_before(at)),
+            view: &view.view,
+            qr: None,
+            issuer: &view.issuer,
+            account: &view.user,
+            digits: view.digits,
+        },
+    )
+}
+
+/// The enrolment page with the QR code and the secret of `enrolment`
+/// (the answer to "Show QR code"), the code field posting to `action`.
+pub fn revealed(lang: Lang, action: &str, enrolment: &PageEnrolment) -> Response {
+    let svg = match qr_svg(&enrolment.uri) {
+        Ok(svg) => svg,
+        Err(e) => {
+            tracing::error!("cannot draw the QR code of an enrolment: {e}");
+            return invalid_with_status(lang, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    render(
+        StatusCode::OK,
+        &EnrolPage {
+            lang: lang.code(),
+            t: lang.texts(),
+            action,
+            error: None,
+            opened_before: enrolment.opened_before.map(|at| lang.opened_before(at)),
+            view: "",
+            qr: Some(Qr {
+                svg,
+                secret: group_secret(&enrolment.secret_base32),
+            }),
             issuer: &enrolment.issuer,
             account: &enrolment.user,
             digits: enrolment.digits,
         },
+    )
+}
+
+/// Too many requests from this client (429), with `Retry-After`.
+pub fn too_many_requests(lang: Lang, retry_after: u64) -> Response {
+    with_retry_after(
+        render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &RetryPage {
+                lang: lang.code(),
+                t: lang.texts(),
+                text: lang.texts().too_many_requests,
+            },
+        ),
+        retry_after,
+    )
+}
+
+/// The pages are busy (503), with `Retry-After`.
+pub fn busy(lang: Lang) -> Response {
+    with_retry_after(
+        render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &RetryPage {
+                lang: lang.code(),
+                t: lang.texts(),
+                text: lang.texts().busy,
+            },
+        ),
+        5,
     )
 }
 

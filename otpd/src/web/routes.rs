@@ -1,31 +1,46 @@
 //! The routes: which page answers which request, the security headers on
-//! every response, the body cap, and the neutral page for everything else.
+//! every response, the body cap, the per-client request limit, the
+//! request timeout, and the neutral page for everything else.
 //!
-//! | request                 | backend          | page                         |
-//! |-------------------------|------------------|------------------------------|
-//! | `GET /enroll/{token}`   | `view`           | `#enrol` or `#invalid`       |
-//! | `POST /enroll/{token}`  | `validate`       | `#success`, `#enrol` + `#error`, `#invalid` |
-//! | `POST /phone`           | `phone_send`     | `#phone-code`, `#phone` + `#error`, `#invalid` |
-//! | `POST /phone/verify`    | `phone_verify`   | `#phone-done`, `#phone-code` + `#error`, `#invalid` |
-//! | `GET /otpd.css`         | —                | the stylesheet               |
-//! | anything else           | —                | `#invalid`, 404              |
+//! | request                        | backend        | page                                         |
+//! |--------------------------------|----------------|----------------------------------------------|
+//! | `GET /enroll/{token}`          | `view`         | `#enrol` (no secret) or `#invalid`           |
+//! | `POST /enroll/{token}/reveal`  | `reveal`       | `#enrol` with `#qr`, `#enrol` + `#error`, `#invalid` |
+//! | `POST /enroll/{token}`         | `validate`     | `#success`, `#enrol` + `#error`, `#invalid`  |
+//! | `POST /phone`                  | `phone_send`   | `#phone-code`, `#phone` + `#error`, `#invalid` |
+//! | `POST /phone/verify`           | `phone_verify` | `#phone-done`, `#phone-code` + `#error`, `#invalid` |
+//! | `GET /otpd.css`                | —              | the stylesheet                               |
+//! | anything else                  | —              | `#invalid`, 404                              |
+//!
+//! A GET never shows the secret: link scanners, proxies and the browser's
+//! history only ever see GETs. The QR code is the answer to a POST that
+//! carries the one-time nonce of the page it was pressed on.
+//!
+//! Before any of that, each request takes one from its client's allowance
+//! ([`RequestLimiter`]; 429 when it is used up) and must be done within
+//! [`PageLimits::body_timeout`] of its headers (408, connection closed);
+//! backend work runs on the pages' own [`PagePool`] (503 when it is full).
 
-use super::backend::{EnrolBackend, PhoneStep, Validation};
+use super::backend::{EnrolBackend, LinkView, PhoneStep, Reveal, Validation};
 use super::lang::Lang;
+use super::limits::{Busy, ClientKey, PageLimits, PagePool, RequestLimiter};
 use super::pages;
 use axum::extract::rejection::{FormRejection, PathRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Form, Router};
+use axum::{Form, Router};
 use otpd_proto::SecretText;
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Request bodies larger than this are refused (with the neutral page):
 /// the largest form holds a session token and a phone number.
@@ -40,23 +55,94 @@ const STYLESHEET: &str = include_str!("otpd.css");
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-type Backend = Arc<dyn EnrolBackend>;
+/// Over TLS: browsers use only HTTPS for this host for a year. Not sent
+/// over plain HTTP (RFC 6797 §7.2: a browser ignores it there anyway).
+const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000";
 
-/// The pages as an axum `Router`, with the headers, the body cap and the
-/// neutral fallback. The client's address is taken from
+/// How the pages are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageOptions {
+    /// Served over TLS: send `Strict-Transport-Security`.
+    pub tls: bool,
+    /// The per-client and pool limits.
+    pub limits: PageLimits,
+}
+
+/// What every route shares.
+struct Pages {
+    backend: Arc<dyn EnrolBackend>,
+    pool: PagePool,
+    requests: RequestLimiter,
+    options: PageOptions,
+    overload: Overload,
+}
+
+type Shared = Arc<Pages>;
+
+/// Requests refused for load, logged as a count at most once a minute
+/// (a line per refusal would let a flood fill the log).
+#[derive(Default)]
+struct Overload {
+    too_many: AtomicU64,
+    busy: AtomicU64,
+    last_logged: Mutex<Option<Instant>>,
+}
+
+impl Overload {
+    fn count(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut last = self
+            .last_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(now);
+        let too_many = self.too_many.swap(0, Ordering::Relaxed);
+        let busy = self.busy.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            too_many,
+            busy,
+            "enrolment pages under load: requests refused since the last such line \
+             (too_many: over a client's allowance, 429; busy: the pages' threads full, 503)"
+        );
+    }
+}
+
+/// The pages as an axum `Router`, with the headers, the body cap, the
+/// limits and the neutral fallback; `Err` when the pages' threads cannot
+/// be started. The client's address is taken from
 /// `ConnectInfo<SocketAddr>` when the server provides it (see
 /// [`super::serve`]); without it the backend is told `"unknown"`.
-pub fn router(backend: Arc<dyn EnrolBackend>) -> Router {
-    Router::new()
+pub fn router(backend: Arc<dyn EnrolBackend>, options: PageOptions) -> std::io::Result<Router> {
+    let limits = options.limits;
+    let shared = Arc::new(Pages {
+        backend,
+        pool: PagePool::new(limits.workers, limits.queue)?,
+        requests: RequestLimiter::new(limits),
+        options,
+        overload: Overload::default(),
+    });
+    Ok(Router::new()
         .route("/enroll/{token}", get(enrol_page).post(enrol_validate))
+        .route("/enroll/{token}/reveal", post(enrol_reveal))
         .route("/phone", post(phone_send))
         .route("/phone/verify", post(phone_verify))
         .route("/otpd.css", get(stylesheet))
         .fallback(neutral)
         .method_not_allowed_fallback(neutral)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::map_response(security_headers))
-        .with_state(backend)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            limit_and_time,
+        ))
+        .layer(middleware::map_response_with_state(
+            Arc::clone(&shared),
+            security_headers,
+        ))
+        .with_state(shared))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Lang {
@@ -88,9 +174,48 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// Each request takes one from its client's allowance, and must be done
+/// (body read, page made) within the body timeout.
+async fn limit_and_time(
+    State(pages): State<Shared>,
+    lang: Lang,
+    request: Request,
+    next: Next,
+) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(a)| a.ip());
+    if let Err(wait) = pages
+        .requests
+        .check(ClientKey::from(address), Instant::now())
+    {
+        pages.overload.count(&pages.overload.too_many);
+        return pages::too_many_requests(lang, wait.as_secs().max(1));
+    }
+    match tokio::time::timeout(pages.options.limits.body_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            // The body did not arrive in time (or the answer took too
+            // long): the connection is closed, not kept for another try.
+            let mut response = pages::invalid_with_status(lang, StatusCode::REQUEST_TIMEOUT);
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct CodeForm {
     code: SecretText,
+}
+
+#[derive(Deserialize)]
+struct RevealForm {
+    #[serde(default)]
+    view: String,
 }
 
 #[derive(Deserialize)]
@@ -105,16 +230,29 @@ struct PhoneCodeForm {
     code: SecretText,
 }
 
-/// Runs a blocking backend call off the async workers. A panic in the
-/// backend becomes the neutral page with status 500.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking backend work on the pages' own threads. Busy threads
+/// give the "busy" page at once; a panic in the backend gives the neutral
+/// page with status 500.
+async fn on_pool<T: Send + 'static>(
+    pages: &Shared,
     lang: Lang,
-    work: impl FnOnce() -> T + Send + 'static,
+    work: impl FnOnce(&dyn EnrolBackend) -> T + Send + 'static,
 ) -> Result<T, Response> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        tracing::error!("the enrolment backend failed: {e}");
-        pages::invalid_with_status(lang, StatusCode::INTERNAL_SERVER_ERROR)
-    })
+    let backend = Arc::clone(&pages.backend);
+    match pages.pool.run(move || work(backend.as_ref())).await {
+        Ok(Some(result)) => Ok(result),
+        Ok(None) => {
+            tracing::error!("the enrolment backend failed");
+            Err(pages::invalid_with_status(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ))
+        }
+        Err(Busy) => {
+            pages.overload.count(&pages.overload.busy);
+            Err(pages::busy(lang))
+        }
+    }
 }
 
 /// Codes as apps show them ("123 456") or as pasted: without spaces.
@@ -125,8 +263,10 @@ fn without_spaces(code: &SecretText) -> zeroize::Zeroizing<String> {
     out
 }
 
+/// The page of a link (GET): the steps and the "Show QR code" form with a
+/// new view's nonce; never the secret.
 async fn enrol_page(
-    State(backend): State<Backend>,
+    State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
     token: Result<Path<String>, PathRejection>,
@@ -136,16 +276,54 @@ async fn enrol_page(
     };
     tracing::debug!("enroll page view");
     let action = format!("/enroll/{token}");
-    let view = blocking(lang, move || backend.view(&token, &peer)).await;
-    match view {
-        Ok(Some(enrolment)) => pages::enrol(lang, &action, &enrolment, None, StatusCode::OK),
+    match on_pool(&pages, lang, move |b| b.view(&token, &peer)).await {
+        Ok(Some(view)) => pages::enrol(lang, &action, &view, None, StatusCode::OK),
         Ok(None) => pages::invalid(lang),
         Err(failed) => failed,
     }
 }
 
+/// "Show QR code": a new secret on a page of its own; a form that is not
+/// a live view of this link's page gets the page again (with a new view).
+async fn enrol_reveal(
+    State(pages): State<Shared>,
+    lang: Lang,
+    Peer(peer): Peer,
+    token: Result<Path<String>, PathRejection>,
+    form: Result<Form<RevealForm>, FormRejection>,
+) -> Response {
+    let Ok(Path(token)) = token else {
+        return pages::invalid(lang);
+    };
+    tracing::debug!("enroll page reveal");
+    let view = form.map(|Form(f)| f.view).unwrap_or_default();
+    let action = format!("/enroll/{token}");
+    let outcome = on_pool(&pages, lang, move |b| {
+        let reveal = b.reveal(&token, &view, &peer);
+        let again = match reveal {
+            Reveal::StaleView => b.view(&token, &peer),
+            _ => None,
+        };
+        (reveal, again)
+    })
+    .await;
+    match outcome {
+        Ok((Reveal::Shown(enrolment), _)) => pages::revealed(lang, &action, &enrolment),
+        Ok((Reveal::StaleView, Some(view))) => pages::enrol(
+            lang,
+            &action,
+            &view,
+            Some(lang.texts().stale_view.to_owned()),
+            StatusCode::OK,
+        ),
+        // Invalid, or the link died between the reveal and the view.
+        Ok(_) => pages::invalid(lang),
+        Err(failed) => failed,
+    }
+}
+
 async fn enrol_validate(
-    State(backend): State<Backend>,
+    State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
     token: Result<Path<String>, PathRejection>,
@@ -157,17 +335,18 @@ async fn enrol_validate(
     tracing::debug!("enroll code validation");
     let action = format!("/enroll/{token}");
     let code = without_spaces(&form.code);
-    let outcome = blocking(lang, move || {
-        let validation = backend.validate(&token, &code, &peer);
-        // A wrong code shows the page again, so the QR code is needed again.
+    let outcome = on_pool(&pages, lang, move |b| {
+        let validation = b.validate(&token, &code, &peer);
+        // A wrong code shows the page again: with a new view, not the
+        // secret (a POST of any code must not show it).
         let again = match validation {
-            Validation::WrongCode | Validation::Throttled { .. } => backend.view(&token, &peer),
+            Validation::WrongCode | Validation::Throttled { .. } => b.view(&token, &peer),
             _ => None,
         };
         (validation, again)
     })
     .await;
-    let (validation, again) = match outcome {
+    let (validation, again): (Validation, Option<LinkView>) = match outcome {
         Ok(outcome) => outcome,
         Err(failed) => return failed,
     };
@@ -180,18 +359,18 @@ async fn enrol_validate(
             },
             _,
         ) => pages::success(lang, &user, &recovery_codes, phone_session.as_deref()),
-        (Validation::WrongCode, Some(enrolment)) => pages::enrol(
+        (Validation::WrongCode, Some(view)) => pages::enrol(
             lang,
             &action,
-            &enrolment,
+            &view,
             Some(lang.texts().wrong_code.to_owned()),
             StatusCode::OK,
         ),
-        (Validation::Throttled { retry_after }, Some(enrolment)) => pages::with_retry_after(
+        (Validation::Throttled { retry_after }, Some(view)) => pages::with_retry_after(
             pages::enrol(
                 lang,
                 &action,
-                &enrolment,
+                &view,
                 Some(lang.throttled(retry_after)),
                 StatusCode::TOO_MANY_REQUESTS,
             ),
@@ -203,7 +382,7 @@ async fn enrol_validate(
 }
 
 async fn phone_send(
-    State(backend): State<Backend>,
+    State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
     form: Result<Form<PhoneForm>, FormRejection>,
@@ -216,7 +395,10 @@ async fn phone_send(
     let number = number.trim().to_owned();
     let step = {
         let (session, number) = (session.clone(), number.clone());
-        blocking(lang, move || backend.phone_send(&session, &number, &peer)).await
+        on_pool(&pages, lang, move |b| {
+            b.phone_send(&session, &number, &peer)
+        })
+        .await
     };
     let t = lang.texts();
     match step {
@@ -255,7 +437,7 @@ async fn phone_send(
 }
 
 async fn phone_verify(
-    State(backend): State<Backend>,
+    State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
     form: Result<Form<PhoneCodeForm>, FormRejection>,
@@ -268,7 +450,10 @@ async fn phone_verify(
     let code = without_spaces(&code);
     let step = {
         let session = session.clone();
-        blocking(lang, move || backend.phone_verify(&session, &code, &peer)).await
+        on_pool(&pages, lang, move |b| {
+            b.phone_verify(&session, &code, &peer)
+        })
+        .await
     };
     match step {
         Ok(PhoneStep::Registered) => pages::phone_done(lang),
@@ -310,8 +495,14 @@ async fn neutral(lang: Lang) -> Response {
     pages::invalid(lang)
 }
 
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(pages): State<Shared>, mut response: Response) -> Response {
     let headers = response.headers_mut();
+    if pages.options.tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
+        );
+    }
     let fixed: [(HeaderName, &'static str); 5] = [
         // The pages hold a secret and recovery codes: never keep them.
         (header::CACHE_CONTROL, "no-store"),

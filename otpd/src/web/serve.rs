@@ -3,11 +3,18 @@
 //!
 //! axum's own `serve` has no TLS; this is the accept loop of axum's
 //! low-level rustls example, with hyper's connection builder, a
-//! handshake and a header timeout (a slow client holds no more than one
-//! connection slot for a few seconds) and a cap on open connections.
+//! handshake and a header timeout, a cap on open connections in all and
+//! per client ([`PageLimits`]).
+//!
+//! The pages run on a thread and a tokio runtime of their own
+//! (`otpd-web`), and do their blocking work on threads of their own
+//! (`otpd-pages-N`): nothing a client of the pages does (handshakes,
+//! slow bodies, a flood of requests) runs on the threads that serve the
+//! PAM socket (design.md §8).
 
 use super::backend::EnrolBackend;
-use super::routes::router;
+use super::limits::{ClientKey, ConnectionCounter, PageLimits};
+use super::routes::{router, PageOptions};
 use crate::config::WebConfig;
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -30,14 +37,11 @@ use tower::ServiceExt;
 
 /// A TLS handshake must be done within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request's headers must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, requests under way get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Connections open at once at most; further clients wait in the
-/// kernel's backlog. The backend runs on tokio's blocking pool (512
-/// threads by default), so this also bounds the threads the pages use.
-const MAX_CONNECTIONS: usize = 256;
+/// The longest a connection may stay open, however busy: a kept-alive
+/// connection cannot hold its place for ever.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 /// hyper's read buffer, which bounds the request line and headers.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -79,6 +83,9 @@ pub enum WebError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The pages' thread or threads could not be started.
+    #[error("cannot start the threads of the enrolment pages: {0}")]
+    Threads(std::io::Error),
     /// rustls refused the certificate and key (for example a key that
     /// does not belong to the certificate).
     #[error("cannot use TLS certificate {} with key {}: {source}", cert.display(), key.display())]
@@ -156,9 +163,21 @@ impl Bound {
     /// Serves the pages until `shutdown` completes; then stops accepting,
     /// lets requests under way finish (a few seconds at most) and returns.
     /// Failed accepts and broken connections are logged, not returned.
+    /// The pages run on a thread of their own (see the module's doc).
     pub async fn serve(
         self,
         backend: Arc<dyn EnrolBackend>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WebError> {
+        self.serve_with(backend, PageLimits::default(), shutdown)
+            .await
+    }
+
+    /// [`Bound::serve`] with other limits (for tests).
+    pub async fn serve_with(
+        self,
+        backend: Arc<dyn EnrolBackend>,
+        limits: PageLimits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebError> {
         let Bound {
@@ -166,69 +185,163 @@ impl Bound {
             local_address,
             tls,
         } = self;
-        let app = router(backend);
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        tracing::info!(
-            "serving the enrolment pages on {}://{local_address}",
-            if tls.is_some() { "https" } else { "http" }
-        );
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = async {
-                    let slot = Arc::clone(&slots).acquire_owned().await;
-                    (slot, listener.accept().await)
-                } => accepted,
-            };
-            let (slot, (stream, peer)) = match accepted {
-                (Ok(slot), Ok(connection)) => (slot, connection),
-                (_, Err(e)) => {
-                    // EMFILE and the like: wait rather than spin.
-                    tracing::warn!("enrolment pages on {local_address}: cannot accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                // The semaphore is never closed.
-                (Err(_), Ok(_)) => continue,
-            };
-            let watcher = graceful.watcher();
-            let app = app.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
+        let bind_error = move |source| WebError::Bind {
+            address: local_address,
+            source,
+        };
+        // Moved to the pages' own runtime below.
+        let listener = listener.into_std().map_err(bind_error)?;
+        let options = PageOptions {
+            tls: tls.is_some(),
+            limits,
+        };
+        let app = router(backend, options).map_err(WebError::Threads)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel::<Result<(), WebError>>();
+        std::thread::Builder::new()
+            .name("otpd-web".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(WebError::Threads)
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener).map_err(bind_error)?;
+                            // A dropped sender (the caller gave up) stops too.
+                            let stopped = async move {
+                                let _ = stopped.await;
+                            };
+                            accept_loop(listener, local_address, tls, app, limits, stopped).await;
+                            Ok(())
+                        })
+                    });
+                let _ = done.send(result);
+            })
+            .map_err(WebError::Threads)?;
+        tokio::pin!(shutdown, finished);
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = stop.send(());
+            }
+            // The thread ended on its own: it could not start.
+            result = &mut finished => {
+                return result.unwrap_or(Ok(()));
+            }
+        }
+        finished.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Accepts connections until `shutdown`, each served by a task of its
+/// own on the current (the pages') runtime; then lets requests under way
+/// finish for [`SHUTDOWN_GRACE`].
+async fn accept_loop(
+    listener: TcpListener,
+    local_address: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: PageLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = ConnectionCounter::new(limits.connections_per_client);
+    let mut refused_since_log = 0u64;
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
+    tracing::info!(
+        "serving the enrolment pages on {}://{local_address}",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = async {
+                let slot = Arc::clone(&slots).acquire_owned().await;
+                (slot, listener.accept().await)
+            } => accepted,
+        };
+        let (slot, (stream, peer)) = match accepted {
+            (Ok(slot), Ok(connection)) => (slot, connection),
+            (_, Err(e)) => {
+                // EMFILE and the like: wait rather than spin.
+                tracing::warn!("enrolment pages on {local_address}: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            // The semaphore is never closed.
+            (Err(_), Ok(_)) => continue,
+        };
+        let Some(place) = per_client.admit(ClientKey::from(peer.ip())) else {
+            // The client holds its share of connections: this one is
+            // closed at once. Counted, and logged at most once a minute.
+            drop(stream);
+            refused_since_log += 1;
+            let now = tokio::time::Instant::now();
+            if last_refusal_log.is_none_or(|at| now - at >= Duration::from_secs(60)) {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    "enrolment pages: connections closed at once because their client \
+                     already had {} open",
+                    limits.connections_per_client
+                );
+                refused_since_log = 0;
+                last_refusal_log = Some(now);
+            }
+            continue;
+        };
+        let watcher = graceful.watcher();
+        let app = app.clone();
+        let tls = tls.clone();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _place = place;
+            let serve = async {
                 match tls {
-                    None => serve_connection(stream, peer, app, watcher).await,
+                    None => serve_connection(stream, peer, app, header_timeout, watcher).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(stream)) => serve_connection(stream, peer, app, watcher).await,
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, peer, app, header_timeout, watcher).await
+                            }
                             Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
                     }
                 }
-            });
-        }
-        drop(listener);
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "enrolment pages: connections still open after {} s, closing them",
-                SHUTDOWN_GRACE.as_secs()
-            );
-        }
-        Ok(())
+            };
+            if tokio::time::timeout(MAX_CONNECTION_AGE, serve)
+                .await
+                .is_err()
+            {
+                tracing::debug!("enrolment page connection closed at its maximum age");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "enrolment pages: connections still open after {} s, closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
     }
 }
 
 /// One connection: HTTP/1.1 with keep-alive, the peer's address handed to
 /// the router as `ConnectInfo`, closed early when shutdown starts.
-async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router, watcher: Watcher)
-where
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut request: axum::extract::Request<_>| {
@@ -238,7 +351,7 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     let connection =
         builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));

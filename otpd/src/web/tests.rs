@@ -2,7 +2,8 @@
 //! TCP and TLS, against a scripted backend. The daemon's real backend is
 //! tested with the daemon; here only the HTTP side counts.
 
-use super::backend::{EnrolBackend, PageEnrolment, PhoneStep, Validation};
+use super::backend::{EnrolBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
+use super::limits::PageLimits;
 use super::*;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
@@ -11,6 +12,11 @@ use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 
 const TOKEN: &str = "k7Qz2xN9pLm4Rt8vWc3yHb6sDf1gJa5e";
+/// The nonce of the scripted page's view.
+const VIEW: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// A view whose reveal says the link was opened before (at [`OPENED`]).
+const VIEW_AGAIN: &str = "00112233445566778899aabbccddeeff";
+const OPENED: u64 = 1_796_443_380;
 const SESSION: &str = "phone-session-4f9a";
 const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
 const GOOD_CODE: &str = "123456";
@@ -52,14 +58,34 @@ impl ScriptedBackend {
 }
 
 impl EnrolBackend for ScriptedBackend {
-    fn view(&self, token: &str, peer: &str) -> Option<PageEnrolment> {
+    fn view(&self, token: &str, peer: &str) -> Option<LinkView> {
         self.record(format!("view {token} {peer}"));
-        (token == TOKEN).then(|| PageEnrolment {
+        (token == TOKEN).then(|| LinkView {
+            user: "alice".into(),
+            issuer: self.issuer.clone(),
+            digits: 6,
+            view: VIEW.into(),
+            opened_before: None,
+        })
+    }
+
+    fn reveal(&self, token: &str, view: &str, peer: &str) -> Reveal {
+        self.record(format!("reveal {token} {view} {peer}"));
+        if token != TOKEN {
+            return Reveal::Invalid;
+        }
+        let opened_before = match view {
+            VIEW => None,
+            VIEW_AGAIN => Some(OPENED),
+            _ => return Reveal::StaleView,
+        };
+        Reveal::Shown(PageEnrolment {
             user: "alice".into(),
             issuer: self.issuer.clone(),
             secret_base32: SECRET.into(),
             uri: format!("otpauth://totp/otpd:alice?secret={SECRET}&issuer=otpd"),
             digits: 6,
+            opened_before,
         })
     }
 
@@ -149,6 +175,50 @@ fn enrol_path() -> String {
     format!("/enroll/{TOKEN}")
 }
 
+fn reveal_path() -> String {
+    format!("/enroll/{TOKEN}/reveal")
+}
+
+/// The pages with the daemon's limits.
+fn app(backend: Arc<dyn EnrolBackend>) -> Router {
+    router(backend, PageOptions::default()).unwrap()
+}
+
+/// The pages with `limits`.
+fn app_with(backend: Arc<dyn EnrolBackend>, limits: PageLimits) -> Router {
+    router(
+        backend,
+        PageOptions {
+            limits,
+            ..PageOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A request as if from `address` (what the server adds to each request).
+fn from(address: &str, mut request: Request<Body>) -> Request<Body> {
+    let peer: std::net::SocketAddr = address.parse().unwrap();
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
+/// A page must hold no secret: no QR code, no key, no otpauth URI.
+fn assert_no_secret(body: &str, what: &str) {
+    for needle in [
+        "<svg",
+        "id=\"qr\"",
+        "id=\"secret\"",
+        "otpauth",
+        SECRET,
+        "JBSW Y3DP",
+    ] {
+        assert!(!body.contains(needle), "{what}: {needle:?} in\n{body}");
+    }
+}
+
 fn assert_security_headers(answer: &Answer, what: &str) {
     let header = |name: &str| {
         answer
@@ -192,6 +262,11 @@ async fn every_kind_of_response_has_the_security_headers() {
     let backend = ScriptedBackend::new(true);
     let requests = [
         ("enrolment page", get(&enrol_path(), None)),
+        (
+            "revealed page",
+            post(&reveal_path(), &format!("view={VIEW}"), None),
+        ),
+        ("stale view", post(&reveal_path(), "view=old", None)),
         ("neutral page", get("/enroll/nope", None)),
         ("random path", get("/", None)),
         ("stylesheet", get("/otpd.css", None)),
@@ -229,7 +304,7 @@ async fn every_kind_of_response_has_the_security_headers() {
         ("bad form", post(&enrol_path(), "nothing=here", None)),
     ];
     for (what, request) in requests {
-        let answer = send(router(backend.clone()), request).await;
+        let answer = send(app(backend.clone()), request).await;
         assert_security_headers(&answer, what);
     }
 }
@@ -237,7 +312,7 @@ async fn every_kind_of_response_has_the_security_headers() {
 #[tokio::test]
 async fn the_neutral_page_is_the_same_for_every_dead_end() {
     let backend = ScriptedBackend::new(true);
-    let app = router(backend.clone());
+    let app = app(backend.clone());
     let reference = send(app.clone(), get("/enroll/unknown-token", None)).await;
     assert_eq!(reference.status, StatusCode::NOT_FOUND);
     assert!(
@@ -284,6 +359,15 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
             Request::options(enrol_path()).body(Body::empty()).unwrap(),
         ),
         ("GET /phone", get("/phone", None)),
+        ("GET of the reveal path", get(&reveal_path(), None)),
+        (
+            "reveal of an unknown token",
+            post(
+                "/enroll/unknown-token/reveal",
+                &format!("view={VIEW}"),
+                None,
+            ),
+        ),
         ("GET /phone/verify", get("/phone/verify", None)),
         ("POST /otpd.css", post("/otpd.css", "", None)),
         ("form without code", post(&enrol_path(), "other=1", None)),
@@ -324,7 +408,7 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
 #[tokio::test]
 async fn dutch_or_english_by_accept_language() {
     let backend = ScriptedBackend::new(false);
-    let app = router(backend);
+    let app = app(backend);
 
     for language in [None, Some("en-US,en;q=0.9,nl;q=0.8"), Some("de, fr;q=0.5")] {
         let page = send(app.clone(), get(&enrol_path(), language)).await;
@@ -347,7 +431,22 @@ async fn dutch_or_english_by_accept_language() {
             "{language}"
         );
         assert!(page.body.contains(">Valideren</button>"), "{language}");
-        assert!(page.body.contains("Scan de QR-code"), "{language}");
+        assert!(page.body.contains(">QR-code tonen</button>"), "{language}");
+        let revealed = send(
+            app.clone(),
+            post(
+                &reveal_path(),
+                &format!("view={VIEW_AGAIN}"),
+                Some(language),
+            ),
+        )
+        .await;
+        assert!(revealed.body.contains("Scan de QR-code"), "{language}");
+        assert!(
+            element(&revealed.body, "p", "opened-before")
+                .contains("Deze link is al eerder geopend, op 2026-12-05 04:03 UTC."),
+            "{language}"
+        );
     }
 
     let neutral = send(app.clone(), get("/nowhere", Some("nl"))).await;
@@ -365,9 +464,9 @@ async fn dutch_or_english_by_accept_language() {
 }
 
 #[tokio::test]
-async fn the_enrolment_page_has_the_qr_code_the_secret_and_the_form() {
+async fn the_page_of_a_link_has_the_steps_a_button_and_the_form_but_no_secret() {
     let backend = ScriptedBackend::new(false);
-    let page = send(router(backend.clone()), get(&enrol_path(), None)).await;
+    let page = send(app(backend.clone()), get(&enrol_path(), None)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(
         page.headers.get(header::CONTENT_TYPE).unwrap(),
@@ -377,21 +476,18 @@ async fn the_enrolment_page_has_the_qr_code_the_secret_and_the_form() {
     assert!(body.contains("<main id=\"enrol\">"));
     assert!(body.contains("<meta name=\"viewport\""));
     assert!(body.contains("<link rel=\"stylesheet\" href=\"/otpd.css\">"));
+    assert_no_secret(body, "GET");
+    assert!(!body.contains("id=\"opened-before\""));
 
-    let qr = element(body, "div", "qr");
-    assert!(
-        qr.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""),
-        "{qr}"
-    );
-    assert!(qr.contains("</svg>") || body.contains("</svg></div>"));
-    assert!(!body.contains("<?xml"));
-
-    assert_eq!(
-        element(body, "code", "secret"),
-        "<code id=\"secret\">JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP"
-    );
-    assert_eq!(element(body, "dd", "issuer"), "<dd id=\"issuer\">Hupra ICT");
-    assert_eq!(element(body, "dd", "account"), "<dd id=\"account\">alice");
+    let reveal = element(body, "form", "reveal-form");
+    assert!(reveal.starts_with(&format!(
+        "<form id=\"reveal-form\" method=\"post\" action=\"/enroll/{TOKEN}/reveal\">"
+    )));
+    assert!(reveal.contains(&format!(
+        "<input type=\"hidden\" name=\"view\" value=\"{VIEW}\">"
+    )));
+    assert!(reveal.contains("<button id=\"reveal\" type=\"submit\">Show QR code</button>"));
+    assert!(body.contains("only the newest one works"));
 
     let form = element(body, "form", "validate-form");
     assert!(form.starts_with(&format!(
@@ -418,9 +514,86 @@ async fn the_enrolment_page_has_the_qr_code_the_secret_and_the_form() {
 }
 
 #[tokio::test]
+async fn show_qr_code_gives_the_qr_code_the_secret_and_the_form() {
+    let backend = ScriptedBackend::new(false);
+    let page = send(
+        app(backend.clone()),
+        post(&reveal_path(), &format!("view={VIEW}"), None),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = &page.body;
+    assert!(body.contains("<main id=\"enrol\">"));
+    let qr = element(body, "div", "qr");
+    assert!(
+        qr.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+        "{qr}"
+    );
+    assert!(qr.contains("</svg>") || body.contains("</svg></div>"));
+    assert!(!body.contains("<?xml"));
+    assert!(body.contains("This QR code is shown only this once."));
+    assert_eq!(
+        element(body, "code", "secret"),
+        "<code id=\"secret\">JBSW Y3DP EHPK 3PXP JBSW Y3DP EHPK 3PXP"
+    );
+    assert_eq!(element(body, "dd", "issuer"), "<dd id=\"issuer\">Hupra ICT");
+    assert_eq!(element(body, "dd", "account"), "<dd id=\"account\">alice");
+    assert!(body.contains("id=\"validate-form\""));
+    // No second button on the page that shows the code: a reload would
+    // only post the spent view again.
+    assert!(!body.contains("id=\"reveal-form\""));
+    assert!(!body.contains("id=\"opened-before\""));
+    assert!(!body.contains("<script") && !body.contains("style="));
+    assert_eq!(backend.calls(), [format!("reveal {TOKEN} {VIEW} unknown")]);
+
+    // A reveal of a link opened before says so, with the time.
+    let again = send(
+        app(backend.clone()),
+        post(&reveal_path(), &format!("view={VIEW_AGAIN}"), None),
+    )
+    .await;
+    assert_eq!(
+        element(&again.body, "p", "opened-before"),
+        "<p id=\"opened-before\" role=\"status\">This link was opened before, at 2026-12-05 \
+         04:03 UTC. If that was not you, tell your help desk."
+    );
+    assert!(element(&again.body, "div", "qr").contains("<svg"));
+}
+
+#[tokio::test]
+async fn show_qr_code_from_a_stale_or_made_up_page_shows_the_page_again() {
+    let backend = ScriptedBackend::new(false);
+    for form in ["view=spent", "view=", "", "code=123456"] {
+        let page = send(app(backend.clone()), post(&reveal_path(), form, None)).await;
+        assert_eq!(page.status, StatusCode::OK, "{form}");
+        assert_no_secret(&page.body, form);
+        assert!(
+            element(&page.body, "p", "error").contains("This page was out of date"),
+            "{form}"
+        );
+        assert!(
+            page.body.contains(&format!("value=\"{VIEW}\"")),
+            "a new view: {form}"
+        );
+    }
+    let calls = backend.calls();
+    assert_eq!(
+        &calls[..2],
+        [
+            format!("reveal {TOKEN} spent unknown"),
+            format!("view {TOKEN} unknown")
+        ]
+    );
+    assert_eq!(calls[4], format!("reveal {TOKEN}  unknown"), "{calls:?}");
+}
+#[tokio::test]
 async fn values_from_the_backend_are_escaped() {
     let backend = ScriptedBackend::with_issuer("<script>alert(1)</script> & \"co\"");
-    let page = send(router(backend), get(&enrol_path(), None)).await;
+    let page = send(
+        app(backend),
+        post(&reveal_path(), &format!("view={VIEW}"), None),
+    )
+    .await;
     assert!(!page.body.contains("<script>"));
     assert!(
         element(&page.body, "dd", "issuer").contains("&#60;script&#62;")
@@ -430,7 +603,7 @@ async fn values_from_the_backend_are_escaped() {
 
 #[tokio::test]
 async fn the_stylesheet_is_served() {
-    let answer = send(router(ScriptedBackend::new(false)), get("/otpd.css", None)).await;
+    let answer = send(app(ScriptedBackend::new(false)), get("/otpd.css", None)).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
         answer.headers.get(header::CONTENT_TYPE).unwrap(),
@@ -443,7 +616,7 @@ async fn the_stylesheet_is_served() {
 async fn a_wrong_code_shows_the_page_again_with_a_message() {
     let backend = ScriptedBackend::new(false);
     let page = send(
-        router(backend.clone()),
+        app(backend.clone()),
         post(&enrol_path(), "code=111111", None),
     )
     .await;
@@ -452,7 +625,10 @@ async fn a_wrong_code_shows_the_page_again_with_a_message() {
     assert!(page
         .body
         .contains("<p id=\"error\" role=\"alert\">That code is not right. Enter the newest code"));
-    assert!(element(&page.body, "div", "qr").contains("<svg"));
+    // Any POST of a code must not show the secret: the page has the
+    // button again, not the QR code.
+    assert_no_secret(&page.body, "the wrong-code page");
+    assert!(page.body.contains("id=\"reveal-form\""));
     assert!(page.body.contains("id=\"validate-form\""));
     assert_eq!(
         backend.calls(),
@@ -466,7 +642,7 @@ async fn a_wrong_code_shows_the_page_again_with_a_message() {
 #[tokio::test]
 async fn too_many_wrong_codes_say_how_long_to_wait() {
     let backend = ScriptedBackend::new(false);
-    let page = send(router(backend), post(&enrol_path(), "code=222222", None)).await;
+    let page = send(app(backend), post(&enrol_path(), "code=222222", None)).await;
     assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(page.headers.get(header::RETRY_AFTER).unwrap(), "120");
     assert!(element(&page.body, "p", "error").contains("Wait 2 minutes"));
@@ -477,7 +653,7 @@ async fn too_many_wrong_codes_say_how_long_to_wait() {
 async fn codes_are_passed_on_without_spaces() {
     let backend = ScriptedBackend::new(false);
     let page = send(
-        router(backend.clone()),
+        app(backend.clone()),
         post(&enrol_path(), "code=+123+456+", None),
     )
     .await;
@@ -491,7 +667,7 @@ async fn codes_are_passed_on_without_spaces() {
 #[tokio::test]
 async fn the_success_page_shows_the_recovery_codes_and_the_phone_step_only_with_sms() {
     let without = send(
-        router(ScriptedBackend::new(false)),
+        app(ScriptedBackend::new(false)),
         post(&enrol_path(), "code=123456", None),
     )
     .await;
@@ -516,7 +692,7 @@ async fn the_success_page_shows_the_recovery_codes_and_the_phone_step_only_with_
     assert!(!body.contains("id=\"number\""));
 
     let with = send(
-        router(ScriptedBackend::new(true)),
+        app(ScriptedBackend::new(true)),
         post(&enrol_path(), "code=123456", None),
     )
     .await;
@@ -534,7 +710,7 @@ async fn the_success_page_shows_the_recovery_codes_and_the_phone_step_only_with_
 #[tokio::test]
 async fn the_phone_steps() {
     let backend = ScriptedBackend::new(true);
-    let app = router(backend.clone());
+    let app = app(backend.clone());
 
     let sent = send(
         app.clone(),
@@ -632,7 +808,7 @@ async fn the_phone_steps() {
 #[tokio::test]
 async fn an_oversized_body_is_refused_without_asking_the_backend() {
     let backend = ScriptedBackend::new(true);
-    let app = router(backend.clone());
+    let app = app(backend.clone());
     let big = format!("code=123456&padding={}", "x".repeat(MAX_BODY_BYTES));
     for path in [enrol_path(), "/phone".into(), "/phone/verify".into()] {
         let answer = send(app.clone(), post(&path, &big, None)).await;
@@ -654,18 +830,164 @@ async fn head_requests_get_the_headers_without_a_body() {
         .uri(enrol_path())
         .body(Body::empty())
         .unwrap();
-    let answer = send(router(backend), request).await;
+    let answer = send(app(backend), request).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.body.is_empty());
     assert_security_headers(&answer, "HEAD");
+}
+
+#[tokio::test]
+async fn hsts_is_sent_over_tls_only() {
+    let plain = send(app(ScriptedBackend::new(false)), get(&enrol_path(), None)).await;
+    assert!(plain.headers.get("strict-transport-security").is_none());
+    let tls = router(
+        ScriptedBackend::new(false),
+        PageOptions {
+            tls: true,
+            ..PageOptions::default()
+        },
+    )
+    .unwrap();
+    for request in [
+        get(&enrol_path(), None),
+        get("/nowhere", None),
+        get("/otpd.css", None),
+    ] {
+        let answer = send(tls.clone(), request).await;
+        assert_eq!(
+            answer.headers.get("strict-transport-security").unwrap(),
+            "max-age=31536000"
+        );
+        assert_security_headers(&answer, "over TLS");
+    }
+}
+
+#[tokio::test]
+async fn each_client_gets_its_allowance_of_requests_then_429() {
+    let backend = ScriptedBackend::new(false);
+    let app = app_with(
+        backend.clone(),
+        PageLimits {
+            burst: 3,
+            per_minute: 6,
+            ..PageLimits::default()
+        },
+    );
+    for _ in 0..3 {
+        let answer = send(
+            app.clone(),
+            from("192.0.2.1:1000", get(&enrol_path(), None)),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let limited = send(
+        app.clone(),
+        from("192.0.2.1:1001", get(&enrol_path(), Some("nl"))),
+    )
+    .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers.get(header::RETRY_AFTER).unwrap(), "10");
+    assert!(limited.body.contains("<main id=\"retry\">"));
+    assert!(limited.body.contains("Te veel verzoeken vanaf uw netwerk"));
+    assert_security_headers(&limited, "429");
+    // Every path counts, and the backend was not asked.
+    let css = send(app.clone(), from("192.0.2.1:1002", get("/otpd.css", None))).await;
+    assert_eq!(css.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(backend.calls().len(), 3);
+    // Another address, and another IPv6 /64, have their own; one /64 is one client.
+    let other = send(
+        app.clone(),
+        from("192.0.2.2:1000", get(&enrol_path(), None)),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK);
+    for n in 0..3 {
+        let address = format!("[2001:db8:1:2::{n}]:443");
+        let answer = send(app.clone(), from(&address, get("/otpd.css", None))).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    let same_net = send(
+        app.clone(),
+        from("[2001:db8:1:2:ffff::9]:443", get("/otpd.css", None)),
+    )
+    .await;
+    assert_eq!(same_net.status, StatusCode::TOO_MANY_REQUESTS);
+    let next_net = send(app, from("[2001:db8:1:3::1]:443", get("/otpd.css", None))).await;
+    assert_eq!(next_net.status, StatusCode::OK);
+}
+
+/// A backend that holds every view until it is let go.
+struct BlockingBackend {
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl EnrolBackend for BlockingBackend {
+    fn view(&self, _: &str, _: &str) -> Option<LinkView> {
+        let _ = self.release.lock().unwrap().recv();
+        None
+    }
+    fn reveal(&self, _: &str, _: &str, _: &str) -> Reveal {
+        Reveal::Invalid
+    }
+    fn validate(&self, _: &str, _: &str, _: &str) -> Validation {
+        Validation::Invalid
+    }
+    fn sms_enabled(&self) -> bool {
+        false
+    }
+    fn phone_send(&self, _: &str, _: &str, _: &str) -> PhoneStep {
+        PhoneStep::Invalid
+    }
+    fn phone_verify(&self, _: &str, _: &str, _: &str) -> PhoneStep {
+        PhoneStep::Invalid
+    }
+}
+
+#[tokio::test]
+async fn busy_page_threads_answer_503_at_once() {
+    let (release, held) = std::sync::mpsc::channel();
+    let backend = Arc::new(BlockingBackend {
+        release: Mutex::new(held),
+    });
+    let app = app_with(
+        backend,
+        PageLimits {
+            workers: 1,
+            queue: 1,
+            ..PageLimits::default()
+        },
+    );
+    // One request on the thread, one waiting for it.
+    let first = tokio::spawn(send(app.clone(), get(&enrol_path(), None)));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = tokio::spawn(send(app.clone(), get(&enrol_path(), None)));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let busy = send(app.clone(), get(&enrol_path(), None)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers.get(header::RETRY_AFTER).unwrap(), "5");
+    assert!(busy.body.contains("This page is busy"));
+    assert_security_headers(&busy, "503");
+    // Pages that need no thread are served meanwhile.
+    let css = send(app, get("/otpd.css", None)).await;
+    assert_eq!(css.status, StatusCode::OK);
+    release.send(()).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().status, StatusCode::NOT_FOUND);
+    assert_eq!(second.await.unwrap().status, StatusCode::NOT_FOUND);
 }
 
 /// A backend whose every call panics (a bug on the daemon side).
 struct PanickingBackend;
 
 impl EnrolBackend for PanickingBackend {
-    fn view(&self, _: &str, _: &str) -> Option<PageEnrolment> {
+    fn view(&self, _: &str, _: &str) -> Option<LinkView> {
         panic!("view failed")
+    }
+    fn reveal(&self, _: &str, _: &str, _: &str) -> Reveal {
+        panic!("reveal failed")
     }
     fn validate(&self, _: &str, _: &str, _: &str) -> Validation {
         panic!("validate failed")
@@ -683,10 +1005,11 @@ impl EnrolBackend for PanickingBackend {
 
 #[tokio::test]
 async fn a_failing_backend_gives_the_neutral_text_with_status_500() {
-    let app = router(Arc::new(PanickingBackend));
+    let app = app(Arc::new(PanickingBackend));
     let neutral = send(app.clone(), get("/nowhere", None)).await;
     let requests = [
         get(&enrol_path(), None),
+        post(&reveal_path(), &format!("view={VIEW}"), None),
         post(&enrol_path(), "code=123456", None),
         post("/phone", "session=s&number=%2B31612345678", None),
         post("/phone/verify", "session=s&code=1", None),
@@ -777,6 +1100,10 @@ mod server {
         let answer = request(tls, &enrol_path()).await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("cache-control: no-store\r\n"), "{answer}");
+        assert!(
+            answer.contains("strict-transport-security: max-age=31536000\r\n"),
+            "{answer}"
+        );
         assert!(answer.contains("<html lang=\"nl\">"));
         assert!(answer.contains("<main id=\"enrol\">"));
         assert_eq!(backend.calls(), [format!("view {TOKEN} 127.0.0.1")]);
@@ -808,9 +1135,153 @@ mod server {
         assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
         assert!(answer.contains("<main id=\"invalid\">"));
         assert!(answer.contains("x-frame-options: DENY\r\n"));
+        assert!(!answer.contains("strict-transport-security"), "{answer}");
 
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// Serves `bound` with `limits` until the sender is used or dropped.
+    fn spawn_with(
+        bound: Bound,
+        backend: Arc<ScriptedBackend>,
+        limits: PageLimits,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), WebError>>,
+    ) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bound.serve_with(backend, limits, async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    /// Reads until the server closes the connection (or 10 s pass).
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("the server closes the connection");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_headers_and_slow_bodies_are_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = bind(&config(dir.path(), false)).await.unwrap();
+        let address = bound.local_addr();
+        let backend = ScriptedBackend::new(false);
+        let limits = PageLimits {
+            header_timeout: std::time::Duration::from_millis(400),
+            body_timeout: std::time::Duration::from_millis(400),
+            ..PageLimits::default()
+        };
+        let (stop, task) = spawn_with(bound, backend.clone(), limits);
+
+        // Half a request line, then nothing: closed after the header timeout.
+        let started = std::time::Instant::now();
+        let mut slow_head = tokio::net::TcpStream::connect(address).await.unwrap();
+        slow_head.write_all(b"GET /enroll/").await.unwrap();
+        read_until_closed(&mut slow_head).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+
+        // The headers, then a body a byte at a time: 408 and closed once
+        // the body timeout has passed, whatever still trickles in.
+        let started = std::time::Instant::now();
+        let mut slow_body = tokio::net::TcpStream::connect(address).await.unwrap();
+        let head = format!(
+            "POST /enroll/{TOKEN} HTTP/1.1\r\nHost: localhost\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ncode="
+        );
+        slow_body.write_all(head.as_bytes()).await.unwrap();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if slow_body.write_all(b"1").await.is_err() {
+                    break;
+                }
+            }
+            read_until_closed(&mut slow_body).await
+        });
+        let answer = trickle.await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
+        assert!(backend.calls().is_empty(), "{:?}", backend.calls());
+
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_holds_a_few_connections_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = bind(&config(dir.path(), false)).await.unwrap();
+        let address = bound.local_addr();
+        let limits = PageLimits {
+            connections_per_client: 2,
+            ..PageLimits::default()
+        };
+        let (stop, task) = spawn_with(bound, ScriptedBackend::new(false), limits);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            held.push(tokio::net::TcpStream::connect(address).await.unwrap());
+        }
+        // The third from the same address is closed at once, unanswered.
+        let mut third = tokio::net::TcpStream::connect(address).await.unwrap();
+        let _ = third
+            .write_all(b"GET /otpd.css HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        assert_eq!(read_until_closed(&mut third).await, "");
+        // Once one is closed, there is room again.
+        drop(held.pop());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let answer = request(
+            tokio::net::TcpStream::connect(address).await.unwrap(),
+            "/otpd.css",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_pages_run_on_threads_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = bind(&config(dir.path(), false)).await.unwrap();
+        let address = bound.local_addr();
+        let (stop, task) = spawn(bound, ScriptedBackend::new(false));
+        let _ = request(
+            tokio::net::TcpStream::connect(address).await.unwrap(),
+            &enrol_path(),
+        )
+        .await;
+        let names = thread_names();
+        assert!(names.iter().any(|n| n == "otpd-web"), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("otpd-pages-")),
+            "{names:?}"
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    /// The names of this process's threads.
+    fn thread_names() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
     }
 
     #[tokio::test]

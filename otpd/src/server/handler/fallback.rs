@@ -67,6 +67,7 @@ impl Handler {
         let link = Link {
             token_hash: token_hash(&token),
             expires: self.now().saturating_add(expires_in),
+            ..Link::default()
         };
         Ok((SecretText::new(url), link))
     }
