@@ -216,3 +216,106 @@ fn rekey_killed_at_random_moments_loses_nothing() {
         before.len()
     );
 }
+
+/// The packaged layout (README, "A new key"): the state directory and the
+/// key file belong to the daemon's account (uid 65534 here; `otpd` in the
+/// packages), the daemon runs as it, and root runs `otpd rekey` with the
+/// daemon stopped. Logins work before and after; the new key is installed
+/// with the old file's owner; and root leaves no file of its own in the
+/// state directory.
+#[test]
+fn root_rekeys_a_store_that_belongs_to_the_daemon_user() {
+    if !otpd_tests::require(
+        "root_rekeys_a_store_that_belongs_to_the_daemon_user",
+        &[
+            otpd_tests::Program::Pamtester,
+            otpd_tests::Program::PamWrapper,
+            otpd_tests::Program::Oathtool,
+            otpd_tests::Program::Setpriv,
+        ],
+    ) {
+        return;
+    }
+    use otpd_tests::process::NOBODY_UID;
+    use otpd_tests::statedir;
+    use std::os::unix::fs::MetadataExt;
+    let mut env = TestEnv::start("rekeyowner");
+    let t = settled_now(30, 12);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.kill_daemon(libc::SIGTERM);
+
+    // Handed over as the packages do: the store and the key are the
+    // daemon account's, its socket in a directory of its own.
+    statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    std::os::unix::fs::chown(&env.key_file, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    let run = env.dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let socket_line = format!("socket = \"{}\"", env.socket.display());
+    env.socket = run.join("otpd.sock");
+    std::fs::write(
+        &env.config,
+        config.replace(
+            &socket_line,
+            &format!("socket = \"{}\"", env.socket.display()),
+        ),
+    )
+    .unwrap();
+    env.launcher = vec![
+        otpd_tests::Program::Setpriv.path().into(),
+        format!("--reuid={NOBODY_UID}").into(),
+        format!("--regid={NOBODY_UID}").into(),
+        "--clear-groups".into(),
+        "--".into(),
+    ];
+    let login = |env: &TestEnv, at: u64| {
+        env.pam_login("alice", &alice.code_at(at), "", "daemon_user=nobody")
+    };
+    env.spawn_daemon();
+    let before = login(&env, t);
+    assert_eq!(
+        before.outcome,
+        otpd_tests::PamOutcome::Success,
+        "{}",
+        before.output
+    );
+    env.kill_daemon(libc::SIGTERM);
+
+    let new_key = env.dir.join("otpd.key.new");
+    let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "sudo otpd rekey failed: {out}");
+    assert!(out.stdout.contains("re-sealed with"), "{out}");
+    let root_owned = statedir::root_owned_under(&env.state_dir);
+    assert!(
+        root_owned.is_empty(),
+        "otpd rekey left files of root's in the state directory: {root_owned:?}"
+    );
+    let key = std::fs::metadata(&env.key_file).unwrap();
+    assert_eq!(
+        (key.uid(), key.mode() & 0o7777),
+        (NOBODY_UID, 0o400),
+        "the installed key keeps its owner and mode"
+    );
+    assert_eq!(
+        std::fs::read(&env.key_file).unwrap(),
+        std::fs::read(&new_key).unwrap()
+    );
+    assert!(!env.state_dir.join("store.before-rekey").exists());
+
+    env.spawn_daemon();
+    let after = login(&env, t + 30);
+    assert_eq!(
+        after.outcome,
+        otpd_tests::PamOutcome::Success,
+        "{}",
+        after.output
+    );
+    let replay = login(&env, t + 30);
+    assert_eq!(
+        replay.outcome,
+        otpd_tests::PamOutcome::AuthErr,
+        "{}",
+        replay.output
+    );
+}
