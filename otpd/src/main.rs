@@ -43,6 +43,12 @@ macro_rules! out {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Started by root's `rekey` or `migrate` as the state directory's
+    // owner, with all it needs on stdin: no config to read (root's may be
+    // private).
+    if matches!(cli.command, Command::StoreWorker) {
+        return otpd::server::worker::run_worker().map_err(|e| CliError::Refused(e.0));
+    }
     let config = load_config(&cli)?;
     let client = || Client::new(&config.socket);
     match cli.command {
@@ -59,6 +65,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 otpd::config::StoreKind::Sled => None,
             };
+            let sender =
+                otpd::server::sms::describe_sender(&config.sms).map_err(CliError::Usage)?;
             out!(
                 "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, HOTP look-ahead {} resync window {}, limits {:?}",
                 config.socket.display(),
@@ -88,7 +96,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             match &config.sms.command {
                 Some(command) => out!(
-                    "text messages: {} (timeout {} s, {} per user per hour)",
+                    "text messages: {} {sender} (timeout {} s, {} per user per hour)",
                     command.display(),
                     config.sms.timeout,
                     config.sms.max_per_hour
@@ -176,6 +184,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
             out!("{done}");
             Ok(())
         }
+        // Handled before the config is read.
+        Command::StoreWorker => Ok(()),
         Command::Rekey { new_key_file } => {
             let done =
                 otpd::server::rekey(&config, &new_key_file).map_err(|e| CliError::Refused(e.0))?;

@@ -33,7 +33,11 @@ enum Plant {
 impl Plant {
     fn at(self, secret: &RootSecret, link: &Path) {
         match self {
-            Plant::Symlink => secret.symlink_at(link),
+            Plant::Symlink => {
+                secret.symlink_at(link);
+                // Planted by the daemon's account: the link is its own.
+                std::os::unix::fs::lchown(link, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+            }
             Plant::HardLink => secret.hard_link_at(link),
         }
     }
@@ -68,9 +72,11 @@ fn assert_refused(out: &process::Output, file: &Path, words: &str, what: &str) {
     );
 }
 
-/// Asserts that nothing in the state directory belongs to root.
-fn assert_nothing_of_roots(env: &TestEnv, what: &str) {
-    let root_owned = statedir::root_owned_under(&env.state_dir);
+/// Asserts that nothing in the state directory belongs to root (but the
+/// planted `leak`, a name of root's file).
+fn assert_nothing_of_roots(env: &TestEnv, leak: &Path, what: &str) {
+    let mut root_owned = statedir::root_owned_under(&env.state_dir);
+    root_owned.retain(|p| p != leak);
     assert!(
         root_owned.is_empty(),
         "{what}: files of root's in the daemon's state directory: {root_owned:?}"
@@ -95,7 +101,7 @@ fn rekey_refuses_links_planted_in_the_copy_of_an_interrupted_rekey() {
         let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
         assert_refused(&out, &leak, plant.words(), &what);
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
 
         // Without it, the same command finishes the rekey.
         std::fs::remove_file(&leak).unwrap();
@@ -103,7 +109,7 @@ fn rekey_refuses_links_planted_in_the_copy_of_an_interrupted_rekey() {
         assert_eq!(out.status.code(), Some(0), "{what}: then: {out}");
         assert!(!copy.exists(), "{what}: the copy is gone after the rekey");
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
         println!("{what}: refused ({}), then rekeyed", out.stdout.trim());
     }
 }
@@ -127,7 +133,7 @@ fn rekey_refuses_links_planted_in_the_store_and_as_its_lock() {
         let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
         assert_refused(&out, &leak, plant.words(), &what);
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
         assert!(
             !env.state_dir.join("store.before-rekey").exists(),
             "{what}: a refused rekey left a copy of the store"
@@ -137,7 +143,7 @@ fn rekey_refuses_links_planted_in_the_store_and_as_its_lock() {
         let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{what}: then: {out}");
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
         println!("{what}: refused, then rekeyed");
     }
 }
@@ -160,7 +166,7 @@ fn migrate_refuses_links_planted_in_the_store() {
         let out = env.otpd(&["migrate", "--to", "postgres", &url]);
         assert_refused(&out, &leak, plant.words(), &what);
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
 
         // Nothing was copied: without the link, the user is copied now.
         std::fs::remove_file(&leak).unwrap();
@@ -172,7 +178,7 @@ fn migrate_refuses_links_planted_in_the_store() {
         );
         assert!(!out.stdout.contains(&pg.password) && !out.stderr.contains(&pg.password));
         secret.assert_untouched(&env.state_dir, &what);
-        assert_nothing_of_roots(&env, &what);
+        assert_nothing_of_roots(&env, &leak, &what);
     }
 }
 

@@ -1,50 +1,47 @@
 //! The daemon's files: state directory, lock, socket.
 
+use super::statefs::Dir;
 use super::ServeError;
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// Creates `state_dir` (mode 0700) or tightens it to 0700: the store is
-/// readable by the daemon's user alone (design.md §3).
+/// readable by the daemon's user alone (design.md §3). Judged and changed
+/// through the opened directory (a symbolic link there is refused).
 pub fn prepare_state_dir(dir: &Path) -> Result<(), ServeError> {
-    let err = |what: &str, e: std::io::Error| {
-        ServeError(format!("state_dir {}: {what}: {e}", dir.display()))
-    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| err("cannot create it", e))?;
-    let meta = fs::symlink_metadata(dir).map_err(|e| err("cannot inspect it", e))?;
-    if !meta.is_dir() {
-        return Err(ServeError(format!(
-            "state_dir {} is not a directory",
-            dir.display()
-        )));
-    }
+        .map_err(|e| {
+            ServeError(format!(
+                "state_dir {}: cannot create it: {e}",
+                dir.display()
+            ))
+        })?;
+    let opened = Dir::open(dir).map_err(|e| ServeError(format!("state_dir {}", e.0)))?;
+    let (owner, mode) = opened.owner_and_mode()?;
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
+    if owner.uid != euid {
         return Err(ServeError(format!(
             "state_dir {} belongs to uid {}, not to the daemon's uid {euid}; fix its owner",
             dir.display(),
-            meta.uid()
+            owner.uid
         )));
     }
-    if meta.mode() & 0o022 != 0 {
+    if mode & 0o022 != 0 {
         return Err(ServeError(format!(
-            "state_dir {} is writable by others (mode {:04o}): anyone could replace the store; \
-             fix it with: chmod 0700 {}",
+            "state_dir {} is writable by others (mode {mode:04o}): anyone could replace the \
+             store; fix it with: chmod 0700 {}",
             dir.display(),
-            meta.mode() & 0o7777,
             dir.display()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| err("cannot set mode 0700", e))?;
+    if mode & 0o077 != 0 {
+        opened.set_mode(0o700)?;
     }
     Ok(())
 }
@@ -103,30 +100,49 @@ pub fn check_trusted_file(what: &str, path: &Path, trust: Trust) -> Result<(), S
 }
 
 /// Takes the exclusive lock `state_dir/otpd.lock`, writing our pid into it.
-pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
-    let path = dir.join("otpd.lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| ServeError(format!("cannot open {}: {e}", path.display())))?;
+/// The file is opened through the state directory without following a
+/// link, and one with a second name is refused (writing the pid would
+/// otherwise clobber whatever file the daemon's account pointed it at); a
+/// lock file root creates (`otpd rekey` of a fleet's store) is given to
+/// the directory's owner through its descriptor. `command` (e.g. "otpd
+/// rekey") names who needs the lock in the message when a daemon holds it.
+pub fn lock_state_dir(dir: &Path, command: Option<&str>) -> Result<Flock<File>, ServeError> {
+    let opened = Dir::open(dir).map_err(|e| ServeError(format!("state_dir {}", e.0)))?;
+    let path = opened.child_path("otpd.lock");
+    let (file, created) = opened.open_lock_file("otpd.lock")?;
+    if created {
+        let (owner, _) = opened.owner_and_mode()?;
+        if owner.uid != nix::unistd::geteuid().as_raw() {
+            std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                ServeError(format!(
+                    "cannot give {} to uid {}: {e}",
+                    path.display(),
+                    owner.uid
+                ))
+            })?;
+        }
+    }
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, _)) => {
             let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+            let _ = Read::by_ref(&mut file).take(64).read_to_string(&mut pid);
             let pid = pid.trim();
             return Err(ServeError(format!(
-                "another otpd{} is already running with state_dir {}; stop it first",
-                if pid.is_empty() {
+                "another otpd{} is already running with state_dir {}; {}",
+                if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
                     String::new()
                 } else {
                     format!(" (pid {pid})")
                 },
-                dir.display()
+                dir.display(),
+                match command {
+                    Some(command) => format!(
+                        "{command} needs the store to itself (systemctl stop otpd.socket \
+                         otpd.service)"
+                    ),
+                    None => "stop it first".into(),
+                }
             )));
         }
     };
@@ -140,10 +156,6 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
     Ok(lock)
 }
 
-/// Binds the socket: creates its directory (0755) when missing, removes a
-/// stale socket (only if it is a socket and nobody answers on it), and makes
-/// it connectable by everyone: who may ask what is decided per request from
-/// SO_PEERCRED, not by file modes (a screen locker runs as the user).
 /// The socket systemd handed over (`otpd.socket`, `LISTEN_FDS`), if any:
 /// `Ok(None)` when the daemon was started without one and binds its own.
 /// A handed-over descriptor that is not a listening Unix socket is an error.
@@ -174,24 +186,39 @@ pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError
         .map_err(|e| ServeError(format!("cannot use the socket systemd handed over: {e}")))
 }
 
-/// Binds the daemon's socket at `path` (mode 0666: every local program may
-/// ask, SO_PEERCRED decides what it may ask).
+/// Binds the daemon's socket at `path`: creates its directory (0755) when
+/// missing, replaces a stale socket (only if it is a socket and nobody
+/// answers on it), and makes it connectable by everyone (mode 0666): who
+/// may ask what is decided per request from SO_PEERCRED, not by file modes
+/// (a screen locker runs as the user).
+///
+/// The socket is bound in a new private directory (0700) beside `path`,
+/// given its mode there, and renamed to `path`: it never exists at `path`
+/// with another mode, and its mode is never set through `path` (a chmod by
+/// path after bind() leaves a moment with the umask's mode, and would
+/// follow whatever is at `path` by then). A umask set around bind() was
+/// the other way, but the umask is the process's: the runtime's and
+/// sled's threads already run and create files, and would get it too.
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
-    if let Some(parent) = path.parent() {
-        if !parent.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(|e| {
-                    ServeError(format!(
-                        "cannot create socket directory {}: {e}",
-                        parent.display()
-                    ))
-                })?;
-        }
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(ServeError(format!(
+            "socket {}: not a file path",
+            path.display()
+        )));
+    };
+    if !parent.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| {
+                ServeError(format!(
+                    "cannot create socket directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
     }
-    match fs::symlink_metadata(path) {
+    let replace_stale = match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ServeError(format!(
@@ -199,12 +226,7 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
                     path.display()
                 )));
             }
-            fs::remove_file(path).map_err(|e| {
-                ServeError(format!(
-                    "cannot remove stale socket {}: {e}",
-                    path.display()
-                ))
-            })?;
+            true
         }
         Ok(_) => {
             return Err(ServeError(format!(
@@ -212,24 +234,69 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
                 path.display()
             )))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => {
             return Err(ServeError(format!(
                 "cannot inspect {}: {e}",
                 path.display()
             )))
         }
-    }
-    let listener = tokio::net::UnixListener::bind(path)
+    };
+    let mut suffix = [0u8; 8];
+    getrandom::getrandom(&mut suffix)
+        .map_err(|e| ServeError(format!("the OS random number generator failed: {e}")))?;
+    let private = parent.join(format!(
+        ".{}.{}",
+        name.to_string_lossy(),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| {
+            ServeError(format!(
+                "cannot create the private directory {} to bind the socket in: {e}",
+                private.display()
+            ))
+        })?;
+    let bound = (|| -> Result<std::os::unix::net::UnixListener, String> {
+        let dir = Dir::open(&private).map_err(|e| e.0)?;
+        let listener = std::os::unix::net::UnixListener::bind(private.join(name))
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        rustix::fs::chmodat(
+            dir.fd(),
+            name,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
+        // Over a stale socket (checked above: nobody answers), or only
+        // where nothing is: a file made at `path` meanwhile stays.
+        let flags = if replace_stale {
+            rustix::fs::RenameFlags::empty()
+        } else {
+            rustix::fs::RenameFlags::NOREPLACE
+        };
+        rustix::fs::renameat_with(dir.fd(), name, rustix::fs::CWD, path, flags)
+            .map_err(|e| format!("cannot put the socket at {}: {e}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_dir_all(&private);
+    let listener = bound.map_err(ServeError)?;
+    listener
+        .set_nonblocking(true)
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
-        .map_err(|e| ServeError(format!("cannot set the mode of {}: {e}", path.display())))?;
-    Ok(listener)
+    tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn state_dir_is_created_private_and_locked_once() {
@@ -237,12 +304,29 @@ mod tests {
         let dir = tmp.path().join("state");
         prepare_state_dir(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        let _held = lock_state_dir(&dir).unwrap();
-        let err = lock_state_dir(&dir).unwrap_err().0;
+        let _held = lock_state_dir(&dir, None).unwrap();
+        let err = lock_state_dir(&dir, None).unwrap_err().0;
         assert!(
             err.contains("already running") && err.contains(&std::process::id().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_linked_state_dir_or_lock_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        prepare_state_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = prepare_state_dir(&link).unwrap_err().0;
+        assert!(e.contains("symbolic link"), "{e}");
+        let target = tmp.path().join("not-a-lock");
+        fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, real.join("otpd.lock")).unwrap();
+        let e = lock_state_dir(&real, None).unwrap_err().0;
+        assert!(e.contains("otpd.lock is a symbolic link"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
     }
 
     #[test]
@@ -259,6 +343,12 @@ mod tests {
         let path = tmp.path().join("run/otpd.sock");
         let live = bind_socket(&path).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o666);
+        // The private directory it was bound in is gone.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["otpd.sock"]);
         // Someone is listening: refused.
         assert!(bind_socket(&path).unwrap_err().0.contains("listening"));
         drop(live);
