@@ -157,10 +157,6 @@ pub enum Command {
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,
-    /// The store work of `otpd rekey` and `otpd migrate`, which root runs
-    /// as the state directory's owner (internal: its job comes on stdin)
-    #[command(hide = true)]
-    StoreWorker,
 }
 
 /// What `otpd import` reads.

@@ -43,12 +43,6 @@ macro_rules! out {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    // Started by root's `rekey` or `migrate` as the state directory's
-    // owner, with all it needs on stdin: no config to read (root's may be
-    // private).
-    if matches!(cli.command, Command::StoreWorker) {
-        return otpd::server::worker::run_worker().map_err(|e| CliError::Refused(e.0));
-    }
     let config = load_config(&cli)?;
     let client = || Client::new(&config.socket);
     match cli.command {
@@ -184,8 +178,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
             out!("{done}");
             Ok(())
         }
-        // Handled before the config is read.
-        Command::StoreWorker => Ok(()),
         Command::Rekey { new_key_file } => {
             let done =
                 otpd::server::rekey(&config, &new_key_file).map_err(|e| CliError::Refused(e.0))?;
@@ -196,6 +188,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
+    // The store work of root's `rekey` and `migrate`, started by them as
+    // the state directory's owner under this name (not a subcommand: it is
+    // no command for people), with all it needs on stdin.
+    if otpd::server::worker::is_worker(std::env::args_os().next()) {
+        return match otpd::server::worker::run_worker() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

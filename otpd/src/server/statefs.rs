@@ -70,9 +70,7 @@ fn kind_refused(path: &Path, kind: FileType) -> ServeError {
 /// A plain file with one name, or the reason it is refused.
 fn check_file(path: &Path, stat: &rfs::Stat) -> Result<(), ServeError> {
     match FileType::from_raw_mode(stat.st_mode) {
-        FileType::RegularFile if stat.st_nlink > 1 => {
-            Err(hard_link_refused(path, u64::from(stat.st_nlink)))
-        }
+        FileType::RegularFile if stat.st_nlink > 1 => Err(hard_link_refused(path, stat.st_nlink)),
         FileType::RegularFile => Ok(()),
         FileType::Symlink => Err(symlink_refused(path)),
         other => Err(kind_refused(path, other)),

@@ -5,7 +5,7 @@
 //! it; root working there could be made to read, write or give away any
 //! file of the host. So when root runs one of these commands on a state
 //! directory that belongs to another user, the work on the directory runs
-//! in a child `otpd` (`otpd store-worker`, hidden) with that user's uid and
+//! in a child `otpd` (started as `otpd-store-worker`) with that user's uid and
 //! gid and no supplementary groups, started through std's
 //! `CommandExt::uid`/`gid` (no `unsafe` here, no fork of our own). Root
 //! keeps what needs root: reading the key files, which it hands to the
@@ -30,6 +30,15 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The name (argv\[0\]) the worker is started under.
+const WORKER_NAME: &str = "otpd-store-worker";
+
+/// Whether this process was started as the worker (`argv0` is
+/// [`WORKER_NAME`]).
+pub fn is_worker(argv0: Option<std::ffi::OsString>) -> bool {
+    argv0.is_some_and(|name| name == WORKER_NAME)
+}
 
 /// The copy of the store that `otpd rekey` keeps until its switch is done.
 pub const REKEY_BACKUP: &str = "store.before-rekey";
@@ -103,7 +112,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts `otpd store-worker` (this very binary) as `owner` and sends
+    /// Starts `otpd-store-worker` (this very binary) as `owner` and sends
     /// it `job`.
     fn start(owner: Owner, job: &Job) -> Result<Worker, ServeError> {
         use std::os::unix::process::CommandExt;
@@ -113,7 +122,7 @@ impl Worker {
             ))
         })?;
         let mut child = Command::new(&exe)
-            .arg("store-worker")
+            .arg0(WORKER_NAME)
             .env_clear()
             .current_dir("/")
             // std sets the gid, drops the supplementary groups (we are
@@ -443,7 +452,7 @@ fn export_here(
     Ok((users, sources))
 }
 
-/// `otpd store-worker`: reads one job from stdin, does it, answers on
+/// The worker (`otpd-store-worker`): reads one job from stdin, does it, answers on
 /// stdout, then waits for stdin to close (holding the lock meanwhile).
 /// Errors are answered as [`Reply::Failed`]; the exit status says whether
 /// an answer could be given.
@@ -451,7 +460,7 @@ pub fn run_worker() -> Result<(), ServeError> {
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let job: Job = read_frame(&mut stdin)
-        .map_err(|e| ServeError(format!("otpd store-worker: no job on stdin: {e}")))?;
+        .map_err(|e| ServeError(format!("otpd-store-worker: no job on stdin: {e}")))?;
     let send = |out: &mut std::io::StdoutLock<'_>, reply: &Reply| {
         write_frame(out, reply).map_err(|e| ServeError(format!("cannot answer root: {e}")))
     };
