@@ -210,6 +210,14 @@ impl Drop for Worker {
     }
 }
 
+/// The files sled makes during the work are the daemon's alone, as those
+/// it makes when it runs (systemd's `UMask=0077`), whatever the umask of
+/// the shell root ran the command from. Set while this process (the CLI
+/// or the worker, before the store is opened) has one thread.
+fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
 /// Who does the work on `state_dir`: `None` for this process (we own the
 /// directory, or we are root and root owns it), `Some(owner)` for a worker
 /// as the owner (we are root). Anyone else is refused.
@@ -256,6 +264,7 @@ pub fn rekey_store(
 ) -> Result<(RekeyReport, Held), ServeError> {
     match worker_for(state_dir, "rekey")? {
         None => {
+            private_umask();
             let lock = lock_for(state_dir, "rekey")?;
             let old = old.map(|k| super::keyfile::key_of(&k, Path::new("(current key)")));
             let report = rekey_here(
@@ -370,6 +379,7 @@ impl SledSnapshot {
 pub fn export_sled(state_dir: &Path, key: SecretText) -> Result<SledSnapshot, ServeError> {
     match worker_for(state_dir, "migrate")? {
         None => {
+            private_umask();
             let lock = lock_for(state_dir, "migrate")?;
             let key = super::keyfile::key_of(&key, Path::new("(key)"))?;
             let (users, sources) = export_here(state_dir, key)?;
@@ -457,6 +467,7 @@ fn export_here(
 /// Errors are answered as [`Reply::Failed`]; the exit status says whether
 /// an answer could be given.
 pub fn run_worker() -> Result<(), ServeError> {
+    private_umask();
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let job: Job = read_frame(&mut stdin)
