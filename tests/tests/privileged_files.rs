@@ -10,8 +10,8 @@
 //! - `otpd enroll --qr-png/--qr-svg FILE` never writes through an existing
 //!   path (a file, a symbolic link, a dangling one);
 //! - the daemon's socket never exists on its path with another mode than
-//!   0666 (no `chmod` of the path after `bind`: the system calls are
-//!   traced);
+//!   0666 (bound with the right umask by a thread of its own, no `chmod` of
+//!   the path after `bind`: the system calls are traced);
 //! - the SMS sender starts with a clean environment, as `[sms] user`.
 
 use otpd_tests::postgres::PgCluster;
@@ -235,9 +235,10 @@ fn qr_files_are_created_new_never_written_through_an_existing_path() {
     assert!(std::fs::read(&fresh).unwrap().starts_with(b"\x89PNG"));
 }
 
-/// The daemon started under `strace -f`: no `bind` on the socket's own
-/// path and no `chmod` of it, so the path never exists with a mode other
-/// than the one it was renamed there with.
+/// The daemon started under `strace -f`: the socket is bound on its path by
+/// a thread that first stopped sharing the process's umask and set it to
+/// give 0666, and nothing changes the path's mode afterwards (no `chmod`),
+/// so the socket never exists there with another mode.
 #[test]
 fn the_socket_has_its_mode_from_the_first_instant() {
     if !require(
@@ -255,7 +256,7 @@ fn the_socket_has_its_mode_from_the_first_instant() {
         "-s".into(),
         "512".into(),
         "-e".into(),
-        "trace=bind,fchmod,%file".into(),
+        "trace=bind,fchmod,umask,unshare,%file".into(),
         "-o".into(),
         trace.clone().into(),
         "--".into(),
@@ -279,16 +280,40 @@ fn the_socket_has_its_mode_from_the_first_instant() {
     let quoted = format!("\"{socket}\"");
     let parent = env.socket.parent().unwrap().display().to_string();
     let name = format!("\"{}\"", env.socket.file_name().unwrap().to_string_lossy());
-    let binds: Vec<_> = calls.iter().filter(|c| c.name == "bind").collect();
-    assert!(!binds.is_empty(), "no bind traced:\n{log}");
-    let on_the_path: Vec<_> = binds
+    let bind = calls
         .iter()
-        .filter(|c| c.args.contains(&format!("sun_path={quoted}")))
+        .find(|c| c.name == "bind" && c.args.contains(&format!("sun_path={quoted}")))
+        .unwrap_or_else(|| panic!("no bind on {socket} traced:\n{log}"));
+    assert!(bind.succeeded(), "{bind:?}");
+    let before_bind: Vec<_> = calls
+        .iter()
+        .filter(|c| c.tid == bind.tid && c.start_line < bind.start_line)
         .collect();
+    // strace pads short calls' results (`umask(0111)        = 022`), which
+    // the parser leaves in the arguments: split them here.
+    let split = |c: &strace::Syscall| -> (String, String) {
+        match &c.result {
+            Some(result) => (c.args.clone(), result.clone()),
+            None => match c.args.rsplit_once(')') {
+                Some((args, rest)) => (
+                    args.to_owned(),
+                    rest.trim().trim_start_matches('=').trim().to_owned(),
+                ),
+                None => (c.args.clone(), String::new()),
+            },
+        }
+    };
+    let unshared = before_bind.iter().any(|c| {
+        let (args, result) = split(c);
+        c.name == "unshare" && args == "CLONE_FS" && result == "0"
+    });
+    let umask = before_bind.iter().rev().find(|c| c.name == "umask");
     assert!(
-        on_the_path.is_empty(),
-        "the daemon bound its socket on {socket} itself (it exists there with the \
-         umask's mode until a chmod): {on_the_path:?}"
+        unshared && umask.is_some_and(|c| split(c).0 == "0111"),
+        "the socket was bound with the process's umask (the thread that bound it did \
+         not unshare it and set 0111 first): it existed at {socket} with another mode \
+         than 0666 until a chmod: {bind:?}; the last calls before it in that thread: {:?}",
+        &before_bind[before_bind.len().saturating_sub(3)..]
     );
     let chmods: Vec<_> = calls
         .iter()
@@ -302,27 +327,26 @@ fn the_socket_has_its_mode_from_the_first_instant() {
         chmods.is_empty(),
         "the daemon changed the mode of {socket} by its path: {chmods:?}"
     );
-    let renamed = calls
+    // The umask of 0111 stayed with that thread: no other thread set one.
+    let other_umasks: Vec<_> = calls
         .iter()
-        .filter(|c| c.name.starts_with("rename") && c.succeeded())
-        .any(|c| {
-            c.args.contains(&quoted)
-                || (c.args.matches(&name).count() >= 1 && c.args.contains(&parent))
-        });
-    assert!(
-        renamed,
-        "no rename put the socket at {socket}:\n{}",
-        binds
-            .iter()
-            .map(|c| format!("{c:?}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+        .filter(|c| c.name == "umask" && c.tid != bind.tid)
+        .collect();
+    assert!(other_umasks.is_empty(), "{other_umasks:?}");
     assert_eq!(mode & 0o777, 0o666, "the socket's mode");
     println!(
-        "{} system calls traced: bind {:?}; the socket's mode {:o}",
+        "{} system calls traced; the bind's thread: {:?}; the socket's mode {:o}",
         calls.len(),
-        binds.iter().map(|c| c.args.clone()).collect::<Vec<_>>(),
+        before_bind
+            .iter()
+            .rev()
+            .take(2)
+            .rev()
+            .map(|c| {
+                let (args, result) = split(c);
+                format!("{}({args}) = {result}", c.name)
+            })
+            .collect::<Vec<_>>(),
         mode & 0o777
     );
 }

@@ -187,38 +187,26 @@ pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError
 }
 
 /// Binds the daemon's socket at `path`: creates its directory (0755) when
-/// missing, replaces a stale socket (only if it is a socket and nobody
+/// missing, removes a stale socket (only if it is a socket and nobody
 /// answers on it), and makes it connectable by everyone (mode 0666): who
 /// may ask what is decided per request from SO_PEERCRED, not by file modes
 /// (a screen locker runs as the user).
-///
-/// The socket is bound in a new private directory (0700) beside `path`,
-/// given its mode there, and renamed to `path`: it never exists at `path`
-/// with another mode, and its mode is never set through `path` (a chmod by
-/// path after bind() leaves a moment with the umask's mode, and would
-/// follow whatever is at `path` by then). A umask set around bind() was
-/// the other way, but the umask is the process's: the runtime's and
-/// sled's threads already run and create files, and would get it too.
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(ServeError(format!(
-            "socket {}: not a file path",
-            path.display()
-        )));
-    };
-    if !parent.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| {
-                ServeError(format!(
-                    "cannot create socket directory {}: {e}",
-                    parent.display()
-                ))
-            })?;
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| {
+                    ServeError(format!(
+                        "cannot create socket directory {}: {e}",
+                        parent.display()
+                    ))
+                })?;
+        }
     }
-    let replace_stale = match fs::symlink_metadata(path) {
+    match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(ServeError(format!(
@@ -226,7 +214,12 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
                     path.display()
                 )));
             }
-            true
+            fs::remove_file(path).map_err(|e| {
+                ServeError(format!(
+                    "cannot remove stale socket {}: {e}",
+                    path.display()
+                ))
+            })?;
         }
         Ok(_) => {
             return Err(ServeError(format!(
@@ -234,62 +227,47 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
                 path.display()
             )))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(ServeError(format!(
                 "cannot inspect {}: {e}",
                 path.display()
             )))
         }
-    };
-    let mut suffix = [0u8; 8];
-    getrandom::getrandom(&mut suffix)
-        .map_err(|e| ServeError(format!("the OS random number generator failed: {e}")))?;
-    let private = parent.join(format!(
-        ".{}.{}",
-        name.to_string_lossy(),
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ));
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&private)
-        .map_err(|e| {
-            ServeError(format!(
-                "cannot create the private directory {} to bind the socket in: {e}",
-                private.display()
-            ))
-        })?;
-    let bound = (|| -> Result<std::os::unix::net::UnixListener, String> {
-        let dir = Dir::open(&private).map_err(|e| e.0)?;
-        let listener = std::os::unix::net::UnixListener::bind(private.join(name))
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        rustix::fs::chmodat(
-            dir.fd(),
-            name,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::AtFlags::empty(),
-        )
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-        // Over a stale socket (checked above: nobody answers), or only
-        // where nothing is: a file made at `path` meanwhile stays.
-        let flags = if replace_stale {
-            rustix::fs::RenameFlags::empty()
-        } else {
-            rustix::fs::RenameFlags::NOREPLACE
-        };
-        rustix::fs::renameat_with(dir.fd(), name, rustix::fs::CWD, path, flags)
-            .map_err(|e| format!("cannot put the socket at {}: {e}", path.display()))?;
-        Ok(listener)
-    })();
-    let _ = fs::remove_dir_all(&private);
-    let listener = bound.map_err(ServeError)?;
+    }
+    let listener = std::thread::scope(|scope| {
+        scope
+            .spawn(|| bind_with_mode(path, 0o666))
+            .join()
+            .unwrap_or_else(|_| Err(ServeError("binding the socket failed (a panic)".into())))
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))?;
     tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
+}
+
+/// Binds `path`, the socket file made with `mode` from its first instant.
+/// bind() creates the file with 0777 less the umask, and a chmod of the
+/// path afterwards leaves a moment with the wrong mode (and follows
+/// whatever is at the path by then). The umask is what must be right at
+/// bind(); but it is shared by all threads (the runtime's and sled's run
+/// already, and create files), so this runs on a thread of its own that
+/// first stops sharing it (`unshare(CLONE_FS)`, allowed in a threaded
+/// process and by otpd.service's filters) and sets it for itself alone.
+/// Binding in a private directory and renaming the socket into place was
+/// the other way, but the socket then keeps the temporary name as its
+/// address (getsockname, `ss -x`, strace show a path that is gone).
+fn bind_with_mode(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|e| {
+        ServeError(format!(
+            "cannot listen on {}: cannot set the socket's mode (unshare: {e})",
+            path.display()
+        ))
+    })?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
+    std::os::unix::net::UnixListener::bind(path)
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
 }
 
@@ -341,14 +319,17 @@ mod tests {
     async fn only_stale_sockets_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("run/otpd.sock");
+        let umask = || {
+            fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned()))
+        };
+        let before = umask();
         let live = bind_socket(&path).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o666);
-        // The private directory it was bound in is gone.
-        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["otpd.sock"]);
+        // Only the binding thread had the umask that gives 0666.
+        assert_eq!(umask(), before);
         // Someone is listening: refused.
         assert!(bind_socket(&path).unwrap_err().0.contains("listening"));
         drop(live);

@@ -16,7 +16,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -341,11 +341,6 @@ impl Dir {
     /// Makes the directory's entries durable.
     pub fn sync(&self) -> Result<(), ServeError> {
         rfs::fsync(&self.fd).map_err(|e| failed(&self.path, "cannot sync it", e))
-    }
-
-    /// The descriptor, for calls this type does not wrap.
-    pub fn fd(&self) -> impl AsFd + '_ {
-        &self.fd
     }
 }
 

@@ -163,6 +163,12 @@ pub struct MigrateReport {
 /// there with a different record, nothing at all is copied.
 pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String, ServeError> {
     let store_dir = config.state_dir.join("store");
+    if !store_dir.join("db").exists() {
+        return Err(ServeError(format!(
+            "there is no sled store in {}: nothing to migrate",
+            store_dir.display()
+        )));
+    }
     // Read as the state directory's owner, which holds its lock until this
     // returns (root reads the key for it): see server::worker.
     let key = keyfile::KeySource::of(config);
