@@ -467,6 +467,15 @@ fn export_here(
 /// Errors are answered as [`Reply::Failed`]; the exit status says whether
 /// an answer could be given.
 pub fn run_worker() -> Result<(), ServeError> {
+    // Root's command killed (SIGKILL, a crash) takes the worker with it, as
+    // when it did the work itself: the work is safe to interrupt, and a
+    // worker left running would hold the lock on its own. (Set after the
+    // uid change, which would clear it.)
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| {
+        ServeError(format!(
+            "otpd-store-worker: cannot tie itself to root's command: {e}"
+        ))
+    })?;
     private_umask();
     let mut stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
