@@ -118,9 +118,14 @@ fn rekey_killed_at_random_moments_loses_nothing() {
     env.otpd_expect(&["verify", "user00", &used], 0);
     let before = env.list();
 
-    // With the daemon running, rekey refuses and changes nothing.
+    // With the daemon running, rekey refuses and changes nothing (not
+    // even the new key file is made).
     let busy = env.otpd_expect(&["rekey", env.dir.join("k0").to_str().unwrap()], 1);
     assert!(busy.stderr.contains("stop"), "{busy}");
+    assert!(
+        !env.dir.join("k0").exists(),
+        "a refused rekey made the key file"
+    );
     env.kill_daemon(libc::SIGTERM);
 
     let seed = std::env::var("OTPD_REKEY_SEED")

@@ -132,6 +132,12 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
         let _lock = setup::lock_state_dir(&config.state_dir, Some("otpd rekey"))?;
         return rekey_postgres(config, new_key_file);
     }
+    // A running daemon is refused before anything is made (the new key
+    // file); the store work takes the lock again for itself.
+    drop(setup::lock_state_dir(
+        &config.state_dir,
+        Some("otpd rekey"),
+    )?);
     let daemon_uid = worker::state_dir_owner(&config.state_dir);
     let old = if config.key_file.exists() {
         Some(keyfile::read_key_text(&config.key_file, daemon_uid)?)
