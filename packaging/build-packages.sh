@@ -47,7 +47,7 @@ fi
 
 # 2. The files the packages take from the checkout must be there, final.
 for f in packaging/otpd.toml packaging/systemd/otpd.service packaging/systemd/otpd.socket \
-  packaging/systemd/otpd.service.d/network.conf \
+  packaging/systemd/otpd.service.d/network.conf packaging/systemd/otpd.service.d/sms-user.conf \
   packaging/man/otpd.8 packaging/man/pam_otpd.8 packaging/man/otpd.toml.5 \
   packaging/completions/otpd.bash packaging/completions/_otpd packaging/completions/otpd.fish \
   packaging/sysusers.d/otpd.conf packaging/tmpfiles.d/otpd.conf packaging/pam-configs/otpd \

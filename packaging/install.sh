@@ -61,9 +61,21 @@ if ! getent passwd otpd >/dev/null; then
   $SUDO adduser --system --group --home /var/lib/otpd --no-create-home \
     --gecos "otpd TOTP daemon" otpd >/dev/null
 fi
+# A store from an older install made by root becomes otpd's: only while
+# the directory still belongs to root (then nothing in it was written by
+# the otpd user), never through a symbolic link, and never a file with a
+# second name (a hard link could be any file on this file system). Once the
+# directory is otpd's, its contents are the daemon's business: root does
+# not touch them (see docs/security.md).
+if [ -d /var/lib/otpd ] && [ ! -L /var/lib/otpd ] && [ "$(stat -c %u /var/lib/otpd)" = 0 ]; then
+  skipped=$($SUDO find /var/lib/otpd -mindepth 1 -xdev ! -type d \( -type l -o ! -type f -o -links +1 \) -print)
+  if [ -n "$skipped" ]; then
+    printf 'warning: not handed over to otpd (links, or not plain files): %s\n' "$skipped" >&2
+  fi
+  $SUDO find /var/lib/otpd -mindepth 1 -xdev \( -type d -o \( -type f -links 1 \) \) \
+    -exec chown -h otpd:otpd {} +
+fi
 $SUDO install -d -m 0700 -o otpd -g otpd /var/lib/otpd
-# A store from an older install made by root becomes otpd's.
-$SUDO chown -R otpd:otpd /var/lib/otpd
 # The key that seals the store (0400, otpd's): made once, never replaced.
 if [ ! -e "$CONFDIR/otpd.key" ]; then
   say "creating the store's key $CONFDIR/otpd.key (back it up)"

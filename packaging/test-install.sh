@@ -29,6 +29,10 @@ scratch=$(mktemp -d)
 pidfile=/run/otpd.pid
 cleanup() {
   if [ -s "$pidfile" ]; then kill -TERM "$(cat "$pidfile")" 2>/dev/null || true; fi
+  # The private file system of /var/lib/otpd lives under $scratch (on the
+  # host's /tmp): unmounted first, so that nothing of it is left there.
+  umount -l /var/lib/otpd 2>/dev/null || true
+  umount -l "$scratch/varlib" 2>/dev/null || true
   rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -43,8 +47,26 @@ cp -a "$pamdir" "$scratch/security"
 # writes /etc/otpd and /etc/pam.d, none of which may reach the host.
 cp -a /etc "$scratch/etc"
 for d in "${private_dirs[@]}"; do
+  [ "$d" = /var/lib/otpd ] && continue
   mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
+# /var/lib/otpd is a directory of a private file system that also holds
+# root-only files outside it, so that hard links to them can be planted in
+# it (a hard link cannot cross mounts): install.sh's hand-over of the store
+# must neither follow nor give away such a link.
+varlib="$scratch/varlib"
+mkdir "$varlib"
+mount -t tmpfs -o mode=0755 tmpfs "$varlib"
+mkdir -m 0755 "$varlib/otpd"
+mount --bind "$varlib/otpd" /var/lib/otpd
+for f in secret-first secret-again; do
+  echo "root only: $f" >"$varlib/$f"
+  chmod 0600 "$varlib/$f"
+done
+# An older install that ran the daemon as root left the directory root's,
+# with a file the installer hands over, and a planted hard link it must not.
+echo "made by a daemon that ran as root" >/var/lib/otpd/handed-over
+ln "$varlib/secret-first" "$varlib/otpd/leak-first"
 mount --bind "$scratch/security" "$pamdir"
 mount --bind "$scratch/etc" /etc
 
@@ -95,7 +117,17 @@ else
   echo "SKIP unit check: systemd-analyze not installed"
 fi
 
-# Running the installer again upgrades in place and keeps the enrolment.
+[ "$(stat -c %U /var/lib/otpd/handed-over)" = otpd ] || fail "the root-made file was not handed over to otpd"
+[ "$(stat -c '%U %a' "$varlib/secret-first")" = "root 600" ] ||
+  fail "install.sh gave away a root-only file through a hard link in /var/lib/otpd: $(stat -c '%U %a' "$varlib/secret-first")"
+
+# Running the installer again upgrades in place and keeps the enrolment;
+# the directory is otpd's now: links the otpd account planted in it (a
+# hard link and a symbolic link to root-only files) are left alone.
+ln "$varlib/secret-again" "$varlib/otpd/leak-again"
+ln -s "$varlib/secret-again" /var/lib/otpd/symlink-again
 packaging/install.sh >/dev/null
 otpd list --json | grep -q '"user": "installtest"' || fail "enrolment lost on reinstall"
+[ "$(stat -c '%U %a' "$varlib/secret-again")" = "root 600" ] ||
+  fail "install.sh gave away a root-only file through a link in /var/lib/otpd: $(stat -c '%U %a' "$varlib/secret-again")"
 echo "1 passed, 0 failed"

@@ -10,6 +10,9 @@
 #     CLI, the code computed by oathtool, a login through the installed
 #     module with the real libpam (pamtester, `auth required pam_otpd.so` by
 #     its bare name), a replay refused;
+#   - `otpd rekey` as the README shows it, on the installed package: logins
+#     before and after, the new key installed as otpd's, no file of root's
+#     left in /var/lib/otpd;
 #   - the pam-auth-update profile: off after installation, on with
 #     `pam-auth-update --enable otpd`, then a real password + code login
 #     through common-auth; an upgrade keeps it, removal takes it out;
@@ -214,6 +217,7 @@ expected_rpm=$(sort <<'EOF'
 /usr/share/doc/otpd/examples/sshd_config.d/otpd-password-code.conf
 /usr/share/doc/otpd/examples/sshd_config.d/otpd-password-once.conf
 /usr/share/doc/otpd/examples/systemd/otpd.service.d/network.conf
+/usr/share/doc/otpd/examples/systemd/otpd.service.d/sms-user.conf
 /usr/share/fish/vendor_completions.d/otpd.fish
 /usr/share/licenses/otpd/LICENSE
 /usr/share/man/man5/otpd.toml.5.gz
@@ -268,7 +272,8 @@ for f in /lib/systemd/system/otpd.service /lib/systemd/system/otpd.socket \
   /usr/share/doc/otpd/changelog.Debian.gz /usr/share/doc/otpd/README.md \
   /usr/share/doc/otpd/examples/pam.d/sshd.password-code /usr/share/doc/otpd/examples/pam.d/sudo.password-code \
   /usr/share/doc/otpd/examples/sshd_config.d/otpd-password-code.conf \
-  /usr/share/doc/otpd/examples/systemd/otpd.service.d/network.conf; do
+  /usr/share/doc/otpd/examples/systemd/otpd.service.d/network.conf \
+  /usr/share/doc/otpd/examples/systemd/otpd.service.d/sms-user.conf; do
   mode_owner "$f" 644 root root
 done
 check "otpd.service starts /usr/sbin/otpd serve" \
@@ -328,7 +333,40 @@ if ! $with_systemd; then
   check "the daemon's audit line says replayed" grep -q 'outcome="replayed"' "$scratch/otpd.log"
 fi
 check "pamtester: a wrong code is refused" \
-  bash -c '! echo 000000 | pamtester otpd-pkg-test "$1" authenticate 2>/dev/null' "$TEST_USER"
+  bash -c '! echo 000000 | pamtester otpd-pkg-test "$1" authenticate 2>/dev/null' _ "$TEST_USER"
+
+# ---------------------------------------------------------------- rekey
+# README, "A new key", as written there: stop the units (or the daemon
+# started by hand), `sudo otpd rekey NEWKEYFILE`, start again. The key file
+# belongs to otpd, the store is otpd's: the rekey must read the one and
+# leave no file of root's in the other.
+echo "== otpd rekey on the installed package"
+REKEY_USER=otpdpkgrekey    # enrolled for this step only (pamtester, no account)
+rekey_secret=$(enroll "$REKEY_USER")
+check "enrolled $REKEY_USER" test -n "$rekey_secret"
+rekey_now=$(date +%s)
+check "before the rekey: $REKEY_USER logs in" \
+  bash -c 'echo "$1" | pamtester otpd-pkg-test "$2" authenticate' _ "$(code_at "$rekey_secret" "$rekey_now")" "$REKEY_USER"
+cp -p /etc/otpd/otpd.key "$scratch/otpd.key.before"
+if $with_systemd; then systemctl stop otpd.socket otpd.service; else stop_daemon; fi
+if /usr/sbin/otpd rekey /etc/otpd/otpd.key.new >"$scratch/rekey.out" 2>&1; then
+  ok "otpd rekey /etc/otpd/otpd.key.new: $(tr '\n' ' ' <"$scratch/rekey.out")"
+else
+  bad "otpd rekey /etc/otpd/otpd.key.new:"; sed 's/^/   /' "$scratch/rekey.out"
+fi
+check "after the rekey: every file in /var/lib/otpd is otpd's, none readable by others" \
+  bash -c '[ -z "$(find /var/lib/otpd ! -user otpd -print -quit)" ] && [ -z "$(find /var/lib/otpd -perm /077 -print -quit)" ]'
+absent /var/lib/otpd/store.before-rekey
+mode_owner /etc/otpd/otpd.key 400 otpd otpd
+check "after the rekey: /etc/otpd/otpd.key holds the new key" cmp -s /etc/otpd/otpd.key /etc/otpd/otpd.key.new
+check "after the rekey: the key is not the old one" bash -c '! cmp -s "$1" /etc/otpd/otpd.key' _ "$scratch/otpd.key.before"
+# As the README says: keep it in the backup, or delete it.
+rm -f /etc/otpd/otpd.key.new "$scratch/otpd.key.before"
+if start_daemon; then ok "otpd serve is up after the rekey"; else bad "otpd serve did not come up after the rekey"; fi
+check "after the rekey: $REKEY_USER logs in (next step's code)" \
+  bash -c 'echo "$1" | pamtester otpd-pkg-test "$2" authenticate' _ "$(code_at "$rekey_secret" $((rekey_now + 30)))" "$REKEY_USER"
+check "after the rekey: $TEST_USER's used code is still refused" \
+  bash -c '! echo "$1" | pamtester otpd-pkg-test "$2" authenticate 2>/dev/null' _ "$code" "$TEST_USER"
 
 # ---------------------------------------------------------------- pam-auth-update
 echo "== pam-auth-update profile"

@@ -127,6 +127,23 @@ pub struct SmsConfig {
     pub code_lifetime: u64,
     /// The message; `{code}` is replaced by the code.
     pub message: String,
+    /// The unprivileged user the command runs as (resolved when the daemon
+    /// starts; never root). Unset: the daemon's own user. Another user
+    /// needs CAP_SETUID and CAP_SETGID (otpd.service.d/sms-user.conf).
+    pub user: Option<String>,
+    /// `user`'s uid and gid, looked up at start (`server::sms::resolve_user`).
+    #[serde(skip)]
+    pub run_as: Option<RunAs>,
+}
+
+/// The identity the SMS sender runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// uid.
+    pub uid: u32,
+    /// The user's primary gid (its only group: supplementary groups are
+    /// dropped).
+    pub gid: u32,
 }
 
 impl Default for SmsConfig {
@@ -139,6 +156,8 @@ impl Default for SmsConfig {
             max_per_hour: 3,
             code_lifetime: 300,
             message: "Your verification code is {code}. Uw tokencode is {code}.".into(),
+            user: None,
+            run_as: None,
         }
     }
 }
@@ -467,6 +486,11 @@ impl Config {
         }
         if !sms.message.contains("{code}") {
             return Err("[sms] message must contain {code}".into());
+        }
+        if let Some(user) = &sms.user {
+            if user.is_empty() || user.contains(['/', ':', '\0']) || user.trim() != user {
+                return Err(format!("[sms] user = {user:?}: not a user name"));
+            }
         }
         if !(1..=100).contains(&self.recovery.count) {
             return Err(format!(

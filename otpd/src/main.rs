@@ -59,6 +59,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 otpd::config::StoreKind::Sled => None,
             };
+            let sender =
+                otpd::server::sms::describe_sender(&config.sms).map_err(CliError::Usage)?;
             out!(
                 "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, HOTP look-ahead {} resync window {}, limits {:?}",
                 config.socket.display(),
@@ -91,7 +93,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             match &config.sms.command {
                 Some(command) => out!(
-                    "text messages: {} (timeout {} s, {} per user per hour)",
+                    "text messages: {} {sender} (timeout {} s, {} per user per hour)",
                     command.display(),
                     config.sms.timeout,
                     config.sms.max_per_hour
@@ -189,6 +191,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
+    // The store work of root's `rekey` and `migrate`, started by them as
+    // the state directory's owner under this name (not a subcommand: it is
+    // no command for people), with all it needs on stdin.
+    if otpd::server::worker::is_worker(std::env::args_os().next()) {
+        return match otpd::server::worker::run_worker() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

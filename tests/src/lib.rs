@@ -17,6 +17,7 @@ pub mod programs;
 pub mod rng;
 pub mod secrets;
 pub mod sshd;
+pub mod statedir;
 pub mod strace;
 pub mod system;
 pub mod totp;

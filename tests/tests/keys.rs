@@ -118,9 +118,14 @@ fn rekey_killed_at_random_moments_loses_nothing() {
     env.otpd_expect(&["verify", "user00", &used], 0);
     let before = env.list();
 
-    // With the daemon running, rekey refuses and changes nothing.
+    // With the daemon running, rekey refuses and changes nothing (not
+    // even the new key file is made).
     let busy = env.otpd_expect(&["rekey", env.dir.join("k0").to_str().unwrap()], 1);
     assert!(busy.stderr.contains("stop"), "{busy}");
+    assert!(
+        !env.dir.join("k0").exists(),
+        "a refused rekey made the key file"
+    );
     env.kill_daemon(libc::SIGTERM);
 
     let seed = std::env::var("OTPD_REKEY_SEED")
@@ -213,6 +218,214 @@ fn rekey_killed_at_random_moments_loses_nothing() {
          (daemon refuses until rerun) {interrupted}, store whole under the old key \
          {old_key_whole}, under the new key {new_key_whole}, finished before the kill \
          {finished_anyway}; records lost 0 of {}; replays accepted 0",
+        before.len()
+    );
+}
+
+/// The packaged layout (README, "A new key"): the state directory and the
+/// key file belong to the daemon's account (uid 65534 here; `otpd` in the
+/// packages), the daemon runs as it, and root runs `otpd rekey` with the
+/// daemon stopped. Logins work before and after; the new key is installed
+/// with the old file's owner; and root leaves no file of its own in the
+/// state directory.
+#[test]
+fn root_rekeys_a_store_that_belongs_to_the_daemon_user() {
+    if !otpd_tests::require(
+        "root_rekeys_a_store_that_belongs_to_the_daemon_user",
+        &[
+            otpd_tests::Program::Pamtester,
+            otpd_tests::Program::PamWrapper,
+            otpd_tests::Program::Oathtool,
+            otpd_tests::Program::Setpriv,
+        ],
+    ) {
+        return;
+    }
+    use otpd_tests::process::NOBODY_UID;
+    use otpd_tests::statedir;
+    use std::os::unix::fs::MetadataExt;
+    let mut env = TestEnv::start("rekeyowner");
+    let t = settled_now(30, 12);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.kill_daemon(libc::SIGTERM);
+
+    // Handed over as the packages do: the store and the key are the
+    // daemon account's, its socket in a directory of its own.
+    statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    std::os::unix::fs::chown(&env.key_file, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    let run = env.dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let socket_line = format!("socket = \"{}\"", env.socket.display());
+    env.socket = run.join("otpd.sock");
+    std::fs::write(
+        &env.config,
+        config.replace(
+            &socket_line,
+            &format!("socket = \"{}\"", env.socket.display()),
+        ),
+    )
+    .unwrap();
+    env.launcher = vec![
+        otpd_tests::Program::Setpriv.path().into(),
+        format!("--reuid={NOBODY_UID}").into(),
+        format!("--regid={NOBODY_UID}").into(),
+        "--clear-groups".into(),
+        "--".into(),
+    ];
+    let login = |env: &TestEnv, at: u64| {
+        env.pam_login("alice", &alice.code_at(at), "", "daemon_user=nobody")
+    };
+    env.spawn_daemon();
+    let before = login(&env, t);
+    assert_eq!(
+        before.outcome,
+        otpd_tests::PamOutcome::Success,
+        "{}",
+        before.output
+    );
+    env.kill_daemon(libc::SIGTERM);
+
+    let new_key = env.dir.join("otpd.key.new");
+    let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "sudo otpd rekey failed: {out}");
+    assert!(out.stdout.contains("re-sealed with"), "{out}");
+    let root_owned = statedir::root_owned_under(&env.state_dir);
+    assert!(
+        root_owned.is_empty(),
+        "otpd rekey left files of root's in the state directory: {root_owned:?}"
+    );
+    let key = std::fs::metadata(&env.key_file).unwrap();
+    assert_eq!(
+        (key.uid(), key.mode() & 0o7777),
+        (NOBODY_UID, 0o400),
+        "the installed key keeps its owner and mode"
+    );
+    assert_eq!(
+        std::fs::read(&env.key_file).unwrap(),
+        std::fs::read(&new_key).unwrap()
+    );
+    assert!(!env.state_dir.join("store.before-rekey").exists());
+
+    env.spawn_daemon();
+    let after = login(&env, t + 30);
+    assert_eq!(
+        after.outcome,
+        otpd_tests::PamOutcome::Success,
+        "{}",
+        after.output
+    );
+    let replay = login(&env, t + 30);
+    assert_eq!(
+        replay.outcome,
+        otpd_tests::PamOutcome::AuthErr,
+        "{}",
+        replay.output
+    );
+}
+
+/// `otpd rekey` run by root on a store of the daemon's account (the work
+/// then runs in a child as that account), killed with SIGKILL at random
+/// moments: the child dies with root's command (it would hold the lock on
+/// its own otherwise), running the command again finishes the job, no file
+/// of root's is ever left in the state directory, and nothing is lost.
+#[test]
+fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
+    use otpd_tests::process::NOBODY_UID;
+    use otpd_tests::statedir;
+    use std::os::unix::fs::MetadataExt;
+    let mut env = TestEnv::start("rekeyownerkills");
+    let t = settled_now(30, 12);
+    let users: Vec<(String, Enrolment)> = (0..12)
+        .map(|i| {
+            let name = format!("user{i:02}");
+            let e = env.enroll_active(&name, &[], t - 30);
+            (name, e)
+        })
+        .collect();
+    let used = users[0].1.code_at(t);
+    env.otpd_expect(&["verify", "user00", &used], 0);
+    let before = env.list();
+    env.kill_daemon(libc::SIGTERM);
+    let hand_to = |uid: u32| {
+        statedir::chown_tree(&env.state_dir, uid);
+        std::os::unix::fs::chown(&env.key_file, Some(uid), Some(uid)).unwrap();
+    };
+    hand_to(NOBODY_UID);
+
+    let seed = std::env::var("OTPD_REKEY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()) | 1);
+    let rounds: usize = std::env::var("OTPD_REKEY_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    println!("rekey as the owner: seed {seed} (OTPD_REKEY_SEED), {rounds} kills");
+    let mut rng = Rng(seed);
+    let timed = Instant::now();
+    env.otpd_expect(&["rekey", env.dir.join("k0").to_str().unwrap()], 0);
+    let full = timed.elapsed();
+    let (mut killed, mut lock_waits) = (0, 0);
+    for round in 1..=rounds {
+        let new_key = env.dir.join(format!("k{round}"));
+        let delay = Duration::from_micros(rng.next_u64() % (full.as_micros() as u64 + 1));
+        let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
+        cmd.arg("--config")
+            .arg(&env.config)
+            .arg("rekey")
+            .arg(&new_key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn otpd rekey");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        if !child.wait().unwrap().success() {
+            killed += 1;
+        }
+        // The worker dies with it; its exit (and the lock's release) may
+        // trail the parent's by a moment.
+        let started = Instant::now();
+        let out = loop {
+            let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
+            if out.status.success()
+                || !out.stderr.contains("already running")
+                || started.elapsed() > Duration::from_secs(2)
+            {
+                break out;
+            }
+            lock_waits += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            out.status.success(),
+            "round {round}: finishing the rekey after a kill at {} µs failed: {out}",
+            delay.as_micros()
+        );
+        let root_owned = statedir::root_owned_under(&env.state_dir);
+        assert!(
+            root_owned.is_empty(),
+            "round {round}: files of root's in the state directory: {root_owned:?}"
+        );
+        let key = std::fs::metadata(&env.key_file).unwrap();
+        assert_eq!((key.uid(), key.mode() & 0o777), (NOBODY_UID, 0o400));
+        assert_eq!(
+            std::fs::read(&env.key_file).unwrap(),
+            std::fs::read(&new_key).unwrap()
+        );
+    }
+    hand_to(0);
+    env.spawn_daemon();
+    assert_eq!(env.list(), before, "every record came through the rekeys");
+    let replay = env.otpd_expect(&["verify", "user00", &used], 1);
+    assert!(replay.stderr.contains("already used"), "{replay}");
+    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(t)], 0);
+    println!(
+        "rekey as the owner: {rounds} runs, {killed} killed at random moments within a full \
+         rekey ({} ms); each finished by running it again ({lock_waits} retries while a \
+         killed worker let go of the lock); no file of root's left; records lost 0 of {}",
+        full.as_millis(),
         before.len()
     );
 }

@@ -187,6 +187,9 @@ fn grouped(secret: &str) -> String {
 /// `otpd enroll USER …`; `default_expires`: a link's lifetime unless
 /// `--expires` is given.
 pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result<(), CliError> {
+    for path in o.qr_png.iter().chain(&o.qr_svg) {
+        qr::refuse_existing(path)?;
+    }
     let request = Request::Enrol(EnrolParams {
         user: o.user.clone(),
         issuer: o.issuer.clone(),

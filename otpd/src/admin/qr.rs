@@ -31,18 +31,47 @@ pub fn terminal(uri: &str, force_colours: bool) -> Result<String, CliError> {
         .collect())
 }
 
-/// Writes `bytes` to `path` with mode 0600 (it contains the secret).
+/// Refuses `path` if anything is there, even a dangling symbolic link: the
+/// QR code holds the secret, and is only ever written to a new file.
+/// Checked before the enrolment is asked for, so that a refusal changes
+/// nothing; [`write_private`] enforces it again as it creates the file.
+pub fn refuse_existing(path: &Path) -> Result<(), CliError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Err(exists(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CliError::Usage(format!(
+            "cannot use {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn exists(path: &Path) -> CliError {
+    CliError::Usage(format!(
+        "{} exists already: the QR code holds the secret and is only written to a new file \
+         (otpd never writes into or through an existing file or link); choose a new name, \
+         or remove it first",
+        path.display()
+    ))
+}
+
+/// Creates `path` new with mode 0600 (it contains the secret) and writes
+/// `bytes`: `O_CREAT|O_EXCL` (nothing at the path, not even a link, is
+/// opened) and `O_NOFOLLOW`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let fail =
         |e: std::io::Error| CliError::Refused(format!("cannot write {}: {e}", path.display()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
-        .map_err(fail)?;
-    // An existing file keeps its old mode on open: tighten it first.
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => exists(path),
+            _ => fail(e),
+        })?;
+    // The umask may have taken bits away, never added any: 0600 exactly.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
@@ -92,11 +121,21 @@ mod tests {
     }
 
     #[test]
-    fn files_are_private() {
+    fn files_are_private_and_new() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("qr.png");
         std::fs::write(&p, b"old").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = png("otpauth://totp/h:a?secret=AAAA&issuer=h", &p).unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e}");
+        assert!(refuse_existing(&p).is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let link = dir.path().join("link.png");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(refuse_existing(&link).is_err());
+        assert!(png("otpauth://totp/h:a?secret=AAAA&issuer=h", &link).is_err());
+        assert!(!dir.path().join("nowhere").exists());
+        std::fs::remove_file(&p).unwrap();
+        refuse_existing(&p).unwrap();
         png("otpauth://totp/h:a?secret=AAAA&issuer=h", &p).unwrap();
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);

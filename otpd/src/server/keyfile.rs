@@ -5,6 +5,7 @@
 use super::ServeError;
 use crate::config::Config;
 use crate::core::seal::{key_file_text, KeyId, RecordKey, KEY_LEN};
+use otpd_proto::SecretText;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -47,6 +48,21 @@ impl KeySource {
 
 /// Reads a key file, refusing one that others may read or write.
 pub fn read_key(path: &Path) -> Result<RecordKey, ServeError> {
+    key_of(&read_key_text(path, None)?, path)
+}
+
+/// The key in `text` (64 hexadecimal digits); `path` names it in errors.
+pub fn key_of(text: &SecretText, path: &Path) -> Result<RecordKey, ServeError> {
+    RecordKey::parse(text.expose().as_bytes())
+        .map_err(|e| ServeError(format!("key file {}: {e}", path.display())))
+}
+
+/// Reads a key file as [`read_key`] does and returns its key as 64
+/// hexadecimal digits: what `otpd rekey` and `otpd migrate`, run by root,
+/// hand to the store work they run as the daemon's account. Owned by root,
+/// by us, or by `daemon_uid` (the state directory's owner, when root reads
+/// the key file of the packages, which belongs to the daemon's account).
+pub fn read_key_text(path: &Path, daemon_uid: Option<u32>) -> Result<SecretText, ServeError> {
     let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
     let mut file = File::open(path).map_err(|e| {
         err(if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -68,9 +84,10 @@ pub fn read_key(path: &Path) -> Result<RecordKey, ServeError> {
         return Err(err("not a regular file".into()));
     }
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
+    let daemon = daemon_uid.unwrap_or(euid);
+    if meta.uid() != 0 && meta.uid() != euid && meta.uid() != daemon {
         return Err(err(format!(
-            "belongs to uid {}, not to root or the daemon (uid {euid}): fix it with: chown root {}",
+            "belongs to uid {}, not to root or the daemon (uid {daemon}): fix it with: chown root {}",
             meta.uid(),
             path.display()
         )));
@@ -94,7 +111,11 @@ pub fn read_key(path: &Path) -> Result<RecordKey, ServeError> {
         .take(MAX_KEY_FILE)
         .read_to_end(&mut text)
         .map_err(|e| err(format!("cannot read it: {e}")))?;
-    RecordKey::parse(&text).map_err(|e| err(e.to_string()))
+    RecordKey::parse(&text).map_err(|e| err(e.to_string()))?;
+    // Parsed: the trimmed text is 64 ASCII hexadecimal digits.
+    Ok(SecretText::new(
+        String::from_utf8_lossy(text.trim_ascii()).into_owned(),
+    ))
 }
 
 /// How a key file reaches its name.
@@ -142,13 +163,18 @@ fn write_key_file(path: &Path, text: &[u8], place: Place) -> std::io::Result<()>
 /// Writes a new random key to `path` (mode 0400), never over an existing
 /// file.
 pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
+    key_of(&create_key_text(path)?, path)
+}
+
+/// [`create_key_file`], returning the key as 64 hexadecimal digits.
+pub fn create_key_text(path: &Path) -> Result<SecretText, ServeError> {
     let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
     getrandom::getrandom(bytes.as_mut_slice())
         .map_err(|e| err(format!("the OS random number generator failed: {e}")))?;
     let text = key_file_text(&bytes);
     match write_key_file(path, text.as_bytes(), Place::New) {
-        Ok(()) => Ok(RecordKey::from_bytes(&bytes)),
+        Ok(()) => Ok(SecretText::new(text.trim_end().to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(err(
             "already exists; otpd never overwrites a key (move it away first)".into(),
         )),
@@ -156,13 +182,14 @@ pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
     }
 }
 
-/// Replaces `path` with a copy of the key file `from` (mode 0400), atomically.
-pub fn install_key_file(from: &Path, path: &Path) -> Result<(), ServeError> {
-    let mut text = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE as usize + 64));
-    File::open(from)
-        .and_then(|f| f.take(MAX_KEY_FILE).read_to_end(&mut text))
-        .map_err(|e| ServeError(format!("key file {}: cannot read it: {e}", from.display())))?;
-    write_key_file(path, &text, Place::Replace).map_err(|e| {
+/// Replaces `path` with a key file holding `key` (64 hexadecimal digits),
+/// mode 0400, atomically; the file keeps the owner of the one it replaces
+/// (the daemon's account, in the packages).
+pub fn install_key(key: &SecretText, path: &Path) -> Result<(), ServeError> {
+    let mut text = Zeroizing::new(String::with_capacity(key.expose().len() + 1));
+    text.push_str(key.expose());
+    text.push('\n');
+    write_key_file(path, text.as_bytes(), Place::Replace).map_err(|e| {
         ServeError(format!(
             "key file {}: cannot replace it: {e}",
             path.display()

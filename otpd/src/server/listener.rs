@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -39,14 +39,27 @@ const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
-pub async fn run(listener: UnixListener, handler: Arc<Handler>) {
-    let (mut sigterm, mut sigint) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
+/// SIGTERM and SIGINT, for [`run`]. Taken before the socket can be
+/// reached: a stop asked for as soon as the socket answers (a service
+/// manager, a test) then ends the daemon cleanly instead of finding the
+/// default action, which kills it, or a handler that missed it.
+pub fn stop_signals() -> std::io::Result<(Signal, Signal)> {
+    Ok((
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    ))
+}
+
+/// Serves until SIGTERM or SIGINT ([`stop_signals`]), then lets in-flight
+/// requests finish.
+pub async fn run(
+    listener: UnixListener,
+    handler: Arc<Handler>,
+    signals: std::io::Result<(Signal, Signal)>,
+) {
+    let (mut sigterm, mut sigint) = match signals {
+        Ok(signals) => signals,
+        Err(_) => {
             warn!("cannot install signal handlers; stop otpd with SIGKILL");
             return std::future::pending().await;
         }

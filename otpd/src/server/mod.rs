@@ -7,13 +7,13 @@ pub mod policy;
 mod setup;
 mod slots;
 pub mod sms;
+mod statefs;
 pub mod stores;
+pub mod worker;
 
 pub use handler::Handler;
 
 use crate::config::Config;
-use crate::store::SledStore;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use tracing::info;
@@ -26,6 +26,9 @@ pub struct ServeError(pub String);
 /// Runs the daemon until SIGTERM or SIGINT; returns after a clean shutdown.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     use setup::{check_trusted_file, Trust};
+    let mut config = config;
+    // First, while this is the only thread.
+    sms::prepare(&mut config.sms).map_err(ServeError)?;
     if let Some(path) = &config.path {
         check_trusted_file("config", path, Trust::NoForeignWrites)?;
     }
@@ -34,6 +37,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     }
     if let Some(command) = &config.sms.command {
         check_trusted_file("[sms] command", command, Trust::NoForeignWrites)?;
+        info!(
+            command = %command.display(),
+            "text messages are sent {}",
+            sms::describe_sender(&config.sms).map_err(ServeError)?
+        );
     }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -41,7 +49,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     setup::prepare_state_dir(&config.state_dir)?;
     // Held for the daemon's lifetime: a second daemon on the same state_dir
     // fails here, before it touches the store or the socket.
-    let _lock = setup::lock_state_dir(&config.state_dir)?;
+    let _lock = setup::lock_state_dir(&config.state_dir, None)?;
     if rekey_backup(&config).exists() {
         return Err(ServeError(format!(
             "`otpd rekey` was interrupted ({} exists): run it again with the same new key \
@@ -57,6 +65,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
     let handler = Arc::new(Handler::new(store.clone(), config.clone()));
     let own_socket = runtime.block_on(async {
+        let signals = listener::stop_signals();
         // The pages first: a port in use or a bad certificate stops the
         // daemon here, with a message, before it reports ready.
         let web = match config.web.listen {
@@ -90,7 +99,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             "otpd ready"
         );
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-        listener::run(listener, handler).await;
+        listener::run(listener, handler, signals).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = stop_web.send(());
         if let Some(task) = web_task {
@@ -115,71 +124,47 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 /// `otpd rekey NEWKEYFILE`: re-seals every record with the key in
 /// `new_key_file` (created first if missing), then installs that key as
 /// the configured `key_file`. The daemon must be stopped (the store is
-/// single-process). Crash-safe: see [`SledStore::rekey`]; run again with the
-/// same file to finish an interrupted rekey. Returns what was done, for the
-/// operator.
+/// single-process). Crash-safe: see [`worker::rekey_store`] and
+/// [`crate::store::SledStore::rekey`]; run again with the same file to finish an
+/// interrupted rekey. Root reads the key files (which may belong to the
+/// daemon's account, as the packages make them) and installs the new one;
+/// the work on the store runs as the state directory's owner. Returns what
+/// was done, for the operator.
 pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
-    let _lock = setup::lock_state_dir(&config.state_dir).map_err(|e| {
-        ServeError(format!(
-            "{}; otpd rekey needs the store to itself (systemctl stop otpd.socket otpd.service)",
-            e.0
-        ))
-    })?;
     if config.store.kind == crate::config::StoreKind::Postgres {
+        let _lock = setup::lock_state_dir(&config.state_dir, Some("otpd rekey"))?;
         return rekey_postgres(config, new_key_file);
     }
-    let store_dir = config.state_dir.join("store");
-    let backup = rekey_backup(config);
-    if backup.exists() {
-        // A rekey that did not finish: whatever it left (sled can fail to
-        // recover from a SIGKILL at a bad moment), start again from the
-        // copy taken before it touched anything.
-        restore_dir(&backup, &store_dir)?;
-    } else if !store_dir.join("db").exists() {
-        return Err(ServeError(format!(
-            "there is no store in {}: nothing to rekey",
-            store_dir.display()
-        )));
-    } else {
-        let partial = config.state_dir.join("store.before-rekey.partial");
-        let _ = std::fs::remove_dir_all(&partial);
-        copy_dir_synced(&store_dir, &partial)?;
-        std::fs::rename(&partial, &backup)
-            .and_then(|()| std::fs::File::open(&config.state_dir)?.sync_all())
-            .map_err(|e| ServeError(format!("cannot keep a copy of the store: {e}")))?;
-    }
-    let (new, created) = if new_key_file.exists() {
-        (keyfile::read_key(new_key_file)?, false)
-    } else {
-        (keyfile::create_key_file(new_key_file)?, true)
-    };
+    // A running daemon is refused before anything is made (the new key
+    // file); the store work takes the lock again for itself.
+    drop(setup::lock_state_dir(
+        &config.state_dir,
+        Some("otpd rekey"),
+    )?);
+    let daemon_uid = worker::state_dir_owner(&config.state_dir);
     let old = if config.key_file.exists() {
-        Some(keyfile::read_key(&config.key_file)?)
+        Some(keyfile::read_key_text(&config.key_file, daemon_uid)?)
     } else {
         None
     };
-    let report =
-        SledStore::rekey(&store_dir, old.as_ref(), &new).map_err(|e| ServeError(e.to_string()))?;
-    // The switch is durable: the copy is no longer needed (removed before
-    // the key is installed, so a copy on disk always means "old key").
-    std::fs::remove_dir_all(&backup)
-        .and_then(|()| std::fs::File::open(&config.state_dir)?.sync_all())
-        .map_err(|e| ServeError(format!("cannot remove {}: {e}", backup.display())))?;
+    let (new, created) = if new_key_file.exists() {
+        (keyfile::read_key_text(new_key_file, daemon_uid)?, false)
+    } else {
+        (keyfile::create_key_text(new_key_file)?, true)
+    };
+    let new_id = keyfile::key_of(&new, new_key_file)?.id();
+    let (report, held) = worker::rekey_store(&config.state_dir, old, new.clone())?;
     let same_file = match (new_key_file.canonicalize(), config.key_file.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
     if !same_file {
-        keyfile::install_key_file(new_key_file, &config.key_file)?;
+        keyfile::install_key(&new, &config.key_file)?;
     }
-    // Files sled made while root ran this belong to the daemon's user.
-    let owner = std::fs::metadata(&config.state_dir)
-        .map_err(|e| ServeError(format!("state_dir {}: {e}", config.state_dir.display())))?;
-    chown_tree(&config.state_dir, owner.uid(), owner.gid())?;
+    held.finish()?;
     Ok(format!(
-        "{} key ID {}; {} now holds it{}",
+        "{} key ID {new_id}; {} now holds it{}",
         rekey_summary(created, new_key_file, &report, ""),
-        new.id(),
         config.key_file.display(),
         if same_file {
             String::new()
@@ -196,17 +181,22 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
 /// (one transaction), then the new key becomes this host's `key_file`.
 fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
     let settings = stores::pg_settings(config, None)?;
-    let old = keyfile::read_key(&config.key_file).map_err(|e| {
-        ServeError(format!(
-            "{}: the current key is needed to open the fleet's records",
-            e.0
-        ))
-    })?;
-    let (new, created) = if new_key_file.exists() {
-        (keyfile::read_key(new_key_file)?, false)
+    // The packages give the key file to the daemon's account.
+    let daemon_uid = worker::state_dir_owner(&config.state_dir);
+    let old = keyfile::read_key_text(&config.key_file, daemon_uid)
+        .and_then(|text| keyfile::key_of(&text, &config.key_file))
+        .map_err(|e| {
+            ServeError(format!(
+                "{}: the current key is needed to open the fleet's records",
+                e.0
+            ))
+        })?;
+    let (new_text, created) = if new_key_file.exists() {
+        (keyfile::read_key_text(new_key_file, daemon_uid)?, false)
     } else {
-        (keyfile::create_key_file(new_key_file)?, true)
+        (keyfile::create_key_text(new_key_file)?, true)
     };
+    let new = keyfile::key_of(&new_text, new_key_file)?;
     let new_id = new.id();
     let report =
         crate::store::PgStore::rekey(&settings, old, new).map_err(|e| ServeError(e.to_string()))?;
@@ -215,7 +205,7 @@ fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeE
         _ => false,
     };
     if !same_file {
-        keyfile::install_key_file(new_key_file, &config.key_file)?;
+        keyfile::install_key(&new_text, &config.key_file)?;
     }
     Ok(format!(
         "{} key ID {new_id}; {} now holds it. Copy it to every host of the fleet (as {}), \
@@ -250,50 +240,7 @@ fn rekey_summary(
     )
 }
 
-pub(super) fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), ServeError> {
-    let err =
-        |p: &Path, e: std::io::Error| ServeError(format!("cannot chown {}: {e}", p.display()));
-    for entry in std::fs::read_dir(dir).map_err(|e| err(dir, e))? {
-        let path = entry.map_err(|e| err(dir, e))?.path();
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| err(&path, e))?;
-        if meta.uid() != uid || meta.gid() != gid {
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| err(&path, e))?;
-        }
-        if meta.is_dir() {
-            chown_tree(&path, uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
 /// The copy of the store that `otpd rekey` keeps until its switch is done.
 pub fn rekey_backup(config: &Config) -> std::path::PathBuf {
-    config.state_dir.join("store.before-rekey")
-}
-
-/// Copies a directory of plain files, syncing every file and the directory.
-fn copy_dir_synced(from: &Path, to: &Path) -> Result<(), ServeError> {
-    let err = |p: &Path, e: std::io::Error| ServeError(format!("cannot copy {}: {e}", p.display()));
-    std::fs::create_dir_all(to).map_err(|e| err(to, e))?;
-    for entry in std::fs::read_dir(from).map_err(|e| err(from, e))? {
-        let path = entry.map_err(|e| err(from, e))?.path();
-        let target = to.join(path.file_name().unwrap_or_default());
-        if path.is_dir() {
-            copy_dir_synced(&path, &target)?;
-        } else {
-            std::fs::copy(&path, &target).map_err(|e| err(&path, e))?;
-            std::fs::File::open(&target)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| err(&target, e))?;
-        }
-    }
-    std::fs::File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| err(to, e))
-}
-
-/// Replaces `store` with a copy of `backup` (which stays).
-fn restore_dir(backup: &Path, store: &Path) -> Result<(), ServeError> {
-    let _ = std::fs::remove_dir_all(store);
-    copy_dir_synced(backup, store)
+    config.state_dir.join(worker::REKEY_BACKUP)
 }

@@ -1,50 +1,47 @@
 //! The daemon's files: state directory, lock, socket.
 
+use super::statefs::Dir;
 use super::ServeError;
 use nix::fcntl::{Flock, FlockArg};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// Creates `state_dir` (mode 0700) or tightens it to 0700: the store is
-/// readable by the daemon's user alone (design.md §3).
+/// readable by the daemon's user alone (design.md §3). Judged and changed
+/// through the opened directory (a symbolic link there is refused).
 pub fn prepare_state_dir(dir: &Path) -> Result<(), ServeError> {
-    let err = |what: &str, e: std::io::Error| {
-        ServeError(format!("state_dir {}: {what}: {e}", dir.display()))
-    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| err("cannot create it", e))?;
-    let meta = fs::symlink_metadata(dir).map_err(|e| err("cannot inspect it", e))?;
-    if !meta.is_dir() {
-        return Err(ServeError(format!(
-            "state_dir {} is not a directory",
-            dir.display()
-        )));
-    }
+        .map_err(|e| {
+            ServeError(format!(
+                "state_dir {}: cannot create it: {e}",
+                dir.display()
+            ))
+        })?;
+    let opened = Dir::open(dir).map_err(|e| ServeError(format!("state_dir {}", e.0)))?;
+    let (owner, mode) = opened.owner_and_mode()?;
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
+    if owner.uid != euid {
         return Err(ServeError(format!(
             "state_dir {} belongs to uid {}, not to the daemon's uid {euid}; fix its owner",
             dir.display(),
-            meta.uid()
+            owner.uid
         )));
     }
-    if meta.mode() & 0o022 != 0 {
+    if mode & 0o022 != 0 {
         return Err(ServeError(format!(
-            "state_dir {} is writable by others (mode {:04o}): anyone could replace the store; \
-             fix it with: chmod 0700 {}",
+            "state_dir {} is writable by others (mode {mode:04o}): anyone could replace the \
+             store; fix it with: chmod 0700 {}",
             dir.display(),
-            meta.mode() & 0o7777,
             dir.display()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| err("cannot set mode 0700", e))?;
+    if mode & 0o077 != 0 {
+        opened.set_mode(0o700)?;
     }
     Ok(())
 }
@@ -103,30 +100,49 @@ pub fn check_trusted_file(what: &str, path: &Path, trust: Trust) -> Result<(), S
 }
 
 /// Takes the exclusive lock `state_dir/otpd.lock`, writing our pid into it.
-pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
-    let path = dir.join("otpd.lock");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| ServeError(format!("cannot open {}: {e}", path.display())))?;
+/// The file is opened through the state directory without following a
+/// link, and one with a second name is refused (writing the pid would
+/// otherwise clobber whatever file the daemon's account pointed it at); a
+/// lock file root creates (`otpd rekey` of a fleet's store) is given to
+/// the directory's owner through its descriptor. `command` (e.g. "otpd
+/// rekey") names who needs the lock in the message when a daemon holds it.
+pub fn lock_state_dir(dir: &Path, command: Option<&str>) -> Result<Flock<File>, ServeError> {
+    let opened = Dir::open(dir).map_err(|e| ServeError(format!("state_dir {}", e.0)))?;
+    let path = opened.child_path("otpd.lock");
+    let (file, created) = opened.open_lock_file("otpd.lock")?;
+    if created {
+        let (owner, _) = opened.owner_and_mode()?;
+        if owner.uid != nix::unistd::geteuid().as_raw() {
+            std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)).map_err(|e| {
+                ServeError(format!(
+                    "cannot give {} to uid {}: {e}",
+                    path.display(),
+                    owner.uid
+                ))
+            })?;
+        }
+    }
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((mut file, _)) => {
             let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
+            let _ = Read::by_ref(&mut file).take(64).read_to_string(&mut pid);
             let pid = pid.trim();
             return Err(ServeError(format!(
-                "another otpd{} is already running with state_dir {}; stop it first",
-                if pid.is_empty() {
+                "another otpd{} is already running with state_dir {}; {}",
+                if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
                     String::new()
                 } else {
                     format!(" (pid {pid})")
                 },
-                dir.display()
+                dir.display(),
+                match command {
+                    Some(command) => format!(
+                        "{command} needs the store to itself (systemctl stop otpd.socket \
+                         otpd.service)"
+                    ),
+                    None => "stop it first".into(),
+                }
             )));
         }
     };
@@ -140,10 +156,6 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<File>, ServeError> {
     Ok(lock)
 }
 
-/// Binds the socket: creates its directory (0755) when missing, removes a
-/// stale socket (only if it is a socket and nobody answers on it), and makes
-/// it connectable by everyone: who may ask what is decided per request from
-/// SO_PEERCRED, not by file modes (a screen locker runs as the user).
 /// The socket systemd handed over (`otpd.socket`, `LISTEN_FDS`), if any:
 /// `Ok(None)` when the daemon was started without one and binds its own.
 /// A handed-over descriptor that is not a listening Unix socket is an error.
@@ -174,8 +186,11 @@ pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError
         .map_err(|e| ServeError(format!("cannot use the socket systemd handed over: {e}")))
 }
 
-/// Binds the daemon's socket at `path` (mode 0666: every local program may
-/// ask, SO_PEERCRED decides what it may ask).
+/// Binds the daemon's socket at `path`: creates its directory (0755) when
+/// missing, removes a stale socket (only if it is a socket and nobody
+/// answers on it), and makes it connectable by everyone (mode 0666): who
+/// may ask what is decided per request from SO_PEERCRED, not by file modes
+/// (a screen locker runs as the user).
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
@@ -220,16 +235,46 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
             )))
         }
     }
-    let listener = tokio::net::UnixListener::bind(path)
+    let listener = std::thread::scope(|scope| {
+        scope
+            .spawn(|| bind_with_mode(path, 0o666))
+            .join()
+            .unwrap_or_else(|_| Err(ServeError("binding the socket failed (a panic)".into())))
+    })?;
+    listener
+        .set_nonblocking(true)
         .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
-        .map_err(|e| ServeError(format!("cannot set the mode of {}: {e}", path.display())))?;
-    Ok(listener)
+    tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
+}
+
+/// Binds `path`, the socket file made with `mode` from its first instant.
+/// bind() creates the file with 0777 less the umask, and a chmod of the
+/// path afterwards leaves a moment with the wrong mode (and follows
+/// whatever is at the path by then). The umask is what must be right at
+/// bind(); but it is shared by all threads (the runtime's and sled's run
+/// already, and create files), so this runs on a thread of its own that
+/// first stops sharing it (`unshare(CLONE_FS)`, allowed in a threaded
+/// process and by otpd.service's filters) and sets it for itself alone.
+/// Binding in a private directory and renaming the socket into place was
+/// the other way, but the socket then keeps the temporary name as its
+/// address (getsockname, `ss -x`, strace show a path that is gone).
+fn bind_with_mode(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(|e| {
+        ServeError(format!(
+            "cannot listen on {}: cannot set the socket's mode (unshare: {e})",
+            path.display()
+        ))
+    })?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
+    std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn state_dir_is_created_private_and_locked_once() {
@@ -237,12 +282,29 @@ mod tests {
         let dir = tmp.path().join("state");
         prepare_state_dir(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        let _held = lock_state_dir(&dir).unwrap();
-        let err = lock_state_dir(&dir).unwrap_err().0;
+        let _held = lock_state_dir(&dir, None).unwrap();
+        let err = lock_state_dir(&dir, None).unwrap_err().0;
         assert!(
             err.contains("already running") && err.contains(&std::process::id().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_linked_state_dir_or_lock_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        prepare_state_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = prepare_state_dir(&link).unwrap_err().0;
+        assert!(e.contains("symbolic link"), "{e}");
+        let target = tmp.path().join("not-a-lock");
+        fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, real.join("otpd.lock")).unwrap();
+        let e = lock_state_dir(&real, None).unwrap_err().0;
+        assert!(e.contains("otpd.lock is a symbolic link"), "{e}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
     }
 
     #[test]
@@ -257,8 +319,17 @@ mod tests {
     async fn only_stale_sockets_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("run/otpd.sock");
+        let umask = || {
+            fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned()))
+        };
+        let before = umask();
         let live = bind_socket(&path).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o666);
+        // Only the binding thread had the umask that gives 0666.
+        assert_eq!(umask(), before);
         // Someone is listening: refused.
         assert!(bind_socket(&path).unwrap_err().0.contains("listening"));
         drop(live);

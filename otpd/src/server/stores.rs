@@ -1,7 +1,7 @@
 //! Opening the configured store, and `otpd migrate --to postgres`.
 
 use super::keyfile;
-use super::setup::{self, check_trusted_file, Trust};
+use super::setup::{check_trusted_file, Trust};
 use super::ServeError;
 use crate::config::{Config, StoreKind};
 use crate::store::{PgSettings, PgStore, SledStore, Store, StoreError};
@@ -162,13 +162,6 @@ pub struct MigrateReport {
 /// the database with an identical record is left alone; if any user is
 /// there with a different record, nothing at all is copied.
 pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String, ServeError> {
-    let _lock = setup::lock_state_dir(&config.state_dir).map_err(|e| {
-        ServeError(format!(
-            "{}; otpd migrate needs the sled store to itself (systemctl stop otpd.socket \
-             otpd.service)",
-            e.0
-        ))
-    })?;
     let store_dir = config.state_dir.join("store");
     if !store_dir.join("db").exists() {
         return Err(ServeError(format!(
@@ -176,10 +169,14 @@ pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String,
             store_dir.display()
         )));
     }
-    let sled = SledStore::open(&store_dir, |stored| {
-        keyfile::load_key(config, stored).map_err(|e| StoreError::WrongKey(e.0))
-    })
-    .map_err(|e| ServeError(e.to_string()))?;
+    // Read as the state directory's owner, which holds its lock until this
+    // returns (root reads the key for it): see server::worker.
+    let key = keyfile::KeySource::of(config);
+    let key = keyfile::read_key_text(
+        key.path(),
+        super::worker::state_dir_owner(&config.state_dir),
+    )?;
+    let sled = super::worker::export_sled(&config.state_dir, key)?;
     let pg = open_postgres(config, pg_settings(config, url)?)?;
     let fail = |e: StoreError| ServeError(e.to_string());
     let users = sled.users().map_err(fail)?;
@@ -231,11 +228,6 @@ pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String,
             }
         }
     }
-    // sled may have made files while root ran this: they belong to the
-    // daemon's user, as the state directory does.
-    let owner = std::fs::metadata(&config.state_dir)
-        .map_err(|e| ServeError(format!("state_dir {}: {e}", config.state_dir.display())))?;
-    super::chown_tree(&config.state_dir, owner.uid(), owner.gid())?;
     // Verify: every user reads back from the database as it is in sled.
     for (name, record) in &users {
         match pg.user(name).map_err(fail)? {

@@ -14,7 +14,6 @@ use crate::core::tokens::{
 use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
 use otpd_proto::{ErrorCode, Response, SecretText, VerifyOutcome};
-use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// How long the page's phone step stays open after a self-enrolment.
@@ -209,13 +208,12 @@ impl Handler {
             return Err(TextFailure::NotConfigured);
         };
         let message = zeroize::Zeroizing::new(sms.message.replace("{code}", code));
-        crate::server::sms::send_text(command, to, &message, Duration::from_secs(sms.timeout))
-            .map_err(|reason| {
-                // The sender's own words may echo its input: never the code.
-                let reason = reason.replace(code, "<code>");
-                error!(user = ?user, reason = ?reason, "the text message could not be sent");
-                TextFailure::SendFailed
-            })
+        crate::server::sms::send_text(sms, command, to, &message).map_err(|reason| {
+            // The sender's own words may echo its input: never the code.
+            let reason = reason.replace(code, "<code>");
+            error!(user = ?user, reason = ?reason, "the text message could not be sent");
+            TextFailure::SendFailed
+        })
     }
 
     /// A login at which the user typed `sms`. The request counts against
