@@ -182,6 +182,11 @@ pub struct StoreConfig {
     pub timeout_ms: u64,
     /// Connections to the database at most (default 16).
     pub pool_size: u32,
+    /// Where this host remembers how far its store had come, outside
+    /// `state_dir`, so that an older copy of the store put back is refused
+    /// (default: beside `state_dir`, `/var/lib/otpd-anchor`; `""`: none).
+    /// See [`Config::anchor_dir`].
+    pub anchor_dir: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -193,6 +198,7 @@ impl Default for StoreConfig {
             ca_file: None,
             timeout_ms: 1000,
             pool_size: 16,
+            anchor_dir: None,
         }
     }
 }
@@ -469,6 +475,26 @@ impl Config {
                 store.pool_size
             ));
         }
+        if let Some(dir) = store
+            .anchor_dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            if !dir.is_absolute() {
+                return Err(format!(
+                    "[store] anchor_dir = \"{}\": must be an absolute path (or \"\" for none)",
+                    dir.display()
+                ));
+            }
+            if dir.starts_with(&self.state_dir) {
+                return Err(format!(
+                    "[store] anchor_dir = \"{}\": must be outside state_dir ({}): an older \
+                     copy of the state directory must not bring its anchor along",
+                    dir.display(),
+                    self.state_dir.display()
+                ));
+            }
+        }
         for (key, path) in [("url_file", &store.url_file), ("ca_file", &store.ca_file)] {
             if let Some(path) = path {
                 if !path.is_absolute() {
@@ -536,6 +562,22 @@ impl Config {
                  (tls_cert and tls_key) or listen on 127.0.0.1 behind a reverse proxy"
             )),
             _ => Err("[web] tls_cert and tls_key go together".into()),
+        }
+    }
+
+    /// `[store] anchor_dir` in effect: as configured, or `STATE_DIR-anchor`
+    /// beside `state_dir` (`/var/lib/otpd-anchor`, a state directory of its
+    /// own in the shipped unit); `None` when set to `""`.
+    pub fn anchor_dir(&self) -> Option<PathBuf> {
+        match &self.store.anchor_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => {
+                let name = self.state_dir.file_name()?;
+                let mut anchor = name.to_os_string();
+                anchor.push("-anchor");
+                Some(self.state_dir.parent()?.join(anchor))
+            }
         }
     }
 
@@ -641,6 +683,13 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.store.kind, StoreKind::Sled);
         assert_eq!(c.store.timeout_ms, 1000);
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/var/lib/otpd-anchor")));
+        let c = parse("state_dir = \"/srv/otpd/\"\n[store]\n").unwrap();
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/srv/otpd-anchor")));
+        let c = parse("[store]\nanchor_dir = \"\"\n").unwrap();
+        assert_eq!(c.anchor_dir(), None);
+        let c = parse("[store]\nanchor_dir = \"/etc/otpd/anchor\"\n").unwrap();
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/etc/otpd/anchor")));
         let c = parse(
             "[store]\nkind = \"postgres\"\nurl_file = \"/etc/otpd/db-url\"\n\
              timeout = \"500ms\"\npool_size = 4\n",
@@ -679,6 +728,14 @@ mod tests {
             (
                 "[store]\nkind = \"postgres\"\nurl_file = \"/f\"\npool_size = 0\n",
                 "pool_size = 0",
+            ),
+            (
+                "[store]\nanchor_dir = \"anchor\"\n",
+                "must be an absolute path",
+            ),
+            (
+                "[store]\nanchor_dir = \"/var/lib/otpd/anchor\"\n",
+                "must be outside state_dir",
             ),
         ] {
             let e = parse(text).unwrap_err();

@@ -95,6 +95,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 None => out!("text messages: off"),
             }
+            match config.anchor_dir() {
+                Some(dir) => out!("rollback anchor: {}", dir.display()),
+                None => out!(
+                    "rollback anchor: none ([store] anchor_dir = \"\"): an older copy of the \
+                     store put back is not noticed"
+                ),
+            }
             match config.store.kind {
                 otpd::config::StoreKind::Sled => {
                     out!(
@@ -173,6 +180,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let otpd::cli::MigrateTarget::Postgres = to;
             let done = otpd::server::stores::migrate_to_postgres(&config, url.as_deref())
                 .map_err(|e| CliError::Refused(e.0))?;
+            out!("{done}");
+            Ok(())
+        }
+        Command::SealStore => {
+            let done =
+                otpd::server::stores::seal_store(&config).map_err(|e| CliError::Refused(e.0))?;
             out!("{done}");
             Ok(())
         }

@@ -27,6 +27,7 @@
 //! runtime of its own and waits for each operation on a channel, which
 //! works from any thread, in or out of another runtime.
 
+use super::anchor::{self, Anchor};
 use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
@@ -114,6 +115,10 @@ pub struct PgSettings {
     pub timeout: Duration,
     /// Connections at most.
     pub pool_size: usize,
+    /// This host's anchor for the database ([`super::anchor`]): checked at
+    /// open and kept up to date while the store is open. `None`: neither
+    /// (the admin commands that run beside the daemon).
+    pub anchor_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -122,8 +127,79 @@ impl std::fmt::Debug for PgSettings {
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("anchor_file", &self.anchor_file)
             .finish_non_exhaustive()
     }
+}
+
+/// The `otpd_meta` row of the fleet's metadata ([`FleetMeta`]).
+const META_ROW: &str = "meta";
+
+/// How often, at most, a host that commits raises the fleet's generation
+/// (and its anchor with it). A restore of the database is noticed if it
+/// undid a raise this host made or saw: everything older than this.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
+/// The fleet's metadata, one JSON value in `otpd_meta`: the database's ID
+/// (random, made by the first host), its generation (raised by every host
+/// at its start, every [`CHECKPOINT_EVERY`] while it commits, and at its
+/// stop; never lowered), and their tag under the key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetMeta {
+    store_id: String,
+    generation: u64,
+    tag: String,
+}
+
+impl FleetMeta {
+    fn new(key: &RecordKey, store_id: String, generation: u64) -> Self {
+        let tag = fleet_tag(key, &store_id, generation);
+        Self {
+            store_id,
+            generation,
+            tag,
+        }
+    }
+
+    fn authentic(&self, key: &RecordKey) -> bool {
+        let tag: Option<Vec<u8>> = (0..self.tag.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(self.tag.get(i..i + 2)?, 16).ok())
+            .collect();
+        let parts = fleet_parts(key, &self.store_id, self.generation);
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        super::anchor::is_store_id(&self.store_id)
+            && tag.is_some_and(|tag| key.verify_meta_tag("fleet", &parts, &tag))
+    }
+}
+
+fn fleet_parts(key: &RecordKey, store_id: &str, generation: u64) -> [Vec<u8>; 3] {
+    [
+        store_id.as_bytes().to_vec(),
+        key.id().to_string().into_bytes(),
+        generation.to_be_bytes().to_vec(),
+    ]
+}
+
+fn fleet_tag(key: &RecordKey, store_id: &str, generation: u64) -> String {
+    let parts = fleet_parts(key, store_id, generation);
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    key.meta_tag("fleet", &parts)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What this host knows of the fleet's generation.
+struct Generation {
+    store_id: String,
+    /// The highest generation this host wrote or read.
+    known: u64,
+    /// When this host last raised it.
+    raised: Instant,
+    /// Whether this host committed since.
+    dirty: bool,
 }
 
 /// The pool and the database's name for messages.
@@ -140,6 +216,16 @@ struct Shared {
     down_since: Mutex<Option<(Instant, String)>>,
     /// Whether the outage was logged (once per outage, and once when it ends).
     down_logged: AtomicBool,
+    /// The fleet's generation as this host knows it (`None` until open
+    /// has read it).
+    generation: Mutex<Option<Generation>>,
+    /// Whether a raise of the generation runs.
+    raising: AtomicBool,
+    /// Set when the database was found to have gone backwards while open:
+    /// every operation fails closed with it.
+    went_backwards: Mutex<Option<String>>,
+    /// This host's anchor, once open has checked it.
+    anchor: std::sync::OnceLock<Anchor>,
 }
 
 /// The PostgreSQL store; see the module documentation.
@@ -337,9 +423,24 @@ impl PgStore {
     /// gets the ID of the key the fleet's records are sealed with (`None`
     /// for a new database) and returns the key to use, which then becomes
     /// the fleet's if there was none.
+    ///
+    /// Then the fleet's metadata (its ID and generation, made for a
+    /// database that has none) is checked against the key, and against
+    /// this host's anchor if `settings.anchor_file` names one: a database
+    /// that is another one, or older than this host saw it, is refused.
     pub fn open(
         settings: &PgSettings,
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Self::open_checked(settings, key_for, true)
+    }
+
+    /// [`Self::open`]; `check_meta` false for `rekey`, which opens with the
+    /// new key a database whose metadata the old one tagged.
+    fn open_checked(
+        settings: &PgSettings,
+        key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+        check_meta: bool,
     ) -> Result<Self, StoreError> {
         let mut config = parse_url(&settings.url)?;
         config
@@ -402,7 +503,19 @@ impl PgStore {
             key,
             down_since: Mutex::new(None),
             down_logged: AtomicBool::new(false),
+            generation: Mutex::new(None),
+            raising: AtomicBool::new(false),
+            went_backwards: Mutex::new(None),
+            anchor: std::sync::OnceLock::new(),
         });
+        if check_meta {
+            open_generation(
+                &runtime,
+                &shared,
+                setup_timeout,
+                settings.anchor_file.as_deref(),
+            )?;
+        }
         let built = block_on(
             &runtime,
             &shared,
@@ -451,16 +564,20 @@ impl PgStore {
         // Opened as the new key's store, so that the key check at open
         // cannot refuse a database that is half-way or already done.
         let (old_id, new_id) = (old.id(), new.id());
-        let store = PgStore::open(settings, move |stored| match stored {
-            Some(id) if id == old_id || id == new_id => Ok(new),
-            Some(id) => Err(StoreError::WrongKey(format!(
-                "the database is sealed with key ID {id}, neither the key file's ({old_id}) \
+        let store = PgStore::open_checked(
+            settings,
+            move |stored| match stored {
+                Some(id) if id == old_id || id == new_id => Ok(new),
+                Some(id) => Err(StoreError::WrongKey(format!(
+                    "the database is sealed with key ID {id}, neither the key file's ({old_id}) \
                  nor the new one ({new_id})"
-            ))),
-            None => Err(StoreError::Backend(
-                "the database holds no otpd store yet: nothing to rekey".into(),
-            )),
-        })?;
+                ))),
+                None => Err(StoreError::Backend(
+                    "the database holds no otpd store yet: nothing to rekey".into(),
+                )),
+            },
+            false,
+        )?;
         let timeout = settings.timeout.max(USERS_TIMEOUT);
         store.run_within(timeout, move |s| async move {
             let mut client = connection(&s.conn).await?;
@@ -513,6 +630,34 @@ impl PgStore {
                 )
                 .await
                 .map_err(pg)?;
+                // The fleet's metadata: checked under the key that tagged
+                // it (the old one, or the new one when run again), then
+                // tagged under the new one, its generation raised.
+                let row = tx
+                    .query_opt(
+                        "SELECT value FROM otpd_meta WHERE key = $1 FOR UPDATE",
+                        &[&META_ROW],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let meta = match row {
+                    Some(row) => {
+                        let text: String = row.get(0);
+                        match checked_meta(&s, &text, &old) {
+                            Ok(meta) => meta,
+                            Err(_) => checked_meta(&s, &text, &s.key)?,
+                        }
+                    }
+                    None => FleetMeta::new(&s.key, anchor::new_store_id()?, 0),
+                };
+                let raised = FleetMeta::new(&s.key, meta.store_id, meta.generation + 1);
+                tx.execute(
+                    "INSERT INTO otpd_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&META_ROW, &serde_json::to_string(&raised).map_err(backend)?],
+                )
+                .await
+                .map_err(pg)?;
                 tx.commit().await.map_err(pg)?;
                 Ok(report)
             }
@@ -524,6 +669,37 @@ impl PgStore {
     /// `user@host:port/db` of the database (no password).
     pub fn target(&self) -> &str {
         &self.shared.conn.target
+    }
+
+    /// After a commit: raises the fleet's generation in the background if
+    /// this host has not for [`CHECKPOINT_EVERY`]. A raise that finds the
+    /// database older than this host saw it makes every later operation
+    /// fail closed.
+    fn committed(&self) {
+        let due = match &mut *lock(&self.shared.generation) {
+            Some(g) => {
+                g.dirty = true;
+                g.raised.elapsed() >= CHECKPOINT_EVERY
+            }
+            None => false,
+        };
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        if !due || self.shared.raising.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            let raised = tokio::time::timeout(timeout, raise_generation(&shared)).await;
+            if let Ok(Err(OpError::Store(StoreError::Corrupt(reason)))) = raised {
+                tracing::error!(database = %shared.conn.target, "{reason}");
+                *lock(&shared.went_backwards) = Some(reason);
+            }
+            // Other failures (an outage, a timeout): the next commit tries again.
+            shared.raising.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Every failure counter of `user`, by source (for `otpd migrate`).
@@ -603,6 +779,9 @@ impl PgStore {
         Fut: Future<Output = Result<T, OpError>> + Send + 'static,
     {
         let shared = &self.shared;
+        if let Some(reason) = &*lock(&shared.went_backwards) {
+            return Err(StoreError::Corrupt(reason.clone()));
+        }
         if let Some((since, reason)) = &*lock(&shared.down_since) {
             if since.elapsed() < DOWN_GRACE {
                 return Err(unreachable(&shared.conn.target, reason));
@@ -795,6 +974,147 @@ async fn stored_key_id(s: &Conn) -> Result<Option<KeyId>, OpError> {
             None => Ok(None),
             Some(row) => parse_key_id(row.get(0)).map(Some),
         }
+    }
+    .await;
+    finish(client, result)
+}
+
+/// Reads the fleet's metadata at open (made for a database that has none),
+/// checks it against the key and this host's anchor, raises the generation
+/// and keeps the anchor.
+fn open_generation(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    timeout: Duration,
+    anchor_file: Option<&std::path::Path>,
+) -> Result<(), StoreError> {
+    let target = shared.conn.target.clone();
+    let anchor_state = anchor_file.map(anchor::read).transpose()?.flatten();
+    let meta = block_on(
+        runtime,
+        shared,
+        timeout,
+        |s| async move { fleet_meta(&s).await },
+    )
+    .map_err(|e| on_open(&target, e))?;
+    if let Some(path) = anchor_file {
+        let what_to_do = format!(
+            "If the database was restored from a backup on purpose, stop otpd on every host, \
+             delete {} (and this file on every other host), and start them again",
+            path.display()
+        );
+        anchor::check(
+            path,
+            anchor_state.as_ref(),
+            &format!("the PostgreSQL store {target}"),
+            Some(&meta.store_id),
+            meta.generation,
+            &what_to_do,
+        )?;
+    }
+    *lock(&shared.generation) = Some(Generation {
+        store_id: meta.store_id.clone(),
+        known: meta.generation,
+        raised: Instant::now(),
+        dirty: false,
+    });
+    let raised = block_on(runtime, shared, timeout, |s| async move {
+        raise_generation(&s).await
+    })
+    .map_err(|e| on_open(&target, e))?;
+    if let Some(path) = anchor_file {
+        let _ = shared
+            .anchor
+            .set(Anchor::open(path, &meta.store_id, raised)?);
+    }
+    Ok(())
+}
+
+/// The fleet's metadata row, made if the database has none (a new one, or
+/// one from before it: taken as it is, once), checked against the key.
+async fn fleet_meta(s: &Shared) -> Result<FleetMeta, OpError> {
+    let client = connection(&s.conn).await?;
+    let result = async {
+        let fresh = FleetMeta::new(&s.key, anchor::new_store_id()?, 1);
+        let fresh = serde_json::to_string(&fresh).map_err(backend)?;
+        client
+            .execute(
+                "INSERT INTO otpd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&META_ROW, &fresh],
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_one("SELECT value FROM otpd_meta WHERE key = $1", &[&META_ROW])
+            .await
+            .map_err(pg)?;
+        checked_meta(s, row.get(0), &s.key)
+    }
+    .await;
+    finish(client, result)
+}
+
+/// Parses the metadata row and checks its tag under `key`.
+fn checked_meta(s: &Shared, text: &str, key: &RecordKey) -> Result<FleetMeta, OpError> {
+    let meta = serde_json::from_str::<FleetMeta>(text)
+        .ok()
+        .filter(|m| m.authentic(key));
+    meta.ok_or_else(|| {
+        OpError::Store(StoreError::Corrupt(format!(
+            "the metadata of the PostgreSQL store {} (otpd_meta '{META_ROW}': the database's \
+             ID and generation) fails its authentication check: it was changed by someone \
+             who can write the database but not read the key, or damaged; otpd refuses it",
+            s.conn.target
+        )))
+    })
+}
+
+/// Raises the fleet's generation by one, after checking that it is not
+/// below what this host knows (else the database went backwards: an error
+/// `Corrupt`); this host's anchor follows. Returns the new generation.
+async fn raise_generation(s: &Shared) -> Result<u64, OpError> {
+    let mut client = connection(&s.conn).await?;
+    let result = async {
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_one(
+                "SELECT value FROM otpd_meta WHERE key = $1 FOR UPDATE",
+                &[&META_ROW],
+            )
+            .await
+            .map_err(pg)?;
+        let meta = checked_meta(s, row.get(0), &s.key)?;
+        let (store_id, known) = match &*lock(&s.generation) {
+            Some(g) => (g.store_id.clone(), g.known),
+            None => (meta.store_id.clone(), 0),
+        };
+        if meta.store_id != store_id || meta.generation < known {
+            return Err(OpError::Store(StoreError::Corrupt(format!(
+                "the PostgreSQL store {} went backwards while otpd was running: its \
+                 generation is {} (store ID {}), but this host saw {known} (store ID \
+                 {store_id}). It was restored from an older copy, or replaced; otpd refuses \
+                 to use it (logins fail closed). Restart otpd to see what its anchor says",
+                s.conn.target, meta.generation, meta.store_id
+            ))));
+        }
+        let raised = FleetMeta::new(&s.key, meta.store_id, meta.generation + 1);
+        let text = serde_json::to_string(&raised).map_err(backend)?;
+        tx.execute(
+            "UPDATE otpd_meta SET value = $2 WHERE key = $1",
+            &[&META_ROW, &text],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        if let Some(g) = &mut *lock(&s.generation) {
+            g.known = g.known.max(raised.generation);
+            g.raised = Instant::now();
+            g.dirty = false;
+        }
+        if let Some(anchor) = s.anchor.get() {
+            anchor.advance(raised.generation)?;
+        }
+        Ok(raised.generation)
     }
     .await;
     finish(client, result)
@@ -1043,7 +1363,9 @@ impl Store for PgStore {
             let mut client = connection(&s.conn).await?;
             let result = commit(&mut client, &user, expected, sealed, sources).await;
             finish(client, result)
-        })
+        })?;
+        self.committed();
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -1051,8 +1373,19 @@ impl Store for PgStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        // Every commit was durable when it returned.
-        Ok(())
+        // Every commit was durable when it returned. What this host wrote
+        // since it last raised the generation gets a raise of its own (a
+        // restore that undoes it is then noticed at the next start).
+        let dirty = lock(&self.shared.generation)
+            .as_ref()
+            .is_some_and(|g| g.dirty);
+        if dirty {
+            self.run(|s| async move { raise_generation(&s).await })?;
+        }
+        match self.shared.anchor.get() {
+            Some(anchor) => anchor.sync(),
+            None => Ok(()),
+        }
     }
 
     fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
@@ -1314,6 +1647,7 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_secs(1),
             pool_size: 1,
+            anchor_file: None,
         };
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
             .err()
@@ -1338,6 +1672,7 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_millis(300),
             pool_size: 1,
+            anchor_file: None,
         };
         let started = Instant::now();
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
