@@ -187,6 +187,47 @@ pub struct StoreConfig {
     /// (default: beside `state_dir`, `/var/lib/otpd-anchor`; `""`: none).
     /// See [`Config::anchor_dir`].
     pub anchor_dir: Option<PathBuf>,
+    /// What the PostgreSQL store's commits wait for: "on" (default: the
+    /// WAL flushed on the server) or "remote_apply" (also applied on the
+    /// synchronous standbys). Set on each commit transaction itself.
+    pub synchronous_commit: SynchronousCommit,
+}
+
+/// `[store] synchronous_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynchronousCommit {
+    /// The commit's WAL is flushed to disk on the server.
+    #[default]
+    On,
+    /// And applied on the synchronous standbys (readable there).
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    /// PostgreSQL's name of the value.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteApply => "remote_apply",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SynchronousCommit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "on" => Ok(SynchronousCommit::On),
+            "remote_apply" => Ok(SynchronousCommit::RemoteApply),
+            // Named, since serde's "unknown variant" would not name the key;
+            // the weaker values (off, local, remote_write) are refused: a
+            // commit must be durable before "accepted" is sent.
+            other => Err(serde::de::Error::custom(format!(
+                "[store] synchronous_commit = \"{other}\": must be \"on\" (the default) or \
+                 \"remote_apply\""
+            ))),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -199,6 +240,7 @@ impl Default for StoreConfig {
             timeout_ms: 1000,
             pool_size: 16,
             anchor_dir: None,
+            synchronous_commit: SynchronousCommit::On,
         }
     }
 }
@@ -688,6 +730,9 @@ mod tests {
         assert_eq!(c.anchor_dir(), Some(PathBuf::from("/srv/otpd-anchor")));
         let c = parse("[store]\nanchor_dir = \"\"\n").unwrap();
         assert_eq!(c.anchor_dir(), None);
+        assert_eq!(c.store.synchronous_commit, SynchronousCommit::On);
+        let c = parse("[store]\nsynchronous_commit = \"remote_apply\"\n").unwrap();
+        assert_eq!(c.store.synchronous_commit.as_sql(), "remote_apply");
         let c = parse("[store]\nanchor_dir = \"/etc/otpd/anchor\"\n").unwrap();
         assert_eq!(c.anchor_dir(), Some(PathBuf::from("/etc/otpd/anchor")));
         let c = parse(
@@ -732,6 +777,14 @@ mod tests {
             (
                 "[store]\nanchor_dir = \"anchor\"\n",
                 "must be an absolute path",
+            ),
+            (
+                "[store]\nsynchronous_commit = \"off\"\n",
+                "line 2: [store] synchronous_commit = \"off\": must be \"on\"",
+            ),
+            (
+                "[store]\nsynchronous_commit = \"local\"\n",
+                "synchronous_commit = \"local\"",
             ),
             (
                 "[store]\nanchor_dir = \"/var/lib/otpd/anchor\"\n",

@@ -110,7 +110,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     )
                 }
                 otpd::config::StoreKind::Postgres => out!(
-                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections)",
+                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections, \
+                     synchronous_commit {})",
                     database.unwrap_or_default(),
                     match &config.store.url_file {
                         Some(path) => format!("from {}", path.display()),
@@ -121,7 +122,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         None => "TLS authorities of the system".into(),
                     },
                     config.store.timeout_ms,
-                    config.store.pool_size
+                    config.store.pool_size,
+                    config.store.synchronous_commit.as_sql()
                 ),
             }
             Ok(())

@@ -125,6 +125,7 @@ pub fn pg_settings(config: &Config, url: Option<&str>) -> Result<PgSettings, Ser
         // Kept by the daemon alone (`open`): the admin commands run as
         // root beside it.
         anchor_file: None,
+        synchronous_commit: store.synchronous_commit,
     })
 }
 

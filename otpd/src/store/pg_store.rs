@@ -14,9 +14,11 @@
 //! - Source counters change in the same transaction as the row, after it,
 //!   so they are written only by the winner; the link-token index
 //!   (`otpd_tokens`) changes in the row's own statement.
-//! - A commit returns only after PostgreSQL's COMMIT returned, which with
-//!   the server's default `synchronous_commit = on` means the WAL is
-//!   flushed to disk.
+//! - A commit returns only after PostgreSQL's COMMIT returned, and every
+//!   writing transaction sets `synchronous_commit` itself (`on`: the WAL is
+//!   flushed to disk; or `remote_apply`, [`PgSettings::synchronous_commit`]),
+//!   so that a server, database or role default of `off` cannot make a
+//!   spent code forgettable.
 //!
 //! Records are sealed with the key file before they leave the host (the
 //! same [`seal`] as the sled store): the database never sees a secret,
@@ -29,6 +31,7 @@
 
 use super::anchor::{self, Anchor};
 use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
+use crate::config::SynchronousCommit;
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -119,6 +122,12 @@ pub struct PgSettings {
     /// open and kept up to date while the store is open. `None`: neither
     /// (the admin commands that run beside the daemon).
     pub anchor_file: Option<PathBuf>,
+    /// What a commit waits for. Set by every writing transaction itself
+    /// (`set_config('synchronous_commit', …, true)`, i.e. `SET LOCAL`): a
+    /// server, database or role whose default is `off` would acknowledge a
+    /// COMMIT before its WAL is on disk, and a crash of the server would
+    /// then forget a spent code that a login was told was accepted.
+    pub synchronous_commit: SynchronousCommit,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -128,6 +137,7 @@ impl std::fmt::Debug for PgSettings {
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
             .field("anchor_file", &self.anchor_file)
+            .field("synchronous_commit", &self.synchronous_commit)
             .finish_non_exhaustive()
     }
 }
@@ -207,6 +217,9 @@ struct Conn {
     pool: Pool,
     /// `user@host:port/db`, never the password: for messages.
     target: String,
+    /// `synchronous_commit` of every transaction that writes (see
+    /// [`PgSettings::synchronous_commit`]).
+    synchronous_commit: &'static str,
 }
 
 struct Shared {
@@ -476,7 +489,11 @@ impl PgStore {
         // The first connection and the migrations get more time than a
         // login's operation: a migration may wait for another daemon's.
         let setup_timeout = settings.timeout.max(Duration::from_secs(10));
-        let conn = Arc::new(Conn { pool, target });
+        let conn = Arc::new(Conn {
+            pool,
+            target,
+            synchronous_commit: settings.synchronous_commit.as_sql(),
+        });
         let stored = block_on(&runtime, &conn, setup_timeout, |c| async move {
             migrate(&c).await?;
             stored_key_id(&c).await
@@ -583,6 +600,7 @@ impl PgStore {
             let mut client = connection(&s.conn).await?;
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
+                durable(&tx, s.conn.synchronous_commit).await?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                     .await
                     .map_err(pg)?;
@@ -746,7 +764,7 @@ impl PgStore {
             let mut client = connection(&s.conn).await?;
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
-                if !write_row(&tx, &user, None, &sealed).await? {
+                if !write_row(&tx, s.conn.synchronous_commit, &user, None, &sealed).await? {
                     tx.rollback().await.map_err(pg)?;
                     return Ok(false);
                 }
@@ -918,6 +936,7 @@ async fn migrate(s: &Conn) -> Result<(), OpError> {
     let mut client = connection(s).await?;
     let result = async {
         let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.synchronous_commit).await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
@@ -1037,10 +1056,14 @@ async fn fleet_meta(s: &Shared) -> Result<FleetMeta, OpError> {
     let result = async {
         let fresh = FleetMeta::new(&s.key, anchor::new_store_id()?, 1);
         let fresh = serde_json::to_string(&fresh).map_err(backend)?;
+        // The subquery sets synchronous_commit for the statement's own
+        // transaction (see `PgSettings::synchronous_commit`).
         client
             .execute(
-                "INSERT INTO otpd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&META_ROW, &fresh],
+                "INSERT INTO otpd_meta (key, value) SELECT $1, $2 \
+                 FROM (SELECT set_config('synchronous_commit', $3, true)) AS durable \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&META_ROW, &fresh, &s.conn.synchronous_commit],
             )
             .await
             .map_err(pg)?;
@@ -1076,6 +1099,7 @@ async fn raise_generation(s: &Shared) -> Result<u64, OpError> {
     let mut client = connection(&s.conn).await?;
     let result = async {
         let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.conn.synchronous_commit).await?;
         let row = tx
             .query_one(
                 "SELECT value FROM otpd_meta WHERE key = $1 FOR UPDATE",
@@ -1131,6 +1155,7 @@ async fn build_token_index(s: &Shared) -> Result<Option<usize>, OpError> {
             return Ok(None);
         }
         let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.conn.synchronous_commit).await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
@@ -1185,9 +1210,10 @@ async fn claim_key_id(s: &Conn, id: KeyId) -> Result<KeyId, OpError> {
     let result = async {
         client
             .execute(
-                "INSERT INTO otpd_meta (key, value) VALUES ('key_id', $1) \
+                "INSERT INTO otpd_meta (key, value) SELECT 'key_id', $1 \
+                 FROM (SELECT set_config('synchronous_commit', $2, true)) AS durable \
                  ON CONFLICT (key) DO NOTHING",
-                &[&id.to_string()],
+                &[&id.to_string(), &s.synchronous_commit],
             )
             .await
             .map_err(pg)?;
@@ -1361,7 +1387,15 @@ impl Store for PgStore {
         let expected = expected_version.map(sql_version);
         self.run(move |s| async move {
             let mut client = connection(&s.conn).await?;
-            let result = commit(&mut client, &user, expected, sealed, sources).await;
+            let result = commit(
+                &mut client,
+                s.conn.synchronous_commit,
+                &user,
+                expected,
+                sealed,
+                sources,
+            )
+            .await;
             finish(client, result)
         })?;
         self.committed();
@@ -1421,11 +1455,16 @@ impl Store for PgStore {
             let client = connection(&s.conn).await?;
             let result = async {
                 let statement = client
-                    .prepare_cached("UPDATE otpd_decoy SET value = $2 WHERE slot = $1")
+                    // As durable as a real commit (the same cost, the
+                    // same synchronous_commit).
+                    .prepare_cached(
+                        "UPDATE otpd_decoy SET value = $2 FROM (SELECT \
+                         set_config('synchronous_commit', $3, true)) AS durable WHERE slot = $1",
+                    )
                     .await
                     .map_err(pg)?;
                 client
-                    .execute(&statement, &[&slot, &value])
+                    .execute(&statement, &[&slot, &value, &s.conn.synchronous_commit])
                     .await
                     .map_err(pg)
                     .map(drop)
@@ -1458,8 +1497,11 @@ struct Row {
 /// text array) go, the new ones come, all only if `row` changed. One
 /// statement: the record and its index entries commit together, and the
 /// common login (no links before or after) costs one round trip as before.
+///
+/// The statement also sets `synchronous_commit` ($S) for its own
+/// transaction: an autocommit statement commits as it ends, with that value.
 macro_rules! with_token_index {
-    ($row:literal, $t:literal) => {
+    ($row:literal, $t:literal, $s:literal) => {
         concat!(
             "WITH row AS (",
             $row,
@@ -1470,15 +1512,35 @@ macro_rules! with_token_index {
             $t,
             "::text[]) AS h WHERE EXISTS (SELECT 1 FROM row) ON CONFLICT (token_hash) DO \
              UPDATE SET name = EXCLUDED.name WHERE otpd_tokens.name <> EXCLUDED.name) \
-             SELECT count(*) FROM row"
+             SELECT (SELECT count(*) FROM row), set_config('synchronous_commit', ",
+            $s,
+            ", true)"
         )
     };
 }
 
+/// `SET LOCAL synchronous_commit` for the transaction `client` is in (see
+/// [`PgSettings::synchronous_commit`]).
+async fn durable<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    synchronous_commit: &str,
+) -> Result<(), OpError> {
+    client
+        .execute(
+            "SELECT set_config('synchronous_commit', $1, true)",
+            &[&synchronous_commit],
+        )
+        .await
+        .map_err(pg)
+        .map(drop)
+}
+
 /// The conditional write of the user's row (and its token index entries):
-/// one statement, which changes the row iff it is as the caller read it.
+/// one statement, which changes the row iff it is as the caller read it,
+/// and sets `synchronous_commit` for the transaction it is in.
 async fn write_row<C: deadpool_postgres::GenericClient>(
     client: &C,
+    synchronous_commit: &str,
     user: &str,
     expected: Option<i64>,
     sealed: &Option<Row>,
@@ -1490,13 +1552,21 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
             let statement = cached(with_token_index!(
                 "UPDATE otpd_users SET version = $3, record = $4 \
                  WHERE name = $1 AND version = $2 RETURNING name",
-                "$5"
+                "$5",
+                "$6"
             ))
             .await?;
             client
                 .query_one(
                     &statement,
-                    &[&user, &expected, &row.version, &row.bytes, &row.tokens],
+                    &[
+                        &user,
+                        &expected,
+                        &row.version,
+                        &row.bytes,
+                        &row.tokens,
+                        &synchronous_commit,
+                    ],
                 )
                 .await
                 .map_err(pg)?
@@ -1506,11 +1576,21 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
             let statement = cached(with_token_index!(
                 "INSERT INTO otpd_users (name, version, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO NOTHING RETURNING name",
-                "$4"
+                "$4",
+                "$5"
             ))
             .await?;
             client
-                .query_one(&statement, &[&user, &row.version, &row.bytes, &row.tokens])
+                .query_one(
+                    &statement,
+                    &[
+                        &user,
+                        &row.version,
+                        &row.bytes,
+                        &row.tokens,
+                        &synchronous_commit,
+                    ],
+                )
                 .await
                 .map_err(pg)?
                 .get(0)
@@ -1518,11 +1598,15 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
         (Some(expected), None) => {
             let statement = cached(with_token_index!(
                 "DELETE FROM otpd_users WHERE name = $1 AND version = $2 RETURNING name",
-                "$3"
+                "$3",
+                "$4"
             ))
             .await?;
             client
-                .query_one(&statement, &[&user, &expected, &no_tokens])
+                .query_one(
+                    &statement,
+                    &[&user, &expected, &no_tokens, &synchronous_commit],
+                )
                 .await
                 .map_err(pg)?
                 .get(0)
@@ -1537,6 +1621,7 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
                 )
                 .await
                 .map_err(pg)?;
+            durable(client, synchronous_commit).await?;
             return Ok(row.is_none());
         }
     };
@@ -1574,6 +1659,7 @@ async fn set_source<C: deadpool_postgres::GenericClient>(
 
 async fn commit(
     client: &mut Object,
+    synchronous_commit: &str,
     user: &str,
     expected: Option<i64>,
     sealed: Option<Row>,
@@ -1582,13 +1668,13 @@ async fn commit(
     if matches!(sources, Sources::Keep) && sealed.is_some() {
         // One statement, committed on its own (autocommit): the common
         // login without failures costs one round trip.
-        return match write_row(&*client, user, expected, &sealed).await? {
+        return match write_row(&*client, synchronous_commit, user, expected, &sealed).await? {
             true => Ok(()),
             false => Err(OpError::Store(StoreError::Conflict)),
         };
     }
     let tx = client.transaction().await.map_err(pg)?;
-    if !write_row(&tx, user, expected, &sealed).await? {
+    if !write_row(&tx, synchronous_commit, user, expected, &sealed).await? {
         tx.rollback().await.map_err(pg)?;
         return Err(OpError::Store(StoreError::Conflict));
     }
@@ -1648,6 +1734,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             pool_size: 1,
             anchor_file: None,
+            synchronous_commit: Default::default(),
         };
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
             .err()
@@ -1673,6 +1760,7 @@ mod tests {
             timeout: Duration::from_millis(300),
             pool_size: 1,
             anchor_file: None,
+            synchronous_commit: Default::default(),
         };
         let started = Instant::now();
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
