@@ -7,7 +7,8 @@
 //! watermark. What can is a number kept where that copy does not reach:
 //! for the sled store a file outside `state_dir` (`[store] anchor_dir`,
 //! by default `/var/lib/otpd-anchor`, a state directory of its own under
-//! systemd), for the fleet's database a file in each host's `state_dir`.
+//! systemd), for the fleet's database a file on each host (in the same
+//! directory: out of the database's reach).
 //! It holds the store's ID and the highest change (sled) or generation
 //! (PostgreSQL) this host saw made durable; a store that holds less, or
 //! another store, is refused at open.

@@ -523,9 +523,10 @@ fn find_clear(records: &[(sled::IVec, sled::IVec)]) -> Result<(Option<String>, b
     Ok((clear, sealed))
 }
 
-/// Where the store keeps what it reads at open besides its trees, for the
-/// "has this store ever had a key" question: the watermark is written only
-/// by an otpd that seals.
+/// Whether the store shows any sign of having had a key: a key entry, its
+/// metadata's ID or tag, a sealed record, a watermark (written only by an
+/// otpd that seals), or this host's anchor. Removing one of them leaves the
+/// others; the anchor is out of reach of whoever writes the store.
 fn had_a_key(
     meta: &Meta,
     any_sealed: bool,
