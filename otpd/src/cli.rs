@@ -139,6 +139,12 @@ pub enum Command {
         #[arg(id = "newkeyfile", value_name = "NEWKEYFILE")]
         new_key_file: PathBuf,
     },
+    /// Seal a store written by an otpd from before encryption at rest (its
+    /// records are in clear) with the key file, made if missing. Stop the
+    /// daemon first. Refuses a store that has had a key: records in clear
+    /// there were put in by someone without the key
+    #[command(after_help = EXIT_STATUS_HELP)]
+    SealStore,
     /// Copy this host's sled store (every user, with its replay state and
     /// failure counters) into a PostgreSQL database, for a fleet. Stop the
     /// daemon first. Safe to run again: identical users are skipped, and

@@ -224,6 +224,52 @@ pub struct StoreConfig {
     pub timeout_ms: u64,
     /// Connections to the database at most (default 16).
     pub pool_size: u32,
+    /// Where this host remembers how far its store had come, outside
+    /// `state_dir`, so that an older copy of the store put back is refused
+    /// (default: beside `state_dir`, `/var/lib/otpd-anchor`; `""`: none).
+    /// See [`Config::anchor_dir`].
+    pub anchor_dir: Option<PathBuf>,
+    /// What the PostgreSQL store's commits wait for: "on" (default: the
+    /// WAL flushed on the server) or "remote_apply" (also applied on the
+    /// synchronous standbys). Set on each commit transaction itself.
+    pub synchronous_commit: SynchronousCommit,
+}
+
+/// `[store] synchronous_commit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynchronousCommit {
+    /// The commit's WAL is flushed to disk on the server.
+    #[default]
+    On,
+    /// And applied on the synchronous standbys (readable there).
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    /// PostgreSQL's name of the value.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::RemoteApply => "remote_apply",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SynchronousCommit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "on" => Ok(SynchronousCommit::On),
+            "remote_apply" => Ok(SynchronousCommit::RemoteApply),
+            // Named, since serde's "unknown variant" would not name the key;
+            // the weaker values (off, local, remote_write) are refused: a
+            // commit must be durable before "accepted" is sent.
+            other => Err(serde::de::Error::custom(format!(
+                "[store] synchronous_commit = \"{other}\": must be \"on\" (the default) or \
+                 \"remote_apply\""
+            ))),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -235,6 +281,8 @@ impl Default for StoreConfig {
             ca_file: None,
             timeout_ms: 1000,
             pool_size: 16,
+            anchor_dir: None,
+            synchronous_commit: SynchronousCommit::On,
         }
     }
 }
@@ -527,6 +575,26 @@ impl Config {
                 store.pool_size
             ));
         }
+        if let Some(dir) = store
+            .anchor_dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            if !dir.is_absolute() {
+                return Err(format!(
+                    "[store] anchor_dir = \"{}\": must be an absolute path (or \"\" for none)",
+                    dir.display()
+                ));
+            }
+            if dir.starts_with(&self.state_dir) {
+                return Err(format!(
+                    "[store] anchor_dir = \"{}\": must be outside state_dir ({}): an older \
+                     copy of the state directory must not bring its anchor along",
+                    dir.display(),
+                    self.state_dir.display()
+                ));
+            }
+        }
         for (key, path) in [("url_file", &store.url_file), ("ca_file", &store.ca_file)] {
             if let Some(path) = path {
                 if !path.is_absolute() {
@@ -611,6 +679,22 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// `[store] anchor_dir` in effect: as configured, or `STATE_DIR-anchor`
+    /// beside `state_dir` (`/var/lib/otpd-anchor`, a state directory of its
+    /// own in the shipped unit); `None` when set to `""`.
+    pub fn anchor_dir(&self) -> Option<PathBuf> {
+        match &self.store.anchor_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => {
+                let name = self.state_dir.file_name()?;
+                let mut anchor = name.to_os_string();
+                anchor.push("-anchor");
+                Some(self.state_dir.parent()?.join(anchor))
+            }
+        }
     }
 
     /// The rules the decision applies.
@@ -742,6 +826,16 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.store.kind, StoreKind::Sled);
         assert_eq!(c.store.timeout_ms, 1000);
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/var/lib/otpd-anchor")));
+        let c = parse("state_dir = \"/srv/otpd/\"\n[store]\n").unwrap();
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/srv/otpd-anchor")));
+        let c = parse("[store]\nanchor_dir = \"\"\n").unwrap();
+        assert_eq!(c.anchor_dir(), None);
+        assert_eq!(c.store.synchronous_commit, SynchronousCommit::On);
+        let c = parse("[store]\nsynchronous_commit = \"remote_apply\"\n").unwrap();
+        assert_eq!(c.store.synchronous_commit.as_sql(), "remote_apply");
+        let c = parse("[store]\nanchor_dir = \"/etc/otpd/anchor\"\n").unwrap();
+        assert_eq!(c.anchor_dir(), Some(PathBuf::from("/etc/otpd/anchor")));
         let c = parse(
             "[store]\nkind = \"postgres\"\nurl_file = \"/etc/otpd/db-url\"\n\
              timeout = \"500ms\"\npool_size = 4\n",
@@ -780,6 +874,22 @@ mod tests {
             (
                 "[store]\nkind = \"postgres\"\nurl_file = \"/f\"\npool_size = 0\n",
                 "pool_size = 0",
+            ),
+            (
+                "[store]\nanchor_dir = \"anchor\"\n",
+                "must be an absolute path",
+            ),
+            (
+                "[store]\nsynchronous_commit = \"off\"\n",
+                "line 2: [store] synchronous_commit = \"off\": must be \"on\"",
+            ),
+            (
+                "[store]\nsynchronous_commit = \"local\"\n",
+                "synchronous_commit = \"local\"",
+            ),
+            (
+                "[store]\nanchor_dir = \"/var/lib/otpd/anchor\"\n",
+                "must be outside state_dir",
             ),
         ] {
             let e = parse(text).unwrap_err();

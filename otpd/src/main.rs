@@ -100,6 +100,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ),
                 None => out!("text messages: off"),
             }
+            match config.anchor_dir() {
+                Some(dir) => out!("rollback anchor: {}", dir.display()),
+                None => out!(
+                    "rollback anchor: none ([store] anchor_dir = \"\"): an older copy of the \
+                     store put back is not noticed"
+                ),
+            }
             match config.store.kind {
                 otpd::config::StoreKind::Sled => {
                     out!(
@@ -108,7 +115,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     )
                 }
                 otpd::config::StoreKind::Postgres => out!(
-                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections)",
+                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections, \
+                     synchronous_commit {})",
                     database.unwrap_or_default(),
                     match &config.store.url_file {
                         Some(path) => format!("from {}", path.display()),
@@ -119,7 +127,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         None => "TLS authorities of the system".into(),
                     },
                     config.store.timeout_ms,
-                    config.store.pool_size
+                    config.store.pool_size,
+                    config.store.synchronous_commit.as_sql()
                 ),
             }
             Ok(())
@@ -178,6 +187,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let otpd::cli::MigrateTarget::Postgres = to;
             let done = otpd::server::stores::migrate_to_postgres(&config, url.as_deref())
                 .map_err(|e| CliError::Refused(e.0))?;
+            out!("{done}");
+            Ok(())
+        }
+        Command::SealStore => {
+            let done =
+                otpd::server::stores::seal_store(&config).map_err(|e| CliError::Refused(e.0))?;
             out!("{done}");
             Ok(())
         }

@@ -37,10 +37,11 @@ in \fIkey_file\fR, bound to its user name and version. A new store gets a
 new key file at its first start; a store with records never starts without
 its key.
 .PP
-Every other command except \fBcheck\-config\fR, \fBkeygen\fR and
-\fBrekey\fR talks to the running daemon over its socket, and only root may
-use them (the daemon asks the kernel who is calling). \fBrekey\fR works on
-the store itself: stop the daemon first. When a \fICODE\fR is omitted it is read from standard input,
+Every other command except \fBcheck\-config\fR, \fBkeygen\fR,
+\fBrekey\fR and \fBseal\-store\fR talks to the running daemon over its
+socket, and only root may use them (the daemon asks the kernel who is
+calling). \fBrekey\fR and \fBseal\-store\fR work on the store itself:
+stop the daemon first. When a \fICODE\fR is omitted it is read from standard input,
 so it does not show in the process list. A failing command prints a
 one\-line reason to standard error and exits with the status below.
 "#;
@@ -72,6 +73,11 @@ root. Back it up: without it the store cannot be read.
 .I /var/lib/otpd
 The store: sealed secrets, used time steps, failure counters (mode 0700,
 owned by the daemon's user).
+.TP
+.I /var/lib/otpd\-anchor
+This host's anchor (\fB[store] anchor_dir\fR): how far the store had come,
+kept outside the state directory so that an older copy of it put back is
+refused. Keep it out of the backups of \fI/var/lib/otpd\fR.
 .TP
 .I /usr/lib/systemd/system/otpd.service
 .TQ

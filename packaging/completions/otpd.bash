@@ -55,6 +55,9 @@ _otpd() {
             otpd,resync)
                 cmd="otpd__subcmd__resync"
                 ;;
+            otpd,seal-store)
+                cmd="otpd__subcmd__seal__subcmd__store"
+                ;;
             otpd,serve)
                 cmd="otpd__subcmd__serve"
                 ;;
@@ -106,6 +109,9 @@ _otpd() {
             otpd__subcmd__help,resync)
                 cmd="otpd__subcmd__help__subcmd__resync"
                 ;;
+            otpd__subcmd__help,seal-store)
+                cmd="otpd__subcmd__help__subcmd__seal__subcmd__store"
+                ;;
             otpd__subcmd__help,serve)
                 cmd="otpd__subcmd__help__subcmd__serve"
                 ;;
@@ -149,7 +155,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey migrate status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,7 +279,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey migrate status help"
+            opts="serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -483,6 +489,20 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__resync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__seal__subcmd__store)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -871,6 +891,28 @@ _otpd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__seal__subcmd__store)
+            opts="-h --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

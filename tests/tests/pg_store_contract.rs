@@ -34,6 +34,8 @@ fn open(pg: &PgCluster, db: &str, timeout: Duration) -> PgStore {
         ca_file: None,
         timeout,
         pool_size: 8,
+        anchor_file: None,
+        synchronous_commit: Default::default(),
     };
     PgStore::open(&settings, |_| Ok(RecordKey::from_bytes(&KEY_BYTES)))
         .unwrap_or_else(|e| panic!("PgStore::open on {db}: {e}"))

@@ -8,7 +8,11 @@
 //! starts the daemon. The store is a black box under `state_dir`: the
 //! damage goes to "the largest file" or "every file", never to a named
 //! part of an on-disk format. The cases that need file permissions to
-//! matter run the daemon as uid 65534 (root reads any file).
+//! matter run the daemon as uid 65534 (root reads any file). Two cases put
+//! back an older copy of the state directory, or empty it: this host's
+//! anchor outside it (`[store] anchor_dir`) refuses both; only with the
+//! anchor gone too does the daemon start a new, empty store (with a
+//! warning: the documented limit).
 
 use otpd_proto::{read_frame, write_frame, Request, Response, SecretText, VerifyOutcome};
 use otpd_tests::process::{ChildGuard, NOBODY_UID};
@@ -266,6 +270,11 @@ type Damage = fn(&Paths, &mut Rng) -> Vec<PathBuf>;
 struct Paths {
     state_dir: PathBuf,
     key_file: PathBuf,
+    /// This host's anchor directory (`[store] anchor_dir`, by default
+    /// beside the state dir).
+    anchor_dir: PathBuf,
+    /// A copy of the state dir taken before alice's code was used.
+    older_state: PathBuf,
 }
 
 fn set_mode(path: &Path, mode: u32) {
@@ -447,22 +456,42 @@ fn cases() -> Vec<Case> {
         Case {
             name: "store removed (state_dir emptied), key file kept",
             as_nobody: false,
+            damage: |p, _| empty_state_dir(p),
+        },
+        Case {
+            name: "an older copy of the state dir put back (store and watermark)",
+            as_nobody: false,
             damage: |p, _| {
-                let mut removed = vec![p.state_dir.clone()];
-                for entry in std::fs::read_dir(&p.state_dir).expect("read").flatten() {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        std::fs::remove_dir_all(&path).expect("remove a dir");
-                    } else {
-                        std::fs::remove_file(&path).expect("remove a file");
-                    }
-                    removed.push(path);
-                }
-                removed.push(p.key_file.clone());
-                removed
+                std::fs::remove_dir_all(&p.state_dir).expect("remove the state dir");
+                copy_tree(&p.older_state, &p.state_dir);
+                vec![p.state_dir.clone(), p.anchor_dir.clone()]
+            },
+        },
+        Case {
+            name: "state_dir emptied and the anchor removed, key file kept",
+            as_nobody: false,
+            damage: |p, _| {
+                std::fs::remove_dir_all(&p.anchor_dir).expect("remove the anchor");
+                empty_state_dir(p)
             },
         },
     ]
+}
+
+/// Removes everything in the state dir; returns what a refusal may name.
+fn empty_state_dir(p: &Paths) -> Vec<PathBuf> {
+    let mut removed = vec![p.state_dir.clone(), p.anchor_dir.clone()];
+    for entry in std::fs::read_dir(&p.state_dir).expect("read").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("remove a dir");
+        } else {
+            std::fs::remove_file(&path).expect("remove a file");
+        }
+        removed.push(path);
+    }
+    removed.push(p.key_file.clone());
+    removed
 }
 
 #[test]
@@ -505,6 +534,13 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
         other = Some(env.enroll_active(&format!("user{i:02}"), &period, t));
     }
     let other = other.expect("OTHER_USERS > 0");
+    // The state dir as a backup taken now would hold it: before alice's
+    // code below is used.
+    let status = env.kill_daemon(libc::SIGTERM);
+    assert!(status.success(), "SIGTERM: {status}\n{}", env.log());
+    let older_state = env.dir.join("older-state");
+    copy_tree(&env.state_dir, &older_state);
+    env.spawn_daemon();
     let alice_used_code = alice.code_at(t + 300);
     env.otpd_expect(&["verify", "alice", &alice_used_code], 0);
     let expected = Expected {
@@ -524,7 +560,13 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
     );
 
     let pristine = env.dir.join("pristine");
+    let anchor_dir = env.dir.join("state-anchor");
+    assert!(
+        anchor_dir.join("store.anchor").exists(),
+        "the default anchor beside the state dir was not made"
+    );
     copy_tree(&env.state_dir, &pristine.join("state"));
+    copy_tree(&anchor_dir, &pristine.join("state-anchor"));
     copy_tree(&key_file, &pristine.join("otpd.key"));
     println!(
         "the store: {}",
@@ -561,16 +603,23 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
     let paths = Paths {
         state_dir: env.state_dir.clone(),
         key_file: key_file.clone(),
+        anchor_dir: anchor_dir.clone(),
+        older_state,
     };
     let mut table: Vec<(String, String, String, bool)> = Vec::new();
     for (n, case) in cases().into_iter().enumerate() {
         // From the pristine copy.
         let _ = std::fs::remove_dir_all(&env.state_dir);
         copy_tree(&pristine.join("state"), &env.state_dir);
+        let _ = std::fs::remove_dir_all(&anchor_dir);
+        copy_tree(&pristine.join("state-anchor"), &anchor_dir);
         let _ = std::fs::remove_file(&key_file);
         copy_tree(&pristine.join("otpd.key"), &key_file);
         let runner = if case.as_nobody {
             chown_tree(&env.state_dir, NOBODY_UID);
+            // The anchor is the daemon's too (otpd.service's second
+            // StateDirectory).
+            chown_tree(&anchor_dir, NOBODY_UID);
             chown(&key_file, Some(NOBODY_UID), Some(NOBODY_UID)).expect("chown the key");
             Runner {
                 as_nobody: true,
@@ -656,11 +705,11 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
                     .any(|l| l.contains("WARN") && l.contains("new, empty store"));
                 if problems.is_empty() {
                     ("started intact".to_owned(), String::new(), true)
-                } else if case.name.contains("state_dir emptied") && warned_new_store {
-                    // Documented limit (docs/security.md): with the store
-                    // and its watermark both gone, nothing on the host says
-                    // a store existed; this looks like a first start. The
-                    // daemon must at least say what it did.
+                } else if case.name.contains("anchor removed") && warned_new_store {
+                    // Documented limit (docs/security.md): with the store,
+                    // its watermark and the anchor all gone, nothing on the
+                    // host says a store existed; this looks like a first
+                    // start. The daemon must at least say what it did.
                     (
                         "started a new store, with the warning (documented limit)".to_owned(),
                         String::new(),
@@ -701,6 +750,8 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
     // Leave the store as the env's final checks expect it.
     let _ = std::fs::remove_dir_all(&env.state_dir);
     copy_tree(&pristine.join("state"), &env.state_dir);
+    let _ = std::fs::remove_dir_all(&anchor_dir);
+    copy_tree(&pristine.join("state-anchor"), &anchor_dir);
     let _ = std::fs::remove_file(&key_file);
     copy_tree(&pristine.join("otpd.key"), &key_file);
 

@@ -19,12 +19,29 @@
 //! ```
 //!
 //! The header fields are covered by the tag too (associated data).
+//!
+//! What a store keeps beside its records and reads at open (its schema,
+//! which key sealed it, the number of its last removal, its watermark) is
+//! authenticated too: with HMAC-SHA-256 under a key derived from the
+//! record key ([`RecordKey::meta_tag`]), so that whoever can write the
+//! store but not read the key cannot change it unnoticed.
 
 use crate::core::record::UserRecord;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of a metadata tag ([`RecordKey::meta_tag`]).
+pub const META_TAG_LEN: usize = 32;
+/// The label of the metadata key's derivation: HMAC-SHA-256 keyed with the
+/// record key over this label (HKDF's expand step for one block, with the
+/// record key, uniformly random already, as the pseudorandom key).
+const META_KEY_LABEL: &[u8] = b"otpd store metadata key\0v1\x01";
+const META_TAG_PREFIX: &[u8] = b"otpd/meta/1\0";
 
 /// Bytes of a key.
 pub const KEY_LEN: usize = 32;
@@ -59,11 +76,13 @@ impl std::str::FromStr for KeyId {
     }
 }
 
-/// The record key: the cipher (which wipes its key on drop) and its ID.
-/// No `Debug` beyond the ID; no way to get the bytes back out.
+/// The record key: the cipher (which wipes its key on drop), its ID, and
+/// the key derived from it for the store's metadata. No `Debug` beyond the
+/// ID; no way to get the bytes back out.
 pub struct RecordKey {
     cipher: XChaCha20Poly1305,
     id: KeyId,
+    meta_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for RecordKey {
@@ -130,9 +149,15 @@ impl RecordKey {
         let digest = hasher.finalize();
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
+        let mut meta_key = Zeroizing::new([0u8; 32]);
+        let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(bytes)
+            .expect("HMAC takes a key of any length");
+        mac.update(META_KEY_LABEL);
+        meta_key.copy_from_slice(&mac.finalize().into_bytes());
         Self {
             cipher: XChaCha20Poly1305::new(Key::from_slice(bytes)),
             id: KeyId(id),
+            meta_key,
         }
     }
 
@@ -152,6 +177,33 @@ impl RecordKey {
     /// This key's ID.
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    fn meta_mac(&self, label: &str, parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(self.meta_key.as_slice())
+            .expect("HMAC takes a key of any length");
+        mac.update(META_TAG_PREFIX);
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        // Each part with its length first: no two lists of parts give the
+        // same bytes.
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// The tag of a piece of store metadata: HMAC-SHA-256, under the key
+    /// derived from this key, over `label` (what it is) and `parts`.
+    pub fn meta_tag(&self, label: &str, parts: &[&[u8]]) -> [u8; META_TAG_LEN] {
+        self.meta_mac(label, parts).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`Self::meta_tag`] of `label` and `parts`
+    /// (compared in constant time).
+    pub fn verify_meta_tag(&self, label: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.meta_mac(label, parts).verify_slice(tag).is_ok()
     }
 }
 
@@ -358,6 +410,26 @@ mod tests {
             open_record(&k, "alice", b"{\"version\":1}"),
             Err(SealError::Format(_))
         ));
+    }
+
+    #[test]
+    fn metadata_tags_bind_the_key_the_label_and_every_part() {
+        let k = key(1);
+        let tag = k.meta_tag("schema", &[b"3", b"users"]);
+        assert!(k.verify_meta_tag("schema", &[b"3", b"users"], &tag));
+        assert!(!key(2).verify_meta_tag("schema", &[b"3", b"users"], &tag));
+        assert!(!k.verify_meta_tag("active", &[b"3", b"users"], &tag));
+        assert!(!k.verify_meta_tag("schema", &[b"2", b"users"], &tag));
+        // Where one part ends and the next begins counts.
+        assert!(!k.verify_meta_tag("schema", &[b"3u", b"sers"], &tag));
+        assert!(!k.verify_meta_tag("schema", &[b"3", b"users", b""], &tag));
+        assert!(!k.verify_meta_tag("schema", &[b"3", b"users"], &tag[..31]));
+        let mut flipped = tag;
+        flipped[0] ^= 1;
+        assert!(!k.verify_meta_tag("schema", &[b"3", b"users"], &flipped));
+        // The derived key is not the record key: a tag is no record tag,
+        // and the same bytes under another label differ.
+        assert_ne!(tag, k.meta_tag("watermark", &[b"3", b"users"]));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::ServeError;
 use crate::config::{Config, StoreKind};
 use crate::store::{PgSettings, PgStore, SledStore, Store, StoreError};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -16,16 +16,45 @@ pub fn open(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match config.store.kind {
         StoreKind::Sled => open_sled(config).map(|s| Arc::new(s) as Arc<dyn Store>),
         StoreKind::Postgres => {
-            open_postgres(config, pg_settings(config, None)?).map(|s| Arc::new(s) as _)
+            let settings = PgSettings {
+                anchor_file: postgres_anchor(config),
+                ..pg_settings(config, None)?
+            };
+            if settings.anchor_file.is_none() {
+                tracing::warn!(
+                    "[store] anchor_dir is off: an older copy of the fleet's database put \
+                     back would not be noticed"
+                );
+            }
+            open_postgres(config, settings).map(|s| Arc::new(s) as _)
         }
     }
+}
+
+/// This host's anchor for the sled store (`[store] anchor_dir`), outside
+/// `state_dir`: see [`crate::store::anchor`].
+pub fn sled_anchor(config: &Config) -> Option<PathBuf> {
+    config.anchor_dir().map(|dir| dir.join("store.anchor"))
+}
+
+/// This host's anchor for the fleet's database, in `[store] anchor_dir`
+/// too (it only has to be out of the database's reach).
+pub fn postgres_anchor(config: &Config) -> Option<PathBuf> {
+    config.anchor_dir().map(|dir| dir.join("postgres.anchor"))
 }
 
 fn open_sled(config: &Config) -> Result<SledStore, ServeError> {
     let store_dir = config.state_dir.join("store");
     let new_store = !store_dir.join("db").exists();
     let key_existed = keyfile::KeySource::of(config).path().exists();
-    let store = SledStore::open(&store_dir, |stored| {
+    let anchor = sled_anchor(config);
+    if anchor.is_none() {
+        tracing::warn!(
+            "[store] anchor_dir is off: an older copy of the state directory put back \
+             would not be noticed"
+        );
+    }
+    let store = SledStore::open_anchored(&store_dir, anchor.as_deref(), |stored| {
         keyfile::load_key(config, stored).map_err(|e| StoreError::WrongKey(e.0))
     })
     .map_err(|e| ServeError(e.to_string()))?;
@@ -69,7 +98,8 @@ pub fn check_postgres(config: &Config) -> Result<String, ServeError> {
 }
 
 /// How to reach the database: `url` if given (`otpd migrate`), else the
-/// configured `url` or `url_file`; the rest from `[store]`.
+/// configured `url` or `url_file`; the rest from `[store]`, without the
+/// anchor.
 pub fn pg_settings(config: &Config, url: Option<&str>) -> Result<PgSettings, ServeError> {
     let store = &config.store;
     let url = match (url, &store.url, &store.url_file) {
@@ -92,6 +122,10 @@ pub fn pg_settings(config: &Config, url: Option<&str>) -> Result<PgSettings, Ser
         ca_file: store.ca_file.clone(),
         timeout: Duration::from_millis(store.timeout_ms),
         pool_size: usize::try_from(store.pool_size).unwrap_or(16),
+        // Kept by the daemon alone (`open`): the admin commands run as
+        // root beside it.
+        anchor_file: None,
+        synchronous_commit: store.synchronous_commit,
     })
 }
 
@@ -176,7 +210,7 @@ pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String,
         key.path(),
         super::worker::state_dir_owner(&config.state_dir),
     )?;
-    let sled = super::worker::export_sled(&config.state_dir, key)?;
+    let sled = super::worker::export_sled(&config.state_dir, sled_anchor(config).as_deref(), key)?;
     let pg = open_postgres(config, pg_settings(config, url)?)?;
     let fail = |e: StoreError| ServeError(e.to_string());
     let users = sled.users().map_err(fail)?;
@@ -254,5 +288,50 @@ pub fn migrate_to_postgres(config: &Config, url: Option<&str>) -> Result<String,
         report.users,
         pg.target(),
         keyfile::KeySource::of(config).path().display(),
+    ))
+}
+
+/// `otpd seal-store`: seals a sled store written by an otpd from before
+/// encryption at rest ([`SledStore::seal_store`]), with the key file (made
+/// now if missing). The daemon must be stopped. Refuses a store that has
+/// had a key: records in clear there were planted.
+pub fn seal_store(config: &Config) -> Result<String, ServeError> {
+    if config.store.kind == StoreKind::Postgres {
+        return Err(ServeError(
+            "the store is PostgreSQL ([store] kind), whose records are always sealed: \
+             nothing to do"
+                .into(),
+        ));
+    }
+    // A running daemon is refused before anything is made (the key file);
+    // the store work takes the lock again for itself, as the state
+    // directory's owner (server::worker).
+    drop(super::setup::lock_state_dir(
+        &config.state_dir,
+        Some("otpd seal-store"),
+    )?);
+    let store_dir = config.state_dir.join("store");
+    if !store_dir.join("db").exists() {
+        return Err(ServeError(format!(
+            "there is no store in {}: nothing to seal",
+            store_dir.display()
+        )));
+    }
+    let source = keyfile::KeySource::of(config);
+    let key = if source.path().exists() {
+        keyfile::read_key_text(
+            source.path(),
+            super::worker::state_dir_owner(&config.state_dir),
+        )?
+    } else {
+        keyfile::create_key_text(source.path())?
+    };
+    let (records, key_id, held) =
+        super::worker::seal_store(&config.state_dir, sled_anchor(config).as_deref(), key)?;
+    held.finish()?;
+    Ok(format!(
+        "sealed {records} records of the store in {} with key ID {key_id} ({}); start otpd",
+        store_dir.display(),
+        keyfile::KeySource::of(config).path().display()
     ))
 }

@@ -1,5 +1,5 @@
-//! The store work of root's admin commands (`otpd rekey`, `otpd migrate`),
-//! done as the state directory's owner.
+//! The store work of root's admin commands (`otpd rekey`, `otpd migrate`,
+//! `otpd seal-store`), done as the state directory's owner.
 //!
 //! The daemon's account owns the state directory and may put anything in
 //! it; root working there could be made to read, write or give away any
@@ -60,7 +60,17 @@ enum Job {
         new: SecretText,
     },
     /// `otpd migrate`'s reading of the sled store ([`export_here`]).
-    Export { state_dir: PathBuf, key: SecretText },
+    Export {
+        state_dir: PathBuf,
+        anchor: Option<PathBuf>,
+        key: SecretText,
+    },
+    /// `otpd seal-store`'s store part ([`seal_here`]).
+    Seal {
+        state_dir: PathBuf,
+        anchor: Option<PathBuf>,
+        key: SecretText,
+    },
 }
 
 /// What the worker answers (frames on its stdout).
@@ -77,6 +87,8 @@ enum Reply {
     },
     /// Every user was sent.
     Exported { users: usize },
+    /// The store was sealed (the lock is held until root closes the pipe).
+    Sealed { records: usize, key_id: String },
     /// The work was refused or failed: the message for the operator.
     Failed { message: String },
 }
@@ -374,15 +386,80 @@ impl SledSnapshot {
     }
 }
 
+/// `otpd seal-store`'s store part: seals the records in clear of the sled
+/// store in `state_dir` with `key` ([`SledStore::seal_store`], which
+/// refuses a store that has had a key), as the directory's owner. Returns
+/// the records sealed and the key ID; the directory stays locked until the
+/// returned [`Held`] is finished.
+pub fn seal_store(
+    state_dir: &Path,
+    anchor: Option<&Path>,
+    key: SecretText,
+) -> Result<(usize, String, Held), ServeError> {
+    match worker_for(state_dir, "seal-store")? {
+        None => {
+            private_umask();
+            let lock = lock_for(state_dir, "seal-store")?;
+            let (records, key_id) = seal_here(state_dir, anchor, &key)?;
+            Ok((records, key_id, Held::Lock(lock)))
+        }
+        Some(owner) => {
+            let mut worker = Worker::start(
+                owner,
+                &Job::Seal {
+                    state_dir: state_dir.to_owned(),
+                    anchor: anchor.map(Path::to_owned),
+                    key,
+                },
+            )?;
+            match worker.reply()? {
+                Reply::Sealed { records, key_id } => Ok((records, key_id, Held::Worker(worker))),
+                _ => Err(ServeError("the store work answered out of turn".into())),
+            }
+        }
+    }
+}
+
+/// Seals the store in `state_dir` with `key`, with the lock held; the
+/// store is checked whole first (no link, no second name), as in
+/// [`rekey_here`].
+fn seal_here(
+    state_dir: &Path,
+    anchor: Option<&Path>,
+    key: &SecretText,
+) -> Result<(usize, String), ServeError> {
+    let dir = Dir::open(state_dir)?;
+    match dir.open_dir(OsStr::new("store"))? {
+        Some(store) if store.exists("db")? => store.check_tree()?,
+        _ => {
+            return Err(ServeError(format!(
+                "there is no store in {}: nothing to seal",
+                dir.child_path("store").display()
+            )))
+        }
+    }
+    let key = super::keyfile::key_of(key, Path::new("(key)"))?;
+    let (records, key_id) = SledStore::seal_store(&dir.child_path("store"), anchor, |_| Ok(key))
+        .map_err(|e| ServeError(e.to_string()))?;
+    Ok((records, key_id.to_string()))
+}
+
 /// `otpd migrate`'s reading of the sled store in `state_dir`, sealed with
-/// `key`, as the directory's owner (see the module's documentation).
-pub fn export_sled(state_dir: &Path, key: SecretText) -> Result<SledSnapshot, ServeError> {
+/// `key`, as the directory's owner (see the module's documentation). The
+/// store is checked against this host's `anchor`, as the daemon checks it,
+/// so that an older copy of the state directory is not carried into the
+/// database.
+pub fn export_sled(
+    state_dir: &Path,
+    anchor: Option<&Path>,
+    key: SecretText,
+) -> Result<SledSnapshot, ServeError> {
     match worker_for(state_dir, "migrate")? {
         None => {
             private_umask();
             let lock = lock_for(state_dir, "migrate")?;
             let key = super::keyfile::key_of(&key, Path::new("(key)"))?;
-            let (users, sources) = export_here(state_dir, key)?;
+            let (users, sources) = export_here(state_dir, anchor, key)?;
             Ok(SledSnapshot {
                 users,
                 sources,
@@ -394,6 +471,7 @@ pub fn export_sled(state_dir: &Path, key: SecretText) -> Result<SledSnapshot, Se
                 owner,
                 &Job::Export {
                     state_dir: state_dir.to_owned(),
+                    anchor: anchor.map(Path::to_owned),
                     key,
                 },
             )?;
@@ -431,6 +509,7 @@ type Exported = (
 /// reads every user with its counters.
 fn export_here(
     state_dir: &Path,
+    anchor: Option<&Path>,
     key: crate::core::seal::RecordKey,
 ) -> Result<Exported, ServeError> {
     let dir = Dir::open(state_dir)?;
@@ -445,7 +524,7 @@ fn export_here(
     }
     let store_dir = dir.child_path("store");
     let shown = store_dir.display().to_string();
-    let sled = SledStore::open(&store_dir, move |stored| match stored {
+    let sled = SledStore::open_anchored(&store_dir, anchor, move |stored| match stored {
         Some(id) if id != key.id() => Err(StoreError::WrongKey(format!(
             "the key file holds key ID {}, but the store in {shown} is sealed with key ID {id}",
             key.id(),
@@ -515,11 +594,35 @@ pub fn run_worker() -> Result<(), ServeError> {
                 }
             }
         }
-        Job::Export { state_dir, key } => {
+        Job::Seal {
+            state_dir,
+            anchor,
+            key,
+        } => {
+            let done = (|| {
+                let lock = lock_for(&state_dir, "seal-store")?;
+                Ok::<_, ServeError>((seal_here(&state_dir, anchor.as_deref(), &key)?, lock))
+            })();
+            match done {
+                Ok(((records, key_id), lock)) => {
+                    send(&mut stdout, &Reply::Sealed { records, key_id })?;
+                    Some(lock)
+                }
+                Err(e) => {
+                    send(&mut stdout, &Reply::Failed { message: e.0 })?;
+                    None
+                }
+            }
+        }
+        Job::Export {
+            state_dir,
+            anchor,
+            key,
+        } => {
             let done = (|| {
                 let lock = lock_for(&state_dir, "migrate")?;
                 let key = super::keyfile::key_of(&key, Path::new("(key)"))?;
-                Ok::<_, ServeError>((export_here(&state_dir, key)?, lock))
+                Ok::<_, ServeError>((export_here(&state_dir, anchor.as_deref(), key)?, lock))
             })();
             match done {
                 Ok(((users, mut sources), lock)) => {

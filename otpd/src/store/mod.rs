@@ -1,6 +1,7 @@
 //! Where otpd keeps its state, behind a small trait: sled for one host
 //! (the default), PostgreSQL for a fleet of hosts sharing one truth.
 
+pub mod anchor;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
 mod group_sync;

@@ -14,9 +14,11 @@
 //! - Source counters change in the same transaction as the row, after it,
 //!   so they are written only by the winner; the link-token index
 //!   (`otpd_tokens`) changes in the row's own statement.
-//! - A commit returns only after PostgreSQL's COMMIT returned, which with
-//!   the server's default `synchronous_commit = on` means the WAL is
-//!   flushed to disk.
+//! - A commit returns only after PostgreSQL's COMMIT returned, and every
+//!   writing transaction sets `synchronous_commit` itself (`on`: the WAL is
+//!   flushed to disk; or `remote_apply`, [`PgSettings::synchronous_commit`]),
+//!   so that a server, database or role default of `off` cannot make a
+//!   spent code forgettable.
 //!
 //! Records are sealed with the key file before they leave the host (the
 //! same [`seal`] as the sled store): the database never sees a secret,
@@ -27,7 +29,9 @@
 //! runtime of its own and waits for each operation on a channel, which
 //! works from any thread, in or out of another runtime.
 
+use super::anchor::{self, Anchor};
 use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
+use crate::config::SynchronousCommit;
 use crate::core::record::{SourceCounter, UserRecord};
 use crate::core::seal::{self, KeyId, RecordKey, NONCE_LEN};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -114,6 +118,16 @@ pub struct PgSettings {
     pub timeout: Duration,
     /// Connections at most.
     pub pool_size: usize,
+    /// This host's anchor for the database ([`super::anchor`]): checked at
+    /// open and kept up to date while the store is open. `None`: neither
+    /// (the admin commands that run beside the daemon).
+    pub anchor_file: Option<PathBuf>,
+    /// What a commit waits for. Set by every writing transaction itself
+    /// (`set_config('synchronous_commit', …, true)`, i.e. `SET LOCAL`): a
+    /// server, database or role whose default is `off` would acknowledge a
+    /// COMMIT before its WAL is on disk, and a crash of the server would
+    /// then forget a spent code that a login was told was accepted.
+    pub synchronous_commit: SynchronousCommit,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -122,8 +136,80 @@ impl std::fmt::Debug for PgSettings {
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("anchor_file", &self.anchor_file)
+            .field("synchronous_commit", &self.synchronous_commit)
             .finish_non_exhaustive()
     }
+}
+
+/// The `otpd_meta` row of the fleet's metadata ([`FleetMeta`]).
+const META_ROW: &str = "meta";
+
+/// How often, at most, a host that commits raises the fleet's generation
+/// (and its anchor with it). A restore of the database is noticed if it
+/// undid a raise this host made or saw: everything older than this.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
+/// The fleet's metadata, one JSON value in `otpd_meta`: the database's ID
+/// (random, made by the first host), its generation (raised by every host
+/// at its start, every [`CHECKPOINT_EVERY`] while it commits, and at its
+/// stop; never lowered), and their tag under the key.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetMeta {
+    store_id: String,
+    generation: u64,
+    tag: String,
+}
+
+impl FleetMeta {
+    fn new(key: &RecordKey, store_id: String, generation: u64) -> Self {
+        let tag = fleet_tag(key, &store_id, generation);
+        Self {
+            store_id,
+            generation,
+            tag,
+        }
+    }
+
+    fn authentic(&self, key: &RecordKey) -> bool {
+        let tag: Option<Vec<u8>> = (0..self.tag.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(self.tag.get(i..i + 2)?, 16).ok())
+            .collect();
+        let parts = fleet_parts(key, &self.store_id, self.generation);
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        super::anchor::is_store_id(&self.store_id)
+            && tag.is_some_and(|tag| key.verify_meta_tag("fleet", &parts, &tag))
+    }
+}
+
+fn fleet_parts(key: &RecordKey, store_id: &str, generation: u64) -> [Vec<u8>; 3] {
+    [
+        store_id.as_bytes().to_vec(),
+        key.id().to_string().into_bytes(),
+        generation.to_be_bytes().to_vec(),
+    ]
+}
+
+fn fleet_tag(key: &RecordKey, store_id: &str, generation: u64) -> String {
+    let parts = fleet_parts(key, store_id, generation);
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    key.meta_tag("fleet", &parts)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What this host knows of the fleet's generation.
+struct Generation {
+    store_id: String,
+    /// The highest generation this host wrote or read.
+    known: u64,
+    /// When this host last raised it.
+    raised: Instant,
+    /// Whether this host committed since.
+    dirty: bool,
 }
 
 /// The pool and the database's name for messages.
@@ -131,6 +217,9 @@ struct Conn {
     pool: Pool,
     /// `user@host:port/db`, never the password: for messages.
     target: String,
+    /// `synchronous_commit` of every transaction that writes (see
+    /// [`PgSettings::synchronous_commit`]).
+    synchronous_commit: &'static str,
 }
 
 struct Shared {
@@ -140,6 +229,16 @@ struct Shared {
     down_since: Mutex<Option<(Instant, String)>>,
     /// Whether the outage was logged (once per outage, and once when it ends).
     down_logged: AtomicBool,
+    /// The fleet's generation as this host knows it (`None` until open
+    /// has read it).
+    generation: Mutex<Option<Generation>>,
+    /// Whether a raise of the generation runs.
+    raising: AtomicBool,
+    /// Set when the database was found to have gone backwards while open:
+    /// every operation fails closed with it.
+    went_backwards: Mutex<Option<String>>,
+    /// This host's anchor, once open has checked it.
+    anchor: std::sync::OnceLock<Anchor>,
 }
 
 /// The PostgreSQL store; see the module documentation.
@@ -337,9 +436,24 @@ impl PgStore {
     /// gets the ID of the key the fleet's records are sealed with (`None`
     /// for a new database) and returns the key to use, which then becomes
     /// the fleet's if there was none.
+    ///
+    /// Then the fleet's metadata (its ID and generation, made for a
+    /// database that has none) is checked against the key, and against
+    /// this host's anchor if `settings.anchor_file` names one: a database
+    /// that is another one, or older than this host saw it, is refused.
     pub fn open(
         settings: &PgSettings,
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Self::open_checked(settings, key_for, true)
+    }
+
+    /// [`Self::open`]; `check_meta` false for `rekey`, which opens with the
+    /// new key a database whose metadata the old one tagged.
+    fn open_checked(
+        settings: &PgSettings,
+        key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+        check_meta: bool,
     ) -> Result<Self, StoreError> {
         let mut config = parse_url(&settings.url)?;
         config
@@ -375,7 +489,11 @@ impl PgStore {
         // The first connection and the migrations get more time than a
         // login's operation: a migration may wait for another daemon's.
         let setup_timeout = settings.timeout.max(Duration::from_secs(10));
-        let conn = Arc::new(Conn { pool, target });
+        let conn = Arc::new(Conn {
+            pool,
+            target,
+            synchronous_commit: settings.synchronous_commit.as_sql(),
+        });
         let stored = block_on(&runtime, &conn, setup_timeout, |c| async move {
             migrate(&c).await?;
             stored_key_id(&c).await
@@ -402,7 +520,19 @@ impl PgStore {
             key,
             down_since: Mutex::new(None),
             down_logged: AtomicBool::new(false),
+            generation: Mutex::new(None),
+            raising: AtomicBool::new(false),
+            went_backwards: Mutex::new(None),
+            anchor: std::sync::OnceLock::new(),
         });
+        if check_meta {
+            open_generation(
+                &runtime,
+                &shared,
+                setup_timeout,
+                settings.anchor_file.as_deref(),
+            )?;
+        }
         let built = block_on(
             &runtime,
             &shared,
@@ -451,21 +581,26 @@ impl PgStore {
         // Opened as the new key's store, so that the key check at open
         // cannot refuse a database that is half-way or already done.
         let (old_id, new_id) = (old.id(), new.id());
-        let store = PgStore::open(settings, move |stored| match stored {
-            Some(id) if id == old_id || id == new_id => Ok(new),
-            Some(id) => Err(StoreError::WrongKey(format!(
-                "the database is sealed with key ID {id}, neither the key file's ({old_id}) \
+        let store = PgStore::open_checked(
+            settings,
+            move |stored| match stored {
+                Some(id) if id == old_id || id == new_id => Ok(new),
+                Some(id) => Err(StoreError::WrongKey(format!(
+                    "the database is sealed with key ID {id}, neither the key file's ({old_id}) \
                  nor the new one ({new_id})"
-            ))),
-            None => Err(StoreError::Backend(
-                "the database holds no otpd store yet: nothing to rekey".into(),
-            )),
-        })?;
+                ))),
+                None => Err(StoreError::Backend(
+                    "the database holds no otpd store yet: nothing to rekey".into(),
+                )),
+            },
+            false,
+        )?;
         let timeout = settings.timeout.max(USERS_TIMEOUT);
         store.run_within(timeout, move |s| async move {
             let mut client = connection(&s.conn).await?;
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
+                durable(&tx, s.conn.synchronous_commit).await?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                     .await
                     .map_err(pg)?;
@@ -513,6 +648,34 @@ impl PgStore {
                 )
                 .await
                 .map_err(pg)?;
+                // The fleet's metadata: checked under the key that tagged
+                // it (the old one, or the new one when run again), then
+                // tagged under the new one, its generation raised.
+                let row = tx
+                    .query_opt(
+                        "SELECT value FROM otpd_meta WHERE key = $1 FOR UPDATE",
+                        &[&META_ROW],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let meta = match row {
+                    Some(row) => {
+                        let text: String = row.get(0);
+                        match checked_meta(&s, &text, &old) {
+                            Ok(meta) => meta,
+                            Err(_) => checked_meta(&s, &text, &s.key)?,
+                        }
+                    }
+                    None => FleetMeta::new(&s.key, anchor::new_store_id()?, 0),
+                };
+                let raised = FleetMeta::new(&s.key, meta.store_id, meta.generation + 1);
+                tx.execute(
+                    "INSERT INTO otpd_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&META_ROW, &serde_json::to_string(&raised).map_err(backend)?],
+                )
+                .await
+                .map_err(pg)?;
                 tx.commit().await.map_err(pg)?;
                 Ok(report)
             }
@@ -524,6 +687,37 @@ impl PgStore {
     /// `user@host:port/db` of the database (no password).
     pub fn target(&self) -> &str {
         &self.shared.conn.target
+    }
+
+    /// After a commit: raises the fleet's generation in the background if
+    /// this host has not for [`CHECKPOINT_EVERY`]. A raise that finds the
+    /// database older than this host saw it makes every later operation
+    /// fail closed.
+    fn committed(&self) {
+        let due = match &mut *lock(&self.shared.generation) {
+            Some(g) => {
+                g.dirty = true;
+                g.raised.elapsed() >= CHECKPOINT_EVERY
+            }
+            None => false,
+        };
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        if !due || self.shared.raising.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            let raised = tokio::time::timeout(timeout, raise_generation(&shared)).await;
+            if let Ok(Err(OpError::Store(StoreError::Corrupt(reason)))) = raised {
+                tracing::error!(database = %shared.conn.target, "{reason}");
+                *lock(&shared.went_backwards) = Some(reason);
+            }
+            // Other failures (an outage, a timeout): the next commit tries again.
+            shared.raising.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Every failure counter of `user`, by source (for `otpd migrate`).
@@ -570,7 +764,7 @@ impl PgStore {
             let mut client = connection(&s.conn).await?;
             let result = async {
                 let tx = client.transaction().await.map_err(pg)?;
-                if !write_row(&tx, &user, None, &sealed).await? {
+                if !write_row(&tx, s.conn.synchronous_commit, &user, None, &sealed).await? {
                     tx.rollback().await.map_err(pg)?;
                     return Ok(false);
                 }
@@ -603,6 +797,9 @@ impl PgStore {
         Fut: Future<Output = Result<T, OpError>> + Send + 'static,
     {
         let shared = &self.shared;
+        if let Some(reason) = &*lock(&shared.went_backwards) {
+            return Err(StoreError::Corrupt(reason.clone()));
+        }
         if let Some((since, reason)) = &*lock(&shared.down_since) {
             if since.elapsed() < DOWN_GRACE {
                 return Err(unreachable(&shared.conn.target, reason));
@@ -739,6 +936,7 @@ async fn migrate(s: &Conn) -> Result<(), OpError> {
     let mut client = connection(s).await?;
     let result = async {
         let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.synchronous_commit).await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
@@ -800,6 +998,152 @@ async fn stored_key_id(s: &Conn) -> Result<Option<KeyId>, OpError> {
     finish(client, result)
 }
 
+/// Reads the fleet's metadata at open (made for a database that has none),
+/// checks it against the key and this host's anchor, raises the generation
+/// and keeps the anchor.
+fn open_generation(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    timeout: Duration,
+    anchor_file: Option<&std::path::Path>,
+) -> Result<(), StoreError> {
+    let target = shared.conn.target.clone();
+    let anchor_state = anchor_file.map(anchor::read).transpose()?.flatten();
+    let meta = block_on(
+        runtime,
+        shared,
+        timeout,
+        |s| async move { fleet_meta(&s).await },
+    )
+    .map_err(|e| on_open(&target, e))?;
+    if let Some(path) = anchor_file {
+        let what_to_do = format!(
+            "If the database was restored from a backup on purpose, stop otpd on every host, \
+             delete {} (and this file on every other host), and start them again",
+            path.display()
+        );
+        anchor::check(
+            path,
+            anchor_state.as_ref(),
+            &format!("the PostgreSQL store {target}"),
+            Some(&meta.store_id),
+            meta.generation,
+            &what_to_do,
+        )?;
+    }
+    *lock(&shared.generation) = Some(Generation {
+        store_id: meta.store_id.clone(),
+        known: meta.generation,
+        raised: Instant::now(),
+        dirty: false,
+    });
+    let raised = block_on(runtime, shared, timeout, |s| async move {
+        raise_generation(&s).await
+    })
+    .map_err(|e| on_open(&target, e))?;
+    if let Some(path) = anchor_file {
+        let _ = shared
+            .anchor
+            .set(Anchor::open(path, &meta.store_id, raised)?);
+    }
+    Ok(())
+}
+
+/// The fleet's metadata row, made if the database has none (a new one, or
+/// one from before it: taken as it is, once), checked against the key.
+async fn fleet_meta(s: &Shared) -> Result<FleetMeta, OpError> {
+    let client = connection(&s.conn).await?;
+    let result = async {
+        let fresh = FleetMeta::new(&s.key, anchor::new_store_id()?, 1);
+        let fresh = serde_json::to_string(&fresh).map_err(backend)?;
+        // The subquery sets synchronous_commit for the statement's own
+        // transaction (see `PgSettings::synchronous_commit`).
+        client
+            .execute(
+                "INSERT INTO otpd_meta (key, value) SELECT $1, $2 \
+                 FROM (SELECT set_config('synchronous_commit', $3, true)) AS durable \
+                 ON CONFLICT (key) DO NOTHING",
+                &[&META_ROW, &fresh, &s.conn.synchronous_commit],
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_one("SELECT value FROM otpd_meta WHERE key = $1", &[&META_ROW])
+            .await
+            .map_err(pg)?;
+        checked_meta(s, row.get(0), &s.key)
+    }
+    .await;
+    finish(client, result)
+}
+
+/// Parses the metadata row and checks its tag under `key`.
+fn checked_meta(s: &Shared, text: &str, key: &RecordKey) -> Result<FleetMeta, OpError> {
+    let meta = serde_json::from_str::<FleetMeta>(text)
+        .ok()
+        .filter(|m| m.authentic(key));
+    meta.ok_or_else(|| {
+        OpError::Store(StoreError::Corrupt(format!(
+            "the metadata of the PostgreSQL store {} (otpd_meta '{META_ROW}': the database's \
+             ID and generation) fails its authentication check: it was changed by someone \
+             who can write the database but not read the key, or damaged; otpd refuses it",
+            s.conn.target
+        )))
+    })
+}
+
+/// Raises the fleet's generation by one, after checking that it is not
+/// below what this host knows (else the database went backwards: an error
+/// `Corrupt`); this host's anchor follows. Returns the new generation.
+async fn raise_generation(s: &Shared) -> Result<u64, OpError> {
+    let mut client = connection(&s.conn).await?;
+    let result = async {
+        let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.conn.synchronous_commit).await?;
+        let row = tx
+            .query_one(
+                "SELECT value FROM otpd_meta WHERE key = $1 FOR UPDATE",
+                &[&META_ROW],
+            )
+            .await
+            .map_err(pg)?;
+        let meta = checked_meta(s, row.get(0), &s.key)?;
+        let (store_id, known) = match &*lock(&s.generation) {
+            Some(g) => (g.store_id.clone(), g.known),
+            None => (meta.store_id.clone(), 0),
+        };
+        if meta.store_id != store_id || meta.generation < known {
+            return Err(OpError::Store(StoreError::Corrupt(format!(
+                "the PostgreSQL store {} went backwards while otpd was running: its \
+                 generation is {} (store ID {}), but this host saw {known} (store ID \
+                 {store_id}). It was restored from an older copy, or replaced; otpd refuses \
+                 to use it (logins fail closed). Restart otpd to see what its anchor says",
+                s.conn.target, meta.generation, meta.store_id
+            ))));
+        }
+        let raised = FleetMeta::new(&s.key, meta.store_id, meta.generation + 1);
+        let text = serde_json::to_string(&raised).map_err(backend)?;
+        tx.execute(
+            "UPDATE otpd_meta SET value = $2 WHERE key = $1",
+            &[&META_ROW, &text],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        if let Some(g) = &mut *lock(&s.generation) {
+            g.known = g.known.max(raised.generation);
+            g.raised = Instant::now();
+            g.dirty = false;
+        }
+        if let Some(anchor) = s.anchor.get() {
+            anchor.advance(raised.generation)?;
+        }
+        Ok(raised.generation)
+    }
+    .await;
+    finish(client, result)
+}
+
 /// Indexes the link tokens of every record, once, if migration 2 asked for
 /// it (a database with records from before the index). Returns how many
 /// entries it wrote, `None` when there was nothing to do.
@@ -811,6 +1155,7 @@ async fn build_token_index(s: &Shared) -> Result<Option<usize>, OpError> {
             return Ok(None);
         }
         let tx = client.transaction().await.map_err(pg)?;
+        durable(&tx, s.conn.synchronous_commit).await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
@@ -865,9 +1210,10 @@ async fn claim_key_id(s: &Conn, id: KeyId) -> Result<KeyId, OpError> {
     let result = async {
         client
             .execute(
-                "INSERT INTO otpd_meta (key, value) VALUES ('key_id', $1) \
+                "INSERT INTO otpd_meta (key, value) SELECT 'key_id', $1 \
+                 FROM (SELECT set_config('synchronous_commit', $2, true)) AS durable \
                  ON CONFLICT (key) DO NOTHING",
-                &[&id.to_string()],
+                &[&id.to_string(), &s.synchronous_commit],
             )
             .await
             .map_err(pg)?;
@@ -1041,9 +1387,19 @@ impl Store for PgStore {
         let expected = expected_version.map(sql_version);
         self.run(move |s| async move {
             let mut client = connection(&s.conn).await?;
-            let result = commit(&mut client, &user, expected, sealed, sources).await;
+            let result = commit(
+                &mut client,
+                s.conn.synchronous_commit,
+                &user,
+                expected,
+                sealed,
+                sources,
+            )
+            .await;
             finish(client, result)
-        })
+        })?;
+        self.committed();
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -1051,8 +1407,19 @@ impl Store for PgStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        // Every commit was durable when it returned.
-        Ok(())
+        // Every commit was durable when it returned. What this host wrote
+        // since it last raised the generation gets a raise of its own (a
+        // restore that undoes it is then noticed at the next start).
+        let dirty = lock(&self.shared.generation)
+            .as_ref()
+            .is_some_and(|g| g.dirty);
+        if dirty {
+            self.run(|s| async move { raise_generation(&s).await })?;
+        }
+        match self.shared.anchor.get() {
+            Some(anchor) => anchor.sync(),
+            None => Ok(()),
+        }
     }
 
     fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
@@ -1088,11 +1455,16 @@ impl Store for PgStore {
             let client = connection(&s.conn).await?;
             let result = async {
                 let statement = client
-                    .prepare_cached("UPDATE otpd_decoy SET value = $2 WHERE slot = $1")
+                    // As durable as a real commit (the same cost, the
+                    // same synchronous_commit).
+                    .prepare_cached(
+                        "UPDATE otpd_decoy SET value = $2 FROM (SELECT \
+                         set_config('synchronous_commit', $3, true)) AS durable WHERE slot = $1",
+                    )
                     .await
                     .map_err(pg)?;
                 client
-                    .execute(&statement, &[&slot, &value])
+                    .execute(&statement, &[&slot, &value, &s.conn.synchronous_commit])
                     .await
                     .map_err(pg)
                     .map(drop)
@@ -1125,8 +1497,11 @@ struct Row {
 /// text array) go, the new ones come, all only if `row` changed. One
 /// statement: the record and its index entries commit together, and the
 /// common login (no links before or after) costs one round trip as before.
+///
+/// The statement also sets `synchronous_commit` ($S) for its own
+/// transaction: an autocommit statement commits as it ends, with that value.
 macro_rules! with_token_index {
-    ($row:literal, $t:literal) => {
+    ($row:literal, $t:literal, $s:literal) => {
         concat!(
             "WITH row AS (",
             $row,
@@ -1137,15 +1512,35 @@ macro_rules! with_token_index {
             $t,
             "::text[]) AS h WHERE EXISTS (SELECT 1 FROM row) ON CONFLICT (token_hash) DO \
              UPDATE SET name = EXCLUDED.name WHERE otpd_tokens.name <> EXCLUDED.name) \
-             SELECT count(*) FROM row"
+             SELECT (SELECT count(*) FROM row), set_config('synchronous_commit', ",
+            $s,
+            ", true)"
         )
     };
 }
 
+/// `SET LOCAL synchronous_commit` for the transaction `client` is in (see
+/// [`PgSettings::synchronous_commit`]).
+async fn durable<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    synchronous_commit: &str,
+) -> Result<(), OpError> {
+    client
+        .execute(
+            "SELECT set_config('synchronous_commit', $1, true)",
+            &[&synchronous_commit],
+        )
+        .await
+        .map_err(pg)
+        .map(drop)
+}
+
 /// The conditional write of the user's row (and its token index entries):
-/// one statement, which changes the row iff it is as the caller read it.
+/// one statement, which changes the row iff it is as the caller read it,
+/// and sets `synchronous_commit` for the transaction it is in.
 async fn write_row<C: deadpool_postgres::GenericClient>(
     client: &C,
+    synchronous_commit: &str,
     user: &str,
     expected: Option<i64>,
     sealed: &Option<Row>,
@@ -1157,13 +1552,21 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
             let statement = cached(with_token_index!(
                 "UPDATE otpd_users SET version = $3, record = $4 \
                  WHERE name = $1 AND version = $2 RETURNING name",
-                "$5"
+                "$5",
+                "$6"
             ))
             .await?;
             client
                 .query_one(
                     &statement,
-                    &[&user, &expected, &row.version, &row.bytes, &row.tokens],
+                    &[
+                        &user,
+                        &expected,
+                        &row.version,
+                        &row.bytes,
+                        &row.tokens,
+                        &synchronous_commit,
+                    ],
                 )
                 .await
                 .map_err(pg)?
@@ -1173,11 +1576,21 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
             let statement = cached(with_token_index!(
                 "INSERT INTO otpd_users (name, version, record) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO NOTHING RETURNING name",
-                "$4"
+                "$4",
+                "$5"
             ))
             .await?;
             client
-                .query_one(&statement, &[&user, &row.version, &row.bytes, &row.tokens])
+                .query_one(
+                    &statement,
+                    &[
+                        &user,
+                        &row.version,
+                        &row.bytes,
+                        &row.tokens,
+                        &synchronous_commit,
+                    ],
+                )
                 .await
                 .map_err(pg)?
                 .get(0)
@@ -1185,11 +1598,15 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
         (Some(expected), None) => {
             let statement = cached(with_token_index!(
                 "DELETE FROM otpd_users WHERE name = $1 AND version = $2 RETURNING name",
-                "$3"
+                "$3",
+                "$4"
             ))
             .await?;
             client
-                .query_one(&statement, &[&user, &expected, &no_tokens])
+                .query_one(
+                    &statement,
+                    &[&user, &expected, &no_tokens, &synchronous_commit],
+                )
                 .await
                 .map_err(pg)?
                 .get(0)
@@ -1204,6 +1621,7 @@ async fn write_row<C: deadpool_postgres::GenericClient>(
                 )
                 .await
                 .map_err(pg)?;
+            durable(client, synchronous_commit).await?;
             return Ok(row.is_none());
         }
     };
@@ -1241,6 +1659,7 @@ async fn set_source<C: deadpool_postgres::GenericClient>(
 
 async fn commit(
     client: &mut Object,
+    synchronous_commit: &str,
     user: &str,
     expected: Option<i64>,
     sealed: Option<Row>,
@@ -1249,13 +1668,13 @@ async fn commit(
     if matches!(sources, Sources::Keep) && sealed.is_some() {
         // One statement, committed on its own (autocommit): the common
         // login without failures costs one round trip.
-        return match write_row(&*client, user, expected, &sealed).await? {
+        return match write_row(&*client, synchronous_commit, user, expected, &sealed).await? {
             true => Ok(()),
             false => Err(OpError::Store(StoreError::Conflict)),
         };
     }
     let tx = client.transaction().await.map_err(pg)?;
-    if !write_row(&tx, user, expected, &sealed).await? {
+    if !write_row(&tx, synchronous_commit, user, expected, &sealed).await? {
         tx.rollback().await.map_err(pg)?;
         return Err(OpError::Store(StoreError::Conflict));
     }
@@ -1314,6 +1733,8 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_secs(1),
             pool_size: 1,
+            anchor_file: None,
+            synchronous_commit: Default::default(),
         };
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))
             .err()
@@ -1338,6 +1759,8 @@ mod tests {
             ca_file: None,
             timeout: Duration::from_millis(300),
             pool_size: 1,
+            anchor_file: None,
+            synchronous_commit: Default::default(),
         };
         let started = Instant::now();
         let e = PgStore::open(&settings, |_| unreachable!("no key is asked for"))

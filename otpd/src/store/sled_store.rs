@@ -1,6 +1,7 @@
 //! The default store: sled under `state_dir`, with a real `fdatasync`, and
 //! every user record sealed with the daemon's key ([`crate::core::seal`]).
 
+use super::anchor::{self, Anchor, AnchorState};
 use super::group_sync::{GroupSync, Ticket};
 use super::{token_hashes, RecordChange, SourcesChange, Store, StoreError};
 use crate::core::record::{SourceCounter, UserRecord};
@@ -15,8 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 /// Layout version of the trees below. 1: records in clear (before
-/// encryption at rest; migrated on open); 2: sealed records.
-const SCHEMA_VERSION: u64 = 2;
+/// encryption at rest; sealed by `otpd seal-store`, never by an open);
+/// 2: sealed records; 3: the metadata authenticated (`auth`), a store ID,
+/// and the link-token index (a schema-2 store is upgraded at open).
+const SCHEMA_VERSION: u64 = 3;
 
 /// The `meta` entry that says which tree holds the users and which key
 /// sealed them. `otpd rekey` fills a new tree and then switches this one
@@ -75,6 +78,13 @@ pub struct SledStore {
     dir: PathBuf,
     next_change: AtomicU64,
     watermark: Watermark,
+    /// This host's anchor outside `state_dir` ([`super::anchor`]), when one
+    /// is configured and could be written.
+    anchor: Option<Anchor>,
+    /// The key entry and the store ID, as verified at open: what the
+    /// metadata's tag covers besides the number of the last removal.
+    active: Active,
+    store_id: String,
     /// The shared syncs; a successful one reports the generation of the
     /// handle it flushed.
     group: GroupSync<u64, SyncFailure>,
@@ -242,8 +252,11 @@ fn sync_token_index(tokens: &sled::Tree, want: &[(String, String)]) -> Result<us
     Ok(changed)
 }
 
-/// The watermark file: the highest change number known durable, as 20
-/// decimal digits and a newline, rewritten in place with one `pwrite`.
+/// The watermark file: the highest change number known durable, rewritten
+/// in place with one `pwrite`: 20 decimal digits, a space, the number's
+/// tag (hex; [`RecordKey::meta_tag`] over the store ID and the number) and
+/// a newline. An otpd before schema 3 wrote the digits and the newline
+/// alone; such a file is read by its number.
 ///
 /// Commits run concurrently and end out of change-number order, so the
 /// file keeps the highest number any durable commit carried (never less):
@@ -254,9 +267,34 @@ struct Watermark {
     path: PathBuf,
     file: Mutex<File>,
     high: AtomicU64,
+    store_id: String,
 }
 
-const WATERMARK_LEN: usize = 21;
+const WATERMARK_LEN: usize = 20 + 1 + 2 * seal::META_TAG_LEN + 1;
+
+/// A watermark file as read: its number, and its tag if it has one.
+struct WatermarkText {
+    change: u64,
+    tag: Option<String>,
+}
+
+fn watermark_tag(key: &RecordKey, store_id: &str, change: u64) -> [u8; seal::META_TAG_LEN] {
+    key.meta_tag("watermark", &[store_id.as_bytes(), &change.to_be_bytes()])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
 
 impl Watermark {
     fn path_for(dir: &Path) -> PathBuf {
@@ -265,12 +303,18 @@ impl Watermark {
 
     /// Reads (`None`: no file, or unreadable text, which is logged) without
     /// creating anything.
-    fn read(path: &Path) -> Result<Option<u64>, StoreError> {
+    fn read(path: &Path) -> Result<Option<WatermarkText>, StoreError> {
         match std::fs::read(path) {
             Ok(bytes) => {
-                let value = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok());
+                let value = std::str::from_utf8(&bytes).ok().and_then(|t| {
+                    let mut words = t.trim_end().split(' ');
+                    let change = words.next()?.parse::<u64>().ok()?;
+                    let tag = words.next().map(str::to_owned);
+                    words
+                        .next()
+                        .is_none()
+                        .then_some(WatermarkText { change, tag })
+                });
                 if value.is_none() {
                     tracing::warn!(file = %path.display(), "the store's watermark is unreadable; not checked this time");
                 }
@@ -284,7 +328,7 @@ impl Watermark {
         }
     }
 
-    fn open(path: PathBuf, high: u64) -> Result<Self, StoreError> {
+    fn open(path: PathBuf, key: &RecordKey, store_id: &str, high: u64) -> Result<Self, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -297,8 +341,9 @@ impl Watermark {
             path,
             file: Mutex::new(file),
             high: AtomicU64::new(0),
+            store_id: store_id.to_owned(),
         };
-        w.advance(high)?;
+        w.advance(key, high)?;
         w.sync()?;
         Ok(w)
     }
@@ -307,10 +352,13 @@ impl Watermark {
     /// that commit's own durable sync; a lower number, from a commit that
     /// ended later, leaves the file as it is. The maximum is taken and
     /// written under the file's lock, so the file never goes back.
-    fn advance(&self, change: u64) -> Result<(), StoreError> {
+    fn advance(&self, key: &RecordKey, change: u64) -> Result<(), StoreError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let high = self.high.fetch_max(change, Ordering::SeqCst).max(change);
-        let text = format!("{high:020}\n");
+        let text = format!(
+            "{high:020} {}\n",
+            hex(&watermark_tag(key, &self.store_id, high))
+        );
         debug_assert_eq!(text.len(), WATERMARK_LEN);
         file.write_all_at(text.as_bytes(), 0)
             .map_err(|e| StoreError::Backend(format!("cannot write {}: {e}", self.path.display())))
@@ -327,16 +375,35 @@ impl Watermark {
 /// The sled database with its meta tree read, before any key is involved.
 struct Opened {
     db: sled::Db,
-    meta: sled::Tree,
+    meta_tree: sled::Tree,
+    meta: Meta,
+    log_file: File,
+}
+
+/// The `meta` tree's entries.
+struct Meta {
+    schema: Option<u64>,
     /// `None`: a new store, or one written before encryption at rest.
     active: Option<Active>,
-    log_file: File,
+    /// From schema 3 on.
+    store_id: Option<String>,
+    /// The change number of the last removal (removals leave no record).
+    deleted_change: u64,
+    /// The tag over the others (hex), from schema 3 on.
+    auth: Option<String>,
 }
 
 /// sled's page cache. Its default (1 GiB) let a daemon with 100,000 users
 /// grow past 130 MiB; records are a few hundred bytes and a login reads one,
 /// so a small cache costs a page-cache read at most.
 const CACHE_CAPACITY: u64 = 8 * 1024 * 1024;
+
+/// The `meta` entry of the number of the last removal.
+const DELETED_CHANGE: &str = "deleted_change";
+/// The `meta` entry of the store's ID (random, made with the store).
+const STORE_ID: &str = "store_id";
+/// The `meta` entry of the tag over the others ([`meta_auth`]).
+const AUTH: &str = "auth";
 
 fn open_db(dir: &Path) -> Result<Opened, StoreError> {
     let db = sled::Config::new()
@@ -346,29 +413,15 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
         .map_err(|e| {
             StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
         })?;
-    let meta = db.open_tree("meta").map_err(backend)?;
-    let corrupt = |e: StoreError| StoreError::Corrupt(format!("{}: {e}", dir.display()));
-    let schema: Option<u64> = match meta.get("schema").map_err(backend)? {
-        None => None,
-        Some(v) => Some(decode("schema version", &v).map_err(corrupt)?),
-    };
-    if let Some(found) = schema {
+    let meta_tree = db.open_tree("meta").map_err(backend)?;
+    let meta = read_meta(&meta_tree, dir)?;
+    if let Some(found) = meta.schema {
         if found > SCHEMA_VERSION {
             return Err(StoreError::Corrupt(format!(
                 "the store in {} has schema version {found}; this otpd reads versions up to {SCHEMA_VERSION} (was it written by a newer otpd?)",
                 dir.display()
             )));
         }
-    }
-    let active: Option<Active> = match meta.get("active").map_err(backend)? {
-        None => None,
-        Some(v) => Some(decode("the store's key entry", &v).map_err(corrupt)?),
-    };
-    if schema == Some(SCHEMA_VERSION) && active.is_none() {
-        return Err(StoreError::Corrupt(format!(
-            "{}: the store's key entry is missing",
-            dir.display()
-        )));
     }
     let log_file = File::open(dir.join("db")).map_err(|e| {
         StoreError::Backend(format!(
@@ -378,21 +431,74 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
     })?;
     Ok(Opened {
         db,
+        meta_tree,
         meta,
-        active,
         log_file,
     })
 }
 
-fn active_key_id(active: &Option<Active>, dir: &Path) -> Result<Option<KeyId>, StoreError> {
-    active
-        .as_ref()
-        .map(|a| {
-            a.key_id.parse::<KeyId>().map_err(|()| {
-                StoreError::Corrupt(format!("{}: the store's key ID is damaged", dir.display()))
-            })
-        })
-        .transpose()
+fn read_meta(meta: &sled::Tree, dir: &Path) -> Result<Meta, StoreError> {
+    let corrupt = |e: StoreError| StoreError::Corrupt(format!("{}: {e}", dir.display()));
+    let get = |key: &str| meta.get(key).map_err(backend);
+    Ok(Meta {
+        schema: get("schema")?
+            .map(|v| decode("schema version", &v).map_err(corrupt))
+            .transpose()?,
+        active: get("active")?
+            .map(|v| decode("the store's key entry", &v).map_err(corrupt))
+            .transpose()?,
+        store_id: get(STORE_ID)?
+            .map(|v| decode("the store ID", &v).map_err(corrupt))
+            .transpose()?,
+        deleted_change: get(DELETED_CHANGE)?
+            .map(|v| decode(DELETED_CHANGE, &v).map_err(corrupt))
+            .transpose()?
+            .unwrap_or(0),
+        auth: get(AUTH)?
+            .map(|v| decode("the metadata's tag", &v).map_err(corrupt))
+            .transpose()?,
+    })
+}
+
+/// The tag over the store's metadata: the schema, the key entry, the store
+/// ID and the number of the last removal, all read at open and all deciding
+/// what the store is taken for. Hex, as `meta/auth` holds it.
+fn meta_auth(key: &RecordKey, active: &Active, store_id: &str, deleted_change: u64) -> String {
+    hex(&key.meta_tag(
+        "store",
+        &[
+            &SCHEMA_VERSION.to_be_bytes(),
+            active.tree.as_bytes(),
+            active.key_id.as_bytes(),
+            store_id.as_bytes(),
+            &deleted_change.to_be_bytes(),
+        ],
+    ))
+}
+
+/// The metadata entries of a schema-3 store, for one batch.
+fn meta_batch(
+    key: &RecordKey,
+    active: &Active,
+    store_id: &str,
+    deleted_change: u64,
+) -> Result<sled::Batch, StoreError> {
+    let mut batch = sled::Batch::default();
+    batch.insert("schema", encode(&SCHEMA_VERSION)?);
+    batch.insert("active", encode(active)?);
+    batch.insert(STORE_ID, encode(&store_id)?);
+    batch.insert(DELETED_CHANGE, encode(&deleted_change)?);
+    batch.insert(
+        AUTH,
+        encode(&meta_auth(key, active, store_id, deleted_change))?,
+    );
+    Ok(batch)
+}
+
+fn active_key_id(active: &Active, dir: &Path) -> Result<KeyId, StoreError> {
+    active.key_id.parse::<KeyId>().map_err(|()| {
+        StoreError::Corrupt(format!("{}: the store's key ID is damaged", dir.display()))
+    })
 }
 
 fn flush_and_sync(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
@@ -402,36 +508,171 @@ fn flush_and_sync(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Backend(format!("fdatasync of the store failed: {e}")))
 }
 
-/// The change number of the last removal (removals leave no record).
-const DELETED_CHANGE: &str = "deleted_change";
-
-fn stored_u64(meta: &sled::Tree, key: &str) -> Result<u64, StoreError> {
-    match meta.get(key).map_err(backend)? {
-        None => Ok(0),
-        Some(v) => decode(key, &v),
+/// The first record of `records` that is in clear (written before
+/// encryption at rest, or planted), and whether any record is sealed.
+fn find_clear(records: &[(sled::IVec, sled::IVec)]) -> Result<(Option<String>, bool), StoreError> {
+    let mut clear = None;
+    let mut sealed = false;
+    for (k, v) in records {
+        if seal::is_sealed(v) {
+            sealed = true;
+        } else if clear.is_none() {
+            clear = Some(user_name(k)?);
+        }
     }
+    Ok((clear, sealed))
+}
+
+/// Whether the store shows any sign of having had a key: a key entry, its
+/// metadata's ID or tag, a sealed record, a watermark (written only by an
+/// otpd that seals), or this host's anchor. Removing one of them leaves the
+/// others; the anchor is out of reach of whoever writes the store.
+fn had_a_key(
+    meta: &Meta,
+    any_sealed: bool,
+    watermark: &Option<WatermarkText>,
+    anchor: &Option<AnchorState>,
+) -> bool {
+    meta.active.is_some()
+        || meta.store_id.is_some()
+        || meta.auth.is_some()
+        || any_sealed
+        || watermark.is_some()
+        || anchor.is_some()
+}
+
+/// Rewrites the watermark of the store in `dir` with its tag under `new`
+/// (a rekey), if its tag verifies under `old` or `new` already (a rekey run
+/// again may find either). Without a watermark, nothing to do.
+fn retag_watermark(
+    dir: &Path,
+    store_id: &str,
+    old: Option<&RecordKey>,
+    new: &RecordKey,
+) -> Result<(), StoreError> {
+    let path = Watermark::path_for(dir);
+    let Some(WatermarkText { change, tag }) = Watermark::read(&path)? else {
+        return Ok(());
+    };
+    let verifies = |k: &RecordKey| {
+        tag.as_deref().and_then(unhex).is_some_and(|t| {
+            k.verify_meta_tag(
+                "watermark",
+                &[store_id.as_bytes(), &change.to_be_bytes()],
+                &t,
+            )
+        })
+    };
+    if tag.is_some() && !verifies(new) && !old.is_some_and(verifies) {
+        return Err(StoreError::Corrupt(format!(
+            "the watermark {} fails its authentication check under the old and the new key",
+            path.display()
+        )));
+    }
+    Watermark::open(path, new, store_id, change).map(drop)
 }
 
 impl SledStore {
-    /// Opens (creating if needed) the store in `dir`. `key_for` is asked
-    /// for the key with the ID the store was sealed with (`None` for a new
-    /// store, or one written in clear by an older otpd, which is sealed
-    /// now). Every record is opened once here, so a damaged record or a
-    /// wrong key stops the daemon at start, with the file named; and a
-    /// store that holds fewer changes than its watermark is refused.
+    /// [`Self::open_anchored`] without an anchor.
     pub fn open(
         dir: &Path,
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
     ) -> Result<Self, StoreError> {
+        Self::open_anchored(dir, None, key_for)
+    }
+
+    /// Opens (creating if needed) the store in `dir`. `key_for` is asked
+    /// for the key with the ID the store was sealed with (`None` for a new
+    /// store). Every record is opened once here, so a damaged record or a
+    /// wrong key stops the daemon at start, with the file named; the
+    /// metadata's tag is checked; a record in clear is refused (a store
+    /// written before encryption at rest is sealed by [`Self::seal_store`],
+    /// never here); and a store that holds fewer changes than its watermark,
+    /// or than the anchor at `anchor_path` (outside `state_dir`) says it
+    /// had reached, is refused.
+    pub fn open_anchored(
+        dir: &Path,
+        anchor_path: Option<&Path>,
+        key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<Self, StoreError> {
         let watermark_path = Watermark::path_for(dir);
         let expected = Watermark::read(&watermark_path)?;
+        let anchor_state = match anchor_path {
+            Some(path) => anchor::read(path)?,
+            None => None,
+        };
         let Opened {
             db,
+            meta_tree,
             meta,
-            active,
             log_file,
         } = open_db(dir)?;
-        let stored_id = active_key_id(&active, dir)?;
+        let dir_name = dir.display();
+        let damaged_meta = |what: &str| {
+            StoreError::Corrupt(format!(
+                "the metadata of the store in {dir_name} fails its authentication check \
+                 ({what}): it was changed by someone who can write the store but not read \
+                 the key, or damaged; otpd refuses it. Restore the store from a backup"
+            ))
+        };
+        let users_tree = meta
+            .active
+            .as_ref()
+            .map_or("users".to_owned(), |a| a.tree.clone());
+        let records: Vec<(sled::IVec, sled::IVec)> = db
+            .open_tree(users_tree.as_bytes())
+            .map_err(backend)?
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let (clear, any_sealed) = find_clear(&records)?;
+        if let Some(name) = clear {
+            return Err(StoreError::Corrupt(
+                if had_a_key(&meta, any_sealed, &expected, &anchor_state) {
+                    format!(
+                        "the store in {dir_name} holds the record of user {name} in clear, \
+                         but the store is sealed with a key: a record in clear can only have \
+                         been put there by someone who can write the store without the key \
+                         (or the store is damaged), and would let them choose the user's \
+                         secret; otpd refuses it. Restore the store from a backup"
+                    )
+                } else {
+                    format!(
+                        "the store in {dir_name} was written by an otpd from before encryption \
+                         at rest (the record of user {name} is in clear): seal it once with \
+                         `otpd seal-store` (otpd stopped), then start otpd"
+                    )
+                },
+            ));
+        }
+        let new_store = meta.active.is_none() && records.is_empty();
+        if meta.active.is_none() && !new_store {
+            // Sealed records and no key entry: the entry was removed.
+            return Err(damaged_meta("the key entry is missing"));
+        }
+        if new_store {
+            // Before a key is made: a store that vanished is not a first start.
+            if let Some(path) = anchor_path {
+                let what_to_do = format!(
+                    "Restore the state directory from your backup; or, to start over with an \
+                     empty store on purpose, delete {}",
+                    path.display()
+                );
+                anchor::check(
+                    path,
+                    anchor_state.as_ref(),
+                    &format!("the store in {dir_name}"),
+                    None,
+                    0,
+                    &what_to_do,
+                )?;
+            }
+        }
+        let stored_id = meta
+            .active
+            .as_ref()
+            .map(|a| active_key_id(a, dir))
+            .transpose()?;
         let key = key_for(stored_id)?;
         if let Some(id) = stored_id {
             if id != key.id() {
@@ -442,46 +683,65 @@ impl SledStore {
                 )));
             }
         }
-        let active = match active {
-            Some(a) => a,
-            None => {
-                // New, or written in clear: seal what is there (in one
-                // atomic batch), then record the key. Killed in between, the
-                // next start finds sealed records and leaves them be.
-                let users = db.open_tree("users").map_err(backend)?;
-                let mut batch = sled::Batch::default();
-                let mut sealed = 0usize;
-                for item in users.iter() {
-                    let (k, v) = item.map_err(backend)?;
-                    if seal::is_sealed(&v) {
-                        continue;
-                    }
-                    let name = user_name(&k)?;
-                    let record: UserRecord = decode("user record", &v).map_err(|e| {
-                        StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display()))
-                    })?;
-                    let value = seal::seal_record(&key, &name, &record, 0, nonce()?)
-                        .map_err(|e| StoreError::Corrupt(format!("user {name}: {e}")))?;
-                    batch.insert(k, value);
-                    sealed += 1;
-                }
-                users.apply_batch(batch).map_err(backend)?;
-                flush_and_sync(&db, &log_file)?;
-                let a = Active {
+        // The metadata: made for a new store, upgraded from schema 2 (its
+        // number of the last removal taken as it is, once), else checked.
+        let (active, store_id, deleted_change) = match (&meta.active, meta.schema) {
+            (None, _) => {
+                let active = Active {
                     tree: "users".into(),
                     key_id: key.id().to_string(),
                 };
-                meta.insert("active", encode(&a)?).map_err(backend)?;
-                meta.insert("schema", encode(&SCHEMA_VERSION)?)
+                let store_id = anchor::new_store_id()?;
+                meta_tree
+                    .apply_batch(meta_batch(&key, &active, &store_id, 0)?)
                     .map_err(backend)?;
-                if sealed > 0 {
-                    tracing::info!(
-                        records = sealed,
-                        "sealed the records written in clear by an older otpd"
-                    );
-                }
-                a
+                (active, store_id, 0)
             }
+            (Some(active), Some(2)) if meta.auth.is_none() && meta.store_id.is_none() => {
+                if anchor_state.is_some() {
+                    // This host's otpd wrote schema 3 already: the metadata
+                    // was put back to an older form.
+                    return Err(damaged_meta(
+                        "it claims schema 2, but this host has run it at schema 3",
+                    ));
+                }
+                if expected.as_ref().is_some_and(|w| w.tag.is_some()) {
+                    return Err(damaged_meta(
+                        "it claims schema 2, but its watermark was written at schema 3",
+                    ));
+                }
+                let store_id = anchor::new_store_id()?;
+                meta_tree
+                    .apply_batch(meta_batch(&key, active, &store_id, meta.deleted_change)?)
+                    .map_err(backend)?;
+                tracing::info!(store = %dir_name, "upgraded the store to schema 3 (authenticated metadata)");
+                (active.clone(), store_id, meta.deleted_change)
+            }
+            (Some(active), Some(SCHEMA_VERSION)) => {
+                let (Some(store_id), Some(auth)) = (&meta.store_id, &meta.auth) else {
+                    return Err(damaged_meta("its tag or store ID is missing"));
+                };
+                let tag = unhex(auth).unwrap_or_default();
+                let authentic = anchor::is_store_id(store_id)
+                    && key.verify_meta_tag(
+                        "store",
+                        &[
+                            &SCHEMA_VERSION.to_be_bytes(),
+                            active.tree.as_bytes(),
+                            active.key_id.as_bytes(),
+                            store_id.as_bytes(),
+                            &meta.deleted_change.to_be_bytes(),
+                        ],
+                        &tag,
+                    );
+                if !authentic {
+                    return Err(damaged_meta(
+                        "schema, key entry, store ID or the number of the last removal",
+                    ));
+                }
+                (active.clone(), store_id.clone(), meta.deleted_change)
+            }
+            (Some(_), _) => return Err(damaged_meta("its schema version")),
         };
         // Trees left by a rekey that was killed before its switch.
         for name in db.tree_names() {
@@ -498,17 +758,15 @@ impl SledStore {
             File::open(d).and_then(|f| f.sync_all()).map_err(backend)?;
         }
         // Every record opens (the tag is checked), and the highest change.
-        let records: Vec<(sled::IVec, sled::IVec)> =
-            users.iter().collect::<Result<_, _>>().map_err(backend)?;
         let count = records.len();
         let checked = check_records(&key, dir, &records)?;
         drop(records);
-        let highest = stored_u64(&meta, DELETED_CHANGE)?.max(checked.highest);
-        if let Some(expected) = expected {
-            if highest < expected {
+        let highest = deleted_change.max(checked.highest);
+        if let Some(WatermarkText { change, tag }) = &expected {
+            if highest < *change {
                 return Err(StoreError::Corrupt(format!(
                     "the store in {} has lost changes: it holds changes up to number {highest}, \
-                     but number {expected} was made and recorded in {}. Its files were damaged \
+                     but number {change} was made and recorded in {}. Its files were damaged \
                      (sled drops everything after a damaged spot) or replaced by an older copy; \
                      otpd will not run on a store that may have forgotten used codes, removals \
                      or enrolments. Restore the store from a backup and then delete {} to accept \
@@ -518,8 +776,63 @@ impl SledStore {
                     watermark_path.display()
                 )));
             }
+            let authentic = match tag {
+                Some(tag) => unhex(tag).is_some_and(|tag| {
+                    key.verify_meta_tag(
+                        "watermark",
+                        &[store_id.as_bytes(), &change.to_be_bytes()],
+                        &tag,
+                    )
+                }),
+                // Schema 3 writes its watermark right after its metadata:
+                // killed in between, the watermark is still untagged.
+                None => true,
+            };
+            if !authentic {
+                return Err(StoreError::Corrupt(format!(
+                    "the watermark {} of the store in {dir_name} fails its authentication check: \
+                     it was changed by someone who can write the state directory but not read \
+                     the key, or it belongs to another store; otpd refuses it. If you restored \
+                     the store from a backup on purpose, delete {} to accept that copy",
+                    watermark_path.display(),
+                    watermark_path.display()
+                )));
+            }
         }
-        let watermark = Watermark::open(watermark_path, highest)?;
+        let anchor = match anchor_path {
+            None => None,
+            Some(path) => {
+                let what_to_do = format!(
+                    "If you restored the state directory from a backup on purpose, delete {} \
+                     (and start otpd again) to accept it as it is",
+                    path.display()
+                );
+                anchor::check(
+                    path,
+                    anchor_state.as_ref(),
+                    &format!("the store in {dir_name}"),
+                    Some(&store_id),
+                    highest,
+                    &what_to_do,
+                )?;
+                match Anchor::open(path, &store_id, highest) {
+                    Ok(a) => Some(a),
+                    Err(e) if anchor_state.is_none() => {
+                        // No anchor yet, and none can be made: the store
+                        // runs, the operator reads why rollback goes
+                        // unnoticed (docs/security.md).
+                        tracing::error!(
+                            "{e}; an older copy of the state directory put back would not be \
+                             noticed: make the directory writable for otpd, or set \
+                             [store] anchor_dir"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let watermark = Watermark::open(watermark_path, &key, &store_id, highest)?;
         // The records were all opened just now: the token index is made to
         // match them (built once for a store written before it).
         let mended = sync_token_index(&tokens, &checked.tokens)?;
@@ -531,7 +844,7 @@ impl SledStore {
         Ok(Self {
             inner: RwLock::new(Some(Inner {
                 db,
-                meta,
+                meta: meta_tree,
                 users,
                 sources,
                 tokens,
@@ -543,9 +856,139 @@ impl SledStore {
             dir: dir.to_owned(),
             next_change: AtomicU64::new(highest + 1),
             watermark,
+            anchor,
+            active,
+            store_id,
             group: GroupSync::new(),
             generation: AtomicU64::new(0),
         })
+    }
+
+    /// `otpd seal-store`: seals the records of a store written before
+    /// encryption at rest (schema 1, records in clear), with the key
+    /// `key_for(None)` gives, and makes it a schema-3 store. Refuses a store
+    /// that shows any sign of having had a key (a key entry, a sealed record,
+    /// a watermark, this host's anchor): records in clear there were put in
+    /// by someone without the key, and sealing them would adopt their
+    /// secrets. The store must not be open elsewhere (sled's lock). Returns
+    /// how many records it sealed, and with which key.
+    pub fn seal_store(
+        dir: &Path,
+        anchor_path: Option<&Path>,
+        key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
+    ) -> Result<(usize, KeyId), StoreError> {
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            StoreError::Backend(format!("cannot {what} {}: {e}", path.display()))
+        };
+        // Left by a run that was killed: a new store half-written, or (killed
+        // right after the exchange below) the old one in clear.
+        let sealing = dir.with_extension("sealing");
+        if sealing.exists() {
+            std::fs::remove_dir_all(&sealing).map_err(|e| io("remove", &sealing, e))?;
+        }
+        let watermark = Watermark::read(&Watermark::path_for(dir))?;
+        let anchor_state = match anchor_path {
+            Some(path) => anchor::read(path)?,
+            None => None,
+        };
+        let (records, sources) = {
+            let Opened { db, meta, .. } = open_db(dir)?;
+            let all = |tree: &str| -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+                db.open_tree(tree)
+                    .map_err(backend)?
+                    .iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)
+            };
+            let (records, sources) = (all("users")?, all("sources")?);
+            let (clear, any_sealed) = find_clear(&records)?;
+            if had_a_key(&meta, any_sealed, &watermark, &anchor_state) {
+                return Err(StoreError::Corrupt(format!(
+                    "the store in {} has had a key (a key entry, sealed records, a watermark \
+                     or this host's anchor): it is not a store from before encryption at \
+                     rest, and otpd will not seal records in clear in it{}",
+                    dir.display(),
+                    if clear.is_some() {
+                        " (they can only have been put there by someone without the key: \
+                         restore the store from a backup)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            if clear.is_none() {
+                return Err(StoreError::Corrupt(format!(
+                    "the store in {} holds no records: nothing to seal",
+                    dir.display()
+                )));
+            }
+            (records, sources)
+        };
+        let key = key_for(None)?;
+        // A new database: sled keeps old values in its log until it reuses
+        // the space, so sealing in place would leave the secrets in clear in
+        // the store's files. Numbered 1, 2, …: the watermark and the anchor
+        // start from there.
+        {
+            let Opened {
+                db,
+                meta_tree,
+                log_file,
+                ..
+            } = open_db(&sealing)?;
+            let mut users = sled::Batch::default();
+            for (change, (k, v)) in (1u64..).zip(&records) {
+                let name = user_name(k)?;
+                let record: UserRecord = decode("user record", v).map_err(|e| {
+                    StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display()))
+                })?;
+                let value = seal::seal_record(&key, &name, &record, change, nonce()?)
+                    .map_err(|e| StoreError::Corrupt(format!("user {name}: {e}")))?;
+                users.insert(k.clone(), value);
+            }
+            db.open_tree("users")
+                .map_err(backend)?
+                .apply_batch(users)
+                .map_err(backend)?;
+            let mut counters = sled::Batch::default();
+            for (k, v) in sources {
+                counters.insert(k, v);
+            }
+            db.open_tree("sources")
+                .map_err(backend)?
+                .apply_batch(counters)
+                .map_err(backend)?;
+            let active = Active {
+                tree: "users".into(),
+                key_id: key.id().to_string(),
+            };
+            meta_tree
+                .apply_batch(meta_batch(&key, &active, &anchor::new_store_id()?, 0)?)
+                .map_err(backend)?;
+            flush_and_sync(&db, &log_file)?;
+            File::open(&sealing)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("sync", &sealing, e))?;
+        }
+        // One atomic exchange: killed at any moment, `dir` is the old store
+        // or the new one, whole; then the old one goes.
+        nix::fcntl::renameat2(
+            None,
+            &sealing,
+            None,
+            dir,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| io("exchange the sealed store with", dir, e.into()))?;
+        let parent = dir.parent().unwrap_or(dir);
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync", parent, e))?;
+        std::fs::remove_dir_all(&sealing).map_err(|e| io("remove", &sealing, e))?;
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync", parent, e))?;
+        Ok((records.len(), key.id()))
     }
 
     /// Every failure counter of `user`, by source (for `otpd migrate`).
@@ -578,19 +1021,41 @@ impl SledStore {
     ) -> Result<RekeyReport, StoreError> {
         let Opened {
             db,
+            meta_tree,
             meta,
-            active,
             log_file,
         } = open_db(dir)?;
-        let Some(active) = active else {
+        let (Some(active), Some(store_id), Some(SCHEMA_VERSION)) =
+            (&meta.active, &meta.store_id, meta.schema)
+        else {
             return Err(StoreError::WrongKey(format!(
-                "the store in {} has never been opened with a key; start otpd once first",
+                "the store in {} has not been opened by this version of otpd yet; start otpd \
+                 once first",
                 dir.display()
             )));
         };
-        let stored_id = active_key_id(&Some(active.clone()), dir)?.unwrap_or(KeyId([0; 8]));
+        let stored_id = active_key_id(active, dir)?;
         let from = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
+        // The metadata is checked under the key it says it was sealed with.
+        let tag = meta.auth.as_deref().and_then(unhex).unwrap_or_default();
+        let sealed_with = if stored_id == new.id() {
+            Some(new)
+        } else {
+            old
+        };
+        let authentic = sealed_with.is_some_and(|k| {
+            k.id() == stored_id
+                && unhex(&meta_auth(k, active, store_id, meta.deleted_change))
+                    .is_some_and(|want| constant_time_eq::constant_time_eq(&want, &tag))
+        });
         if stored_id == new.id() {
+            if !authentic {
+                return Err(StoreError::Corrupt(format!(
+                    "the metadata of the store in {} fails its authentication check",
+                    dir.display()
+                )));
+            }
+            retag_watermark(dir, store_id, old, new)?;
             return Ok(RekeyReport {
                 records: from.len(),
                 already_done: true,
@@ -612,6 +1077,14 @@ impl SledStore {
                 )))
             }
         };
+        if !authentic {
+            return Err(StoreError::Corrupt(format!(
+                "the metadata of the store in {} fails its authentication check: it was \
+                 changed by someone without the key, or damaged; restore the store from a \
+                 backup before a rekey",
+                dir.display()
+            )));
+        }
         let tree_name = format!("users-{}", new.id());
         let _ = db.drop_tree(tree_name.as_bytes()).map_err(backend)?;
         let to = db.open_tree(tree_name.as_bytes()).map_err(backend)?;
@@ -634,8 +1107,12 @@ impl SledStore {
             tree: tree_name,
             key_id: new.id().to_string(),
         };
-        meta.insert("active", encode(&switched)?).map_err(backend)?;
+        // One batch: the key entry and the tag over it switch together.
+        meta_tree
+            .apply_batch(meta_batch(new, &switched, store_id, meta.deleted_change)?)
+            .map_err(backend)?;
         flush_and_sync(&db, &log_file)?;
+        retag_watermark(dir, store_id, Some(old), new)?;
         if active.tree != switched.tree {
             db.drop_tree(active.tree.as_bytes()).map_err(backend)?;
             flush_and_sync(&db, &log_file)?;
@@ -726,9 +1203,18 @@ impl SledStore {
             return Ok(false);
         };
         self.make_durable(generation, ticket)?;
-        // Durable now: the watermark may say so (never before).
-        self.watermark.advance(change)?;
+        self.made_durable(change)?;
         Ok(true)
+    }
+
+    /// Change `change` is durable now: the watermark and the anchor may say
+    /// so (never before).
+    fn made_durable(&self, change: u64) -> Result<(), StoreError> {
+        self.watermark.advance(&self.key, change)?;
+        match &self.anchor {
+            Some(anchor) => anchor.advance(change),
+            None => Ok(()),
+        }
     }
 
     fn reopen(&self) -> Result<(), StoreError> {
@@ -741,25 +1227,25 @@ impl SledStore {
         drop(guard.take());
         let Opened {
             db,
+            meta_tree,
             meta,
-            active,
             log_file,
         } = open_db(&self.dir).inspect_err(|e| {
             tracing::error!("the store cannot be read again yet: {e}");
         })?;
-        let active = active.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "{}: the store's key entry is missing",
-                self.dir.display()
-            ))
-        })?;
-        if active_key_id(&Some(active.clone()), &self.dir)? != Some(self.key.id()) {
-            return Err(StoreError::WrongKey(format!(
-                "the store in {} changed its key while open",
+        // The metadata was checked at open; the same process wrote it since.
+        let same = meta
+            .active
+            .as_ref()
+            .is_some_and(|a| a.tree == self.active.tree && a.key_id == self.active.key_id)
+            && meta.store_id.as_deref() == Some(self.store_id.as_str());
+        if !same {
+            return Err(StoreError::Corrupt(format!(
+                "the metadata of the store in {} changed while it was open",
                 self.dir.display()
             )));
         }
-        let users = db.open_tree(active.tree.as_bytes()).map_err(backend)?;
+        let users = db.open_tree(self.active.tree.as_bytes()).map_err(backend)?;
         let sources = db.open_tree("sources").map_err(backend)?;
         let tokens = db.open_tree(TOKENS_TREE).map_err(backend)?;
         // A new number: commits applied through the dropped handle but not
@@ -768,7 +1254,7 @@ impl SledStore {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *guard = Some(Inner {
             db,
-            meta,
+            meta: meta_tree,
             users,
             sources,
             tokens,
@@ -906,6 +1392,7 @@ impl Store for SledStore {
             SourcesChange::Keep | SourcesChange::ClearAll => None,
         };
         let deleted = encode(&change)?;
+        let auth = encode(&meta_auth(&self.key, &self.active, &self.store_id, change))?;
         if let (Some(value), None) = (&new_value, &source_write) {
             if !matches!(sources, SourcesChange::ClearAll)
                 && self.commit_record_only(user, expected_version, value, &new_tokens, change)?
@@ -980,6 +1467,7 @@ impl Store for SledStore {
                         // before the transaction): a lower number written
                         // over a higher one would make the check at open
                         // take the store for one that lost changes.
+                        // The metadata's tag covers the number.
                         let previous = match meta.get(DELETED_CHANGE)? {
                             None => 0,
                             Some(v) => decode::<u64>(DELETED_CHANGE, &v)
@@ -987,6 +1475,7 @@ impl Store for SledStore {
                         };
                         if change > previous {
                             meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                            meta.insert(AUTH, auth.as_slice())?;
                         }
                     }
                 };
@@ -1008,8 +1497,7 @@ impl Store for SledStore {
             }
         })?;
         self.make_durable(generation, ticket)?;
-        // Durable now: the watermark may say so (never before).
-        self.watermark.advance(change)
+        self.made_durable(change)
     }
 
     fn describe(&self) -> String {
@@ -1018,7 +1506,11 @@ impl Store for SledStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.with(|i| flush_and_sync(&i.db, &i.log_file))?;
-        self.watermark.sync()
+        self.watermark.sync()?;
+        match &self.anchor {
+            Some(anchor) => anchor.sync(),
+            None => Ok(()),
+        }
     }
 
     fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
@@ -1229,41 +1721,304 @@ mod tests {
         assert_eq!(store.user("alice").unwrap().unwrap(), record(1));
     }
 
+    /// What otpd wrote before encryption at rest: schema 1, JSON.
+    fn write_clear_store(dir: &Path) {
+        let db = sled::open(dir).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", b"1".to_vec())
+            .unwrap();
+        let users = db.open_tree("users").unwrap();
+        users
+            .insert("alice", serde_json::to_vec(&record(3)).unwrap())
+            .unwrap();
+        users
+            .insert("bob", serde_json::to_vec(&record(4)).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
     #[test]
-    fn a_store_written_in_clear_is_sealed_on_open() {
+    fn a_store_written_in_clear_is_refused_at_open_and_sealed_by_seal_store() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            // What otpd wrote before encryption at rest: schema 1, JSON.
-            let db = sled::open(dir.path()).unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert("schema", b"1".to_vec())
-                .unwrap();
-            let users = db.open_tree("users").unwrap();
-            users
-                .insert("alice", serde_json::to_vec(&record(3)).unwrap())
-                .unwrap();
-            users
-                .insert("bob", serde_json::to_vec(&record(4)).unwrap())
-                .unwrap();
-            db.flush().unwrap();
-        }
-        {
-            let store = open_store(dir.path(), |stored| {
+        write_clear_store(dir.path());
+        let e = open_store(dir.path(), |_| panic!("no key is asked for"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("otpd seal-store") && e.contains("user alice"),
+            "{e}"
+        );
+        let sealed = unlocked(|| {
+            SledStore::seal_store(dir.path(), None, |stored| {
                 assert_eq!(stored, None);
                 Ok(key(1))
             })
-            .unwrap();
-            assert_eq!(store.user("alice").unwrap().unwrap(), record(3));
-            assert_eq!(store.users().unwrap().len(), 2);
-        }
-        assert!(!contains(&raw_bytes(dir.path()), b"SECRET-1234567890abc"));
+        })
+        .unwrap();
+        assert_eq!(sealed, (2, key(1).id()));
+        // Gone from the files, not only sealed beside the old values.
+        let as_json = serde_json::to_vec(&record(3).secret).unwrap();
+        assert!(!contains(&raw_bytes(dir.path()), &as_json));
         let store = open_store(dir.path(), |stored| {
             assert_eq!(stored, Some(key(1).id()));
             Ok(key(1))
         })
         .unwrap();
+        assert_eq!(store.user("alice").unwrap().unwrap(), record(3));
         assert_eq!(store.user("bob").unwrap().unwrap(), record(4));
+        drop(store);
+        // Not twice: the store has a key now.
+        let e = unlocked(|| SledStore::seal_store(dir.path(), None, |_| Ok(key(1))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has had a key"), "{e}");
+    }
+
+    #[test]
+    fn a_record_in_clear_in_a_sealed_store_is_refused_and_never_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+            create(&store, "alice", 1);
+            create(&store, "bob", 1);
+            store.sync().unwrap();
+        }
+        // Planted in clear, with and without the key entry and the tag.
+        for remove in [&[][..], &["active", "schema", AUTH, STORE_ID][..]] {
+            {
+                let db = sled::open(dir.path()).unwrap();
+                let meta = db.open_tree("meta").unwrap();
+                for entry in remove {
+                    meta.remove(entry).unwrap();
+                }
+                db.open_tree("users")
+                    .unwrap()
+                    .insert("alice", serde_json::to_vec(&record(9)).unwrap())
+                    .unwrap();
+                db.flush().unwrap();
+            }
+            let e = open_store(dir.path(), |_| Ok(key(1)))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                e.contains("user alice in clear") && e.contains("sealed with a key"),
+                "{e}"
+            );
+            assert!(!e.contains("seal-store"), "{e}");
+            let e = unlocked(|| SledStore::seal_store(dir.path(), None, |_| Ok(key(1))))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("has had a key"), "{e}");
+        }
+    }
+
+    /// Opens the store in `dir` raw, changes its `meta` tree with `change`,
+    /// and returns the open's error.
+    fn open_after(dir: &Path, change: impl FnOnce(&sled::Tree)) -> String {
+        {
+            let db = sled::open(dir).unwrap();
+            change(&db.open_tree("meta").unwrap());
+            db.flush().unwrap();
+        }
+        open_store(dir, |_| Ok(key(1)))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn metadata_changed_without_the_key_is_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("store");
+        {
+            let store = open_store(&dir, |_| Ok(key(1))).unwrap();
+            create(&store, "alice", 1);
+            create(&store, "bob", 1);
+            store
+                .commit(
+                    "bob",
+                    Some(1),
+                    RecordChange::Delete,
+                    SourcesChange::ClearAll,
+                )
+                .unwrap();
+        }
+        let pristine = state.path().join("pristine");
+        copy_dir(&dir, &pristine);
+        type Change = Box<dyn FnOnce(&sled::Tree)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "deleted_change raised",
+                Box::new(|m| {
+                    m.insert(DELETED_CHANGE, encode(&99u64).unwrap()).unwrap();
+                }),
+            ),
+            (
+                "deleted_change lowered",
+                Box::new(|m| {
+                    m.insert(DELETED_CHANGE, encode(&1u64).unwrap()).unwrap();
+                }),
+            ),
+            (
+                "deleted_change removed",
+                Box::new(|m| {
+                    m.remove(DELETED_CHANGE).unwrap();
+                }),
+            ),
+            (
+                "another store ID",
+                Box::new(|m| {
+                    m.insert(STORE_ID, encode(&"0".repeat(32)).unwrap())
+                        .unwrap();
+                }),
+            ),
+            (
+                "the tag removed",
+                Box::new(|m| {
+                    m.remove(AUTH).unwrap();
+                }),
+            ),
+            (
+                "the tag flipped",
+                Box::new(|m| {
+                    let mut tag: String = decode("t", &m.get(AUTH).unwrap().unwrap()).unwrap();
+                    tag.replace_range(0..1, if tag.starts_with('0') { "1" } else { "0" });
+                    m.insert(AUTH, encode(&tag).unwrap()).unwrap();
+                }),
+            ),
+            (
+                "schema 2 without a tag (an older form put back)",
+                Box::new(|m| {
+                    m.insert("schema", encode(&2u64).unwrap()).unwrap();
+                    m.remove(AUTH).unwrap();
+                    m.remove(STORE_ID).unwrap();
+                    m.insert(DELETED_CHANGE, encode(&99u64).unwrap()).unwrap();
+                }),
+            ),
+            (
+                "the key entry removed",
+                Box::new(|m| {
+                    m.remove("active").unwrap();
+                }),
+            ),
+        ];
+        for (what, change) in cases {
+            std::fs::remove_dir_all(&dir).unwrap();
+            copy_dir(&pristine, &dir);
+            let e = open_after(&dir, change);
+            assert!(
+                e.contains("metadata") && e.contains(&*dir.to_string_lossy()),
+                "{what}: {e:?}"
+            );
+        }
+        // The pristine copy itself opens.
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_dir(&pristine, &dir);
+        assert!(open_store(&dir, |_| Ok(key(1))).is_ok());
+    }
+
+    #[test]
+    fn a_schema_2_store_is_upgraded_once_and_its_watermark_is_checked() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("store");
+        {
+            let store = open_store(&dir, |_| Ok(key(1))).unwrap();
+            create(&store, "alice", 1);
+        }
+        // As otpd of schema 2 left it: no tag, no store ID, a watermark of
+        // digits alone.
+        {
+            let db = sled::open(&dir).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert("schema", b"2".to_vec()).unwrap();
+            meta.remove(AUTH).unwrap();
+            meta.remove(STORE_ID).unwrap();
+            db.flush().unwrap();
+        }
+        let watermark = state.path().join("store.watermark");
+        let number = std::fs::read_to_string(&watermark).unwrap()[..20].to_owned();
+        std::fs::write(&watermark, format!("{number}\n")).unwrap();
+        let store = open_store(&dir, |_| Ok(key(1))).unwrap();
+        assert_eq!(store.user("alice").unwrap().unwrap(), record(1));
+        drop(store);
+        let text = std::fs::read_to_string(&watermark).unwrap();
+        assert_eq!(text.len(), WATERMARK_LEN, "{text:?}");
+        assert!(open_store(&dir, |_| Ok(key(1))).is_ok());
+        // A watermark of the right number with another tag is refused.
+        let forged = format!("{} {}\n", &text[..20], "ab".repeat(32));
+        std::fs::write(&watermark, forged).unwrap();
+        let e = open_store(&dir, |_| Ok(key(1))).err().unwrap().to_string();
+        assert!(
+            e.contains("authentication check") && e.contains("store.watermark"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_anchor_refuses_an_older_copy_a_wiped_store_and_another_store() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("store");
+        let anchor_path = state.path().join("anchor").join("store.anchor");
+        let open = |dir: &Path| {
+            unlocked(|| SledStore::open_anchored(dir, Some(&anchor_path), |_| Ok(key(1))))
+        };
+        let older = state.path().join("older");
+        let older_watermark = state.path().join("older.watermark");
+        {
+            let store = open(&dir).unwrap();
+            create(&store, "alice", 1);
+            create(&store, "bob", 1);
+            store.sync().unwrap();
+            drop(store);
+            copy_dir(&dir, &older);
+            std::fs::copy(state.path().join("store.watermark"), &older_watermark).unwrap();
+            let store = open(&dir).unwrap();
+            store
+                .commit(
+                    "bob",
+                    Some(1),
+                    RecordChange::Delete,
+                    SourcesChange::ClearAll,
+                )
+                .unwrap();
+        }
+        assert!(open(&dir).is_ok());
+        // The older copy with its own watermark: only the anchor knows.
+        let pristine = state.path().join("pristine");
+        copy_dir(&dir, &pristine);
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_dir(&older, &dir);
+        std::fs::copy(&older_watermark, state.path().join("store.watermark")).unwrap();
+        let e = open(&dir).err().unwrap().to_string();
+        assert!(
+            e.contains("went backwards") && e.contains(&*anchor_path.to_string_lossy()),
+            "{e}"
+        );
+        // Wiped: no store, no watermark.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_file(state.path().join("store.watermark")).unwrap();
+        let e = open(&dir).err().unwrap().to_string();
+        assert!(e.contains("new or empty"), "{e}");
+        // Another store (its own ID).
+        std::fs::remove_dir_all(&dir).unwrap();
+        let other = state.path().join("other");
+        drop(open_store(&other, |_| Ok(key(1))).unwrap());
+        copy_dir(&other, &dir);
+        let e = open(&dir).err().unwrap().to_string();
+        assert!(e.contains("replaced by another"), "{e}");
+        // The real one opens; deleting the anchor accepts the older copy.
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_dir(&pristine, &dir);
+        assert!(open(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_dir(&older, &dir);
+        std::fs::copy(&older_watermark, state.path().join("store.watermark")).unwrap();
+        std::fs::remove_file(&anchor_path).unwrap();
+        let store = open(&dir).unwrap();
+        assert!(store.user("bob").unwrap().is_some());
     }
 
     #[test]
