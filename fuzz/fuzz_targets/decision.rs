@@ -27,10 +27,12 @@
 //! - a recovery code is accepted only at login, only if it was issued and
 //!   not used, and is used up; a texted code only at login, only while
 //!   issued and unexpired, and all texted codes are then spent;
-//! - every accept resets the source's counter and kills the enrolment
-//!   link; it resets the user's failures only when the source was not
-//!   trusted; a login accept from a source that is not the user's own uid
-//!   makes it trusted; the replay guard never moves back;
+//! - every accept resets the source's counter; a confirmation kills the
+//!   enrolment link, a login leaves it; it resets the user's failures only
+//!   when the source was not trusted; a login accept from a source that is
+//!   not the user's own uid (nor root's, `uid:0`) makes it trusted; the
+//!   replay guard never moves back; a confirmation is never held up by the
+//!   per-user ceiling and a failed one counts against its source only;
 //! - a typed "sms" is refused by the same gate, and otherwise counts
 //!   against the source and the user like a failure;
 //! - `Replayed` only for a code valid in the window for a used step and
@@ -38,7 +40,8 @@
 //!   recovery or texted code is refused only as `Replayed` (it also is a
 //!   used TOTP code);
 //! - a counted failure adds one to the user's and the source's failures at
-//!   now; input that cannot be any code changes nothing;
+//!   now; input that cannot be any code changes nothing (text shaped like
+//!   a recovery code, for a user who has none, included);
 //! - the token itself (secret, algorithm, digits, period, issuer) never
 //!   changes, and every write bumps the version by one.
 #![no_main]
@@ -214,8 +217,7 @@ impl Model {
         source == OWN
             || self.record.trusted_sources.iter().any(|t| {
                 t.source == KEYS[source]
-                    && self.now.saturating_sub(t.last_success)
-                        <= self.rules.limits.trusted_source_secs
+                    && self.now.abs_diff(t.last_success) <= self.rules.limits.trusted_source_secs
             })
     }
 
@@ -227,7 +229,9 @@ impl Model {
         }
     }
 
-    fn wait(&self, source: usize) -> Option<u64> {
+    /// The wait for an attempt from `source` for `purpose` (the per-user
+    /// ceiling holds up only logins from sources that are not trusted).
+    fn wait(&self, source: usize, purpose: Purpose) -> Option<u64> {
         let limits = &self.rules.limits;
         let source_wait = self.sources[source].and_then(|s| {
             remaining(
@@ -247,7 +251,7 @@ impl Model {
                 self.now,
             )
         });
-        source_wait.max(user_wait.filter(|_| !self.trusted(source)))
+        source_wait.max(user_wait.filter(|_| purpose == Purpose::Login && !self.trusted(source)))
     }
 
     fn typed_text(&self, typed: &Typed) -> String {
@@ -311,7 +315,7 @@ impl Model {
             assert_eq!(decision, unchanged(Outcome::Pending));
             return;
         }
-        if let Some(wait) = self.wait(source) {
+        if let Some(wait) = self.wait(source, purpose) {
             assert_eq!(
                 decision,
                 unchanged(Outcome::Throttled { retry_after: wait }),
@@ -384,12 +388,20 @@ impl Model {
                     assert_eq!(next.user_failures, 0);
                     assert_eq!(next.last_failure, None);
                 }
-                if login && source != OWN && self.rules.limits.trusted_source_secs > 0 {
+                if login
+                    && source != OWN
+                    && KEYS[source] != "uid:0"
+                    && self.rules.limits.trusted_source_secs > 0
+                {
                     assert!(next.trusted_sources.iter().any(|t| t.source == KEYS[source]
                         && t.last_success == self.now));
                 }
                 assert_eq!(next.last_success, Some(self.now));
-                assert!(next.fallback.link.is_none(), "the link outlives an accept");
+                if login {
+                    assert_eq!(next.fallback.link, before.fallback.link, "a login killed the link");
+                } else {
+                    assert!(next.fallback.link.is_none(), "the link outlives its confirmation");
+                }
                 same_token(&before, next);
             }
             Outcome::WrongCode | Outcome::Replayed => {}
@@ -463,9 +475,9 @@ impl Model {
                     assert_eq!(decision, unchanged(Outcome::WrongCode));
                     assert!(totp.is_none(), "a well-formed code was not counted");
                     assert!(!texts_valid || texted.is_none());
-                    assert!(!login || recovery.is_none());
+                    assert!(!login || recovery.is_none() || before.fallback.recovery.is_empty());
                 }
-                Some(next) => {
+                Some(next) if login => {
                     assert_eq!(next.user_failures, before.user_failures.saturating_add(1));
                     assert_eq!(next.last_failure, Some(self.now));
                     assert_eq!(next.last_accepted_step, last);
@@ -473,6 +485,18 @@ impl Model {
                     assert_eq!(next.fallback, before.fallback);
                     assert_eq!(next.last_success, before.last_success);
                     same_token(&before, next);
+                    assert_eq!(
+                        decision.source,
+                        SourceChange::Set(SourceCounter {
+                            failures: source_before.map_or(0, |s| s.failures).saturating_add(1),
+                            last_failure: self.now,
+                        })
+                    );
+                }
+                // A failed confirmation counts against its source only.
+                Some(next) => {
+                    assert_eq!(next.user_failures, before.user_failures);
+                    assert_eq!(next.last_failure, before.last_failure);
                     assert_eq!(
                         decision.source,
                         SourceChange::Set(SourceCounter {
@@ -517,7 +541,7 @@ impl Model {
             &self.rules,
         );
         let pending = self.record.state == EnrolState::Pending && !self.record.had_active_device;
-        match self.wait(source) {
+        match self.wait(source, Purpose::Login) {
             _ if pending => assert_eq!(gated, Err(Outcome::Pending)),
             Some(wait) => assert_eq!(gated, Err(Outcome::Throttled { retry_after: wait })),
             None => assert_eq!(gated, Ok(())),

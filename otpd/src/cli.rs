@@ -60,8 +60,8 @@ pub enum Command {
     Remove {
         /// The user
         user: String,
-        /// Only this device; the user keeps the others (removing the last
-        /// one removes the user)
+        /// Only this device; the user keeps the others (the last one is
+        /// refused: replace it with enroll --force, or remove the user)
         #[arg(long, value_name = "NAME")]
         device: Option<String>,
     },

@@ -76,7 +76,7 @@ complete -c otpd -n "__fish_otpd_using_subcommand list" -l config -d 'Config fil
 complete -c otpd -n "__fish_otpd_using_subcommand list" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand list" -l json -d 'JSON instead of a table'
 complete -c otpd -n "__fish_otpd_using_subcommand list" -s h -l help -d 'Print help'
-complete -c otpd -n "__fish_otpd_using_subcommand remove" -l device -d 'Only this device; the user keeps the others (removing the last one removes the user)' -r
+complete -c otpd -n "__fish_otpd_using_subcommand remove" -l device -d 'Only this device; the user keeps the others (the last one is refused: replace it with enroll --force, or remove the user)' -r
 complete -c otpd -n "__fish_otpd_using_subcommand remove" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand remove" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand remove" -s h -l help -d 'Print help'

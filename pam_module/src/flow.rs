@@ -112,7 +112,11 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
 
     /// The whole flow; `Err` carries an early PAM return code.
     fn run(&mut self) -> Result<PamError, PamError> {
-        let user = self.user()?;
+        // An unknown name gets the same conversation as an account with a
+        // token (no prompt missing, the daemon asked as often), then
+        // PAM_USER_UNKNOWN: a client learns nothing about which accounts
+        // exist, as with pam_unix.
+        let (mut user, typed, known) = self.user()?;
         let service = self.pam.service();
         let rhost = self.pam.rhost();
         self.debug(&format!(
@@ -139,9 +143,21 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
         let need_status =
             self.args.nullok || self.args.forward_pass || self.args.first_pass != FirstPass::Use;
         if need_status {
-            let (status, user_digits, phone) = self.status(&user)?;
+            let (mut status, mut user_digits, phone) = self.status(&user)?;
+            if known && status != EnrolmentStatus::Active && typed != user {
+                // A record under the spelling typed (enrolled before otpd
+                // asked about the account's own name; `otpd list` warns of
+                // such records): it needs a code as much as the account's.
+                let (typed_status, typed_digits, _) = self.status(&typed)?;
+                if typed_status == EnrolmentStatus::Active {
+                    self.debug("otpd: a token is enrolled under the spelling typed; using it");
+                    user = typed.clone();
+                    status = typed_status;
+                    user_digits = typed_digits;
+                }
+            }
             self.phone = phone;
-            if status == EnrolmentStatus::Active {
+            if status == EnrolmentStatus::Active || !known {
                 digits = user_digits;
                 self.debug("otpd: enrolment active");
             } else if self.args.nullok {
@@ -199,7 +215,7 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
             // The password goes on only with an accepted code: in a stack
             // where this module's failure is not fatal, a wrong code must
             // not leave the next module a password to log in with.
-            if outcome == VerifyOutcome::Accepted {
+            if outcome == VerifyOutcome::Accepted && known {
                 self.forward(&answer[..split])?;
             }
             outcome
@@ -268,11 +284,17 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
             // the message still gets PAM_MAXTRIES.
             self.tell(&self.lang.throttled(retry_after_secs));
         }
+        if !known {
+            return Ok(PamError::USER_UNKNOWN);
+        }
         Ok(outcome_code(outcome, self.args.nullok))
     }
 
-    /// PAM_USER as UTF-8, or the PAM code that ends the login.
-    fn user(&self) -> Result<String, PamError> {
+    /// The account PAM_USER is, as the user database spells it, PAM_USER
+    /// as typed, and `true`; or PAM_USER twice and `false` when it is no
+    /// account (the login is then refused with PAM_USER_UNKNOWN, after the
+    /// usual conversation). `Err`: the PAM code that ends the login.
+    fn user(&self) -> Result<(String, String, bool), PamError> {
         let name = self.pam_user()?;
         // The account's own spelling from here on (design.md §7): under an
         // NSS that ignores case, "ALICE" must not be a user otpd has never
@@ -287,7 +309,7 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                         account.escape_debug()
                     ));
                 }
-                Ok(account)
+                Ok((account, name, true))
             }
             Ok(None) => {
                 self.pam.log(
@@ -297,7 +319,7 @@ impl<H: LoginHandler, D: Daemon> Login<'_, H, D> {
                         name.escape_debug()
                     ),
                 );
-                Err(PamError::USER_UNKNOWN)
+                Ok((name.clone(), name, false))
             }
             Err(reason) => {
                 self.pam.log(
@@ -555,7 +577,8 @@ pub fn error_code(code: ErrorCode) -> PamError {
         | ErrorCode::NotFound
         | ErrorCode::AlreadyEnrolled
         | ErrorCode::NotPending
-        | ErrorCode::Unavailable => PamError::AUTH_ERR,
+        | ErrorCode::Unavailable
+        | ErrorCode::Refused => PamError::AUTH_ERR,
     }
 }
 
@@ -798,19 +821,68 @@ mod tests {
             matches!(&requests[1], Request::Verify { user, .. } if user == "alice"),
             "{requests:?}"
         );
-        // No such account: refused before the daemon is asked, nullok or not.
+        // A record under the spelling typed (enrolled before the module
+        // asked about the account's name): still a code, never nullok.
+        let mut pam = TestPam::new("123456");
+        pam.user = Ok(Some(b"Bob".to_vec()));
+        let (code, requests) = run(
+            &pam,
+            &["nullok"],
+            vec![
+                status(EnrolmentStatus::NotEnrolled),
+                status(EnrolmentStatus::Active),
+                verified(VerifyOutcome::WrongCode),
+            ],
+        );
+        assert_eq!(code, PamError::AUTH_ERR);
+        assert!(
+            matches!(&requests[2], Request::Verify { user, .. } if user == "Bob"),
+            "{requests:?}"
+        );
+        // No such account: the same conversation as an enrolled user (a
+        // prompt, the daemon asked: nothing tells which accounts exist),
+        // then refused, nullok or not, whatever the daemon answers.
         for args in [&["nullok"][..], &[][..]] {
             let mut pam = TestPam::new("123456");
             pam.user = Ok(Some(b"mallory".to_vec()));
-            let (code, requests) = run(&pam, args, vec![]);
+            let (code, requests) = run(
+                &pam,
+                args,
+                vec![
+                    status(EnrolmentStatus::NotEnrolled),
+                    verified(VerifyOutcome::NotEnrolled),
+                ],
+            );
             assert_eq!(code, PamError::USER_UNKNOWN, "{args:?}");
-            assert!(requests.is_empty());
+            assert_eq!(
+                pam.prompts.borrow().len(),
+                1,
+                "{args:?}: asked like everyone"
+            );
+            assert!(
+                matches!(&requests[1], Request::Verify { user, .. } if user == "mallory"),
+                "{requests:?}"
+            );
             assert!(
                 pam.logged().contains("not known to the system"),
                 "{}",
                 pam.logged()
             );
         }
+        // Even an accepted code (a record under that very spelling) does
+        // not let a name that is no account in, nor forward a password.
+        let mut pam = TestPam::new("secret123456");
+        pam.user = Ok(Some(b"mallory".to_vec()));
+        let (code, _) = run(
+            &pam,
+            &["forward_pass"],
+            vec![
+                status(EnrolmentStatus::Active),
+                verified(VerifyOutcome::Accepted),
+            ],
+        );
+        assert_eq!(code, PamError::USER_UNKNOWN);
+        assert!(pam.authtok.borrow().is_none(), "a password was forwarded");
         // The lookup itself failed: fail closed, never ignored.
         let mut pam = TestPam::new("123456");
         pam.user = Ok(Some(b"broken".to_vec()));

@@ -418,3 +418,58 @@ fn asking_for_a_text_counts_against_the_source() {
     let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.70", "");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
 }
+
+/// Strangers cannot use up the texts the user needs: the hourly budget of
+/// login texts holds back sources the user has not proven; a known source
+/// (and the user's own uid) is held back by its own backoff alone.
+#[test]
+fn strangers_cannot_use_up_the_users_texts() {
+    if !require("sms budget", PAM) {
+        return;
+    }
+    let probe = TestEnv::without_daemon("sms_budget_probe", &Limits::default());
+    let (script, outbox) = sender(&probe, "ok");
+    let env = TestEnv::start_with_config(
+        "sms_budget",
+        Limits::default(),
+        &format!(
+            "[sms]\ncommand = \"{}\"\nmax_per_hour = 2\n",
+            script.display()
+        ),
+    );
+    let t = settled_now(30, 10);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+    let (_, code) = last_texted(&outbox, 0);
+    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+    // alice logs in from home once: a known source.
+    let home = "192.0.2.80";
+    let login = env.pam_login("alice", &alice.code_at(t), home, "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+
+    // Two strangers use up the hour's budget; a third gets none.
+    let ask = |rhost: &str| {
+        let service = env.pam_service("lang=en");
+        let mut running = service.start(OsStr::new("alice"), rhost, None);
+        running.write(b"sms\n");
+        running.feed(b"\n");
+        finish(running)
+    };
+    for stranger in ["198.51.100.81", "198.51.100.82"] {
+        assert_eq!(ask(stranger).outcome, PamOutcome::AuthErr);
+    }
+    let third = ask("198.51.100.83");
+    assert!(
+        third.module_messages().contains("Too many text messages"),
+        "{}",
+        third.output
+    );
+    let texted = std::fs::read_to_string(&outbox)
+        .unwrap()
+        .matches("to=")
+        .count();
+    assert_eq!(texted, 1 + 2, "registration and the strangers' two");
+    // From home alice still gets her text, and logs in with it.
+    let (login, _) = sms_login(&env, &outbox, texted, home);
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+}

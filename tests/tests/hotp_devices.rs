@@ -648,8 +648,12 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
         "the key after the phone was removed",
     );
 
-    // Removing the last device removes the user.
-    env.otpd_expect(&["remove", "frank", "--device", "key"], 0);
+    // The last device goes only with the user (a second factor, once on,
+    // stays on): refused by name, kept, and removed with the user.
+    let refused = env.otpd_expect(&["remove", "frank", "--device", "key"], 1);
+    assert!(refused.stderr.contains("last device"), "{refused}");
+    assert!(env.list_entry("frank").is_some());
+    env.otpd_expect(&["remove", "frank"], 0);
     assert_eq!(env.list_entry("frank"), None);
     login_expect(
         &env,

@@ -355,3 +355,57 @@ fn with_forward_pass_strangers_need_no_password_and_still_cannot_lock_the_user_o
         "an unknown local source"
     );
 }
+
+#[test]
+fn strangers_at_the_ceiling_cannot_keep_a_new_device_from_being_confirmed() {
+    if !require("confirm_under_attack", PAM) {
+        return;
+    }
+    let env = TestEnv::start("confirm_attack");
+    let t = settled_now(30, 20);
+    let frank = env.enroll_active("frank", &[], t - 30);
+    // A new phone for frank; the old one works until it is confirmed.
+    let out = env.otpd_expect(&["enroll", "frank", "--force"], 0);
+    let new = Enrolment::from_uri(
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("otpauth://"))
+            .unwrap(),
+    )
+    .unwrap();
+    // Strangers reach the ceiling with guesses at the old phone's codes.
+    strangers_guess(&env, &frank, &strangers("198.51.100.", 5), 4);
+    assert_eq!(
+        login(&env, "frank", &frank.code_at(t), "192.0.2.201"),
+        PamOutcome::MaxTries
+    );
+    // The new phone's first code still confirms it (`otpd confirm` needs
+    // root; the ceiling guards logins).
+    env.otpd_expect(&["confirm", "frank", &new.code_at(t)], 0);
+    let entry = env.list_entry("frank").unwrap();
+    assert_eq!(
+        entry["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{entry}"
+    );
+    // After a revocation nothing a stranger can type counts (no device,
+    // recovery code or text to hit), so the ceiling cannot be reached.
+    let out = env.otpd_expect(&["enroll", "frank", "--force", "--revoke"], 0);
+    let newer = Enrolment::from_uri(
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("otpauth://"))
+            .unwrap(),
+    )
+    .unwrap();
+    env.otpd_expect(&["unlock", "frank"], 0);
+    let entry_before = env.list_entry("frank").unwrap()["failures"].clone();
+    for (source, guess) in [
+        ("198.51.100.9", "000000"),
+        ("198.51.100.9", "2345-6789-ABCD"),
+    ] {
+        assert_eq!(login(&env, "frank", guess, source), PamOutcome::AuthErr);
+    }
+    assert_eq!(env.list_entry("frank").unwrap()["failures"], entry_before);
+    env.otpd_expect(&["confirm", "frank", &newer.code_at(t + 30)], 0);
+}

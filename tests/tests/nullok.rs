@@ -169,28 +169,128 @@ fn a_new_enrolment_link_keeps_the_old_device_and_never_opens_nullok() {
     if !require("a_new_enrolment_link", PAM) {
         return;
     }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let env = TestEnv::start_with_config(
         "replace_link",
         otpd_tests::Limits::default(),
-        "[web]\npublic_url = \"http://127.0.0.1:9\"\n",
+        &format!(
+            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n"
+        ),
     );
     let t = settled_now(30, 15);
     let old = env.enroll_active("dave", &[], t - 30);
     let out = env.otpd_expect(&["enroll", "dave", "--link", "--force"], 0);
-    assert!(out.stdout.contains("/enroll/"), "{out}");
     assert!(
         out.stdout
             .contains("keeps working until the new one is confirmed"),
         "{out}"
     );
+    let path = out
+        .stdout
+        .split_whitespace()
+        .find_map(|w| {
+            w.split_once(&format!("127.0.0.1:{port}"))
+                .map(|(_, p)| p.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no link printed: {out}"));
     assert_eq!(
         nullok_login(&env, "dave", &old.wrong_code(t)),
         PamOutcome::AuthErr
     );
+    // dave goes on logging in with the old phone meanwhile: the link stays
+    // (it dies with the code that confirms its own device).
     assert_eq!(
         nullok_login(&env, "dave", &old.code_at(t)),
         PamOutcome::Success
     );
+    let page = otpd_tests::webclient::request(port, "GET", &path, "", "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"reveal\"") && !page.body.contains("id=\"invalid\""),
+        "the link died with a login of the old device: {}",
+        page.body
+    );
+    // The page never shows the old device's secret.
+    assert!(!page.body.contains(&old.secret), "{}", page.body);
+}
+
+#[test]
+fn a_spelling_that_is_not_the_account_name_never_opens_nullok() {
+    if !require("a_spelling_that_is_not_the_account", PAM) {
+        return;
+    }
+    // A record "Erin" from before otpd asked about the account's own name
+    // (the daemon's user database does not know Erin yet).
+    let mut env = TestEnv::start("spelling");
+    let t = settled_now(30, 15);
+    let erin = env.enroll_active("Erin", &[], t - 30);
+    // Now under an NSS that ignores case, as SSSD can: "Erin" is the
+    // account "erin", and logins ask about "erin".
+    let module = nss::case_folding_module(&env.dir.join("nss-module"));
+    let passwd = nss::passwd_with(&env.dir, b"");
+    let case_folding = |cmd: &mut std::process::Command| {
+        cmd.env("LD_PRELOAD", Program::NssWrapper.path())
+            .env("NSS_WRAPPER_PASSWD", &passwd)
+            .env("NSS_WRAPPER_GROUP", "/etc/group");
+        nss::case_folding(cmd, &module, "erin", 70_001);
+    };
+    env.kill_daemon(libc::SIGTERM);
+    env.launcher = vec![
+        "env".into(),
+        format!("LD_PRELOAD={}", Program::NssWrapper.path().display()).into(),
+        format!("NSS_WRAPPER_PASSWD={}", passwd.display()).into(),
+        "NSS_WRAPPER_GROUP=/etc/group".into(),
+        format!("NSS_WRAPPER_MODULE_SO_PATH={}", module.display()).into(),
+        "NSS_WRAPPER_MODULE_FN_PREFIX=casefold".into(),
+        "NSS_CASEFOLD_NAME=erin".into(),
+        "NSS_CASEFOLD_UID=70001".into(),
+    ];
+    env.spawn_daemon();
+
+    // A login typing that spelling still needs Erin's code: nullok does
+    // not pass. (Other spellings ask about "erin", which has no record:
+    // `otpd list` below tells the admin to enrol the account's name.)
+    {
+        let name = "Erin";
+        let service = env.pam_service_nullok("");
+        let mut cmd = service.command(OsStr::new(name), RHOST, None);
+        // Only "erin" known by the module; pam_wrapper stays preloaded.
+        cmd.env("NSS_WRAPPER_PASSWD", &passwd);
+        nss::case_folding(&mut cmd, &module, "erin", 70_001);
+        let mut running = Running::spawn(cmd);
+        running.feed(format!("{}\n", erin.wrong_code(t)).as_bytes());
+        let login = finish(running);
+        assert_ne!(
+            login.outcome,
+            PamOutcome::Success,
+            "{name}: {}",
+            login.output
+        );
+    }
+    // `otpd list` says which records are not under their account's name.
+    let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
+    cmd.arg("--config").arg(&env.config).arg("list");
+    case_folding(&mut cmd);
+    let out = otpd_tests::process::run(cmd, b"", std::time::Duration::from_secs(30));
+    assert!(
+        out.stderr.contains("\"Erin\" is the account \"erin\""),
+        "{out}"
+    );
+    // And a new enrolment under such a spelling is refused, naming the account.
+    let out = env.otpd_expect(&["enroll", "ERIN"], 2);
+    assert!(
+        out.stderr.contains("\"ERIN\" is the account \"erin\""),
+        "{out}"
+    );
+    assert_eq!(env.list_entry("ERIN"), None, "nothing enrolled");
+    env.enroll("erin", &[]);
+    // A name the user database does not know is no business of enrol's
+    // (an account of another host of a fleet).
+    env.enroll("elsewhere", &[]);
 }
 
 #[test]

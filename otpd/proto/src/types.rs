@@ -432,6 +432,10 @@ pub enum ErrorCode {
     Internal,
     /// A text message could not be sent (no sender, sender failed, limit).
     Unavailable,
+    /// A well-formed request the daemon will not carry out as asked (the
+    /// message says what to do instead), such as removing a user's last
+    /// device, which would switch the second factor off.
+    Refused,
 }
 
 /// A new enrolment as the admin CLI shows it. Sent only to root.

@@ -467,6 +467,20 @@ pub fn list(client: &Client, json: bool) -> Result<(), CliError> {
         Response::Users { users } => users,
         other => return Err(unexpected(&other)),
     };
+    // Logins ask otpd about the account's own name (PAM_USER through
+    // getpwnam): a record under another spelling is found only while the
+    // user types that very spelling. Said on stderr, so --json stays JSON.
+    for u in &users {
+        if let Ok(Some(account)) = nix::unistd::User::from_name(&u.user) {
+            if account.name != u.user {
+                eprintln!(
+                    "warning: {:?} is the account {:?} in the user database; logins ask otpd \
+                     about {:?}: enrol {:?} (otpd enroll {}) and remove {:?}",
+                    u.user, account.name, account.name, account.name, account.name, u.user
+                );
+            }
+        }
+    }
     if json {
         let text = serde_json::to_string_pretty(&users)
             .map_err(|e| CliError::Refused(format!("cannot print JSON: {e}")))?;

@@ -3,7 +3,9 @@
 
 use crate::core::code;
 use crate::core::ratelimit::{remaining, Limits};
-use crate::core::record::{EnrolState, Fallback, Replaces, SourceCounter, TokenKind, UserRecord};
+use crate::core::record::{
+    can_be_trusted, EnrolState, Fallback, Replaces, SourceCounter, TokenKind, UserRecord,
+};
 use crate::core::tokens::normalize_any_recovery;
 use crate::core::totp::{match_device, CodeMatch};
 
@@ -157,7 +159,11 @@ pub fn gate(
     let source_wait = source
         .counter
         .and_then(|s| remaining(s.failures, s.last_failure, limits.max_failures, limits, now));
-    let user_wait = if trusted(record, source, now, rules) {
+    // The ceiling guards logins. A confirmation ("Validate", `otpd
+    // confirm`) is not held up by it: it needs root or the link's token,
+    // and a stranger's guesses at logins must not keep the user from
+    // confirming a new device (a lost phone replaced with --revoke).
+    let user_wait = if purpose == Purpose::Confirm || trusted(record, source, now, rules) {
         None
     } else {
         record.last_failure.and_then(|last| {
@@ -178,21 +184,34 @@ pub fn gate(
 
 /// Whether the per-user ceiling spares `source`: the user's own uid, or a
 /// success from it within `trusted_source_secs`.
-fn trusted(record: &UserRecord, source: &SourceState<'_>, now: u64, rules: &Rules) -> bool {
+pub fn trusted(record: &UserRecord, source: &SourceState<'_>, now: u64, rules: &Rules) -> bool {
     source.own || record.trusts(source.key, now, rules.limits.trusted_source_secs)
 }
 
-/// `record` after a failure (or a request that counts as one, like `sms`)
-/// from `source` at `now`: the per-user count and the source's own.
+/// `record` after a failed login (or a request that counts as one, like
+/// `sms`) from `source` at `now`: the per-user count and the source's own.
 pub fn count_failure(
     record: &UserRecord,
     source: &SourceState<'_>,
     now: u64,
 ) -> (UserRecord, SourceChange) {
+    count(record, source, now, Purpose::Login)
+}
+
+/// [`count_failure`] for `purpose`: a failed confirmation counts against
+/// its source only, as only its source is held up for it.
+fn count(
+    record: &UserRecord,
+    source: &SourceState<'_>,
+    now: u64,
+    purpose: Purpose,
+) -> (UserRecord, SourceChange) {
     let mut next = record.clone();
     next.version = record.version.wrapping_add(1);
-    next.user_failures = record.user_failures.saturating_add(1);
-    next.last_failure = Some(now);
+    if purpose == Purpose::Login {
+        next.user_failures = record.user_failures.saturating_add(1);
+        next.last_failure = Some(now);
+    }
     let failures = source.counter.map_or(0, |s| s.failures).saturating_add(1);
     (
         next,
@@ -252,7 +271,10 @@ pub fn decide(
     } else {
         None
     };
-    let recovery = if login {
+    // Only a guess when there is something it can hit: a user without
+    // recovery codes (a revocation removes them) is not held up, nor are
+    // strangers helped to the ceiling, by text shaped like one.
+    let recovery = if login && !record.fallback.recovery.is_empty() {
         normalize_any_recovery(typed_code)
     } else {
         None
@@ -360,8 +382,12 @@ pub fn decide(
     };
     match outcome {
         Some(outcome) => {
-            // A self-enrolment link dies with the first accepted code.
-            next.fallback.link = None;
+            // A self-enrolment link dies with the code that confirms its
+            // device; a login with another device (the one a replacement
+            // keeps working meanwhile) leaves it.
+            if !login {
+                next.fallback.link = None;
+            }
             next.last_success = Some(now);
             // A source that had not proven itself has now: the per-user
             // count starts again. A trusted source's success leaves it, so
@@ -371,7 +397,7 @@ pub fn decide(
                 next.user_failures = 0;
                 next.last_failure = None;
             }
-            if login && !source.own {
+            if login && !source.own && can_be_trusted(source.key) {
                 next.remember_source(source.key, now, rules.limits.trusted_source_secs);
             }
             Ok(Decision {
@@ -383,7 +409,7 @@ pub fn decide(
         None => {
             // The code check changed nothing on this path: the record as
             // read, with the failure counted.
-            let (counted, source_change) = count_failure(record, source, now);
+            let (counted, source_change) = count(record, source, now, purpose);
             Ok(Decision {
                 outcome: if matched == CodeMatch::Used {
                     Outcome::Replayed

@@ -330,16 +330,18 @@ impl UserRecord {
     /// Whether `source` is trusted at `now`: a success from it within
     /// `trusted_secs`.
     pub fn trusts(&self, source: &str, now: u64, trusted_secs: u64) -> bool {
+        // abs_diff: a success stamped ahead of this clock (a host of the
+        // fleet whose clock runs fast) is not trusted for longer.
         self.trusted_sources
             .iter()
-            .any(|t| t.source == source && now.saturating_sub(t.last_success) <= trusted_secs)
+            .any(|t| t.source == source && now.abs_diff(t.last_success) <= trusted_secs)
     }
 
     /// Remembers a success from `source` at `now`: moved to the end (the
     /// newest), expired ones dropped, at most [`MAX_TRUSTED_SOURCES`] kept.
     pub fn remember_source(&mut self, source: &str, now: u64, trusted_secs: u64) {
         self.trusted_sources
-            .retain(|t| t.source != source && now.saturating_sub(t.last_success) <= trusted_secs);
+            .retain(|t| t.source != source && now.abs_diff(t.last_success) <= trusted_secs);
         if trusted_secs == 0 {
             return;
         }
@@ -482,7 +484,7 @@ pub fn source_of(rhost: &str, ruid: Option<u32>, peer_uid: u32) -> String {
 
 /// The source part of a remote host: see [`source_of`].
 fn rhost_source(rhost: &str) -> String {
-    use std::net::{IpAddr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     // "[2001:db8::1]" and a zone ("fe80::1%eth0") are still addresses.
     let bare = rhost.trim_start_matches('[').trim_end_matches(']');
     let bare = bare
@@ -490,15 +492,36 @@ fn rhost_source(rhost: &str) -> String {
         .map_or(bare, |(address, _zone)| address);
     match bare.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => v4.to_string(),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let network = u128::from(v6) & !((1u128 << 64) - 1);
+        Ok(IpAddr::V6(v6)) => {
+            let bits = u128::from(v6);
+            let low32 = Ipv4Addr::from((bits & 0xffff_ffff) as u32);
+            // An IPv4 client behind a translator is that IPv4 client, not
+            // one /64 shared with every other: IPv4-mapped (::ffff:a.b.c.d),
+            // the NAT64 well-known prefix 64:ff9b::/96 (RFC 6052), and the
+            // old IPv4-compatible form (::a.b.c.d, but not :: or ::1).
+            let nat64 = bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000;
+            let compatible = bits >> 32 == 0 && bits > 1;
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                v4.to_string()
+            } else if nat64 || compatible {
+                low32.to_string()
+            } else {
+                let network = bits & !((1u128 << 64) - 1);
                 format!("{}/64", Ipv6Addr::from(network))
             }
-        },
-        Err(_) => rhost.to_ascii_lowercase(),
+        }
+        // A name (sshd with UseDNS yes) has a prefix of its own, so that no
+        // spelling of a name can be taken for an address's key.
+        Err(_) => format!("name:{}", rhost.to_ascii_lowercase()),
     }
+}
+
+/// Whether a source can become trusted for a user by a success from it.
+/// Not `uid:0`: with no remote host, root's own uid is the source of every
+/// root PAM client (the console's `login`, display managers, `otpd
+/// verify`), so one success there must not spare all of them the ceiling.
+pub fn can_be_trusted(source: &str) -> bool {
+    source != "uid:0"
 }
 
 #[cfg(test)]
@@ -531,7 +554,15 @@ mod tests {
         assert_eq!(s("::ffff:192.0.2.7"), "rhost:192.0.2.7");
         assert_eq!(s("192.0.2.7"), "rhost:192.0.2.7");
         assert_ne!(s("192.0.2.7"), s("192.0.2.8"));
-        assert_eq!(s("Host.Example.ORG"), "rhost:host.example.org");
+        assert_eq!(s("Host.Example.ORG"), "rhost:name:host.example.org");
+        // IPv4 clients behind a translator stay apart.
+        assert_eq!(s("64:ff9b::c000:207"), "rhost:192.0.2.7");
+        assert_ne!(s("64:ff9b::c000:207"), s("64:ff9b::c000:208"));
+        assert_eq!(s("::192.0.2.9"), "rhost:192.0.2.9");
+        assert_eq!(s("::1"), "rhost:::/64");
+        // A name can never be an address's key.
+        assert_ne!(s("64:ff9b::/64"), s("64:ff9b::1:0:0:1"));
+        assert!(!can_be_trusted("uid:0") && can_be_trusted("uid:1000"));
     }
 
     #[test]
@@ -551,6 +582,9 @@ mod tests {
         r.remember_source("rhost:30", 5000, 30 * day);
         assert_eq!(r.trusted_sources.last().unwrap().source, "rhost:30");
         assert_eq!(r.trusted_sources.len(), MAX_TRUSTED_SOURCES);
+        // A success stamped far ahead of this clock is not trusted.
+        r.remember_source("rhost:ahead", 10 * 30 * day, 30 * day);
+        assert!(!r.trusts("rhost:ahead", 3000, 30 * day));
         // Off: nothing is remembered.
         r.remember_source("rhost:new", 6000, 0);
         assert!(!r.trusts("rhost:new", 6000, 0));

@@ -85,13 +85,15 @@ impl Handler {
         }
         // A pending device of that name (a replacement under way included)
         // is replaced by the new one; an active one is kept unless revoked.
-        let before = devices.len();
         devices.retain(|d| d.name != device.name || (d.state == EnrolState::Active && !revoke));
         let kept = active_of_that_name && !revoke;
-        if devices.len() == before && !kept && before >= MAX_DEVICES {
+        if devices.len() >= MAX_DEVICES {
             return Err(refuse(
                 ErrorCode::BadRequest,
-                format!("a user may have at most {MAX_DEVICES} devices; remove one first"),
+                format!(
+                    "a user may have at most {MAX_DEVICES} devices (a replacement waiting for \
+                     its first code counts): remove one first, or replace with --revoke"
+                ),
             ));
         }
         let replaces = kept.then(|| Replaces::Device(device.name.clone()));
@@ -102,6 +104,11 @@ impl Handler {
         // A self-enrolment link shows the first device: with the devices
         // changed it could show another one. It is for a whole new user.
         next.fallback.link = None;
+        if revoke && active_of_that_name {
+            // A lost or stolen device: whoever had it may have logged in
+            // from the sources trusted now.
+            next.trusted_sources.clear();
+        }
         Ok((next, kept))
     }
 
@@ -126,6 +133,20 @@ impl Handler {
                 ));
             }
             let last = devices.is_empty();
+            if last {
+                // A second factor, once on, stays on (design.md §7): the last
+                // device goes only with the user, on the admin's word.
+                info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "remove", device = ?name, outcome = "refused_last_device");
+                return Some(refuse(
+                    ErrorCode::Refused,
+                    format!(
+                        "{name:?} is {user}'s last device: to give {user} a new one, run \
+                         otpd enroll {user} --force --revoke (no login without a code until it \
+                         is confirmed); to remove {user} altogether (a stack with nullok then \
+                         lets {user} in with the password alone), run otpd remove {user}"
+                    ),
+                ));
+            }
             let next = if last {
                 None
             } else {
@@ -253,6 +274,9 @@ impl Handler {
     /// active at once (the token is on the user's device already), with its
     /// replay state, window, rate limit and scratch codes.
     pub(super) fn import(&self, caller: &Caller, p: ImportParams) -> Response {
+        if let Err(refusal) = super::account_spelling(&p.user, "import") {
+            return refusal;
+        }
         let record = match imported_record(&p, self.now(), &self.issuer) {
             Ok(r) => r,
             Err(m) => {

@@ -5,7 +5,7 @@
 //! only as a hash (`core::tokens`); none of them reaches a log line.
 
 use super::{audit_verify, internal, refuse, with_retries, Handler};
-use crate::core::decision::{count_failure, gate, Outcome, Purpose, SourceState};
+use crate::core::decision::{count_failure, gate, trusted, Outcome, Purpose, SourceState};
 use crate::core::record::{Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
     self, normalize_phone, random_bytes, recovery_code, sms_allowed, texted_code, token_hash,
@@ -299,10 +299,19 @@ impl Handler {
                 }
             };
             let (mut next, source_change) = count_failure(&record, &state, now);
+            // The hourly budget holds back strangers; a source the user has
+            // proven (and the user's own uid) is held back by its own
+            // backoff alone, so that strangers cannot use up the texts the
+            // user needs (each request counts against its source).
+            let budget = if trusted(&record, &state, now, &self.rules) {
+                Ok(())
+            } else {
+                sms_allowed(&record.fallback.sms_sent, now, sms.max_per_hour)
+            };
             let step = match &record.fallback.phone {
                 None => Plan::Answer(unavailable, TextFailure::NoPhone.as_str()),
                 Some(phone) => {
-                    match sms_allowed(&record.fallback.sms_sent, now, sms.max_per_hour) {
+                    match budget {
                         Err(wait) => Plan::Answer(
                             VerifyOutcome::SmsUnavailable {
                                 retry_after_secs: Some(wait),

@@ -148,6 +148,26 @@ fn fresh_version() -> Result<u64, Response> {
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// Refuses to enrol `user` under a spelling the user database gives as
+/// another account name (`getpwnam` of "Erin" says "erin" under an NSS
+/// that ignores case): the PAM module asks about the account's own name,
+/// so a record under another spelling would never be found at a login, and
+/// `nullok` would let the user through. A name the database does not know
+/// (an account of another host of a fleet, or none yet) is left alone.
+fn account_spelling(user: &str, op: &str) -> Result<(), Response> {
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(account)) if account.name != user => Err(refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "{user:?} is the account {:?} in the user database: {op} {:?} instead \
+                 (logins ask otpd about the account's own name)",
+                account.name, account.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn user_name_of(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
@@ -516,6 +536,9 @@ impl Handler {
     }
 
     fn enrol(&self, caller: &Caller, p: EnrolParams) -> Response {
+        if let Err(refusal) = account_spelling(&p.user, "enrol") {
+            return refusal;
+        }
         let defaults = &self.config.totp;
         let algorithm = p.algorithm.unwrap_or(defaults.algorithm);
         let digits = p.digits.unwrap_or(defaults.digits);
@@ -657,8 +680,20 @@ impl Handler {
                         replaces: Some(Replaces::All),
                         ..new_device.clone()
                     });
+                    if devices.len() > devices::MAX_DEVICES {
+                        return Some(refuse(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "{} has {} active devices: remove one first, or replace them \
+                                 with --revoke",
+                                p.user,
+                                devices.len() - 1
+                            ),
+                        ));
+                    }
                     let mut next = r.clone();
                     next.version = r.version.wrapping_add(1);
+                    next.issuer = issuer.clone();
                     if let Err(e) = next.set_devices(devices) {
                         return Some(internal(e));
                     }
@@ -666,11 +701,16 @@ impl Handler {
                     (next, SourcesChange::Keep, true, true)
                 }
                 // A user who has (revoked now) or had an active device: the
-                // old devices, recovery codes and phone go, the counters and
-                // trusted sources stay, and nullok still asks for a code.
+                // old devices, recovery codes and phone go, the counters
+                // stay, and nullok still asks for a code. A revocation (a lost
+                // or stolen phone) also forgets the trusted sources: whoever
+                // had the phone may have logged in from them.
                 (Some(r), None) if r.factor_required() => {
                     let mut next = r.clone();
                     next.version = r.version.wrapping_add(1);
+                    if p.revoke {
+                        next.trusted_sources.clear();
+                    }
                     next.issuer = issuer.clone();
                     if let Err(e) = next.set_devices(vec![new_device.clone()]) {
                         return Some(internal(e));
