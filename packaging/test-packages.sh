@@ -63,6 +63,17 @@ mode_owner() { # mode_owner PATH MODE USER GROUP
   if [ "$got" = "$2 $3 $4" ]; then ok "$1 is $2 $3:$4"; else bad "$1 is '${got:-missing}', want $2 $3:$4"; fi
 }
 absent() { if [ -e "$1" ] || [ -L "$1" ]; then bad "$1 still there"; else ok "$1 gone"; fi; }
+# without_pam_otpd FILE...: every FILE is there and none mentions pam_otpd
+# (a missing or unreadable file is a failure, not a pass).
+without_pam_otpd() {
+  local hits status=0
+  hits=$(grep -l pam_otpd "$@" 2>&1) || status=$?
+  case "$status" in
+    1) return 0 ;;
+    0) echo "   they mention pam_otpd: $(echo $hits)"; return 1 ;;
+    *) echo "   grep failed: $hits"; return 1 ;;
+  esac
+}
 apt_install() { # apt_install COMMAND PACKAGE
   command -v "$1" >/dev/null && return 0
   echo "test-packages: installing $2"
@@ -291,7 +302,7 @@ check "user otpd: home /var/lib/otpd, shell $otpd_shell" \
   bash -c '[ "$1" = /var/lib/otpd ] && case "$2" in */nologin|/bin/false) true;; *) false;; esac' _ "$otpd_home" "$otpd_shell"
 check "group otpd exists" bash -c "getent group otpd >/dev/null"
 check "common-auth has no pam_otpd after installing (the profile is off by default)" \
-  bash -c '! grep -q pam_otpd /etc/pam.d/common-auth'
+  without_pam_otpd /etc/pam.d/common-auth
 
 version_out=$(/usr/sbin/otpd --version 2>&1)
 check "otpd --version: $version_out" grep -q "^otpd $(dpkg-query -W -f='${Version}' otpd | sed 's/-[^-]*$//')" <<<"$version_out"
@@ -404,7 +415,7 @@ check "upgrade keeps the admin's PAM selection (pam_otpd in common-auth)" grep -
 check "upgrade keeps the enrolment" bash -c '/usr/sbin/otpd list --json | grep -q "\"user\": \"$1\""' _ "$TEST_USER"
 
 DEBIAN_FRONTEND=noninteractive dpkg -r otpd >"$scratch/dpkg-r.log" 2>&1 && ok "dpkg -r otpd" || { bad "dpkg -r otpd"; sed 's/^/   /' "$scratch/dpkg-r.log"; }
-check "remove: common-auth no longer mentions pam_otpd" bash -c '! grep -q pam_otpd /etc/pam.d/common-*'
+check "remove: common-auth no longer mentions pam_otpd" without_pam_otpd /etc/pam.d/common-*
 check "remove: warns about the hand-written $PAM_SERVICE that still uses pam_otpd.so" grep -q "$PAM_SERVICE" "$scratch/dpkg-r.log"
 if ! $with_systemd; then
   check "remove: prerm stopped the daemon started by hand" bash -c '! kill -0 "$1" 2>/dev/null' _ "$daemon_pid"
@@ -418,7 +429,7 @@ check "remove: keeps the store's key /etc/otpd/otpd.key" test -f /etc/otpd/otpd.
 check "remove: keeps the store /var/lib/otpd" test -d /var/lib/otpd/store -o -n "$(ls -A /var/lib/otpd 2>/dev/null)"
 
 if DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >"$scratch/dpkg-re.log" 2>&1; then ok "dpkg -i after remove"; else bad "dpkg -i after remove"; sed 's/^/   /' "$scratch/dpkg-re.log"; fi
-check "reinstall: the profile stays off until the admin selects it again" bash -c '! grep -q pam_otpd /etc/pam.d/common-auth'
+check "reinstall: the profile stays off until the admin selects it again" without_pam_otpd /etc/pam.d/common-auth
 if start_daemon; then ok "otpd serve is up again"; else bad "otpd serve did not come up after reinstall"; fi
 code=$(code_at "$secret" "$(($(date +%s) + 30))")
 check "reinstall: the enrolled token still logs in (next step's code)" \
@@ -434,7 +445,7 @@ if ! $with_systemd && [ -n "$daemon_pid" ]; then
   wait "$daemon_pid" 2>/dev/null
   daemon_pid=""
 fi
-check "purge: no /etc/pam.d/common-* mentions pam_otpd" bash -c '! grep -q pam_otpd /etc/pam.d/common-*'
+check "purge: no /etc/pam.d/common-* mentions pam_otpd" without_pam_otpd /etc/pam.d/common-*
 check "purge: dpkg knows no otpd" bash -c "! dpkg-query -W -f='\${Status}' otpd 2>/dev/null | grep -q 'installed\|config-files'"
 for f in /usr/sbin/otpd "$pamdir/pam_otpd.so" /lib/systemd/system/otpd.service /lib/systemd/system/otpd.socket \
   /usr/lib/sysusers.d/otpd.conf /usr/lib/tmpfiles.d/otpd.conf /usr/share/pam-configs/otpd \
@@ -477,7 +488,18 @@ if ! $with_systemd && ! $otpd_user_existed; then
   absent /var/lib/otpd
 fi
 rm -f "$PAM_SERVICE" "$PAM_COMMON_SERVICE"
-check "no file in /etc/pam.d mentions pam_otpd" bash -c '! grep -rq pam_otpd /etc/pam.d'
+# Only what this test and the package touched: the two services written
+# above, and the common-* files pam-auth-update writes. A PAM file of the
+# administrator's own that uses the module is none of this test's business.
+pam_left_clean() {
+  local f
+  for f in "$PAM_SERVICE" "$PAM_COMMON_SERVICE"; do
+    if [ -e "$f" ] || [ -L "$f" ]; then echo "   $f is still there"; return 1; fi
+  done
+  [ -f /etc/pam.d/common-auth ] || { echo "   /etc/pam.d/common-auth is missing"; return 1; }
+  without_pam_otpd /etc/pam.d/common-*
+}
+check "no PAM file this test or the package wrote mentions pam_otpd ($(basename "$PAM_SERVICE"), $(basename "$PAM_COMMON_SERVICE"), common-*)" pam_left_clean
 
 echo
 echo "figures: .deb $(stat -c %s "$deb") bytes, .rpm $(stat -c %s "$rpmfile") bytes, build-packages.sh ${build_secs}s"
