@@ -91,6 +91,9 @@ getent passwd otpd >/dev/null || fail "no user otpd"
 [ "$(ps -o user= -p "$(cat "$pidfile")")" = otpd ] || fail "the daemon does not run as otpd"
 [ -s "$pidfile" ] || fail "no pid file"
 
+# pam_otpd.so refuses a user the system does not know (getpwnam_r): the
+# test user gets an account, in the private /etc.
+useradd -M -s /usr/sbin/nologin installtest || fail "cannot create the test user installtest"
 uri=$(otpd enroll installtest | grep '^otpauth://') || fail "enroll printed no URI"
 secret=$(printf '%s' "$uri" | sed -n 's/.*secret=\([A-Z2-7]*\).*/\1/p')
 now=$(date +%s)
@@ -99,9 +102,14 @@ otpd confirm installtest "$(oathtool --totp -b "$secret" -N "@$((now - 30))")" |
 printf 'auth required pam_otpd.so\naccount required pam_permit.so\n' > /etc/pam.d/otpd-install-test
 code=$(oathtool --totp -b "$secret" -N "@$now")
 echo "$code" | pamtester otpd-install-test installtest authenticate || fail "login with a fresh code refused"
-if echo "$code" | pamtester otpd-install-test installtest authenticate 2>/dev/null; then
+# Refused as a used code (PAM_AUTH_ERR), not for any other reason.
+if replay=$(echo "$code" | pamtester otpd-install-test installtest authenticate 2>&1); then
   fail "the same code was accepted twice"
 fi
+case "$replay" in
+  *"Authentication failure"*) ;;
+  *) fail "the same code again was refused, but not as a used code: $replay" ;;
+esac
 grep -q 'outcome="replayed"' /var/log/otpd.log || fail "no audit line for the replay"
 
 # The unit install.sh writes when PID 1 is systemd (not the case in CI
