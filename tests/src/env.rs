@@ -173,10 +173,7 @@ impl TestEnv {
         // test (no remembered secret in the log) covers all of it. sled's
         // own trace lines (page and log positions, megabytes of them) are
         // left at info: they never see a secret (records are sealed first).
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("OTPD_TEST_RUST_LOG").unwrap_or_else(|_| "trace,sled=info".into()),
-        );
+        cmd.env("RUST_LOG", crate::campaign::daemon_log_filter());
         cmd
     }
 

@@ -7,6 +7,8 @@
 //! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
 
 pub mod browser;
+pub mod campaign;
+pub mod ci;
 pub mod env;
 pub mod fleet;
 pub mod nss;

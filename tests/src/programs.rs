@@ -92,14 +92,13 @@ impl Program {
     }
 }
 
-/// True when the tests run under CI, where no end-to-end test may skip.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+/// True when the tests run under CI, where no test may skip (the rule is
+/// [`crate::ci::under_ci`]'s).
+pub use crate::ci::under_ci;
 
 /// The skip rule: `true` when every program is installed. Otherwise prints one
 /// `SKIP <test>: <program> not installed` line and returns `false`, except
-/// under CI (`CI=true`), where a missing program fails the test.
+/// under CI ([`under_ci`]), where a missing program fails the test.
 pub fn require(test: &str, programs: &[Program]) -> bool {
     // pamtester runs under both wrappers (crate::pam::PamService::command).
     let with_nss = programs
@@ -107,13 +106,7 @@ pub fn require(test: &str, programs: &[Program]) -> bool {
         .then_some(&Program::NssWrapper);
     for program in programs.iter().chain(with_nss) {
         if program.locate().is_none() {
-            if under_ci() {
-                panic!(
-                    "{test}: {} not installed, and CI=true forbids skipping (run tests/run-all.sh)",
-                    program.name()
-                );
-            }
-            println!("SKIP {test}: {} not installed", program.name());
+            crate::ci::skip(test, &format!("{} not installed", program.name()));
             return false;
         }
     }
@@ -193,4 +186,131 @@ pub fn pam_module() -> PathBuf {
 /// The impostor daemon and raw client of this crate.
 pub fn test_peer_binary() -> PathBuf {
     built_artifact("otpd-test-peer")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ci::means_ci;
+    use std::ffi::OsStr;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// The scripts that decide by themselves whether they run under CI,
+    /// each with a one-line shell `under_ci()`.
+    const SCRIPTS: [&str; 2] = ["tests/fuzz.sh", "packaging/test-install.sh"];
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ is in the repository")
+            .to_path_buf()
+    }
+
+    /// The `under_ci() { … }` line of `script`: exactly one.
+    fn shell_rule(script: &str) -> String {
+        let text = std::fs::read_to_string(repo().join(script)).expect("read the script");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("under_ci() {"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{script}: one `under_ci() {{ … }}` line");
+        lines[0].to_owned()
+    }
+
+    #[test]
+    fn the_scripts_read_ci_as_the_tests_do() {
+        let values: [Option<&str>; 12] = [
+            None,
+            Some(""),
+            Some("0"),
+            Some("false"),
+            Some("FALSE"),
+            Some("False"),
+            Some("true"),
+            Some("1"),
+            Some("yes"),
+            Some("no"),
+            Some(" "),
+            Some("false "),
+        ];
+        for script in SCRIPTS {
+            let rule = shell_rule(script);
+            for value in values {
+                let mut cmd = Command::new("bash");
+                cmd.arg("-c").arg(format!("{rule}\nunder_ci"));
+                match value {
+                    Some(v) => cmd.env("CI", v),
+                    None => cmd.env_remove("CI"),
+                };
+                let status = cmd.status().expect("run bash");
+                assert_eq!(
+                    status.success(),
+                    means_ci(value.map(OsStr::new)),
+                    "{script} and tests/src/ci.rs disagree about CI={value:?}"
+                );
+            }
+        }
+    }
+
+    /// True when the shell line `line` expands the variable CI (a dollar
+    /// sign and CI, braced or not; not a longer name such as CIPHER).
+    fn expands_ci(line: &str) -> bool {
+        ["$", "${"].iter().any(|opening| {
+            let needle = format!("{opening}CI");
+            line.match_indices(&needle).any(|(at, _)| {
+                !line[at + needle.len()..]
+                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            })
+        })
+    }
+
+    /// No file reads the variable CI but through the rule.
+    #[test]
+    fn nothing_else_reads_ci_by_itself() {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read a directory").flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                if path.is_dir() {
+                    if name != "target" && name != ".git" {
+                        walk(&path, found);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs" || e == "sh") || name == "run"
+                {
+                    found.push(path);
+                }
+            }
+        }
+        let root = repo();
+        let mut files = Vec::new();
+        for dir in [
+            "otpd",
+            "pam_module",
+            "tests",
+            "bench",
+            "packaging",
+            "fuzz",
+            ".ci",
+        ] {
+            walk(&root.join(dir), &mut files);
+        }
+        let rule_file = root.join("tests/src/ci.rs");
+        let mut readers = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            for (n, line) in text.lines().enumerate() {
+                let rust = line.contains("var(\"CI\")") || line.contains("var_os(\"CI\")");
+                let shell = !line.starts_with("under_ci() {") && expands_ci(line);
+                if (rust && file != rule_file) || shell {
+                    readers.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            readers.is_empty(),
+            "these read CI by themselves; use tests/src/ci.rs (Rust) or a one-line \
+             `under_ci()` checked by the_scripts_read_ci_as_the_tests_do (shell):\n{}",
+            readers.join("\n")
+        );
+    }
 }

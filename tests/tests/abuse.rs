@@ -49,6 +49,9 @@ const NON_ROOT_HOLD: usize = 24;
 const PER_UID_SHARE: u64 = 16;
 /// The environment variable that turns `non_root_side` into an attacker.
 const SIDE_ENV: &str = "OTPD_ABUSE_SIDE";
+/// Seconds per code of the user whose valid code the attackers carry and
+/// the test asks about at its end ([`enroll_with_lasting_code`]).
+const LONG_PERIOD: u64 = 300;
 
 const PROGRAMS: &[Program] = &[
     Program::Pamtester,
@@ -930,7 +933,10 @@ impl Workload {
                 Ok(Response::Enrolled(e)) => *e,
                 other => panic!("enrol {name}: {other:?}"),
             };
-            let now = otpd_tests::totp::unix_now();
+            // The code of the step before the one it is sent in: at least
+            // 2 s left in this step, so that it is still inside the window
+            // when the daemon checks it.
+            let now = settled_now(enrolment.period, 2);
             let user = PoolUser {
                 name: name.clone(),
                 last_step: (now - enrolment.period) / enrolment.period,
@@ -1124,15 +1130,60 @@ fn packaged_nofile() -> u64 {
 }
 
 /// A launcher for `otpd serve` that logs at `info` (what the packaged
-/// daemon logs), or at `OTPD_TEST_RUST_LOG`: at the harness's usual
-/// `trace`, the figures would measure the logger (sled traces every page
-/// access), and a few thousand connections would write hundreds of MB.
+/// daemon logs), or at `OTPD_TEST_RUST_LOG` (which under CI may not lower
+/// otpd's level, see `otpd_tests::campaign::daemon_log_filter`): at the
+/// harness's usual `trace`, the figures would measure the logger (sled
+/// traces every page access), and a few thousand connections would write
+/// hundreds of MB.
 fn quiet_launcher(then: &[String]) -> Vec<std::ffi::OsString> {
-    let level = std::env::var("OTPD_TEST_RUST_LOG").unwrap_or_else(|_| "info".into());
+    let level = match std::env::var_os("OTPD_TEST_RUST_LOG") {
+        Some(_) => otpd_tests::campaign::daemon_log_filter(),
+        None => "info".into(),
+    };
     let mut launcher: Vec<std::ffi::OsString> =
         vec!["env".into(), format!("RUST_LOG={level}").into()];
     launcher.extend(then.iter().map(Into::into));
     launcher
+}
+
+/// Enrols `user` with 300 s codes, confirmed with the code of now, and
+/// returns the enrolment and its code of the next step, unspent: inside the
+/// window (one step either side) from now for at least 300 s, whatever the
+/// 30 s steps do meanwhile, so that a test can send it to attackers and
+/// ask at its end, with [`still_unspent`], that it was never spent.
+fn enroll_with_lasting_code(env: &TestEnv, user: &str) -> (otpd_tests::Enrolment, String) {
+    let now = otpd_tests::totp::unix_now();
+    let period = LONG_PERIOD.to_string();
+    let enrolment = env.enroll_active(user, &["--period", &period], now);
+    let code = enrolment.code_at(now + LONG_PERIOD);
+    (enrolment, code)
+}
+
+/// Fails unless `code` of `user` ([`enroll_with_lasting_code`], enrolled
+/// at `enrolled`) is accepted now: it was never spent. The test must end
+/// within 300 s of the enrolment for the code to be still inside the window.
+fn still_unspent(socket: &Path, user: &str, code: &str, enrolled: Instant) {
+    assert!(
+        enrolled.elapsed() < Duration::from_secs(LONG_PERIOD),
+        "the test took {} s, longer than {user}'s code stays inside the window \
+         ({LONG_PERIOD} s): whether it was spent can no longer be asked",
+        enrolled.elapsed().as_secs()
+    );
+    match ask(
+        socket,
+        &Request::Verify {
+            user: user.into(),
+            code: SecretText::from(code),
+            service: "sshd".into(),
+            rhost: "198.51.100.7".into(),
+            ruid: None,
+        },
+    ) {
+        Ok(Response::Verified {
+            outcome: VerifyOutcome::Accepted,
+        }) => {}
+        other => panic!("{user}'s code after the attack: {other:?}"),
+    }
 }
 
 /// The list without fields a well-behaved login changes.
@@ -1173,12 +1224,13 @@ fn the_daemon_keeps_serving_well_behaved_clients_under_attack() {
         "--".into(),
     ]);
     env.spawn_daemon();
-    let t = settled_now(30, 3);
-    let alice = env.enroll_active("alice", &[], t - 30);
+    // Alice's valid code, carried by the attackers: never to be spent.
+    let (_, alice_code) = enroll_with_lasting_code(&env, "alice");
+    let alice_enrolled = Instant::now();
+    let t = settled_now(30, 5);
     let bob = env.enroll_active("bob", &[], t - 30);
     let wrongtarget = env.enroll_active("wrongtarget", &[], t - 30);
     let wrong_code = wrongtarget.wrong_code(t);
-    let alice_code = alice.code_at(t);
     let work = Workload::enrol(&env, 64, "wrongtarget", &wrong_code);
     let before = env.list();
     let well = WellBehaved::default();
@@ -1396,26 +1448,8 @@ fn the_daemon_keeps_serving_well_behaved_clients_under_attack() {
     );
     // Alice's code, sent under an unknown version, in fullwidth digits and by
     // other uids, was never spent (her unchanged last_success says so too;
-    // this asks the daemon, while the code is still inside the window).
-    if otpd_tests::totp::unix_now() / 30 > t / 30 + 1 {
-        println!("alice's code of {t} has left the window; not asked again");
-        return;
-    }
-    match ask(
-        &env.socket,
-        &Request::Verify {
-            user: "alice".into(),
-            code: SecretText::from(alice_code.as_str()),
-            service: "sshd".into(),
-            rhost: "198.51.100.7".into(),
-            ruid: None,
-        },
-    ) {
-        Ok(Response::Verified {
-            outcome: VerifyOutcome::Accepted,
-        }) => {}
-        other => panic!("alice's code after the attack: {other:?}"),
-    }
+    // this asks the daemon).
+    still_unspent(&env.socket, "alice", &alice_code, alice_enrolled);
 }
 
 #[test]
@@ -1431,12 +1465,12 @@ fn no_such_user_and_wrong_code_look_alike_from_the_socket() {
     let mut env = TestEnv::without_daemon("abuse_enumeration", &limits);
     env.launcher = quiet_launcher(&[]);
     env.spawn_daemon();
-    let t = settled_now(30, 3);
     // An active user, a pending one and nobody: five letters each, so the
     // answers have the same length.
-    let alice = env.enroll_active("alice", &[], t - 30);
+    let (alice, alice_code) = enroll_with_lasting_code(&env, "alice");
+    let alice_enrolled = Instant::now();
     env.enroll("penny", &[]);
-    let wrong = alice.wrong_code(t);
+    let wrong = alice.wrong_code(otpd_tests::totp::unix_now());
     let before = env.list();
 
     // A non-root caller (a screen locker of uid 65534) asking about others,
@@ -1446,7 +1480,7 @@ fn no_such_user_and_wrong_code_look_alike_from_the_socket() {
         "socket": env.socket,
         "rounds": 100,
         "users": ["alice", "penny", "ghost"],
-        "code": alice.code_at(t),
+        "code": alice_code,
     });
     let report = side_report(
         start_side(&env, NOBODY_UID, &orders),
@@ -1554,5 +1588,5 @@ fn no_such_user_and_wrong_code_look_alike_from_the_socket() {
         "each wrong code counts once: {entry}"
     );
     // The code uid 65534 sent for alice was not spent.
-    env.otpd_expect(&["verify", "alice", &alice.code_at(t)], 0);
+    still_unspent(&env.socket, "alice", &alice_code, alice_enrolled);
 }

@@ -4,10 +4,107 @@
 
 use otpd_tests::process;
 use otpd_tests::rng::Rng;
+use otpd_tests::totp::unix_now;
 use otpd_tests::{settled_now, Enrolment, TestEnv};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// Seconds per code of user00 in the rekey campaigns, whose spent code is
+/// tried again at the end: a code of the next 300 s step stays inside the
+/// window (one step either side) for at least 300 s, however the 30 s steps
+/// of the others move on while the campaign runs.
+const LONG_PERIOD: u64 = 300;
+
+/// Enrols `count` users for a rekey campaign, `user00`, `user01`…: each
+/// confirmed with the code of the step before the one it is sent in
+/// (computed just before, with at least 5 s left in the step), so that a
+/// code of any later step logs in, however long the campaign takes.
+/// `user00` has 300 s codes, and its code of the next step is spent:
+/// returns the users and that code, refused ever after ("already used")
+/// for at least 300 s.
+fn campaign_users(env: &TestEnv, count: usize) -> (Vec<(String, Enrolment)>, String) {
+    let users: Vec<(String, Enrolment)> = (0..count)
+        .map(|i| {
+            let name = format!("user{i:02}");
+            let e = if i == 0 {
+                let period = LONG_PERIOD.to_string();
+                env.enroll_active(&name, &["--period", &period], unix_now())
+            } else {
+                env.enroll_active(&name, &[], settled_now(30, 5) - 30)
+            };
+            (name, e)
+        })
+        .collect();
+    let used = users[0].1.code_at(unix_now() + LONG_PERIOD);
+    env.otpd_expect(&["verify", "user00", &used], 0);
+    (users, used)
+}
+
+/// The replay of user00's spent code ([`campaign_users`]), `started` (when
+/// it was spent) being at most 300 s ago: refused as already used.
+fn spent_code_is_refused(env: &TestEnv, used: &str, started: Instant) {
+    assert!(
+        started.elapsed() < Duration::from_secs(LONG_PERIOD),
+        "the campaign took {} s, longer than user00's spent code stays inside the window \
+         ({LONG_PERIOD} s): its replay can no longer be told from a wrong code; run fewer kills",
+        started.elapsed().as_secs()
+    );
+    let replay = env.otpd_expect(&["verify", "user00", used], 1);
+    assert!(replay.stderr.contains("already used"), "{replay}");
+}
+
+/// `otpd rekey NEW_KEY` as root's command runs it, its output dropped.
+fn spawn_rekey(env: &TestEnv, new_key: &Path) -> Child {
+    std::process::Command::new(otpd_tests::programs::otpd_binary())
+        .arg("--config")
+        .arg(&env.config)
+        .arg("rekey")
+        .arg(new_key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn otpd rekey")
+}
+
+/// Where `otpd rekey` moves its copy of the store once the switch is done
+/// (otpd's `REKEY_DONE`), to remove it: while it is there, the store is
+/// whole under the new key and the key file not yet replaced.
+const COPY_AFTER_THE_SWITCH: &str = "store.before-rekey.done";
+
+/// When a rekey of the campaign is killed.
+#[derive(Clone, Copy)]
+enum Aim {
+    /// After this long, whatever the rekey is doing then.
+    After(Duration),
+    /// As soon as the switch is seen done ([`COPY_AFTER_THE_SWITCH`]):
+    /// random delays almost never land in the few milliseconds between
+    /// the switch and the end (none of 20 in the run of 2026-11-22).
+    JustAfterTheSwitch,
+}
+
+/// Runs `otpd rekey NEW_KEY` and SIGKILLs it as `aim` says; `true` when the
+/// kill ended it (`false`: it had finished first).
+fn kill_rekey(env: &TestEnv, new_key: &Path, aim: Aim) -> bool {
+    let mut child = spawn_rekey(env, new_key);
+    match aim {
+        Aim::After(delay) => std::thread::sleep(delay),
+        Aim::JustAfterTheSwitch => {
+            let done = env.state_dir.join(COPY_AFTER_THE_SWITCH);
+            let started = Instant::now();
+            while child.try_wait().unwrap().is_none() && !done.exists() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "otpd rekey neither switched nor ended within 30 s"
+                );
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    let _ = child.kill(); // SIGKILL; harmless if it already exited
+    !child.wait().unwrap().success()
+}
 
 /// `otpd serve` that must fail: returns its stderr.
 fn serve_must_fail(env: &TestEnv) -> String {
@@ -94,7 +191,9 @@ fn the_store_never_opens_without_its_own_key() {
 
     chmod(&env.key_file, 0o400);
     env.spawn_daemon();
-    env.otpd_expect(&["verify", "alice", &alice.code_at(t)], 0);
+    // Confirmed with the code of the step before t: the code of now is of
+    // a later step, however long the refusals above took.
+    env.otpd_expect(&["verify", "alice", &alice.code_at(unix_now())], 0);
     // keygen never overwrites.
     let out = env.otpd_expect(&["keygen", env.key_file.to_str().unwrap()], 1);
     assert!(out.stderr.contains("already exists"), "{out}");
@@ -104,18 +203,9 @@ fn the_store_never_opens_without_its_own_key() {
 #[test]
 fn rekey_killed_at_random_moments_loses_nothing() {
     let mut env = TestEnv::start("rekey");
-    let t = settled_now(30, 12);
-    let users: Vec<(String, Enrolment)> = (0..30)
-        .map(|i| {
-            let name = format!("user{i:02}");
-            let e = env.enroll_active(&name, &[], t - 30);
-            (name, e)
-        })
-        .collect();
+    let (users, used) = campaign_users(&env, 30);
+    let spent = Instant::now();
     env.enroll("pending", &[]);
-    // A used code, whose replay must stay refused whatever the key.
-    let used = users[0].1.code_at(t);
-    env.otpd_expect(&["verify", "user00", &used], 0);
     let before = env.list();
 
     // With the daemon running, rekey refuses and changes nothing (not
@@ -132,10 +222,13 @@ fn rekey_killed_at_random_moments_loses_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) | 1);
-    let rounds: usize = std::env::var("OTPD_REKEY_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    // Odd rounds kill at a random moment, even ones just after the switch:
+    // at least two, for a kill on either side of it.
+    let rounds = otpd_tests::campaign::size("OTPD_REKEY_KILLS", 20);
+    assert!(
+        rounds >= 2,
+        "OTPD_REKEY_KILLS={rounds}: the campaign kills on both sides of the switch, at least 2"
+    );
     println!("rekey campaign: seed {seed} (OTPD_REKEY_SEED), {rounds} kills (OTPD_REKEY_KILLS)");
     let mut rng = Rng(seed);
 
@@ -153,21 +246,19 @@ fn rekey_killed_at_random_moments_loses_nothing() {
     // Killed before its switch: the daemon refuses until the rekey is run
     // again (which starts over from the copy it took first).
     let mut interrupted = 0;
+    let mut aimed = 0;
     for round in 1..=rounds {
         let new_key = env.dir.join(format!("k{round}"));
         let key_before = std::fs::read(&env.key_file).unwrap();
-        let delay = Duration::from_micros(rng.next_u64() % (full.as_micros() as u64 + 1));
-        let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("rekey")
-            .arg(&new_key);
-        cmd.stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("spawn otpd rekey");
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL; harmless if it already exited
-        let killed = !child.wait().unwrap().success();
+        let aim = if round % 2 == 0 {
+            aimed += 1;
+            Aim::JustAfterTheSwitch
+        } else {
+            Aim::After(Duration::from_micros(
+                rng.next_u64() % (full.as_micros() as u64 + 1),
+            ))
+        };
+        let killed = kill_rekey(&env, &new_key, aim);
         // Whatever the moment: the daemon starts with the key file as it is
         // now (old key: the switch had not happened), or refuses with the
         // way out, and a second rekey with the same file finishes the job.
@@ -193,10 +284,13 @@ fn rekey_killed_at_random_moments_loses_nothing() {
             new_key_whole += 1;
         }
         let out = env.otpd(&["rekey", new_key.to_str().unwrap()]);
+        let when = match aim {
+            Aim::After(delay) => format!("at {} µs", delay.as_micros()),
+            Aim::JustAfterTheSwitch => "just after the switch".to_owned(),
+        };
         assert!(
             out.status.success(),
-            "round {round}: finishing the rekey after a kill at {} µs failed: {out}",
-            delay.as_micros()
+            "round {round}: finishing the rekey after a kill {when} failed: {out}"
         );
         assert_eq!(
             std::fs::read(&env.key_file).unwrap(),
@@ -210,16 +304,23 @@ fn rekey_killed_at_random_moments_loses_nothing() {
         after, before,
         "every record came through the rekeys unchanged"
     );
-    let replay = env.otpd_expect(&["verify", "user00", &used], 1);
-    assert!(replay.stderr.contains("already used"), "{replay}");
-    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(t)], 0);
+    spent_code_is_refused(&env, &used, spent);
+    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(unix_now())], 0);
     println!(
-        "rekey campaign: {rounds} runs killed at random moments; interrupted before the switch \
-         (daemon refuses until rerun) {interrupted}, store whole under the old key \
-         {old_key_whole}, under the new key {new_key_whole}, finished before the kill \
-         {finished_anyway}; records lost 0 of {}; replays accepted 0",
+        "rekey campaign: {rounds} runs killed ({aimed} of them just after the switch, the others \
+         at random moments); interrupted before the switch (daemon refuses until rerun) \
+         {interrupted}, store whole under the old key {old_key_whole}, under the new key \
+         {new_key_whole}, finished before the kill {finished_anyway}; records lost 0 of {}; \
+         replays accepted 0",
         before.len()
     );
+    // A campaign whose kills all landed on one side of the switch has
+    // checked only half of what it claims.
+    assert!(
+        interrupted + old_key_whole > 0,
+        "no kill landed before the switch"
+    );
+    assert!(new_key_whole > 0, "no kill landed after the switch");
 }
 
 /// The packaged layout (README, "A new key"): the state directory and the
@@ -336,16 +437,8 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     use otpd_tests::statedir;
     use std::os::unix::fs::MetadataExt;
     let mut env = TestEnv::start("rekeyownerkills");
-    let t = settled_now(30, 12);
-    let users: Vec<(String, Enrolment)> = (0..12)
-        .map(|i| {
-            let name = format!("user{i:02}");
-            let e = env.enroll_active(&name, &[], t - 30);
-            (name, e)
-        })
-        .collect();
-    let used = users[0].1.code_at(t);
-    env.otpd_expect(&["verify", "user00", &used], 0);
+    let (users, used) = campaign_users(&env, 12);
+    let spent = Instant::now();
     let before = env.list();
     env.kill_daemon(libc::SIGTERM);
     let hand_to = |uid: u32| {
@@ -358,10 +451,7 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| u64::from(std::process::id()) | 1);
-    let rounds: usize = std::env::var("OTPD_REKEY_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let rounds = otpd_tests::campaign::size("OTPD_REKEY_KILLS", 10);
     println!("rekey as the owner: seed {seed} (OTPD_REKEY_SEED), {rounds} kills");
     let mut rng = Rng(seed);
     let timed = Instant::now();
@@ -371,17 +461,7 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     for round in 1..=rounds {
         let new_key = env.dir.join(format!("k{round}"));
         let delay = Duration::from_micros(rng.next_u64() % (full.as_micros() as u64 + 1));
-        let mut cmd = std::process::Command::new(otpd_tests::programs::otpd_binary());
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("rekey")
-            .arg(&new_key)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("spawn otpd rekey");
-        std::thread::sleep(delay);
-        let _ = child.kill();
-        if !child.wait().unwrap().success() {
+        if kill_rekey(&env, &new_key, Aim::After(delay)) {
             killed += 1;
         }
         // The worker dies with it; its exit (and the lock's release) may
@@ -418,9 +498,12 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     hand_to(0);
     env.spawn_daemon();
     assert_eq!(env.list(), before, "every record came through the rekeys");
-    let replay = env.otpd_expect(&["verify", "user00", &used], 1);
-    assert!(replay.stderr.contains("already used"), "{replay}");
-    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(t)], 0);
+    spent_code_is_refused(&env, &used, spent);
+    env.otpd_expect(&["verify", "user01", &users[1].1.code_at(unix_now())], 0);
+    assert!(
+        killed > 0,
+        "no run of otpd rekey was killed: the campaign checked nothing"
+    );
     println!(
         "rekey as the owner: {rounds} runs, {killed} killed at random moments within a full \
          rekey ({} ms); each finished by running it again ({lock_waits} retries while a \

@@ -29,13 +29,6 @@ const SLOW_BODIES: u32 = 64;
 /// Users that log in during the flood (each once, from its own host).
 const LOGINS: usize = 36;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -237,8 +230,8 @@ fn logins_succeed_during_a_flood_of_the_pages() {
     ) {
         return;
     }
-    let users = env_number("OTPD_FLOOD_USERS", 3000);
-    let flood_secs = env_number("OTPD_FLOOD_SECS", 18);
+    let users = otpd_tests::campaign::size("OTPD_FLOOD_USERS", 3000);
+    let flood_secs = otpd_tests::campaign::size("OTPD_FLOOD_SECS", 18);
     let port = free_port();
     let env = TestEnv::start_with_config(
         "web_flood",
