@@ -7,6 +7,7 @@
 //! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
 
 pub mod browser;
+pub mod ca;
 pub mod env;
 pub mod fleet;
 pub mod nss;
