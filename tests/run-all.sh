@@ -33,13 +33,14 @@ phase() {
 # benchmark (pam_otpd.so resolves PAM_USER with getpwnam_r).
 # systemd: systemd-analyze, to check the unit the installer writes.
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
-# password hashes and the PostgreSQL tests' certificates; chromium, chromium-driver: the enrolment page in a real
+# password hashes and the test CAs' certificates; curl: a client that verifies
+# the pages' certificate chain; chromium, chromium-driver: the enrolment page in a real
 # headless browser; lintian, rpm, dpkg-dev, binutils: building and checking
 # the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
 # the performance benchmark (bench/run.sh); postgresql: the server (initdb,
 # pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd
-          openssh-server openssh-client sudo openssl chromium chromium-driver
+          openssh-server openssh-client sudo openssl curl chromium chromium-driver
           lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
 missing=()
 for package in "${packages[@]}"; do
