@@ -15,6 +15,7 @@ pub mod pam;
 pub mod postgres;
 pub mod process;
 pub mod programs;
+pub mod pty;
 pub mod rng;
 pub mod secrets;
 pub mod sshd;
