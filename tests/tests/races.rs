@@ -1,0 +1,372 @@
+//! One-time things raced: each may be used exactly once however many
+//! clients present it at the same instant (design.md §1).
+//!
+//! - an enrolment link's right code POSTed twice at once to the page
+//!   ("Validate"), from two connections opened beforehand and written
+//!   together: one success page with recovery codes, the other not;
+//! - one recovery code typed by 16 logins at once (real libpam);
+//! - one texted code typed by 16 logins at once, the login that asked for
+//!   it among them.
+
+use otpd_tests::pam::finish;
+use otpd_tests::process::Running;
+use otpd_tests::system::verify_outcomes;
+use otpd_tests::totp::recovery_codes_in;
+use otpd_tests::webclient::{self, hidden_field, loopback_source, Answer, Connection, FORM};
+use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
+/// Logins racing with one code.
+const RACERS: usize = 16;
+
+/// Limits that judge a refused login as a wrong or used code, never as
+/// throttled.
+fn lenient() -> Limits {
+    Limits {
+        max_failures: 1000,
+        user_max_failures: 10_000,
+        ..Limits::default()
+    }
+}
+
+/// The port of the daemon's plain-HTTP pages (`listen` on port 0: the
+/// daemon binds it and logs the address).
+fn pages_port(env: &TestEnv) -> u16 {
+    let marker = "serving the enrolment pages on http://127.0.0.1:";
+    let started = Instant::now();
+    loop {
+        let log = env.log();
+        if let Some(port) = log
+            .split(marker)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|digits| digits.parse().ok())
+        {
+            return port;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the daemon never said where it serves the pages:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The path of the link `otpd enroll USER --link` printed.
+fn link_path(env: &TestEnv, user: &str) -> String {
+    let out = env.otpd_expect(&["enroll", user, "--link"], 0);
+    let url = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.contains("/enroll/"))
+        .unwrap_or_else(|| panic!("no link printed: {out}"));
+    format!("/enroll/{}", url.rsplit_once("/enroll/").unwrap().1)
+}
+
+/// GET the link, press "Show QR code"; returns the secret on the page.
+fn reveal(port: u16, path: &str) -> String {
+    let page = webclient::request(port, "GET", path, "", "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let view = hidden_field(&page.body, "view")
+        .unwrap_or_else(|| panic!("no view field on the page:\n{}", page.body));
+    secrets::remember(&view);
+    let revealed = webclient::request(
+        port,
+        "POST",
+        &format!("{path}/reveal"),
+        FORM,
+        &format!("view={view}"),
+    );
+    assert_eq!(revealed.status, 200, "{}", revealed.body);
+    let secret: String = revealed
+        .body
+        .split("id=\"secret\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no secret on the page:\n{}", revealed.body))
+        .split_whitespace()
+        .collect();
+    secrets::remember(&secret);
+    secret
+}
+
+/// The recovery codes on a success page.
+fn recovery_codes_on(page: &str) -> Vec<String> {
+    page.split("<li><code>")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .map(|code| {
+            secrets::remember(code);
+            code.to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn one_link_validated_twice_at_the_same_instant_activates_once() {
+    if !require("a link validated twice at once", PAM) {
+        return;
+    }
+    const LINKS: usize = 6;
+    let env = TestEnv::start_with_config(
+        "race_link",
+        lenient(),
+        "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\n",
+    );
+    let port = pages_port(&env);
+    let users: Vec<String> = (0..LINKS).map(|i| format!("user{i}")).collect();
+    let links: Vec<(String, String)> = users
+        .iter()
+        .map(|user| {
+            let path = link_path(&env, user);
+            let secret = reveal(port, &path);
+            (path, secret)
+        })
+        .collect();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for (round, (user, (path, secret))) in users.iter().zip(&links).enumerate() {
+        let t = settled_now(30, 3);
+        let code = otpd_tests::code_at(secret, "SHA1", 6, 30, t);
+        // Both connections are open (from two addresses: two clients)
+        // before either request is written; then both are written at once.
+        let barrier = Barrier::new(2);
+        let answers: Vec<Answer> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..2u32)
+                .map(|n| {
+                    let (barrier, code) = (&barrier, &code);
+                    scope.spawn(move || {
+                        let source = loopback_source(40, round as u32 * 2 + n);
+                        let mut connection =
+                            Connection::open(port, Some(source), Duration::from_secs(10))
+                                .expect("connect to the pages");
+                        barrier.wait();
+                        connection
+                            .send(
+                                "POST",
+                                path,
+                                &format!("Connection: close\r\n{FORM}"),
+                                &format!("code={code}"),
+                            )
+                            .expect("an answer")
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let succeeded: Vec<&Answer> = answers
+            .iter()
+            .filter(|a| a.body.contains("id=\"success\""))
+            .collect();
+        for answer in &answers {
+            let kind = if answer.body.contains("id=\"success\"") {
+                "success page".to_owned()
+            } else if answer.body.contains("id=\"invalid\"") {
+                format!("{} neutral page", answer.status)
+            } else {
+                format!("{} other page", answer.status)
+            };
+            *tally.entry(kind).or_default() += 1;
+        }
+        assert_eq!(
+            succeeded.len(),
+            1,
+            "{user}: two POSTs of the right code at once gave {} success pages: {:?}",
+            succeeded.len(),
+            answers
+                .iter()
+                .map(|a| (a.status, a.body.clone()))
+                .collect::<Vec<_>>()
+        );
+        let loser = answers
+            .iter()
+            .find(|a| !a.body.contains("id=\"success\""))
+            .expect("one answer is not the success page");
+        assert!(
+            !loser.body.contains("<li><code>"),
+            "{user}: the other answer shows recovery codes:\n{}",
+            loser.body
+        );
+        let codes = recovery_codes_on(&succeeded[0].body);
+        assert_eq!(codes.len(), 10, "{}", succeeded[0].body);
+        let entry = env.list_entry(user).expect("listed");
+        assert_eq!(entry["state"], "active", "{entry}");
+        assert_eq!(entry["recovery_codes"], 10, "{entry}");
+        let accepted = env
+            .log()
+            .lines()
+            .filter(|l| {
+                l.contains("op=\"web_validate\"")
+                    && l.contains(&format!("user=\"{user}\""))
+                    && l.contains("outcome=\"accepted\"")
+            })
+            .count();
+        assert_eq!(accepted, 1, "{user}: audit lines of an accepted validation");
+        // The winner's recovery codes are the ones kept.
+        let login = env.pam_login(user, &codes[0], "192.0.2.100", "");
+        assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    }
+    println!("{LINKS} links, each validated twice at once: {tally:?}");
+}
+
+/// Waits for `logins` and tallies their outcomes; exactly one must be a
+/// success and every other a plain refusal (AuthErr: not an unavailable
+/// daemon, which would hide a lost race behind a timeout).
+fn exactly_one_success(what: &str, logins: Vec<Running>, started: Instant) -> Vec<PamLogin> {
+    let results: Vec<PamLogin> = logins.into_iter().map(finish).collect();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &results {
+        *tally.entry(format!("{:?}", r.outcome)).or_default() += 1;
+    }
+    let slowest = results.iter().map(PamLogin::elapsed).max().unwrap();
+    println!(
+        "{what}: {} logins in {} ms (slowest {} ms): {tally:?}",
+        results.len(),
+        started.elapsed().as_millis(),
+        slowest.as_millis()
+    );
+    let count = |o: PamOutcome| results.iter().filter(|r| r.outcome == o).count();
+    assert_eq!(count(PamOutcome::Success), 1, "{what}: {tally:?}");
+    assert_eq!(
+        count(PamOutcome::AuthErr),
+        results.len() - 1,
+        "{what}: {tally:?}"
+    );
+    results
+}
+
+#[test]
+fn one_recovery_code_typed_by_sixteen_logins_at_once_lets_one_in() {
+    if !require("a raced recovery code", PAM) {
+        return;
+    }
+    let env = TestEnv::start_with("race_recovery", lenient());
+    let t = settled_now(30, 5);
+    env.enroll_active("alice", &[], t - 30);
+    let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
+    let codes = recovery_codes_in(&out.stdout);
+    assert_eq!(codes.len(), 3, "{out}");
+    for (round, code) in codes.iter().take(2).enumerate() {
+        let service = env.pam_service("");
+        let mut logins: Vec<Running> = (0..RACERS)
+            .map(|i| service.start(OsStr::new("alice"), &format!("10.8.{round}.{i}"), None))
+            .collect();
+        let started = Instant::now();
+        for login in &mut logins {
+            login.feed(format!("{code}\n").as_bytes());
+        }
+        exactly_one_success(&format!("recovery code {}", round + 1), logins, started);
+        let left = env.list_entry("alice").unwrap()["recovery_codes"].clone();
+        assert_eq!(left, 2 - round, "recovery codes left after round {round}");
+    }
+    let accepted = verify_outcomes(&env, "alice")
+        .iter()
+        .filter(|o| *o == "accepted_recovery_code")
+        .count();
+    assert_eq!(accepted, 2, "{:?}", verify_outcomes(&env, "alice"));
+    // The third code was never touched.
+    let login = env.pam_login("alice", &codes[2], "192.0.2.101", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+}
+
+/// A sender that appends `to=NUMBER` and the message to `outbox`.
+fn sender(dir: &Path) -> (PathBuf, PathBuf) {
+    let outbox = dir.join("outbox");
+    let script = dir.join("send-sms");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {}\n",
+            outbox.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (script, outbox)
+}
+
+/// The code of text number `n` (from 1) in `outbox`, waiting for it.
+fn texted(outbox: &Path, n: usize) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(outbox).unwrap_or_default();
+        let messages: Vec<&str> = text.split("to=").filter(|m| !m.is_empty()).collect();
+        if let Some(code) = messages.get(n - 1).and_then(|message| {
+            message
+                .lines()
+                .skip(1)
+                .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
+                .find(|w| w.len() == 6)
+        }) {
+            secrets::remember(code);
+            return code.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "text {n} never came: {text:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_texted_code_typed_by_sixteen_logins_at_once_lets_one_in() {
+    if !require("a raced texted code", PAM) {
+        return;
+    }
+    let probe = TestEnv::without_daemon("race_sms_sender", &Limits::default());
+    let (script, outbox) = sender(&probe.dir);
+    let env = TestEnv::start_with_config(
+        "race_sms",
+        lenient(),
+        &format!(
+            "[sms]\ncommand = \"{}\"\nmax_per_hour = 20\n",
+            script.display()
+        ),
+    );
+    let t = settled_now(30, 5);
+    env.enroll_active("alice", &[], t - 30);
+    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+    let code = texted(&outbox, 1);
+    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+
+    for round in 0..2 {
+        // The login that asks for the text waits at "Code from the text
+        // message: " and races with the others.
+        let service = env.pam_service("lang=en");
+        let mut asking = service.start(OsStr::new("alice"), &format!("10.7.{round}.250"), None);
+        asking.write(b"sms\n");
+        let code = texted(&outbox, 2 + round);
+        let mut logins: Vec<Running> = vec![asking];
+        logins.extend(
+            (1..RACERS)
+                .map(|i| service.start(OsStr::new("alice"), &format!("10.7.{round}.{i}"), None)),
+        );
+        let started = Instant::now();
+        for login in &mut logins {
+            login.feed(format!("{code}\n").as_bytes());
+        }
+        let results = exactly_one_success(&format!("texted code {}", round + 1), logins, started);
+        assert!(
+            results[0]
+                .module_messages()
+                .contains("Code from the text message: "),
+            "{}",
+            results[0].output
+        );
+        // Used: typed again, refused.
+        let again = env.pam_login("alice", &code, "192.0.2.102", "");
+        assert_eq!(again.outcome, PamOutcome::AuthErr, "{}", again.output);
+    }
+    let outcomes = verify_outcomes(&env, "alice");
+    let accepted = outcomes
+        .iter()
+        .filter(|o| *o == "accepted_sms_code")
+        .count();
+    assert_eq!(accepted, 2, "{outcomes:?}");
+}
