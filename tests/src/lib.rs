@@ -10,6 +10,7 @@ pub mod browser;
 pub mod ca;
 pub mod env;
 pub mod fleet;
+pub mod hotp;
 pub mod nss;
 pub mod pam;
 pub mod postgres;
