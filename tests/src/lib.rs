@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod process;
 pub mod programs;
 pub mod pty;
+pub mod race;
 pub mod rng;
 pub mod secrets;
 pub mod sshd;

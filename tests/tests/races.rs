@@ -8,14 +8,15 @@
 //! - one texted code typed by 16 logins at once, the login that asked for
 //!   it among them.
 
-use otpd_tests::pam::finish;
-use otpd_tests::process::Running;
+use otpd_tests::race::Racers;
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::webclient::{self, hidden_field, loopback_source, Answer, Connection, FORM};
 use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
@@ -24,6 +25,10 @@ use std::time::{Duration, Instant};
 const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// Logins racing with one code.
 const RACERS: usize = 16;
+/// Races of the logins, each with a code of its own: a race whose
+/// requests happen not to meet in the daemon proves nothing, so there are
+/// several.
+const ROUNDS: usize = 4;
 
 /// Limits that judge a refused login as a wrong or used code, never as
 /// throttled.
@@ -96,6 +101,17 @@ fn reveal(port: u16, path: &str) -> String {
     secret
 }
 
+/// What kind of page an answer is, in words.
+fn page_kind(answer: &Answer) -> String {
+    if answer.body.contains("id=\"success\"") {
+        "success page".to_owned()
+    } else if answer.body.contains("id=\"invalid\"") {
+        format!("{} neutral page", answer.status)
+    } else {
+        format!("{} other page", answer.status)
+    }
+}
+
 /// The recovery codes on a success page.
 fn recovery_codes_on(page: &str) -> Vec<String> {
     page.split("<li><code>")
@@ -108,12 +124,51 @@ fn recovery_codes_on(page: &str) -> Vec<String> {
         .collect()
 }
 
+/// POSTs `body` to `path` on each of `targets` (a port of the pages, and
+/// the client's source address) at the same instant: every connection is
+/// opened and the whole request but its last byte written first; then,
+/// released together, each thread writes its last byte, which completes
+/// the request the server has been parsing. Returns the answers in order.
+fn post_at_once(targets: &[(u16, IpAddr)], path: &str, body: &str) -> Vec<Answer> {
+    let barrier = Barrier::new(targets.len());
+    std::thread::scope(|scope| {
+        let racers: Vec<_> = targets
+            .iter()
+            .map(|&(port, source)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut connection =
+                        Connection::open(port, Some(source), Duration::from_secs(10))
+                            .expect("connect to the pages");
+                    let request = format!(
+                        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+                         {FORM}Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let (head, last) = request.split_at(request.len() - 1);
+                    connection
+                        .stream()
+                        .write_all(head.as_bytes())
+                        .expect("write the request");
+                    barrier.wait();
+                    connection
+                        .stream()
+                        .write_all(last.as_bytes())
+                        .expect("write the request's last byte");
+                    connection.read_answer(false).expect("an answer")
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
 #[test]
 fn one_link_validated_twice_at_the_same_instant_activates_once() {
     if !require("a link validated twice at once", PAM) {
         return;
     }
-    const LINKS: usize = 6;
+    const LINKS: usize = 10;
     let env = TestEnv::start_with_config(
         "race_link",
         lenient(),
@@ -133,55 +188,26 @@ fn one_link_validated_twice_at_the_same_instant_activates_once() {
     for (round, (user, (path, secret))) in users.iter().zip(&links).enumerate() {
         let t = settled_now(30, 3);
         let code = otpd_tests::code_at(secret, "SHA1", 6, 30, t);
-        // Both connections are open (from two addresses: two clients)
-        // before either request is written; then both are written at once.
-        let barrier = Barrier::new(2);
-        let answers: Vec<Answer> = std::thread::scope(|scope| {
-            let racers: Vec<_> = (0..2u32)
-                .map(|n| {
-                    let (barrier, code) = (&barrier, &code);
-                    scope.spawn(move || {
-                        let source = loopback_source(40, round as u32 * 2 + n);
-                        let mut connection =
-                            Connection::open(port, Some(source), Duration::from_secs(10))
-                                .expect("connect to the pages");
-                        barrier.wait();
-                        connection
-                            .send(
-                                "POST",
-                                path,
-                                &format!("Connection: close\r\n{FORM}"),
-                                &format!("code={code}"),
-                            )
-                            .expect("an answer")
-                    })
-                })
-                .collect();
-            racers.into_iter().map(|r| r.join().unwrap()).collect()
-        });
+        let answers = post_at_once(
+            &[
+                (port, loopback_source(40, round as u32 * 2)),
+                (port, loopback_source(40, round as u32 * 2 + 1)),
+            ],
+            path,
+            &format!("code={code}"),
+        );
         let succeeded: Vec<&Answer> = answers
             .iter()
             .filter(|a| a.body.contains("id=\"success\""))
             .collect();
         for answer in &answers {
-            let kind = if answer.body.contains("id=\"success\"") {
-                "success page".to_owned()
-            } else if answer.body.contains("id=\"invalid\"") {
-                format!("{} neutral page", answer.status)
-            } else {
-                format!("{} other page", answer.status)
-            };
-            *tally.entry(kind).or_default() += 1;
+            *tally.entry(page_kind(answer)).or_default() += 1;
         }
+        let kinds: Vec<String> = answers.iter().map(page_kind).collect();
         assert_eq!(
             succeeded.len(),
             1,
-            "{user}: two POSTs of the right code at once gave {} success pages: {:?}",
-            succeeded.len(),
-            answers
-                .iter()
-                .map(|a| (a.status, a.body.clone()))
-                .collect::<Vec<_>>()
+            "{user}: two POSTs of the right code at once gave {kinds:?}"
         );
         let loser = answers
             .iter()
@@ -214,21 +240,20 @@ fn one_link_validated_twice_at_the_same_instant_activates_once() {
     println!("{LINKS} links, each validated twice at once: {tally:?}");
 }
 
-/// Waits for `logins` and tallies their outcomes; exactly one must be a
-/// success and every other a plain refusal (AuthErr: not an unavailable
-/// daemon, which would hide a lost race behind a timeout).
-fn exactly_one_success(what: &str, logins: Vec<Running>, started: Instant) -> Vec<PamLogin> {
-    let results: Vec<PamLogin> = logins.into_iter().map(finish).collect();
+/// Types `code` into every one of `logins` at once ([`Racers`]) and
+/// tallies their outcomes; exactly one must be a success and every other
+/// a plain refusal (AuthErr: not an unavailable daemon, which would hide
+/// a lost race behind a timeout).
+fn exactly_one_success(what: &str, logins: Racers, code: &str) -> Vec<PamLogin> {
+    let (results, spread) = logins.type_at_once(code);
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for r in &results {
         *tally.entry(format!("{:?}", r.outcome)).or_default() += 1;
     }
-    let slowest = results.iter().map(PamLogin::elapsed).max().unwrap();
     println!(
-        "{what}: {} logins in {} ms (slowest {} ms): {tally:?}",
+        "{what}: {} logins held at the prompt, all woken in {} µs: {tally:?}",
         results.len(),
-        started.elapsed().as_millis(),
-        slowest.as_millis()
+        spread.as_micros(),
     );
     let count = |o: PamOutcome| results.iter().filter(|r| r.outcome == o).count();
     assert_eq!(count(PamOutcome::Success), 1, "{what}: {tally:?}");
@@ -248,29 +273,34 @@ fn one_recovery_code_typed_by_sixteen_logins_at_once_lets_one_in() {
     let env = TestEnv::start_with("race_recovery", lenient());
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
-    let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
+    let count = ROUNDS + 1;
+    let out = env.otpd_expect(
+        &["recovery-codes", "alice", "--count", &count.to_string()],
+        0,
+    );
     let codes = recovery_codes_in(&out.stdout);
-    assert_eq!(codes.len(), 3, "{out}");
-    for (round, code) in codes.iter().take(2).enumerate() {
+    assert_eq!(codes.len(), count, "{out}");
+    for (round, code) in codes.iter().take(ROUNDS).enumerate() {
         let service = env.pam_service("");
-        let mut logins: Vec<Running> = (0..RACERS)
-            .map(|i| service.start(OsStr::new("alice"), &format!("10.8.{round}.{i}"), None))
-            .collect();
-        let started = Instant::now();
-        for login in &mut logins {
-            login.feed(format!("{code}\n").as_bytes());
+        let mut logins = Racers::new();
+        for i in 0..RACERS {
+            logins.start(service.command(OsStr::new("alice"), &format!("10.8.{round}.{i}"), None));
         }
-        exactly_one_success(&format!("recovery code {}", round + 1), logins, started);
+        exactly_one_success(&format!("recovery code {}", round + 1), logins, code);
         let left = env.list_entry("alice").unwrap()["recovery_codes"].clone();
-        assert_eq!(left, 2 - round, "recovery codes left after round {round}");
+        assert_eq!(
+            left,
+            count - 1 - round,
+            "recovery codes left after round {round}"
+        );
     }
     let accepted = verify_outcomes(&env, "alice")
         .iter()
         .filter(|o| *o == "accepted_recovery_code")
         .count();
-    assert_eq!(accepted, 2, "{:?}", verify_outcomes(&env, "alice"));
-    // The third code was never touched.
-    let login = env.pam_login("alice", &codes[2], "192.0.2.101", "");
+    assert_eq!(accepted, ROUNDS, "{:?}", verify_outcomes(&env, "alice"));
+    // The last code was never touched.
+    let login = env.pam_login("alice", &codes[ROUNDS], "192.0.2.101", "");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
 }
 
@@ -335,23 +365,19 @@ fn one_texted_code_typed_by_sixteen_logins_at_once_lets_one_in() {
     let code = texted(&outbox, 1);
     env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
 
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         // The login that asks for the text waits at "Code from the text
         // message: " and races with the others.
         let service = env.pam_service("lang=en");
-        let mut asking = service.start(OsStr::new("alice"), &format!("10.7.{round}.250"), None);
-        asking.write(b"sms\n");
+        let mut logins = Racers::new();
+        logins
+            .start(service.command(OsStr::new("alice"), &format!("10.7.{round}.250"), None))
+            .write(b"sms\n");
         let code = texted(&outbox, 2 + round);
-        let mut logins: Vec<Running> = vec![asking];
-        logins.extend(
-            (1..RACERS)
-                .map(|i| service.start(OsStr::new("alice"), &format!("10.7.{round}.{i}"), None)),
-        );
-        let started = Instant::now();
-        for login in &mut logins {
-            login.feed(format!("{code}\n").as_bytes());
+        for i in 1..RACERS {
+            logins.start(service.command(OsStr::new("alice"), &format!("10.7.{round}.{i}"), None));
         }
-        let results = exactly_one_success(&format!("texted code {}", round + 1), logins, started);
+        let results = exactly_one_success(&format!("texted code {}", round + 1), logins, &code);
         assert!(
             results[0]
                 .module_messages()
@@ -368,5 +394,5 @@ fn one_texted_code_typed_by_sixteen_logins_at_once_lets_one_in() {
         .iter()
         .filter(|o| *o == "accepted_sms_code")
         .count();
-    assert_eq!(accepted, 2, "{outcomes:?}");
+    assert_eq!(accepted, ROUNDS, "{outcomes:?}");
 }

@@ -402,18 +402,24 @@ fn notifications(env: &TestEnv, bind_delay: Option<Duration>) -> Vec<Notificatio
     );
     if bind_delay.is_some() {
         let trace = std::fs::read_to_string(&strace_log).unwrap_or_default();
-        let delayed: Vec<&str> = trace
-            .lines()
-            .filter(|l| l.contains("bind(") && l.contains("(DELAYED)"))
-            .collect();
+        // The halves of a call another thread's line interrupted are
+        // joined by the parser: "(DELAYED)" is on the resumed half.
+        let socket = env.socket.to_string_lossy();
+        let bind = otpd_tests::strace::parse(&trace)
+            .into_iter()
+            .find(|call| call.name == "bind" && call.args.contains(&*socket))
+            .unwrap_or_else(|| panic!("no bind() of {socket} in the strace log:\n{trace}"));
         assert!(
-            delayed
-                .iter()
-                .any(|l| l.contains(&*env.socket.to_string_lossy())),
-            "strace did not hold back the bind() of {}:\n{trace}",
-            env.socket.display()
+            bind.result
+                .as_deref()
+                .is_some_and(|r| r.contains("(DELAYED)")),
+            "strace did not hold back the bind() of {socket}: {bind:?}"
         );
-        println!("[{}] strace: {}", env.name, delayed.join(" | "));
+        println!(
+            "[{}] strace: bind({socket}) = {}",
+            env.name,
+            bind.result.as_deref().unwrap_or("?")
+        );
     }
     listener.seen()
 }
