@@ -8,7 +8,9 @@
 //! - one texted code typed by 16 logins at once, the login that asked for
 //!   it among them.
 
+use otpd_tests::pages;
 use otpd_tests::race::Racers;
+use otpd_tests::sms::Outbox;
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::webclient::{self, hidden_field, loopback_source, Answer, Connection, FORM};
@@ -17,10 +19,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// Logins racing with one code.
@@ -37,29 +37,6 @@ fn lenient() -> Limits {
         max_failures: 1000,
         user_max_failures: 10_000,
         ..Limits::default()
-    }
-}
-
-/// The port of the daemon's plain-HTTP pages (`listen` on port 0: the
-/// daemon binds it and logs the address).
-fn pages_port(env: &TestEnv) -> u16 {
-    let marker = "serving the enrolment pages on http://127.0.0.1:";
-    let started = Instant::now();
-    loop {
-        let log = env.log();
-        if let Some(port) = log
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-        {
-            return port;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon never said where it serves the pages:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -89,16 +66,7 @@ fn reveal(port: u16, path: &str) -> String {
         &format!("view={view}"),
     );
     assert_eq!(revealed.status, 200, "{}", revealed.body);
-    let secret: String = revealed
-        .body
-        .split("id=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_else(|| panic!("no secret on the page:\n{}", revealed.body))
-        .split_whitespace()
-        .collect();
-    secrets::remember(&secret);
-    secret
+    pages::secret_on(&revealed.body)
 }
 
 /// What kind of page an answer is, in words.
@@ -110,18 +78,6 @@ fn page_kind(answer: &Answer) -> String {
     } else {
         format!("{} other page", answer.status)
     }
-}
-
-/// The recovery codes on a success page.
-fn recovery_codes_on(page: &str) -> Vec<String> {
-    page.split("<li><code>")
-        .skip(1)
-        .filter_map(|rest| rest.split('<').next())
-        .map(|code| {
-            secrets::remember(code);
-            code.to_owned()
-        })
-        .collect()
 }
 
 /// POSTs `body` to `path` on each of `targets` (a port of the pages, and
@@ -174,7 +130,7 @@ fn one_link_validated_twice_at_the_same_instant_activates_once() {
         lenient(),
         "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\n",
     );
-    let port = pages_port(&env);
+    let port = pages::port(&env, "http");
     let users: Vec<String> = (0..LINKS).map(|i| format!("user{i}")).collect();
     let links: Vec<(String, String)> = users
         .iter()
@@ -218,7 +174,7 @@ fn one_link_validated_twice_at_the_same_instant_activates_once() {
             "{user}: the other answer shows recovery codes:\n{}",
             loser.body
         );
-        let codes = recovery_codes_on(&succeeded[0].body);
+        let codes = pages::recovery_codes_on(&succeeded[0].body);
         assert_eq!(codes.len(), 10, "{}", succeeded[0].body);
         let entry = env.list_entry(user).expect("listed");
         assert_eq!(entry["state"], "active", "{entry}");
@@ -304,65 +260,25 @@ fn one_recovery_code_typed_by_sixteen_logins_at_once_lets_one_in() {
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
 }
 
-/// A sender that appends `to=NUMBER` and the message to `outbox`.
-fn sender(dir: &Path) -> (PathBuf, PathBuf) {
-    let outbox = dir.join("outbox");
-    let script = dir.join("send-sms");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {}\n",
-            outbox.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (script, outbox)
-}
-
-/// The code of text number `n` (from 1) in `outbox`, waiting for it.
-fn texted(outbox: &Path, n: usize) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(outbox).unwrap_or_default();
-        let messages: Vec<&str> = text.split("to=").filter(|m| !m.is_empty()).collect();
-        if let Some(code) = messages.get(n - 1).and_then(|message| {
-            message
-                .lines()
-                .skip(1)
-                .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
-                .find(|w| w.len() == 6)
-        }) {
-            secrets::remember(code);
-            return code.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "text {n} never came: {text:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn one_texted_code_typed_by_sixteen_logins_at_once_lets_one_in() {
     if !require("a raced texted code", PAM) {
         return;
     }
     let probe = TestEnv::without_daemon("race_sms_sender", &Limits::default());
-    let (script, outbox) = sender(&probe.dir);
+    let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(
         "race_sms",
         lenient(),
         &format!(
             "[sms]\ncommand = \"{}\"\nmax_per_hour = 20\n",
-            script.display()
+            outbox.script.display()
         ),
     );
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
     env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
-    let code = texted(&outbox, 1);
+    let code = outbox.code(1);
     env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
 
     for round in 0..ROUNDS {
@@ -373,7 +289,7 @@ fn one_texted_code_typed_by_sixteen_logins_at_once_lets_one_in() {
         logins
             .start(service.command(OsStr::new("alice"), &format!("10.7.{round}.250"), None))
             .write(b"sms\n");
-        let code = texted(&outbox, 2 + round);
+        let code = outbox.code(2 + round);
         for i in 1..RACERS {
             logins.start(service.command(OsStr::new("alice"), &format!("10.7.{round}.{i}"), None));
         }

@@ -8,84 +8,21 @@
 //!   gone too once the login has its answer.
 
 use otpd_tests::pam::finish;
-use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::sms::Outbox;
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
-/// A sender that appends `to=NUMBER` and the message to `dir/outbox`;
-/// while `dir/hang` exists it instead starts `sleep` in the background
-/// (its pid in `dir/child.pid`, its own in `dir/sender.pid`) and waits for
-/// it: a sender stuck on a provider, with a helper process of its own.
-fn sender(dir: &Path) -> (PathBuf, PathBuf) {
-    let outbox = dir.join("outbox");
-    let script = dir.join("send-sms");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n\
-             if [ -e {dir}/hang ]; then\n\
-             \techo $$ > {dir}/sender.pid\n\
-             \tsleep 600 &\n\
-             \techo $! > {dir}/child.pid\n\
-             \twait\n\
-             fi\n\
-             {{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {outbox}\n",
-            dir = dir.display(),
-            outbox = outbox.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (script, outbox)
-}
-
-/// The texted codes in `outbox`, in order.
-fn texts(outbox: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(outbox).unwrap_or_default();
-    text.split("to=")
-        .filter(|m| !m.is_empty())
-        .filter_map(|message| {
-            message
-                .lines()
-                .skip(1)
-                .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
-                .find(|w| w.len() == 6)
-                .map(|code| {
-                    secrets::remember(code);
-                    code.to_owned()
-                })
-        })
-        .collect()
-}
-
-/// Waits until `outbox` holds `n` texted codes; returns them all.
-fn wait_for_texts(outbox: &Path, n: usize) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let codes = texts(outbox);
-        if codes.len() >= n {
-            return codes;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{n} texts never came: {codes:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A login from `rhost` that types "sms", waits for the text, then gives
 /// up (an empty answer): a text asked for and not used.
-fn ask_for_a_text(env: &TestEnv, outbox: &Path, rhost: &str) -> String {
-    let before = texts(outbox).len();
+fn ask_for_a_text(env: &TestEnv, outbox: &Outbox, rhost: &str) -> String {
+    let before = outbox.count();
     let service = env.pam_service("lang=en");
     let mut running = service.start(OsStr::new("alice"), rhost, None);
     running.write(b"sms\n");
-    let code = wait_for_texts(outbox, before + 1)[before].clone();
+    let code = outbox.code(before + 1);
     running.feed(b"\n");
     let login = finish(running);
     assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
@@ -109,19 +46,19 @@ fn the_three_newest_texted_codes_are_valid_and_a_fourth_text_retires_the_oldest(
         return;
     }
     let probe = TestEnv::without_daemon("sms_newest_sender", &Limits::default());
-    let (script, outbox) = sender(&probe.dir);
+    let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(
         "sms_newest",
         Limits::default(),
         &format!(
             "[sms]\ncommand = \"{}\"\nmax_per_hour = 20\n",
-            script.display()
+            outbox.script.display()
         ),
     );
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
     env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
-    let registration = wait_for_texts(&outbox, 1)[0].clone();
+    let registration = outbox.code(1);
     env.otpd_expect(&["phone", "alice", "--confirm", &registration], 0);
 
     // Each round asks for `texts` texts from as many hosts (each request
@@ -178,7 +115,7 @@ fn the_three_newest_texted_codes_are_valid_and_a_fourth_text_retires_the_oldest(
             assert_eq!(spent.outcome, PamOutcome::AuthErr, "{}", spent.output);
         }
     }
-    let sent = texts(&outbox).len();
+    let sent = outbox.count();
     assert_eq!(sent, 1 + 4 + 4 + 4 + 3, "texts sent");
     let outcomes = otpd_tests::system::verify_outcomes(&env, "alice");
     assert_eq!(
@@ -212,37 +149,29 @@ fn command_line(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn read_pid(path: &Path) -> u32 {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e} (did the sender run?)", path.display()));
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no pid in {}: {text:?}", path.display()))
-}
-
 #[test]
 fn a_hanging_sender_is_killed_with_the_child_it_started() {
     if !require("the sender's process group", PAM) {
         return;
     }
     let probe = TestEnv::without_daemon("sms_group_sender", &Limits::default());
-    let (script, outbox) = sender(&probe.dir);
+    let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(
         "sms_group",
         Limits::default(),
         &format!(
             "[sms]\ncommand = \"{}\"\ntimeout = \"1s\"\n",
-            script.display()
+            outbox.script.display()
         ),
     );
     let t = settled_now(30, 8);
     let alice = env.enroll_active("alice", &[], t - 30);
     env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
-    let registration = wait_for_texts(&outbox, 1)[0].clone();
+    let registration = outbox.code(1);
     env.otpd_expect(&["phone", "alice", "--confirm", &registration], 0);
 
     // From now on the sender hangs, with a child.
-    std::fs::write(probe.dir.join("hang"), b"").unwrap();
+    outbox.hang();
     let started = Instant::now();
     let service = env.pam_service("lang=en");
     let mut running_login = service.start(OsStr::new("alice"), "192.0.2.60", None);
@@ -265,10 +194,7 @@ fn a_hanging_sender_is_killed_with_the_child_it_started() {
         env.log()
     );
 
-    let (sender_pid, child_pid) = (
-        read_pid(&probe.dir.join("sender.pid")),
-        read_pid(&probe.dir.join("child.pid")),
-    );
+    let (sender_pid, child_pid) = outbox.hanging_pids();
     // The kill was sent before the answer; the kernel may take a moment
     // to finish the processes.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -298,7 +224,7 @@ fn a_hanging_sender_is_killed_with_the_child_it_started() {
     // What the sender left (when the test fails) is ended here, not left
     // behind: only processes of this sender's script.
     for (pid, command) in &survivors {
-        if command.contains("sleep 600") || command.contains(&*script.to_string_lossy()) {
+        if command.contains("sleep 600") || command.contains(&*outbox.script.to_string_lossy()) {
             let _ = otpd_tests::process::try_signal(*pid, libc::SIGKILL);
         }
     }

@@ -10,11 +10,10 @@
 
 use otpd_tests::programs;
 use otpd_tests::pty::Terminal;
+use otpd_tests::sms::Outbox;
 use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// How long one step on the terminal may take.
@@ -164,49 +163,6 @@ fn enter_leaves_the_enrolment_pending_and_confirm_asks_on_the_terminal() {
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
 }
 
-/// A sender that appends `to=NUMBER` and the message to `outbox`.
-fn sender(dir: &Path) -> (PathBuf, PathBuf) {
-    let outbox = dir.join("outbox");
-    let script = dir.join("send-sms");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {}\n",
-            outbox.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (script, outbox)
-}
-
-/// The number and the code of text number `n` (from 1) in `outbox`,
-/// waiting up to 10 s for it.
-fn texted(outbox: &Path, n: usize) -> (String, String) {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(outbox).unwrap_or_default();
-        let messages: Vec<&str> = text.split("to=").filter(|m| !m.is_empty()).collect();
-        if let Some(message) = messages.get(n - 1) {
-            let number = message.lines().next().unwrap_or("").to_owned();
-            if let Some(code) = message
-                .lines()
-                .skip(1)
-                .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
-                .find(|w| w.len() == 6)
-            {
-                secrets::remember(code);
-                return (number, code.to_owned());
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "text {n} never came: {text:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const TEXT_PROMPT: &str = "Code from the text message (then Enter to verify): ";
 
 #[test]
@@ -215,13 +171,13 @@ fn phone_asks_for_the_texted_code_on_the_terminal_and_registers_the_number() {
         return;
     }
     let probe = TestEnv::without_daemon("terminal_phone_sender", &Limits::default());
-    let (script, outbox) = sender(&probe.dir);
+    let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(
         "terminal_phone",
         Limits::default(),
         &format!(
             "[sms]\ncommand = \"{}\"\nmax_per_hour = 10\n",
-            script.display()
+            outbox.script.display()
         ),
     );
     let t = settled_now(30, 5);
@@ -234,7 +190,7 @@ fn phone_asks_for_the_texted_code_on_the_terminal_and_registers_the_number() {
         screen.contains("A code was texted to +31 6 1234 5678."),
         "{screen}"
     );
-    let (number, code) = texted(&outbox, 1);
+    let (number, code) = outbox.text(1);
     assert_eq!(number, "+31612345678");
     let wrong = if code == "000000" { "111111" } else { "000000" };
     term.type_line(wrong);
@@ -250,7 +206,7 @@ fn phone_asks_for_the_texted_code_on_the_terminal_and_registers_the_number() {
     // The texted code, typed at the terminal: registered.
     let mut term = on_terminal(&env, &["phone", "carol", "+31612345678"]);
     let screen = term.expect_after(0, TEXT_PROMPT, STEP);
-    let (_, code) = texted(&outbox, 2);
+    let code = outbox.code(2);
     let mark = screen.len();
     term.type_line(&code);
     let (status, screen) = term.wait(STEP);

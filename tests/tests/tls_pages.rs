@@ -10,41 +10,18 @@
 //! TLS with an unverified client; this file does not repeat it.)
 
 use otpd_tests::ca::TestCa;
+use otpd_tests::pages;
 use otpd_tests::process::{self, Output};
 use otpd_tests::webclient::hidden_field;
 use otpd_tests::{require, secrets, settled_now, Limits, PamOutcome, Program, TestEnv};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The name in `public_url` and in the server's certificate.
 const HOST: &str = "localhost";
 /// curl's exit status when the peer's certificate or name does not verify.
 const CURLE_PEER_FAILED_VERIFICATION: i32 = 60;
-
-/// The port the daemon's pages listen on: `[web] listen` says port 0 (the
-/// kernel picks a free one when the daemon binds), and the daemon logs
-/// the address it bound.
-fn pages_port(env: &TestEnv) -> u16 {
-    let marker = "serving the enrolment pages on https://127.0.0.1:";
-    let started = Instant::now();
-    loop {
-        let log = env.log();
-        if let Some(port) = log
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-        {
-            return port;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon never said where it serves the pages over TLS:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// One request by `curl` to `https://NAME/PATH`, connected to the pages on
 /// 127.0.0.1:`port` whatever NAME resolves to (`--connect-to`), trusting
@@ -109,33 +86,6 @@ fn refused(port: u16, ca: Option<&Path>, url: &str, what: &str) -> String {
     out.stderr.lines().next().unwrap_or("").to_owned()
 }
 
-/// The secret shown on a revealed page (in groups of four), joined.
-fn secret_on(page: &str) -> String {
-    let secret: String = page
-        .split("id=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_else(|| panic!("no secret on the page:\n{page}"))
-        .split_whitespace()
-        .collect();
-    secrets::remember(&secret);
-    secret
-}
-
-/// The recovery codes listed on the success page.
-fn recovery_codes_on(page: &str) -> Vec<String> {
-    let codes: Vec<String> = page
-        .split("<li><code>")
-        .skip(1)
-        .filter_map(|rest| rest.split('<').next())
-        .map(str::to_owned)
-        .collect();
-    for code in &codes {
-        secrets::remember(code);
-    }
-    codes
-}
-
 /// The CA of the test: a root (what clients trust), an intermediate under
 /// it, and the pages' certificate signed by the intermediate, as (root,
 /// the chain file for `tls_cert`, the key). Both CA keys are deleted.
@@ -182,7 +132,7 @@ fn the_pages_over_https_verify_against_the_ca_and_enrol_a_user() {
             key.display()
         ),
     );
-    let port = pages_port(&env);
+    let port = pages::port(&env, "https");
     println!("[tls_pages] the pages listen on 127.0.0.1:{port} over TLS");
 
     // A client that trusts only the root reaches the pages by name.
@@ -214,12 +164,12 @@ fn the_pages_over_https_verify_against_the_ca_and_enrol_a_user() {
         &[("view", &view)],
         "Show QR code",
     );
-    let secret = secret_on(&revealed);
+    let secret = pages::secret_on(&revealed);
     let t = settled_now(30, 8);
     let code = otpd_tests::code_at(&secret, "SHA1", 6, 30, t);
     let success = page(port, &root, &url, &[("code", &code)], "Validate");
     assert!(success.contains("id=\"success\""), "{success}");
-    let codes = recovery_codes_on(&success);
+    let codes = pages::recovery_codes_on(&success);
     assert_eq!(codes.len(), 10, "{success}");
     let entry = env.list_entry("bob").expect("bob is listed");
     assert_eq!(entry["state"], "active", "{entry}");
