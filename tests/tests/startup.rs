@@ -11,6 +11,7 @@
 //!   `LoadCredential=otpd.key:…`) before `key_file`.
 
 use otpd_proto::{read_frame, write_frame, EnrolmentStatus, Request, Response};
+use otpd_tests::ca::TestCa;
 use otpd_tests::process::{self, Output, NOBODY_UID};
 use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv};
 use std::ffi::OsString;
@@ -81,31 +82,12 @@ fn append_config(env: &TestEnv, toml: &str) {
     std::fs::write(&env.config, config).expect("write the config");
 }
 
-/// A self-signed certificate and its key (mode 0600) in `dir`.
+/// A certificate for the pages and its key (mode 0600), from a test CA.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("web.crt"), dir.join("web.key"));
-    let mut cmd = Command::new(Program::Openssl.path());
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-    ])
-    .arg(&key)
-    .arg("-out")
-    .arg(&cert);
-    let out = process::run(cmd, b"", Duration::from_secs(30));
-    assert!(out.status.success(), "openssl req: {out}");
-    chmod(&key, 0o600);
-    (cert, key)
+    let mut ca = TestCa::root(dir, "ca", "otpd test CA for start-up refusals");
+    let issued = ca.issue_server("web");
+    ca.forget_key();
+    issued
 }
 
 #[test]
