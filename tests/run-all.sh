@@ -37,13 +37,14 @@ phase() {
 # systemd: systemd-analyze, to check the unit the installer writes.
 # man-db: man, which renders the shipped man pages (otpd/tests/manpages.rs).
 # openssh-server/-client, sudo: the real logins; openssl: the test users'
-# password hashes and the PostgreSQL tests' certificates; chromium, chromium-driver: the enrolment page in a real
+# password hashes and the test CAs' certificates; curl: a client that verifies
+# the pages' certificate chain; chromium, chromium-driver: the enrolment page in a real
 # headless browser; lintian, rpm, dpkg-dev, binutils: building and checking
 # the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
 # the performance benchmark (bench/run.sh); postgresql: the server (initdb,
 # pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
 packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd man-db
-          openssh-server openssh-client sudo openssl chromium chromium-driver
+          openssh-server openssh-client sudo openssl curl chromium chromium-driver
           lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
 missing=()
 for package in "${packages[@]}"; do

@@ -7,17 +7,23 @@
 //! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
 
 pub mod browser;
+pub mod ca;
 pub mod campaign;
 pub mod ci;
 pub mod env;
 pub mod fleet;
+pub mod hotp;
 pub mod nss;
+pub mod pages;
 pub mod pam;
 pub mod postgres;
 pub mod process;
 pub mod programs;
+pub mod pty;
+pub mod race;
 pub mod rng;
 pub mod secrets;
+pub mod sms;
 pub mod sshd;
 pub mod statedir;
 pub mod strace;

@@ -12,6 +12,7 @@
 //! it and removes the directory, also when the test panicked (then the
 //! server log's tail is printed).
 
+use crate::ca::TestCa;
 use crate::env::fresh_temp_dir;
 use crate::process::{self, Output, NOBODY_UID};
 use crate::programs::{self, Program};
@@ -346,98 +347,17 @@ impl PgCluster {
         }
     }
 
-    /// A test CA, and a certificate for `localhost` and 127.0.0.1 signed by
-    /// it. The CA's key is deleted once it has signed: nothing else may
-    /// carry this CA's signature.
+    /// A test CA ([`TestCa`]), and a certificate for `localhost` and
+    /// 127.0.0.1 signed by it. The CA's key is deleted once it has signed:
+    /// nothing else may carry this CA's signature.
     fn make_certificates(&self) {
         let tls = self.dir.join("tls");
-        let config = tls.join("openssl.cnf");
-        std::fs::write(&config, OPENSSL_CONFIG).expect("write openssl.cnf");
-        let ca_key = tls.join("ca.key");
-        let server_key = tls.join("server.key");
-        let request = tls.join("server.csr");
-        let openssl = |args: &[&std::ffi::OsStr]| {
-            let mut cmd = Command::new(Program::Openssl.path());
-            cmd.args(args).current_dir(&tls);
-            let out = process::run(cmd, b"", COMMAND_TIMEOUT);
-            assert!(
-                out.status.success(),
-                "[pg {}] openssl {:?} failed: {out}",
-                self.name,
-                args
-            );
-        };
-        let subject = format!("/CN=otpd test CA for {}", self.name);
-        let serial = format!("0x{}", random_hex(16));
-        openssl(&[
-            "req".as_ref(),
-            "-config".as_ref(),
-            config.as_os_str(),
-            "-x509".as_ref(),
-            "-newkey".as_ref(),
-            "ec".as_ref(),
-            "-pkeyopt".as_ref(),
-            "ec_paramgen_curve:P-256".as_ref(),
-            "-nodes".as_ref(),
-            "-days".as_ref(),
-            "2".as_ref(),
-            "-subj".as_ref(),
-            subject.as_ref(),
-            "-extensions".as_ref(),
-            "ca".as_ref(),
-            "-keyout".as_ref(),
-            ca_key.as_os_str(),
-            "-out".as_ref(),
-            self.ca_file.as_os_str(),
-        ]);
-        openssl(&[
-            "req".as_ref(),
-            "-config".as_ref(),
-            config.as_os_str(),
-            "-new".as_ref(),
-            "-newkey".as_ref(),
-            "ec".as_ref(),
-            "-pkeyopt".as_ref(),
-            "ec_paramgen_curve:P-256".as_ref(),
-            "-nodes".as_ref(),
-            "-subj".as_ref(),
-            "/CN=localhost".as_ref(),
-            "-keyout".as_ref(),
-            server_key.as_os_str(),
-            "-out".as_ref(),
-            request.as_os_str(),
-        ]);
-        openssl(&[
-            "x509".as_ref(),
-            "-req".as_ref(),
-            "-in".as_ref(),
-            request.as_os_str(),
-            "-CA".as_ref(),
-            self.ca_file.as_os_str(),
-            "-CAkey".as_ref(),
-            ca_key.as_os_str(),
-            "-set_serial".as_ref(),
-            serial.as_ref(),
-            "-days".as_ref(),
-            "2".as_ref(),
-            "-extfile".as_ref(),
-            config.as_os_str(),
-            "-extensions".as_ref(),
-            "server".as_ref(),
-            "-out".as_ref(),
-            tls.join("server.crt").as_os_str(),
-        ]);
-        for leftover in [&ca_key, &request, &config] {
-            std::fs::remove_file(leftover).expect("remove a leftover of openssl");
-        }
-        for public in [self.ca_file.clone(), tls.join("server.crt")] {
-            std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o644))
-                .expect("chmod a certificate");
-        }
-        // PostgreSQL refuses a key file that others can read, and one owned
-        // by anyone but the server user or root.
-        std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o600))
-            .expect("chmod the server key");
+        let mut ca = TestCa::root(&tls, "ca", &format!("otpd test CA for {}", self.name));
+        assert_eq!(ca.cert, self.ca_file, "the CA's certificate is tls/ca.pem");
+        let (_, server_key) = ca.issue_server("server");
+        ca.forget_key();
+        // PostgreSQL refuses a key file that others can read (TestCa makes
+        // it 0600), and one owned by anyone but the server user or root.
         self.give_to_server(&server_key);
     }
 
@@ -637,28 +557,6 @@ impl Drop for PgCluster {
     }
 }
 
-/// Extensions for the test CA and the server certificate. The server's
-/// names are the ones the tests connect to: `localhost` (libpq's
-/// verify-full, rustls) and 127.0.0.1.
-const OPENSSL_CONFIG: &str = "\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-";
-
 /// Prints the skip line, or panics under CI.
 fn skip(test: &str, reason: &str) {
     if programs::under_ci() {
@@ -719,13 +617,6 @@ fn random_alphanumerics(n: usize) -> String {
         }
     }
     out
-}
-
-fn random_hex(bytes: usize) -> String {
-    random_bytes(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A string literal of postgresql.conf.

@@ -46,6 +46,8 @@ pub enum Program {
     PamGoogleAuthenticator,
     /// `pam_oath.so` (libpam-oath), the other module otpd replaces.
     PamOath,
+    /// `curl`, a TLS client that verifies the pages' certificate chain.
+    Curl,
 }
 
 impl Program {
@@ -71,6 +73,7 @@ impl Program {
             Program::GoogleAuthenticator => "google-authenticator",
             Program::PamGoogleAuthenticator => "pam_google_authenticator.so",
             Program::PamOath => "pam_oath.so",
+            Program::Curl => "curl",
         }
     }
 

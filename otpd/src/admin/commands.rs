@@ -110,15 +110,15 @@ fn refusal(user: &str, outcome: VerifyOutcome) -> Option<String> {
     }
 }
 
-/// Reads a code from stdin (prompting when it is a terminal) when none was
-/// given on the command line.
-fn code_or_stdin(code: Option<String>) -> Result<SecretText, CliError> {
+/// Reads a code from stdin (asking `prompt` when it is a terminal) when
+/// none was given on the command line.
+fn code_or_stdin(code: Option<String>, prompt: &str) -> Result<SecretText, CliError> {
     if let Some(c) = code {
         return Ok(SecretText::new(c));
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("Verification code: ");
+        eprint!("{prompt}");
         let _ = std::io::stderr().flush();
     }
     let mut line = zeroize::Zeroizing::new(String::new());
@@ -141,7 +141,7 @@ fn check_code(client: &Client, request: Request, user: &str) -> Result<(), CliEr
 
 /// `otpd verify USER [CODE]`: a real verification; it uses the code up.
 pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(), CliError> {
-    let code = code_or_stdin(code)?;
+    let code = code_or_stdin(code, "Verification code: ")?;
     let request = Request::Verify {
         user: user.clone(),
         code,
@@ -156,7 +156,7 @@ pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(),
 
 /// `otpd confirm USER [CODE]`: the "Validate" step of an enrolment.
 pub fn confirm(client: &Client, user: String, code: Option<String>) -> Result<(), CliError> {
-    let code = code_or_stdin(code)?;
+    let code = code_or_stdin(code, "Verification code: ")?;
     check_code(
         client,
         Request::Confirm {
@@ -349,9 +349,7 @@ pub fn phone(
             say!("Register the number with the code from the text message:\n  otpd phone {user} --confirm CODE");
             return Ok(());
         }
-        eprint!("Code from the text message (then Enter to verify): ");
-        let _ = std::io::stderr().flush();
-        let code = code_or_stdin(None)?;
+        let code = code_or_stdin(None, "Code from the text message (then Enter to verify): ")?;
         return phone_confirm(client, &user, code);
     }
     match confirm {
