@@ -5,6 +5,19 @@
 use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// The state directory `state_dir` and its rollback anchor beside it
+/// (`STATE_DIR-anchor`, when there is one) handed to `uid`, as the packages
+/// give both to the daemon's account.
+pub fn give_state_dir(state_dir: &Path, uid: u32) {
+    chown_tree(state_dir, uid);
+    let mut anchor = state_dir.as_os_str().to_owned();
+    anchor.push("-anchor");
+    let anchor = PathBuf::from(anchor);
+    if anchor.exists() {
+        chown_tree(&anchor, uid);
+    }
+}
+
 /// `chown -R uid:uid path` that never follows a link (the symbolic link
 /// itself is changed), as the daemon running as `uid` would own its files.
 pub fn chown_tree(path: &Path, uid: u32) {

@@ -352,7 +352,7 @@ fn root_rekeys_a_store_that_belongs_to_the_daemon_user() {
 
     // Handed over as the packages do: the store and the key are the
     // daemon account's, its socket in a directory of its own.
-    statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    statedir::give_state_dir(&env.state_dir, NOBODY_UID);
     std::os::unix::fs::chown(&env.key_file, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
     let run = env.dir.join("run");
     std::fs::create_dir(&run).unwrap();
@@ -442,7 +442,7 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     let before = env.list();
     env.kill_daemon(libc::SIGTERM);
     let hand_to = |uid: u32| {
-        statedir::chown_tree(&env.state_dir, uid);
+        statedir::give_state_dir(&env.state_dir, uid);
         std::os::unix::fs::chown(&env.key_file, Some(uid), Some(uid)).unwrap();
     };
     hand_to(NOBODY_UID);

@@ -14,6 +14,17 @@ const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oath
 /// The user's own host.
 const HOME: &str = "203.0.113.10";
 
+/// The default limits with waits long enough that none runs out while a
+/// test is still guessing, however slow the machine (a 30 s wait did, under
+/// load, and let a stranger's source through).
+fn patient() -> Limits {
+    Limits {
+        base_delay: "\"10m\"".into(),
+        max_delay: "\"1h\"".into(),
+        ..Limits::default()
+    }
+}
+
 /// One login of `user` from `rhost` typing `code`; the outcome.
 fn login(env: &TestEnv, user: &str, code: &str, rhost: &str) -> PamOutcome {
     env.pam_login(user, code, rhost, "").outcome
@@ -51,7 +62,7 @@ fn a_known_source_logs_in_after_five_strangers_reach_the_ceiling_and_keep_guessi
     if !require("a_known_source_logs_in", PAM) {
         return;
     }
-    let env = TestEnv::start("known_source");
+    let env = TestEnv::start_with("known_source", patient());
     let t = settled_now(30, 20);
     let alice = env.enroll_active("alice", &[], t - 30);
     let codes = recovery_codes(&env, "alice");
@@ -179,7 +190,7 @@ fn ipv6_addresses_count_per_64() {
     if !require("ipv6_addresses_count_per_64", PAM) {
         return;
     }
-    let env = TestEnv::start("ipv6");
+    let env = TestEnv::start_with("ipv6", patient());
     let t = settled_now(30, 15);
     let carol = env.enroll_active("carol", &[], t - 30);
     let wrong = carol.wrong_code(t);
@@ -222,7 +233,7 @@ fn unlock_makes_strangers_need_the_whole_ceiling_again() {
     if !require("unlock_resets_the_ceiling", PAM) {
         return;
     }
-    let env = TestEnv::start("unlock");
+    let env = TestEnv::start_with("unlock", patient());
     let t = settled_now(30, 20);
     let dave = env.enroll_active("dave", &[], t - 30);
     strangers_guess(&env, &dave, &strangers("198.51.100.", 5), 4);
@@ -285,7 +296,7 @@ fn with_forward_pass_strangers_need_no_password_and_still_cannot_lock_the_user_o
     }
     // The shipped sshd.password-once stack: pam_otpd.so forward_pass, then
     // pam_unix.so use_first_pass. The code is judged before the password.
-    let w = World::start("forward_pass", &["erin"], &[], Limits::default());
+    let w = World::start("forward_pass", &["erin"], &[], patient());
     w.install_pam_example("otpd-once", "sshd.password-once", "");
     let t = settled_now(30, 20);
     let erin = w.env.enroll_active("erin", &[], t - 30);
@@ -361,7 +372,7 @@ fn strangers_at_the_ceiling_cannot_keep_a_new_device_from_being_confirmed() {
     if !require("confirm_under_attack", PAM) {
         return;
     }
-    let env = TestEnv::start("confirm_attack");
+    let env = TestEnv::start_with("confirm_attack", patient());
     let t = settled_now(30, 20);
     let frank = env.enroll_active("frank", &[], t - 30);
     // A new phone for frank; the old one works until it is confirmed.

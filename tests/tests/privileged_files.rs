@@ -58,7 +58,7 @@ fn store_of_nobody(name: &str) -> TestEnv {
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
     env.kill_daemon(libc::SIGTERM);
-    statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    statedir::give_state_dir(&env.state_dir, NOBODY_UID);
     env
 }
 
