@@ -179,6 +179,11 @@ fn a_record_planted_in_clear_into_a_sealed_store_is_refused() {
     println!("[tamper_clear] seal-store: {out}");
     assert_eq!(out.code(), 1, "seal-store on a store that had a key: {out}");
     assert!(out.stderr.contains("key"), "{out}");
+    // The attacker's record in clear is still in the store, as it must be
+    // (refused, not rewritten): it is the attacker's secret, not a leak,
+    // and another test of this binary may have remembered it for the scan
+    // at the end. The store goes before that scan.
+    std::fs::remove_dir_all(store_dir(&env)).expect("remove the planted store");
 }
 
 #[test]
