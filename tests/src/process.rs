@@ -19,6 +19,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// Everything it printed: stdout, then stderr.
+    pub fn printed(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Its `otpd: …` lines ([`otpd_lines`]).
+    pub fn otpd_lines(&self) -> String {
+        otpd_lines(&self.printed())
+    }
+
     /// The exit code; panics if the program died of a signal.
     pub fn code(&self) -> i32 {
         self.status
@@ -38,6 +48,15 @@ impl std::fmt::Display for Output {
             self.stderr
         )
     }
+}
+
+/// The lines of `text` that start with `otpd:`, joined by newlines: the
+/// messages `otpd` prints when a command, or `otpd serve`, fails.
+pub fn otpd_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| line.starts_with("otpd:"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A spawned program whose output is being collected.

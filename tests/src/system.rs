@@ -51,6 +51,12 @@ pub const PRIVATE_HOST: &[Program] = &[
     Program::Openssl,
 ];
 
+/// The skip rule ([`crate::require`]) for a test on a [`PrivateHost`]
+/// that also needs `others`.
+pub fn require_private_host(test: &str, others: &[Program]) -> bool {
+    crate::require(test, &[PRIVATE_HOST, others].concat())
+}
+
 impl PrivateHost {
     /// Creates `users` (each with its own group) and `groups` (name,
     /// members) in private copies of the account files, and starts the

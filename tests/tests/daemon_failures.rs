@@ -2,13 +2,11 @@
 //! what survives SIGKILL; one daemon per state dir; SIGTERM.
 
 use otpd_tests::process::{ChildGuard, Running};
-use otpd_tests::{require, settled_now, strace, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, strace, PamOutcome, Program, TestEnv, PAM};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// Logs in with timeout=1 and with the default (3 s): both must be
 /// PAM_AUTHINFO_UNAVAIL within timeout + 1 s.

@@ -8,13 +8,11 @@ use otpd_tests::pam::finish;
 use otpd_tests::process::Running;
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::recovery_codes_in;
-use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 fn recovery_left(env: &TestEnv, user: &str) -> u64 {
     env.list_entry(user).expect("listed")["recovery_codes"]

@@ -10,14 +10,16 @@
 //! again when it is back, without restarting otpd. No secret reaches the
 //! database in clear.
 
-use otpd_tests::fleet::{self, append_config, label, serve_expecting_refusal, Fleet};
+use otpd_tests::fleet::{self, label, Fleet};
 use otpd_tests::pam::{finish, PamService};
 use otpd_tests::process::{self, Running};
 use otpd_tests::programs;
 use otpd_tests::system::{PrivateHost, PRIVATE_HOST};
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::totp::unix_now;
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{
+    require, settled_now, Enrolment, Limits, PamLogin, PamOutcome, Program, TestEnv, PAM,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -25,8 +27,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// Limits high enough that refused logins are judged as wrong or replayed
 /// codes, never throttled.
@@ -1091,14 +1091,11 @@ fn another_authority(dir: &std::path::Path) -> std::path::PathBuf {
 /// `[store]` with `url` (a password in it: the config is made private)
 /// and `ca_file`.
 fn use_tls(host: &TestEnv, url: &str, ca_file: &std::path::Path) {
-    append_config(
-        host,
-        &format!(
-            "[store]\nkind = \"postgres\"\nurl = \"{url}\"\nca_file = \"{}\"\ntimeout = \"{}\"\n",
-            ca_file.display(),
-            fleet::STORE_TIMEOUT
-        ),
-    );
+    host.append_config(&format!(
+        "[store]\nkind = \"postgres\"\nurl = \"{url}\"\nca_file = \"{}\"\ntimeout = \"{}\"\n",
+        ca_file.display(),
+        fleet::STORE_TIMEOUT
+    ));
     std::fs::set_permissions(&host.config, std::fs::Permissions::from_mode(0o600))
         .expect("chmod the config");
 }
@@ -1168,7 +1165,7 @@ fn tls_with_the_clusters_ca_works_and_with_another_ca_the_daemon_refuses_to_star
     fleet.install_key(&wrong_ca);
     let other = another_authority(&wrong_ca.dir);
     use_tls(&wrong_ca, &fleet.cluster.url_tls(), &other);
-    let out = serve_expecting_refusal(&wrong_ca);
+    let out = wrong_ca.serve_refused("a database certificate of another CA");
     let said = refusal_message(&out);
     println!(
         "otpd serve with another CA: {} after {} ms: {said}",
@@ -1219,10 +1216,10 @@ fn a_host_with_another_key_file_refuses_to_start_naming_both_key_ids() {
     let alice = a.enroll_active("alice", &[], t - 30);
 
     let stranger = fleet.new_host("D", &Limits::default());
-    let other_id = fleet::keygen(&stranger, &stranger.key_file);
+    let other_id = stranger.keygen(&stranger.key_file);
     assert_ne!(other_id, fleet.key_id, "two keygens made the same key");
     fleet.use_database(&stranger, &fleet.cluster.url());
-    let out = serve_expecting_refusal(&stranger);
+    let out = stranger.serve_refused("another key file than the fleet's");
     let said = refusal_message(&out);
     println!(
         "otpd serve with another key file: {} after {} ms: {said}",

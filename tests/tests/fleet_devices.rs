@@ -14,11 +14,9 @@
 use otpd_tests::fleet::Fleet;
 use otpd_tests::hotp::{device, devices, HotpKey};
 use otpd_tests::race::Racers;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// Limits high enough that refused logins are judged as wrong or used
 /// codes, never throttled.

@@ -6,15 +6,15 @@
 //! HOTP codes are computed by `oathtool --hotp`, not by our code.
 
 use otpd_tests::pam::finish;
-use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{
+    require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Instant;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// The HOTP code of `counter`, by `oathtool --hotp -b SECRET -c COUNTER`.
 fn hotp(secret: &str, counter: u64) -> String {
@@ -667,10 +667,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
 
 /// A 6-digit code that none of `valid` is: a certain wrong guess.
 fn wrong_code(valid: &[String]) -> String {
-    (0..10u8)
-        .map(|d| char::from(b'0' + d).to_string().repeat(6))
-        .find(|candidate| !valid.contains(candidate))
-        .expect("ten candidates cannot all be valid")
+    otpd_tests::totp::wrong_code_besides(valid, 6)
 }
 
 #[test]

@@ -6,10 +6,8 @@
 //! goes through the real libpam (pamtester) with PAM_RHOST.
 
 use otpd_tests::totp::{recovery_codes_in, unix_now};
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// The user's own host.
 const HOME: &str = "203.0.113.10";

@@ -5,7 +5,7 @@
 
 use otpd_tests::process::{self, ChildGuard};
 use otpd_tests::programs::otpd_binary;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
@@ -104,10 +104,7 @@ fn files_others_could_change_stop_the_daemon_with_the_fix() {
 
 #[test]
 fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
-    if !require(
-        "socket activation",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("socket activation", PAM) {
         return;
     }
     let Some(activate) = [

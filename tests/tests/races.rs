@@ -14,7 +14,7 @@ use otpd_tests::sms::Outbox;
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::webclient::{self, hidden_field, loopback_source, Answer, Connection, FORM};
-use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
@@ -22,7 +22,6 @@ use std::net::IpAddr;
 use std::sync::Barrier;
 use std::time::Duration;
 
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// Logins racing with one code.
 const RACERS: usize = 16;
 /// Races of the logins, each with a code of its own: a race whose

@@ -1,10 +1,8 @@
 //! Guessing is bounded: backoff per (user, source) and per user, observed
 //! through libpam, ended by a success elsewhere or by `otpd unlock`.
 
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM};
 use serde_json::Value;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 fn fail_times(env: &TestEnv, user: &Enrolment, t: u64, rhost: &str, times: usize) {
     let wrong = user.wrong_code(t);

@@ -13,7 +13,7 @@
 use otpd_proto::{read_frame, write_frame, EnrolmentStatus, Request, Response};
 use otpd_tests::ca::TestCa;
 use otpd_tests::process::{self, Output, NOBODY_UID};
-use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::ffi::OsString;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -473,10 +473,7 @@ fn keygen(env: &TestEnv, path: &Path) {
 
 #[test]
 fn the_key_comes_from_the_credentials_directory_before_key_file() {
-    if !require(
-        "LoadCredential",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("LoadCredential", PAM) {
         return;
     }
     let mut env = TestEnv::start("startup_credentials");

@@ -645,8 +645,11 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
             cmd.arg("--config").arg(&runner.config).arg("serve");
             cmd
         };
-        cmd.env("RUST_LOG", "info");
+        // At trace, as every test daemon ([`TestEnv::serve_command`]), and
+        // its log read by the env's secrets check.
+        cmd.env("RUST_LOG", otpd_tests::campaign::daemon_log_filter());
         let log = env.dir.join(format!("case-{n}.log"));
+        env.scan_also(&log);
         let who = if runner.as_nobody { "65534" } else { "root" };
         let (outcome, detail, ok) = match try_start(cmd, &runner.socket, &log) {
             Start::Refused { status, message } => {
@@ -681,6 +684,7 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
                 false,
             ),
             Start::Started(mut daemon) => {
+                TestEnv::assert_logs_at_trace(&log, 0, &format!("case {n}: {}", case.name));
                 let problems = check_intact(&env, &runner, &expected);
                 if case.name.contains("control") {
                     // The nullok check proves something only if nullok

@@ -12,7 +12,7 @@
 
 use otpd_proto::{read_frame, write_frame, EnrolParams, Request, Response, SecretText};
 use otpd_tests::webclient::{loopback_source, Connection};
-use otpd_tests::{code_at, require, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{code_at, require, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -224,10 +224,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn logins_succeed_during_a_flood_of_the_pages() {
-    if !require(
-        "logins during a flood of the pages",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("logins during a flood of the pages", PAM) {
         return;
     }
     let users = otpd_tests::campaign::size("OTPD_FLOOD_USERS", 3000);
