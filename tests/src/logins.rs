@@ -77,4 +77,5 @@ pub fn assert_throttled(login: &PamLogin, what: &str) {
         said.chars().any(|c| c.is_ascii_digit()),
         "{what}: the module did not say how long to wait (PAM_ERROR_MSG); it said {said:?}"
     );
+    println!("{what}: throttled, the module said {said:?}");
 }

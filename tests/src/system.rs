@@ -353,6 +353,14 @@ pub fn verify_audit(env: &TestEnv, user: &str) -> Vec<String> {
         .collect()
 }
 
+/// When the daemon wrote `line` (its first field, an RFC 3339 timestamp),
+/// in seconds since the epoch; `None` for a line without one.
+pub fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let at = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(at.timestamp() as f64 + f64::from(at.timestamp_subsec_micros()) / 1e6)
+}
+
 /// The outcomes (`accepted`, `wrong_code` …) of those lines, in order.
 pub fn verify_outcomes(env: &TestEnv, user: &str) -> Vec<String> {
     verify_audit(env, user)

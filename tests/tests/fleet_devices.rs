@@ -28,23 +28,6 @@ fn lenient() -> Limits {
     }
 }
 
-/// One login on `host`, which must end in `expected`.
-fn expect_login(
-    host: &TestEnv,
-    user: &str,
-    code: &str,
-    rhost: &str,
-    expected: PamOutcome,
-    what: &str,
-) {
-    let login = host.pam_login(user, code, rhost, "");
-    assert_eq!(
-        login.outcome, expected,
-        "{what} (host {}): {}",
-        host.name, login.output
-    );
-}
-
 /// `next_counter` of `user`'s device `name` as `host` lists it.
 fn next_counter(host: &TestEnv, user: &str, name: &str) -> u64 {
     let d = device(host, user, name);
@@ -95,8 +78,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     );
 
     // Counter 1 on A; refused on every host after that.
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(1),
         "192.0.2.1",
@@ -104,8 +86,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
         "counter 1 on A",
     );
     for (host, rhost) in [(a, "192.0.2.2"), (b, "192.0.2.3"), (c, "192.0.2.4")] {
-        expect_login(
-            host,
+        host.expect_login(
             "dave",
             &key.code(1),
             rhost,
@@ -116,24 +97,21 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     counter_everywhere(&fleet, "dave", &key.device, 2, "after counter 1 on A");
 
     // Counter 2 on B: A and C refuse it, and the confirmation's code.
-    expect_login(
-        b,
+    b.expect_login(
         "dave",
         &key.code(2),
         "192.0.2.5",
         PamOutcome::Success,
         "counter 2 on B",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(2),
         "192.0.2.6",
         PamOutcome::AuthErr,
         "counter 2 on A",
     );
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &key.code(0),
         "192.0.2.7",
@@ -142,8 +120,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     );
 
     // Over the look-ahead window on C: the skipped codes are dead on A.
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &key.code(7),
         "192.0.2.8",
@@ -151,16 +128,14 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
         "counter 7 on C",
     );
     counter_everywhere(&fleet, "dave", &key.device, 8, "after counter 7 on C");
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(5),
         "192.0.2.9",
         PamOutcome::AuthErr,
         "skipped counter 5 on A",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(8),
         "192.0.2.10",
@@ -220,8 +195,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
     let key = HotpKey::enroll(b, "frank", &["--device", "key"]);
     assert_eq!(device(a, "frank", "key")["state"], "pending");
     // The pending key's code does not log in, on any host.
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(0),
         "192.0.2.20",
@@ -240,16 +214,14 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
     }
 
     // Each device from each host; each code once in the fleet.
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.21",
         PamOutcome::Success,
         "the phone on A",
     );
-    expect_login(
-        b,
+    b.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.22",
@@ -257,8 +229,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         "the key on B",
     );
     for (host, rhost) in [(b, "192.0.2.23"), (c, "192.0.2.24")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &phone.code_at(t),
             rhost,
@@ -267,8 +238,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         );
     }
     for (host, rhost) in [(a, "192.0.2.25"), (c, "192.0.2.26")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &key.code(1),
             rhost,
@@ -276,24 +246,21 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
             "the key's code used on B",
         );
     }
-    expect_login(
-        c,
+    c.expect_login(
         "frank",
         &key.code(2),
         "192.0.2.27",
         PamOutcome::Success,
         "the key on C",
     );
-    expect_login(
-        c,
+    c.expect_login(
         "frank",
         &phone.code_at(t + 30),
         "192.0.2.28",
         PamOutcome::Success,
         "the phone on C",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(3),
         "192.0.2.29",
@@ -301,8 +268,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         "the key on A",
     );
     for (host, rhost) in [(a, "192.0.2.30"), (b, "192.0.2.31")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &phone.code_at(t + 30),
             rhost,
@@ -319,8 +285,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         assert_eq!(left.len(), 1, "{}: {left:?}", host.name);
         assert_eq!(left[0]["name"], "key", "{}: {left:?}", host.name);
     }
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(4),
         "192.0.2.32",

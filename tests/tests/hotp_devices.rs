@@ -124,19 +124,6 @@ fn next_counter(env: &TestEnv, user: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no next_counter: {d}"))
 }
 
-/// One login through libpam that must end with `expected`.
-fn login_expect(
-    env: &TestEnv,
-    user: &str,
-    code: &str,
-    rhost: &str,
-    expected: PamOutcome,
-    what: &str,
-) {
-    let login = env.pam_login(user, code, rhost, "");
-    assert_eq!(login.outcome, expected, "{what}: {}", login.output);
-}
-
 #[test]
 fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     if !require("hotp_look_ahead_window", PAM) {
@@ -156,8 +143,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     assert_eq!(listed["state"], "active", "{listed}");
     assert_eq!(next_counter(&env, "alice", "default"), 1, "after confirm");
 
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(1),
         "192.0.2.1",
@@ -165,16 +151,14 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 1",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 2);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(1),
         "192.0.2.2",
         PamOutcome::AuthErr,
         "counter 1 replayed",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(0),
         "192.0.2.3",
@@ -188,8 +172,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     );
 
     // The next counter is 2: 2 + 10 is the far end of the look-ahead.
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(12),
         "192.0.2.4",
@@ -197,16 +180,14 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 12, ten ahead of 2",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 13);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(5),
         "192.0.2.5",
         PamOutcome::AuthErr,
         "counter 5, skipped by the look-ahead",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(24),
         "192.0.2.6",
@@ -214,8 +195,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 24, eleven ahead of 13",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 13);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(13),
         "192.0.2.7",
@@ -233,8 +213,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     env.otpd_expect(&["confirm", "bob", &bob.code(5)], 0);
     assert_eq!(device(&env, "bob", "default")["state"], "active");
     assert_eq!(next_counter(&env, "bob", "default"), 6);
-    login_expect(
-        &env,
+    env.expect_login(
         "bob",
         &bob.code(6),
         "192.0.2.8",
@@ -255,8 +234,7 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
     // 50, 51 and 52 presses ahead of the next counter, 1.
     let (c50, c51, c52) = (key.code(51), key.code(52), key.code(53));
 
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c50,
         "192.0.2.20",
@@ -281,24 +259,21 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
 
     env.otpd_expect(&["resync", "carol", &c50, &c51], 0);
     assert_eq!(next_counter(&env, "carol", "default"), 53, "past code 2");
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c50,
         "192.0.2.21",
         PamOutcome::AuthErr,
         "the first resync code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c51,
         "192.0.2.22",
         PamOutcome::AuthErr,
         "the second resync code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c52,
         "192.0.2.23",
@@ -319,8 +294,7 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
         2,
     );
     println!("resync of a TOTP-only user: {}", out.stderr.trim());
-    login_expect(
-        &env,
+    env.expect_login(
         "dave",
         &dave.code_at(t),
         "192.0.2.24",
@@ -374,8 +348,7 @@ fn thirty_two_concurrent_logins_with_one_hotp_code_let_exactly_one_in() {
         2,
         "one accepted code"
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &key.code(2),
         "10.9.2.1",
@@ -439,24 +412,21 @@ fn concurrent_logins_with_a_totp_and_an_hotp_code_let_one_of_each_in() {
     );
     // Both used states were kept.
     assert_eq!(next_counter(&env, "hank", "key"), 2);
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &totp_code,
         "10.9.4.1",
         PamOutcome::AuthErr,
         "the raced TOTP code afterwards",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &hotp_code,
         "10.9.4.2",
         PamOutcome::AuthErr,
         "the raced HOTP code afterwards",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &phone.code_at(t + 30),
         "10.9.4.3",
@@ -475,8 +445,7 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
     env.otpd_expect(&["confirm", "erin", &key.code(0)], 0);
     // Through the look-ahead, so that the durable value is not simply "+1".
     let code = key.code(4);
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &code,
         "192.0.2.30",
@@ -491,24 +460,21 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
     );
     env.spawn_daemon();
     assert_eq!(next_counter(&env, "erin", "default"), 5, "after SIGKILL");
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &code,
         "192.0.2.31",
         PamOutcome::AuthErr,
         "the accepted code after SIGKILL and restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(3),
         "192.0.2.32",
         PamOutcome::AuthErr,
         "a skipped code after restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(5),
         "192.0.2.33",
@@ -527,16 +493,14 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
         42,
         "resync after SIGKILL"
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(41),
         "192.0.2.34",
         PamOutcome::AuthErr,
         "a resync code after SIGKILL and restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(42),
         "192.0.2.35",
@@ -567,8 +531,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(device(&env, "frank", &phone_name)["state"], "active");
 
     // The pending key's code does not log in, and is not used up by trying.
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(0),
         "192.0.2.40",
@@ -584,32 +547,28 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(device(&env, "frank", &phone_name)["state"], "active");
 
     // Each device's code logs in once; replay state is per device.
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.41",
         PamOutcome::Success,
         "the phone's TOTP code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.42",
         PamOutcome::Success,
         "the key's HOTP code after a TOTP login",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.43",
         PamOutcome::AuthErr,
         "the TOTP code replayed",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.44",
@@ -631,16 +590,14 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["name"], "key", "{left:?}");
     assert_eq!(left[0]["next_counter"], 2, "{left:?}");
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t + 30),
         "192.0.2.45",
         PamOutcome::AuthErr,
         "an unused TOTP code of the removed phone",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(2),
         "192.0.2.46",
@@ -655,8 +612,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert!(env.list_entry("frank").is_some());
     env.otpd_expect(&["remove", "frank"], 0);
     assert_eq!(env.list_entry("frank"), None);
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(3),
         "192.0.2.47",
@@ -701,8 +657,7 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     .iter()
     .enumerate()
     {
-        login_expect(
-            &env,
+        env.expect_login(
             "grace",
             code,
             rhost,
@@ -734,16 +689,14 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     let entry = env.list_entry("grace").unwrap();
     assert_eq!(entry["failures"], 0, "{entry}");
     assert_eq!(entry["state"], "active", "{entry}");
-    login_expect(
-        &env,
+    env.expect_login(
         "grace",
         &key.code(1),
         "198.51.100.4",
         PamOutcome::Success,
         "the key after unlock",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "grace",
         &phone.code_at(t),
         "198.51.100.4",

@@ -272,13 +272,11 @@ fn host_login(
 
 #[test]
 fn with_forward_pass_strangers_need_no_password_and_still_cannot_lock_the_user_out() {
-    use otpd_tests::system::{World, PRIVATE_HOST};
-    if !require("forward_pass_stack", PRIVATE_HOST)
-        || !require(
-            "forward_pass_stack",
-            &[Program::Pamtester, Program::Oathtool],
-        )
-    {
+    use otpd_tests::system::{require_private_host, World};
+    if !require_private_host(
+        "forward_pass_stack",
+        &[Program::Pamtester, Program::Oathtool],
+    ) {
         return;
     }
     // The shipped sshd.password-once stack: pam_otpd.so forward_pass, then
