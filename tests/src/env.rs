@@ -40,6 +40,10 @@ impl Default for Limits {
     }
 }
 
+/// The `[totp] issuer` of every env's config: the issuer of the URIs and
+/// pages of its enrolments.
+pub const ISSUER: &str = "otpd-test";
+
 /// How long `otpd serve` may take to accept its first connection.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI command may take before the test fails.
@@ -142,7 +146,7 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nissuer = \"otpd-test\"\n\n\
+                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nissuer = \"{ISSUER}\"\n\n\
                  [limits]\nmax_failures = {}\nbase_delay = {}\nmax_delay = {}\n\
                  user_max_failures = {}\n",
                 socket.display(),

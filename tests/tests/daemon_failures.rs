@@ -176,6 +176,7 @@ fn sigterm_ends_the_daemon_with_status_0_and_a_second_daemon_is_refused() {
     let alice = env.enroll_active("alice", &[], t - 30);
 
     let second = Running::spawn(env.serve_command()).wait(Duration::from_secs(10));
+    env.append_to_log(&second);
     println!(
         "second otpd serve: {} after {} ms",
         second.status,

@@ -10,6 +10,7 @@
 //! again when it is back, without restarting otpd. No secret reaches the
 //! database in clear.
 
+use otpd_tests::ca::TestCa;
 use otpd_tests::fleet::{self, label, Fleet};
 use otpd_tests::pam::{finish, PamService};
 use otpd_tests::process::{self, Running};
@@ -21,7 +22,6 @@ use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, Te
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -994,31 +994,12 @@ fn logins_fail_closed_fast_while_the_database_is_down_and_work_again_without_a_r
     fleet.assert_no_secrets_leaked();
 }
 
-/// A CA certificate (and its key) of an authority that signed nothing of
-/// the cluster's, made with openssl in `dir`.
+/// The certificate of a CA ([`TestCa`]) that signed nothing of the
+/// cluster's, made in `dir`.
 fn another_authority(dir: &std::path::Path) -> std::path::PathBuf {
-    let ca = dir.join("other-ca.pem");
-    let mut cmd = Command::new(Program::Openssl.path());
-    cmd.current_dir(dir).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=otpd test: another authority",
-        "-keyout",
-        "other-ca.key",
-        "-out",
-        "other-ca.pem",
-    ]);
-    let out = process::run(cmd, b"", Duration::from_secs(30));
-    assert!(out.status.success(), "openssl req -x509: {out}");
-    ca
+    let mut ca = TestCa::root(dir, "other-ca", "otpd test: another authority");
+    ca.forget_key();
+    ca.cert
 }
 
 /// `[store]` with `url` (a password in it: the config is made private)

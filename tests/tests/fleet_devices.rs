@@ -12,9 +12,9 @@
 //!   everywhere.
 
 use otpd_tests::fleet::Fleet;
-use otpd_tests::hotp::{device, devices, HotpKey};
+use otpd_tests::hotp::{device, devices, next_counter, HotpKey};
 use otpd_tests::race::Racers;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
@@ -26,14 +26,6 @@ fn lenient() -> Limits {
         user_max_failures: 10_000,
         ..Limits::default()
     }
-}
-
-/// `next_counter` of `user`'s device `name` as `host` lists it.
-fn next_counter(host: &TestEnv, user: &str, name: &str) -> u64 {
-    let d = device(host, user, name);
-    d["next_counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{}: no next_counter in {d}", host.name))
 }
 
 /// Every host lists `next` as the next counter of `user`'s `name`.

@@ -5,124 +5,13 @@
 //! an HOTP key side by side, and the per-user rate limit across devices.
 //! HOTP codes are computed by `oathtool --hotp`, not by our code.
 
+use otpd_tests::hotp::{device, devices, next_counter, HotpKey};
 use otpd_tests::pam::finish;
-use otpd_tests::{
-    require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM,
-};
-use serde_json::Value;
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::time::Instant;
-
-/// The HOTP code of `counter`, by `oathtool --hotp -b SECRET -c COUNTER`.
-fn hotp(secret: &str, counter: u64) -> String {
-    let out = Command::new(Program::Oathtool.path())
-        .arg("--hotp")
-        .arg("-b")
-        .arg(secret)
-        .arg("-c")
-        .arg(counter.to_string())
-        .output()
-        .expect("run oathtool");
-    assert!(
-        out.status.success(),
-        "oathtool --hotp failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = String::from_utf8(out.stdout)
-        .expect("oathtool prints ASCII")
-        .trim()
-        .to_owned();
-    assert!(
-        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
-        "oathtool printed {code:?}"
-    );
-    secrets::remember(secret);
-    secrets::remember(&code);
-    code
-}
-
-/// An HOTP token as `otpd enroll --hotp --json` printed it.
-struct HotpToken {
-    secret: String,
-    device: String,
-    json: Value,
-}
-
-impl HotpToken {
-    fn code(&self, counter: u64) -> String {
-        hotp(&self.secret, counter)
-    }
-}
-
-/// `otpd enroll USER --hotp --json EXTRA…`: must succeed; checks the printed
-/// object against itself (the URI carries the same secret and counter).
-fn enroll_hotp(env: &TestEnv, user: &str, extra: &[&str]) -> HotpToken {
-    let mut args = vec!["enroll", user, "--hotp", "--json"];
-    args.extend_from_slice(extra);
-    let out = env.otpd_expect(&args, 0);
-    let json: Value =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: not JSON: {out}"));
-    let secret = json["secret"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no secret in {out}"))
-        .to_owned();
-    secrets::remember(&secret);
-    assert_eq!(json["user"], user, "{out}");
-    assert_eq!(json["kind"], "hotp", "{out}");
-    assert_eq!(json["state"], "pending", "{out}");
-    let uri = json["uri"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no uri: {out}"));
-    assert!(
-        uri.starts_with(&format!("otpauth://hotp/otpd-test:{user}?")),
-        "not an HOTP URI for {user}: {out}"
-    );
-    assert!(uri.contains(&format!("secret={secret}")), "{out}");
-    let counter = json["counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter: {out}"));
-    assert!(uri.contains(&format!("counter={counter}")), "{out}");
-    let device = json["device"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no device: {out}"))
-        .to_owned();
-    HotpToken {
-        secret,
-        device,
-        json,
-    }
-}
-
-/// The `devices` of `user` in `otpd list --json`.
-fn devices(env: &TestEnv, user: &str) -> Vec<Value> {
-    let entry = env
-        .list_entry(user)
-        .unwrap_or_else(|| panic!("{user} is not listed"));
-    entry["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no devices array: {entry}"))
-        .clone()
-}
-
-/// The `list --json` entry of one device of `user`.
-fn device(env: &TestEnv, user: &str, name: &str) -> Value {
-    let all = devices(env, user);
-    all.iter()
-        .find(|d| d["name"] == name)
-        .unwrap_or_else(|| panic!("{user} has no device {name}: {all:?}"))
-        .clone()
-}
-
-/// `next_counter` of an HOTP device, as listed.
-fn next_counter(env: &TestEnv, user: &str, name: &str) -> u64 {
-    let d = device(env, user, name);
-    d["next_counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no next_counter: {d}"))
-}
 
 #[test]
 fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
@@ -130,8 +19,8 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         return;
     }
     let env = TestEnv::start("hotp_window");
-    let key = enroll_hotp(&env, "alice", &[]);
-    assert_eq!(key.json["counter"], 0, "the default counter: {}", key.json);
+    let key = HotpKey::enroll(&env, "alice", &[]);
+    assert_eq!(key.counter, 0, "the default counter: {}", key.json);
     assert_eq!(key.device, "default");
     let listed = device(&env, "alice", "default");
     assert_eq!(listed["kind"], "hotp", "{listed}");
@@ -205,8 +94,8 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     assert_eq!(next_counter(&env, "alice", "default"), 14);
 
     // A token that starts at counter 5: the code of 4 is behind it.
-    let bob = enroll_hotp(&env, "bob", &["--counter", "5"]);
-    assert_eq!(bob.json["counter"], 5, "{}", bob.json);
+    let bob = HotpKey::enroll(&env, "bob", &["--counter", "5"]);
+    assert_eq!(bob.counter, 5, "{}", bob.json);
     assert_eq!(next_counter(&env, "bob", "default"), 5);
     env.otpd_expect(&["confirm", "bob", &bob.code(4)], 1);
     assert_eq!(device(&env, "bob", "default")["state"], "pending");
@@ -228,7 +117,7 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
         return;
     }
     let env = TestEnv::start("hotp_resync");
-    let key = enroll_hotp(&env, "carol", &[]);
+    let key = HotpKey::enroll(&env, "carol", &[]);
     env.otpd_expect(&["confirm", "carol", &key.code(0)], 0);
     assert_eq!(next_counter(&env, "carol", "default"), 1);
     // 50, 51 and 52 presses ahead of the next counter, 1.
@@ -318,7 +207,7 @@ fn thirty_two_concurrent_logins_with_one_hotp_code_let_exactly_one_in() {
             ..Limits::default()
         },
     );
-    let key = enroll_hotp(&env, "carol", &[]);
+    let key = HotpKey::enroll(&env, "carol", &[]);
     env.otpd_expect(&["confirm", "carol", &key.code(0)], 0);
     let code = key.code(1);
     let service = env.pam_service("");
@@ -372,7 +261,7 @@ fn concurrent_logins_with_a_totp_and_an_hotp_code_let_one_of_each_in() {
     );
     let t = settled_now(30, 12);
     let phone = env.enroll_active("hank", &[], t - 30);
-    let key = enroll_hotp(&env, "hank", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "hank", &["--device", "key"]);
     env.otpd_expect(&["confirm", "hank", &key.code(0)], 0);
     let (totp_code, hotp_code) = (phone.code_at(t), key.code(1));
     let service = env.pam_service("");
@@ -441,7 +330,7 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
         return;
     }
     let mut env = TestEnv::start("hotp_sigkill");
-    let key = enroll_hotp(&env, "erin", &[]);
+    let key = HotpKey::enroll(&env, "erin", &[]);
     env.otpd_expect(&["confirm", "erin", &key.code(0)], 0);
     // Through the look-ahead, so that the durable value is not simply "+1".
     let code = key.code(4);
@@ -523,7 +412,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(first[0]["state"], "active", "{first:?}");
     let phone_name = first[0]["name"].as_str().expect("a device name").to_owned();
 
-    let key = enroll_hotp(&env, "frank", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "frank", &["--device", "key"]);
     assert_eq!(key.device, "key");
     let both = devices(&env, "frank");
     assert_eq!(both.len(), 2, "{both:?}");
@@ -640,7 +529,7 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     );
     let t = settled_now(30, 15);
     let phone: Enrolment = env.enroll_active("grace", &[], t - 30);
-    let key = enroll_hotp(&env, "grace", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "grace", &["--device", "key"]);
     env.otpd_expect(&["confirm", "grace", &key.code(0)], 0);
     assert_eq!(devices(&env, "grace").len(), 2);
 

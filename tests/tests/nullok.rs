@@ -20,13 +20,9 @@ fn nullok_login(env: &TestEnv, user: &str, code: &str) -> PamOutcome {
         .outcome
 }
 
+/// The (name, state) of each of `user`'s devices, as listed.
 fn devices(env: &TestEnv, user: &str) -> Vec<(String, String)> {
-    let entry = env
-        .list_entry(user)
-        .unwrap_or_else(|| panic!("{user} is listed"));
-    entry["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no devices in {entry}"))
+    otpd_tests::hotp::devices(env, user)
         .iter()
         .map(|d| {
             (

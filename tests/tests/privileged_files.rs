@@ -401,6 +401,7 @@ fn the_sms_sender_runs_with_a_clean_environment_as_the_configured_user() {
             "[sms] user = {user}: {out}"
         );
         let out = otpd_with(&config, &["serve"]);
+        env.append_to_log(&out);
         assert!(!out.status.success(), "[sms] user = {user}: serve: {out}");
         assert!(
             out.stderr.contains("[sms] user") && out.stderr.contains(said),

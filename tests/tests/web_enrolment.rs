@@ -35,8 +35,7 @@ const BROWSER_AND_PAM: &[Program] = &[
     Program::PamWrapper,
 ];
 
-/// The issuer `TestEnv` configures.
-const ISSUER: &str = "otpd-test";
+use otpd_tests::env::ISSUER;
 
 // ---------------------------------------------------------------------------
 // The harness on a page of our own.
