@@ -5,6 +5,7 @@
 
 use crate::env::TestEnv;
 use crate::secrets;
+use crate::webclient;
 use std::time::{Duration, Instant};
 
 /// The `public_url` of [`WEB_SECTION`]: the links the CLI prints start
@@ -59,6 +60,16 @@ pub fn link_in(text: &str) -> Option<String> {
         })
 }
 
+/// `otpd enroll USER --link EXTRA…` on `env`, which must succeed and print
+/// a link; returns the link's path (`/enroll/TOKEN`).
+pub fn enroll_link_path(env: &TestEnv, user: &str, extra: &[&str]) -> String {
+    let mut args = vec!["enroll", user, "--link"];
+    args.extend_from_slice(extra);
+    let out = env.otpd_expect(&args, 0);
+    let url = link_in(&out.stdout).unwrap_or_else(|| panic!("no link printed: {out}"));
+    path_of(&url)
+}
+
 /// The path of `url` (`/enroll/TOKEN` of `http://host:port/enroll/TOKEN`).
 pub fn path_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -74,6 +85,32 @@ pub fn local_url(url: &str, port: u16) -> String {
         "{url} is not a link under {PUBLIC_URL}"
     );
     format!("http://127.0.0.1:{port}{}", path_of(url))
+}
+
+/// GETs the link's page at `path` on 127.0.0.1:`port` (status 200), then
+/// presses "Show QR code": POSTs the page's view nonce (remembered as a
+/// secret) to `{path}/reveal`, with `headers` (whole lines) on both.
+/// Returns the revealed page (status 200).
+pub fn reveal_page(port: u16, path: &str, headers: &str) -> String {
+    let page = webclient::request(port, "GET", path, headers, "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let view = webclient::hidden_field(&page.body, "view")
+        .unwrap_or_else(|| panic!("no view field on the page:\n{}", page.body));
+    secrets::remember(&view);
+    let revealed = webclient::request(
+        port,
+        "POST",
+        &format!("{path}/reveal"),
+        &format!("{}{headers}", webclient::FORM),
+        &format!("view={view}"),
+    );
+    assert_eq!(revealed.status, 200, "{}", revealed.body);
+    revealed.body
+}
+
+/// [`reveal_page`], and the secret on it ([`secret_on`]).
+pub fn reveal(port: u16, path: &str, headers: &str) -> String {
+    secret_on(&reveal_page(port, path, headers))
 }
 
 /// The secret shown on a revealed page (in groups of four), joined.

@@ -323,8 +323,7 @@ fn root_rekeys_a_store_that_belongs_to_the_daemon_user() {
 
     // Handed over as the packages do: the store and the key are the
     // daemon account's, its socket in a directory of its own.
-    statedir::chown_tree(&env.state_dir, NOBODY_UID);
-    std::os::unix::fs::chown(&env.key_file, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    statedir::hand_over(&env, NOBODY_UID);
     let run = env.dir.join("run");
     std::fs::create_dir(&run).unwrap();
     std::os::unix::fs::chown(&run, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
@@ -412,10 +411,7 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     let spent = Instant::now();
     let before = env.list();
     env.kill_daemon(libc::SIGTERM);
-    let hand_to = |uid: u32| {
-        statedir::chown_tree(&env.state_dir, uid);
-        std::os::unix::fs::chown(&env.key_file, Some(uid), Some(uid)).unwrap();
-    };
+    let hand_to = |uid: u32| statedir::hand_over(&env, uid);
     hand_to(NOBODY_UID);
 
     let seed = std::env::var("OTPD_REKEY_SEED")

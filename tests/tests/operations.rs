@@ -112,14 +112,19 @@ fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
         return;
     };
     let env = TestEnv::without_daemon("socket_activation", &Limits::default());
+    // systemd-socket-activate passes otpd no variable of its own
+    // environment: RUST_LOG goes through -E.
     let mut cmd = Command::new(activate);
     cmd.arg("-l")
         .arg(&env.socket)
+        .arg(format!(
+            "-ERUST_LOG={}",
+            otpd_tests::campaign::daemon_log_filter()
+        ))
         .arg(otpd_binary())
         .arg("--config")
         .arg(&env.config)
-        .arg("serve")
-        .env("RUST_LOG", otpd_tests::campaign::daemon_log_filter());
+        .arg("serve");
     let mut daemon = ChildGuard::spawn(cmd, &env.daemon_log);
     let started = Instant::now();
     while !env.socket.exists() {

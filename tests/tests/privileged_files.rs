@@ -58,7 +58,10 @@ fn store_of_nobody(name: &str) -> TestEnv {
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
     env.kill_daemon(libc::SIGTERM);
+    // The state directory and the anchor directory, as the packages have
+    // them (the key file stays root's, as in the tests of root's commands).
     statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    statedir::chown_tree(&statedir::anchor_dir(&env), NOBODY_UID);
     env
 }
 

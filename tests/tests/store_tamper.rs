@@ -10,8 +10,9 @@
 //! write access to the state directory would make them.
 
 use otpd::core::record::{EnrolState, SecretBytes, UserRecord};
+use otpd_tests::statedir::copy_tree;
 use otpd_tests::{code_at, settled_now, Limits, TestEnv};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The secret the attacker chooses (RFC 6238's test secret).
 const PLANTED_SECRET: &[u8] = b"12345678901234567890";
@@ -55,20 +56,6 @@ fn try_start(env: &mut TestEnv) -> Result<(), String> {
         .map_err(|printed| otpd_tests::process::otpd_lines(&printed))?;
     env.spawn_daemon();
     Ok(())
-}
-
-/// `cp -a` of a directory tree (as root: modes kept).
-fn copy_tree(from: &Path, to: &Path) {
-    let meta = std::fs::symlink_metadata(from).expect("inspect a file to copy");
-    if meta.is_dir() {
-        std::fs::create_dir_all(to).expect("create a dir");
-        for entry in std::fs::read_dir(from).expect("read a dir").flatten() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-        std::fs::set_permissions(to, meta.permissions()).expect("chmod a dir");
-    } else {
-        std::fs::copy(from, to).expect("copy a file");
-    }
 }
 
 /// A record in clear, as otpd wrote them before encryption at rest, with

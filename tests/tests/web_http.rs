@@ -4,7 +4,7 @@
 //! the CLI, audit lines without tokens, and the config rules.
 
 use otpd_tests::ca::TestCa;
-use otpd_tests::pages::{self, secret_on};
+use otpd_tests::pages::{self, reveal, secret_on};
 use otpd_tests::sms::Outbox;
 use otpd_tests::webclient::{self, hidden_field, FORM};
 use otpd_tests::{require, settled_now, Limits, Program, TestEnv, PAM};
@@ -22,15 +22,6 @@ fn web_env(name: &str) -> (TestEnv, u16) {
     let env = TestEnv::start_with_config(name, Limits::default(), pages::WEB_SECTION);
     let port = pages::port(&env, "http");
     (env, port)
-}
-
-/// The link `otpd enroll USER --link EXTRA…` printed, as a path.
-fn link_path(env: &TestEnv, user: &str, extra: &[&str]) -> String {
-    let mut args = vec!["enroll", user, "--link"];
-    args.extend_from_slice(extra);
-    let out = env.otpd_expect(&args, 0);
-    let url = pages::link_in(&out.stdout).unwrap_or_else(|| panic!("no link printed: {out}"));
-    pages::path_of(&url)
 }
 
 fn assert_security_headers(head: &str, what: &str) {
@@ -77,29 +68,6 @@ fn assert_no_secret(page: &str, what: &str) {
     );
 }
 
-/// GET the link, then press "Show QR code" (POST with the page's view
-/// field); returns the revealed page.
-fn reveal_page(port: u16, path: &str, headers: &str) -> String {
-    let (status, _, page) = http(port, "GET", path, headers, "");
-    assert_eq!(status, 200, "{page}");
-    let view =
-        hidden_field(&page, "view").unwrap_or_else(|| panic!("no view field on the page:\n{page}"));
-    let (status, _, revealed) = http(
-        port,
-        "POST",
-        &format!("{path}/reveal"),
-        &format!("{FORM}{headers}"),
-        &format!("view={view}"),
-    );
-    assert_eq!(status, 200, "{revealed}");
-    revealed
-}
-
-/// [`reveal_page`], and the secret on it.
-fn reveal(port: u16, path: &str, headers: &str) -> String {
-    secret_on(&reveal_page(port, path, headers))
-}
-
 #[test]
 fn base32_runs_are_measured_without_white_space() {
     assert_eq!(longest_base32_run("JBSW Y3DP EHPK 3PXP"), 16);
@@ -110,7 +78,7 @@ fn base32_runs_are_measured_without_white_space() {
 #[test]
 fn links_headers_and_one_neutral_page_for_every_bad_link() {
     let (env, port) = web_env("web_http");
-    let path = link_path(&env, "alice", &["--expires", "10m"]);
+    let path = pages::enroll_link_path(&env, "alice", &["--expires", "10m"]);
     let token = path.rsplit('/').next().unwrap().to_owned();
     assert_eq!(token.len(), 32, "128 bits, hex: {token}");
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
@@ -185,7 +153,7 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
 
     // enroll --link again (--force not needed while pending): the old link dies.
-    let newer = link_path(&env, "alice", &[]);
+    let newer = pages::enroll_link_path(&env, "alice", &[]);
     let (status, _, body) = http(port, "GET", &path, "", "");
     assert_eq!(
         (status, body.as_str()),
@@ -204,7 +172,7 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     );
 
     // An expired link: the same neutral page.
-    let short = link_path(&env, "dave", &["--expires", "5s"]);
+    let short = pages::enroll_link_path(&env, "dave", &["--expires", "5s"]);
     assert_eq!(http(port, "GET", &short, "", "").0, 200);
     std::thread::sleep(Duration::from_millis(6500));
     let (status, _, body) = http(port, "GET", &short, "", "");
@@ -235,7 +203,7 @@ fn a_valid_code_on_the_page_activates_once_and_gives_recovery_codes() {
         return;
     }
     let (env, port) = web_env("web_validate");
-    let path = link_path(&env, "bob", &[]);
+    let path = pages::enroll_link_path(&env, "bob", &[]);
     // The secret is on the revealed page in groups of four; oathtool
     // computes the code.
     let secret = reveal(port, &path, "");
@@ -344,7 +312,7 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
         ),
     );
     let port = pages::port(&env, "http");
-    let path = link_path(&env, "erin", &[]);
+    let path = pages::enroll_link_path(&env, "erin", &[]);
     let secret = reveal(port, &path, "Accept-Language: nl\r\n");
     let t = settled_now(30, 5);
     let form = "Content-Type: application/x-www-form-urlencoded\r\nAccept-Language: nl\r\n";
@@ -415,7 +383,7 @@ fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
         return;
     }
     let (env, port) = web_env("web_reveal");
-    let path = link_path(&env, "frank", &[]);
+    let path = pages::enroll_link_path(&env, "frank", &[]);
     let token = path.rsplit('/').next().unwrap().to_owned();
     let reveal_path = format!("{path}/reveal");
 
@@ -451,7 +419,7 @@ fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
         assert!(page.contains("id=\"reveal-form\""), "{form}: {page}");
     }
     // The view of another link is not one of this link's.
-    let other = link_path(&env, "grace", &[]);
+    let other = pages::enroll_link_path(&env, "grace", &[]);
     let (_, _, other_page) = http(port, "GET", &other, "", "");
     let other_view = hidden_field(&other_page, "view").unwrap();
     let (_, _, page) = http(
@@ -617,7 +585,7 @@ fn https_pages_send_hsts_and_plain_ones_do_not() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let path = link_path(&env, "heidi", &[]);
+    let path = pages::enroll_link_path(&env, "heidi", &[]);
     for (what, answer) in [
         ("the stylesheet", answered),
         ("a link", https(port, &path)),
