@@ -572,7 +572,9 @@ impl PgCluster {
             .map(|secret| {
                 let lines: Vec<&str> = log
                     .lines()
-                    .filter(|line| !crate::secrets::leaked_into(line, &[secret.clone()]).is_empty())
+                    .filter(|line| {
+                        !crate::secrets::leaked_into(line, std::slice::from_ref(&secret)).is_empty()
+                    })
                     .take(3)
                     .collect();
                 format!(

@@ -78,7 +78,7 @@ pub struct Running {
     child: Child,
     started: Instant,
     stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<(Vec<u8>, Vec<(Duration, usize)>)>>,
+    stderr: Option<JoinHandle<Timed>>,
     what: String,
 }
 
@@ -159,11 +159,11 @@ impl Running {
     }
 }
 
+/// What a pipe carried, and when ([`Output::stderr_times`]).
+type Timed = (Vec<u8>, Vec<(Duration, usize)>);
+
 /// Reads `pipe` to its end, noting when each read returned.
-fn collect_timed(
-    mut pipe: impl Read + Send + 'static,
-    started: Instant,
-) -> JoinHandle<(Vec<u8>, Vec<(Duration, usize)>)> {
+fn collect_timed(mut pipe: impl Read + Send + 'static, started: Instant) -> JoinHandle<Timed> {
     std::thread::spawn(move || {
         let (mut buf, mut times) = (Vec::new(), Vec::new());
         let mut chunk = [0u8; 4096];
