@@ -1,8 +1,8 @@
 //! A real browser for the enrolment pages: Debian's `chromium`, headless,
 //! driven over WebDriver by its `chromedriver` through `fantoccini`.
 //!
-//! [`Browser::start`] starts `chromedriver` on a free 127.0.0.1 port in a
-//! process group of its own, with a temporary dir for chromium's profile,
+//! [`Browser::start`] starts `chromedriver` on a 127.0.0.1 port it binds
+//! itself, in a process group of its own, with a temporary dir for chromium's profile,
 //! the driver's log and the screenshots, and opens one WebDriver session.
 //! Dropping the [`Browser`] ends the session, kills the driver's process
 //! group and every process still using that profile (so no chromium
@@ -19,7 +19,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -64,15 +64,6 @@ pub struct Browser {
     timings: Mutex<Vec<(String, Duration)>>,
     started: Instant,
     shots: AtomicU32,
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released: another process may
-/// take it in between, so a server started on it must be checked).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 impl Browser {
@@ -178,55 +169,59 @@ impl Browser {
         }
     }
 
-    /// Starts chromedriver on a free port (three tries, since the port is
-    /// only probably free); returns the port once it accepts connections.
+    /// Starts chromedriver on a port it binds itself (`--port=0`, so that
+    /// no other process can take it between a choice and the bind) and
+    /// returns the port it says it listens on ("ChromeDriver was started
+    /// successfully on port N."), once it accepts connections there.
     fn spawn_driver(&mut self) -> u16 {
+        const STARTED: &str = "ChromeDriver was started successfully on port ";
         let log = self.dir.join("chromedriver.log");
-        for _ in 0..3 {
-            let port = free_port();
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("open chromedriver.log");
-            let mut cmd = Command::new(Program::Chromedriver.path());
-            cmd.arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .arg("--log-level=INFO")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup log fd"))
-                .stderr(out);
-            // Its own process group: chromium inherits it, and Drop ends the
-            // whole group without touching any other process.
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run chromedriver: {e}"));
-            let started = Instant::now();
-            loop {
+        let banner = self.dir.join("chromedriver.out");
+        let out = std::fs::File::create(&banner).expect("create chromedriver.out");
+        let mut cmd = Command::new(Program::Chromedriver.path());
+        cmd.arg("--port=0")
+            .arg(format!("--log-path={}", log.display()))
+            .arg("--log-level=INFO")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup the banner's fd"))
+            .stderr(out);
+        // Its own process group: chromium inherits it, and Drop ends the
+        // whole group without touching any other process.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run chromedriver: {e}"));
+        self.driver = Some(child);
+        let started = Instant::now();
+        loop {
+            let said = std::fs::read_to_string(&banner).unwrap_or_default();
+            let port = said
+                .split_once(STARTED)
+                .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|digits| digits.parse::<u16>().ok());
+            if let Some(port) = port {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    self.driver = Some(child);
                     return port;
                 }
-                if child.try_wait().expect("try_wait").is_some() {
-                    break; // most likely the port was taken: try another
-                }
-                if started.elapsed() > START_TIMEOUT {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "chromedriver did not listen on 127.0.0.1:{port} within {} s:\n{}",
-                        START_TIMEOUT.as_secs(),
-                        self.driver_log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
             }
+            let exited = self
+                .driver
+                .as_mut()
+                .and_then(|driver| driver.try_wait().expect("try_wait"));
+            assert!(
+                exited.is_none(),
+                "chromedriver exited with {} before listening:\n{said}\n{}",
+                exited.expect("checked"),
+                self.driver_log()
+            );
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "chromedriver did not listen within {} s:\n{said}\n{}",
+                START_TIMEOUT.as_secs(),
+                self.driver_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "chromedriver exited three times before listening:\n{}",
-            self.driver_log()
-        );
     }
 
     /// The last 4 KiB of chromedriver's log.

@@ -30,14 +30,23 @@ pub fn size(var: &str, documented: u64) -> u64 {
 /// The daemons' log filter when `OTPD_TEST_RUST_LOG` is unset: otpd's own
 /// lines at trace, for the secrets scan of every test daemon's log
 /// ([`crate::TestEnv::leaked_secrets`]); sled's at info (page and log
-/// positions, megabytes of them, never a secret: records are sealed first).
-pub const DEFAULT_LOG_FILTER: &str = "trace,sled=info";
+/// positions, megabytes of them, never a secret: records are sealed first)
+/// but for [`TRACE_MARKER`].
+pub const DEFAULT_LOG_FILTER: &str = "trace,sled=info,sled::context=trace";
+
+/// The directive that makes every daemon that opens a sled store write one
+/// line at the level TRACE (sled's "starting context"), so that a test can
+/// see the level of a daemon's log ([`crate::secrets::trace_lines`]): otpd
+/// itself writes nothing at TRACE. A daemon on PostgreSQL needs none
+/// (tokio-postgres traces every connection's reads and writes).
+pub const TRACE_MARKER: &str = "sled::context=trace";
 
 /// The `RUST_LOG` of the test daemons: `OTPD_TEST_RUST_LOG`, or
 /// [`DEFAULT_LOG_FILTER`]. Under CI the variable may not lower otpd's
 /// level: it must start with the directive `trace`, and any further
 /// directive may only be about sled (`sled=…`, `sled::…=…`); otherwise
-/// the test fails.
+/// the test fails. A filter that keeps otpd at trace gets
+/// [`TRACE_MARKER`] appended, so that the level can be checked.
 pub fn daemon_log_filter() -> String {
     let Ok(filter) = std::env::var("OTPD_TEST_RUST_LOG") else {
         return DEFAULT_LOG_FILTER.to_owned();
@@ -48,7 +57,19 @@ pub fn daemon_log_filter() -> String {
          secrets scan must see every line the daemon can write (docs/security.md); \
          unset it or start it with \"trace\""
     );
-    filter
+    if keeps_otpd_at_trace(&filter) {
+        format!("{filter},{TRACE_MARKER}")
+    } else {
+        filter
+    }
+}
+
+/// True when the test daemons log at trace ([`daemon_log_filter`]), so
+/// that each one's log must show a line at TRACE. Always true under CI;
+/// outside CI, `OTPD_TEST_RUST_LOG` may lower the level, and then the
+/// check is left out.
+pub fn daemons_log_at_trace() -> bool {
+    keeps_otpd_at_trace(&daemon_log_filter())
 }
 
 /// True when the `RUST_LOG` filter `filter` leaves otpd at trace (see
@@ -70,6 +91,7 @@ mod tests {
             "trace,sled=info",
             "trace, sled=warn",
             "trace,sled::tree=off",
+            super::DEFAULT_LOG_FILTER,
         ] {
             assert!(keeps_otpd_at_trace(good), "{good}");
         }

@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The `[limits]` section of the test config.
@@ -39,10 +40,19 @@ impl Default for Limits {
     }
 }
 
+/// The `[totp] issuer` of every env's config: the issuer of the URIs and
+/// pages of its enrolments.
+pub const ISSUER: &str = "otpd-test";
+
 /// How long `otpd serve` may take to accept its first connection.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one CLI command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon that must refuse to start may take to exit.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon that came up may take to write its first line at
+/// TRACE (it writes it while opening its store, before it serves).
+const TRACE_TIMEOUT: Duration = Duration::from_secs(5);
 
 static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -88,6 +98,11 @@ pub struct TestEnv {
     pub launcher: Vec<OsString>,
     daemon: Option<ChildGuard>,
     services: AtomicU32,
+    /// Logs besides [`TestEnv::daemon_log`] that the secrets check at the
+    /// end reads too ([`TestEnv::scan_also`]).
+    other_logs: Mutex<Vec<PathBuf>>,
+    /// Where in the daemon's log the latest `otpd serve` began to write.
+    run_from: usize,
 }
 
 impl TestEnv {
@@ -131,7 +146,7 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nissuer = \"otpd-test\"\n\n\
+                "socket = \"{}\"\nstate_dir = \"{}\"\nkey_file = \"{}\"\n\n[totp]\nissuer = \"{ISSUER}\"\n\n\
                  [limits]\nmax_failures = {}\nbase_delay = {}\nmax_delay = {}\n\
                  user_max_failures = {}\n",
                 socket.display(),
@@ -155,6 +170,8 @@ impl TestEnv {
             launcher: Vec::new(),
             daemon: None,
             services: AtomicU32::new(0),
+            other_logs: Mutex::new(Vec::new()),
+            run_from: 0,
         }
     }
 
@@ -177,30 +194,177 @@ impl TestEnv {
         cmd
     }
 
-    /// The remembered secrets ([`crate::secrets`]) found in the daemon's log,
-    /// or in clear in the store.
+    /// The remembered secrets ([`crate::secrets`]) found in the daemon's log
+    /// or in another log of this test ([`TestEnv::scan_also`]), or in clear
+    /// in the store.
     pub fn leaked_secrets(&self) -> Vec<String> {
         let all = secrets::all();
-        let log = self.log();
+        let mut logs = vec![self.daemon_log.clone()];
+        logs.extend(
+            self.other_logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let mut found = Vec::new();
+        let (mut lines, mut bytes) = (0, 0);
+        for path in &logs {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            lines += log.lines().count();
+            bytes += log.len();
+            found.extend(
+                secrets::leaked_into(&log, &all)
+                    .into_iter()
+                    .map(|s| format!("{s} in the log {}", path.display())),
+            );
+        }
         println!(
-            "[{}] secrets check: {} remembered secrets against {} log lines ({} KiB) and the store",
+            "[{}] secrets check: {} remembered secrets against {} log lines ({} KiB, {} logs) \
+             and the store",
             self.name,
             all.len(),
-            log.lines().count(),
-            log.len() / 1024
+            lines,
+            bytes / 1024,
+            logs.len()
         );
-        let mut found: Vec<String> = secrets::leaked_into(&log, &all)
-            .into_iter()
-            .map(|s| format!("{s} in the daemon's log {}", self.daemon_log.display()))
-            .collect();
         found.extend(secrets::in_clear_under(&self.state_dir, &all));
         found
+    }
+
+    /// Has the secrets check at the end ([`TestEnv::leaked_secrets`]) read
+    /// `log` too: the log of a daemon run outside [`TestEnv::spawn_daemon`],
+    /// or the output of another program of the test. It must stay in the
+    /// test's dir (or outlive the env).
+    pub fn scan_also(&self, log: &Path) {
+        let mut logs = self.other_logs.lock().unwrap_or_else(|e| e.into_inner());
+        if !logs.iter().any(|known| known == log) {
+            logs.push(log.to_path_buf());
+        }
+    }
+
+    /// Appends `out` (what a program printed) to the daemon's log, so that
+    /// the secrets check reads it too.
+    pub fn append_to_log(&self, out: &Output) {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.daemon_log)
+            .expect("open the daemon log");
+        write!(log, "{}{}", out.stdout, out.stderr).expect("append to the daemon log");
+    }
+
+    /// Fails unless the lines a daemon wrote to `log` from byte `from` on
+    /// include one at TRACE, waiting up to 5 s for it: the daemons of the
+    /// tests log at trace ([`crate::campaign::daemon_log_filter`]), so that
+    /// the secrets check sees every line they can write. Nothing to check
+    /// when `OTPD_TEST_RUST_LOG` lowered the level (outside CI only).
+    pub fn assert_logs_at_trace(log: &Path, from: usize, what: &str) {
+        if !crate::campaign::daemons_log_at_trace() {
+            return;
+        }
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let since = text.get(from..).unwrap_or_default();
+            if secrets::trace_lines(since) > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < TRACE_TIMEOUT,
+                "{what}: the daemon logged no line at TRACE in {} s, so it does not log at \
+                 trace and the secrets check would not see everything it can write \
+                 (RUST_LOG={:?}); its log {} from byte {from}:\n{since}",
+                TRACE_TIMEOUT.as_secs(),
+                crate::campaign::daemon_log_filter(),
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `otpd serve` that must refuse to start: runs it (30 s at most),
+    /// appends what it printed to the daemon's log (for the secrets
+    /// check), and fails unless it exited with a failure status and
+    /// nothing answers on the socket. Returns the run.
+    pub fn serve_refused(&self, what: &str) -> Output {
+        let out = process::run(self.serve_command(), b"", REFUSAL_TIMEOUT);
+        self.append_to_log(&out);
+        assert!(
+            !out.status.success(),
+            "[{}] {what}: otpd serve was expected to refuse to start, but ended with \
+             success:\n{out}",
+            self.name
+        );
+        assert!(
+            self.daemon.is_some() || UnixStream::connect(&self.socket).is_err(),
+            "[{}] {what}: a refused daemon is answering on {}",
+            self.name,
+            self.socket.display()
+        );
+        out
+    }
+
+    /// Starts `otpd serve` once, as a probe: `Ok` when it came up (it
+    /// accepted a connection and logged at trace; it is then stopped with
+    /// SIGTERM, which must end it with status 0), `Err` with what it
+    /// printed when it exited instead. Its output goes to the daemon's log.
+    pub fn try_serve(&self) -> Result<(), String> {
+        assert!(self.daemon.is_none(), "a daemon is already running");
+        let from = self.log().len();
+        let mut probe = ChildGuard::spawn(self.serve_command(), &self.daemon_log);
+        let started = Instant::now();
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                TestEnv::assert_logs_at_trace(&self.daemon_log, from, "a probe of otpd serve");
+                let status = probe.stop(libc::SIGTERM, Duration::from_secs(10));
+                assert!(status.success(), "the probe daemon ended with {status}");
+                return Ok(());
+            }
+            if let Some(status) = probe.child.try_wait().expect("try_wait") {
+                assert!(!status.success(), "otpd serve exited 0 without serving");
+                return Err(self.log().get(from..).unwrap_or_default().to_owned());
+            }
+            assert!(
+                started.elapsed() < REFUSAL_TIMEOUT,
+                "otpd serve neither came up nor exited within {} s",
+                REFUSAL_TIMEOUT.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Appends `toml` (after an empty line) to the config.
+    pub fn append_config(&self, toml: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("read the config");
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(&self.config, config).expect("write the config");
+    }
+
+    /// Runs `otpd keygen PATH` (with this env's config) and returns the key
+    /// ID it printed (16 hexadecimal digits).
+    pub fn keygen(&self, path: &Path) -> String {
+        let out = self.otpd_expect(&[OsStr::new("keygen"), path.as_os_str()], 0);
+        let id = out
+            .stdout
+            .split_once("key ID ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(id, _)| id.trim().to_owned())
+            .unwrap_or_else(|| panic!("otpd keygen printed no key ID:\n{out}"));
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "key ID {id:?}:\n{out}"
+        );
+        id
     }
 
     /// Starts `otpd serve` and waits until its socket accepts a connection.
     pub fn spawn_daemon(&mut self) {
         assert!(self.daemon.is_none(), "a daemon is already running");
         let started = Instant::now();
+        let from = self.log().len();
         let mut daemon = ChildGuard::spawn(self.serve_command(), &self.daemon_log);
         loop {
             if UnixStream::connect(&self.socket).is_ok() {
@@ -227,6 +391,8 @@ impl TestEnv {
             started.elapsed().as_millis()
         );
         self.daemon = Some(daemon);
+        self.run_from = from;
+        TestEnv::assert_logs_at_trace(&self.daemon_log, from, &self.name);
     }
 
     /// The pid of the running daemon.
@@ -259,6 +425,15 @@ impl TestEnv {
     /// Everything the daemon printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.daemon_log).unwrap_or_default()
+    }
+
+    /// What the latest daemon started by [`TestEnv::spawn_daemon`] printed
+    /// so far (the whole log before the first start).
+    pub fn run_log(&self) -> String {
+        self.log()
+            .get(self.run_from..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Fails if the daemon's output contains `secret` (secrets never reach a log).

@@ -8,15 +8,12 @@
 
 use crate::env::{Limits, TestEnv};
 use crate::postgres::PgCluster;
-use crate::process::{self, Output};
 use crate::secrets;
-use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Barrier;
-use std::time::Duration;
 
 /// How long one store operation may take in the hosts' config
 /// (`[store] timeout`): below the PAM module's 3 s, and above the default
@@ -24,9 +21,6 @@ use std::time::Duration;
 /// a 2-core CI machine, where one commit's WAL flush was seen to take
 /// longer than 1 s.
 pub const STORE_TIMEOUT: &str = "2s";
-
-/// How long a daemon that must refuse to start may take to exit.
-const REFUSAL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The label of host `index`: A, B, C …
 pub fn label(index: usize) -> char {
@@ -67,7 +61,7 @@ impl Fleet {
             let host = fleet.new_host(&label(index).to_string(), limits);
             if index == 0 {
                 fleet.key_file = host.dir.join("fleet.key");
-                fleet.key_id = keygen(&host, &fleet.key_file);
+                fleet.key_id = host.keygen(&fleet.key_file);
             }
             fleet.install_key(&host);
             fleet.use_database(&host, &fleet.cluster.url());
@@ -130,14 +124,11 @@ impl Fleet {
             .open(&url_file)
             .expect("create the url file");
         writeln!(file, "{url}").expect("write the url file");
-        append_config(
-            host,
-            &format!(
-                "[store]\nkind = \"postgres\"\nurl_file = \"{}\"\ntimeout = \"{STORE_TIMEOUT}\"\n\
+        host.append_config(&format!(
+            "[store]\nkind = \"postgres\"\nurl_file = \"{}\"\ntimeout = \"{STORE_TIMEOUT}\"\n\
                  pool_size = 16\n",
-                url_file.display()
-            ),
-        );
+            url_file.display()
+        ));
     }
 
     /// Fails the test if a remembered secret ([`crate::secrets`]) is in
@@ -236,50 +227,6 @@ impl Fleet {
         found.dedup();
         found
     }
-}
-
-/// Runs `otpd keygen PATH` (with `host`'s config) and returns the key ID
-/// it printed.
-pub fn keygen(host: &TestEnv, path: &Path) -> String {
-    let out = host.otpd_expect(&[OsStr::new("keygen"), path.as_os_str()], 0);
-    let id = out
-        .stdout
-        .split_once("key ID ")
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(id, _)| id.trim().to_owned())
-        .unwrap_or_else(|| panic!("otpd keygen printed no key ID:\n{out}"));
-    assert!(
-        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "key ID {id:?}:\n{out}"
-    );
-    id
-}
-
-/// Appends `toml` (after an empty line) to `host`'s config.
-pub fn append_config(host: &TestEnv, toml: &str) {
-    let mut config = std::fs::read_to_string(&host.config).expect("read the config");
-    config.push('\n');
-    config.push_str(toml);
-    std::fs::write(&host.config, config).expect("write the config");
-}
-
-/// Runs `otpd serve` for `host` and waits for it to exit (30 s at most),
-/// which it must do with a failure status; its output is appended to the
-/// host's daemon log (so that the secrets check covers it) and returned.
-pub fn serve_expecting_refusal(host: &TestEnv) -> Output {
-    let out = process::run(host.serve_command(), b"", REFUSAL_DEADLINE);
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&host.daemon_log)
-        .expect("open the daemon log");
-    write!(log, "{}{}", out.stdout, out.stderr).expect("append to the daemon log");
-    assert!(
-        !out.status.success(),
-        "[{}] otpd serve was expected to refuse to start, but ended with success:\n{out}",
-        host.name
-    );
-    out
 }
 
 /// Decodes psql's lines of hexadecimal, one row per line.

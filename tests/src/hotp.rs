@@ -1,17 +1,32 @@
 //! Counter-based (HOTP, RFC 4226) keys: enrolled with `otpd enroll --hotp
 //! --json`, their codes computed by `oathtool --hotp`, not by our code.
 
-use crate::env::TestEnv;
+use crate::env::{TestEnv, ISSUER};
 use crate::programs::Program;
 use crate::secrets;
 use serde_json::Value;
 use std::process::Command;
 
-/// The HOTP code of `counter`, by `oathtool --hotp -b SECRET -c COUNTER`.
+/// The HOTP code of `counter` for a base32 `secret`, by `oathtool --hotp
+/// -b SECRET -c COUNTER`.
 pub fn code(secret: &str, counter: u64) -> String {
-    let out = Command::new(Program::Oathtool.path())
-        .arg("--hotp")
-        .arg("-b")
+    oathtool_hotp(secret, true, counter)
+}
+
+/// The HOTP code of `counter` for a key in hexadecimal (as pam_oath's
+/// users file and `oathtool` write them), by `oathtool --hotp HEX -c
+/// COUNTER`.
+pub fn code_hex(hex: &str, counter: u64) -> String {
+    oathtool_hotp(hex, false, counter)
+}
+
+fn oathtool_hotp(secret: &str, base32: bool, counter: u64) -> String {
+    let mut cmd = Command::new(Program::Oathtool.path());
+    cmd.arg("--hotp");
+    if base32 {
+        cmd.arg("-b");
+    }
+    let out = cmd
         .arg(secret)
         .arg("-c")
         .arg(counter.to_string())
@@ -44,11 +59,15 @@ pub struct HotpKey {
     pub device: String,
     /// The counter the key starts at.
     pub counter: u64,
+    /// Everything the CLI printed, as JSON.
+    pub json: Value,
 }
 
 impl HotpKey {
     /// `otpd enroll USER --hotp --json EXTRA…` on `env`: must succeed, and
-    /// print a pending HOTP key whose URI carries the same secret.
+    /// print a pending HOTP key of `user` whose URI (an `otpauth://hotp/`
+    /// URI of the env's issuer for `user`) carries the same secret and
+    /// counter.
     pub fn enroll(env: &TestEnv, user: &str, extra: &[&str]) -> HotpKey {
         let mut args = vec!["enroll", user, "--hotp", "--json"];
         args.extend_from_slice(extra);
@@ -63,15 +82,24 @@ impl HotpKey {
         };
         let secret = text("secret");
         secrets::remember(&secret);
+        assert_eq!(json["user"], user, "{out}");
         assert_eq!(json["kind"], "hotp", "{out}");
         assert_eq!(json["state"], "pending", "{out}");
-        assert!(text("uri").contains(&format!("secret={secret}")), "{out}");
+        let uri = text("uri");
+        assert!(
+            uri.starts_with(&format!("otpauth://hotp/{ISSUER}:{user}?")),
+            "not an HOTP URI for {user}: {out}"
+        );
+        assert!(uri.contains(&format!("secret={secret}")), "{out}");
+        let counter = json["counter"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter: {out}"));
+        assert!(uri.contains(&format!("counter={counter}")), "{out}");
         HotpKey {
             secret,
             device: text("device"),
-            counter: json["counter"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no counter: {out}")),
+            counter,
+            json,
         }
     }
 
@@ -81,7 +109,8 @@ impl HotpKey {
     }
 }
 
-/// The `devices` of `user` in `otpd list --json` on `env`.
+/// The `devices` of `user` in `otpd list --json` on `env` (TOTP and HOTP
+/// devices alike).
 pub fn devices(env: &TestEnv, user: &str) -> Vec<Value> {
     let entry = env
         .list_entry(user)
@@ -99,4 +128,12 @@ pub fn device(env: &TestEnv, user: &str, name: &str) -> Value {
         .find(|d| d["name"] == name)
         .unwrap_or_else(|| panic!("{}: {user} has no device {name}: {all:?}", env.name))
         .clone()
+}
+
+/// `next_counter` of `user`'s HOTP device `name` as `env` lists it.
+pub fn next_counter(env: &TestEnv, user: &str, name: &str) -> u64 {
+    let d = device(env, user, name);
+    d["next_counter"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{}: no next_counter in {d}", env.name))
 }

@@ -13,6 +13,8 @@ pub mod ci;
 pub mod env;
 pub mod fleet;
 pub mod hotp;
+pub mod logins;
+pub mod net;
 pub mod nss;
 pub mod pages;
 pub mod pam;
@@ -33,5 +35,5 @@ pub mod webclient;
 
 pub use env::{Limits, TestEnv};
 pub use pam::{PamLogin, PamOutcome};
-pub use programs::{require, Program};
+pub use programs::{require, Program, PAM};
 pub use totp::{code_at, settled_now, Enrolment};

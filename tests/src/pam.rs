@@ -110,6 +110,20 @@ impl PamLogin {
         self.output.elapsed
     }
 
+    /// The time `pam_authenticate` took, as near as can be seen from
+    /// outside: from pamtester's line "performing operation -
+    /// authenticate" (after its start-up, libpam's and the modules'
+    /// loading) to its exit. What a promise about the module's own time
+    /// (its timeout) is checked against: on a busy machine pamtester's
+    /// start-up alone can take longer than a second.
+    pub fn authenticate_time(&self) -> Duration {
+        let from = self
+            .output
+            .stderr_at("performing operation - authenticate")
+            .unwrap_or_else(|| panic!("pamtester never began to authenticate:\n{}", self.output));
+        self.output.elapsed.saturating_sub(from)
+    }
+
     /// Everything pamtester printed (prompts and module messages included).
     pub fn transcript(&self) -> String {
         format!("{}{}", self.output.stdout, self.output.stderr)

@@ -17,7 +17,7 @@ use crate::env::fresh_temp_dir;
 use crate::process::{self, Output, NOBODY_UID};
 use crate::programs::{self, Program};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -426,7 +426,9 @@ impl PgCluster {
                  ssl = on\n\
                  ssl_cert_file = {}\n\
                  ssl_key_file = {}\n\
-                 log_connections = on\n",
+                 log_connections = on\n\
+                 log_statement = 'all'\n\
+                 log_line_prefix = '%m [pid=%p] '\n",
                 self.port,
                 conf_string(&self.dir),
                 conf_string(&tls.join("server.crt")),
@@ -442,7 +444,7 @@ impl PgCluster {
     fn start_on_a_free_port(&mut self) {
         let mut last_failure = String::new();
         for _attempt in 0..START_ATTEMPTS {
-            self.port = free_port();
+            self.port = crate::net::free_port();
             self.write_settings();
             let log_before = self.server_log().len();
             let out = self.pg_ctl_start();
@@ -474,7 +476,8 @@ impl PgCluster {
     }
 
     /// pg_ctl -w already waits for the postmaster to report "ready"; this
-    /// checks it from the outside too.
+    /// checks it from the outside too, and that the listener on the port
+    /// is this cluster's postmaster (the port was only free a moment ago).
     fn wait_until_accepting(&self) {
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -487,6 +490,15 @@ impl PgCluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let postmaster = self.postmaster_pid();
+        assert!(
+            postmaster.is_some_and(|pid| crate::net::listens_on(pid, self.port)),
+            "[pg {}] the listener on 127.0.0.1:{} is not this cluster's postmaster \
+             (pid {postmaster:?})\n{}",
+            self.name,
+            self.port,
+            self.log_tail()
+        );
     }
 
     /// `pg_ctl ARGS… -D DATA` as the server user.
@@ -539,13 +551,52 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// The remembered secrets ([`crate::secrets`]) in the server's log,
+    /// with the lines that hold them. The server logs every statement
+    /// with its parameters (`log_statement = 'all'`), so this is every
+    /// value the hosts sent, as the database saw it.
+    pub fn leaked_secrets(&self) -> Vec<String> {
+        let all = crate::secrets::all();
+        let log = self.server_log();
+        println!(
+            "[pg {}] secrets check: {} remembered secrets against {} lines ({} KiB) of the \
+             PostgreSQL server's log",
+            self.name,
+            all.len(),
+            log.lines().count(),
+            log.len() / 1024
+        );
+        crate::secrets::leaked_into(&log, &all)
+            .into_iter()
+            .map(|secret| {
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|line| {
+                        !crate::secrets::leaked_into(line, std::slice::from_ref(&secret)).is_empty()
+                    })
+                    .take(3)
+                    .collect();
+                format!(
+                    "{secret} in the PostgreSQL server's log {}: {}",
+                    self.log.display(),
+                    lines.join(" | ")
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let started = Instant::now();
         self.stop_for_good();
-        if std::thread::panicking() {
+        let leaked = if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
-        }
+            Vec::new()
+        } else {
+            self.leaked_secrets()
+        };
         if std::env::var_os("OTPD_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -553,6 +604,12 @@ impl Drop for PgCluster {
             "[pg {}] dropped (server stopped, dir removed) in {} ms",
             self.name,
             started.elapsed().as_millis()
+        );
+        assert!(
+            leaked.is_empty(),
+            "[pg {}] secrets leaked into the database server's log (design.md §3):\n  {}",
+            self.name,
+            leaked.join("\n  ")
         );
     }
 }
@@ -586,12 +643,6 @@ fn server_bin_dir() -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn random_bytes(n: usize) -> Vec<u8> {

@@ -16,9 +16,33 @@ pub struct Output {
     pub stderr: String,
     /// Wall-clock time from spawn to exit.
     pub elapsed: Duration,
+    /// When stderr was read: (time since spawn, bytes of stderr read by
+    /// then), one entry per read, so that a test can tell when a line
+    /// came ([`Output::stderr_at`]). Empty when not recorded.
+    pub stderr_times: Vec<(Duration, usize)>,
 }
 
 impl Output {
+    /// Everything it printed: stdout, then stderr.
+    pub fn printed(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Its `otpd: …` lines ([`otpd_lines`]).
+    pub fn otpd_lines(&self) -> String {
+        otpd_lines(&self.printed())
+    }
+
+    /// When (time since spawn) the program had written the first `marker`
+    /// on stderr, as far as its reader saw; `None` when it never did.
+    pub fn stderr_at(&self, marker: &str) -> Option<Duration> {
+        let end = self.stderr.find(marker)? + marker.len();
+        self.stderr_times
+            .iter()
+            .find(|(_, read)| *read >= end)
+            .map(|(at, _)| *at)
+    }
+
     /// The exit code; panics if the program died of a signal.
     pub fn code(&self) -> i32 {
         self.status
@@ -40,12 +64,21 @@ impl std::fmt::Display for Output {
     }
 }
 
+/// The lines of `text` that start with `otpd:`, joined by newlines: the
+/// messages `otpd` prints when a command, or `otpd serve`, fails.
+pub fn otpd_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| line.starts_with("otpd:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A spawned program whose output is being collected.
 pub struct Running {
     child: Child,
     started: Instant,
     stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Timed>>,
     what: String,
 }
 
@@ -61,7 +94,7 @@ impl Running {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
         let stdout = child.stdout.take().map(collect);
-        let stderr = child.stderr.take().map(collect);
+        let stderr = child.stderr.take().map(|pipe| collect_timed(pipe, started));
         Running {
             child,
             started,
@@ -111,13 +144,40 @@ impl Running {
             h.map(|h| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned())
                 .unwrap_or_default()
         };
+        let (stderr, stderr_times) = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         Output {
             status,
             stdout: text(self.stdout.take()),
-            stderr: text(self.stderr.take()),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
             elapsed,
+            stderr_times,
         }
     }
+}
+
+/// What a pipe carried, and when ([`Output::stderr_times`]).
+type Timed = (Vec<u8>, Vec<(Duration, usize)>);
+
+/// Reads `pipe` to its end, noting when each read returned.
+fn collect_timed(mut pipe: impl Read + Send + 'static, started: Instant) -> JoinHandle<Timed> {
+    std::thread::spawn(move || {
+        let (mut buf, mut times) = (Vec::new(), Vec::new());
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    times.push((started.elapsed(), buf.len()));
+                }
+            }
+        }
+        (buf, times)
+    })
 }
 
 fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {

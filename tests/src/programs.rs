@@ -95,6 +95,10 @@ impl Program {
     }
 }
 
+/// What a login through libpam needs: `pamtester` under both wrappers,
+/// and `oathtool` for the codes.
+pub const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
+
 /// True when the tests run under CI, where no test may skip (the rule is
 /// [`crate::ci::under_ci`]'s).
 pub use crate::ci::under_ci;

@@ -151,6 +151,7 @@ impl HeldLogin {
             stdout: text(self.stdout.take()),
             stderr: text(self.stderr.take()),
             elapsed,
+            stderr_times: Vec::new(),
         };
         PamLogin {
             outcome: PamOutcome::from_output(&output),

@@ -57,22 +57,85 @@ pub fn all() -> Vec<String> {
         .collect()
 }
 
+/// Fields of the logs the tests scan whose values are never secrets:
+/// process and user ids (the kernel's pids reach 4,194,304, so a 6-digit
+/// pid equals some remembered code sooner or later), ports, counters and
+/// versions. A remembered secret that is the whole value of one of them,
+/// `pid=123456` (the daemon's fields), `[pid=123456]` (the PostgreSQL
+/// server's line prefix, [`crate::postgres`]) or `(pid 123456)` (the
+/// daemon's lock messages), is not a leak. Every other field, and any
+/// field not listed here, is scanned.
+pub const NOT_SECRET_FIELDS: &[&str] = &[
+    "pid",
+    "uid",
+    "ruid",
+    "euid",
+    "gid",
+    "for_uid",
+    "port",
+    "version",
+    "users",
+    "change",
+    "generation",
+    "recovery_codes_left",
+];
+
+/// True when the text before a match (`before`) ends with the name of a
+/// field of [`NOT_SECRET_FIELDS`] and `=` or a space.
+fn is_value_of_a_field_that_is_no_secret(before: &str) -> bool {
+    let Some(name) = before
+        .strip_suffix('=')
+        .or_else(|| before.strip_suffix(' '))
+    else {
+        return false;
+    };
+    NOT_SECRET_FIELDS.iter().any(|field| {
+        name.strip_suffix(field).is_some_and(|rest| {
+            !rest
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    })
+}
+
 /// The remembered secrets that occur in `text` as a whole word (not inside a
 /// longer run of letters and digits, so that a 6-digit code does not match
-/// inside a longer number such as a timestamp).
+/// inside a longer number such as a timestamp, nor in the fraction of a
+/// decimal number such as `04:25:05.123456`), unless as the value of a
+/// field that is never a secret ([`NOT_SECRET_FIELDS`]) and all digits.
 pub fn leaked_into(text: &str, secrets: &[String]) -> Vec<String> {
     secrets
         .iter()
         .filter(|secret| {
             text.match_indices(secret.as_str()).any(|(at, s)| {
-                let before = text[..at].chars().next_back();
-                let after = text[at + s.len()..].chars().next();
-                !before.is_some_and(|c| c.is_ascii_alphanumeric())
-                    && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+                let (head, tail) = (&text[..at], &text[at + s.len()..]);
+                let mut back = head.chars().rev();
+                let (before, before_that) = (back.next(), back.next());
+                let mut ahead = tail.chars();
+                let (after, after_that) = (ahead.next(), ahead.next());
+                let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+                let starts_digit = s.starts_with(|c: char| c.is_ascii_digit());
+                let ends_digit = s.ends_with(|c: char| c.is_ascii_digit());
+                let word = !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                    && !after.is_some_and(|c| c.is_ascii_alphanumeric());
+                let in_a_decimal = (starts_digit && before == Some('.') && digit(before_that))
+                    || (ends_digit && after == Some('.') && digit(after_that));
+                let number = s.bytes().all(|b| b.is_ascii_digit());
+                word && !in_a_decimal && !(number && is_value_of_a_field_that_is_no_secret(head))
             })
         })
         .cloned()
         .collect()
+}
+
+/// The number of lines in `log` (the output of an `otpd serve`) logged at
+/// the level `TRACE`: the second field of the daemon's formatter
+/// (`TIMESTAMP LEVEL TARGET: …`).
+pub fn trace_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|line| line.split_whitespace().nth(1) == Some("TRACE"))
+        .count()
 }
 
 /// RFC 4648 base32 (no padding needed), `None` for anything else.
@@ -180,6 +243,46 @@ mod tests {
         let log = "at 2026-01-01T00:00:00.123456Z user=alice code 123456 ok";
         assert_eq!(leaked_into(log, &all), ["123456"]);
         assert!(leaked_into("t=1234567 x.123456Z", &all).is_empty());
+    }
+
+    #[test]
+    fn ids_counters_and_decimals_are_no_leak_but_every_other_field_is() {
+        let code = vec!["123456".to_owned()];
+        for harmless in [
+            "INFO otpd::audit: user=\"alice\" uid=0 pid=123456 op=\"verify\"",
+            "uid=123456 ruid=123456 for_uid=123456",
+            "2026-12-05 04:25:05.123 UTC [pid=123456] LOG:  connection received",
+            "otpd: another otpd is running (pid 123456)",
+            "store opened users=3 change=123456",
+            "took 0.123456 s",
+            "at 04:25:05.123456",
+            "took 123456.5 ms",
+        ] {
+            assert!(leaked_into(harmless, &code).is_empty(), "{harmless}");
+        }
+        for leak in [
+            "code=123456",
+            "otp=123456 pid=1",
+            "rhost=\"123456\"",
+            "xpid=123456",
+            "pid_of_code=123456",
+            "pid=1 123456",
+            "[123456]",
+            "code 123456.",
+            "got 123456 (pid 7)",
+        ] {
+            assert_eq!(leaked_into(leak, &code), code, "{leak}");
+        }
+        let recovery = vec!["ABCD-EFGH-JKLM".to_owned()];
+        assert_eq!(leaked_into("uid=ABCD-EFGH-JKLM", &recovery), recovery);
+    }
+
+    #[test]
+    fn trace_lines_are_counted_by_their_level() {
+        let log = "2026-12-05T04:25:16.935193Z TRACE sled::context: starting context\n\
+                   2026-12-05T04:25:17.048563Z DEBUG otpd::store::sled_store: store opened\n\
+                   2026-12-05T04:25:17.048563Z  INFO otpd::server: TRACE in a message\n";
+        assert_eq!(trace_lines(log), 1);
     }
 
     #[test]

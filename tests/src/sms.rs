@@ -1,6 +1,7 @@
 //! [`Outbox`]: a real text-message sender for the daemon's `[sms] command`
 //! (a shell script) that appends each text, `to=NUMBER` and the message,
-//! to a file the test reads the texted codes from.
+//! to a file the test reads the texted codes from; and senders that never
+//! deliver ([`broken_sender`]).
 
 use crate::secrets;
 use std::os::unix::fs::PermissionsExt;
@@ -27,6 +28,7 @@ impl Outbox {
     /// waits for it: a sender stuck on its provider, with a helper
     /// process of its own.
     pub fn create(dir: &Path) -> Outbox {
+        std::fs::create_dir_all(dir).expect("create the outbox's dir");
         let file = dir.join("outbox");
         let script = dir.join("send-sms");
         std::fs::write(
@@ -45,8 +47,7 @@ impl Outbox {
             ),
         )
         .expect("write the sender");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the sender");
+        make_executable(&script);
         Outbox {
             script,
             file,
@@ -121,4 +122,37 @@ impl Outbox {
     pub fn code(&self, n: usize) -> String {
         self.text(n).1
     }
+}
+
+/// How a sender of [`broken_sender`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// Says "provider said no" on stderr and exits 3.
+    Fails,
+    /// The same, leaving a child (`sleep 30`) that holds its stderr open.
+    FailsLeavingAChild,
+    /// Never ends by itself (`exec sleep 30`).
+    Hangs,
+}
+
+/// A sender for `[sms] command` that never delivers, failing as `how`
+/// says: `dir/send-sms-broken` (mode 0755).
+pub fn broken_sender(dir: &Path, how: Broken) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the sender's dir");
+    let script = dir.join("send-sms-broken");
+    let body = match how {
+        Broken::Fails => "#!/bin/sh\necho 'provider said no' >&2\nexit 3\n",
+        Broken::FailsLeavingAChild => {
+            "#!/bin/sh\nsleep 30 &\necho 'provider said no' >&2\nexit 3\n"
+        }
+        Broken::Hangs => "#!/bin/sh\nexec sleep 30\n",
+    };
+    std::fs::write(&script, body).expect("write the sender");
+    make_executable(&script);
+    script
+}
+
+fn make_executable(script: &Path) {
+    std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the sender");
 }

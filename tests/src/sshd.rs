@@ -7,7 +7,7 @@
 use crate::process::{self, ChildGuard, Output};
 use crate::programs::Program;
 use crate::system::{PrivateHost, TestUser};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,15 +92,18 @@ impl Sshd {
         let dir = host.dir.join(format!("sshd-{name}"));
         std::fs::create_dir_all(&dir).expect("create the sshd dir");
         let key = dir.join("ssh_host_ed25519_key");
-        keygen(&key);
+        ssh_keygen(&key);
         let askpass = dir.join("askpass");
         std::fs::write(&askpass, ASKPASS).expect("write askpass");
         std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755))
             .expect("chmod askpass");
         let log = dir.join("sshd.log");
         let mut last_log = String::new();
+        // OpenSSH refuses `Port 0`: a port that was free a moment ago, and
+        // another when sshd could not bind it (it exits) or when the
+        // listener on it turns out not to be this sshd's.
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = crate::net::free_port();
             let config = dir.join("sshd_config");
             std::fs::write(
                 &config,
@@ -121,7 +124,7 @@ impl Sshd {
             let mut guard = ChildGuard::spawn(cmd, &log);
             let started = Instant::now();
             loop {
-                if banner(port) {
+                if banner(port) && crate::net::listens_on(guard.pid(), port) {
                     println!(
                         "[sshd {name}] listening on 127.0.0.1:{port} after {} ms",
                         started.elapsed().as_millis()
@@ -161,7 +164,7 @@ impl Sshd {
     /// demands); returns the private half for [`SshAuth::key`].
     pub fn authorize_key(&self, user: &TestUser) -> PathBuf {
         let key = self.dir.join(format!("id_{}", user.name));
-        keygen(&key);
+        ssh_keygen(&key);
         let ssh_dir = user.home.join(".ssh");
         std::fs::create_dir_all(&ssh_dir).expect("create ~/.ssh");
         let public = std::fs::read_to_string(key.with_extension("pub")).expect("read .pub");
@@ -234,18 +237,12 @@ impl Sshd {
 }
 
 /// `ssh-keygen -t ed25519` with no passphrase.
-fn keygen(path: &Path) {
+fn ssh_keygen(path: &Path) {
     let mut cmd = Command::new(Program::SshKeygen.path());
     cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", "otpd-test", "-f"])
         .arg(path);
     let out = process::run(cmd, b"", Duration::from_secs(30));
     assert!(out.status.success(), "ssh-keygen: {out}");
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 /// Whether an SSH server answers on `port` with its banner.

@@ -2,21 +2,9 @@
 //! to an unprivileged uid, with links planted in it, and the checks that
 //! root's commands neither followed them nor left root-owned files behind.
 
+use crate::env::TestEnv;
 use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// The state directory `state_dir` and its rollback anchor beside it
-/// (`STATE_DIR-anchor`, when there is one) handed to `uid`, as the packages
-/// give both to the daemon's account.
-pub fn give_state_dir(state_dir: &Path, uid: u32) {
-    chown_tree(state_dir, uid);
-    let mut anchor = state_dir.as_os_str().to_owned();
-    anchor.push("-anchor");
-    let anchor = PathBuf::from(anchor);
-    if anchor.exists() {
-        chown_tree(&anchor, uid);
-    }
-}
 
 /// `chown -R uid:uid path` that never follows a link (the symbolic link
 /// itself is changed), as the daemon running as `uid` would own its files.
@@ -134,17 +122,47 @@ impl RootSecret {
     }
 }
 
-/// Copies a directory of plain files and directories (a sled store).
+/// `cp -a` of plain files and directories (a sled store, a state
+/// directory, a key file): `from` is a file or a directory; directories
+/// keep their modes, files their permission bits.
 pub fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let path = entry.expect("dir entry").path();
-        let target = to.join(path.file_name().expect("a file name"));
-        if std::fs::symlink_metadata(&path).expect("lstat").is_dir() {
-            copy_tree(&path, &target);
-        } else {
-            std::fs::copy(&path, &target)
-                .unwrap_or_else(|e| panic!("copy {}: {e}", path.display()));
+    let meta =
+        std::fs::symlink_metadata(from).unwrap_or_else(|e| panic!("lstat {}: {e}", from.display()));
+    if meta.is_dir() {
+        std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            copy_tree(&path, &to.join(path.file_name().expect("a file name")));
         }
+        std::fs::set_permissions(to, meta.permissions())
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", to.display()));
+    } else {
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+}
+
+/// This host's anchor directory of `env`'s daemon: `[store] anchor_dir`
+/// by default, `STATE_DIR-anchor` beside the state directory.
+pub fn anchor_dir(env: &TestEnv) -> PathBuf {
+    let mut name = env
+        .state_dir
+        .file_name()
+        .expect("a state dir name")
+        .to_owned();
+    name.push("-anchor");
+    env.state_dir.with_file_name(name)
+}
+
+/// Hands `env`'s daemon files to `uid`, as the packages have them for the
+/// `otpd` account: the state directory, the anchor directory (the unit's
+/// second `StateDirectory`, when the daemon made one) and the key file.
+pub fn hand_over(env: &TestEnv, uid: u32) {
+    chown_tree(&env.state_dir, uid);
+    let anchor = anchor_dir(env);
+    if anchor.exists() {
+        chown_tree(&anchor, uid);
+    }
+    if env.key_file.exists() {
+        lchown(&env.key_file, Some(uid), Some(uid)).expect("chown the key file");
     }
 }

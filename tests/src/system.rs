@@ -51,6 +51,12 @@ pub const PRIVATE_HOST: &[Program] = &[
     Program::Openssl,
 ];
 
+/// The skip rule ([`crate::require`]) for a test on a [`PrivateHost`]
+/// that also needs `others`.
+pub fn require_private_host(test: &str, others: &[Program]) -> bool {
+    crate::require(test, &[PRIVATE_HOST, others].concat())
+}
+
 impl PrivateHost {
     /// Creates `users` (each with its own group) and `groups` (name,
     /// members) in private copies of the account files, and starts the
@@ -345,6 +351,14 @@ pub fn verify_audit(env: &TestEnv, user: &str) -> Vec<String> {
         .filter(|line| line.contains("op=\"verify\""))
         .map(str::to_owned)
         .collect()
+}
+
+/// When the daemon wrote `line` (its first field, an RFC 3339 timestamp),
+/// in seconds since the epoch; `None` for a line without one.
+pub fn log_time(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let at = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    Some(at.timestamp() as f64 + f64::from(at.timestamp_subsec_micros()) / 1e6)
 }
 
 /// The outcomes (`accepted`, `wrong_code` …) of those lines, in order.

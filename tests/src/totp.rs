@@ -94,19 +94,14 @@ impl Enrolment {
     }
 
     /// A code of the right length that is valid for none of the steps
-    /// around `unix_time` (±3), so it is a certain wrong guess.
+    /// around `unix_time` (±3), so it is a certain wrong guess. Remembered
+    /// as a secret ([`crate::secrets`]): what a user types is never logged,
+    /// right or wrong (a wrong code may be a right one mistyped).
     pub fn wrong_code(&self, unix_time: u64) -> String {
         let valid: Vec<String> = (0..=6)
             .map(|k| self.code_at(unix_time + k * self.period - 3 * self.period))
             .collect();
-        (0..10u8)
-            .map(|d| {
-                char::from(b'0' + d)
-                    .to_string()
-                    .repeat(self.digits as usize)
-            })
-            .find(|candidate: &String| !valid.contains(candidate))
-            .expect("ten candidates cannot all be valid")
+        wrong_code_besides(&valid, self.digits)
     }
 }
 
@@ -141,6 +136,18 @@ pub fn code_at(secret: &str, algorithm: &str, digits: u32, period: u64, unix_tim
     crate::secrets::remember(secret);
     crate::secrets::remember(&code);
     code
+}
+
+/// A code of `digits` digits that none of `valid` is (`000000`,
+/// `111111` … the first that is not valid): a certain wrong guess,
+/// remembered as a secret (see [`Enrolment::wrong_code`]).
+pub fn wrong_code_besides(valid: &[String], digits: u32) -> String {
+    let wrong = (0..10u8)
+        .map(|d| char::from(b'0' + d).to_string().repeat(digits as usize))
+        .find(|candidate| !valid.contains(candidate))
+        .expect("ten candidates cannot all be valid");
+    crate::secrets::remember(&wrong);
+    wrong
 }
 
 /// Seconds since the epoch.

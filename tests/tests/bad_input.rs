@@ -2,15 +2,13 @@
 //! serving everyone else.
 
 use otpd_proto::{read_frame, ProtoError, Response, FRAME_HEADER_LEN};
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// The list without the time of the last success.
 fn without_last_success(list: Vec<Value>) -> Vec<Value> {

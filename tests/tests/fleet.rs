@@ -10,23 +10,21 @@
 //! again when it is back, without restarting otpd. No secret reaches the
 //! database in clear.
 
-use otpd_tests::fleet::{self, append_config, label, serve_expecting_refusal, Fleet};
+use otpd_tests::ca::TestCa;
+use otpd_tests::fleet::{self, label, Fleet};
 use otpd_tests::pam::{finish, PamService};
 use otpd_tests::process::{self, Running};
 use otpd_tests::programs;
-use otpd_tests::system::{PrivateHost, PRIVATE_HOST};
+use otpd_tests::system::{require_private_host, PrivateHost};
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::totp::unix_now;
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv, PAM};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// Limits high enough that refused logins are judged as wrong or replayed
 /// codes, never throttled.
@@ -44,24 +42,6 @@ fn three(fleet: &Fleet) -> (&TestEnv, &TestEnv, &TestEnv) {
         [a, b, c] => (a, b, c),
         other => panic!("expected 3 hosts, the fleet has {}", other.len()),
     }
-}
-
-/// One login on `host` through its PAM service, which must end in `expected`.
-fn expect_login(
-    host: &TestEnv,
-    user: &str,
-    code: &str,
-    rhost: &str,
-    expected: PamOutcome,
-    what: &str,
-) -> PamLogin {
-    let login = host.pam_login(user, code, rhost, "");
-    assert_eq!(
-        login.outcome, expected,
-        "{what} (host {}): {}",
-        host.name, login.output
-    );
-    login
 }
 
 #[test]
@@ -84,8 +64,7 @@ fn a_code_accepted_on_one_host_is_refused_on_every_host() {
     }
 
     let code = alice.code_at(t);
-    let first = expect_login(
-        b,
+    let first = b.expect_login(
         "alice",
         &code,
         "192.0.2.10",
@@ -97,8 +76,7 @@ fn a_code_accepted_on_one_host_is_refused_on_every_host() {
         first.elapsed().as_millis()
     );
     for (host, rhost) in [(a, "192.0.2.11"), (b, "192.0.2.12"), (c, "192.0.2.13")] {
-        expect_login(
-            host,
+        host.expect_login(
             "alice",
             &code,
             rhost,
@@ -108,8 +86,7 @@ fn a_code_accepted_on_one_host_is_refused_on_every_host() {
     }
 
     let newer = alice.code_at(t + 30);
-    expect_login(
-        a,
+    a.expect_login(
         "alice",
         &newer,
         "192.0.2.20",
@@ -117,8 +94,7 @@ fn a_code_accepted_on_one_host_is_refused_on_every_host() {
         "the next step on A",
     );
     for (host, rhost) in [(b, "192.0.2.21"), (c, "192.0.2.22")] {
-        expect_login(
-            host,
+        host.expect_login(
             "alice",
             &newer,
             rhost,
@@ -127,8 +103,7 @@ fn a_code_accepted_on_one_host_is_refused_on_every_host() {
         );
     }
     // The confirm step is in the window but older than the accepted one.
-    expect_login(
-        c,
+    c.expect_login(
         "alice",
         &alice.code_at(t - 30),
         "192.0.2.23",
@@ -149,7 +124,7 @@ fn sixty_four_concurrent_logins_with_one_code_over_three_hosts_let_exactly_one_i
     // and digits: 64 logins at once do not fit. These run pamtester in a
     // private mount namespace ([`PrivateHost`]) with the services in its
     // own /etc/pam.d, through the system's libpam without pam_wrapper.
-    if !require("fleet: 64 concurrent logins", &[PAM, PRIVATE_HOST].concat()) {
+    if !require_private_host("fleet: 64 concurrent logins", PAM) {
         return;
     }
     let Some(fleet) = Fleet::start("fleet_race", 3, &lenient()) else {
@@ -260,8 +235,7 @@ fn sixty_four_concurrent_logins_with_one_code_over_three_hosts_let_exactly_one_i
     // daemon fails the next ones at once for 0.5 s: wait that out.)
     std::thread::sleep(Duration::from_secs(1));
     for (i, host) in fleet.hosts.iter().enumerate() {
-        expect_login(
-            host,
+        host.expect_login(
             "carol",
             &code,
             &format!("10.8.0.{i}"),
@@ -273,32 +247,6 @@ fn sixty_four_concurrent_logins_with_one_code_over_three_hosts_let_exactly_one_i
     assert_eq!(entry["state"], "active", "{entry}");
     assert!(entry["last_success"].is_u64(), "{entry}");
     fleet.assert_no_secrets_leaked();
-}
-
-/// `times` wrong codes for `user` from `rhost` on `host`, each refused.
-fn fail_times(host: &TestEnv, user: &Enrolment, t: u64, rhost: &str, times: usize) {
-    let wrong = user.wrong_code(t);
-    for attempt in 1..=times {
-        expect_login(
-            host,
-            &user.user,
-            &wrong,
-            rhost,
-            PamOutcome::AuthErr,
-            &format!("wrong code #{attempt} from {rhost}"),
-        );
-    }
-}
-
-/// A login that must be throttled: PAM_MAXTRIES and a wait in seconds said.
-fn expect_throttled(host: &TestEnv, user: &str, code: &str, rhost: &str, what: &str) {
-    let login = expect_login(host, user, code, rhost, PamOutcome::MaxTries, what);
-    let said = login.module_messages();
-    assert!(
-        said.chars().any(|c| c.is_ascii_digit()),
-        "{what}: the module did not say how long to wait; it said {said:?}"
-    );
-    println!("{what} (host {}): throttled, {said:?}", host.name);
 }
 
 #[test]
@@ -316,11 +264,10 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
     // Per source: five wrong codes from one source on A.
     let bob = a.enroll_active("bob", &[], t - 30);
     let guesser = "198.51.100.7";
-    fail_times(a, &bob, t, guesser, 5);
+    a.fail_times(&bob, t, guesser, 5);
     let right = bob.code_at(t);
     for host in [b, c, a] {
-        expect_throttled(
-            host,
+        host.expect_throttled(
             "bob",
             &right,
             guesser,
@@ -328,8 +275,7 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
         );
     }
     // Another source is not throttled, on any host.
-    expect_login(
-        c,
+    c.expect_login(
         "bob",
         &right,
         "198.51.100.8",
@@ -338,8 +284,7 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
     );
     // That success clears its own source, not the guesser's backoff.
     let next = bob.code_at(t + 30);
-    expect_throttled(
-        b,
+    b.expect_throttled(
         "bob",
         &next,
         guesser,
@@ -347,8 +292,7 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
     );
     c.otpd_expect(&["unlock", "bob"], 0);
     // Unlocked for all: a guess from that source is judged again on B …
-    expect_login(
-        b,
+    b.expect_login(
         "bob",
         &bob.wrong_code(t),
         guesser,
@@ -356,8 +300,7 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
         "a wrong code from the guesser after unlock on C",
     );
     // … and the right code from it is accepted on A.
-    expect_login(
-        a,
+    a.expect_login(
         "bob",
         &next,
         guesser,
@@ -370,7 +313,7 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
     let carol = b.enroll_active("carol", &[], t - 30);
     for source in 0..5 {
         let host = &fleet.hosts[source % 3];
-        fail_times(host, &carol, t, &format!("192.0.2.{}", 100 + source), 4);
+        host.fail_times(&carol, t, &format!("192.0.2.{}", 100 + source), 4);
     }
     for host in [a, b, c] {
         let entry = host.list_entry("carol").expect("carol listed");
@@ -379,20 +322,18 @@ fn a_throttled_source_and_the_user_wide_ceiling_hold_on_every_host_until_unlock(
         assert_eq!(entry["failures"], 20, "{}: {entry}", host.name);
     }
     let right = carol.code_at(t);
-    expect_throttled(
-        b,
+    b.expect_throttled(
         "carol",
         &right,
         "192.0.2.199",
         "carol's right code from a new source",
     );
-    expect_throttled(c, "carol", &right, "", "carol's right code, local");
+    c.expect_throttled("carol", &right, "", "carol's right code, local");
     c.otpd_expect(&["unlock", "carol"], 0);
     let entry = a.list_entry("carol").expect("carol listed");
     assert_eq!(entry["state"], "active", "A after unlock on C: {entry}");
     assert_eq!(entry["failures"], 0, "A after unlock on C: {entry}");
-    expect_login(
-        a,
+    a.expect_login(
         "carol",
         &right,
         "192.0.2.199",
@@ -413,8 +354,7 @@ fn a_removal_and_recovery_codes_hold_on_every_host() {
     let (a, b, c) = three(&fleet);
     let t = settled_now(30, 10);
     let alice = a.enroll_active("alice", &[], t - 30);
-    expect_login(
-        c,
+    c.expect_login(
         "alice",
         &alice.code_at(t),
         "192.0.2.30",
@@ -431,8 +371,7 @@ fn a_removal_and_recovery_codes_hold_on_every_host() {
         );
     }
     let next = alice.code_at(t + 30);
-    expect_login(
-        a,
+    a.expect_login(
         "alice",
         &next,
         "192.0.2.31",
@@ -455,24 +394,21 @@ fn a_removal_and_recovery_codes_hold_on_every_host() {
     let out = a.otpd_expect(&["recovery-codes", "dave", "--count", "3"], 0);
     let codes = recovery_codes_in(&out.stdout);
     assert_eq!(codes.len(), 3, "{out}");
-    expect_login(
-        b,
+    b.expect_login(
         "dave",
         &codes[0],
         "192.0.2.40",
         PamOutcome::Success,
         "a recovery code made on A, used on B",
     );
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &codes[0],
         "192.0.2.41",
         PamOutcome::AuthErr,
         "the same recovery code again, on C",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &codes[0],
         "192.0.2.42",
@@ -482,8 +418,7 @@ fn a_removal_and_recovery_codes_hold_on_every_host() {
     let entry = c.list_entry("dave").expect("dave listed on C");
     assert_eq!(entry["recovery_codes"], 2, "C: {entry}");
     // The other codes still work, once, wherever.
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &codes[1],
         "192.0.2.43",
@@ -491,8 +426,7 @@ fn a_removal_and_recovery_codes_hold_on_every_host() {
         "a second recovery code, on C",
     );
     // dave's TOTP is untouched by all this.
-    expect_login(
-        b,
+    b.expect_login(
         "dave",
         &dave.code_at(t),
         "192.0.2.44",
@@ -568,16 +502,14 @@ fn three_daemons_starting_at_once_on_an_empty_database_apply_each_migration_once
     let (a, b, c) = three(&fleet);
     let t = settled_now(30, 8);
     let erin = c.enroll_active("erin", &[], t - 30);
-    expect_login(
-        a,
+    a.expect_login(
         "erin",
         &erin.code_at(t),
         "192.0.2.50",
         PamOutcome::Success,
         "erin, enrolled on C, on A",
     );
-    expect_login(
-        b,
+    b.expect_login(
         "erin",
         &erin.code_at(t),
         "192.0.2.51",
@@ -589,8 +521,9 @@ fn three_daemons_starting_at_once_on_an_empty_database_apply_each_migration_once
 
 /// The PAM module's timeout in the outage test (`timeout=3`, the default).
 const MODULE_TIMEOUT: Duration = Duration::from_secs(3);
-/// What a login may take beyond [`MODULE_TIMEOUT`]: pamtester's start,
-/// libpam, the process's exit.
+/// What `pam_authenticate` may take beyond [`MODULE_TIMEOUT`] (measured
+/// without pamtester's start-up, [`PamLogin::authenticate_time`]): the
+/// module's own work around the daemon's answer, and pamtester's exit.
 const MODULE_MARGIN: Duration = Duration::from_secs(1);
 /// Load threads in the outage test (alternately on A and B).
 const LOAD_THREADS: usize = 4;
@@ -622,6 +555,7 @@ struct Attempt {
     started: Instant,
     ended: Instant,
     outcome: PamOutcome,
+    /// Time in `pam_authenticate` ([`PamLogin::authenticate_time`]).
     elapsed: Duration,
     transcript: String,
 }
@@ -774,7 +708,7 @@ fn load(
                 started,
                 ended,
                 outcome: login.outcome,
-                elapsed: login.elapsed(),
+                elapsed: login.authenticate_time(),
                 transcript: login.output.to_string(),
             });
         match login.outcome {
@@ -1021,8 +955,7 @@ fn logins_fail_closed_fast_while_the_database_is_down_and_work_again_without_a_r
         .max_by_key(|a| a.ended)
         .expect("a success before the outage");
     for host in [a, b] {
-        expect_login(
-            host,
+        host.expect_login(
             &last_before.user,
             &last_before.code,
             "203.0.113.99",
@@ -1061,44 +994,22 @@ fn logins_fail_closed_fast_while_the_database_is_down_and_work_again_without_a_r
     fleet.assert_no_secrets_leaked();
 }
 
-/// A CA certificate (and its key) of an authority that signed nothing of
-/// the cluster's, made with openssl in `dir`.
+/// The certificate of a CA ([`TestCa`]) that signed nothing of the
+/// cluster's, made in `dir`.
 fn another_authority(dir: &std::path::Path) -> std::path::PathBuf {
-    let ca = dir.join("other-ca.pem");
-    let mut cmd = Command::new(Program::Openssl.path());
-    cmd.current_dir(dir).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=otpd test: another authority",
-        "-keyout",
-        "other-ca.key",
-        "-out",
-        "other-ca.pem",
-    ]);
-    let out = process::run(cmd, b"", Duration::from_secs(30));
-    assert!(out.status.success(), "openssl req -x509: {out}");
-    ca
+    let mut ca = TestCa::root(dir, "other-ca", "otpd test: another authority");
+    ca.forget_key();
+    ca.cert
 }
 
 /// `[store]` with `url` (a password in it: the config is made private)
 /// and `ca_file`.
 fn use_tls(host: &TestEnv, url: &str, ca_file: &std::path::Path) {
-    append_config(
-        host,
-        &format!(
-            "[store]\nkind = \"postgres\"\nurl = \"{url}\"\nca_file = \"{}\"\ntimeout = \"{}\"\n",
-            ca_file.display(),
-            fleet::STORE_TIMEOUT
-        ),
-    );
+    host.append_config(&format!(
+        "[store]\nkind = \"postgres\"\nurl = \"{url}\"\nca_file = \"{}\"\ntimeout = \"{}\"\n",
+        ca_file.display(),
+        fleet::STORE_TIMEOUT
+    ));
     std::fs::set_permissions(&host.config, std::fs::Permissions::from_mode(0o600))
         .expect("chmod the config");
 }
@@ -1130,24 +1041,21 @@ fn tls_with_the_clusters_ca_works_and_with_another_ca_the_daemon_refuses_to_star
     tls.spawn_daemon();
     let t = settled_now(30, 10);
     let tina = tls.enroll_active("tina", &[], t - 30);
-    expect_login(
-        &tls,
+    tls.expect_login(
         "tina",
         &tina.code_at(t),
         "192.0.2.60",
         PamOutcome::Success,
         "over TLS",
     );
-    expect_login(
-        plain,
+    plain.expect_login(
         "tina",
         &tina.code_at(t),
         "192.0.2.61",
         PamOutcome::AuthErr,
         "the code accepted over TLS, on the plain host",
     );
-    expect_login(
-        plain,
+    plain.expect_login(
         "tina",
         &tina.code_at(t + 30),
         "192.0.2.62",
@@ -1168,7 +1076,7 @@ fn tls_with_the_clusters_ca_works_and_with_another_ca_the_daemon_refuses_to_star
     fleet.install_key(&wrong_ca);
     let other = another_authority(&wrong_ca.dir);
     use_tls(&wrong_ca, &fleet.cluster.url_tls(), &other);
-    let out = serve_expecting_refusal(&wrong_ca);
+    let out = wrong_ca.serve_refused("a database certificate of another CA");
     let said = refusal_message(&out);
     println!(
         "otpd serve with another CA: {} after {} ms: {said}",
@@ -1219,10 +1127,10 @@ fn a_host_with_another_key_file_refuses_to_start_naming_both_key_ids() {
     let alice = a.enroll_active("alice", &[], t - 30);
 
     let stranger = fleet.new_host("D", &Limits::default());
-    let other_id = fleet::keygen(&stranger, &stranger.key_file);
+    let other_id = stranger.keygen(&stranger.key_file);
     assert_ne!(other_id, fleet.key_id, "two keygens made the same key");
     fleet.use_database(&stranger, &fleet.cluster.url());
-    let out = serve_expecting_refusal(&stranger);
+    let out = stranger.serve_refused("another key file than the fleet's");
     let said = refusal_message(&out);
     println!(
         "otpd serve with another key file: {} after {} ms: {said}",
@@ -1251,16 +1159,14 @@ fn a_host_with_another_key_file_refuses_to_start_naming_both_key_ids() {
     );
 
     // The hosts with the fleet's key work on.
-    expect_login(
-        b,
+    b.expect_login(
         "alice",
         &alice.code_at(t),
         "192.0.2.70",
         PamOutcome::Success,
         "alice on B after the stranger's refusal",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "alice",
         &alice.code_at(t),
         "192.0.2.71",

@@ -12,13 +12,11 @@
 //!   everywhere.
 
 use otpd_tests::fleet::Fleet;
-use otpd_tests::hotp::{device, devices, HotpKey};
+use otpd_tests::hotp::{device, devices, next_counter, HotpKey};
 use otpd_tests::race::Racers;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// Limits high enough that refused logins are judged as wrong or used
 /// codes, never throttled.
@@ -28,31 +26,6 @@ fn lenient() -> Limits {
         user_max_failures: 10_000,
         ..Limits::default()
     }
-}
-
-/// One login on `host`, which must end in `expected`.
-fn expect_login(
-    host: &TestEnv,
-    user: &str,
-    code: &str,
-    rhost: &str,
-    expected: PamOutcome,
-    what: &str,
-) {
-    let login = host.pam_login(user, code, rhost, "");
-    assert_eq!(
-        login.outcome, expected,
-        "{what} (host {}): {}",
-        host.name, login.output
-    );
-}
-
-/// `next_counter` of `user`'s device `name` as `host` lists it.
-fn next_counter(host: &TestEnv, user: &str, name: &str) -> u64 {
-    let d = device(host, user, name);
-    d["next_counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{}: no next_counter in {d}", host.name))
 }
 
 /// Every host lists `next` as the next counter of `user`'s `name`.
@@ -97,8 +70,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     );
 
     // Counter 1 on A; refused on every host after that.
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(1),
         "192.0.2.1",
@@ -106,8 +78,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
         "counter 1 on A",
     );
     for (host, rhost) in [(a, "192.0.2.2"), (b, "192.0.2.3"), (c, "192.0.2.4")] {
-        expect_login(
-            host,
+        host.expect_login(
             "dave",
             &key.code(1),
             rhost,
@@ -118,24 +89,21 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     counter_everywhere(&fleet, "dave", &key.device, 2, "after counter 1 on A");
 
     // Counter 2 on B: A and C refuse it, and the confirmation's code.
-    expect_login(
-        b,
+    b.expect_login(
         "dave",
         &key.code(2),
         "192.0.2.5",
         PamOutcome::Success,
         "counter 2 on B",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(2),
         "192.0.2.6",
         PamOutcome::AuthErr,
         "counter 2 on A",
     );
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &key.code(0),
         "192.0.2.7",
@@ -144,8 +112,7 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
     );
 
     // Over the look-ahead window on C: the skipped codes are dead on A.
-    expect_login(
-        c,
+    c.expect_login(
         "dave",
         &key.code(7),
         "192.0.2.8",
@@ -153,16 +120,14 @@ fn an_hotp_code_is_good_once_in_the_whole_fleet_and_the_counter_moves_everywhere
         "counter 7 on C",
     );
     counter_everywhere(&fleet, "dave", &key.device, 8, "after counter 7 on C");
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(5),
         "192.0.2.9",
         PamOutcome::AuthErr,
         "skipped counter 5 on A",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "dave",
         &key.code(8),
         "192.0.2.10",
@@ -222,8 +187,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
     let key = HotpKey::enroll(b, "frank", &["--device", "key"]);
     assert_eq!(device(a, "frank", "key")["state"], "pending");
     // The pending key's code does not log in, on any host.
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(0),
         "192.0.2.20",
@@ -242,16 +206,14 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
     }
 
     // Each device from each host; each code once in the fleet.
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.21",
         PamOutcome::Success,
         "the phone on A",
     );
-    expect_login(
-        b,
+    b.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.22",
@@ -259,8 +221,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         "the key on B",
     );
     for (host, rhost) in [(b, "192.0.2.23"), (c, "192.0.2.24")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &phone.code_at(t),
             rhost,
@@ -269,8 +230,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         );
     }
     for (host, rhost) in [(a, "192.0.2.25"), (c, "192.0.2.26")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &key.code(1),
             rhost,
@@ -278,24 +238,21 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
             "the key's code used on B",
         );
     }
-    expect_login(
-        c,
+    c.expect_login(
         "frank",
         &key.code(2),
         "192.0.2.27",
         PamOutcome::Success,
         "the key on C",
     );
-    expect_login(
-        c,
+    c.expect_login(
         "frank",
         &phone.code_at(t + 30),
         "192.0.2.28",
         PamOutcome::Success,
         "the phone on C",
     );
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(3),
         "192.0.2.29",
@@ -303,8 +260,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         "the key on A",
     );
     for (host, rhost) in [(a, "192.0.2.30"), (b, "192.0.2.31")] {
-        expect_login(
-            host,
+        host.expect_login(
             "frank",
             &phone.code_at(t + 30),
             rhost,
@@ -321,8 +277,7 @@ fn a_user_with_a_phone_and_a_key_logs_in_with_either_from_every_host() {
         assert_eq!(left.len(), 1, "{}: {left:?}", host.name);
         assert_eq!(left[0]["name"], "key", "{}: {left:?}", host.name);
     }
-    expect_login(
-        a,
+    a.expect_login(
         "frank",
         &key.code(4),
         "192.0.2.32",

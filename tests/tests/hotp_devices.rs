@@ -5,137 +5,13 @@
 //! an HOTP key side by side, and the per-user rate limit across devices.
 //! HOTP codes are computed by `oathtool --hotp`, not by our code.
 
+use otpd_tests::hotp::{device, devices, next_counter, HotpKey};
 use otpd_tests::pam::finish;
-use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
-use serde_json::Value;
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::time::Instant;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
-
-/// The HOTP code of `counter`, by `oathtool --hotp -b SECRET -c COUNTER`.
-fn hotp(secret: &str, counter: u64) -> String {
-    let out = Command::new(Program::Oathtool.path())
-        .arg("--hotp")
-        .arg("-b")
-        .arg(secret)
-        .arg("-c")
-        .arg(counter.to_string())
-        .output()
-        .expect("run oathtool");
-    assert!(
-        out.status.success(),
-        "oathtool --hotp failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let code = String::from_utf8(out.stdout)
-        .expect("oathtool prints ASCII")
-        .trim()
-        .to_owned();
-    assert!(
-        code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
-        "oathtool printed {code:?}"
-    );
-    secrets::remember(secret);
-    secrets::remember(&code);
-    code
-}
-
-/// An HOTP token as `otpd enroll --hotp --json` printed it.
-struct HotpToken {
-    secret: String,
-    device: String,
-    json: Value,
-}
-
-impl HotpToken {
-    fn code(&self, counter: u64) -> String {
-        hotp(&self.secret, counter)
-    }
-}
-
-/// `otpd enroll USER --hotp --json EXTRA…`: must succeed; checks the printed
-/// object against itself (the URI carries the same secret and counter).
-fn enroll_hotp(env: &TestEnv, user: &str, extra: &[&str]) -> HotpToken {
-    let mut args = vec!["enroll", user, "--hotp", "--json"];
-    args.extend_from_slice(extra);
-    let out = env.otpd_expect(&args, 0);
-    let json: Value =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: not JSON: {out}"));
-    let secret = json["secret"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no secret in {out}"))
-        .to_owned();
-    secrets::remember(&secret);
-    assert_eq!(json["user"], user, "{out}");
-    assert_eq!(json["kind"], "hotp", "{out}");
-    assert_eq!(json["state"], "pending", "{out}");
-    let uri = json["uri"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no uri: {out}"));
-    assert!(
-        uri.starts_with(&format!("otpauth://hotp/otpd-test:{user}?")),
-        "not an HOTP URI for {user}: {out}"
-    );
-    assert!(uri.contains(&format!("secret={secret}")), "{out}");
-    let counter = json["counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter: {out}"));
-    assert!(uri.contains(&format!("counter={counter}")), "{out}");
-    let device = json["device"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no device: {out}"))
-        .to_owned();
-    HotpToken {
-        secret,
-        device,
-        json,
-    }
-}
-
-/// The `devices` of `user` in `otpd list --json`.
-fn devices(env: &TestEnv, user: &str) -> Vec<Value> {
-    let entry = env
-        .list_entry(user)
-        .unwrap_or_else(|| panic!("{user} is not listed"));
-    entry["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no devices array: {entry}"))
-        .clone()
-}
-
-/// The `list --json` entry of one device of `user`.
-fn device(env: &TestEnv, user: &str, name: &str) -> Value {
-    let all = devices(env, user);
-    all.iter()
-        .find(|d| d["name"] == name)
-        .unwrap_or_else(|| panic!("{user} has no device {name}: {all:?}"))
-        .clone()
-}
-
-/// `next_counter` of an HOTP device, as listed.
-fn next_counter(env: &TestEnv, user: &str, name: &str) -> u64 {
-    let d = device(env, user, name);
-    d["next_counter"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no next_counter: {d}"))
-}
-
-/// One login through libpam that must end with `expected`.
-fn login_expect(
-    env: &TestEnv,
-    user: &str,
-    code: &str,
-    rhost: &str,
-    expected: PamOutcome,
-    what: &str,
-) {
-    let login = env.pam_login(user, code, rhost, "");
-    assert_eq!(login.outcome, expected, "{what}: {}", login.output);
-}
 
 #[test]
 fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
@@ -143,8 +19,8 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         return;
     }
     let env = TestEnv::start("hotp_window");
-    let key = enroll_hotp(&env, "alice", &[]);
-    assert_eq!(key.json["counter"], 0, "the default counter: {}", key.json);
+    let key = HotpKey::enroll(&env, "alice", &[]);
+    assert_eq!(key.counter, 0, "the default counter: {}", key.json);
     assert_eq!(key.device, "default");
     let listed = device(&env, "alice", "default");
     assert_eq!(listed["kind"], "hotp", "{listed}");
@@ -156,8 +32,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     assert_eq!(listed["state"], "active", "{listed}");
     assert_eq!(next_counter(&env, "alice", "default"), 1, "after confirm");
 
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(1),
         "192.0.2.1",
@@ -165,16 +40,14 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 1",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 2);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(1),
         "192.0.2.2",
         PamOutcome::AuthErr,
         "counter 1 replayed",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(0),
         "192.0.2.3",
@@ -188,8 +61,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     );
 
     // The next counter is 2: 2 + 10 is the far end of the look-ahead.
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(12),
         "192.0.2.4",
@@ -197,16 +69,14 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 12, ten ahead of 2",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 13);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(5),
         "192.0.2.5",
         PamOutcome::AuthErr,
         "counter 5, skipped by the look-ahead",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(24),
         "192.0.2.6",
@@ -214,8 +84,7 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
         "counter 24, eleven ahead of 13",
     );
     assert_eq!(next_counter(&env, "alice", "default"), 13);
-    login_expect(
-        &env,
+    env.expect_login(
         "alice",
         &key.code(13),
         "192.0.2.7",
@@ -225,16 +94,15 @@ fn hotp_codes_are_accepted_in_the_look_ahead_window_once_and_in_order() {
     assert_eq!(next_counter(&env, "alice", "default"), 14);
 
     // A token that starts at counter 5: the code of 4 is behind it.
-    let bob = enroll_hotp(&env, "bob", &["--counter", "5"]);
-    assert_eq!(bob.json["counter"], 5, "{}", bob.json);
+    let bob = HotpKey::enroll(&env, "bob", &["--counter", "5"]);
+    assert_eq!(bob.counter, 5, "{}", bob.json);
     assert_eq!(next_counter(&env, "bob", "default"), 5);
     env.otpd_expect(&["confirm", "bob", &bob.code(4)], 1);
     assert_eq!(device(&env, "bob", "default")["state"], "pending");
     env.otpd_expect(&["confirm", "bob", &bob.code(5)], 0);
     assert_eq!(device(&env, "bob", "default")["state"], "active");
     assert_eq!(next_counter(&env, "bob", "default"), 6);
-    login_expect(
-        &env,
+    env.expect_login(
         "bob",
         &bob.code(6),
         "192.0.2.8",
@@ -249,14 +117,13 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
         return;
     }
     let env = TestEnv::start("hotp_resync");
-    let key = enroll_hotp(&env, "carol", &[]);
+    let key = HotpKey::enroll(&env, "carol", &[]);
     env.otpd_expect(&["confirm", "carol", &key.code(0)], 0);
     assert_eq!(next_counter(&env, "carol", "default"), 1);
     // 50, 51 and 52 presses ahead of the next counter, 1.
     let (c50, c51, c52) = (key.code(51), key.code(52), key.code(53));
 
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c50,
         "192.0.2.20",
@@ -281,24 +148,21 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
 
     env.otpd_expect(&["resync", "carol", &c50, &c51], 0);
     assert_eq!(next_counter(&env, "carol", "default"), 53, "past code 2");
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c50,
         "192.0.2.21",
         PamOutcome::AuthErr,
         "the first resync code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c51,
         "192.0.2.22",
         PamOutcome::AuthErr,
         "the second resync code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &c52,
         "192.0.2.23",
@@ -319,8 +183,7 @@ fn resync_moves_the_counter_past_two_consecutive_codes_only() {
         2,
     );
     println!("resync of a TOTP-only user: {}", out.stderr.trim());
-    login_expect(
-        &env,
+    env.expect_login(
         "dave",
         &dave.code_at(t),
         "192.0.2.24",
@@ -344,7 +207,7 @@ fn thirty_two_concurrent_logins_with_one_hotp_code_let_exactly_one_in() {
             ..Limits::default()
         },
     );
-    let key = enroll_hotp(&env, "carol", &[]);
+    let key = HotpKey::enroll(&env, "carol", &[]);
     env.otpd_expect(&["confirm", "carol", &key.code(0)], 0);
     let code = key.code(1);
     let service = env.pam_service("");
@@ -374,8 +237,7 @@ fn thirty_two_concurrent_logins_with_one_hotp_code_let_exactly_one_in() {
         2,
         "one accepted code"
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "carol",
         &key.code(2),
         "10.9.2.1",
@@ -399,7 +261,7 @@ fn concurrent_logins_with_a_totp_and_an_hotp_code_let_one_of_each_in() {
     );
     let t = settled_now(30, 12);
     let phone = env.enroll_active("hank", &[], t - 30);
-    let key = enroll_hotp(&env, "hank", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "hank", &["--device", "key"]);
     env.otpd_expect(&["confirm", "hank", &key.code(0)], 0);
     let (totp_code, hotp_code) = (phone.code_at(t), key.code(1));
     let service = env.pam_service("");
@@ -439,24 +301,21 @@ fn concurrent_logins_with_a_totp_and_an_hotp_code_let_one_of_each_in() {
     );
     // Both used states were kept.
     assert_eq!(next_counter(&env, "hank", "key"), 2);
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &totp_code,
         "10.9.4.1",
         PamOutcome::AuthErr,
         "the raced TOTP code afterwards",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &hotp_code,
         "10.9.4.2",
         PamOutcome::AuthErr,
         "the raced HOTP code afterwards",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "hank",
         &phone.code_at(t + 30),
         "10.9.4.3",
@@ -471,12 +330,11 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
         return;
     }
     let mut env = TestEnv::start("hotp_sigkill");
-    let key = enroll_hotp(&env, "erin", &[]);
+    let key = HotpKey::enroll(&env, "erin", &[]);
     env.otpd_expect(&["confirm", "erin", &key.code(0)], 0);
     // Through the look-ahead, so that the durable value is not simply "+1".
     let code = key.code(4);
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &code,
         "192.0.2.30",
@@ -491,24 +349,21 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
     );
     env.spawn_daemon();
     assert_eq!(next_counter(&env, "erin", "default"), 5, "after SIGKILL");
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &code,
         "192.0.2.31",
         PamOutcome::AuthErr,
         "the accepted code after SIGKILL and restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(3),
         "192.0.2.32",
         PamOutcome::AuthErr,
         "a skipped code after restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(5),
         "192.0.2.33",
@@ -527,16 +382,14 @@ fn an_accepted_hotp_code_stays_used_after_sigkill() {
         42,
         "resync after SIGKILL"
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(41),
         "192.0.2.34",
         PamOutcome::AuthErr,
         "a resync code after SIGKILL and restart",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "erin",
         &key.code(42),
         "192.0.2.35",
@@ -559,7 +412,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(first[0]["state"], "active", "{first:?}");
     let phone_name = first[0]["name"].as_str().expect("a device name").to_owned();
 
-    let key = enroll_hotp(&env, "frank", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "frank", &["--device", "key"]);
     assert_eq!(key.device, "key");
     let both = devices(&env, "frank");
     assert_eq!(both.len(), 2, "{both:?}");
@@ -567,8 +420,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(device(&env, "frank", &phone_name)["state"], "active");
 
     // The pending key's code does not log in, and is not used up by trying.
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(0),
         "192.0.2.40",
@@ -584,32 +436,28 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(device(&env, "frank", &phone_name)["state"], "active");
 
     // Each device's code logs in once; replay state is per device.
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.41",
         PamOutcome::Success,
         "the phone's TOTP code",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.42",
         PamOutcome::Success,
         "the key's HOTP code after a TOTP login",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t),
         "192.0.2.43",
         PamOutcome::AuthErr,
         "the TOTP code replayed",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(1),
         "192.0.2.44",
@@ -631,16 +479,14 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["name"], "key", "{left:?}");
     assert_eq!(left[0]["next_counter"], 2, "{left:?}");
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &phone.code_at(t + 30),
         "192.0.2.45",
         PamOutcome::AuthErr,
         "an unused TOTP code of the removed phone",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(2),
         "192.0.2.46",
@@ -655,8 +501,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
     assert!(env.list_entry("frank").is_some());
     env.otpd_expect(&["remove", "frank"], 0);
     assert_eq!(env.list_entry("frank"), None);
-    login_expect(
-        &env,
+    env.expect_login(
         "frank",
         &key.code(3),
         "192.0.2.47",
@@ -667,10 +512,7 @@ fn a_totp_phone_and_an_hotp_key_work_side_by_side_and_one_can_be_removed() {
 
 /// A 6-digit code that none of `valid` is: a certain wrong guess.
 fn wrong_code(valid: &[String]) -> String {
-    (0..10u8)
-        .map(|d| char::from(b'0' + d).to_string().repeat(6))
-        .find(|candidate| !valid.contains(candidate))
-        .expect("ten candidates cannot all be valid")
+    otpd_tests::totp::wrong_code_besides(valid, 6)
 }
 
 #[test]
@@ -687,7 +529,7 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     );
     let t = settled_now(30, 15);
     let phone: Enrolment = env.enroll_active("grace", &[], t - 30);
-    let key = enroll_hotp(&env, "grace", &["--device", "key"]);
+    let key = HotpKey::enroll(&env, "grace", &["--device", "key"]);
     env.otpd_expect(&["confirm", "grace", &key.code(0)], 0);
     assert_eq!(devices(&env, "grace").len(), 2);
 
@@ -704,8 +546,7 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     .iter()
     .enumerate()
     {
-        login_expect(
-            &env,
+        env.expect_login(
             "grace",
             code,
             rhost,
@@ -737,16 +578,14 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
     let entry = env.list_entry("grace").unwrap();
     assert_eq!(entry["failures"], 0, "{entry}");
     assert_eq!(entry["state"], "active", "{entry}");
-    login_expect(
-        &env,
+    env.expect_login(
         "grace",
         &key.code(1),
         "198.51.100.4",
         PamOutcome::Success,
         "the key after unlock",
     );
-    login_expect(
-        &env,
+    env.expect_login(
         "grace",
         &phone.code_at(t),
         "198.51.100.4",

@@ -2,7 +2,6 @@
 //! never opens without its key (missing, another key, loose mode), and
 //! `otpd rekey` killed with SIGKILL at random moments loses nothing.
 
-use otpd_tests::process;
 use otpd_tests::rng::Rng;
 use otpd_tests::totp::unix_now;
 use otpd_tests::{settled_now, Enrolment, TestEnv};
@@ -55,15 +54,24 @@ fn spent_code_is_refused(env: &TestEnv, used: &str, started: Instant) {
     assert!(replay.stderr.contains("already used"), "{replay}");
 }
 
-/// `otpd rekey NEW_KEY` as root's command runs it, its output dropped.
+/// `otpd rekey NEW_KEY` as root's command runs it, its output appended to
+/// `rekey.log` in the env's dir, which the secrets check reads too.
 fn spawn_rekey(env: &TestEnv, new_key: &Path) -> Child {
+    let log = env.dir.join("rekey.log");
+    env.scan_also(&log);
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("open rekey.log");
     std::process::Command::new(otpd_tests::programs::otpd_binary())
         .arg("--config")
         .arg(&env.config)
         .arg("rekey")
         .arg(new_key)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("dup the log's fd"))
+        .stderr(out)
         .spawn()
         .expect("spawn otpd rekey")
 }
@@ -106,47 +114,10 @@ fn kill_rekey(env: &TestEnv, new_key: &Path, aim: Aim) -> bool {
     !child.wait().unwrap().success()
 }
 
-/// `otpd serve` that must fail: returns its stderr.
-fn serve_must_fail(env: &TestEnv) -> String {
-    let out = process::run(env.serve_command(), b"", Duration::from_secs(20));
-    assert!(
-        !out.status.success(),
-        "otpd serve started although it should not have: {out}"
-    );
-    assert!(
-        !env.socket.exists() || std::os::unix::net::UnixStream::connect(&env.socket).is_err(),
-        "a refused daemon is answering on the socket"
-    );
-    out.stderr
-}
-
-/// Starts `otpd serve` and stops it again: `Ok` when it came up (accepted a
-/// connection), `Err(stderr)` when it exited instead.
-fn try_serve(env: &TestEnv) -> Result<(), String> {
-    let log = env.dir.join("probe.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut cmd = env.serve_command();
-    cmd.stdout(file.try_clone().unwrap()).stderr(file);
-    let mut child = cmd.spawn().expect("spawn otpd serve");
-    let started = Instant::now();
-    loop {
-        if std::os::unix::net::UnixStream::connect(&env.socket).is_ok() {
-            process::send_signal(child.id(), libc::SIGTERM);
-            let status = child.wait().unwrap();
-            assert!(status.success(), "probe daemon ended with {status}");
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "otpd serve exited 0 without serving");
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("otpd serve neither came up nor exited within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// `otpd serve` that must fail ([`TestEnv::serve_refused`]): returns its
+/// stderr.
+fn serve_must_fail(env: &TestEnv, what: &str) -> String {
+    env.serve_refused(what).stderr
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -166,7 +137,7 @@ fn the_store_never_opens_without_its_own_key() {
     env.kill_daemon(libc::SIGTERM);
     let aside = env.dir.join("otpd.key.aside");
     std::fs::rename(&env.key_file, &aside).unwrap();
-    let said = serve_must_fail(&env);
+    let said = serve_must_fail(&env, "the key file missing");
     assert!(
         said.contains("is missing") && said.contains(&env.key_file.display().to_string()),
         "missing key: {said}"
@@ -177,16 +148,16 @@ fn the_store_never_opens_without_its_own_key() {
     );
 
     let other = env.dir.join("other.key");
-    env.otpd_expect(&["keygen", other.to_str().unwrap()], 0);
+    env.keygen(&other);
     std::fs::copy(&other, &env.key_file).unwrap();
     chmod(&env.key_file, 0o400);
-    let said = serve_must_fail(&env);
+    let said = serve_must_fail(&env, "another key");
     assert!(said.contains("holds key ID"), "another key: {said}");
 
     std::fs::remove_file(&env.key_file).unwrap();
     std::fs::write(&env.key_file, &key).unwrap();
     chmod(&env.key_file, 0o644);
-    let said = serve_must_fail(&env);
+    let said = serve_must_fail(&env, "a world-readable key");
     assert!(said.contains("chmod 0400"), "a world-readable key: {said}");
 
     chmod(&env.key_file, 0o400);
@@ -266,7 +237,7 @@ fn rekey_killed_at_random_moments_loses_nothing() {
         if !killed {
             finished_anyway += 1;
         } else if key_now == key_before {
-            match try_serve(&env) {
+            match env.try_serve() {
                 Ok(()) => old_key_whole += 1,
                 Err(said) => {
                     assert!(
@@ -352,8 +323,7 @@ fn root_rekeys_a_store_that_belongs_to_the_daemon_user() {
 
     // Handed over as the packages do: the store and the key are the
     // daemon account's, its socket in a directory of its own.
-    statedir::give_state_dir(&env.state_dir, NOBODY_UID);
-    std::os::unix::fs::chown(&env.key_file, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
+    statedir::hand_over(&env, NOBODY_UID);
     let run = env.dir.join("run");
     std::fs::create_dir(&run).unwrap();
     std::os::unix::fs::chown(&run, Some(NOBODY_UID), Some(NOBODY_UID)).unwrap();
@@ -441,10 +411,7 @@ fn root_rekey_of_a_daemon_users_store_killed_at_random_moments() {
     let spent = Instant::now();
     let before = env.list();
     env.kill_daemon(libc::SIGTERM);
-    let hand_to = |uid: u32| {
-        statedir::give_state_dir(&env.state_dir, uid);
-        std::os::unix::fs::chown(&env.key_file, Some(uid), Some(uid)).unwrap();
-    };
+    let hand_to = |uid: u32| statedir::hand_over(&env, uid);
     hand_to(NOBODY_UID);
 
     let seed = std::env::var("OTPD_REKEY_SEED")

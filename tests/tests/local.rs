@@ -4,14 +4,13 @@
 
 use otpd_tests::process::{self, Output};
 use otpd_tests::system::{
-    example, module_for_users, pam_example_for, verify_outcomes, World, PRIVATE_HOST,
+    example, module_for_users, pam_example_for, require_private_host, verify_outcomes, World,
 };
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program};
+use otpd_tests::{settled_now, Limits, PamOutcome, Program};
 use std::time::Duration;
 
-fn required(test: &str) -> bool {
-    require(test, PRIVATE_HOST) && require(test, &[Program::Pamtester, Program::Oathtool])
-}
+/// What these tests need besides a private host.
+const NEEDS: &[Program] = &[Program::Pamtester, Program::Oathtool];
 
 /// `pamtester -v SERVICE USER authenticate` inside the namespace, as
 /// `runner` (a test user) or root, with `input` on stdin.
@@ -34,7 +33,7 @@ fn pamtester(
 
 #[test]
 fn a_screen_locker_verifies_its_own_user_and_no_other() {
-    if !required("screen locker") {
+    if !require_private_host("screen locker", NEEDS) {
         return;
     }
     let w = World::start("screen_locker", &["kim", "lou"], &[], Limits::default());
@@ -105,7 +104,7 @@ fn a_screen_locker_verifies_its_own_user_and_no_other() {
 
 #[test]
 fn only_members_of_otp_users_are_asked_for_a_code() {
-    if !required("otp-users group recipe") {
+    if !require_private_host("otp-users group recipe", NEEDS) {
         return;
     }
     let w = World::start(

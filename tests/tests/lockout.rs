@@ -6,10 +6,8 @@
 //! goes through the real libpam (pamtester) with PAM_RHOST.
 
 use otpd_tests::totp::{recovery_codes_in, unix_now};
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// The user's own host.
 const HOME: &str = "203.0.113.10";
@@ -285,13 +283,11 @@ fn host_login(
 
 #[test]
 fn with_forward_pass_strangers_need_no_password_and_still_cannot_lock_the_user_out() {
-    use otpd_tests::system::{World, PRIVATE_HOST};
-    if !require("forward_pass_stack", PRIVATE_HOST)
-        || !require(
-            "forward_pass_stack",
-            &[Program::Pamtester, Program::Oathtool],
-        )
-    {
+    use otpd_tests::system::{require_private_host, World};
+    if !require_private_host(
+        "forward_pass_stack",
+        &[Program::Pamtester, Program::Oathtool],
+    ) {
         return;
     }
     // The shipped sshd.password-once stack: pam_otpd.so forward_pass, then

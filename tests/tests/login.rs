@@ -2,11 +2,9 @@
 //! once, unenrolled and pending users, 32 logins racing with one code.
 
 use otpd_tests::pam::finish;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::time::Instant;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 #[test]
 fn a_fresh_code_logs_in_once_and_no_older_step_is_accepted_after_it() {

@@ -5,6 +5,7 @@
 //! for those secrets log in through libpam and pam_otpd.so, scratch codes
 //! work once, and a code used before the import stays used.
 
+use otpd_tests::hotp;
 use otpd_tests::totp::code_at;
 use otpd_tests::{require, secrets, settled_now, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
@@ -63,16 +64,6 @@ fn oathtool(args: &[String]) -> String {
     let code = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     secrets::remember(&code);
     code
-}
-
-/// `oathtool --hotp -b SECRET -c COUNTER` (or `--hotp HEX` for a hex key).
-fn hotp(secret: &str, base32: bool, counter: u64) -> String {
-    let mut args = vec!["--hotp".to_owned()];
-    if base32 {
-        args.push("-b".into());
-    }
-    args.extend([format!("-c{counter}"), secret.to_owned()]);
-    oathtool(&args)
 }
 
 /// `oathtool --totp` for a hex key.
@@ -154,7 +145,7 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
         ),
         PamOutcome::Success
     );
-    let bob_used = hotp(&bob, true, 1);
+    let bob_used = hotp::code(&bob, 1);
     assert_eq!(
         peer_login(
             &env,
@@ -278,7 +269,7 @@ fn google_authenticator_users_move_with_their_replay_state_and_scratch_codes() {
     // next one and bob's scratch codes work.
     assert_eq!(login(&env, "bob", &bob_used), PamOutcome::AuthErr);
     assert_eq!(
-        login(&env, "bob", &hotp(&bob, true, 2)),
+        login(&env, "bob", &hotp::code(&bob, 2)),
         PamOutcome::Success
     );
     assert_eq!(login(&env, "bob", &bob_scratch[0]), PamOutcome::Success);
@@ -350,7 +341,7 @@ fn oath_users_move_with_their_counters_and_last_codes() {
         peer_login(&env, Program::PamOath, &oath_args, "daemon", &used),
         PamOutcome::Success
     );
-    let bin_used = hotp(hotp_key, false, 0);
+    let bin_used = hotp::code_hex(hotp_key, 0);
     assert_eq!(
         peer_login(&env, Program::PamOath, &oath_args, "bin", &bin_used),
         PamOutcome::Success
@@ -388,7 +379,7 @@ fn oath_users_move_with_their_counters_and_last_codes() {
     );
     assert_eq!(login(&env, "bin", &bin_used), PamOutcome::AuthErr);
     assert_eq!(
-        login(&env, "bin", &hotp(hotp_key, false, 1)),
+        login(&env, "bin", &hotp::code_hex(hotp_key, 1)),
         PamOutcome::Success
     );
     assert_eq!(

@@ -9,10 +9,9 @@
 
 use otpd_tests::pam::finish;
 use otpd_tests::process::Running;
-use otpd_tests::{nss, require, settled_now, PamOutcome, Program, TestEnv};
+use otpd_tests::{nss, require, settled_now, PamOutcome, Program, TestEnv, PAM};
 use std::ffi::OsStr;
 
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 const RHOST: &str = "192.0.2.30";
 
 fn nullok_login(env: &TestEnv, user: &str, code: &str) -> PamOutcome {
@@ -21,13 +20,9 @@ fn nullok_login(env: &TestEnv, user: &str, code: &str) -> PamOutcome {
         .outcome
 }
 
+/// The (name, state) of each of `user`'s devices, as listed.
 fn devices(env: &TestEnv, user: &str) -> Vec<(String, String)> {
-    let entry = env
-        .list_entry(user)
-        .unwrap_or_else(|| panic!("{user} is listed"));
-    entry["devices"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no devices in {entry}"))
+    otpd_tests::hotp::devices(env, user)
         .iter()
         .map(|d| {
             (
@@ -169,18 +164,12 @@ fn a_new_enrolment_link_keeps_the_old_device_and_never_opens_nullok() {
     if !require("a_new_enrolment_link", PAM) {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let env = TestEnv::start_with_config(
         "replace_link",
         otpd_tests::Limits::default(),
-        &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n"
-        ),
+        otpd_tests::pages::WEB_SECTION,
     );
+    let port = otpd_tests::pages::port(&env, "http");
     let t = settled_now(30, 15);
     let old = env.enroll_active("dave", &[], t - 30);
     let out = env.otpd_expect(&["enroll", "dave", "--link", "--force"], 0);
@@ -189,13 +178,8 @@ fn a_new_enrolment_link_keeps_the_old_device_and_never_opens_nullok() {
             .contains("keeps working until the new one is confirmed"),
         "{out}"
     );
-    let path = out
-        .stdout
-        .split_whitespace()
-        .find_map(|w| {
-            w.split_once(&format!("127.0.0.1:{port}"))
-                .map(|(_, p)| p.to_owned())
-        })
+    let path = otpd_tests::pages::link_in(&out.stdout)
+        .map(|url| otpd_tests::pages::path_of(&url))
         .unwrap_or_else(|| panic!("no link printed: {out}"));
     assert_eq!(
         nullok_login(&env, "dave", &old.wrong_code(t)),

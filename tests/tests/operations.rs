@@ -3,11 +3,10 @@
 //! socket handed over by systemd (`systemd-socket-activate`, as
 //! otpd.socket does).
 
-use otpd_tests::process::{self, ChildGuard};
+use otpd_tests::process::ChildGuard;
 use otpd_tests::programs::otpd_binary;
-use otpd_tests::{require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -46,15 +45,10 @@ fn status_shows_the_daemon_and_exits_3_when_it_is_down() {
     );
 }
 
-/// `otpd serve` with `env`'s config, expected to refuse to start.
+/// `otpd serve` with `env`'s config, expected to refuse to start
+/// ([`TestEnv::serve_refused`]); returns its stderr.
 fn refused_start(env: &TestEnv) -> String {
-    let out = process::run(env.serve_command(), b"", Duration::from_secs(20));
-    assert_ne!(out.status.code(), Some(0), "the daemon started: {out}");
-    assert!(
-        UnixStream::connect(&env.socket).is_err(),
-        "a refused daemon must not listen"
-    );
-    out.stderr
+    env.serve_refused("files others could change").stderr
 }
 
 #[test]
@@ -93,21 +87,14 @@ fn files_others_could_change_stop_the_daemon_with_the_fix() {
     chmod(&sender, 0o755);
 
     // Fixed: it starts.
-    let mut daemon = ChildGuard::spawn(env.serve_command(), &env.daemon_log);
-    let started = Instant::now();
-    while UnixStream::connect(&env.socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "{}", env.log());
-        assert!(daemon.child.try_wait().unwrap().is_none(), "{}", env.log());
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(said) = env.try_serve() {
+        panic!("with every file fixed, otpd serve still refused:\n{said}");
     }
 }
 
 #[test]
 fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
-    if !require(
-        "socket activation",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("socket activation", PAM) {
         return;
     }
     let Some(activate) = [
@@ -125,9 +112,15 @@ fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
         return;
     };
     let env = TestEnv::without_daemon("socket_activation", &Limits::default());
+    // systemd-socket-activate passes otpd no variable of its own
+    // environment: RUST_LOG goes through -E.
     let mut cmd = Command::new(activate);
     cmd.arg("-l")
         .arg(&env.socket)
+        .arg(format!(
+            "-ERUST_LOG={}",
+            otpd_tests::campaign::daemon_log_filter()
+        ))
         .arg(otpd_binary())
         .arg("--config")
         .arg(&env.config)
@@ -147,6 +140,7 @@ fn a_socket_handed_over_by_systemd_is_used_and_left_to_systemd() {
         "{}",
         env.log()
     );
+    TestEnv::assert_logs_at_trace(&env.daemon_log, 0, &env.name);
     let t = settled_now(30, 3);
     let alice = env.enroll_active("alice", &[], t - 30);
     let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.90", "");

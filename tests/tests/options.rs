@@ -9,11 +9,9 @@ use otpd_tests::pam::{finish, PamService};
 use otpd_tests::process::Running;
 use otpd_tests::programs::{find_pam_module, pam_module};
 use otpd_tests::system::verify_outcomes as outcomes;
-use otpd_tests::{require, settled_now, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, secrets, settled_now, PamLogin, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// One pamtester run with `input` on stdin and a controlled environment:
 /// no locale variables unless `envs` sets them.
@@ -30,6 +28,11 @@ fn login_with(
     }
     for (name, value) in envs {
         cmd.env(name, value);
+    }
+    // Every answer typed (codes right or wrong, passwords, typos) is a
+    // secret: neither the daemon's log nor the module's may show it.
+    for answer in input.lines() {
+        secrets::remember(answer);
     }
     let mut running = Running::spawn(cmd);
     running.feed(input.as_bytes());
@@ -321,6 +324,28 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
             .collect()
     };
 
+    // What the module logged (pam_syslog, on pamtester's stderr): no
+    // remembered secret, the answers typed in this file's logins among them.
+    // libpam_wrapper's prefix `PWRAP_…[<name> (PID)] - ` is left out (its
+    // pid is no secret, whatever its digits).
+    let no_secret_in = |login: &PamLogin, what: &str| {
+        let logged: String = login
+            .output
+            .stderr
+            .lines()
+            .map(|line| match line.split_once("] - ") {
+                Some((prefix, text)) if prefix.starts_with("PWRAP_") => text,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let leaked = secrets::leaked_into(&logged, &secrets::all());
+        assert!(
+            leaked.is_empty(),
+            "{what}: the module logged {leaked:?}:\n{}",
+            login.output
+        );
+    };
     let code = ann.code_at(t);
     let stack = env.pam_stack(&otpd_line(&env, "debug"));
     let login = login_with(&stack, "ann", "192.0.2.9", &format!("{code}\n"), &syslog);
@@ -333,6 +358,30 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
         login.output
     );
     assert!(!login.output.stderr.contains(&code), "the code was logged");
+    no_secret_in(&login, "debug, the right code");
+
+    // A wrong code and a typo, with debug on: each step logged, neither
+    // answer.
+    let wrong = ann.wrong_code(t);
+    let login = login_with(&stack, "ann", "192.0.2.9", &format!("{wrong}\n"), &syslog);
+    assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
+    assert!(
+        lines(&login, 7)
+            .iter()
+            .any(|l| l.contains("user \"ann\" service")),
+        "{}",
+        login.output
+    );
+    no_secret_in(&login, "debug, a wrong code");
+    let login = login_with(
+        &stack,
+        "ann",
+        "192.0.2.9",
+        &format!("{}x\n", ann.code_at(t + 30)),
+        &syslog,
+    );
+    assert_ne!(login.outcome, PamOutcome::Success, "{}", login.output);
+    no_secret_in(&login, "debug, a mistyped code");
 
     let quiet = env.pam_stack(&otpd_line(&env, ""));
     let login = login_with(
@@ -352,6 +401,7 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
         &format!("x{}\n", ann.wrong_code(t)),
         &syslog,
     );
+    no_secret_in(&login, "arguments with typos, a mistyped wrong code");
     let warnings = lines(&login, 4).join("\n");
     assert!(
         warnings.contains("unknown argument \"nulok\""),

@@ -9,21 +9,22 @@
 //! name them, never the database password.
 
 use otpd_tests::postgres::PgCluster;
-use otpd_tests::process::{ChildGuard, Output};
+use otpd_tests::process::Output;
+use otpd_tests::sms::Outbox;
 use otpd_tests::totp::recovery_codes_in;
 use otpd_tests::totp::unix_now;
-use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{net, pages, webclient};
+use otpd_tests::{require, secrets, settled_now, Limits, PamOutcome, TestEnv, PAM};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
-
-/// How long a refused `otpd serve` may take to exit.
-const SERVE_REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Seconds per code of alice in the big migration, whose code spent on
+/// sled is tried again on PostgreSQL: a code of the current 300 s step
+/// stays inside the window (one step either side) for at least 300 s,
+/// however long the migrations take.
+const LONG_PERIOD: u64 = 300;
 
 /// Backoffs long enough (10 minutes) that a throttled source or user is
 /// still throttled however long the migration takes; 8 failures across
@@ -35,14 +36,6 @@ fn long_backoff() -> Limits {
         max_delay: "\"15m\"".into(),
         user_max_failures: 8,
     }
-}
-
-/// Appends `toml` to the env's config.
-fn append_config(env: &TestEnv, toml: &str) {
-    let mut config = std::fs::read_to_string(&env.config).expect("read the config");
-    config.push('\n');
-    config.push_str(toml);
-    std::fs::write(&env.config, config).expect("write the config");
 }
 
 /// Writes `text` to `path` with `mode`.
@@ -72,7 +65,7 @@ fn postgres_store(url_file: &Path) -> String {
 /// `url`: writes the url_file, appends `[store]`.
 fn switch_to_postgres(env: &TestEnv, url: &str) {
     let url_file = write_url_file(env, url);
-    append_config(env, &postgres_store(&url_file));
+    env.append_config(&postgres_store(&url_file));
 }
 
 /// `otpd migrate --to postgres [URL]`.
@@ -155,90 +148,6 @@ fn count(pg: &PgCluster, table: &str) -> u64 {
         .unwrap_or_else(|e| panic!("count of {table}: {out:?}: {e}"))
 }
 
-/// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// A text-message sender that appends `to=NUMBER` and the message to the
-/// returned outbox.
-fn sms_sender(dir: &Path) -> (PathBuf, PathBuf) {
-    let outbox = dir.join("outbox");
-    let script = dir.join("send-sms");
-    write_file(
-        &script,
-        &format!(
-            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; printf '\\n'; }} >> {}\n",
-            outbox.display()
-        ),
-        0o755,
-    );
-    (script, outbox)
-}
-
-/// The 6-digit code of the latest message in `outbox`, waiting up to 10 s.
-fn texted_code(outbox: &Path) -> String {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(outbox).unwrap_or_default();
-        if let Some(code) = text
-            .rsplit("to=")
-            .next()
-            .unwrap_or("")
-            .lines()
-            .skip(1)
-            .flat_map(|line| line.split(|c: char| !c.is_ascii_digit()))
-            .find(|word| word.len() == 6)
-        {
-            secrets::remember(code);
-            return code.to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nothing texted: {text:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `GET path` on 127.0.0.1:port; returns the status and the raw response.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("connect to the pages on port {port}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("set a read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .expect("read the response");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status line: {response:?}"));
-    (status, response)
-}
-
-/// Waits until something accepts on 127.0.0.1:port.
-fn wait_for_port(port: u16, what: &str) {
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}: nothing accepts on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// SIGTERM, which must end the daemon with status 0.
 fn stop_daemon(env: &mut TestEnv) {
     let status = env.kill_daemon(libc::SIGTERM);
@@ -254,30 +163,11 @@ fn log_since(env: &TestEnv, from: usize) -> String {
     env.log().get(from..).unwrap_or_default().to_owned()
 }
 
-/// `wrong` times a wrong code from `rhost`, each refused.
-fn fail_times(env: &TestEnv, user: &Enrolment, rhost: &str, wrong: usize) {
-    let code = user.wrong_code(unix_now());
-    for attempt in 1..=wrong {
-        let login = env.pam_login(&user.user, &code, rhost, "");
-        assert_eq!(
-            login.outcome,
-            PamOutcome::AuthErr,
-            "{}: wrong code #{attempt} from {rhost}: {}",
-            user.user,
-            login.output
-        );
-    }
-}
-
-fn assert_login(env: &TestEnv, user: &str, code: &str, rhost: &str, expected: PamOutcome) {
-    let login = env.pam_login(user, code, rhost, "");
-    assert_eq!(
-        login.outcome,
-        expected,
-        "{user} from {rhost:?}: {}\n---- daemon log ----\n{}",
-        login.output,
-        env.log()
-    );
+/// The path of the link in what `otpd enroll … --link` printed.
+fn link_path(out: &Output) -> String {
+    pages::link_in(&out.stdout)
+        .map(|url| pages::path_of(&url))
+        .unwrap_or_else(|| panic!("otpd enroll --link printed no link: {out}"))
 }
 
 #[test]
@@ -291,74 +181,80 @@ fn a_sled_store_moves_to_postgres_with_every_user_in_every_state() {
     // The daemon's log (at trace level) must never show it.
     secrets::remember(&pg.password);
     let mut env = TestEnv::without_daemon("pg_migrate_all", &long_backoff());
-    let (sms_script, outbox) = sms_sender(&env.dir);
-    let web_port = free_port();
-    append_config(
-        &env,
-        &format!(
-            "[sms]\ncommand = \"{}\"\nmax_per_hour = 5\nmessage = \"otpd code {{code}}\"\n\n\
-             [web]\nlisten = \"127.0.0.1:{web_port}\"\npublic_url = \"http://127.0.0.1:{web_port}\"\n",
-            sms_script.display()
-        ),
-    );
+    let outbox = Outbox::create(&env.dir);
+    env.append_config(&format!(
+        "[sms]\ncommand = \"{}\"\nmax_per_hour = 5\nmessage = \"otpd code {{code}}\"\n\n{}",
+        outbox.script.display(),
+        pages::WEB_SECTION
+    ));
     env.spawn_daemon();
-    wait_for_port(web_port, "the enrolment pages");
+    let web_port = pages::port(&env, "http");
 
-    // Every state a user can be in on this host.
-    let t0 = settled_now(30, 5);
+    // Every state a user can be in on this host. Each user is confirmed
+    // with the code of the step before the one it is sent in (computed
+    // with at least 5 s left in it), so that any later code logs in.
     let paul = env.enroll("paul", &[]);
     assert_eq!(env.list_entry("paul").unwrap()["state"], "pending");
 
     let (source_a, source_b) = ("198.51.100.1", "198.51.100.2");
-    let bob = env.enroll_active("bob", &[], t0 - 30);
-    fail_times(&env, &bob, source_a, 5);
-    assert_login(
-        &env,
+    let bob = env.enroll_active("bob", &[], settled_now(30, 5) - 30);
+    env.fail_times(&bob, unix_now(), source_a, 5);
+    env.expect_login(
         "bob",
         &bob.code_at(unix_now()),
         source_a,
         PamOutcome::MaxTries,
+        "bob after 5 wrong codes from A",
     );
 
-    let carol = env.enroll_active("carol", &[], t0 - 30);
-    fail_times(&env, &carol, "192.0.2.1", 4);
-    fail_times(&env, &carol, "192.0.2.2", 4);
+    let carol = env.enroll_active("carol", &[], settled_now(30, 5) - 30);
+    env.fail_times(&carol, unix_now(), "192.0.2.1", 4);
+    env.fail_times(&carol, unix_now(), "192.0.2.2", 4);
     assert_eq!(env.list_entry("carol").unwrap()["state"], "throttled");
 
-    let _dave = env.enroll_active("dave", &[], t0 - 30);
+    let _dave = env.enroll_active("dave", &[], settled_now(30, 5) - 30);
     let out = env.otpd_expect(&["recovery-codes", "dave", "--count", "3"], 0);
     let recovery = recovery_codes_in(&out.stdout);
     assert_eq!(recovery.len(), 3, "{out}");
-    assert_login(
-        &env,
+    env.expect_login(
         "dave",
         &recovery[0],
         "192.0.2.40",
         PamOutcome::Success,
+        "dave's first recovery code on sled",
     );
 
-    let _frank = env.enroll_active("frank", &[], t0 - 30);
+    let _frank = env.enroll_active("frank", &[], settled_now(30, 5) - 30);
     env.otpd_expect(&["phone", "frank", "+31612345678"], 0);
-    let texted = texted_code(&outbox);
+    let texted = outbox.code(1);
     env.otpd_expect(&["phone", "frank", "--confirm", &texted], 0);
     assert_eq!(env.list_entry("frank").unwrap()["phone"], true);
 
     let out = env.otpd_expect(&["enroll", "gina", "--link"], 0);
-    let link = out
-        .stdout
-        .split_whitespace()
-        .find_map(|word| word.find("/enroll/").map(|at| &word[at..]))
-        .map(|path| path.trim_end_matches(['.', ',', ';', ':', ')', '>', '"', '\'']))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("otpd enroll --link printed no link: {out}"));
-    assert_eq!(http_get(web_port, &link).0, 200, "gina's link before");
+    let link = link_path(&out);
+    assert_eq!(
+        webclient::request(web_port, "GET", &link, "", "").status,
+        200,
+        "gina's link before"
+    );
 
-    // alice last: the replay checks after the migration need her step to
-    // be still inside the window, 20 s and more from now.
-    let t = settled_now(30, 20);
-    let alice = env.enroll_active("alice", &[], t - 30);
+    // alice last, with 300 s codes: the code she spends on sled must be
+    // still inside the window when its replay is tried on PostgreSQL, and
+    // her next code too, however long the migrations take (under 300 s,
+    // checked). Confirmed with the previous step's code, sent with at
+    // least 15 s left in the step.
+    let period = LONG_PERIOD.to_string();
+    let t = settled_now(LONG_PERIOD, 15);
+    let alice = env.enroll_active("alice", &["--period", &period], t - LONG_PERIOD);
     let spent = alice.code_at(t);
-    assert_login(&env, "alice", &spent, "192.0.2.10", PamOutcome::Success);
+    let spent_at = Instant::now();
+    env.expect_login(
+        "alice",
+        &spent,
+        "192.0.2.10",
+        PamOutcome::Success,
+        "alice on sled",
+    );
 
     let before = stable_list(&env);
     println!(
@@ -426,7 +322,7 @@ fn a_sled_store_moves_to_postgres_with_every_user_in_every_state() {
 
     let log_from = env.log().len();
     env.spawn_daemon();
-    wait_for_port(web_port, "the enrolment pages on PostgreSQL");
+    let web_port = pages::port(&env, "http");
     let status = env.otpd_expect(&["status"], 0);
     assert!(
         status
@@ -446,7 +342,19 @@ fn a_sled_store_moves_to_postgres_with_every_user_in_every_state() {
 
     // The replay guard came along: the code accepted on sled is refused,
     // as a replay (not as a wrong code), and the next one logs in.
-    assert_login(&env, "alice", &spent, "192.0.2.10", PamOutcome::AuthErr);
+    assert!(
+        spent_at.elapsed() < Duration::from_secs(LONG_PERIOD),
+        "the migrations took {} s, longer than alice's spent code stays inside the window \
+         ({LONG_PERIOD} s): its replay can no longer be told from a wrong code",
+        spent_at.elapsed().as_secs()
+    );
+    env.expect_login(
+        "alice",
+        &spent,
+        "192.0.2.10",
+        PamOutcome::AuthErr,
+        "alice's code spent on sled, on PostgreSQL",
+    );
     let replayed = log_since(&env, log_from);
     assert!(
         replayed
@@ -454,25 +362,37 @@ fn a_sled_store_moves_to_postgres_with_every_user_in_every_state() {
             .any(|l| l.contains("user=\"alice\"") && l.contains("outcome=\"replayed\"")),
         "the code accepted on sled was not refused as a replay:\n{replayed}"
     );
-    assert_login(
-        &env,
+    env.expect_login(
         "alice",
-        &alice.code_at(t + 30),
+        &alice.code_at(t + LONG_PERIOD),
         "192.0.2.10",
         PamOutcome::Success,
+        "alice's next code on PostgreSQL",
     );
 
     // bob is still throttled from A (the right code), not from B.
     let bob_code = bob.code_at(unix_now());
-    assert_login(&env, "bob", &bob_code, source_a, PamOutcome::MaxTries);
-    assert_login(&env, "bob", &bob_code, source_b, PamOutcome::Success);
+    env.expect_login(
+        "bob",
+        &bob_code,
+        source_a,
+        PamOutcome::MaxTries,
+        "bob from A",
+    );
+    env.expect_login(
+        "bob",
+        &bob_code,
+        source_b,
+        PamOutcome::Success,
+        "bob from B",
+    );
     // carol is still throttled everywhere.
-    assert_login(
-        &env,
+    env.expect_login(
         "carol",
         &carol.code_at(unix_now()),
         "203.0.113.7",
         PamOutcome::MaxTries,
+        "carol from elsewhere",
     );
     let carol_entry = env.list_entry("carol").unwrap();
     assert_eq!(carol_entry["state"], "throttled", "{carol_entry}");
@@ -489,33 +409,33 @@ fn a_sled_store_moves_to_postgres_with_every_user_in_every_state() {
 
     // dave's recovery codes: the one used on sled stays used; the others
     // work once.
-    assert_login(
-        &env,
+    env.expect_login(
         "dave",
         &recovery[0],
         "192.0.2.41",
         PamOutcome::AuthErr,
+        "dave's recovery code used on sled",
     );
-    assert_login(
-        &env,
+    env.expect_login(
         "dave",
         &recovery[1],
         "192.0.2.41",
         PamOutcome::Success,
+        "dave's second recovery code",
     );
-    assert_login(
-        &env,
+    env.expect_login(
         "dave",
         &recovery[1],
         "192.0.2.41",
         PamOutcome::AuthErr,
+        "dave's second recovery code again",
     );
     assert_eq!(env.list_entry("dave").unwrap()["recovery_codes"], 1);
 
     // gina's link still opens her enrolment page.
-    let (page_status, page) = http_get(web_port, &link);
-    assert_eq!(page_status, 200, "gina's link after the migration");
-    assert!(page.contains("id=\"enrol\""), "not the enrolment page");
+    let page = webclient::request(web_port, "GET", &link, "", "");
+    assert_eq!(page.status, 200, "gina's link after the migration");
+    assert!(page.body.contains("id=\"enrol\""), "not the enrolment page");
 
     // The database holds sealed records only.
     pg.psql("CHECKPOINT;");
@@ -541,28 +461,33 @@ fn a_migration_over_newer_data_in_the_database_is_refused_and_copies_nothing() {
     let mut env = TestEnv::without_daemon("pg_migrate_newer", &long_backoff());
     let sled_config = std::fs::read_to_string(&env.config).unwrap();
     env.spawn_daemon();
-    let t = settled_now(30, 10);
-    let alice = env.enroll_active("alice", &[], t - 30);
-    let _bob = env.enroll_active("bob", &[], t - 30);
+    // alice with 300 s codes, confirmed with the previous step's code: her
+    // code of `t`, spent on PostgreSQL below, stays inside the window for
+    // the replay at the end, however long the restarts take (checked).
+    let period = LONG_PERIOD.to_string();
+    let t = settled_now(LONG_PERIOD, 15);
+    let alice = env.enroll_active("alice", &["--period", &period], t - LONG_PERIOD);
+    let _bob = env.enroll_active("bob", &[], settled_now(30, 5) - 30);
     stop_daemon(&mut env);
     assert_migrated(&env, &pg, &migrate(&env, Some(&pg.url())), 2, 2, 0, 0);
 
     // The daemon on PostgreSQL changes alice (a login spends a step).
     switch_to_postgres(&env, &pg.url());
     env.spawn_daemon();
-    assert_login(
-        &env,
+    env.expect_login(
         "alice",
         &alice.code_at(t),
         "192.0.2.10",
         PamOutcome::Success,
+        "alice on PostgreSQL",
     );
+    let spent_at = Instant::now();
     stop_daemon(&mut env);
 
     // Back on sled, which still has the old alice, carl joins.
     std::fs::write(&env.config, &sled_config).unwrap();
     env.spawn_daemon();
-    let _carl = env.enroll_active("carl", &[], t - 30);
+    let _carl = env.enroll_active("carl", &[], settled_now(30, 5) - 30);
     stop_daemon(&mut env);
 
     let before = dump(&pg);
@@ -593,28 +518,31 @@ fn a_migration_over_newer_data_in_the_database_is_refused_and_copies_nothing() {
     );
     assert_eq!(users_in_database(&pg), ["alice", "bob"], "carl was copied");
 
-    // On PostgreSQL, alice's login still holds: the same code is a replay.
+    // On PostgreSQL, alice's login still holds: the same code is a replay
+    // (refused as such, not as a wrong code).
     switch_to_postgres(&env, &pg.url());
+    assert!(
+        spent_at.elapsed() < Duration::from_secs(LONG_PERIOD),
+        "the test took {} s since alice's login, longer than her code stays inside the \
+         window ({LONG_PERIOD} s)",
+        spent_at.elapsed().as_secs()
+    );
+    let log_from = env.log().len();
     env.spawn_daemon();
-    assert_login(
-        &env,
+    env.expect_login(
         "alice",
         &alice.code_at(t),
         "192.0.2.11",
         PamOutcome::AuthErr,
+        "alice's spent code after the refused migration",
     );
-}
-
-/// `otpd keygen PATH`; returns the key ID it printed.
-fn keygen(env: &TestEnv, path: &Path) -> String {
-    let out = env.otpd_expect(&["keygen".as_ref(), path.as_os_str()], 0);
-    let id = out
-        .stdout
-        .split("key ID ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_else(|| panic!("otpd keygen printed no key ID: {out}"));
-    id.trim().to_owned()
+    let replayed = log_since(&env, log_from);
+    assert!(
+        replayed
+            .lines()
+            .any(|l| l.contains("user=\"alice\"") && l.contains("outcome=\"replayed\"")),
+        "alice's spent code was not refused as a replay:\n{replayed}"
+    );
 }
 
 #[test]
@@ -629,20 +557,21 @@ fn a_migration_into_a_database_of_another_key_is_refused_naming_both_keys() {
 
     // Host B runs on the database first: its key becomes the fleet's.
     let mut fleet = TestEnv::without_daemon("pg_migrate_key_b", &long_backoff());
-    let fleet_key = keygen(&fleet, &fleet.key_file);
+    let fleet_key = fleet.keygen(&fleet.key_file);
     switch_to_postgres(&fleet, &pg.url());
     fleet.spawn_daemon();
-    let t = settled_now(30, 5);
-    let _zoe = fleet.enroll_active("zoe", &[], t - 30);
+    // Each confirmed with the code of the step before the one it is sent
+    // in, computed with at least 5 s left in it.
+    let _zoe = fleet.enroll_active("zoe", &[], settled_now(30, 5) - 30);
     stop_daemon(&mut fleet);
 
     // Host A has a sled store sealed with a key of its own.
     let mut env = TestEnv::without_daemon("pg_migrate_key_a", &long_backoff());
-    let own_key = keygen(&env, &env.key_file);
+    let own_key = env.keygen(&env.key_file);
     assert_ne!(own_key, fleet_key);
     env.spawn_daemon();
-    let _alice = env.enroll_active("alice", &[], t - 30);
-    let _bob = env.enroll_active("bob", &[], t - 30);
+    let _alice = env.enroll_active("alice", &[], settled_now(30, 5) - 30);
+    let _bob = env.enroll_active("bob", &[], settled_now(30, 5) - 30);
     stop_daemon(&mut env);
 
     let before = dump(&pg);
@@ -684,8 +613,7 @@ fn a_migration_is_refused_while_the_daemon_runs_and_without_a_sled_store() {
     secrets::remember(&pg.password);
     let mut env = TestEnv::without_daemon("pg_migrate_busy", &long_backoff());
     env.spawn_daemon();
-    let t = settled_now(30, 5);
-    let _alice = env.enroll_active("alice", &[], t - 30);
+    let _alice = env.enroll_active("alice", &[], settled_now(30, 5) - 30);
 
     let out = migrate(&env, Some(&pg.url()));
     println!("otpd migrate while the daemon runs:\n{out}");
@@ -729,40 +657,16 @@ fn a_migration_is_refused_while_the_daemon_runs_and_without_a_sled_store() {
     assert_eq!(users_in_database(&pg), ["alice"]);
 }
 
-/// Runs `otpd serve` on the env's config, which must refuse to start;
-/// returns what it printed.
+/// Runs `otpd serve` on the env's config, which must refuse to start
+/// ([`TestEnv::serve_refused`]); returns what it printed.
 fn serve_refused(env: &TestEnv, what: &str) -> String {
-    let log = env
-        .dir
-        .join(format!("serve-{}.log", what.replace(' ', "-")));
-    let mut daemon = ChildGuard::spawn(env.serve_command(), &log);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = daemon.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            started.elapsed() < SERVE_REFUSAL_TIMEOUT,
-            "{what}: otpd serve started anyway:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let printed = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !status.success(),
-        "{what}: otpd serve exited with {status}:\n{printed}"
-    );
+    let out = env.serve_refused(what);
     println!(
         "{what}: otpd serve refused in {} ms: {}",
-        started.elapsed().as_millis(),
-        printed
-            .lines()
-            .filter(|l| l.starts_with("otpd:"))
-            .collect::<Vec<_>>()
-            .join(" | ")
+        out.elapsed.as_millis(),
+        out.otpd_lines().replace('\n', " | ")
     );
-    printed
+    out.printed()
 }
 
 /// Prints what `otpd check-config` says of a mistake that only `serve`
@@ -871,6 +775,8 @@ fn store_config_mistakes_are_named_and_never_show_the_password() {
     // Connection strings that do not work: the message names what is
     // wrong (the option, not only "invalid") and never shows the password,
     // neither from serve nor from migrate.
+    // A port where nothing listens: bound by this test, not listening.
+    let (_closed, closed_port) = net::closed_port();
     let bad: [(&str, String, &str); 5] = [
         (
             "an unparsable port",
@@ -908,9 +814,7 @@ fn store_config_mistakes_are_named_and_never_show_the_password() {
             "nothing listening",
             format!(
                 "postgresql://{}:{password}@127.0.0.1:{}/{}?sslmode=disable",
-                pg.user,
-                free_port(),
-                pg.database
+                pg.user, closed_port, pg.database
             ),
             "cannot reach",
         ),

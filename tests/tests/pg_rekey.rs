@@ -3,7 +3,7 @@
 //! refused, the replay state kept, and a second run a no-op.
 
 use otpd_tests::env::Limits;
-use otpd_tests::fleet::{keygen, serve_expecting_refusal, Fleet};
+use otpd_tests::fleet::Fleet;
 use otpd_tests::totp::settled_now;
 
 #[test]
@@ -33,7 +33,7 @@ fn rekey_reseals_the_fleet_and_the_old_key_is_refused() {
     }
     let a = &fleet.hosts[0];
     let new_key = a.dir.join("new.key");
-    let new_id = keygen(a, &new_key);
+    let new_id = a.keygen(&new_key);
     let out = a.otpd_expect(&["rekey", new_key.to_str().unwrap()], 0);
     println!("{out}");
     assert!(
@@ -75,7 +75,7 @@ fn rekey_reseals_the_fleet_and_the_old_key_is_refused() {
     );
 
     // Host B still has the old key: refused, naming both key IDs.
-    let refused = serve_expecting_refusal(&fleet.hosts[1]);
+    let refused = fleet.hosts[1].serve_refused("the old key after the rekey");
     let text = format!("{}{}", refused.stdout, refused.stderr);
     assert!(
         text.contains(&fleet.key_id) && text.contains(&new_id),
@@ -124,11 +124,11 @@ fn rekey_with_a_key_the_database_does_not_know_changes_nothing() {
     // The host's key_file replaced by a stranger's: the records cannot be
     // opened, and the rekey must refuse before writing anything.
     let stranger = a.dir.join("stranger.key");
-    let stranger_id = keygen(a, &stranger);
+    let stranger_id = a.keygen(&stranger);
     std::fs::remove_file(&a.key_file).unwrap();
     std::fs::copy(&stranger, &a.key_file).unwrap();
     let new_key = a.dir.join("new.key");
-    keygen(a, &new_key);
+    a.keygen(&new_key);
     let out = a.otpd_expect(&["rekey", new_key.to_str().unwrap()], 1);
     assert!(
         out.stderr.contains(&fleet.key_id) && out.stderr.contains(&stranger_id),

@@ -5,7 +5,7 @@
 //! the database it saw, and refuses a database that went backwards, or
 //! whose generation was raised without the key.
 
-use otpd_tests::fleet::{serve_expecting_refusal, Fleet};
+use otpd_tests::fleet::Fleet;
 use otpd_tests::{settled_now, Limits, TestEnv};
 
 /// The tables of otpd's schema, as a backup of the database holds them.
@@ -33,45 +33,17 @@ fn restore_sql() -> String {
 
 /// The host's `otpd:` lines of a refused start.
 fn refusal(host: &TestEnv) -> String {
-    let out = serve_expecting_refusal(host);
-    format!("{}{}", out.stdout, out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("otpd:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    host.serve_refused("a database put back to an older copy")
+        .otpd_lines()
 }
 
 /// Starts the host's daemon if it comes up; `Err` with its `otpd:` lines
 /// if it refuses.
 fn try_start(host: &mut TestEnv) -> Result<(), String> {
-    let log = host.dir.join("try-start.log");
-    let file = std::fs::File::create(&log).expect("create a log");
-    let mut cmd = host.serve_command();
-    cmd.stdout(file.try_clone().expect("dup")).stderr(file);
-    let mut child = cmd.spawn().expect("spawn otpd serve");
-    let started = std::time::Instant::now();
-    loop {
-        if std::os::unix::net::UnixStream::connect(&host.socket).is_ok() {
-            otpd_tests::process::send_signal(child.id(), libc::SIGTERM);
-            let _ = child.wait();
-            host.spawn_daemon();
-            return Ok(());
-        }
-        if child.try_wait().expect("try_wait").is_some() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(text
-                .lines()
-                .filter(|l| l.starts_with("otpd:"))
-                .collect::<Vec<_>>()
-                .join("\n"));
-        }
-        if started.elapsed() > std::time::Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("otpd serve neither came up nor exited within 30 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    host.try_serve()
+        .map_err(|printed| otpd_tests::process::otpd_lines(&printed))?;
+    host.spawn_daemon();
+    Ok(())
 }
 
 fn anchor_of(host: &TestEnv) -> std::path::PathBuf {

@@ -9,7 +9,7 @@
 //! otpd writes records, at each commit, the value of `synchronous_commit`
 //! the committing transaction runs with, through the real `otpd` binary.
 
-use otpd_tests::fleet::{append_config, Fleet};
+use otpd_tests::fleet::Fleet;
 use otpd_tests::{settled_now, Limits, TestEnv};
 
 /// The log table, the function and a trigger on each table otpd writes.
@@ -95,7 +95,7 @@ fn commits_run_with_synchronous_commit_on_whatever_the_database_default() {
 
     // remote_apply, by config.
     fleet.hosts[0].kill_daemon(libc::SIGTERM);
-    append_config(&fleet.hosts[0], "synchronous_commit = \"remote_apply\"\n");
+    fleet.hosts[0].append_config("synchronous_commit = \"remote_apply\"\n");
     fleet.cluster.psql("DELETE FROM sc_log;");
     fleet.hosts[0].spawn_daemon();
     every_kind_of_commit(&fleet.hosts[0], "bob", settled_now(30, 15));

@@ -58,7 +58,10 @@ fn store_of_nobody(name: &str) -> TestEnv {
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t - 30);
     env.kill_daemon(libc::SIGTERM);
-    statedir::give_state_dir(&env.state_dir, NOBODY_UID);
+    // The state directory and the anchor directory, as the packages have
+    // them (the key file stays root's, as in the tests of root's commands).
+    statedir::chown_tree(&env.state_dir, NOBODY_UID);
+    statedir::chown_tree(&statedir::anchor_dir(&env), NOBODY_UID);
     env
 }
 
@@ -401,6 +404,7 @@ fn the_sms_sender_runs_with_a_clean_environment_as_the_configured_user() {
             "[sms] user = {user}: {out}"
         );
         let out = otpd_with(&config, &["serve"]);
+        env.append_to_log(&out);
         assert!(!out.status.success(), "[sms] user = {user}: serve: {out}");
         assert!(
             out.stderr.contains("[sms] user") && out.stderr.contains(said),

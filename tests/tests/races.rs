@@ -13,8 +13,8 @@ use otpd_tests::race::Racers;
 use otpd_tests::sms::Outbox;
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::recovery_codes_in;
-use otpd_tests::webclient::{self, hidden_field, loopback_source, Answer, Connection, FORM};
-use otpd_tests::{require, secrets, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::webclient::{loopback_source, Answer, Connection, FORM};
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
@@ -22,7 +22,6 @@ use std::net::IpAddr;
 use std::sync::Barrier;
 use std::time::Duration;
 
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// Logins racing with one code.
 const RACERS: usize = 16;
 /// Races of the logins, each with a code of its own: a race whose
@@ -38,35 +37,6 @@ fn lenient() -> Limits {
         user_max_failures: 10_000,
         ..Limits::default()
     }
-}
-
-/// The path of the link `otpd enroll USER --link` printed.
-fn link_path(env: &TestEnv, user: &str) -> String {
-    let out = env.otpd_expect(&["enroll", user, "--link"], 0);
-    let url = out
-        .stdout
-        .split_whitespace()
-        .find(|w| w.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link printed: {out}"));
-    format!("/enroll/{}", url.rsplit_once("/enroll/").unwrap().1)
-}
-
-/// GET the link, press "Show QR code"; returns the secret on the page.
-fn reveal(port: u16, path: &str) -> String {
-    let page = webclient::request(port, "GET", path, "", "");
-    assert_eq!(page.status, 200, "{}", page.body);
-    let view = hidden_field(&page.body, "view")
-        .unwrap_or_else(|| panic!("no view field on the page:\n{}", page.body));
-    secrets::remember(&view);
-    let revealed = webclient::request(
-        port,
-        "POST",
-        &format!("{path}/reveal"),
-        FORM,
-        &format!("view={view}"),
-    );
-    assert_eq!(revealed.status, 200, "{}", revealed.body);
-    pages::secret_on(&revealed.body)
 }
 
 /// What kind of page an answer is, in words.
@@ -125,18 +95,14 @@ fn one_link_validated_twice_at_the_same_instant_activates_once() {
         return;
     }
     const LINKS: usize = 10;
-    let env = TestEnv::start_with_config(
-        "race_link",
-        lenient(),
-        "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1\"\n",
-    );
+    let env = TestEnv::start_with_config("race_link", lenient(), pages::WEB_SECTION);
     let port = pages::port(&env, "http");
     let users: Vec<String> = (0..LINKS).map(|i| format!("user{i}")).collect();
     let links: Vec<(String, String)> = users
         .iter()
         .map(|user| {
-            let path = link_path(&env, user);
-            let secret = reveal(port, &path);
+            let path = pages::enroll_link_path(&env, user, &[]);
+            let secret = pages::reveal(port, &path, "");
             (path, secret)
         })
         .collect();

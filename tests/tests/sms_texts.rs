@@ -9,11 +9,9 @@
 
 use otpd_tests::pam::finish;
 use otpd_tests::sms::Outbox;
-use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::time::{Duration, Instant};
-
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 
 /// A login from `rhost` that types "sms", waits for the text, then gives
 /// up (an empty answer): a text asked for and not used.

@@ -5,13 +5,12 @@
 //! Test users exist only in a private mount namespace ([`PrivateHost`]).
 
 use otpd_tests::sshd::{SshAuth, SshLogin, Sshd, SSH};
-use otpd_tests::system::{example, World, PRIVATE_HOST};
-use otpd_tests::{require, settled_now, Limits, Program};
+use otpd_tests::system::{example, require_private_host, World};
+use otpd_tests::{settled_now, Limits, Program};
 use std::time::Duration;
 
-fn required(test: &str) -> bool {
-    require(test, PRIVATE_HOST) && require(test, SSH) && require(test, &[Program::Oathtool])
-}
+/// What these tests need besides a private host (and [`SSH`]).
+const NEEDS: &[Program] = &[Program::Oathtool];
 
 fn world(name: &str, users: &[&str], limits: Limits) -> World {
     World::start(name, users, &[], limits)
@@ -71,7 +70,7 @@ fn report(what: &str, login: &SshLogin) {
 
 #[test]
 fn password_and_code_over_keyboard_interactive() {
-    if !required("sshd password_and_code") {
+    if !require_private_host("sshd password_and_code", &[SSH, NEEDS].concat()) {
         return;
     }
     let w = world("sshd_password_code", &["ann"], Limits::default());
@@ -132,7 +131,7 @@ fn password_and_code_over_keyboard_interactive() {
 
 #[test]
 fn public_key_and_code() {
-    if !required("sshd public_key_and_code") {
+    if !require_private_host("sshd public_key_and_code", &[SSH, NEEDS].concat()) {
         return;
     }
     let w = world("sshd_key_code", &["ben"], Limits::default());
@@ -184,7 +183,7 @@ fn public_key_and_code() {
 
 #[test]
 fn a_stopped_otpd_refuses_within_the_timeout_and_sshd_keeps_serving() {
-    if !required("sshd otpd_stopped") {
+    if !require_private_host("sshd otpd_stopped", &[SSH, NEEDS].concat()) {
         return;
     }
     let mut w = world("sshd_stopped", &["cat", "dan"], Limits::default());
@@ -251,7 +250,7 @@ fn a_stopped_otpd_refuses_within_the_timeout_and_sshd_keeps_serving() {
 
 #[test]
 fn unenrolled_users_are_refused_without_nullok_and_let_through_with_it() {
-    if !required("sshd nullok") {
+    if !require_private_host("sshd nullok", &[SSH, NEEDS].concat()) {
         return;
     }
     let w = world("sshd_nullok", &["eve", "fay"], Limits::default());
@@ -289,7 +288,7 @@ fn unenrolled_users_are_refused_without_nullok_and_let_through_with_it() {
 
 #[test]
 fn a_source_that_keeps_failing_is_throttled_and_another_source_is_not() {
-    if !required("sshd per-source throttle") {
+    if !require_private_host("sshd per-source throttle", &[SSH, NEEDS].concat()) {
         return;
     }
     let limits = Limits {
@@ -339,7 +338,7 @@ fn a_source_that_keeps_failing_is_throttled_and_another_source_is_not() {
 
 #[test]
 fn password_and_code_at_one_password_prompt_with_forward_pass() {
-    if !required("sshd forward_pass") {
+    if !require_private_host("sshd forward_pass", &[SSH, NEEDS].concat()) {
         return;
     }
     let w = world("sshd_forward_pass", &["hal"], Limits::default());

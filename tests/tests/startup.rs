@@ -12,8 +12,8 @@
 
 use otpd_proto::{read_frame, write_frame, EnrolmentStatus, Request, Response};
 use otpd_tests::ca::TestCa;
-use otpd_tests::process::{self, Output, NOBODY_UID};
-use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::process::{self, NOBODY_UID};
+use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::ffi::OsString;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -33,21 +33,16 @@ fn give_to(path: &Path, uid: u32) {
         .unwrap_or_else(|e| panic!("chown {uid} {}: {e}", path.display()));
 }
 
-/// `otpd serve` with `env`'s config, which must refuse to start: exit
-/// status 1, nothing listening, and a message on stderr that names
-/// `file`. Returns the message (appended to the env's log, so that the
-/// secrets check reads it too).
+/// `otpd serve` with `env`'s config, which must refuse to start
+/// ([`TestEnv::serve_refused`]: its output goes to the env's log, so that
+/// the secrets check reads it too) with exit status 1 and a message on
+/// stderr that names `file`. Returns the message.
 fn refused_start(env: &TestEnv, file: &Path, what: &str) -> String {
-    let out = process::run(env.serve_command(), b"", Duration::from_secs(20));
-    append_to_log(env, &out);
+    let out = env.serve_refused(what);
     assert_eq!(
         out.status.code(),
         Some(1),
-        "{what}: otpd serve was expected to refuse to start: {out}"
-    );
-    assert!(
-        UnixStream::connect(&env.socket).is_err(),
-        "{what}: a refused daemon must not listen"
+        "{what}: otpd serve was expected to exit with status 1: {out}"
     );
     let said = out
         .stderr
@@ -62,24 +57,6 @@ fn refused_start(env: &TestEnv, file: &Path, what: &str) -> String {
     );
     println!("[{}] {what}: {said}", env.name);
     said
-}
-
-fn append_to_log(env: &TestEnv, out: &Output) {
-    use std::io::Write;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&env.daemon_log)
-        .expect("open the daemon log");
-    write!(log, "{}{}", out.stdout, out.stderr).expect("append to the daemon log");
-}
-
-/// Appends `toml` to `env`'s config.
-fn append_config(env: &TestEnv, toml: &str) {
-    let mut config = std::fs::read_to_string(&env.config).expect("read the config");
-    config.push('\n');
-    config.push_str(toml);
-    std::fs::write(&env.config, config).expect("write the config");
 }
 
 /// A certificate for the pages and its key (mode 0600), from a test CA.
@@ -103,16 +80,13 @@ fn files_of_another_user_and_a_readable_tls_key_stop_the_daemon_naming_the_file(
     let sender = env.dir.join("send-sms");
     std::fs::write(&sender, "#!/bin/sh\ncat >/dev/null\n").unwrap();
     chmod(&sender, 0o755);
-    append_config(
-        &env,
-        &format!(
-            "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://localhost\"\n\
+    env.append_config(&format!(
+        "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://localhost\"\n\
              tls_cert = \"{}\"\ntls_key = \"{}\"\n\n[sms]\ncommand = \"{}\"\n",
-            cert.display(),
-            key.display(),
-            sender.display()
-        ),
-    );
+        cert.display(),
+        key.display(),
+        sender.display()
+    ));
 
     // A private key others may read, in two ways; a group may read it
     // (the ssl-cert group of Debian).
@@ -365,7 +339,8 @@ fn notifications(env: &TestEnv, bind_delay: Option<Duration>) -> Vec<Notificatio
         .arg(&env.config)
         .arg("serve")
         .env("NOTIFY_SOCKET", &listener.path)
-        .env("RUST_LOG", "trace,sled=info");
+        .env("RUST_LOG", otpd_tests::campaign::daemon_log_filter());
+    let from = env.log().len();
     let mut daemon = DaemonGroup::spawn(cmd, &env.daemon_log);
     let ready = listener.wait_for("READY=1", Duration::from_secs(20));
     assert!(
@@ -375,6 +350,7 @@ fn notifications(env: &TestEnv, bind_delay: Option<Duration>) -> Vec<Notificatio
         listener.seen(),
         env.log()
     );
+    TestEnv::assert_logs_at_trace(&env.daemon_log, from, &env.name);
     let status = daemon.terminate(&env.state_dir);
     assert!(status.success(), "SIGTERM ended it with {status}");
     assert!(
@@ -466,17 +442,9 @@ fn ready_waits_for_a_socket_whose_bind_is_held_back() {
     );
 }
 
-/// `otpd keygen PATH` with `env`'s config.
-fn keygen(env: &TestEnv, path: &Path) {
-    env.otpd_expect(&[OsString::from("keygen"), path.into()], 0);
-}
-
 #[test]
 fn the_key_comes_from_the_credentials_directory_before_key_file() {
-    if !require(
-        "LoadCredential",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("LoadCredential", PAM) {
         return;
     }
     let mut env = TestEnv::start("startup_credentials");
@@ -508,7 +476,7 @@ fn the_key_comes_from_the_credentials_directory_before_key_file() {
     env.kill_daemon(libc::SIGTERM);
 
     // Another key in key_file: the credential still wins.
-    keygen(&env, &env.key_file);
+    env.keygen(&env.key_file);
     env.spawn_daemon();
     let login = env.pam_login("alice", &alice.code_at(t + 30), "192.0.2.91", "");
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);

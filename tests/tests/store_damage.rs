@@ -17,6 +17,7 @@
 use otpd_proto::{read_frame, write_frame, Request, Response, SecretText, VerifyOutcome};
 use otpd_tests::process::{ChildGuard, NOBODY_UID};
 use otpd_tests::rng::Rng;
+use otpd_tests::statedir::{self, chown_tree, copy_tree};
 use otpd_tests::totp::unix_now;
 use otpd_tests::{programs, require, Enrolment, Limits, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
@@ -68,29 +69,6 @@ fn largest_file(state_dir: &Path) -> PathBuf {
         .into_iter()
         .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .expect("the store has files")
-}
-
-/// `cp -a`, as root: directories and files with their modes.
-fn copy_tree(from: &Path, to: &Path) {
-    let meta = std::fs::symlink_metadata(from).expect("inspect a file to copy");
-    if meta.is_dir() {
-        std::fs::create_dir_all(to).expect("create a dir");
-        for entry in std::fs::read_dir(from).expect("read a dir").flatten() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-        std::fs::set_permissions(to, meta.permissions()).expect("chmod a dir");
-    } else {
-        std::fs::copy(from, to).expect("copy a file");
-    }
-}
-
-fn chown_tree(path: &Path, uid: u32) {
-    chown(path, Some(uid), Some(uid)).expect("chown");
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        for entry in std::fs::read_dir(path).expect("read a dir").flatten() {
-            chown_tree(&entry.path(), uid);
-        }
-    }
 }
 
 /// One request over the socket, as root (the admin CLI trusts only a
@@ -560,7 +538,7 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
     );
 
     let pristine = env.dir.join("pristine");
-    let anchor_dir = env.dir.join("state-anchor");
+    let anchor_dir = statedir::anchor_dir(&env);
     assert!(
         anchor_dir.join("store.anchor").exists(),
         "the default anchor beside the state dir was not made"
@@ -645,8 +623,11 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
             cmd.arg("--config").arg(&runner.config).arg("serve");
             cmd
         };
-        cmd.env("RUST_LOG", "info");
+        // At trace, as every test daemon ([`TestEnv::serve_command`]), and
+        // its log read by the env's secrets check.
+        cmd.env("RUST_LOG", otpd_tests::campaign::daemon_log_filter());
         let log = env.dir.join(format!("case-{n}.log"));
+        env.scan_also(&log);
         let who = if runner.as_nobody { "65534" } else { "root" };
         let (outcome, detail, ok) = match try_start(cmd, &runner.socket, &log) {
             Start::Refused { status, message } => {
@@ -681,6 +662,7 @@ fn a_damaged_store_is_refused_by_name_or_read_intact_never_started_empty() {
                 false,
             ),
             Start::Started(mut daemon) => {
+                TestEnv::assert_logs_at_trace(&log, 0, &format!("case {n}: {}", case.name));
                 let problems = check_intact(&env, &runner, &expected);
                 if case.name.contains("control") {
                     // The nullok check proves something only if nullok

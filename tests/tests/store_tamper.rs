@@ -10,9 +10,9 @@
 //! write access to the state directory would make them.
 
 use otpd::core::record::{EnrolState, SecretBytes, UserRecord};
-use otpd_tests::{code_at, process, settled_now, Limits, TestEnv};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use otpd_tests::statedir::copy_tree;
+use otpd_tests::{code_at, settled_now, Limits, TestEnv};
+use std::path::PathBuf;
 
 /// The secret the attacker chooses (RFC 6238's test secret).
 const PLANTED_SECRET: &[u8] = b"12345678901234567890";
@@ -43,64 +43,19 @@ fn users_tree(meta: &sled::Tree) -> String {
     value["tree"].as_str().expect("a tree name").to_owned()
 }
 
-/// `otpd serve` that must refuse to start: returns what it printed.
+/// `otpd serve` that must refuse to start ([`TestEnv::serve_refused`]):
+/// returns its `otpd:` lines.
 fn serve_refused(env: &TestEnv, what: &str) -> String {
-    let out = process::run(env.serve_command(), b"", Duration::from_secs(30));
-    let said = format!("{}{}", out.stdout, out.stderr);
-    if out.status.success() {
-        panic!("{what}: otpd serve ended with success instead of refusing:\n{said}");
-    }
-    said.lines()
-        .filter(|l| l.starts_with("otpd:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    env.serve_refused(what).otpd_lines()
 }
 
 /// Starts the daemon (as the env's daemon) if it comes up; `Err` with its
-/// `otpd:` lines if it refuses.
+/// `otpd:` lines if it refuses ([`TestEnv::try_serve`]).
 fn try_start(env: &mut TestEnv) -> Result<(), String> {
-    let mut cmd = env.serve_command();
-    let log = env.dir.join("try-start.log");
-    let file = std::fs::File::create(&log).expect("create a log");
-    cmd.stdout(file.try_clone().expect("dup")).stderr(file);
-    let mut child = cmd.spawn().expect("spawn otpd serve");
-    let started = std::time::Instant::now();
-    loop {
-        if std::os::unix::net::UnixStream::connect(&env.socket).is_ok() {
-            process::send_signal(child.id(), libc::SIGTERM);
-            let _ = child.wait();
-            env.spawn_daemon();
-            return Ok(());
-        }
-        if child.try_wait().expect("try_wait").is_some() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(text
-                .lines()
-                .filter(|l| l.starts_with("otpd:"))
-                .collect::<Vec<_>>()
-                .join("\n"));
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("otpd serve neither came up nor exited within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `cp -a` of a directory tree (as root: modes kept).
-fn copy_tree(from: &Path, to: &Path) {
-    let meta = std::fs::symlink_metadata(from).expect("inspect a file to copy");
-    if meta.is_dir() {
-        std::fs::create_dir_all(to).expect("create a dir");
-        for entry in std::fs::read_dir(from).expect("read a dir").flatten() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-        std::fs::set_permissions(to, meta.permissions()).expect("chmod a dir");
-    } else {
-        std::fs::copy(from, to).expect("copy a file");
-    }
+    env.try_serve()
+        .map_err(|printed| otpd_tests::process::otpd_lines(&printed))?;
+    env.spawn_daemon();
+    Ok(())
 }
 
 /// A record in clear, as otpd wrote them before encryption at rest, with

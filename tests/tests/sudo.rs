@@ -5,13 +5,12 @@
 //! ignores sudo's own timestamp, so every run authenticates.
 
 use otpd_tests::process::{self, Output};
-use otpd_tests::system::{verify_outcomes, World, PRIVATE_HOST};
-use otpd_tests::{require, settled_now, Limits, Program};
+use otpd_tests::system::{require_private_host, verify_outcomes, World};
+use otpd_tests::{settled_now, Limits, Program};
 use std::time::Duration;
 
-fn required(test: &str) -> bool {
-    require(test, PRIVATE_HOST) && require(test, &[Program::Sudo, Program::Oathtool])
-}
+/// What these tests need besides a private host.
+const NEEDS: &[Program] = &[Program::Sudo, Program::Oathtool];
 
 /// `sudo -S -k id -un` as `user`, with `input` on stdin and `envs` set.
 fn sudo(w: &World, user: &str, input: &str, envs: &[(&str, &str)]) -> Output {
@@ -47,7 +46,7 @@ fn assert_refused(out: &Output, what: &str) {
 
 #[test]
 fn sudo_with_the_code_alone() {
-    if !required("sudo code") {
+    if !require_private_host("sudo code", NEEDS) {
         return;
     }
     let w = World::start("sudo_code", &["ivy"], &[], Limits::default());
@@ -95,7 +94,7 @@ fn sudo_with_the_code_alone() {
 
 #[test]
 fn sudo_with_password_and_code() {
-    if !required("sudo password+code") {
+    if !require_private_host("sudo password+code", NEEDS) {
         return;
     }
     let w = World::start("sudo_password_code", &["jay"], &[], Limits::default());

@@ -11,11 +11,10 @@
 use otpd_tests::programs;
 use otpd_tests::pty::Terminal;
 use otpd_tests::sms::Outbox;
-use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, TestEnv, PAM};
 use std::process::Command;
 use std::time::Duration;
 
-const PAM: &[Program] = &[Program::Pamtester, Program::PamWrapper, Program::Oathtool];
 /// How long one step on the terminal may take.
 const STEP: Duration = Duration::from_secs(30);
 

@@ -11,16 +11,18 @@
 //! change the size; the defaults fit a debug build in CI's time budget.
 
 use otpd_proto::{read_frame, write_frame, EnrolParams, Request, Response, SecretText};
+use otpd_tests::pages;
+use otpd_tests::totp::unix_now;
 use otpd_tests::webclient::{loopback_source, Connection};
-use otpd_tests::{code_at, require, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{code_at, require, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Connections asking for random links, each from its own address.
 const FLOODERS: u32 = 200;
@@ -28,21 +30,6 @@ const FLOODERS: u32 = 200;
 const SLOW_BODIES: u32 = 64;
 /// Users that log in during the flood (each once, from its own host).
 const LOGINS: usize = 36;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One admin request over the daemon's socket (the tests run as root).
 fn ask(socket: &Path, request: &Request) -> Response {
@@ -224,22 +211,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn logins_succeed_during_a_flood_of_the_pages() {
-    if !require(
-        "logins during a flood of the pages",
-        &[Program::Pamtester, Program::PamWrapper, Program::Oathtool],
-    ) {
+    if !require("logins during a flood of the pages", PAM) {
         return;
     }
     let users = otpd_tests::campaign::size("OTPD_FLOOD_USERS", 3000);
     let flood_secs = otpd_tests::campaign::size("OTPD_FLOOD_SECS", 18);
-    let port = free_port();
-    let env = TestEnv::start_with_config(
-        "web_flood",
-        Limits::default(),
-        &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n"
-        ),
-    );
+    let env = TestEnv::start_with_config("web_flood", Limits::default(), pages::WEB_SECTION);
+    let port = pages::port(&env, "http");
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -3,71 +3,25 @@
 //! for every kind of bad link, a guessed token, the link's life cycle from
 //! the CLI, audit lines without tokens, and the config rules.
 
-use otpd_tests::webclient::{hidden_field, FORM};
-use otpd_tests::{require, settled_now, Limits, Program, TestEnv};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use otpd_tests::ca::TestCa;
+use otpd_tests::pages::{self, reveal, secret_on};
+use otpd_tests::sms::Outbox;
+use otpd_tests::webclient::{self, hidden_field, FORM};
+use otpd_tests::{require, settled_now, Limits, Program, TestEnv, PAM};
 use std::time::Duration;
 
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 request; returns (status, headers lower-cased, body).
+/// One HTTP/1.1 request ([`webclient::request`]); returns (status, headers
+/// lower-cased, body).
 fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the pages");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{headers}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (status, head.to_lowercase(), body.to_owned())
+    let answer = webclient::request(port, method, path, headers, body);
+    (answer.status, answer.head, answer.body)
 }
 
+/// A daemon serving the pages ([`pages::WEB_SECTION`]) and their port.
 fn web_env(name: &str) -> (TestEnv, u16) {
-    let port = free_port();
-    let env = TestEnv::start_with_config(
-        name,
-        Limits::default(),
-        &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n"
-        ),
-    );
+    let env = TestEnv::start_with_config(name, Limits::default(), pages::WEB_SECTION);
+    let port = pages::port(&env, "http");
     (env, port)
-}
-
-/// The link `otpd enroll USER --link EXTRA…` printed, as a path.
-fn link_path(env: &TestEnv, user: &str, extra: &[&str]) -> String {
-    let mut args = vec!["enroll", user, "--link"];
-    args.extend_from_slice(extra);
-    let out = env.otpd_expect(&args, 0);
-    let url = out
-        .stdout
-        .split_whitespace()
-        .find(|w| w.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link printed: {out}"));
-    url.split_once("127.0.0.1:")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(_, path)| format!("/{path}"))
-        .unwrap()
 }
 
 fn assert_security_headers(head: &str, what: &str) {
@@ -114,42 +68,6 @@ fn assert_no_secret(page: &str, what: &str) {
     );
 }
 
-/// The secret shown on a revealed page (in groups of four), joined.
-fn secret_on(page: &str) -> String {
-    let secret: String = page
-        .split("id=\"secret\">")
-        .nth(1)
-        .and_then(|rest| rest.split('<').next())
-        .unwrap_or_else(|| panic!("no secret on the page:\n{page}"))
-        .split_whitespace()
-        .collect();
-    otpd_tests::secrets::remember(&secret);
-    secret
-}
-
-/// GET the link, then press "Show QR code" (POST with the page's view
-/// field); returns the revealed page.
-fn reveal_page(port: u16, path: &str, headers: &str) -> String {
-    let (status, _, page) = http(port, "GET", path, headers, "");
-    assert_eq!(status, 200, "{page}");
-    let view =
-        hidden_field(&page, "view").unwrap_or_else(|| panic!("no view field on the page:\n{page}"));
-    let (status, _, revealed) = http(
-        port,
-        "POST",
-        &format!("{path}/reveal"),
-        &format!("{FORM}{headers}"),
-        &format!("view={view}"),
-    );
-    assert_eq!(status, 200, "{revealed}");
-    revealed
-}
-
-/// [`reveal_page`], and the secret on it.
-fn reveal(port: u16, path: &str, headers: &str) -> String {
-    secret_on(&reveal_page(port, path, headers))
-}
-
 #[test]
 fn base32_runs_are_measured_without_white_space() {
     assert_eq!(longest_base32_run("JBSW Y3DP EHPK 3PXP"), 16);
@@ -160,7 +78,7 @@ fn base32_runs_are_measured_without_white_space() {
 #[test]
 fn links_headers_and_one_neutral_page_for_every_bad_link() {
     let (env, port) = web_env("web_http");
-    let path = link_path(&env, "alice", &["--expires", "10m"]);
+    let path = pages::enroll_link_path(&env, "alice", &["--expires", "10m"]);
     let token = path.rsplit('/').next().unwrap().to_owned();
     assert_eq!(token.len(), 32, "128 bits, hex: {token}");
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
@@ -235,7 +153,7 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
 
     // enroll --link again (--force not needed while pending): the old link dies.
-    let newer = link_path(&env, "alice", &[]);
+    let newer = pages::enroll_link_path(&env, "alice", &[]);
     let (status, _, body) = http(port, "GET", &path, "", "");
     assert_eq!(
         (status, body.as_str()),
@@ -254,7 +172,7 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
     );
 
     // An expired link: the same neutral page.
-    let short = link_path(&env, "dave", &["--expires", "5s"]);
+    let short = pages::enroll_link_path(&env, "dave", &["--expires", "5s"]);
     assert_eq!(http(port, "GET", &short, "", "").0, 200);
     std::thread::sleep(Duration::from_millis(6500));
     let (status, _, body) = http(port, "GET", &short, "", "");
@@ -281,14 +199,11 @@ fn links_headers_and_one_neutral_page_for_every_bad_link() {
 
 #[test]
 fn a_valid_code_on_the_page_activates_once_and_gives_recovery_codes() {
-    if !require(
-        "page validation",
-        &[Program::Oathtool, Program::Pamtester, Program::PamWrapper],
-    ) {
+    if !require("page validation", PAM) {
         return;
     }
     let (env, port) = web_env("web_validate");
-    let path = link_path(&env, "bob", &[]);
+    let path = pages::enroll_link_path(&env, "bob", &[]);
     // The secret is on the revealed page in groups of four; oathtool
     // computes the code.
     let secret = reveal(port, &path, "");
@@ -299,8 +214,9 @@ fn a_valid_code_on_the_page_activates_once_and_gives_recovery_codes() {
     assert_eq!(status, 200, "{body}");
     assert_security_headers(&head, "the success page");
     assert!(body.contains("id=\"success\""), "{body}");
-    let codes = body.matches("<li><code>").count();
-    assert_eq!(codes, 10, "{body}");
+    // Each remembered as a secret by the reader of the pages.
+    let codes = pages::recovery_codes_on(&body);
+    assert_eq!(codes.len(), 10, "{body}");
     assert_eq!(env.list_entry("bob").unwrap()["state"], "active");
     assert_eq!(env.list_entry("bob").unwrap()["recovery_codes"], 10);
     // The link is dead, and the page's code was used.
@@ -384,29 +300,19 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
     if !require("page phone step", &[Program::Oathtool]) {
         return;
     }
-    let port = free_port();
     let probe = TestEnv::without_daemon("web_phone_probe", &Limits::default());
-    let outbox = probe.dir.join("outbox");
-    let script = probe.dir.join("send-sms");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n{{ printf 'to=%s\\n' \"$1\"; cat; }} >> {}\n",
-            outbox.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(
         "web_phone",
         Limits::default(),
         &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             [sms]\ncommand = \"{}\"\n",
-            script.display()
+            "{}[sms]\ncommand = \"{}\"\n",
+            pages::WEB_SECTION,
+            outbox.script.display()
         ),
     );
-    let path = link_path(&env, "erin", &[]);
+    let port = pages::port(&env, "http");
+    let path = pages::enroll_link_path(&env, "erin", &[]);
     let secret = reveal(port, &path, "Accept-Language: nl\r\n");
     let t = settled_now(30, 5);
     let form = "Content-Type: application/x-www-form-urlencoded\r\nAccept-Language: nl\r\n";
@@ -435,23 +341,15 @@ fn the_page_registers_a_phone_after_validation_when_texts_are_configured() {
         sent.contains("id=\"phone-code\"") && sent.contains("Verifiëren"),
         "{sent}"
     );
-    let texted = std::fs::read_to_string(&outbox).unwrap();
-    assert!(texted.starts_with("to=+31612345678\n"), "{texted}");
-    let code: String = texted
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap()
-        .to_owned();
-    otpd_tests::secrets::remember(&code);
+    let (number, code) = outbox.text(1);
+    assert_eq!(number, "+31612345678");
+    let wrong = otpd_tests::totp::wrong_code_besides(std::slice::from_ref(&code), 6);
     let (_, _, wrong) = http(
         port,
         "POST",
         "/phone/verify",
         form,
-        &format!(
-            "session={session}&code={}",
-            if code == "000000" { "111111" } else { "000000" }
-        ),
+        &format!("session={session}&code={wrong}"),
     );
     assert!(wrong.contains("id=\"error\""), "{wrong}");
     let (_, _, done) = http(
@@ -485,7 +383,7 @@ fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
         return;
     }
     let (env, port) = web_env("web_reveal");
-    let path = link_path(&env, "frank", &[]);
+    let path = pages::enroll_link_path(&env, "frank", &[]);
     let token = path.rsplit('/').next().unwrap().to_owned();
     let reveal_path = format!("{path}/reveal");
 
@@ -521,7 +419,7 @@ fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
         assert!(page.contains("id=\"reveal-form\""), "{form}: {page}");
     }
     // The view of another link is not one of this link's.
-    let other = link_path(&env, "grace", &[]);
+    let other = pages::enroll_link_path(&env, "grace", &[]);
     let (_, _, other_page) = http(port, "GET", &other, "", "");
     let other_view = hidden_field(&other_page, "view").unwrap();
     let (_, _, page) = http(
@@ -640,33 +538,13 @@ fn a_link_scanner_gets_no_secret_and_each_reveal_makes_a_new_one() {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 by `openssl`, as (cert, key).
+/// A certificate for localhost and 127.0.0.1 from a test CA
+/// ([`TestCa`]), as (cert, key).
 fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("web-cert.pem"), dir.join("web-key.pem"));
-    let mut cmd = std::process::Command::new(Program::Openssl.path());
-    cmd.args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        "-keyout",
-    ])
-    .arg(&key)
-    .arg("-out")
-    .arg(&cert);
-    let out = otpd_tests::process::run(cmd, b"", Duration::from_secs(30));
-    assert!(out.status.success(), "openssl req: {out}");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    (cert, key)
+    let mut ca = TestCa::root(dir, "ca", "otpd test CA for the HSTS header");
+    let issued = ca.issue_server("web");
+    ca.forget_key();
+    issued
 }
 
 /// One request over TLS with `openssl s_client`; returns what it printed
@@ -686,19 +564,19 @@ fn https_pages_send_hsts_and_plain_ones_do_not() {
     if !require("HSTS", &[Program::Openssl]) {
         return;
     }
-    let port = free_port();
     let probe = TestEnv::without_daemon("web_hsts_probe", &Limits::default());
     let (cert, key) = certificate(&probe.dir);
     let env = TestEnv::start_with_config(
         "web_hsts",
         Limits::default(),
         &format!(
-            "[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"https://127.0.0.1:{port}\"\n\
+            "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://localhost\"\n\
              tls_cert = \"{}\"\ntls_key = \"{}\"\n",
             cert.display(),
             key.display()
         ),
     );
+    let port = pages::port(&env, "https");
     let mut answered = String::new();
     for _ in 0..100 {
         answered = https(port, "/otpd.css");
@@ -707,7 +585,7 @@ fn https_pages_send_hsts_and_plain_ones_do_not() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let path = link_path_on(&env, "heidi", "https://127.0.0.1:");
+    let path = pages::enroll_link_path(&env, "heidi", &[]);
     for (what, answer) in [
         ("the stylesheet", answered),
         ("a link", https(port, &path)),
@@ -720,20 +598,6 @@ fn https_pages_send_hsts_and_plain_ones_do_not() {
             "{what}: no HSTS over TLS:\n{head}"
         );
     }
-}
-
-/// [`link_path`] for a `public_url` that starts with `prefix`.
-fn link_path_on(env: &TestEnv, user: &str, prefix: &str) -> String {
-    let out = env.otpd_expect(&["enroll", user, "--link"], 0);
-    let url = out
-        .stdout
-        .split_whitespace()
-        .find(|w| w.contains("/enroll/"))
-        .unwrap_or_else(|| panic!("no link printed: {out}"));
-    url.split_once(prefix)
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(_, path)| format!("/{path}"))
-        .unwrap()
 }
 
 #[test]
@@ -770,11 +634,10 @@ fn plain_http_public_urls_off_this_host_are_a_warning() {
     }
 
     // At start, in the log.
-    let port = free_port();
     let env = TestEnv::start_with_config(
         "web_http_warning_log",
         Limits::default(),
-        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://otp.example.com\"\n"),
+        "[web]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://otp.example.com\"\n",
     );
     let started = std::time::Instant::now();
     while !env.log().contains("public_url") && started.elapsed() < Duration::from_secs(10) {
