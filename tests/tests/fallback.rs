@@ -9,7 +9,7 @@ use otpd_tests::process::Running;
 use otpd_tests::sms::{broken_sender, Broken, Outbox};
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::{recovery_codes_in, unix_now, wrong_code_besides};
-use otpd_tests::{require, settled_now, Limits, PamLogin, PamOutcome, TestEnv, PAM};
+use otpd_tests::{require, settled_now, Enrolment, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
@@ -294,6 +294,28 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
     }
 }
 
+/// A daemon that texts through an outbox (`max_per_hour` login texts), and
+/// alice, active since the step before `t`, with her phone registered (one
+/// text). The probe env holds the outbox: keep it alive.
+fn alice_with_a_phone(name: &str, max_per_hour: u32) -> (TestEnv, Outbox, TestEnv, u64, Enrolment) {
+    let probe = TestEnv::without_daemon(&format!("{name}_probe"), &Limits::default());
+    let outbox = Outbox::create(&probe.dir);
+    let env = TestEnv::start_with_config(
+        name,
+        Limits::default(),
+        &format!(
+            "[sms]\ncommand = \"{}\"\nmax_per_hour = {max_per_hour}\n",
+            outbox.script.display()
+        ),
+    );
+    let t = settled_now(30, 10);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+    let code = outbox.code(1);
+    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+    (probe, outbox, env, t, alice)
+}
+
 /// Typing "sms" at the prompt could be a guess (it asks for a code a
 /// stranger may then try) and costs the user a text: it counts against the
 /// source like a wrong code (design.md §2), so a stranger cannot ask for
@@ -303,22 +325,7 @@ fn asking_for_a_text_counts_against_the_source() {
     if !require("sms counts", PAM) {
         return;
     }
-    let probe = TestEnv::without_daemon("sms_count_probe", &Limits::default());
-    let outbox = Outbox::create(&probe.dir);
-    let script = &outbox.script;
-    let env = TestEnv::start_with_config(
-        "sms_count",
-        Limits::default(),
-        &format!(
-            "[sms]\ncommand = \"{}\"\nmax_per_hour = 50\n",
-            script.display()
-        ),
-    );
-    let t = settled_now(30, 10);
-    let alice = env.enroll_active("alice", &[], t - 30);
-    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
-    let code = outbox.code(1);
-    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+    let (_probe, outbox, env, t, alice) = alice_with_a_phone("sms_count", 50);
 
     // The user's own flow costs nothing: "sms", then the texted code.
     let (login, _) = sms_login(&env, &outbox, 1, "192.0.2.70");
@@ -385,22 +392,7 @@ fn strangers_cannot_use_up_the_users_texts() {
     if !require("sms budget", PAM) {
         return;
     }
-    let probe = TestEnv::without_daemon("sms_budget_probe", &Limits::default());
-    let outbox = Outbox::create(&probe.dir);
-    let script = &outbox.script;
-    let env = TestEnv::start_with_config(
-        "sms_budget",
-        Limits::default(),
-        &format!(
-            "[sms]\ncommand = \"{}\"\nmax_per_hour = 2\n",
-            script.display()
-        ),
-    );
-    let t = settled_now(30, 10);
-    let alice = env.enroll_active("alice", &[], t - 30);
-    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
-    let code = outbox.code(1);
-    env.otpd_expect(&["phone", "alice", "--confirm", &code], 0);
+    let (_probe, outbox, env, t, alice) = alice_with_a_phone("sms_budget", 2);
     // alice logs in from home once: a known source.
     let home = "192.0.2.80";
     let login = env.pam_login("alice", &alice.code_at(t), home, "");
