@@ -496,6 +496,12 @@ impl TestEnv {
     /// `otpd enroll USER EXTRA…`: must succeed; returns the enrolment parsed
     /// from the printed `otpauth://` line.
     pub fn enroll(&self, user: &str, extra: &[&str]) -> Enrolment {
+        self.enroll_printing(user, extra).0
+    }
+
+    /// [`TestEnv::enroll`], with what the command printed (its notes about
+    /// a replaced device, say).
+    pub fn enroll_printing(&self, user: &str, extra: &[&str]) -> (Enrolment, Output) {
         let mut args = vec!["enroll", user];
         args.extend_from_slice(extra);
         let out = self.otpd_expect(&args, 0);
@@ -507,7 +513,7 @@ impl TestEnv {
         let enrolment =
             Enrolment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{out}"));
         assert_eq!(enrolment.user, user, "the URI names another user");
-        enrolment
+        (enrolment, out)
     }
 
     /// Enrols `user` and confirms with the code of `unix_time`.

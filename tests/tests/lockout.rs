@@ -372,14 +372,7 @@ fn strangers_at_the_ceiling_cannot_keep_a_new_device_from_being_confirmed() {
     let t = settled_now(30, 20);
     let frank = env.enroll_active("frank", &[], t - 30);
     // A new phone for frank; the old one works until it is confirmed.
-    let out = env.otpd_expect(&["enroll", "frank", "--force"], 0);
-    let new = Enrolment::from_uri(
-        out.stdout
-            .lines()
-            .find(|l| l.starts_with("otpauth://"))
-            .unwrap(),
-    )
-    .unwrap();
+    let new = env.enroll("frank", &["--force"]);
     // Strangers reach the ceiling with guesses at the old phone's codes.
     strangers_guess(&env, &frank, &strangers("198.51.100.", 5), 4);
     assert_eq!(
@@ -397,14 +390,7 @@ fn strangers_at_the_ceiling_cannot_keep_a_new_device_from_being_confirmed() {
     );
     // After a revocation nothing a stranger can type counts (no device,
     // recovery code or text to hit), so the ceiling cannot be reached.
-    let out = env.otpd_expect(&["enroll", "frank", "--force", "--revoke"], 0);
-    let newer = Enrolment::from_uri(
-        out.stdout
-            .lines()
-            .find(|l| l.starts_with("otpauth://"))
-            .unwrap(),
-    )
-    .unwrap();
+    let newer = env.enroll("frank", &["--force", "--revoke"]);
     env.otpd_expect(&["unlock", "frank"], 0);
     let entry_before = env.list_entry("frank").unwrap()["failures"].clone();
     for (source, guess) in [

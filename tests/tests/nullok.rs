@@ -44,19 +44,12 @@ fn replacing_a_device_keeps_the_old_one_and_never_opens_nullok() {
     let wrong = old.wrong_code(t);
 
     // A lost phone: the admin enrols a new one with --force.
-    let out = env.otpd_expect(&["enroll", "alice", "--force"], 0);
+    let (new, out) = env.enroll_printing("alice", &["--force"]);
     assert!(
         out.stdout
             .contains("keeps working until the new one is confirmed"),
         "{out}"
     );
-    let new = otpd_tests::Enrolment::from_uri(
-        out.stdout
-            .lines()
-            .find(|l| l.starts_with("otpauth://"))
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(
         devices(&env, "alice"),
         [
@@ -96,15 +89,8 @@ fn a_revoked_device_leaves_a_user_who_still_needs_a_code() {
     let env = TestEnv::start("replace_revoke");
     let t = settled_now(30, 15);
     let old = env.enroll_active("bob", &[], t - 30);
-    let out = env.otpd_expect(&["enroll", "bob", "--force", "--revoke"], 0);
+    let (new, out) = env.enroll_printing("bob", &["--force", "--revoke"]);
     assert!(out.stdout.contains("no longer works"), "{out}");
-    let new = otpd_tests::Enrolment::from_uri(
-        out.stdout
-            .lines()
-            .find(|l| l.starts_with("otpauth://"))
-            .unwrap(),
-    )
-    .unwrap();
     assert_eq!(env.list_entry("bob").unwrap()["state"], "pending");
     // Neither the old code, nor any code, nor nullok lets bob in now.
     for code in [old.code_at(t), old.wrong_code(t), new.code_at(t)] {
