@@ -45,18 +45,8 @@ pub const OPTIONS: &[&str] = &[
     "debug",
 ];
 
-/// Where the code comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FirstPass {
-    /// Ask for it.
-    #[default]
-    Prompt,
-    /// `use_first_pass`: PAM_AUTHTOK set by an earlier module, never a prompt.
-    Use,
-    /// `try_first_pass`: PAM_AUTHTOK when it looks like a code and is not
-    /// refused as a wrong one; otherwise ask.
-    Try,
-}
+/// Where the code comes from: ask, `use_first_pass` or `try_first_pass`.
+pub use otpd_proto::FirstPass;
 
 /// The parsed arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,8 @@ use zeroize::{Zeroize, Zeroizing};
 const PAM_SUCCESS: c_int = 0;
 /// `PAM_CONV`: the item holding the application's `struct pam_conv`.
 const PAM_CONV: c_int = 5;
+/// `PAM_TTY` from `<security/_pam_types.h>`.
+const PAM_TTY: c_int = 3;
 /// `PAM_PROMPT_ECHO_OFF`: ask without echoing the answer.
 const PAM_PROMPT_ECHO_OFF: c_int = 1;
 /// `PAM_ERROR_MSG`: show an error, no answer expected.
@@ -182,6 +184,20 @@ impl LoginHandler for LibPam<'_> {
             Ok(Some(rhost)) => rhost.to_string_lossy().into_owned(),
             _ => String::new(),
         }
+    }
+
+    fn tty(&self) -> String {
+        let mut item: *const c_void = ptr::null();
+        // SAFETY: `raw` is the live handle of the current entry point and
+        // `item` is a valid place for libpam to store the item's address.
+        let status = unsafe { pam_get_item(self.raw, PAM_TTY, &mut item) };
+        if status != PAM_SUCCESS || item.is_null() {
+            return String::new();
+        }
+        // SAFETY: PAM_TTY is a NUL-terminated string owned by libpam that
+        // lives as long as the handle; it is copied at once.
+        let tty = unsafe { std::ffi::CStr::from_ptr(item.cast()) };
+        tty.to_string_lossy().into_owned()
     }
 
     fn real_uid(&self) -> u32 {

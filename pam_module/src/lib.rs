@@ -7,12 +7,12 @@
 //! global state, and the library is linked `-z nodelete` (see `build.rs`).
 //!
 //! - `args.rs`: the module arguments (pure).
-//! - `flow.rs`: the login flow and every PAM return code (pure, behind traits).
-//! - `client.rs`: the socket client with its deadline and peer check.
+//! - `flow.rs`: the module's side of the conversation the daemon leads, and
+//!   every PAM return code (pure, behind traits); the socket client with its
+//!   deadline and peer check is the protocol crate's.
 //! - `ffi.rs`: libpam items, syslog and the conversation.
 
 mod args;
-mod client;
 mod ffi;
 mod flow;
 mod texts;
@@ -28,11 +28,7 @@ impl PamServiceModule for PamOtpd {
         guarded(|| {
             let pam = ffi::LibPam::new(&pamh);
             let silent = flags.contains(PamFlags::SILENT);
-            flow::authenticate(&pam, &args, silent, |args| client::SocketClient {
-                socket: args.socket.clone(),
-                timeout: args.timeout,
-                daemon_user: args.daemon_user.clone(),
-            })
+            flow::authenticate(&pam, &args, silent, flow::SocketDaemon::new)
         })
     }
 

@@ -505,7 +505,8 @@ fn garbage_cases(alice: &str, alice_code: &str, round: u64) -> Vec<(&'static str
             true,
         ),
         ("truncated frame: half a header", whole[..2].to_vec(), true),
-        ("unknown version 2", v("2"), false),
+        ("the previous version 1", v("1"), false),
+        ("unknown version 3", v("3"), false),
         ("unknown version 0", v("0"), false),
         ("unknown version 65535", v("65535"), false),
         ("version as a string", v("\"1\""), false),
@@ -513,7 +514,7 @@ fn garbage_cases(alice: &str, alice_code: &str, round: u64) -> Vec<(&'static str
             "non-UTF-8 user name: raw bytes",
             frame(
                 &[
-                    &br#"{"v":1,"body":{"op":"verify","user":"al"#[..],
+                    &br#"{"v":2,"body":{"op":"verify","user":"al"#[..],
                     b"\xff\xfe",
                     br#"ice","code":"000000","service":"abuse","rhost":""}}"#,
                 ]
@@ -525,7 +526,7 @@ fn garbage_cases(alice: &str, alice_code: &str, round: u64) -> Vec<(&'static str
             "non-UTF-8 user name: lone surrogate",
             frame(
                 format!(
-                    r#"{{"v":1,"body":{}}}"#,
+                    r#"{{"v":2,"body":{}}}"#,
                     verify_json("al\\udc80ice", "000000")
                 )
                 .as_bytes(),
@@ -536,7 +537,7 @@ fn garbage_cases(alice: &str, alice_code: &str, round: u64) -> Vec<(&'static str
             "non-UTF-8 user name: overlong encoding",
             frame(
                 &[
-                    &br#"{"v":1,"body":{"op":"status","user":"al"#[..],
+                    &br#"{"v":2,"body":{"op":"status","user":"al"#[..],
                     b"\xc0\xafice",
                     br#""}}"#,
                 ]

@@ -132,21 +132,21 @@ fn malformed_frames_get_an_error_or_a_close_and_the_daemon_serves_on() {
     half.write_all(&[0, 0]).unwrap();
     let mut half_payload = UnixStream::connect(&env.socket).unwrap();
     half_payload
-        .write_all(&frame(br#"{"v":1,"body":{"op":"li"#)[..FRAME_HEADER_LEN + 10])
+        .write_all(&frame(br#"{"v":2,"body":{"op":"li"#)[..FRAME_HEADER_LEN + 10])
         .unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("oversized header", u32::MAX.to_be_bytes().to_vec()),
         ("header one over the frame cap", ((otpd_proto::MAX_FRAME_LEN + 1) as u32).to_be_bytes().to_vec()),
         ("header one over the request cap", ((otpd_proto::MAX_REQUEST_LEN + 1) as u32).to_be_bytes().to_vec()),
-        ("an rhost of 4 KiB", frame(format!(r#"{{"v":1,"body":{{"op":"verify","user":"alice","code":"000000","service":"t","rhost":"{}"}}}}"#, "h".repeat(4096)).as_bytes())),
+        ("an rhost of 4 KiB", frame(format!(r#"{{"v":2,"body":{{"op":"verify","user":"alice","code":"000000","service":"t","rhost":"{}"}}}}"#, "h".repeat(4096)).as_bytes())),
         ("empty frame", vec![0, 0, 0, 0]),
         ("garbage JSON", frame(b"this is not JSON {{{")),
-        ("invalid UTF-8", frame(b"{\"v\":1,\"body\":{\"op\":\"status\",\"user\":\"\xff\xfe\"}}")),
-        ("another version", frame(br#"{"v":2,"body":{"op":"list"}}"#)),
-        ("an unknown op", frame(br#"{"v":1,"body":{"op":"drop_all"}}"#)),
-        ("a number as code", frame(br#"{"v":1,"body":{"op":"verify","user":"alice","code":123456,"service":"t","rhost":""}}"#)),
-        ("a truncated frame", frame(br#"{"v":1,"body":{"op":"list"}}"#)[..12].to_vec()),
+        ("invalid UTF-8", frame(b"{\"v\":2,\"body\":{\"op\":\"status\",\"user\":\"\xff\xfe\"}}")),
+        ("another version", frame(br#"{"v":1,"body":{"op":"list"}}"#)),
+        ("an unknown op", frame(br#"{"v":2,"body":{"op":"drop_all"}}"#)),
+        ("a number as code", frame(br#"{"v":2,"body":{"op":"verify","user":"alice","code":123456,"service":"t","rhost":""}}"#)),
+        ("a truncated frame", frame(br#"{"v":2,"body":{"op":"list"}}"#)[..12].to_vec()),
     ];
     for (what, bytes) in cases {
         let started = Instant::now();

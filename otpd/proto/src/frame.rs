@@ -6,7 +6,11 @@ use std::io::{Read, Write};
 use zeroize::Zeroizing;
 
 /// Version carried in every frame; a peer speaking another one is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: the login is one conversation the daemon leads
+/// (`Request::Login`, `Response::Step`); a version-1 module and a version-2
+/// daemon refuse each other (they are packaged together).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest payload accepted, in bytes. A `list` of ~50,000 users fits;
 /// anything larger from a client is an attack or a bug.
 pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
@@ -231,7 +235,7 @@ mod tests {
     #[test]
     fn a_response_with_a_field_from_a_newer_daemon_is_understood() {
         let json =
-            br#"{"v":1,"body":{"kind":"status","status":"active","digits":6,"since":"later"}}"#;
+            br#"{"v":2,"body":{"kind":"status","status":"active","digits":6,"since":"later"}}"#;
         let mut frame = (json.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(json);
         let mut reader = &frame[..];
@@ -245,7 +249,7 @@ mod tests {
             }
         );
         // Requests stay strict: the daemon refuses what it does not know.
-        let json = br#"{"v":1,"body":{"op":"status","user":"a","extra":1}}"#;
+        let json = br#"{"v":2,"body":{"op":"status","user":"a","extra":1}}"#;
         let mut frame = (json.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(json);
         let mut reader = &frame[..];
@@ -402,15 +406,21 @@ mod tests {
 
     #[test]
     fn other_versions_are_named_as_such() {
-        let err = decode_payload::<Request>(br#"{"v":2,"body":{"op":"list"}}"#).unwrap_err();
-        assert!(matches!(err, ProtoError::Version { got: 2 }), "{err}");
+        for old_or_new in [1, 3] {
+            let payload = format!(r#"{{"v":{old_or_new},"body":{{"op":"list"}}}}"#);
+            let err = decode_payload::<Request>(payload.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, ProtoError::Version { got } if got == old_or_new),
+                "{err}"
+            );
+        }
     }
 
     #[test]
     fn malformed_payload_errors_never_quote_the_value() {
         // A code sent as a number: serde_json's own message would quote it.
         let payload =
-            br#"{"v":1,"body":{"op":"verify","user":"a","code":987654,"service":"s","rhost":""}}"#;
+            br#"{"v":2,"body":{"op":"verify","user":"a","code":987654,"service":"s","rhost":""}}"#;
         let err = decode_payload::<Request>(payload).unwrap_err();
         assert!(matches!(err, ProtoError::Malformed { .. }));
         assert!(!err.to_string().contains("987654"), "{err}");
@@ -418,8 +428,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_ops_are_refused() {
-        assert!(decode_payload::<Request>(br#"{"v":1,"body":{"op":"list","x":1}}"#).is_err());
-        assert!(decode_payload::<Request>(br#"{"v":1,"body":{"op":"drop_all"}}"#).is_err());
+        assert!(decode_payload::<Request>(br#"{"v":2,"body":{"op":"list","x":1}}"#).is_err());
+        assert!(decode_payload::<Request>(br#"{"v":2,"body":{"op":"drop_all"}}"#).is_err());
         assert!(decode_payload::<Request>(br#"{"v":1}"#).is_err());
         assert!(decode_payload::<Request>(b"\xff\xfe").is_err());
     }

@@ -1,7 +1,7 @@
 //! Requests and responses. Every field that carries a code or a secret is a
 //! [`SecretText`], so a `Debug` print of a request never shows it.
 
-use crate::SecretText;
+use crate::{LoginStart, SecretText, Step};
 use serde::{Deserialize, Serialize};
 
 /// HMAC algorithm of a TOTP record (RFC 6238 §1.2).
@@ -165,6 +165,16 @@ pub enum Request {
         user: String,
         /// The texted code.
         code: SecretText,
+    },
+    /// Begin a login conversation (the PAM module): the daemon answers with
+    /// `Response::Step`s until `Step::End`, on this connection.
+    Login(Box<LoginStart>),
+    /// The answer to a `Step::Prompt` or `Step::FromAuthtok` of the login
+    /// on this connection. `None`: nothing to send (not text, a password
+    /// the module keeps, no code at the end of PAM_AUTHTOK).
+    Answer {
+        /// What was typed, when it is sent.
+        answer: Option<SecretText>,
     },
 }
 
@@ -332,6 +342,8 @@ pub enum Response {
         /// The counter value that the token's next code must have.
         next_counter: u64,
     },
+    /// The next step of a login conversation.
+    Step(Step),
     /// `Remove` or `Unlock` was carried out.
     Done {},
     /// The request was refused or failed; nothing was changed.

@@ -5,6 +5,7 @@
 
 pub mod code;
 pub mod decision;
+pub mod login;
 pub mod names;
 pub mod ratelimit;
 pub mod record;

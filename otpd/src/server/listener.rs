@@ -2,6 +2,7 @@
 //! the blocking pool, SIGTERM/SIGINT for a clean stop.
 
 use super::handler::Handler;
+use super::login::{self, CONVERSATION_DEADLINE};
 use super::policy::Caller;
 use super::slots::{Slot, SlotLimits, Slots};
 use otpd_proto::{
@@ -34,7 +35,8 @@ const SLOT_LIMITS: SlotLimits = SlotLimits {
     non_root: 896,
     per_uid: 16,
 };
-/// The longest a connection may stay open, however busy.
+/// The longest a connection of one-shot requests may stay open, however
+/// busy (a login conversation has its own, longer deadline).
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,7 +101,7 @@ pub async fn run(
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
                         let _ = timeout(
-                            MAX_CONNECTION_AGE,
+                            CONVERSATION_DEADLINE + IO_TIMEOUT,
                             serve_connection(stream, caller, handler, &slot, stop),
                         )
                         .await;
@@ -160,10 +162,17 @@ async fn serve_connection(
     slot: &Slot,
     mut stop: watch::Receiver<bool>,
 ) {
+    let opened = tokio::time::Instant::now();
     loop {
+        let age = opened.elapsed();
+        if age >= MAX_CONNECTION_AGE {
+            debug!(uid = caller.uid, "connection closed at its age limit");
+            return;
+        }
+        let idle = IDLE_TIMEOUT.min(MAX_CONNECTION_AGE - age);
         let mut header = [0u8; FRAME_HEADER_LEN];
         tokio::select! {
-            read = timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)) => match read {
+            read = timeout(idle, stream.read_exact(&mut header)) => match read {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return, // closed by the client
                 Err(_) => { debug!(uid = caller.uid, "idle connection closed"); return; }
@@ -192,6 +201,11 @@ async fn serve_connection(
                 return; // the stream may be out of step: close it
             }
         };
+        if let Request::Login(start) = request {
+            // One login per connection, led by the daemon.
+            login::converse(&mut stream, &caller, &handler, start, slot, &mut stop).await;
+            return;
+        }
         let reply = carry_out(&handler, &caller, request).await;
         if let Err(e) = write_response(&mut stream, &reply).await {
             debug!(uid = caller.uid, "reply not delivered: {e}");
@@ -219,7 +233,7 @@ async fn carry_out(handler: &Arc<Handler>, caller: &Caller, request: Request) ->
     }
 }
 
-async fn read_request(
+pub(super) async fn read_request(
     stream: &mut UnixStream,
     header: [u8; FRAME_HEADER_LEN],
 ) -> Result<Request, ProtoError> {
@@ -236,7 +250,10 @@ async fn read_request(
     }
 }
 
-async fn write_response(stream: &mut UnixStream, reply: &Response) -> Result<(), ProtoError> {
+pub(super) async fn write_response(
+    stream: &mut UnixStream,
+    reply: &Response,
+) -> Result<(), ProtoError> {
     let frame = encode_frame(reply)?;
     match timeout(IO_TIMEOUT, stream.write_all(&frame)).await {
         Ok(r) => Ok(r?),

@@ -3,6 +3,7 @@
 mod handler;
 pub mod keyfile;
 mod listener;
+mod login;
 pub mod policy;
 mod setup;
 mod slots;

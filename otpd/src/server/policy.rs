@@ -24,6 +24,14 @@ pub fn authorize(
         return Ok(());
     }
     match request {
+        Request::Answer { .. } => Ok(()),
+        Request::Login(start) => match user_name_of(caller.uid) {
+            Some(own) if own == start.user => Ok(()),
+            _ => Err(format!(
+                "uid {} may only log in its own user, not {:?}",
+                caller.uid, start.user
+            )),
+        },
         Request::Verify { user, .. } | Request::Status { user } => match user_name_of(caller.uid) {
             Some(own) if own == *user => Ok(()),
             _ => Err(format!(

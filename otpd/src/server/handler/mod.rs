@@ -23,7 +23,10 @@ use tracing::{error, info, warn};
 
 mod devices;
 mod fallback;
+mod login;
 mod web;
+
+pub use login::{audit_login_end, LoginContext};
 
 pub use web::WebBackend;
 
@@ -100,6 +103,15 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
         code,
         message: message.into(),
     }
+}
+
+/// A login or an answer that reached the one-shot path: a login must be
+/// the first request on its connection, an answer must follow a prompt.
+fn out_of_turn() -> Response {
+    refuse(
+        ErrorCode::BadRequest,
+        "a login must be the first request on its connection, and an answer must follow a prompt",
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -293,6 +305,9 @@ impl Handler {
             Request::Enrol(p) => Some(p.user.as_str()),
             Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
+            // The listener carries a login conversation itself
+            // (`server::login`); an answer belongs to one.
+            Request::Login(_) | Request::Answer { .. } => return out_of_turn(),
         };
         if let Some(Err(reason)) = user.map(validate_user) {
             // Such a name can never be enrolled: for enrolment it is bad
@@ -370,6 +385,7 @@ impl Handler {
             Request::DaemonStatus {} => self.daemon_status(),
             Request::Phone { user, number } => self.phone(caller, &user, &number),
             Request::PhoneConfirm { user, code } => self.phone_confirm(caller, &user, &code),
+            Request::Login(_) | Request::Answer { .. } => out_of_turn(),
         }
     }
 
@@ -885,6 +901,8 @@ fn op_name(r: &Request) -> &'static str {
         Request::DaemonStatus {} => "status",
         Request::Phone { .. } => "phone",
         Request::PhoneConfirm { .. } => "phone_confirm",
+        Request::Login(_) => "login",
+        Request::Answer { .. } => "answer",
     }
 }
 

@@ -1,8 +1,11 @@
-//! One request, one answer, over the daemon's Unix socket: blocking std I/O
-//! under a hard overall deadline, and an answer trusted only from a peer
-//! that is root or the daemon's own user (design.md §4).
+//! The one blocking client of the daemon's socket, for every caller: the
+//! PAM module, the CLI, the tests and the benchmark. Blocking std I/O under
+//! a hard deadline per exchange (connect, send, answer), and an answer
+//! trusted only from a peer that is root, the daemon's own user, or (when
+//! the caller allows it: the CLI, tests) the caller itself (design.md §4).
 #![forbid(unsafe_code)]
 
+use crate::{read_frame, write_frame, ProtoError, Request, Response};
 use nix::errno::Errno;
 use nix::sys::socket::{
     connect, getsockopt, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag,
@@ -10,7 +13,6 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use nix::unistd::User;
-use otpd_proto::{read_frame, write_frame, ProtoError, Request, Response};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -27,14 +29,15 @@ pub enum ClientError {
         /// The cause.
         error: io::Error,
     },
-    /// The socket's owner is neither root nor the daemon user: its answer
-    /// could be forged, so the request was not even sent.
+    /// The socket's owner is not trusted (root, the daemon user, or the
+    /// caller itself when allowed): its answer could be forged, so nothing
+    /// was sent.
     UntrustedPeer {
         /// The socket path.
         socket: String,
         /// The peer's uid from SO_PEERCRED.
         uid: u32,
-        /// The configured `daemon_user=`.
+        /// The daemon's account name.
         daemon_user: String,
     },
     /// Sending the request or reading the answer failed or took too long.
@@ -44,6 +47,14 @@ pub enum ClientError {
         /// The cause (time-out, malformed frame, closed connection …).
         error: ProtoError,
     },
+}
+
+impl ClientError {
+    /// The daemon could not be reached at all (nothing listens, refused,
+    /// timed out connecting): the CLI's exit status 3.
+    pub fn is_unreachable(&self) -> bool {
+        !matches!(self, ClientError::UntrustedPeer { .. })
+    }
 }
 
 impl fmt::Display for ClientError {
@@ -68,26 +79,54 @@ impl fmt::Display for ClientError {
     }
 }
 
-/// The daemon's socket as the login flow sees it: one request, one answer.
-pub trait Daemon {
-    /// Sends `request` and returns the daemon's answer.
-    fn ask(&mut self, request: &Request) -> Result<Response, ClientError>;
-}
+impl std::error::Error for ClientError {}
 
-/// The real daemon behind a Unix socket. Each `ask` uses a new connection.
-#[derive(Debug, Clone)]
-pub struct SocketClient {
-    /// Socket path.
-    pub socket: String,
-    /// Limit on connect + send + receive of one `ask`.
-    pub timeout: Duration,
+/// Whose socket the client believes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
     /// Name of the daemon's account; root is always trusted.
     pub daemon_user: String,
+    /// Also a daemon running as the caller's own effective uid (the CLI and
+    /// tests run one as themselves). Never for the PAM module: a user must
+    /// not be able to answer their own login.
+    pub caller_itself: bool,
 }
 
-impl Daemon for SocketClient {
-    fn ask(&mut self, request: &Request) -> Result<Response, ClientError> {
+/// The daemon behind a Unix socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Socket path.
+    pub socket: String,
+    /// Limit on each exchange: connect, then each request and its answer.
+    pub timeout: Duration,
+    /// Whose answers are believed.
+    pub trust: Trust,
+}
+
+impl Client {
+    /// A client of `socket` that trusts root and `daemon_user`.
+    pub fn new(
+        socket: impl Into<String>,
+        timeout: Duration,
+        daemon_user: impl Into<String>,
+    ) -> Self {
+        Self {
+            socket: socket.into(),
+            timeout,
+            trust: Trust {
+                daemon_user: daemon_user.into(),
+                caller_itself: false,
+            },
+        }
+    }
+
+    /// Connects and checks the peer, within `timeout`.
+    pub fn connect(&self) -> Result<Connection, ClientError> {
         let deadline = Instant::now() + self.timeout;
+        self.connect_before(deadline)
+    }
+
+    fn connect_before(&self, deadline: Instant) -> Result<Connection, ClientError> {
         let socket = || self.socket.clone();
         let fd = connect_before(&self.socket, deadline).map_err(|error| ClientError::Connect {
             socket: socket(),
@@ -100,26 +139,77 @@ impl Daemon for SocketClient {
             })?
             .uid();
         // Root needs no user lookup (NSS may be slow or remote).
-        let trusted = peer_uid == 0 || peer_is_trusted(peer_uid, daemon_uid(&self.daemon_user));
+        let trusted = peer_uid == 0
+            || (self.trust.caller_itself && peer_uid == nix::unistd::geteuid().as_raw())
+            || peer_is_trusted(peer_uid, daemon_uid(&self.trust.daemon_user));
         if !trusted {
             return Err(ClientError::UntrustedPeer {
                 socket: socket(),
                 uid: peer_uid,
-                daemon_user: self.daemon_user.clone(),
+                daemon_user: self.trust.daemon_user.clone(),
             });
         }
-        let mut stream = DeadlineStream {
-            stream: UnixStream::from(fd),
-            deadline,
-        };
-        let exchange = |stream: &mut DeadlineStream| -> Result<Response, ProtoError> {
-            write_frame(stream, request)?;
-            read_frame(stream)
-        };
-        exchange(&mut stream).map_err(|error| ClientError::Exchange {
-            socket: socket(),
+        Ok(Connection {
+            stream: DeadlineStream {
+                stream: UnixStream::from(fd),
+                deadline,
+            },
+            socket: self.socket.clone(),
+            timeout: self.timeout,
+        })
+    }
+
+    /// One request, one answer, on a new connection; connect, send and
+    /// answer together within `timeout`.
+    pub fn ask(&self, request: &Request) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut connection = self.connect_before(deadline)?;
+        connection.exchange(request)
+    }
+}
+
+/// A connection whose peer was checked: several requests and answers (a
+/// login conversation), each exchange under its own deadline.
+pub struct Connection {
+    stream: DeadlineStream,
+    socket: String,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Sends `request` and reads the answer; within the deadline set at
+    /// connect for the first exchange, `timeout` from now for later ones.
+    pub fn ask(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.exchange(request)
+    }
+
+    /// Sends `request` without waiting for an answer.
+    pub fn send(&mut self, request: &Request) -> Result<(), ClientError> {
+        write_frame(&mut self.stream, request).map_err(|error| ClientError::Exchange {
+            socket: self.socket.clone(),
             error,
         })
+    }
+
+    /// Reads the next answer.
+    pub fn receive(&mut self) -> Result<Response, ClientError> {
+        let answer = read_frame(&mut self.stream).map_err(|error| ClientError::Exchange {
+            socket: self.socket.clone(),
+            error,
+        });
+        self.stream.deadline = Instant::now() + self.timeout;
+        answer
+    }
+
+    /// Starts the deadline of the next exchange now (after the person took
+    /// their time to answer a prompt).
+    pub fn restart_deadline(&mut self) {
+        self.stream.deadline = Instant::now() + self.timeout;
+    }
+
+    fn exchange(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.send(request)?;
+        self.receive()
     }
 }
 
@@ -236,14 +326,14 @@ fn name_timeout(error: io::Error) -> io::Error {
 // The skip rule of every test: under CI, what a test needs and misses fails
 // it (tests/src/ci.rs, shared with the tests of the other crates).
 #[cfg(test)]
-#[path = "../../tests/src/ci.rs"]
+#[path = "../../../tests/src/ci.rs"]
 mod ci;
 
 #[cfg(test)]
 mod tests {
     use super::ci;
     use super::*;
-    use otpd_proto::{SecretText, VerifyOutcome};
+    use crate::{SecretText, VerifyOutcome};
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::thread;
@@ -254,7 +344,7 @@ mod tests {
     impl TempDir {
         fn new(name: &str) -> Self {
             let dir = std::env::temp_dir().join(format!(
-                "pam_otpd-test-{}-{name}-{:?}",
+                "otpd-proto-test-{}-{name}-{:?}",
                 std::process::id(),
                 Instant::now()
             ));
@@ -274,12 +364,8 @@ mod tests {
         }
     }
 
-    fn client(socket: String, timeout: Duration) -> SocketClient {
-        SocketClient {
-            socket,
-            timeout,
-            daemon_user: "otpd".into(),
-        }
+    fn client(socket: String, timeout: Duration) -> Client {
+        Client::new(socket, timeout, "otpd")
     }
 
     fn verify() -> Request {
@@ -519,7 +605,7 @@ mod tests {
         }
 
         let mut untrusting = client(dir.socket(), Duration::from_secs(3));
-        untrusting.daemon_user = "no-such-user-for-pam-otpd".into();
+        untrusting.trust.daemon_user = "no-such-user-for-pam-otpd".into();
         match untrusting.ask(&verify()) {
             Err(ClientError::UntrustedPeer { socket, uid, .. }) => {
                 assert_eq!((socket, uid), (dir.socket(), NOBODY))
@@ -531,7 +617,7 @@ mod tests {
         let nobody = User::from_uid(NOBODY.into()).unwrap().map(|user| user.name);
         if let Some(name) = nobody {
             let mut trusting = client(dir.socket(), Duration::from_secs(3));
-            trusting.daemon_user = name;
+            trusting.trust.daemon_user = name;
             assert_eq!(
                 trusting.ask(&verify()).unwrap(),
                 Response::Verified {

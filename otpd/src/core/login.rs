@@ -1,0 +1,901 @@
+//! The login conversation, decided here and nowhere else: which prompt
+//! comes first, whether `nullok` lets a user through, where the code comes
+//! from (a prompt, PAM_AUTHTOK, the end of a `forward_pass` answer), the
+//! one text a login may ask for, and the PAM outcome. Pure: the daemon's
+//! shell (`server/login.rs`) reads the record, carries out each [`Next`]
+//! (send a step, check a code, send a text) and feeds the result back.
+#![forbid(unsafe_code)]
+
+use crate::core::record::{EnrolState, UserRecord};
+use otpd_proto::{
+    Authtok, FirstPass, LoginOutcome, LoginStart, Message, Prompt, SecretText, Step, VerifyOutcome,
+};
+
+/// Digits split off the end of a `forward_pass` answer when the user has
+/// no device (the login fails anyway; the prompt must not tell).
+const DEFAULT_DIGITS: u8 = 6;
+
+/// What a login must ask of a user, from the stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserView {
+    /// A code is required: the user has, or had, an active device (one
+    /// whose device is being replaced or was revoked is not let through
+    /// by `nullok`, design.md §7).
+    pub factor_required: bool,
+    /// Digits of the user's codes, when a code is required.
+    pub digits: Option<u8>,
+}
+
+impl UserView {
+    /// The view of `record` (`None`: no such user).
+    pub fn of(record: Option<&UserRecord>) -> Self {
+        match record {
+            Some(r) if r.factor_required() => {
+                let devices = r.devices();
+                let digits = devices
+                    .iter()
+                    .find(|d| d.state == EnrolState::Active)
+                    .or(devices.first())
+                    .map(|d| d.digits);
+                Self {
+                    factor_required: true,
+                    digits,
+                }
+            }
+            _ => Self {
+                factor_required: false,
+                digits: None,
+            },
+        }
+    }
+}
+
+/// What the shell does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Send a message step, then call [`Conversation::resume`].
+    Say(Step),
+    /// Send a prompt (or `FromAuthtok`) step and pass the module's answer
+    /// to [`Conversation::answer`].
+    Ask(Step),
+    /// Check `code` for [`Conversation::user`] (a login attempt, counted)
+    /// and pass the outcome to [`Conversation::checked`].
+    Check(SecretText),
+    /// Text a code to the user's phone and pass the outcome to
+    /// [`Conversation::checked`].
+    Text,
+    /// Send this `Step::End`; the conversation is over.
+    End(Step),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the password of a user `nullok` lets through.
+    PasswordOnly,
+    /// Waiting for the code at the end of PAM_AUTHTOK (forward_pass).
+    AuthtokSplit,
+    /// Waiting for password and code (forward_pass).
+    PasswordAndCode,
+    /// Waiting for the code (or `sms`).
+    Code,
+    /// Waiting for the code after a text was asked for.
+    AfterText,
+    /// Checking the code PAM_AUTHTOK held.
+    CheckingAuthtok,
+    /// Checking a code whose password goes on to the next module.
+    CheckingForwarded,
+    /// Checking a typed code.
+    Checking,
+    /// Sending a text.
+    Texting,
+    /// Checking the code typed after a text.
+    CheckingAfterText,
+    /// Between a message and what follows it.
+    Said,
+    /// Over.
+    Done,
+}
+
+/// One login, from [`LoginStart`] to its outcome.
+#[derive(Debug)]
+pub struct Conversation {
+    user: String,
+    known: bool,
+    nullok: bool,
+    first_pass: FirstPass,
+    sms: bool,
+    /// Digits of the user's codes (forward_pass splits them off).
+    digits: u8,
+    stage: Stage,
+    /// What follows the message being said.
+    after_say: Option<Box<Next>>,
+}
+
+/// How the conversation began, for the audit line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begun {
+    /// A code is asked for (or taken from PAM_AUTHTOK).
+    CodeRequired,
+    /// `nullok`: the user never had a device; no code.
+    Nullok,
+}
+
+impl Conversation {
+    /// Begins the login of `start` given what the store says of the user
+    /// (`view`) and, when PAM_USER was typed in another spelling, of that
+    /// spelling (`typed_view`); `sms`: texts are configured (the same for
+    /// every user, so the prompt tells a stranger nothing).
+    pub fn begin(
+        start: &LoginStart,
+        view: UserView,
+        typed_view: Option<UserView>,
+        sms: bool,
+    ) -> (Self, Begun, Next) {
+        let mut user = start.user.clone();
+        let mut view = view;
+        if start.known && !view.factor_required && start.typed != start.user {
+            // A record under the spelling typed (enrolled before otpd
+            // asked about the account's own name; `otpd list` warns of
+            // such records): it needs a code as much as the account's.
+            if let Some(typed) = typed_view.filter(|t| t.factor_required) {
+                user = start.typed.clone();
+                view = typed;
+            }
+        }
+        let mut conversation = Self {
+            user,
+            known: start.known,
+            nullok: start.nullok,
+            first_pass: start.first_pass,
+            sms,
+            digits: view.digits.unwrap_or(DEFAULT_DIGITS),
+            stage: Stage::Done,
+            after_say: None,
+        };
+        // An unknown name gets the conversation of an account with a
+        // token, then PAM_USER_UNKNOWN: a client learns nothing about
+        // which accounts exist, as with pam_unix.
+        if !view.factor_required && start.known && start.nullok {
+            let have_password = match start.first_pass {
+                FirstPass::Prompt => false,
+                FirstPass::Use => true,
+                FirstPass::Try => start.authtok != Authtok::Absent,
+            };
+            let next = if start.forward_pass && !have_password {
+                // The next module (pam_unix use_first_pass) still needs
+                // the password.
+                conversation.stage = Stage::PasswordOnly;
+                Next::Ask(Step::Prompt {
+                    prompt: Prompt::Password,
+                })
+            } else {
+                end(LoginOutcome::Ignore, false)
+            };
+            return (conversation, Begun::Nullok, next);
+        }
+        let next = if start.forward_pass {
+            let digits = conversation.digits;
+            if !(6..=8).contains(&digits) {
+                // Not a record otpd writes; the store is damaged.
+                conversation.say_then(
+                    Step::Error {
+                        message: Message::Unavailable,
+                    },
+                    end(LoginOutcome::AuthinfoUnavail, false),
+                )
+            } else {
+                match (start.first_pass, &start.authtok) {
+                    (FirstPass::Prompt, _) | (FirstPass::Try, Authtok::Absent) => {
+                        conversation.stage = Stage::PasswordAndCode;
+                        Next::Ask(Step::Prompt {
+                            prompt: Prompt::PasswordAndCode { digits },
+                        })
+                    }
+                    (FirstPass::Use, Authtok::Absent) => {
+                        end(LoginOutcome::AuthtokRecoveryErr, false)
+                    }
+                    (_, _) => {
+                        conversation.stage = Stage::AuthtokSplit;
+                        Next::Ask(Step::FromAuthtok { digits })
+                    }
+                }
+            }
+        } else {
+            match (start.first_pass, &start.authtok) {
+                (FirstPass::Use | FirstPass::Try, Authtok::Code(code)) => {
+                    conversation.stage = Stage::CheckingAuthtok;
+                    Next::Check(code.clone())
+                }
+                (FirstPass::Use, Authtok::Absent) => end(LoginOutcome::AuthtokRecoveryErr, false),
+                // An earlier module's password: refused, never sent.
+                (FirstPass::Use, Authtok::Held) => end(LoginOutcome::AuthErr, false),
+                _ => conversation.ask_code(),
+            }
+        };
+        (conversation, Begun::CodeRequired, next)
+    }
+
+    /// The user whose codes are checked (the account's own name, or the
+    /// spelling typed when only that has a record).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The module's answer to the last `Ask`.
+    pub fn answer(&mut self, answer: Option<&SecretText>) -> Next {
+        match (self.stage, answer) {
+            (Stage::PasswordOnly, _) => end(LoginOutcome::Ignore, true),
+            (Stage::AuthtokSplit | Stage::PasswordAndCode, Some(code)) => {
+                self.stage = Stage::CheckingForwarded;
+                Next::Check(code.clone())
+            }
+            (Stage::AuthtokSplit, None) if self.first_pass == FirstPass::Try => {
+                self.stage = Stage::PasswordAndCode;
+                Next::Ask(Step::Prompt {
+                    prompt: Prompt::PasswordAndCode {
+                        digits: self.digits,
+                    },
+                })
+            }
+            (Stage::Code, Some(code)) if is_sms(code) => {
+                self.stage = Stage::Texting;
+                Next::Text
+            }
+            (Stage::Code, Some(code)) => {
+                self.stage = Stage::Checking;
+                Next::Check(code.clone())
+            }
+            // One text per login: "sms" again is refused.
+            (Stage::AfterText, Some(code)) if !is_sms(code) => {
+                self.stage = Stage::CheckingAfterText;
+                Next::Check(code.clone())
+            }
+            // No code at the end of the answer or PAM_AUTHTOK, an answer
+            // that is not text, "sms" twice, or an answer out of turn.
+            _ => self.finish(VerifyOutcome::WrongCode, false),
+        }
+    }
+
+    /// The outcome of the last `Check` or `Text`.
+    pub fn checked(&mut self, outcome: VerifyOutcome) -> Next {
+        match (self.stage, outcome) {
+            (Stage::CheckingAuthtok, VerifyOutcome::WrongCode)
+                if self.first_pass == FirstPass::Try =>
+            {
+                // try_first_pass: what the earlier module collected looked
+                // like a code but is not this user's (a numeric password);
+                // ask, as pam_unix does.
+                self.ask_code()
+            }
+            (Stage::CheckingForwarded, outcome) => {
+                // The password goes on only with an accepted code: in a
+                // stack where this module's failure is not fatal, a wrong
+                // code must not leave the next module a password.
+                let forward = outcome == VerifyOutcome::Accepted;
+                self.finish(outcome, forward)
+            }
+            (Stage::Texting, VerifyOutcome::SmsSent) => {
+                self.stage = Stage::AfterText;
+                self.say_then(
+                    Step::Info {
+                        message: Message::SmsSent,
+                    },
+                    Next::Ask(Step::Prompt {
+                        prompt: Prompt::TextedCode,
+                    }),
+                )
+            }
+            (Stage::Texting, VerifyOutcome::SmsUnavailable { retry_after_secs }) => {
+                self.stage = Stage::AfterText;
+                self.say_then(
+                    Step::Error {
+                        message: Message::SmsUnavailable { retry_after_secs },
+                    },
+                    Next::Ask(Step::Prompt {
+                        prompt: Prompt::Code { sms: false },
+                    }),
+                )
+            }
+            (
+                Stage::CheckingAuthtok
+                | Stage::Checking
+                | Stage::Texting
+                | Stage::CheckingAfterText,
+                outcome,
+            ) => self.finish(outcome, false),
+            _ => self.finish(VerifyOutcome::WrongCode, false),
+        }
+    }
+
+    /// After a `Say`: what follows it.
+    pub fn resume(&mut self) -> Next {
+        match self.after_say.take() {
+            Some(next) => {
+                if self.stage == Stage::Said {
+                    self.stage = Stage::Done;
+                }
+                *next
+            }
+            None => end(LoginOutcome::AuthErr, false),
+        }
+    }
+
+    fn ask_code(&mut self) -> Next {
+        self.stage = Stage::Code;
+        Next::Ask(Step::Prompt {
+            prompt: Prompt::Code { sms: self.sms },
+        })
+    }
+
+    fn say_then(&mut self, step: Step, then: Next) -> Next {
+        if matches!(then, Next::End(_)) {
+            self.stage = Stage::Said;
+        }
+        self.after_say = Some(Box::new(then));
+        Next::Say(step)
+    }
+
+    fn finish(&mut self, outcome: VerifyOutcome, forward: bool) -> Next {
+        self.stage = Stage::Done;
+        let result = if !self.known {
+            LoginOutcome::UserUnknown
+        } else {
+            outcome_of(outcome, self.nullok)
+        };
+        let forward = forward && self.known;
+        match outcome {
+            // The attempt is refused either way; a host that cannot show
+            // the message still gets PAM_MAXTRIES.
+            VerifyOutcome::Throttled { retry_after_secs } => self.say_then(
+                Step::Error {
+                    message: Message::Throttled { retry_after_secs },
+                },
+                end(result, forward),
+            ),
+            _ => end(result, forward),
+        }
+    }
+}
+
+fn end(outcome: LoginOutcome, forward_password: bool) -> Next {
+    Next::End(Step::End {
+        outcome,
+        forward_password,
+    })
+}
+
+fn is_sms(text: &SecretText) -> bool {
+    text.expose().trim().eq_ignore_ascii_case("sms")
+}
+
+/// The PAM outcome of the daemon's decision on a code.
+pub fn outcome_of(outcome: VerifyOutcome, nullok: bool) -> LoginOutcome {
+    match outcome {
+        VerifyOutcome::Accepted => LoginOutcome::Success,
+        VerifyOutcome::WrongCode | VerifyOutcome::Replayed => LoginOutcome::AuthErr,
+        VerifyOutcome::Throttled { .. } => LoginOutcome::MaxTries,
+        VerifyOutcome::NotEnrolled | VerifyOutcome::Pending if nullok => LoginOutcome::Ignore,
+        VerifyOutcome::NotEnrolled | VerifyOutcome::Pending => LoginOutcome::AuthErr,
+        VerifyOutcome::SmsSent | VerifyOutcome::SmsUnavailable { .. } => LoginOutcome::AuthErr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otpd_proto::Language;
+
+    const ACTIVE: UserView = UserView {
+        factor_required: true,
+        digits: Some(6),
+    };
+    const NONE: UserView = UserView {
+        factor_required: false,
+        digits: None,
+    };
+
+    fn start() -> LoginStart {
+        LoginStart {
+            user: "alice".into(),
+            typed: "alice".into(),
+            known: true,
+            service: "sshd".into(),
+            rhost: "192.0.2.7".into(),
+            tty: String::new(),
+            ruid: 0,
+            nullok: false,
+            forward_pass: false,
+            first_pass: FirstPass::Prompt,
+            language: Language::En,
+            authtok: Authtok::Absent,
+        }
+    }
+
+    fn code(text: &str) -> SecretText {
+        SecretText::from(text)
+    }
+
+    fn ended(outcome: LoginOutcome, forward_password: bool) -> Next {
+        Next::End(Step::End {
+            outcome,
+            forward_password,
+        })
+    }
+
+    /// The whole conversation: answers to asks and outcomes of checks
+    /// taken in order from `script`; returns every step sent and checked.
+    fn run(
+        start: &LoginStart,
+        view: UserView,
+        typed: Option<UserView>,
+        sms: bool,
+        answers: &[Option<&str>],
+        outcomes: &[VerifyOutcome],
+    ) -> (Vec<String>, Step, String) {
+        let (mut c, _, mut next) = Conversation::begin(start, view, typed, sms);
+        let mut log = Vec::new();
+        let (mut answers, mut outcomes) = (answers.iter(), outcomes.iter());
+        loop {
+            next = match next {
+                Next::Say(step) => {
+                    log.push(format!("say {step:?}"));
+                    c.resume()
+                }
+                Next::Ask(step) => {
+                    log.push(format!("ask {step:?}"));
+                    let answer = answers.next().expect("an answer left").map(code);
+                    c.answer(answer.as_ref())
+                }
+                Next::Check(code) => {
+                    log.push(format!("check {}", code.expose()));
+                    c.checked(*outcomes.next().expect("an outcome left"))
+                }
+                Next::Text => {
+                    log.push("text".into());
+                    c.checked(*outcomes.next().expect("an outcome left"))
+                }
+                Next::End(step) => {
+                    assert!(answers.next().is_none(), "answers left over");
+                    assert!(outcomes.next().is_none(), "outcomes left over");
+                    return (log, step, c.user().to_owned());
+                }
+            }
+        }
+    }
+
+    fn end_of(outcome: LoginOutcome) -> Step {
+        Step::End {
+            outcome,
+            forward_password: false,
+        }
+    }
+
+    #[test]
+    fn a_code_is_asked_checked_and_every_outcome_mapped() {
+        for (outcome, expected) in [
+            (VerifyOutcome::Accepted, LoginOutcome::Success),
+            (VerifyOutcome::WrongCode, LoginOutcome::AuthErr),
+            (VerifyOutcome::Replayed, LoginOutcome::AuthErr),
+            (VerifyOutcome::NotEnrolled, LoginOutcome::AuthErr),
+            (VerifyOutcome::Pending, LoginOutcome::AuthErr),
+        ] {
+            let (log, end, _) = run(&start(), ACTIVE, None, false, &[Some("123456")], &[outcome]);
+            assert_eq!(
+                log,
+                ["ask Prompt { prompt: Code { sms: false } }", "check 123456"]
+            );
+            assert_eq!(end, end_of(expected), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn throttled_says_so_then_ends_with_maxtries() {
+        let outcome = VerifyOutcome::Throttled {
+            retry_after_secs: 30,
+        };
+        let (log, end, _) = run(&start(), ACTIVE, None, false, &[Some("1")], &[outcome]);
+        assert_eq!(
+            log.last().unwrap(),
+            "say Error { message: Throttled { retry_after_secs: 30 } }"
+        );
+        assert_eq!(end, end_of(LoginOutcome::MaxTries));
+    }
+
+    #[test]
+    fn nullok_lets_through_only_users_without_a_device() {
+        let nullok = LoginStart {
+            nullok: true,
+            ..start()
+        };
+        let (log, end, _) = run(&nullok, NONE, None, true, &[], &[]);
+        assert!(log.is_empty());
+        assert_eq!(end, end_of(LoginOutcome::Ignore));
+        // A user who has (or had) a device is asked, nullok or not.
+        let (log, end, _) = run(
+            &nullok,
+            ACTIVE,
+            None,
+            true,
+            &[Some("1")],
+            &[VerifyOutcome::WrongCode],
+        );
+        assert_eq!(log[0], "ask Prompt { prompt: Code { sms: true } }");
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // Without nullok a user without a device is asked like everyone.
+        let (log, end, _) = run(
+            &start(),
+            NONE,
+            None,
+            false,
+            &[Some("1")],
+            &[VerifyOutcome::NotEnrolled],
+        );
+        assert_eq!(log.len(), 2);
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+    }
+
+    #[test]
+    fn an_unknown_name_gets_the_whole_conversation_then_user_unknown() {
+        for nullok in [false, true] {
+            let unknown = LoginStart {
+                known: false,
+                nullok,
+                ..start()
+            };
+            let (log, end, _) = run(
+                &unknown,
+                NONE,
+                None,
+                false,
+                &[Some("123456")],
+                &[VerifyOutcome::NotEnrolled],
+            );
+            assert_eq!(log.len(), 2, "{log:?}");
+            assert_eq!(end, end_of(LoginOutcome::UserUnknown));
+        }
+    }
+
+    #[test]
+    fn a_record_under_the_spelling_typed_is_used_when_the_account_has_none() {
+        let typed = LoginStart {
+            typed: "Alice".into(),
+            nullok: true,
+            ..start()
+        };
+        let (_, end, user) = run(
+            &typed,
+            NONE,
+            Some(ACTIVE),
+            false,
+            &[Some("1")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(
+            (end, user.as_str()),
+            (end_of(LoginOutcome::Success), "Alice")
+        );
+        // The account's own record wins when it has one.
+        let (_, _, user) = run(
+            &typed,
+            ACTIVE,
+            Some(ACTIVE),
+            false,
+            &[Some("1")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(user, "alice");
+    }
+
+    #[test]
+    fn sms_texts_once_then_asks_for_the_texted_code() {
+        let (log, end, _) = run(
+            &start(),
+            ACTIVE,
+            None,
+            true,
+            &[Some(" SMS "), Some("654321")],
+            &[VerifyOutcome::SmsSent, VerifyOutcome::Accepted],
+        );
+        assert_eq!(
+            log,
+            [
+                "ask Prompt { prompt: Code { sms: true } }",
+                "text",
+                "say Info { message: SmsSent }",
+                "ask Prompt { prompt: TextedCode }",
+                "check 654321",
+            ]
+        );
+        assert_eq!(end, end_of(LoginOutcome::Success));
+        // "sms" twice in one login: refused without a second text.
+        let (log, end, _) = run(
+            &start(),
+            ACTIVE,
+            None,
+            true,
+            &[Some("sms"), Some("sms")],
+            &[VerifyOutcome::SmsSent],
+        );
+        assert_eq!(log.len(), 4);
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // No text possible: said, then the app's code is asked for.
+        let unavailable = VerifyOutcome::SmsUnavailable {
+            retry_after_secs: Some(60),
+        };
+        let (log, end, _) = run(
+            &start(),
+            ACTIVE,
+            None,
+            true,
+            &[Some("sms"), Some("123456")],
+            &[unavailable, VerifyOutcome::WrongCode],
+        );
+        assert_eq!(
+            log[2],
+            "say Error { message: SmsUnavailable { retry_after_secs: Some(60) } }"
+        );
+        assert_eq!(log[3], "ask Prompt { prompt: Code { sms: false } }");
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // A texted-code check that comes back "sent" again counts as wrong.
+        let (_, end, _) = run(
+            &start(),
+            ACTIVE,
+            None,
+            true,
+            &[Some("sms"), Some("1")],
+            &[VerifyOutcome::SmsSent, VerifyOutcome::SmsSent],
+        );
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_text_is_a_wrong_code() {
+        let (_, end, _) = run(&start(), ACTIVE, None, false, &[None], &[]);
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+    }
+
+    #[test]
+    fn use_first_pass_takes_the_code_and_never_asks() {
+        let with = |authtok| LoginStart {
+            first_pass: FirstPass::Use,
+            authtok,
+            ..start()
+        };
+        let (log, end, _) = run(
+            &with(Authtok::Code(code("123456"))),
+            ACTIVE,
+            None,
+            true,
+            &[],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(log, ["check 123456"]);
+        assert_eq!(end, end_of(LoginOutcome::Success));
+        let (log, end, _) = run(&with(Authtok::Absent), ACTIVE, None, true, &[], &[]);
+        assert!(log.is_empty());
+        assert_eq!(end, end_of(LoginOutcome::AuthtokRecoveryErr));
+        let (log, end, _) = run(&with(Authtok::Held), ACTIVE, None, true, &[], &[]);
+        assert!(log.is_empty());
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // A wrong code is not asked again.
+        let (_, end, _) = run(
+            &with(Authtok::Code(code("123456"))),
+            ACTIVE,
+            None,
+            true,
+            &[],
+            &[VerifyOutcome::WrongCode],
+        );
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+    }
+
+    #[test]
+    fn try_first_pass_asks_when_the_authtok_is_not_the_code() {
+        let with = |authtok| LoginStart {
+            first_pass: FirstPass::Try,
+            authtok,
+            ..start()
+        };
+        let (log, end, _) = run(
+            &with(Authtok::Code(code("123456"))),
+            ACTIVE,
+            None,
+            false,
+            &[Some("654321")],
+            &[VerifyOutcome::WrongCode, VerifyOutcome::Accepted],
+        );
+        assert_eq!(
+            log,
+            [
+                "check 123456",
+                "ask Prompt { prompt: Code { sms: false } }",
+                "check 654321"
+            ]
+        );
+        assert_eq!(end, end_of(LoginOutcome::Success));
+        for authtok in [Authtok::Absent, Authtok::Held] {
+            let (log, _, _) = run(
+                &with(authtok),
+                ACTIVE,
+                None,
+                false,
+                &[Some("1")],
+                &[VerifyOutcome::WrongCode],
+            );
+            assert_eq!(log[0], "ask Prompt { prompt: Code { sms: false } }");
+        }
+        // A replayed code is not asked again: only a wrong one is.
+        let (log, _, _) = run(
+            &with(Authtok::Code(code("123456"))),
+            ACTIVE,
+            None,
+            false,
+            &[],
+            &[VerifyOutcome::Replayed],
+        );
+        assert_eq!(log, ["check 123456"]);
+    }
+
+    #[test]
+    fn forward_pass_asks_once_and_forwards_only_with_an_accepted_code() {
+        let forward = LoginStart {
+            forward_pass: true,
+            ..start()
+        };
+        let eight = UserView {
+            factor_required: true,
+            digits: Some(8),
+        };
+        let (log, end, _) = run(
+            &forward,
+            eight,
+            None,
+            false,
+            &[Some("12345678")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(
+            log[0],
+            "ask Prompt { prompt: PasswordAndCode { digits: 8 } }"
+        );
+        assert_eq!(end, ended_step(LoginOutcome::Success, true));
+        let (_, end, _) = run(
+            &forward,
+            eight,
+            None,
+            false,
+            &[Some("12345678")],
+            &[VerifyOutcome::WrongCode],
+        );
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // An answer that does not end in a code.
+        let (_, end, _) = run(&forward, eight, None, false, &[None], &[]);
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        // Users without a device: six digits (nothing tells them apart).
+        let (log, _, _) = run(
+            &forward,
+            NONE,
+            None,
+            false,
+            &[Some("123456")],
+            &[VerifyOutcome::NotEnrolled],
+        );
+        assert_eq!(
+            log[0],
+            "ask Prompt { prompt: PasswordAndCode { digits: 6 } }"
+        );
+        // nullok: only the password is asked for, and forwarded.
+        let nullok = LoginStart {
+            nullok: true,
+            ..forward.clone()
+        };
+        let (log, end, _) = run(&nullok, NONE, None, false, &[None], &[]);
+        assert_eq!(log, ["ask Prompt { prompt: Password }"]);
+        assert_eq!(end, ended_step(LoginOutcome::Ignore, true));
+        // An unknown user's password never goes on.
+        let unknown = LoginStart {
+            known: false,
+            ..forward.clone()
+        };
+        let (_, end, _) = run(
+            &unknown,
+            NONE,
+            None,
+            false,
+            &[Some("123456")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(end, end_of(LoginOutcome::UserUnknown));
+    }
+
+    #[test]
+    fn forward_pass_with_first_pass_splits_pam_authtok() {
+        let with = |first_pass, authtok| LoginStart {
+            forward_pass: true,
+            first_pass,
+            authtok,
+            ..start()
+        };
+        let (log, end, _) = run(
+            &with(FirstPass::Use, Authtok::Held),
+            ACTIVE,
+            None,
+            false,
+            &[Some("123456")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(log, ["ask FromAuthtok { digits: 6 }", "check 123456"]);
+        assert_eq!(end, ended_step(LoginOutcome::Success, true));
+        let (_, end, _) = run(
+            &with(FirstPass::Use, Authtok::Held),
+            ACTIVE,
+            None,
+            false,
+            &[None],
+            &[],
+        );
+        assert_eq!(end, end_of(LoginOutcome::AuthErr));
+        let (_, end, _) = run(
+            &with(FirstPass::Use, Authtok::Absent),
+            ACTIVE,
+            None,
+            false,
+            &[],
+            &[],
+        );
+        assert_eq!(end, end_of(LoginOutcome::AuthtokRecoveryErr));
+        let (log, _, _) = run(
+            &with(FirstPass::Try, Authtok::Held),
+            ACTIVE,
+            None,
+            false,
+            &[None, Some("123456")],
+            &[VerifyOutcome::Accepted],
+        );
+        assert_eq!(
+            log[1],
+            "ask Prompt { prompt: PasswordAndCode { digits: 6 } }"
+        );
+        // nullok with the password already collected: nothing is asked.
+        let nullok = LoginStart {
+            nullok: true,
+            ..with(FirstPass::Try, Authtok::Held)
+        };
+        let (log, end, _) = run(&nullok, NONE, None, false, &[], &[]);
+        assert!(log.is_empty());
+        assert_eq!(end, end_of(LoginOutcome::Ignore));
+    }
+
+    fn ended_step(outcome: LoginOutcome, forward_password: bool) -> Step {
+        match ended(outcome, forward_password) {
+            Next::End(step) => step,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn odd_digit_counts_fail_closed() {
+        let forward = LoginStart {
+            forward_pass: true,
+            ..start()
+        };
+        let odd = UserView {
+            factor_required: true,
+            digits: Some(9),
+        };
+        let (log, end, _) = run(&forward, odd, None, false, &[], &[]);
+        assert_eq!(log, ["say Error { message: Unavailable }"]);
+        assert_eq!(end, end_of(LoginOutcome::AuthinfoUnavail));
+    }
+
+    #[test]
+    fn answers_out_of_turn_end_the_login_refused() {
+        let (mut c, _, _) = Conversation::begin(&start(), ACTIVE, None, false);
+        assert_eq!(
+            c.checked(VerifyOutcome::Accepted),
+            ended(LoginOutcome::AuthErr, false)
+        );
+        let (mut c, _, _) = Conversation::begin(&start(), ACTIVE, None, false);
+        assert_eq!(c.resume(), ended(LoginOutcome::AuthErr, false));
+    }
+}

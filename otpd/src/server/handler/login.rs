@@ -1,0 +1,181 @@
+//! The login use case: the reads that begin a conversation and the checks
+//! its steps ask for. The conversation itself is decided in
+//! `core::login`; `server::login` carries it over the connection.
+
+use super::{internal, own_source, refuse, user_name_of, Attempt, Handler, MAX_ITEM_LEN};
+use crate::core::decision::Purpose;
+use crate::core::login::{Begun, Conversation, Next, UserView};
+use crate::core::names::validate_user;
+use crate::core::record::source_of;
+use crate::server::policy::authorize;
+use crate::server::policy::Caller;
+use otpd_proto::{ErrorCode, LoginStart, Request, Response, SecretText, VerifyOutcome};
+use tracing::{info, warn};
+
+/// Where a login comes from, fixed when it begins.
+#[derive(Debug, Clone)]
+pub struct LoginContext {
+    service: String,
+    rhost: String,
+    /// The rate-limit source (`source_of`).
+    source: String,
+    /// The source is the user's own uid.
+    own: bool,
+}
+
+impl Handler {
+    /// Begins the login of `start` for `caller`: the conversation, where
+    /// the login comes from, and its first step. `Err`: the refusal to send
+    /// instead (bad input, the store failed).
+    pub fn login_begin(
+        &self,
+        caller: &Caller,
+        start: Box<LoginStart>,
+    ) -> Result<(Conversation, LoginContext, Next), Response> {
+        let request = Request::Login(start);
+        if let Err(reason) = authorize(caller, &request, user_name_of) {
+            warn!(
+                target: "otpd::audit",
+                uid = caller.uid,
+                pid = caller.pid,
+                op = "login",
+                outcome = "denied",
+                "{reason}"
+            );
+            return Err(refuse(ErrorCode::PermissionDenied, reason));
+        }
+        let Request::Login(start) = request else {
+            return Err(super::out_of_turn());
+        };
+        let mut start = *start;
+        if start.service.len() > MAX_ITEM_LEN || start.rhost.len() > MAX_ITEM_LEN {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("service and rhost may be at most {MAX_ITEM_LEN} bytes"),
+            ));
+        }
+        if start.tty.len() > MAX_ITEM_LEN {
+            start.tty.truncate(0);
+        }
+        // A non-root caller (a screen locker) may ask only about its own
+        // name (the policy checked `user`); the spelling typed is not
+        // looked at for it.
+        if caller.uid != 0 || validate_user(&start.typed).is_err() {
+            start.typed = start.user.clone();
+        }
+        // A name that can never be enrolled has no record: looked at like
+        // any unknown user (the conversation is the same).
+        let read = |user: &str| -> Result<UserView, Response> {
+            if validate_user(user).is_err() {
+                return Ok(UserView::of(None));
+            }
+            match self.store.user(user) {
+                Ok(record) => Ok(UserView::of(record.as_ref())),
+                Err(e) => Err(internal(e)),
+            }
+        };
+        let view = read(&start.user)?;
+        let typed_view = if start.known && start.typed != start.user && !view.factor_required {
+            Some(read(&start.typed)?)
+        } else {
+            None
+        };
+        let sms = self.config.sms.command.is_some();
+        let (conversation, begun, next) = Conversation::begin(&start, view, typed_view, sms);
+        if begun == Begun::Nullok {
+            // nullok decides without a code: an audit line like a check.
+            info!(
+                target: "otpd::audit",
+                user = ?conversation.user(),
+                service = ?start.service,
+                rhost = ?start.rhost,
+                uid = caller.uid,
+                pid = caller.pid,
+                op = "login",
+                outcome = "nullok_no_device",
+            );
+        }
+        let context = LoginContext {
+            source: source_of(&start.rhost, Some(start.ruid), caller.uid),
+            own: own_source(
+                conversation.user(),
+                &start.rhost,
+                Some(start.ruid),
+                caller.uid,
+            ),
+            service: start.service,
+            rhost: start.rhost,
+        };
+        Ok((conversation, context, next))
+    }
+
+    /// Checks `code` for `user` in the login of `context`: counted, and
+    /// used up when accepted. `Err`: the daemon's refusal (store failed).
+    pub fn login_check(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &LoginContext,
+        code: &SecretText,
+    ) -> Result<VerifyOutcome, Response> {
+        if validate_user(user).is_err() {
+            // Never enrolled; costs what a wrong code costs elsewhere.
+            return Ok(VerifyOutcome::NotEnrolled);
+        }
+        let response = self.verify(
+            caller,
+            Attempt {
+                user,
+                code,
+                service: &context.service,
+                rhost: &context.rhost,
+                source: context.source.clone(),
+                own: context.own,
+                purpose: Purpose::Login,
+            },
+        );
+        match response {
+            Response::Verified { outcome } => Ok(outcome),
+            other => Err(other),
+        }
+    }
+
+    /// Texts a code to `user`'s phone in the login of `context`.
+    pub fn login_text(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &LoginContext,
+    ) -> Result<VerifyOutcome, Response> {
+        if validate_user(user).is_err() {
+            return Ok(VerifyOutcome::SmsUnavailable {
+                retry_after_secs: None,
+            });
+        }
+        match self.login_sms(
+            caller,
+            user,
+            &context.source,
+            context.own,
+            &context.service,
+            &context.rhost,
+        ) {
+            Response::Verified { outcome } => Ok(outcome),
+            other => Err(other),
+        }
+    }
+}
+
+/// The audit line at the end of a login conversation.
+pub fn audit_login_end(caller: &Caller, user: &str, context: &LoginContext, outcome: &str) {
+    info!(
+        target: "otpd::audit",
+        user = ?user,
+        service = ?context.service,
+        rhost = ?context.rhost,
+        uid = caller.uid,
+        pid = caller.pid,
+        op = "login",
+        outcome,
+    );
+}

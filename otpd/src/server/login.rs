@@ -1,0 +1,238 @@
+//! Carries a login conversation over its connection: sends the steps that
+//! `core::login` decides, waits for the person's answers, and runs the
+//! reads and checks on the blocking pool. The conversation lives only as
+//! long as the connection, under one deadline.
+
+use super::handler::{audit_login_end, Handler, LoginContext};
+use super::listener::{read_request, write_response};
+use super::policy::Caller;
+use super::slots::Slot;
+use crate::core::login::{Conversation, Next};
+use otpd_proto::{
+    ErrorCode, LoginOutcome, LoginStart, Message, Request, Response, Step, VerifyOutcome,
+    FRAME_HEADER_LEN,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
+use tracing::{debug, warn};
+
+/// The longest a person may take to answer one prompt (sshd's own
+/// LoginGraceTime is 120 s by default).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(180);
+/// The longest a whole conversation may last.
+pub const CONVERSATION_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Carries the login of `start` to its end. The connection is closed
+/// afterwards (one login per connection).
+pub async fn converse(
+    stream: &mut UnixStream,
+    caller: &Caller,
+    handler: &Arc<Handler>,
+    start: Box<LoginStart>,
+    slot: &Slot,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let deadline = Instant::now() + CONVERSATION_DEADLINE;
+    let begun = {
+        let (h, c) = (handler.clone(), caller.clone());
+        tokio::task::spawn_blocking(move || h.login_begin(&c, start)).await
+    };
+    let (mut conversation, context, mut next) = match begun {
+        Ok(Ok(begun)) => begun,
+        Ok(Err(refusal)) => {
+            let _ = write_response(stream, &refusal).await;
+            return;
+        }
+        Err(e) => {
+            warn!("login handler failed: {e}");
+            let _ = write_response(stream, &failed()).await;
+            return;
+        }
+    };
+    loop {
+        next = match next {
+            Next::Say(step) => {
+                if send(stream, step).await.is_err() {
+                    return;
+                }
+                conversation.resume()
+            }
+            Next::Ask(step) => {
+                if send(stream, step).await.is_err() {
+                    return;
+                }
+                // The person is typing: the connection waits for its
+                // client, and may be closed to make room.
+                slot.end_request();
+                let answer = tokio::select! {
+                    answer = read_answer(stream, deadline) => answer,
+                    _ = slot.closed() => return,
+                    _ = stop.changed() => return,
+                };
+                if !slot.begin_request() {
+                    return;
+                }
+                match answer {
+                    Ok(Request::Answer { answer }) => conversation.answer(answer.as_ref()),
+                    Ok(other) => {
+                        warn!(
+                            uid = caller.uid,
+                            pid = caller.pid,
+                            "a login sent {other:?} instead of an answer; ended"
+                        );
+                        let refusal = Response::Error {
+                            code: ErrorCode::BadRequest,
+                            message: "expected the answer to the prompt".into(),
+                        };
+                        let _ = write_response(stream, &refusal).await;
+                        return;
+                    }
+                    Err(reason) => {
+                        debug!(uid = caller.uid, "login ended without an answer: {reason}");
+                        return;
+                    }
+                }
+            }
+            Next::Check(code) => {
+                let (h, c, ctx, user) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    conversation.user().to_owned(),
+                );
+                let checked =
+                    tokio::task::spawn_blocking(move || h.login_check(&c, &user, &ctx, &code))
+                        .await;
+                match outcome_of(checked) {
+                    Ok(outcome) => conversation.checked(outcome),
+                    Err(end) => {
+                        return finish(stream, caller, &conversation, &context, end).await;
+                    }
+                }
+            }
+            Next::Text => {
+                let (h, c, ctx, user) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    conversation.user().to_owned(),
+                );
+                let texted =
+                    tokio::task::spawn_blocking(move || h.login_text(&c, &user, &ctx)).await;
+                match outcome_of(texted) {
+                    Ok(outcome) => conversation.checked(outcome),
+                    Err(end) => {
+                        return finish(stream, caller, &conversation, &context, end).await;
+                    }
+                }
+            }
+            Next::End(step) => {
+                return finish(stream, caller, &conversation, &context, Ended::Step(step)).await;
+            }
+        };
+    }
+}
+
+/// How a conversation ends.
+enum Ended {
+    /// The conversation's own end.
+    Step(Step),
+    /// The daemon failed (the store): the factor cannot be checked.
+    Unavailable,
+    /// The daemon refused the check (the message is logged).
+    Refused,
+}
+
+async fn finish(
+    stream: &mut UnixStream,
+    caller: &Caller,
+    conversation: &Conversation,
+    context: &LoginContext,
+    ended: Ended,
+) {
+    let step = match ended {
+        Ended::Step(step) => step,
+        Ended::Unavailable => {
+            let said = Step::Error {
+                message: Message::Unavailable,
+            };
+            if send(stream, said).await.is_err() {
+                return;
+            }
+            Step::End {
+                outcome: LoginOutcome::AuthinfoUnavail,
+                forward_password: false,
+            }
+        }
+        Ended::Refused => Step::End {
+            outcome: LoginOutcome::AuthErr,
+            forward_password: false,
+        },
+    };
+    if let Step::End { outcome, .. } = &step {
+        audit_login_end(caller, conversation.user(), context, outcome_name(*outcome));
+    }
+    let _ = send(stream, step).await;
+}
+
+fn outcome_of(
+    result: Result<Result<VerifyOutcome, Response>, tokio::task::JoinError>,
+) -> Result<VerifyOutcome, Ended> {
+    match result {
+        Ok(Ok(outcome)) => Ok(outcome),
+        // The handler logged the cause.
+        Ok(Err(Response::Error {
+            code: ErrorCode::Internal,
+            ..
+        })) => Err(Ended::Unavailable),
+        Ok(Err(_)) => Err(Ended::Refused),
+        Err(e) => {
+            warn!("login handler failed: {e}");
+            Err(Ended::Unavailable)
+        }
+    }
+}
+
+fn outcome_name(outcome: LoginOutcome) -> &'static str {
+    match outcome {
+        LoginOutcome::Success => "success",
+        LoginOutcome::Ignore => "ignore",
+        LoginOutcome::AuthErr => "auth_err",
+        LoginOutcome::UserUnknown => "user_unknown",
+        LoginOutcome::MaxTries => "maxtries",
+        LoginOutcome::AuthinfoUnavail => "authinfo_unavail",
+        LoginOutcome::AuthtokRecoveryErr => "authtok_recovery_err",
+    }
+}
+
+fn failed() -> Response {
+    Response::Error {
+        code: ErrorCode::Internal,
+        message: "otpd could not complete the request".into(),
+    }
+}
+
+async fn send(stream: &mut UnixStream, step: Step) -> Result<(), ()> {
+    write_response(stream, &Response::Step(step))
+        .await
+        .map_err(|e| debug!("login step not delivered: {e}"))
+}
+
+/// The next request of the conversation, within the time a person may
+/// take and the conversation's deadline.
+async fn read_answer(stream: &mut UnixStream, deadline: Instant) -> Result<Request, String> {
+    let wait = ANSWER_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match timeout(wait, stream.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("closed by the module".into()),
+        Err(_) => return Err("no answer in time".into()),
+    }
+    read_request(stream, header)
+        .await
+        .map_err(|e| e.to_string())
+}
