@@ -290,7 +290,7 @@ fn a_name_is_resolved_to_its_account_and_an_unknown_name_is_refused() {
     let login = login_as("Erin", &erin.code_at(t));
     assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
     // The daemon was asked about erin, and said so in its audit log,
-    // the status question included.
+    // the end of the login conversation included.
     let log = env.log();
     assert!(
         !log.contains("user=\"ERIN\"") && !log.contains("user=\"Erin\""),
@@ -298,8 +298,8 @@ fn a_name_is_resolved_to_its_account_and_an_unknown_name_is_refused() {
     );
     assert!(
         log.lines()
-            .any(|l| l.contains("op=\"status\"") && l.contains("user=\"erin\"")),
-        "no audit line for the status question:\n{log}"
+            .any(|l| l.contains("op=\"login\"") && l.contains("user=\"erin\"")),
+        "no audit line for the end of the login:\n{log}"
     );
 
     // A name that is no account: refused, never ignored (nullok or not).
