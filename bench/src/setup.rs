@@ -3,14 +3,11 @@
 //! temporary directory that is removed at the end (also on a panic).
 
 use crate::postgres::Postgres;
-use otpd_proto::{
-    read_frame, write_frame, EnrolParams, Request, Response, SecretText, VerifyOutcome,
-};
+use otpd_proto::{EnrolParams, Request, Response, SecretText, VerifyOutcome};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -86,13 +83,16 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One request on a new connection to the daemon.
 pub fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
-    let mut stream =
-        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write_frame(&mut stream, request).map_err(|e| e.to_string())?;
-    read_frame(&mut stream).map_err(|e| e.to_string())
+    otpd_proto::Client {
+        socket: socket.display().to_string(),
+        timeout: Duration::from_secs(10),
+        trust: otpd_proto::Trust {
+            daemon_user: "otpd".into(),
+            caller_itself: true,
+        },
+    }
+    .ask(request)
+    .map_err(|e| e.to_string())
 }
 
 /// The running daemon and where it lives.

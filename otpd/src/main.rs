@@ -44,7 +44,7 @@ macro_rules! out {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     let config = load_config(&cli)?;
-    let client = || Client::new(&config.socket);
+    let client = || Client::new(&config.socket, &config.state_dir);
     match cli.command {
         Command::Serve => {
             init_logging("info");

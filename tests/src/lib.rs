@@ -10,6 +10,7 @@ pub mod browser;
 pub mod ca;
 pub mod campaign;
 pub mod ci;
+pub mod client;
 pub mod env;
 pub mod fleet;
 pub mod hotp;

@@ -171,19 +171,7 @@ fn is_close(e: &io::Error) -> bool {
 /// One request and its answer on a new connection, as the module does it,
 /// within [`ANSWER_DEADLINE`].
 fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
-    let deadline = Instant::now() + ANSWER_DEADLINE;
-    let mut stream = connect_before(socket, deadline).map_err(|e| format!("connect: {e}"))?;
-    let frame = encode_frame(request).map_err(|e| format!("encode: {e}"))?;
-    stream
-        .set_write_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        ))
-        .map_err(|e| format!("set_write_timeout: {e}"))?;
-    stream.write_all(&frame).map_err(|e| format!("send: {e}"))?;
-    let answer = read_raw_frame(&mut stream, deadline).map_err(|e| format!("answer: {e}"))?;
-    decode_payload(&answer[FRAME_HEADER_LEN..]).map_err(|e| format!("decode: {e}"))
+    otpd_tests::client::ask(socket, request, ANSWER_DEADLINE)
 }
 
 /// What the daemon did with bytes an attacker sent.

@@ -14,7 +14,7 @@
 //! anchor gone too does the daemon start a new, empty store (with a
 //! warning: the documented limit).
 
-use otpd_proto::{read_frame, write_frame, Request, Response, SecretText, VerifyOutcome};
+use otpd_proto::{Request, Response, SecretText, VerifyOutcome};
 use otpd_tests::process::{ChildGuard, NOBODY_UID};
 use otpd_tests::rng::Rng;
 use otpd_tests::statedir::{self, chown_tree, copy_tree};
@@ -74,11 +74,7 @@ fn largest_file(state_dir: &Path) -> PathBuf {
 /// One request over the socket, as root (the admin CLI trusts only a
 /// daemon run by root or `otpd`, not one run by uid 65534).
 fn call(socket: &Path, request: &Request) -> Result<Response, String> {
-    let mut stream =
-        UnixStream::connect(socket).map_err(|e| format!("connect {}: {e}", socket.display()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
-    write_frame(&mut stream, request).map_err(|e| format!("send: {e}"))?;
-    read_frame(&mut stream).map_err(|e| format!("no answer: {e}"))
+    otpd_tests::client::ask(socket, request, Duration::from_secs(20))
 }
 
 /// `user → state` (as `list --json` spells it), sorted.

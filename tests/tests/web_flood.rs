@@ -10,7 +10,7 @@
 //! `OTPD_FLOOD_USERS` (default 3000) and `OTPD_FLOOD_SECS` (default 18)
 //! change the size; the defaults fit a debug build in CI's time budget.
 
-use otpd_proto::{read_frame, write_frame, EnrolParams, Request, Response, SecretText};
+use otpd_proto::{EnrolParams, Request, Response, SecretText};
 use otpd_tests::pages;
 use otpd_tests::totp::unix_now;
 use otpd_tests::webclient::{loopback_source, Connection};
@@ -18,7 +18,6 @@ use otpd_tests::{code_at, require, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,12 +32,7 @@ const LOGINS: usize = 36;
 
 /// One admin request over the daemon's socket (the tests run as root).
 fn ask(socket: &Path, request: &Request) -> Response {
-    let mut stream = UnixStream::connect(socket).expect("connect to otpd's socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write_frame(&mut stream, request).expect("send a request");
-    read_frame(&mut stream).expect("read a reply")
+    otpd_tests::client::ask(socket, request, Duration::from_secs(30)).expect("an answer from otpd")
 }
 
 fn enrol_request(user: &str) -> Request {
