@@ -353,7 +353,7 @@ fn debug_logs_each_step_but_never_the_code_and_bad_arguments_are_named() {
     let debug = lines(&login, 7);
     assert!(
         debug.iter().any(|l| l.contains("user \"ann\" service"))
-            && debug.iter().any(|l| l.contains("Accepted")),
+            && debug.iter().any(|l| l.contains("outcome: Success")),
         "{debug:#?}\n{}",
         login.output
     );

@@ -7,6 +7,7 @@ pub mod code;
 pub mod decision;
 pub mod login;
 pub mod names;
+pub mod plan;
 pub mod ratelimit;
 pub mod record;
 pub mod seal;

@@ -102,6 +102,15 @@ pub trait Store: Send + Sync + 'static {
     fn user(&self, user: &str) -> Result<Option<UserRecord>, StoreError>;
     /// One (user, source) failure counter.
     fn source(&self, user: &str, source: &str) -> Result<Option<SourceCounter>, StoreError>;
+    /// What a code check reads: the user's record and the (user, source)
+    /// counter. A networked store answers both with one round trip.
+    fn read_for_check(
+        &self,
+        user: &str,
+        source: &str,
+    ) -> Result<(Option<UserRecord>, Option<SourceCounter>), StoreError> {
+        Ok((self.user(user)?, self.source(user, source)?))
+    }
     /// Every user, sorted by name.
     fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError>;
     /// Atomic, durable compare-and-swap; see the trait documentation.

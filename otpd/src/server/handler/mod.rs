@@ -4,8 +4,9 @@
 
 use super::policy::{authorize, Caller};
 use crate::config::Config;
-use crate::core::decision::{decide, Outcome, Purpose, Rules, SourceState};
+use crate::core::decision::{Purpose, Rules};
 use crate::core::names::{validate_issuer, validate_user};
+use crate::core::plan::{plan_verify, Effect, Refusal, VerifyAttempt, VerifyRead};
 use crate::core::ratelimit::remaining;
 use crate::core::record::{
     source_of, Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
@@ -15,7 +16,7 @@ use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
     DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
-    SecretText, UserState, UserSummary, VerifyOutcome,
+    SecretText, UserState, UserSummary,
 };
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -405,69 +406,34 @@ impl Handler {
             return self.login_sms(caller, user, source, own, service, rhost);
         }
         with_retries(|| {
-            let record = match self.store.user(user) {
-                Ok(r) => r,
+            let (record, counter) = match self.store.read_for_check(user, source) {
+                Ok(read) => read,
                 Err(e) => return Some(internal(e)),
             };
-            if purpose == Purpose::Confirm {
-                let refusal = match &record {
-                    None => Some((ErrorCode::NotFound, format!("{user} is not enrolled"))),
-                    Some(r) if r.devices().iter().all(|d| d.state == EnrolState::Active) => Some((
-                        ErrorCode::NotPending,
-                        format!("{user}'s enrolment is already active; nothing to confirm"),
-                    )),
-                    Some(_) => None,
-                };
-                if let Some((code, message)) = refusal {
-                    return Some(refuse(code, message));
-                }
-            }
-            let counter = match self.store.source(user, source) {
-                Ok(c) => c,
-                Err(e) => return Some(internal(e)),
-            };
-            let source_state = SourceState {
-                key: source,
-                counter: counter.as_ref(),
-                own,
-            };
-            let decision = match decide(
-                record.as_ref(),
-                &source_state,
-                code.expose(),
-                self.now(),
-                purpose,
-                &self.rules,
-            ) {
-                Ok(d) => d,
-                Err(e) => {
-                    return Some(internal(format!(
-                        "the token of {user:?} cannot be used: {e}"
-                    )))
-                }
-            };
-            if record.is_none() && purpose == Purpose::Login {
-                // design.md §6 / no enumeration: an unknown user costs what
-                // a wrong code costs (the HMACs and a durable write).
-                let decoy = UserRecord::decoy();
-                let _ = decide(
-                    Some(&decoy),
-                    &source_state,
-                    code.expose(),
-                    self.now(),
+            let plan = plan_verify(
+                VerifyRead {
+                    record: record.as_ref(),
+                    counter: counter.as_ref(),
+                },
+                VerifyAttempt {
+                    user,
+                    code: code.expose(),
+                    source,
+                    own,
                     purpose,
-                    &self.rules,
-                );
-                if let Err(e) = self.store.decoy_write() {
-                    warn!("decoy write failed: {e}");
-                }
-            }
-            if let (Some(next), Some(current)) = (&decision.record, &record) {
+                },
+                self.now(),
+                &self.rules,
+            );
+            let write = plan
+                .write()
+                .and_then(|decision| Some((decision.record.as_ref()?, decision.source)));
+            if let (Some((next, source_change)), Some(current)) = (write, &record) {
                 match self.store.commit(
                     user,
                     Some(current.version),
                     RecordChange::Put(next),
-                    SourcesChange::from_decision(source, decision.source, counter.as_ref()),
+                    SourcesChange::from_decision(source, source_change, counter.as_ref()),
                 ) {
                     Ok(()) => {}
                     Err(StoreError::Conflict) => return None,
@@ -479,32 +445,39 @@ impl Handler {
                     }
                 }
             }
-            let recovery_codes_left = match decision.outcome {
-                Outcome::AcceptedRecovery { remaining } => u64::try_from(remaining).ok(),
-                _ => None,
-            };
-            audit_verify(
-                caller,
-                user,
-                service,
-                rhost,
-                purpose,
-                decision.outcome.as_str(),
-                recovery_codes_left,
-            );
-            let outcome = match decision.outcome {
-                Outcome::Accepted { .. }
-                | Outcome::AcceptedRecovery { .. }
-                | Outcome::AcceptedSms => VerifyOutcome::Accepted,
-                Outcome::WrongCode => VerifyOutcome::WrongCode,
-                Outcome::Replayed => VerifyOutcome::Replayed,
-                Outcome::Throttled { retry_after } => VerifyOutcome::Throttled {
-                    retry_after_secs: retry_after,
-                },
-                Outcome::NotEnrolled => VerifyOutcome::NotEnrolled,
-                Outcome::Pending => VerifyOutcome::Pending,
-            };
-            Some(Response::Verified { outcome })
+            for effect in &plan.effects {
+                match effect {
+                    Effect::DecoyWrite => {
+                        if let Err(e) = self.store.decoy_write() {
+                            warn!("decoy write failed: {e}");
+                        }
+                    }
+                }
+            }
+            if let Some(line) = plan.audit() {
+                audit_verify(
+                    caller,
+                    user,
+                    service,
+                    rhost,
+                    purpose,
+                    line.outcome,
+                    line.recovery_codes_left,
+                );
+            }
+            Some(match plan.reply() {
+                Ok(outcome) => Response::Verified { outcome },
+                Err(Refusal::NotEnrolled) => {
+                    refuse(ErrorCode::NotFound, format!("{user} is not enrolled"))
+                }
+                Err(Refusal::NothingPending) => refuse(
+                    ErrorCode::NotPending,
+                    format!("{user}'s enrolment is already active; nothing to confirm"),
+                ),
+                Err(Refusal::UnusableToken(reason)) => {
+                    internal(format!("the token of {user:?} cannot be used: {reason}"))
+                }
+            })
         })
     }
 
