@@ -1,5 +1,7 @@
 //! `otpd`: the daemon (`otpd serve`) and its admin commands.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use otpd::admin::{self, CliError, Client};
 use otpd::cli::{Cli, Command};
