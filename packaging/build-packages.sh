@@ -60,7 +60,9 @@ if grep -q '@[A-Z]*@' packaging/systemd/otpd.service packaging/systemd/otpd.sock
   die "packaging/systemd/otpd.{service,socket} still hold a @PLACEHOLDER@; the packaged units must name /usr/sbin/otpd"
 fi
 
-# 3. Release build of the daemon and the module.
+# 3. Release build of the daemon and the module, with otpd's default cargo
+# features: the packages need both optional parts, the self-enrolment pages
+# (`web`) and the PostgreSQL store (`postgres`). Never --no-default-features.
 say "building release binaries"
 build_start=$(date +%s)
 cargo build --release --locked -p otpd -p pam_otpd

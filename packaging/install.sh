@@ -25,7 +25,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# 2. Build (as the invoking user, with their toolchain).
+# 2. Build (as the invoking user, with their toolchain), with otpd's default
+# cargo features: the self-enrolment pages (`web`) and the PostgreSQL store
+# (`postgres`) are both part of what this installs.
 command -v cargo >/dev/null || { echo "cargo not found: install Rust first (https://rustup.rs)" >&2; exit 1; }
 say "building release binaries"
 cargo build --release --locked -p otpd -p pam_otpd

@@ -90,6 +90,15 @@ cargo fmt --all -- --check
 phase "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The daemon without its optional parts (the cargo features `web` and
+# `postgres`, on by default): it must build and be clippy clean too. Before
+# `cargo build --workspace`, which puts the default target/debug/otpd (the
+# one the tests run) back.
+phase "cargo clippy -p otpd --no-default-features -- -D warnings"
+cargo clippy -p otpd --no-default-features -- -D warnings
+phase "cargo build -p otpd --no-default-features"
+cargo build -p otpd --no-default-features
+
 # The integration tests run target/debug/otpd, libpam_otpd.so and
 # otpd-test-peer: they must be built before `cargo test`.
 phase "cargo build --workspace"

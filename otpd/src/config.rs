@@ -416,6 +416,62 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
+/// A part of otpd that a build may leave out (a cargo feature of the
+/// `otpd` crate; the default build and the packages have them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// `web`: the self-enrolment pages (`[web] listen`).
+    Web,
+    /// `postgres`: the PostgreSQL store (`[store] kind = "postgres"`,
+    /// `otpd migrate --to postgres`).
+    Postgres,
+}
+
+impl Feature {
+    /// The cargo feature's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Web => "web",
+            Feature::Postgres => "postgres",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Feature::Web => "the self-enrolment pages",
+            Feature::Postgres => "the PostgreSQL store",
+        }
+    }
+}
+
+/// Which [`Feature`]s a binary was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltFeatures {
+    /// The `web` feature.
+    pub web: bool,
+    /// The `postgres` feature.
+    pub postgres: bool,
+}
+
+impl BuiltFeatures {
+    /// The features of this build.
+    pub const THIS_BINARY: BuiltFeatures = BuiltFeatures {
+        web: cfg!(feature = "web"),
+        postgres: cfg!(feature = "postgres"),
+    };
+}
+
+/// The refusal of `asked` (a config key and value, or a command) by a
+/// binary built without `feature`.
+pub fn built_without(asked: &str, feature: Feature) -> String {
+    format!(
+        "{asked}: this otpd was built without the cargo feature \"{}\" ({}); use an \
+         otpd built with it (the packages and a default `cargo build` have it)",
+        feature.name(),
+        feature.what()
+    )
+}
+
 /// A config that could not be loaded; the message says where and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -506,6 +562,7 @@ impl Config {
                 self.socket.display()
             ));
         }
+        self.check_features(BuiltFeatures::THIS_BINARY)?;
         self.validate_web()?;
         self.validate_store()?;
         let sms = &self.sms;
@@ -623,6 +680,25 @@ impl Config {
             ),
             (StoreKind::Postgres, ..) => Ok(()),
         }
+    }
+
+    /// Refuses a setting that needs a part of otpd that `built` lacks
+    /// (a cargo feature left out of this build), naming the key.
+    pub fn check_features(&self, built: BuiltFeatures) -> Result<(), String> {
+        if let (Some(listen), false) = (self.web.listen, built.web) {
+            let asked = format!("[web] listen = \"{listen}\"");
+            return Err(format!(
+                "{}, or remove [web] listen",
+                built_without(&asked, Feature::Web)
+            ));
+        }
+        if self.store.kind == StoreKind::Postgres && !built.postgres {
+            return Err(format!(
+                "{}, or use the sled store (remove [store] kind)",
+                built_without("[store] kind = \"postgres\"", Feature::Postgres)
+            ));
+        }
+        Ok(())
     }
 
     fn validate_web(&self) -> Result<(), String> {
@@ -822,6 +898,82 @@ mod tests {
     }
 
     #[test]
+    fn a_setting_for_a_part_left_out_of_the_build_names_the_key_and_the_feature() {
+        let none = BuiltFeatures {
+            web: false,
+            postgres: false,
+        };
+        let all = BuiltFeatures {
+            web: true,
+            postgres: true,
+        };
+        let mut web = Config::default();
+        web.web.listen = Some("127.0.0.1:8080".parse().unwrap());
+        web.web.public_url = Some("http://127.0.0.1:8080".into());
+        assert_eq!(
+            web.check_features(none).unwrap_err(),
+            "[web] listen = \"127.0.0.1:8080\": this otpd was built without the cargo \
+             feature \"web\" (the self-enrolment pages); use an otpd built with it (the \
+             packages and a default `cargo build` have it), or remove [web] listen"
+        );
+        assert_eq!(web.check_features(all), Ok(()));
+        let mut pg = Config::default();
+        pg.store.kind = StoreKind::Postgres;
+        assert_eq!(
+            pg.check_features(none).unwrap_err(),
+            "[store] kind = \"postgres\": this otpd was built without the cargo feature \
+             \"postgres\" (the PostgreSQL store); use an otpd built with it (the packages \
+             and a default `cargo build` have it), or use the sled store (remove [store] kind)"
+        );
+        assert_eq!(pg.check_features(all), Ok(()));
+        // Each feature only for its own setting.
+        let web_only = BuiltFeatures {
+            web: true,
+            postgres: false,
+        };
+        assert_eq!(web.check_features(web_only), Ok(()));
+        assert!(pg.check_features(web_only).is_err());
+        // Links for pages another host serves need no feature here.
+        let mut links = Config::default();
+        links.web.public_url = Some("https://otp.example.com".into());
+        assert_eq!(links.check_features(none), Ok(()));
+        assert_eq!(Config::default().check_features(none), Ok(()));
+    }
+
+    /// The refusal through the real load, in a build without the parts:
+    /// `cargo test -p otpd --lib --no-default-features`.
+    #[test]
+    #[cfg(not(feature = "web"))]
+    fn a_build_without_web_refuses_web_listen_when_the_config_is_loaded() {
+        let e =
+            parse("[web]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"http://127.0.0.1:8080\"\n")
+                .unwrap_err();
+        assert!(
+            e.starts_with(
+                "config /etc/otpd/otpd.toml: [web] listen = \"127.0.0.1:8080\": this otpd \
+                 was built without the cargo feature \"web\""
+            ),
+            "{e}"
+        );
+    }
+
+    /// As above, for the PostgreSQL store.
+    #[test]
+    #[cfg(not(feature = "postgres"))]
+    fn a_build_without_postgres_refuses_the_postgres_store_when_the_config_is_loaded() {
+        let e =
+            parse("[store]\nkind = \"postgres\"\nurl_file = \"/etc/otpd/db-url\"\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "config /etc/otpd/otpd.toml: [store] kind = \"postgres\": this otpd was \
+                 built without the cargo feature \"postgres\""
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "postgres")] // parses [store] kind = "postgres"
     fn the_store_section_is_checked_and_names_the_problem() {
         let c = parse("").unwrap();
         assert_eq!(c.store.kind, StoreKind::Sled);
@@ -919,6 +1071,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "postgres")] // parses [store] kind = "postgres"
     fn a_connection_string_never_shows_in_debug_output() {
         let c =
             parse("[store]\nkind = \"postgres\"\nurl = \"postgresql://otpd:hunter2@db/otpd\"\n")

@@ -3,6 +3,8 @@
 //! `core` is pure logic (codes, replay and rate rules); `store` keeps state;
 //! `server` is the daemon's socket; `admin` is the CLI side.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;

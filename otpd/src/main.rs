@@ -1,5 +1,7 @@
 //! `otpd`: the daemon (`otpd serve`) and its admin commands.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use otpd::admin::{self, CliError, Client};
 use otpd::cli::{Cli, Command};
@@ -50,89 +52,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             init_logging("info");
             otpd::server::serve(config.clone()).map_err(|e| CliError::Refused(e.0))
         }
-        Command::CheckConfig { .. } => {
-            // Checked before "config is valid" is printed.
-            let database = match config.store.kind {
-                otpd::config::StoreKind::Postgres => Some(
-                    otpd::server::stores::check_postgres(&config)
-                        .map_err(|e| CliError::Usage(e.0))?,
-                ),
-                otpd::config::StoreKind::Sled => None,
-            };
-            let sender =
-                otpd::server::sms::describe_sender(&config.sms).map_err(CliError::Usage)?;
-            out!(
-                "config is valid: socket {}, state_dir {}, issuer {:?}, {} {} digits {} s window ±{}, HOTP look-ahead {} resync window {}, limits {:?}",
-                config.socket.display(),
-                config.state_dir.display(),
-                config.issuer(),
-                config.totp.algorithm,
-                config.totp.digits,
-                config.totp.period,
-                config.totp.window,
-                config.hotp.window,
-                config.hotp.resync_window,
-                config.rules().limits
-            );
-            match (&config.web.listen, &config.web.public_url) {
-                (Some(listen), Some(url)) => out!(
-                    "enrolment pages: {}://{listen}, links {url}/enroll/…",
-                    if config.web.tls_cert.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    }
-                ),
-                (None, Some(url)) => out!(
-                    "enrolment pages: not served here ([web] listen unset), links {url}/enroll/…"
-                ),
-                _ => out!("enrolment pages: off"),
-            }
-            for warning in config.warnings() {
-                out!("warning: {warning}");
-            }
-            match &config.sms.command {
-                Some(command) => out!(
-                    "text messages: {} {sender} (timeout {} s, {} per user per hour)",
-                    command.display(),
-                    config.sms.timeout,
-                    config.sms.max_per_hour
-                ),
-                None => out!("text messages: off"),
-            }
-            match config.anchor_dir() {
-                Some(dir) => out!("rollback anchor: {}", dir.display()),
-                None => out!(
-                    "rollback anchor: none ([store] anchor_dir = \"\"): an older copy of the \
-                     store put back is not noticed"
-                ),
-            }
-            match config.store.kind {
-                otpd::config::StoreKind::Sled => {
-                    out!(
-                        "store: sled in {}",
-                        config.state_dir.join("store").display()
-                    )
-                }
-                otpd::config::StoreKind::Postgres => out!(
-                    "store: PostgreSQL {}, connection string {}, {} (timeout {} ms, {} connections, \
-                     synchronous_commit {})",
-                    database.unwrap_or_default(),
-                    match &config.store.url_file {
-                        Some(path) => format!("from {}", path.display()),
-                        None => "in the config".into(),
-                    },
-                    match &config.store.ca_file {
-                        Some(path) => format!("TLS authorities from {}", path.display()),
-                        None => "TLS authorities of the system".into(),
-                    },
-                    config.store.timeout_ms,
-                    config.store.pool_size,
-                    config.store.synchronous_commit.as_sql()
-                ),
-            }
-            Ok(())
-        }
+        Command::CheckConfig { .. } => admin::check_config(&config),
         Command::Enroll(options) => admin::enroll(
             &client(),
             options,

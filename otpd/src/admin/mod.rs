@@ -8,11 +8,13 @@ macro_rules! say {
     };
 }
 
+mod check_config;
 mod client;
 mod commands;
 mod import;
 mod qr;
 
+pub use check_config::check_config;
 pub use client::Client;
 pub use commands::{
     confirm, enroll, list, phone, recovery_codes, remove, resync, status, unlock, verify,

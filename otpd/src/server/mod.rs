@@ -1,5 +1,8 @@
 //! `otpd serve`: the daemon.
 
+// Without the pages (feature `web`), the handler's side of them
+// (`handler::WebBackend`) is built but has no caller.
+#[cfg_attr(not(feature = "web"), allow(dead_code, unused_imports))]
 mod handler;
 pub mod keyfile;
 mod listener;
@@ -28,6 +31,10 @@ pub struct ServeError(pub String);
 pub fn serve(config: Config) -> Result<(), ServeError> {
     use setup::{check_trusted_file, Trust};
     let mut config = config;
+    // A loaded config was checked already; this covers one built in code.
+    config
+        .check_features(crate::config::BuiltFeatures::THIS_BINARY)
+        .map_err(ServeError)?;
     // First, while this is the only thread.
     sms::prepare(&mut config.sms).map_err(ServeError)?;
     if let Some(path) = &config.path {
@@ -69,6 +76,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let signals = listener::stop_signals();
         // The pages first: a port in use or a bad certificate stops the
         // daemon here, with a message, before it reports ready.
+        #[cfg(feature = "web")]
         let web = match config.web.listen {
             Some(_) => Some(
                 crate::web::bind(&config.web)
@@ -87,13 +95,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             }
             None => (setup::bind_socket(&config.socket)?, true),
         };
-        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
-        let web_task = web.map(|bound| {
-            let backend = Arc::new(handler::WebBackend::new(handler.clone()));
-            tokio::spawn(bound.serve(backend, async move {
-                let _ = web_stopped.await;
-            }))
-        });
+        #[cfg(feature = "web")]
+        let (stop_web, web_task) = {
+            let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+            let web_task = web.map(|bound| {
+                let backend = Arc::new(handler::WebBackend::new(handler.clone()));
+                tokio::spawn(bound.serve(backend, async move {
+                    let _ = web_stopped.await;
+                }))
+            });
+            (stop_web, web_task)
+        };
         info!(
             socket = %config.socket.display(),
             state_dir = %config.state_dir.display(),
@@ -102,12 +114,17 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         listener::run(listener, handler, signals).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        let _ = stop_web.send(());
-        if let Some(task) = web_task {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("the enrolment pages stopped with an error: {e}"),
-                Err(e) => tracing::error!("the enrolment pages task failed: {e}"),
+        #[cfg(feature = "web")]
+        {
+            let _ = stop_web.send(());
+            if let Some(task) = web_task {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!("the enrolment pages stopped with an error: {e}")
+                    }
+                    Err(e) => tracing::error!("the enrolment pages task failed: {e}"),
+                }
             }
         }
         Ok::<bool, ServeError>(own_socket)
@@ -178,8 +195,19 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> Result<String, ServeError>
     ))
 }
 
+/// `otpd rekey` in a build without the PostgreSQL store (which refuses
+/// such a config when it loads it).
+#[cfg(not(feature = "postgres"))]
+fn rekey_postgres(_config: &Config, _new_key_file: &Path) -> Result<String, ServeError> {
+    Err(ServeError(crate::config::built_without(
+        "[store] kind = \"postgres\"",
+        crate::config::Feature::Postgres,
+    )))
+}
+
 /// `otpd rekey` for a fleet's database: [`crate::store::PgStore::rekey`]
 /// (one transaction), then the new key becomes this host's `key_file`.
+#[cfg(feature = "postgres")]
 fn rekey_postgres(config: &Config, new_key_file: &Path) -> Result<String, ServeError> {
     let settings = stores::pg_settings(config, None)?;
     // The packages give the key file to the daemon's account.

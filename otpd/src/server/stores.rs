@@ -1,20 +1,31 @@
 //! Opening the configured store, and `otpd migrate --to postgres`.
 
 use super::keyfile;
-use super::setup::{check_trusted_file, Trust};
 use super::ServeError;
 use crate::config::{Config, StoreKind};
-use crate::store::{PgSettings, PgStore, SledStore, Store, StoreError};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use crate::store::{SledStore, Store, StoreError};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use zeroize::Zeroizing;
+#[cfg(feature = "postgres")]
+use {
+    super::setup::{check_trusted_file, Trust},
+    crate::store::{PgSettings, PgStore},
+    std::os::unix::fs::MetadataExt,
+    std::path::Path,
+    std::time::Duration,
+    zeroize::Zeroizing,
+};
 
 /// The store `config` names, opened and checked against the key file.
 pub fn open(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match config.store.kind {
         StoreKind::Sled => open_sled(config).map(|s| Arc::new(s) as Arc<dyn Store>),
+        #[cfg(not(feature = "postgres"))]
+        StoreKind::Postgres => Err(ServeError(crate::config::built_without(
+            "[store] kind = \"postgres\"",
+            crate::config::Feature::Postgres,
+        ))),
+        #[cfg(feature = "postgres")]
         StoreKind::Postgres => {
             let settings = PgSettings {
                 anchor_file: postgres_anchor(config),
@@ -37,6 +48,7 @@ pub fn sled_anchor(config: &Config) -> Option<PathBuf> {
     config.anchor_dir().map(|dir| dir.join("store.anchor"))
 }
 
+#[cfg(feature = "postgres")]
 /// This host's anchor for the fleet's database, in `[store] anchor_dir`
 /// too (it only has to be out of the database's reach).
 pub fn postgres_anchor(config: &Config) -> Option<PathBuf> {
@@ -70,6 +82,7 @@ fn open_sled(config: &Config) -> Result<SledStore, ServeError> {
     Ok(store)
 }
 
+#[cfg(feature = "postgres")]
 fn open_postgres(config: &Config, settings: PgSettings) -> Result<PgStore, ServeError> {
     let name = match PgStore::target_of(&settings.url) {
         Ok(target) => format!("the PostgreSQL store {target}"),
@@ -84,6 +97,7 @@ fn open_postgres(config: &Config, settings: PgSettings) -> Result<PgStore, Serve
     .map_err(|e| ServeError(e.to_string()))
 }
 
+#[cfg(feature = "postgres")]
 /// What `otpd check-config` can check of a PostgreSQL store without
 /// connecting: the connection string (from `url` or a private `url_file`,
 /// no password in a config others can read) parses, and `ca_file` exists.
@@ -97,6 +111,7 @@ pub fn check_postgres(config: &Config) -> Result<String, ServeError> {
     PgStore::target_of(&settings.url).map_err(|e| ServeError(e.to_string()))
 }
 
+#[cfg(feature = "postgres")]
 /// How to reach the database: `url` if given (`otpd migrate`), else the
 /// configured `url` or `url_file`; the rest from `[store]`, without the
 /// anchor.
@@ -129,6 +144,7 @@ pub fn pg_settings(config: &Config, url: Option<&str>) -> Result<PgSettings, Ser
     })
 }
 
+#[cfg(feature = "postgres")]
 /// A password in a config file that others can read would be one `cat`
 /// away from every user of the host.
 fn refuse_password_in_shared_config(config: &Config, url: &str) -> Result<(), ServeError> {
@@ -156,6 +172,7 @@ fn refuse_password_in_shared_config(config: &Config, url: &str) -> Result<(), Se
     Ok(())
 }
 
+#[cfg(feature = "postgres")]
 fn read_url_file(path: &Path) -> Result<Zeroizing<String>, ServeError> {
     check_trusted_file("[store] url_file", path, Trust::Private)?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
@@ -177,6 +194,25 @@ fn read_url_file(path: &Path) -> Result<Zeroizing<String>, ServeError> {
     }
 }
 
+/// `otpd check-config` in a build without the PostgreSQL store (which
+/// refuses such a config when it loads it).
+#[cfg(not(feature = "postgres"))]
+pub fn check_postgres(_config: &Config) -> Result<String, ServeError> {
+    Err(ServeError(crate::config::built_without(
+        "[store] kind = \"postgres\"",
+        crate::config::Feature::Postgres,
+    )))
+}
+
+/// `otpd migrate` in a build without the PostgreSQL store.
+#[cfg(not(feature = "postgres"))]
+pub fn migrate_to_postgres(_config: &Config, _url: Option<&str>) -> Result<String, ServeError> {
+    Err(ServeError(crate::config::built_without(
+        "otpd migrate --to postgres",
+        crate::config::Feature::Postgres,
+    )))
+}
+
 /// What `otpd migrate` found and did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MigrateReport {
@@ -190,6 +226,7 @@ pub struct MigrateReport {
     pub counters: usize,
 }
 
+#[cfg(feature = "postgres")]
 /// `otpd migrate --to postgres [URL]`: copies every user of this host's
 /// sled store, with its failure counters, into the database. The daemon
 /// must be stopped (sled is single-process). Idempotent: a user already in

@@ -5,9 +5,11 @@ pub mod anchor;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
 mod group_sync;
+#[cfg(feature = "postgres")]
 mod pg_store;
 mod sled_store;
 
+#[cfg(feature = "postgres")]
 pub use pg_store::{PgSettings, PgStore};
 pub use sled_store::{RekeyReport, SledStore};
 

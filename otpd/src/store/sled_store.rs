@@ -973,9 +973,9 @@ impl SledStore {
         // One atomic exchange: killed at any moment, `dir` is the old store
         // or the new one, whole; then the old one goes.
         nix::fcntl::renameat2(
-            None,
+            nix::fcntl::AT_FDCWD,
             &sealing,
-            None,
+            nix::fcntl::AT_FDCWD,
             dir,
             nix::fcntl::RenameFlags::RENAME_EXCHANGE,
         )

@@ -19,16 +19,26 @@
 //! - `pages.rs`: the askama templates (`otpd/templates/`), QR code, secret.
 //! - `routes.rs`: which request gets which page, headers, body cap.
 //! - `serve.rs`: the listener, TLS with rustls, graceful shutdown.
+//!
+//! The HTTP side is the cargo feature `web` (on by default). `backend.rs`
+//! and `limits.rs` need no HTTP crate and are always built: the daemon's
+//! side of the pages (`server/handler/web.rs`) is written against them.
 
 pub mod backend;
+#[cfg(feature = "web")]
 mod lang;
 pub mod limits;
+#[cfg(feature = "web")]
 mod pages;
+#[cfg(feature = "web")]
 mod routes;
+#[cfg(feature = "web")]
 mod serve;
 
+#[cfg(feature = "web")]
 pub use routes::{router, PageOptions, MAX_BODY_BYTES};
+#[cfg(feature = "web")]
 pub use serve::{bind, serve, Bound, WebError};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "web"))]
 mod tests;
