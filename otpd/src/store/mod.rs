@@ -4,6 +4,8 @@
 pub mod anchor;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
+#[cfg(test)]
+mod fixture_records;
 mod group_sync;
 mod pg_store;
 mod sled_store;
