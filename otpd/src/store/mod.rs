@@ -6,6 +6,7 @@ pub mod anchor;
 pub mod contract;
 #[cfg(test)]
 mod fixture_records;
+pub mod format;
 mod group_sync;
 mod pg_store;
 mod sled_store;
