@@ -54,8 +54,8 @@ use otpd::core::decision::{
 };
 use otpd::core::ratelimit::{remaining, Limits};
 use otpd::core::record::{
-    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TrustedSource,
-    UserRecord,
+    Device, EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TokenKind,
+    TrustedSource, UserRecord, DEFAULT_DEVICE,
 };
 use otpd::core::tokens::{
     normalize_any_recovery, normalize_recovery, recovery_code, texted_code, CodeHash,
@@ -200,12 +200,14 @@ struct Model {
 
 impl Model {
     fn code_of(&self, step: u64) -> String {
-        self.totp.generate(step * self.record.period).to_string()
+        self.totp
+            .generate(step * self.record.first_device().period)
+            .to_string()
     }
 
     /// The steps of the window around now whose code is `code`.
     fn matching_steps(&self, code: &str) -> Vec<u64> {
-        let origin = self.now / self.record.period;
+        let origin = self.now / self.record.first_device().period;
         let window = u64::from(self.rules.window);
         (origin.saturating_sub(window)..=origin + window)
             .filter(|&s| self.code_of(s) == code)
@@ -257,8 +259,8 @@ impl Model {
     fn typed_text(&self, typed: &Typed) -> String {
         match typed {
             Typed::Totp { offset, spaced } => {
-                let step =
-                    (self.now / self.record.period).saturating_add_signed(i64::from(*offset % 13));
+                let step = (self.now / self.record.first_device().period)
+                    .saturating_add_signed(i64::from(*offset % 13));
                 let code = self.code_of(step);
                 if *spaced {
                     let (a, b) = code.split_at(code.len() / 2);
@@ -283,11 +285,11 @@ impl Model {
                 .cloned()
                 .unwrap_or_else(|| "000000".into()),
             Typed::Number(n) => {
-                let modulus = 10u32.pow(u32::from(self.record.digits));
+                let modulus = 10u32.pow(u32::from(self.record.first_device().digits));
                 format!(
                     "{:0width$}",
                     n % modulus,
-                    width = usize::from(self.record.digits)
+                    width = usize::from(self.record.first_device().digits)
                 )
             }
             Typed::Text(text) => text.clone(),
@@ -308,7 +310,7 @@ impl Model {
         )
         .unwrap_or_else(|e| panic!("decide failed on a well-formed record: {e}"));
 
-        if before.state == EnrolState::Pending
+        if before.first_device().state == EnrolState::Pending
             && !before.had_active_device
             && purpose == Purpose::Login
         {
@@ -334,8 +336,8 @@ impl Model {
 
         let login = purpose == Purpose::Login;
         // The token takes codes at login when active, at confirm when pending.
-        let usable = (before.state == EnrolState::Active) == login;
-        let totp = normalize(typed, before.digits)
+        let usable = (before.first_device().state == EnrolState::Active) == login;
+        let totp = normalize(typed, before.first_device().digits)
             .filter(|_| usable)
             .map(|c| c.as_str().to_owned());
         let texted = normalize(typed, 6).map(|c| c.as_str().to_owned());
@@ -345,7 +347,7 @@ impl Model {
             .as_ref()
             .map(|c| self.matching_steps(c))
             .unwrap_or_default();
-        let last = before.last_accepted_step;
+        let last = before.first_device().last_accepted_step;
         let fresh: Vec<u64> = matches
             .iter()
             .copied()
@@ -423,8 +425,8 @@ impl Model {
                 let code = totp.as_ref().expect("an accepted TOTP code is a code");
                 assert_eq!(&self.code_of(step), code);
                 let next = decision.record.as_ref().unwrap();
-                assert_eq!(next.last_accepted_step, Some(step));
-                assert_eq!(next.state, EnrolState::Active);
+                assert_eq!(next.first_device().last_accepted_step, Some(step));
+                assert_eq!(next.first_device().state, EnrolState::Active);
                 assert_eq!(next.fallback.recovery, before.fallback.recovery);
                 self.max_accepted = Some(step);
             }
@@ -433,7 +435,11 @@ impl Model {
                 assert!(recovery_hit, "an unknown or used recovery code accepted");
                 let code = recovery.clone().unwrap();
                 let next = decision.record.as_ref().unwrap();
-                assert_eq!(next.last_accepted_step, last, "the replay guard moved");
+                assert_eq!(
+                    next.first_device().last_accepted_step,
+                    last,
+                    "the replay guard moved"
+                );
                 assert_eq!(remaining, next.fallback.recovery.len());
                 assert_eq!(remaining + 1, before.fallback.recovery.len());
                 let at = self.recovery_unused.iter().position(|c| *c == code);
@@ -451,7 +457,11 @@ impl Model {
                 assert!(login, "a texted code at confirm");
                 assert!(text_hit, "an unknown or expired texted code accepted");
                 let next = decision.record.as_ref().unwrap();
-                assert_eq!(next.last_accepted_step, last, "the replay guard moved");
+                assert_eq!(
+                    next.first_device().last_accepted_step,
+                    last,
+                    "the replay guard moved"
+                );
                 assert!(
                     next.fallback.sms.is_empty(),
                     "texted codes outlive an accept"
@@ -480,8 +490,8 @@ impl Model {
                 Some(next) if login => {
                     assert_eq!(next.user_failures, before.user_failures.saturating_add(1));
                     assert_eq!(next.last_failure, Some(self.now));
-                    assert_eq!(next.last_accepted_step, last);
-                    assert_eq!(next.state, before.state);
+                    assert_eq!(next.first_device().last_accepted_step, last);
+                    assert_eq!(next.first_device().state, before.first_device().state);
                     assert_eq!(next.fallback, before.fallback);
                     assert_eq!(next.last_success, before.last_success);
                     same_token(&before, next);
@@ -540,7 +550,8 @@ impl Model {
             Purpose::Login,
             &self.rules,
         );
-        let pending = self.record.state == EnrolState::Pending && !self.record.had_active_device;
+        let pending = self.record.first_device().state == EnrolState::Pending
+            && !self.record.had_active_device;
         match self.wait(source, Purpose::Login) {
             _ if pending => assert_eq!(gated, Err(Outcome::Pending)),
             Some(wait) => assert_eq!(gated, Err(Outcome::Throttled { retry_after: wait })),
@@ -600,12 +611,13 @@ fn unchanged(outcome: Outcome) -> Decision {
 }
 
 fn same_token(before: &UserRecord, next: &UserRecord) {
-    assert_eq!(next.secret, before.secret);
-    assert_eq!(next.algorithm, before.algorithm);
-    assert_eq!(next.digits, before.digits);
-    assert_eq!(next.period, before.period);
+    let (b, n) = (before.first_device(), next.first_device());
+    assert_eq!(n.secret, b.secret);
+    assert_eq!(n.algorithm, b.algorithm);
+    assert_eq!(n.digits, b.digits);
+    assert_eq!(n.period, b.period);
     assert_eq!(next.issuer, before.issuer);
-    assert_eq!(next.created, before.created);
+    assert_eq!(n.created, b.created);
     assert_eq!(next.fallback.phone, before.fallback.phone);
     assert_eq!(next.fallback.sms_register, before.fallback.sms_register);
 }
@@ -665,49 +677,55 @@ fn run(s: Scenario) {
     }
     let texts_issued = texts_open.iter().map(|(c, _)| c.clone()).collect();
 
-    let record = UserRecord {
-        version: u64::from(s.start).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    let device = Device {
+        name: DEFAULT_DEVICE.to_owned(),
         state: if s.pending {
             EnrolState::Pending
         } else {
             EnrolState::Active
         },
+        kind: TokenKind::Totp,
         secret: SecretBytes::new(secret.clone()),
         algorithm,
         digits,
         period,
-        issuer: "fuzz".into(),
         created: now.saturating_sub(86_400),
-        last_success: None,
         last_accepted_step: s
             .last_accepted
             .map(|o| (now / period).saturating_add_signed(i64::from(o))),
-        user_failures: s.user_failures,
-        last_failure: s.last_failure_ago.map(ago),
-        fallback: Fallback {
-            link: s.link.then(|| Link {
-                token_hash: "00".repeat(32),
-                expires: now + 3600,
-                ..Link::default()
-            }),
-            recovery: recovery_hashes,
-            sms,
-            ..Fallback::default()
-        },
-        tokens: Default::default(),
-        had_active_device: s.had_active,
-        trusted_sources: s
-            .trusted
-            .iter()
-            .enumerate()
-            .filter_map(|(i, ago)| {
-                ago.map(|ago| TrustedSource {
-                    source: KEYS[i].to_owned(),
-                    last_success: now.saturating_sub(u64::from(ago)),
-                })
-            })
-            .collect(),
+        window: None,
+        replaces: None,
     };
+    let mut record = UserRecord::new(
+        u64::from(s.start).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        "fuzz".into(),
+        vec![device],
+    )
+    .expect("one device");
+    record.user_failures = s.user_failures;
+    record.last_failure = s.last_failure_ago.map(ago);
+    record.fallback = Fallback {
+        link: s.link.then(|| Link {
+            token_hash: "00".repeat(32),
+            expires: now + 3600,
+            ..Link::default()
+        }),
+        recovery: recovery_hashes,
+        sms,
+        ..Fallback::default()
+    };
+    record.had_active_device = s.had_active;
+    record.trusted_sources = s
+        .trusted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, ago)| {
+            ago.map(|ago| TrustedSource {
+                source: KEYS[i].to_owned(),
+                last_success: now.saturating_sub(u64::from(ago)),
+            })
+        })
+        .collect();
     let base_delay = u64::from(s.base_delay.max(1));
     let rules = Rules {
         window: u16::from(s.window % 11),
@@ -752,7 +770,7 @@ fn run(s: Scenario) {
             }
             Action::Confirm { typed } => {
                 // The handler refuses to confirm an active enrolment.
-                if model.record.state == EnrolState::Pending {
+                if model.record.first_device().state == EnrolState::Pending {
                     let typed = model.typed_text(typed);
                     // `otpd confirm` comes from the admin's own uid.
                     model.attempt(0, &typed, Purpose::Confirm);

@@ -1,6 +1,9 @@
-//! Encryption at rest (`otpd::core::seal`): what the store reads back.
+//! Encryption at rest (`otpd::core::seal`) and the stored layout inside it
+//! (`otpd::store::format`): what the store reads back.
 //!
 //! Invariants:
+//! - `format::decode` never panics on arbitrary bytes, and what it decodes
+//!   encodes and decodes again to itself;
 //! - `open_record` never panics, on arbitrary bytes and on bytes that are
 //!   properly sealed but hold arbitrary plaintext (sealed here with the
 //!   layout of seal.rs, so that the decoder behind the tag is reached);
@@ -25,13 +28,15 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use libfuzzer_sys::fuzz_target;
 use otpd::core::record::{
-    EnrolState, Fallback, Link, SecretBytes, SmsChallenge, TrustedSource, UserRecord,
+    Device, EnrolState, Fallback, Link, SecretBytes, SmsChallenge, TokenKind, TrustedSource,
+    UserRecord, DEFAULT_DEVICE,
 };
 use otpd::core::seal::{
     is_sealed, key_file_text, open_record, peek, seal_record, Header, KeyId, RecordKey, SealError,
     KEY_LEN, NONCE_LEN,
 };
 use otpd::core::tokens::CodeHash;
+use otpd::store::format;
 use otpd_proto::Algorithm;
 
 // The layout of seal.rs (its module documentation and `associated_data`).
@@ -135,13 +140,14 @@ fn link((token_hash, expires): (String, u64)) -> Link {
 }
 
 fn record(seed: RecordSeed) -> UserRecord {
-    UserRecord {
-        version: seed.version,
+    let device = Device {
+        name: DEFAULT_DEVICE.to_owned(),
         state: if seed.pending {
             EnrolState::Pending
         } else {
             EnrolState::Active
         },
+        kind: TokenKind::Totp,
         secret: SecretBytes::new(seed.secret),
         algorithm: match seed.algorithm % 3 {
             0 => Algorithm::Sha1,
@@ -150,33 +156,35 @@ fn record(seed: RecordSeed) -> UserRecord {
         },
         digits: seed.digits,
         period: seed.period,
-        issuer: seed.issuer,
         created: seed.created,
-        last_success: seed.last_success,
         last_accepted_step: seed.last_accepted_step,
-        user_failures: seed.user_failures,
-        last_failure: seed.last_failure,
-        fallback: Fallback {
-            link: seed.link.map(link),
-            phone_session: seed.phone_session.map(link),
-            recovery: seed.recovery.into_iter().map(hash).collect(),
-            phone: seed.phone,
-            sms: seed.sms.into_iter().map(challenge).collect(),
-            sms_register: seed.sms_register.map(challenge),
-            sms_sent: seed.sms_sent,
-            register_sent: seed.register_sent,
-        },
-        tokens: Default::default(),
-        had_active_device: seed.had_active_device,
-        trusted_sources: seed
-            .trusted_sources
-            .into_iter()
-            .map(|(source, last_success)| TrustedSource {
-                source,
-                last_success,
-            })
-            .collect(),
-    }
+        window: None,
+        replaces: None,
+    };
+    let mut record = UserRecord::new(seed.version, seed.issuer, vec![device]).expect("one device");
+    record.last_success = seed.last_success;
+    record.user_failures = seed.user_failures;
+    record.last_failure = seed.last_failure;
+    record.fallback = Fallback {
+        link: seed.link.map(link),
+        phone_session: seed.phone_session.map(link),
+        recovery: seed.recovery.into_iter().map(hash).collect(),
+        phone: seed.phone,
+        sms: seed.sms.into_iter().map(challenge).collect(),
+        sms_register: seed.sms_register.map(challenge),
+        sms_sent: seed.sms_sent,
+        register_sent: seed.register_sent,
+    };
+    record.had_active_device = seed.had_active_device;
+    record.trusted_sources = seed
+        .trusted_sources
+        .into_iter()
+        .map(|(source, last_success)| TrustedSource {
+            source,
+            last_success,
+        })
+        .collect();
+    record
 }
 
 /// Seals `plain` in the layout of seal.rs, whatever it holds.
@@ -260,6 +268,12 @@ fuzz_target!(|input: Input| {
     }
     let _ = is_sealed(&input.junk);
     let _ = peek(&input.junk);
+    // The stored layout on its own: whatever decodes encodes, and decodes
+    // again to itself.
+    if let Ok(decoded) = format::decode(&input.junk) {
+        let again = format::encode(&decoded).expect("a decoded record encodes");
+        assert_eq!(format::decode(&again).as_ref(), Ok(&decoded));
+    }
 
     let record = record(input.record);
 
@@ -267,7 +281,7 @@ fuzz_target!(|input: Input| {
     let (version, plain) = match &input.plain {
         Plain::Record { header_version } => (
             header_version.unwrap_or(record.version),
-            serde_json::to_vec(&record).unwrap(),
+            format::encode(&record).unwrap().to_vec(),
         ),
         Plain::Bytes(bytes) => (record.version, bytes.clone()),
     };
@@ -287,7 +301,8 @@ fuzz_target!(|input: Input| {
             reopens(&key, &input.user, &forged, &opened, input.nonce);
         }
         Err(SealError::Decode { .. }) => assert!(
-            matches!(input.plain, Plain::Bytes(_)) || record.secret.expose().len() > MAX_SECRET_LEN,
+            matches!(input.plain, Plain::Bytes(_))
+                || record.first_device().secret.expose().len() > MAX_SECRET_LEN,
             "a record's own JSON does not decode"
         ),
         Err(SealError::VersionMismatch) => {
@@ -301,7 +316,7 @@ fuzz_target!(|input: Input| {
 
     // The round trip. A secret longer than a record may hold
     // (record.rs: MAX_SECRET_LEN) need not survive it, but must not panic.
-    if record.secret.expose().len() > MAX_SECRET_LEN {
+    if record.first_device().secret.expose().len() > MAX_SECRET_LEN {
         if let Ok(sealed) = seal_record(&key, &input.user, &record, input.change, input.nonce) {
             assert!(matches!(
                 open_record(&key, &input.user, &sealed),
@@ -320,7 +335,7 @@ fuzz_target!(|input: Input| {
             record.version,
             input.change,
             &input.nonce,
-            &serde_json::to_vec(&record).unwrap()
+            &format::encode(&record).unwrap()
         ),
         "seal_record no longer writes the layout this target knows: update it"
     );
@@ -340,10 +355,10 @@ fuzz_target!(|input: Input| {
     // Neither the secret's bytes nor its JSON form is in the ciphertext
     // (the header is the fuzzer's own nonce and IDs, which it can make equal
     // to the secret).
-    let secret = record.secret.expose();
+    let secret = record.first_device().secret.expose();
     let body = &sealed[HEADER_LEN..];
     if secret.len() >= 12 {
-        let json = serde_json::to_vec(&record.secret).unwrap();
+        let json = serde_json::to_vec(&record.first_device().secret).unwrap();
         for form in [secret, &json[..]] {
             assert!(
                 !body.windows(form.len()).any(|w| w == form),

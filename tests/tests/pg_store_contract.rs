@@ -43,13 +43,15 @@ fn open(pg: &PgCluster, db: &str, timeout: Duration) -> PgStore {
 
 /// An active record at `version` whose replay guard is `step`.
 fn record(version: u64, step: u64) -> UserRecord {
-    UserRecord {
-        version,
-        state: EnrolState::Active,
-        created: 1_700_000_000,
-        last_accepted_step: Some(step),
-        ..UserRecord::decoy()
-    }
+    let mut r = UserRecord::decoy();
+    r.version = version;
+    r.change_devices(|d| {
+        d[0].state = EnrolState::Active;
+        d[0].created = 1_700_000_000;
+        d[0].last_accepted_step = Some(step);
+    })
+    .expect("one device");
+    r
 }
 
 #[test]
@@ -198,7 +200,7 @@ fn two_hosts_racing_one_compare_and_swap_have_exactly_one_winner() {
         for (h, host) in hosts.iter().enumerate() {
             let now = host.user("alice").expect("read alice").expect("alice");
             assert_eq!(
-                (now.version, now.last_accepted_step),
+                (now.version, now.first_device().last_accepted_step),
                 (expected + 1, Some(round * 100 + winner as u64)),
                 "round {round}: host {h} reads another record than the winner's"
             );
@@ -325,7 +327,7 @@ fn a_store_whose_database_stops_fails_within_its_timeout_and_works_again_after()
     );
     let alice = first_success.expect("alice is still there");
     assert_eq!(
-        (alice.version, alice.last_accepted_step),
+        (alice.version, alice.first_device().last_accepted_step),
         (1, Some(10)),
         "the refused commit was not written"
     );
@@ -354,7 +356,12 @@ fn a_store_whose_database_stops_fails_within_its_timeout_and_works_again_after()
         )
         .expect("a commit after the restart");
     assert_eq!(
-        store.user("alice").unwrap().unwrap().last_accepted_step,
+        store
+            .user("alice")
+            .unwrap()
+            .unwrap()
+            .first_device()
+            .last_accepted_step,
         Some(11)
     );
 }
@@ -485,7 +492,12 @@ fn a_store_whose_database_hangs_fails_within_its_timeout_and_works_again_after()
         )
         .expect("a commit after SIGCONT");
     assert_eq!(
-        store.user("alice").unwrap().unwrap().last_accepted_step,
+        store
+            .user("alice")
+            .unwrap()
+            .unwrap()
+            .first_device()
+            .last_accepted_step,
         Some(12)
     );
 }

@@ -61,15 +61,19 @@ fn try_start(env: &mut TestEnv) -> Result<(), String> {
 /// A record in clear, as otpd wrote them before encryption at rest, with
 /// the attacker's secret.
 fn clear_record(created: u64) -> Vec<u8> {
-    let record = UserRecord {
-        version: 1,
-        state: EnrolState::Active,
-        secret: SecretBytes::new(PLANTED_SECRET.to_vec()),
-        issuer: "planted".into(),
-        created,
-        ..UserRecord::decoy()
-    };
-    serde_json::to_vec(&record).expect("encode a record")
+    let mut record = UserRecord::decoy();
+    record.version = 1;
+    record.issuer = "planted".into();
+    record
+        .change_devices(|d| {
+            d[0].state = EnrolState::Active;
+            d[0].secret = SecretBytes::new(PLANTED_SECRET.to_vec());
+            d[0].created = created;
+        })
+        .expect("one device");
+    otpd::store::format::encode(&record)
+        .expect("encode a record")
+        .to_vec()
 }
 
 #[test]

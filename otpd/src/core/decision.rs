@@ -246,7 +246,7 @@ pub fn decide(
 
     // The devices this code may belong to: the active ones for a login,
     // the pending ones for a confirmation ("Validate").
-    let mut devices = record.devices();
+    let mut devices = record.devices().to_vec();
     let wanted = if login {
         EnrolState::Active
     } else {
@@ -442,25 +442,23 @@ mod tests {
         }
     }
 
+    /// One active default TOTP device with `KEY`; not marked as having had
+    /// an active device (as a record written before that flag).
     fn active() -> UserRecord {
-        UserRecord {
-            version: 7,
-            state: EnrolState::Active,
-            secret: crate::core::record::SecretBytes::new(KEY.to_vec()),
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
-            issuer: "t".into(),
-            created: 0,
-            last_success: None,
-            last_accepted_step: None,
-            user_failures: 0,
-            last_failure: None,
-            fallback: Default::default(),
-            tokens: Default::default(),
-            had_active_device: false,
-            trusted_sources: Vec::new(),
-        }
+        let device = second_device("default", KEY, TokenKind::Totp, EnrolState::Active);
+        let mut r = UserRecord::new(7, "t".into(), vec![device]).unwrap();
+        r.had_active_device = false;
+        r
+    }
+
+    /// `r` with its first device pending, still never marked as having had
+    /// an active device: an enrolment waiting for its first code.
+    fn as_pending(r: &UserRecord) -> UserRecord {
+        let mut p = r.clone();
+        p.change_devices(|d| d[0].state = EnrolState::Pending)
+            .unwrap();
+        p.had_active_device = false;
+        p
     }
 
     fn code_at(time: u64) -> String {
@@ -498,8 +496,7 @@ mod tests {
         assert_eq!(guess.outcome, Outcome::WrongCode);
         assert!(matches!(guess.source, SourceChange::Set(_)));
         // Not at enrolment: "Validate" wants a code from the app.
-        let mut pending = r.clone();
-        pending.state = EnrolState::Pending;
+        let pending = as_pending(&r);
         let d = decide(
             Some(&pending),
             &ADMIN,
@@ -551,7 +548,7 @@ mod tests {
         assert_eq!(login(&reg, None, "424242", NOW).outcome, Outcome::WrongCode);
         // Six digits for an eight-digit token.
         let mut eight = r.clone();
-        eight.digits = 8;
+        eight.change_devices(|d| d[0].digits = 8).unwrap();
         assert_eq!(
             login(&eight, None, "424242", NOW).outcome,
             Outcome::AcceptedSms
@@ -578,7 +575,7 @@ mod tests {
 
     fn two_devices() -> UserRecord {
         let mut r = active();
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         devices.push(second_device(
             "key",
             KEY2,
@@ -630,7 +627,7 @@ mod tests {
     #[test]
     fn a_pending_device_is_confirmed_not_logged_in_with() {
         let mut r = active();
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         devices.push(second_device(
             "tablet",
             KEY2,
@@ -664,7 +661,7 @@ mod tests {
             login(&r, None, &code_at(NOW + 90), NOW).outcome,
             Outcome::WrongCode
         );
-        r.tokens.first_window = Some(3);
+        r.change_devices(|d| d[0].window = Some(3)).unwrap();
         assert!(matches!(
             login(&r, None, &code_at(NOW + 90), NOW).outcome,
             Outcome::Accepted { .. }
@@ -674,7 +671,7 @@ mod tests {
     #[test]
     fn a_code_used_on_one_device_is_refused_on_a_device_with_the_same_key() {
         let mut r = active();
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         let mut copy = devices[0].clone();
         copy.name = "oath-2".into();
         devices.push(copy);
@@ -700,8 +697,7 @@ mod tests {
 
     #[test]
     fn an_accepted_code_kills_the_enrolment_link() {
-        let mut r = active();
-        r.state = EnrolState::Pending;
+        let mut r = as_pending(&active());
         r.fallback.link = Some(crate::core::record::Link {
             token_hash: "ab".into(),
             expires: NOW + 60,
@@ -718,7 +714,7 @@ mod tests {
         .unwrap();
         assert!(matches!(d.outcome, Outcome::Accepted { .. }));
         let next = d.record.unwrap();
-        assert_eq!(next.state, EnrolState::Active);
+        assert!(next.has_active_device());
         assert!(next.fallback.link.is_none());
     }
 
@@ -744,7 +740,7 @@ mod tests {
         assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
         let next = d.record.unwrap();
         assert_eq!(next.version, 8);
-        assert_eq!(next.last_accepted_step, Some(STEP));
+        assert_eq!(next.first_device().last_accepted_step, Some(STEP));
         assert_eq!(next.last_success, Some(NOW));
         assert_eq!(d.source, SourceChange::Reset);
 
@@ -806,8 +802,7 @@ mod tests {
     fn unknown_and_pending_users_change_nothing() {
         let d = decide(None, &ADMIN, "123456", NOW, Purpose::Login, &rules()).unwrap();
         assert_eq!(d, Decision::unchanged(Outcome::NotEnrolled));
-        let mut p = active();
-        p.state = EnrolState::Pending;
+        let p = as_pending(&active());
         assert_eq!(
             login(&p, None, &code_at(NOW), NOW),
             Decision::unchanged(Outcome::Pending)
@@ -816,8 +811,7 @@ mod tests {
 
     #[test]
     fn confirm_activates_a_pending_enrolment_and_uses_the_step() {
-        let mut p = active();
-        p.state = EnrolState::Pending;
+        let p = as_pending(&active());
         let d = decide(
             Some(&p),
             &ADMIN,
@@ -829,14 +823,14 @@ mod tests {
         .unwrap();
         assert_eq!(d.outcome, Outcome::Accepted { step: STEP });
         let next = d.record.unwrap();
-        assert_eq!(next.state, EnrolState::Active);
+        assert!(next.has_active_device());
         assert_eq!(
             login(&next, None, &code_at(NOW), NOW).outcome,
             Outcome::Replayed
         );
         let wrong = decide(Some(&p), &ADMIN, "000000", NOW, Purpose::Confirm, &rules()).unwrap();
         assert_eq!(wrong.outcome, Outcome::WrongCode);
-        assert_eq!(wrong.record.unwrap().state, EnrolState::Pending);
+        assert!(!wrong.record.unwrap().has_active_device());
     }
 
     #[test]
@@ -967,7 +961,7 @@ mod tests {
     #[test]
     fn a_user_who_had_an_active_device_is_never_pending_at_login() {
         let mut r = active();
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         devices[0].state = EnrolState::Pending;
         r.set_devices(devices).unwrap();
         assert!(!r.has_active_device());
@@ -978,19 +972,20 @@ mod tests {
             Outcome::WrongCode
         );
         // Never active: pending, as before.
-        let mut fresh = UserRecord::fresh(1, "t".into());
-        fresh
-            .set_devices(
-                active()
-                    .devices()
-                    .into_iter()
-                    .map(|mut d| {
-                        d.state = EnrolState::Pending;
-                        d
-                    })
-                    .collect(),
-            )
-            .unwrap();
+        let fresh = UserRecord::new(
+            1,
+            "t".into(),
+            active()
+                .devices()
+                .iter()
+                .cloned()
+                .map(|mut d| {
+                    d.state = EnrolState::Pending;
+                    d
+                })
+                .collect(),
+        )
+        .unwrap();
         assert_eq!(
             login(&fresh, None, &code_at(NOW), NOW).outcome,
             Outcome::Pending
@@ -1002,7 +997,7 @@ mod tests {
         // The phone (KEY) is active; a new phone (KEY2) replaces everything.
         let mut r = with_recovery(&["23456789ABCD"]);
         r.fallback.phone = Some("+31612345678".into());
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
         new.replaces = Some(Replaces::All);
         devices.push(new);
@@ -1034,7 +1029,7 @@ mod tests {
 
         // One device replaced by name: the others stay.
         let mut r = two_devices();
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
         new.secret = crate::core::record::SecretBytes::new(b"zyxwvutsrqzyxwvutsrq".to_vec());
         new.replaces = Some(Replaces::Device("default".into()));
@@ -1049,8 +1044,8 @@ mod tests {
             .record
             .unwrap()
             .devices()
-            .into_iter()
-            .map(|d| (d.name, d.state))
+            .iter()
+            .map(|d| (d.name.clone(), d.state))
             .collect();
         assert_eq!(
             names,

@@ -71,54 +71,34 @@ pub enum EnrolState {
     Active,
 }
 
-/// One user's token and counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One user: their devices, counters and fallbacks. The domain model: the
+/// store keeps it in its own layout ([`crate::store::format`]), which
+/// converts at the store's edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Bumped by every write; a write succeeds only against the version it
     /// read, which makes check-and-update atomic in any store.
     pub version: u64,
-    /// Pending or active.
-    pub state: EnrolState,
-    /// The shared secret.
-    pub secret: SecretBytes,
-    /// HMAC algorithm.
-    pub algorithm: Algorithm,
-    /// 6 or 8.
-    pub digits: u8,
-    /// Seconds per step.
-    pub period: u64,
     /// The issuer shown in the app.
     pub issuer: String,
-    /// Unix time of the enrolment.
-    pub created: u64,
+    /// Every token of the user, active ones first (see
+    /// [`UserRecord::set_devices`], which keeps that order).
+    devices: Vec<Device>,
     /// Unix time of the last accepted code.
     pub last_success: Option<u64>,
-    /// The replay guard: no code for a step ≤ this is accepted again.
-    pub last_accepted_step: Option<u64>,
     /// Failures from all sources since the last success.
     pub user_failures: u32,
     /// Unix time of the most recent failure from any source.
     pub last_failure: Option<u64>,
-    /// Self-enrolment link, recovery codes, phone: absent in records
-    /// written before they existed.
-    #[serde(default)]
+    /// Self-enrolment link, recovery codes, phone.
     pub fallback: Fallback,
-    /// The first token's name and kind and the user's other devices:
-    /// absent in records written before them, and in records of users with
-    /// one default TOTP token.
-    #[serde(default, skip_serializing_if = "TokenSet::is_default")]
-    pub tokens: TokenSet,
     /// The user has had an active device: a second factor, once on, stays
     /// on (design.md §7). `nullok` lets through only users who never had
     /// one, not a user whose device is being replaced or was revoked.
-    /// Written only when set, so records of other users keep their layout.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub had_active_device: bool,
     /// The sources (rhost per address or IPv6 /64, or a calling uid) that
     /// logged in successfully lately, newest last; the per-user ceiling
     /// never blocks them (design.md §2). At most [`MAX_TRUSTED_SOURCES`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_sources: Vec<TrustedSource>,
 }
 
@@ -149,12 +129,8 @@ pub enum Replaces {
 /// The name of a user's first device when none was given.
 pub const DEFAULT_DEVICE: &str = "default";
 
-/// One token of a user. The record keeps its first token in its own fields
-/// (the layout of records written before devices existed) and the others
-/// as `Device`s in [`TokenSet::others`]; [`UserRecord::devices`] and
-/// [`UserRecord::set_devices`] give one view of all of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One token of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     /// Its name, unique within the user (`phone`, `yubikey` …).
     pub name: String,
@@ -181,7 +157,6 @@ pub struct Device {
     /// A pending device that replaces others once confirmed; until then
     /// they keep working. Never set on an active device, nor when the user
     /// has no active device (then there is nothing to keep working).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<Replaces>,
 }
 
@@ -192,133 +167,108 @@ impl Device {
     }
 }
 
-/// What a record holds about its tokens besides the first one's key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenSet {
-    /// The first token's name; `None`: [`DEFAULT_DEVICE`].
-    pub first_name: Option<String>,
-    /// The first token's kind.
-    pub first_kind: TokenKind,
-    /// The first token's own window, if imported with one.
-    pub first_window: Option<u16>,
-    /// The user's other tokens.
-    pub others: Vec<Device>,
-}
-
-impl TokenSet {
-    /// One TOTP device called "default": what a record written before
-    /// devices existed means. Such a record is written without the field,
-    /// as before, so that hosts of a fleet still on the previous version
-    /// read it during a rolling upgrade.
-    pub fn is_default(&self) -> bool {
-        *self == TokenSet::default()
-    }
-}
-
 impl UserRecord {
-    /// A stand-in record (an all-zero secret, active) that the daemon
-    /// checks codes against and writes for unknown users, so that they take
-    /// the same path as enrolled ones; never stored under a user's name.
+    /// A stand-in record (one active device with an all-zero secret) that
+    /// the daemon checks codes against and writes for unknown users, so
+    /// that they take the same path as enrolled ones; never stored under a
+    /// user's name.
     pub fn decoy() -> Self {
         UserRecord {
             version: 0,
-            state: EnrolState::Active,
-            secret: SecretBytes::new(vec![0; 20]),
-            algorithm: Algorithm::Sha1,
-            digits: 6,
-            period: 30,
             issuer: String::new(),
-            created: 0,
+            devices: vec![Device {
+                name: DEFAULT_DEVICE.to_owned(),
+                state: EnrolState::Active,
+                kind: TokenKind::Totp,
+                secret: SecretBytes::new(vec![0; 20]),
+                algorithm: Algorithm::Sha1,
+                digits: 6,
+                period: 30,
+                created: 0,
+                last_accepted_step: None,
+                window: None,
+                replaces: None,
+            }],
             last_success: None,
-            last_accepted_step: None,
             user_failures: 0,
             last_failure: None,
             fallback: Fallback::default(),
-            tokens: TokenSet::default(),
             had_active_device: false,
             trusted_sources: Vec::new(),
         }
     }
 
-    /// The start of a new user's record, without devices: pending, so that
-    /// [`UserRecord::set_devices`] does not take it for a user who had an
-    /// active device. Give it its devices with `set_devices`.
-    pub fn fresh(version: u64, issuer: String) -> Self {
-        UserRecord {
+    /// A new user's record with `devices` (put in order as
+    /// [`UserRecord::set_devices`] does); `Err` for an empty list.
+    pub fn new(version: u64, issuer: String, devices: Vec<Device>) -> Result<Self, String> {
+        let mut record = UserRecord {
             version,
             issuer,
-            state: EnrolState::Pending,
+            devices: Vec::new(),
             ..UserRecord::decoy()
-        }
+        };
+        record.set_devices(devices)?;
+        Ok(record)
     }
 
-    /// Every token of the user, the first one first.
-    pub fn devices(&self) -> Vec<Device> {
-        let first = Device {
-            name: self
-                .tokens
-                .first_name
-                .clone()
-                .unwrap_or_else(|| DEFAULT_DEVICE.to_owned()),
-            state: self.state,
-            kind: self.tokens.first_kind,
-            secret: self.secret.clone(),
-            algorithm: self.algorithm,
-            digits: self.digits,
-            period: self.period,
-            created: self.created,
-            last_accepted_step: self.last_accepted_step,
-            window: self.tokens.first_window,
-            // Active devices go first: the first one replaces nothing.
-            replaces: None,
-        };
-        std::iter::once(first)
-            .chain(self.tokens.others.iter().cloned())
-            .collect()
+    /// Every token of the user, active ones first. Never empty.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// The user's first device: an active one if the user has one.
+    pub fn first_device(&self) -> &Device {
+        // Never empty: `decoy`, `new`, `set_devices` and the store's
+        // decoding (`with_stored_devices`) each give at least one.
+        &self.devices[0]
     }
 
     /// Stores `devices` as the user's tokens. Active ones go first (in their
-    /// order), so that the record's own `state` says whether the user has
-    /// any active token. `Err` for an empty list: a user without tokens is
+    /// order), then the pending ones (in theirs): the stored layout keeps
+    /// the first one in the fields that hosts of a fleet on an older
+    /// version read. `Err` for an empty list: a user without tokens is
     /// removed, not stored.
     pub fn set_devices(&mut self, devices: Vec<Device>) -> Result<(), String> {
+        if devices.is_empty() {
+            return Err("a user needs at least one device".to_string());
+        }
         let (active, mut pending): (Vec<Device>, Vec<Device>) = devices
             .into_iter()
             .partition(|d| d.state == EnrolState::Active);
         // Once on, stays on: losing the last active device (removed,
         // revoked) leaves a user that nullok does not let through.
-        self.had_active_device |= self.state == EnrolState::Active || !active.is_empty();
+        self.had_active_device |= self.has_active_device() || !active.is_empty();
         if active.is_empty() {
             // Nothing left to keep working until a replacement is confirmed.
             for device in &mut pending {
                 device.replaces = None;
             }
         }
-        let mut all = active.into_iter().chain(pending);
-        let first = all
-            .next()
-            .ok_or_else(|| "a user needs at least one device".to_string())?;
-        self.tokens.others = all.collect();
-        self.tokens.first_name = (first.name != DEFAULT_DEVICE).then(|| first.name.clone());
-        self.tokens.first_kind = first.kind;
-        self.tokens.first_window = first.window;
-        self.state = first.state;
-        self.algorithm = first.algorithm;
-        self.digits = first.digits;
-        self.period = first.period;
-        self.created = first.created;
-        self.last_accepted_step = first.last_accepted_step;
-        self.secret = first.secret.clone();
+        self.devices = active.into_iter().chain(pending).collect();
         Ok(())
+    }
+
+    /// Changes the devices with `change`, then stores them as
+    /// [`UserRecord::set_devices`] does (and fails as it does).
+    pub fn change_devices(&mut self, change: impl FnOnce(&mut Vec<Device>)) -> Result<(), String> {
+        let mut devices = self.devices.clone();
+        change(&mut devices);
+        self.set_devices(devices)
+    }
+
+    /// The record with its devices as the store read them, `first` first:
+    /// for the store's decoding ([`crate::store::format`]), which keeps
+    /// the stored order and leaves `had_active_device` as stored.
+    pub(crate) fn with_stored_devices(mut self, first: Device, others: Vec<Device>) -> Self {
+        self.devices = std::iter::once(first).chain(others).collect();
+        self
     }
 }
 
 impl UserRecord {
     /// Whether any device is active (codes are accepted for logins).
     pub fn has_active_device(&self) -> bool {
-        // set_devices keeps active devices first.
-        self.state == EnrolState::Active
+        self.devices.iter().any(|d| d.state == EnrolState::Active)
     }
 
     /// Whether a login needs a second factor: the user has, or had, an
@@ -592,9 +542,8 @@ mod tests {
 
     #[test]
     fn a_user_who_lost_every_active_device_still_needs_a_code() {
-        let mut r = UserRecord::fresh(1, "t".into());
-        r.set_devices(vec![device("phone", EnrolState::Pending)])
-            .unwrap();
+        let mut r =
+            UserRecord::new(1, "t".into(), vec![device("phone", EnrolState::Pending)]).unwrap();
         assert!(!r.factor_required(), "never had an active device");
         r.set_devices(vec![device("phone", EnrolState::Active)])
             .unwrap();
@@ -604,9 +553,10 @@ mod tests {
             .unwrap();
         assert!(!r.has_active_device());
         assert!(r.factor_required(), "once on, stays on");
-        let json = serde_json::to_string(&r).unwrap();
-        let back: UserRecord = serde_json::from_str(&json).unwrap();
-        assert!(back.factor_required());
+        let stored = crate::store::format::encode(&r).unwrap();
+        assert!(crate::store::format::decode(&stored)
+            .unwrap()
+            .factor_required());
     }
 
     #[test]
@@ -654,39 +604,23 @@ mod tests {
         let back = r.devices();
         let names: Vec<&str> = back.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["phone", "tablet", "key"]);
-        assert_eq!(r.state, EnrolState::Active);
-        assert_eq!(r.secret.expose(), b"phone");
+        assert!(r.has_active_device());
+        assert_eq!(back[0].secret.expose(), b"phone");
         assert_eq!(back[2], hotp);
         assert_eq!(back[2].next_counter(), 42);
-        // Stored as JSON and read back: the same devices.
-        let json = serde_json::to_string(&r).unwrap();
-        let read: UserRecord = serde_json::from_str(&json).unwrap();
+        // Stored and read back: the same devices.
+        let stored = crate::store::format::encode(&r).unwrap();
+        let read = crate::store::format::decode(&stored).unwrap();
         assert_eq!(read.devices(), back);
         assert!(r.set_devices(Vec::new()).is_err());
-        // Only pending devices: the user is pending.
-        r.set_devices(vec![device("a", EnrolState::Pending)])
-            .unwrap();
-        assert_eq!(r.state, EnrolState::Pending);
-        assert_eq!(r.tokens.first_name.as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn a_record_written_before_devices_reads_as_one_default_totp_device() {
-        let mut old = serde_json::to_value(UserRecord::decoy()).unwrap();
-        old.as_object_mut().unwrap().remove("tokens");
-        let r: UserRecord = serde_json::from_value(old).unwrap();
-        let d = r.devices();
-        assert_eq!((d.len(), d[0].kind), (1, TokenKind::Totp));
-        assert_eq!(d[0].name, DEFAULT_DEVICE);
-    }
-
-    #[test]
-    fn a_one_token_record_is_written_as_before_devices_existed() {
-        let json = serde_json::to_value(UserRecord::decoy()).unwrap();
-        assert!(json.get("tokens").is_none(), "{json}");
-        let mut r = UserRecord::decoy();
-        r.tokens.first_kind = TokenKind::Hotp;
-        assert!(serde_json::to_value(&r).unwrap().get("tokens").is_some());
+        assert_eq!(r.devices().len(), 3, "an empty list changes nothing");
+        // Only pending devices: the user is pending, and a replacement
+        // replaces nothing when nothing is left to keep working.
+        let mut replacement = device("a", EnrolState::Pending);
+        replacement.replaces = Some(Replaces::All);
+        r.set_devices(vec![replacement]).unwrap();
+        assert!(!r.has_active_device());
+        assert_eq!(r.devices()[0].replaces, None);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! [17..25]  change number, big-endian: the store's count of writes, so
 //!           that a store that lost its latest writes can tell
 //! [25..49]  nonce
-//! [49..]    ciphertext of the record's JSON, then the 16-byte tag
+//! [49..]    ciphertext of the record's stored JSON (`store::format`), then the 16-byte tag
 //! ```
 //!
 //! The header fields are covered by the tag too (associated data).
@@ -27,6 +27,7 @@
 //! store but not read the key cannot change it unnoticed.
 
 use crate::core::record::UserRecord;
+use crate::store::format;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
@@ -248,11 +249,7 @@ pub fn seal_record(
     change: u64,
     nonce: [u8; NONCE_LEN],
 ) -> Result<Vec<u8>, SealError> {
-    // Written into a buffer that wipes the old one whenever it grows: the
-    // JSON holds the secret, and a plain Vec would free copies unwiped.
-    let mut plain = otpd_proto::WipingWriter::with_capacity(4096);
-    serde_json::to_writer(&mut plain, record).map_err(|_| SealError::Seal)?;
-    let plain = plain.into_inner();
+    let plain = format::encode(record).map_err(|_| SealError::Seal)?;
     let ad = associated_data(user, record.version, change);
     let sealed = key
         .cipher
@@ -328,9 +325,9 @@ pub fn open_record(key: &RecordKey, user: &str, bytes: &[u8]) -> Result<UserReco
             )
             .map_err(|_| SealError::Tampered)?,
     );
-    let record: UserRecord = serde_json::from_slice(&plain).map_err(|e| SealError::Decode {
-        line: e.line(),
-        column: e.column(),
+    let record = format::decode(&plain).map_err(|e| SealError::Decode {
+        line: e.line,
+        column: e.column,
     })?;
     if record.version != version {
         return Err(SealError::VersionMismatch);
@@ -344,14 +341,16 @@ mod tests {
     use crate::core::record::SecretBytes;
 
     fn record(version: u64) -> UserRecord {
-        UserRecord {
-            version,
-            secret: SecretBytes::new(b"12345678901234567890".to_vec()),
-            issuer: "t".into(),
-            created: 1,
-            last_accepted_step: Some(5),
-            ..UserRecord::decoy()
-        }
+        let mut r = UserRecord::decoy();
+        r.version = version;
+        r.issuer = "t".into();
+        r.change_devices(|d| {
+            d[0].secret = SecretBytes::new(b"12345678901234567890".to_vec());
+            d[0].created = 1;
+            d[0].last_accepted_step = Some(5);
+        })
+        .unwrap();
+        r
     }
 
     fn key(byte: u8) -> RecordKey {
@@ -375,7 +374,7 @@ mod tests {
         let raw = b"12345678901234567890";
         assert!(!sealed.windows(raw.len()).any(|w| w == raw));
         // The JSON's number array form of the secret is not there either.
-        let json = serde_json::to_vec(&record(7).secret).unwrap();
+        let json = serde_json::to_vec(&record(7).first_device().secret).unwrap();
         assert!(!sealed.windows(json.len()).any(|w| w == json.as_slice()));
     }
 

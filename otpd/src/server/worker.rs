@@ -21,6 +21,7 @@ use super::setup::lock_state_dir;
 use super::statefs::{Dir, Owner};
 use super::ServeError;
 use crate::core::record::{SourceCounter, UserRecord};
+use crate::store::format::StoredRecord;
 use crate::store::{RekeyReport, SledStore, Store, StoreError};
 use nix::fcntl::Flock;
 use otpd_proto::{read_frame, write_frame, SecretText};
@@ -79,10 +80,11 @@ enum Job {
 enum Reply {
     /// The rekey is done (the lock is held until root closes the pipe).
     Rekeyed { records: usize, already_done: bool },
-    /// One user of the store, with its failure counters.
+    /// One user of the store (in the store's layout), with its failure
+    /// counters.
     User {
         name: String,
-        record: Box<UserRecord>,
+        record: Box<StoredRecord>,
         sources: Vec<(String, SourceCounter)>,
     },
     /// Every user was sent.
@@ -485,7 +487,7 @@ pub fn export_sled(
                         sources: counters,
                     } => {
                         sources.insert(name.clone(), counters);
-                        users.push((name, *record));
+                        users.push((name, UserRecord::from(*record)));
                     }
                     Reply::Exported { users: n } if n == users.len() => break,
                     _ => return Err(ServeError("the store work answered out of turn".into())),
@@ -629,6 +631,7 @@ pub fn run_worker() -> Result<(), ServeError> {
                     let count = users.len();
                     for (name, record) in users {
                         let counters = sources.remove(&name).unwrap_or_default();
+                        let record = StoredRecord::from(&record);
                         send(
                             &mut stdout,
                             &Reply::User {

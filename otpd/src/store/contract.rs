@@ -20,7 +20,7 @@
 
 use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
-use crate::core::record::{Device, SourceCounter, TokenKind, TokenSet, UserRecord};
+use crate::core::record::{Device, SourceCounter, TokenKind, UserRecord};
 use crate::core::record::{
     EnrolState, Fallback, Link, LinkPage, PageView, SecretBytes, SmsChallenge,
 };
@@ -237,23 +237,25 @@ fn conflict(result: Result<(), StoreError>, what: &str) {
 
 /// A plain active record with `version`.
 fn record(version: u64) -> UserRecord {
-    UserRecord {
-        version,
-        secret: SecretBytes::new(b"SECRET-1234567890abc".to_vec()),
-        issuer: "contract".into(),
-        created: 1_700_000_000,
-        last_accepted_step: Some(56_666_666),
-        ..UserRecord::decoy()
-    }
+    let mut r = UserRecord::decoy();
+    r.version = version;
+    r.issuer = "contract".into();
+    r.change_devices(|d| {
+        d[0].secret = SecretBytes::new(b"SECRET-1234567890abc".to_vec());
+        d[0].created = 1_700_000_000;
+        d[0].last_accepted_step = Some(56_666_666);
+    })
+    .expect("one device");
+    r
 }
 
 /// `record(version)` told apart from others by `mark`.
 fn marked(version: u64, mark: u64) -> UserRecord {
-    UserRecord {
-        issuer: format!("mark {mark}"),
-        last_accepted_step: Some(mark),
-        ..record(version)
-    }
+    let mut r = record(version);
+    r.issuer = format!("mark {mark}");
+    r.change_devices(|d| d[0].last_accepted_step = Some(mark))
+        .expect("one device");
+    r
 }
 
 fn counter(failures: u32, last_failure: u64) -> SourceCounter {
@@ -263,7 +265,9 @@ fn counter(failures: u32, last_failure: u64) -> SourceCounter {
     }
 }
 
-/// A record with every field set away from its default.
+/// A record with every field set away from its default: an active HOTP
+/// device first (the stored layout's own fields) and a pending replacement
+/// of it (`tokens.others`).
 fn rich_record(version: u64) -> UserRecord {
     let challenge = |code: &str, salt: u8, number: Option<&str>, tries: u32| SmsChallenge {
         code: CodeHash::new(code, &[salt; 16]),
@@ -271,85 +275,95 @@ fn rich_record(version: u64) -> UserRecord {
         number: number.map(str::to_owned),
         tries,
     };
-    UserRecord {
-        version,
-        state: EnrolState::Pending,
+    let phone = Device {
+        name: "phone-1".into(),
+        state: EnrolState::Active,
+        kind: TokenKind::Hotp,
         // The longest secret a record holds, from NUL to 0xFF.
         secret: SecretBytes::new((0..128u32).map(|i| (i * 255 / 127) as u8).collect()),
         algorithm: Algorithm::Sha512,
         digits: 8,
         period: 60,
-        issuer: "Example Corp — Zürich 🔐".into(),
         created: u64::MAX - 7,
-        last_success: Some(1_700_000_123),
         last_accepted_step: Some(u64::MAX / 30),
-        user_failures: u32::MAX,
-        last_failure: Some(i64::MAX as u64 + 3),
-        fallback: Fallback {
-            link: Some(Link {
-                token_hash: "a".repeat(64),
-                expires: 1_700_086_400,
-                page: LinkPage {
-                    views: vec![PageView {
-                        nonce_hash: "b".repeat(64),
-                        issued: 1_700_000_100,
-                    }],
-                    reveals: 2,
-                    last_reveal: Some(1_700_000_200),
-                },
-            }),
-            phone_session: Some(Link {
-                token_hash: "0f".repeat(32),
-                expires: 1_700_003_600,
-                ..Link::default()
-            }),
-            recovery: (0..10u8)
-                .map(|i| CodeHash::new(&format!("ABCDEFGHJK{i:02}"), &[i; 16]))
-                .collect(),
-            phone: Some("+41791234567".into()),
-            sms: vec![
-                challenge("123456", 1, None, 0),
-                challenge("654321", 2, None, 0),
-            ],
-            sms_register: Some(challenge("111111", 3, Some("+4915112345678"), 2)),
-            sms_sent: vec![1_700_000_001, 1_700_000_002, u64::MAX],
-            register_sent: vec![1_700_000_005],
-        },
-        had_active_device: true,
-        trusted_sources: vec![crate::core::record::TrustedSource {
-            source: "rhost:2001:db8:1:2::/64".into(),
-            last_success: 1_700_000_100,
-        }],
-        tokens: TokenSet {
-            first_name: Some("phone-1".into()),
-            first_kind: TokenKind::Hotp,
-            first_window: Some(17),
-            others: vec![Device {
-                name: "yubikey.5_b".into(),
-                state: EnrolState::Active,
-                kind: TokenKind::Totp,
-                secret: SecretBytes::new(vec![0xff; 10]),
-                algorithm: Algorithm::Sha256,
-                digits: 7,
-                period: 15,
-                created: 1,
-                last_accepted_step: Some(u64::MAX - 1),
-                window: None,
-                replaces: Some(crate::core::record::Replaces::Device("phone-1".into())),
-            }],
-        },
-    }
+        window: Some(17),
+        replaces: None,
+    };
+    let replacement = Device {
+        name: "yubikey.5_b".into(),
+        state: EnrolState::Pending,
+        kind: TokenKind::Totp,
+        secret: SecretBytes::new(vec![0xff; 10]),
+        algorithm: Algorithm::Sha256,
+        digits: 7,
+        period: 15,
+        created: 1,
+        last_accepted_step: Some(u64::MAX - 1),
+        window: None,
+        replaces: Some(crate::core::record::Replaces::Device("phone-1".into())),
+    };
+    let mut r = UserRecord::new(
+        version,
+        "Example Corp — Zürich 🔐".into(),
+        vec![phone, replacement],
+    )
+    .expect("two devices");
+    r.last_success = Some(1_700_000_123);
+    r.user_failures = u32::MAX;
+    r.last_failure = Some(i64::MAX as u64 + 3);
+    r.fallback = Fallback {
+        link: Some(Link {
+            token_hash: "a".repeat(64),
+            expires: 1_700_086_400,
+            page: LinkPage {
+                views: vec![PageView {
+                    nonce_hash: "b".repeat(64),
+                    issued: 1_700_000_100,
+                }],
+                reveals: 2,
+                last_reveal: Some(1_700_000_200),
+            },
+        }),
+        phone_session: Some(Link {
+            token_hash: "0f".repeat(32),
+            expires: 1_700_003_600,
+            ..Link::default()
+        }),
+        recovery: (0..10u8)
+            .map(|i| CodeHash::new(&format!("ABCDEFGHJK{i:02}"), &[i; 16]))
+            .collect(),
+        phone: Some("+41791234567".into()),
+        sms: vec![
+            challenge("123456", 1, None, 0),
+            challenge("654321", 2, None, 0),
+        ],
+        sms_register: Some(challenge("111111", 3, Some("+4915112345678"), 2)),
+        sms_sent: vec![1_700_000_001, 1_700_000_002, u64::MAX],
+        register_sent: vec![1_700_000_005],
+    };
+    r.had_active_device = true;
+    r.trusted_sources = vec![crate::core::record::TrustedSource {
+        source: "rhost:2001:db8:1:2::/64".into(),
+        last_success: 1_700_000_100,
+    }];
+    r
 }
 
 /// Compares field by field first, so a mismatch names its field (the
 /// secret's and the code hashes' `Debug` is redacted).
 fn assert_same(got: &UserRecord, want: &UserRecord, what: &str) {
     assert_eq!(got.version, want.version, "{what}: version");
+    let secrets = |r: &UserRecord| -> Vec<Vec<u8>> {
+        r.devices()
+            .iter()
+            .map(|d| d.secret.expose().to_vec())
+            .collect()
+    };
     assert!(
-        got.secret.expose() == want.secret.expose(),
-        "{what}: the secret bytes differ ({} bytes read, {} written)",
-        got.secret.expose().len(),
-        want.secret.expose().len()
+        secrets(got) == secrets(want),
+        "{what}: the secret bytes differ ({:?} bytes read, {:?} written)",
+        secrets(got).iter().map(Vec::len).collect::<Vec<_>>(),
+        secrets(want).iter().map(Vec::len).collect::<Vec<_>>()
     );
     let hashes = |r: &UserRecord| -> Vec<(String, String)> {
         let f = &r.fallback;
@@ -1226,12 +1240,10 @@ fn increments_with_retries_lose_no_update(store: &dyn Store) {
                                 .source("alice", "rhost:shared")
                                 .map_err(|e| format!("thread {t}: source(): {e:?}"))?
                                 .unwrap_or_default();
-                            let next = UserRecord {
-                                version: current.version + 1,
-                                user_failures: current.user_failures + 1,
-                                last_failure: Some(t),
-                                ..current
-                            };
+                            let mut next = current;
+                            next.version += 1;
+                            next.user_failures += 1;
+                            next.last_failure = Some(t);
                             // Odd threads change a counter too (a multi-key
                             // write), even ones the record alone (which a
                             // store may do another way): both must serialise.
@@ -1285,17 +1297,19 @@ fn every_record_field_round_trips(store: &dyn Store) {
         &rich,
         "alice read back",
     );
-    let next = UserRecord {
-        version: 2,
-        state: EnrolState::Active,
-        algorithm: Algorithm::Sha256,
-        secret: SecretBytes::new(vec![0; 16]),
-        fallback: Fallback {
-            recovery: rich.fallback.recovery[3..].to_vec(),
-            sms: Vec::new(),
-            ..rich.fallback.clone()
-        },
-        ..rich.clone()
+    let mut next = rich.clone();
+    next.version = 2;
+    next.change_devices(|d| {
+        d[1].state = EnrolState::Active;
+        d[1].replaces = None;
+        d[0].algorithm = Algorithm::Sha256;
+        d[0].secret = SecretBytes::new(vec![0; 16]);
+    })
+    .expect("two devices");
+    next.fallback = Fallback {
+        recovery: rich.fallback.recovery[3..].to_vec(),
+        sms: Vec::new(),
+        ..rich.fallback.clone()
     };
     ok(
         store.commit(

@@ -4,6 +4,9 @@
 pub mod anchor;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
+#[cfg(test)]
+mod fixture_records;
+pub mod format;
 mod group_sync;
 #[cfg(feature = "postgres")]
 mod pg_store;

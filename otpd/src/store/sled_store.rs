@@ -939,7 +939,7 @@ impl SledStore {
             let mut users = sled::Batch::default();
             for (change, (k, v)) in (1u64..).zip(&records) {
                 let name = user_name(k)?;
-                let record: UserRecord = decode("user record", v).map_err(|e| {
+                let record = super::format::decode(v).map_err(|e| {
                     StoreError::Corrupt(format!("{}: user {name}: {e}", dir.display()))
                 })?;
                 let value = seal::seal_record(&key, &name, &record, change, nonce()?)
@@ -1586,14 +1586,16 @@ mod tests {
     }
 
     fn record(version: u64) -> UserRecord {
-        UserRecord {
-            version,
-            secret: SecretBytes::new(b"SECRET-1234567890abc".to_vec()),
-            issuer: "t".into(),
-            created: 1,
-            last_accepted_step: Some(5),
-            ..UserRecord::decoy()
-        }
+        let mut r = UserRecord::decoy();
+        r.version = version;
+        r.issuer = "t".into();
+        r.change_devices(|d| {
+            d[0].secret = SecretBytes::new(b"SECRET-1234567890abc".to_vec());
+            d[0].created = 1;
+            d[0].last_accepted_step = Some(5);
+        })
+        .unwrap();
+        r
     }
 
     /// Creates `user` with `record(version)`; must succeed.
@@ -1703,7 +1705,7 @@ mod tests {
         }
         let raw = raw_bytes(dir.path());
         assert!(!contains(&raw, b"SECRET-1234567890abc"));
-        let as_json = serde_json::to_vec(&record(1).secret).unwrap();
+        let as_json = serde_json::to_vec(&record(1).first_device().secret).unwrap();
         assert!(!contains(&raw, &as_json));
         assert!(!contains(&raw, b"\"issuer\""));
         // The store asks for the key it was sealed with, and refuses another.
@@ -1730,10 +1732,16 @@ mod tests {
             .unwrap();
         let users = db.open_tree("users").unwrap();
         users
-            .insert("alice", serde_json::to_vec(&record(3)).unwrap())
+            .insert(
+                "alice",
+                crate::store::format::encode(&record(3)).unwrap().to_vec(),
+            )
             .unwrap();
         users
-            .insert("bob", serde_json::to_vec(&record(4)).unwrap())
+            .insert(
+                "bob",
+                crate::store::format::encode(&record(4)).unwrap().to_vec(),
+            )
             .unwrap();
         db.flush().unwrap();
     }
@@ -1759,7 +1767,7 @@ mod tests {
         .unwrap();
         assert_eq!(sealed, (2, key(1).id()));
         // Gone from the files, not only sealed beside the old values.
-        let as_json = serde_json::to_vec(&record(3).secret).unwrap();
+        let as_json = serde_json::to_vec(&record(3).first_device().secret).unwrap();
         assert!(!contains(&raw_bytes(dir.path()), &as_json));
         let store = open_store(dir.path(), |stored| {
             assert_eq!(stored, Some(key(1).id()));
@@ -1795,7 +1803,10 @@ mod tests {
                 }
                 db.open_tree("users")
                     .unwrap()
-                    .insert("alice", serde_json::to_vec(&record(9)).unwrap())
+                    .insert(
+                        "alice",
+                        crate::store::format::encode(&record(9)).unwrap().to_vec(),
+                    )
                     .unwrap();
                 db.flush().unwrap();
             }

@@ -30,14 +30,14 @@ const MAX_IMPORTED_CODES: usize = 100;
 /// The `otpd list` lines of a user's devices.
 pub(super) fn summaries(r: &UserRecord) -> Vec<DeviceSummary> {
     r.devices()
-        .into_iter()
+        .iter()
         .map(|d| DeviceSummary {
             state: match d.state {
                 EnrolState::Pending => UserState::Pending,
                 EnrolState::Active => UserState::Active,
             },
             next_counter: (d.kind == TokenKind::Hotp).then(|| d.next_counter()),
-            name: d.name,
+            name: d.name.clone(),
             kind: d.kind,
             algorithm: d.algorithm,
             digits: d.digits,
@@ -69,7 +69,7 @@ impl Handler {
         revoke: bool,
         caller: &Caller,
     ) -> Result<(UserRecord, bool), Response> {
-        let mut devices = r.devices();
+        let mut devices = r.devices().to_vec();
         let active_of_that_name = devices
             .iter()
             .any(|d| d.name == device.name && d.state == EnrolState::Active);
@@ -120,7 +120,7 @@ impl Handler {
                 Ok(r) => r,
                 Err(refusal) => return Some(refusal),
             };
-            let mut devices = current.devices();
+            let mut devices = current.devices().to_vec();
             let before = devices.len();
             devices.retain(|d| d.name != name);
             if devices.len() == before {
@@ -128,7 +128,7 @@ impl Handler {
                     ErrorCode::NotFound,
                     format!(
                         "{user} has no device {name:?} (devices: {})",
-                        names(&current.devices())
+                        names(current.devices())
                     ),
                 ));
             }
@@ -189,7 +189,7 @@ impl Handler {
     ) -> Response {
         let window = u64::from(self.config.hotp.resync_window);
         let resynced = self.update(user, |current| {
-            let mut devices = current.devices();
+            let mut devices = current.devices().to_vec();
             if let Some(name) = device {
                 match devices.iter().find(|d| d.name == name) {
                     None => {
@@ -354,7 +354,7 @@ fn keep_replay_state(
     scratch: &[SecretText],
 ) -> Result<(), String> {
     let old_devices = old.devices();
-    let mut devices = next.devices();
+    let mut devices = next.devices().to_vec();
     let mut known = false;
     for d in &mut devices {
         let same: Vec<&Device> = old_devices.iter().filter(|o| same_key(o, d)).collect();
@@ -431,14 +431,11 @@ fn imported_record(p: &ImportParams, now: u64, issuer: &str) -> Result<UserRecor
             &random_bytes::<16>().map_err(|e| e.to_string())?,
         ));
     }
-    let mut record = UserRecord {
-        fallback: Fallback {
-            recovery,
-            ..Fallback::default()
-        },
-        ..UserRecord::fresh(0, issuer.to_owned())
+    let mut record = UserRecord::new(0, issuer.to_owned(), devices)?;
+    record.fallback = Fallback {
+        recovery,
+        ..Fallback::default()
     };
-    record.set_devices(devices)?;
     Ok(record)
 }
 

@@ -245,7 +245,7 @@ impl Handler {
         let now = self.now();
         let (mut active, mut pending, mut throttled) = (0, 0, 0);
         for (_, r) in &users {
-            match r.state {
+            match r.first_device().state {
                 EnrolState::Pending => pending += 1,
                 EnrolState::Active => {
                     active += 1;
@@ -662,8 +662,9 @@ impl Handler {
                 (Some(r), None) if r.has_active_device() && !p.revoke => {
                     let mut devices: Vec<Device> = r
                         .devices()
-                        .into_iter()
+                        .iter()
                         .filter(|d| d.state == EnrolState::Active)
+                        .cloned()
                         .collect();
                     devices.push(Device {
                         replaces: Some(Replaces::All),
@@ -721,16 +722,15 @@ impl Handler {
                             Err(response) => return Some(response),
                         },
                     };
-                    let mut record = UserRecord {
-                        fallback: Fallback {
-                            link: link.as_ref().map(|(_, stored)| stored.clone()),
-                            ..Fallback::default()
-                        },
-                        ..UserRecord::fresh(version, issuer.clone())
+                    let mut record =
+                        match UserRecord::new(version, issuer.clone(), vec![new_device.clone()]) {
+                            Ok(record) => record,
+                            Err(e) => return Some(internal(e)),
+                        };
+                    record.fallback = Fallback {
+                        link: link.as_ref().map(|(_, stored)| stored.clone()),
+                        ..Fallback::default()
                     };
-                    if let Err(e) = record.set_devices(vec![new_device.clone()]) {
-                        return Some(internal(e));
-                    }
                     (record, SourcesChange::ClearAll, existing.is_some(), false)
                 }
             };
@@ -783,15 +783,15 @@ impl Handler {
                 let throttled_for_secs = self.user_wait(&r, now);
                 UserSummary {
                     user,
-                    state: match (r.state, throttled_for_secs) {
+                    state: match (r.first_device().state, throttled_for_secs) {
                         (EnrolState::Pending, _) => UserState::Pending,
                         (EnrolState::Active, Some(_)) => UserState::Throttled,
                         (EnrolState::Active, None) => UserState::Active,
                     },
-                    algorithm: r.algorithm,
-                    digits: r.digits,
-                    period: r.period,
-                    created: r.created,
+                    algorithm: r.first_device().algorithm,
+                    digits: r.first_device().digits,
+                    period: r.first_device().period,
+                    created: r.first_device().created,
                     last_success: r.last_success,
                     failures: r.user_failures,
                     throttled_for_secs,

@@ -239,7 +239,7 @@ impl EnrolBackend for WebBackend {
             let mut secret = zeroize::Zeroizing::new([0u8; SECRET_LEN]);
             getrandom::getrandom(secret.as_mut())
                 .map_err(|e| internal(format!("the OS random number generator failed: {e}")))?;
-            let mut devices = record.devices();
+            let mut devices = record.devices().to_vec();
             let pending = &mut devices[device];
             pending.secret = SecretBytes::new(secret.to_vec());
             let (uri, secret_base32) = otpauth_uri(
