@@ -227,8 +227,8 @@ mod tests {
         let plan = plan_verify(read, attempt(Purpose::Confirm), 1_700_000_000, &rules());
         assert_eq!(plan.reply(), Err(&Refusal::NotEnrolled));
         assert!(plan.effects.is_empty() && plan.audit().is_none());
-        let mut active = UserRecord::decoy();
-        active.state = EnrolState::Active;
+        // The decoy's one device is active.
+        let active = UserRecord::decoy();
         let read = VerifyRead {
             record: Some(&active),
             counter: None,
@@ -239,8 +239,8 @@ mod tests {
 
     #[test]
     fn a_wrong_code_is_counted_in_the_write() {
-        let mut active = UserRecord::decoy();
-        active.state = EnrolState::Active;
+        // The decoy's one device is active.
+        let active = UserRecord::decoy();
         let read = VerifyRead {
             record: Some(&active),
             counter: None,

@@ -911,7 +911,7 @@ mod tests {
     use crate::core::seal::{RecordKey, KEY_LEN};
     use crate::core::totp::generator;
     use crate::store::SledStore;
-    use otpd_proto::Algorithm;
+    use otpd_proto::{Algorithm, VerifyOutcome};
     use std::sync::atomic::{AtomicU64, Ordering};
 
     struct TestClock(AtomicU64);
