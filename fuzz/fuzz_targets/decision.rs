@@ -1,9 +1,11 @@
-//! The one decision (`otpd::core::decision::decide`), driven through a
-//! sequence of attempts on one user the way the daemon's handler carries
-//! decisions out (server/handler/mod.rs `verify`, `unlock`; fallback.rs
-//! `text_code`): the record and the source counter of the decision are
-//! stored, a confirm on an active enrolment is refused before deciding,
-//! a typed "sms" texts a code instead of being decided.
+//! The plan of a code check (`otpd::core::plan::plan_verify`, the very
+//! function the daemon's handler calls), driven through a sequence of
+//! attempts on one user: the record and the source counter of each plan's
+//! write are stored, as the handler commits them. The plan itself refuses
+//! a confirmation with nothing pending; its answer, audit line and write
+//! must be its decision's. (A typed "sms" is the login conversation's
+//! business, `core::login`, and `unlock` and the texted code of
+//! server/handler/fallback.rs are modelled below.)
 //!
 //! The fuzzer chooses the token (secret, algorithm, digits, period), the
 //! record's state and counters, recovery codes and texted codes, the rules,
@@ -50,8 +52,9 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use otpd::core::code::normalize;
 use otpd::core::decision::{
-    count_failure, decide, gate, Decision, Outcome, Purpose, Rules, SourceChange, SourceState,
+    count_failure, gate, Decision, Outcome, Purpose, Rules, SourceChange, SourceState,
 };
+use otpd::core::plan::{plan_verify, wire_outcome, Refusal, VerifyAttempt, VerifyRead};
 use otpd::core::ratelimit::{remaining, Limits};
 use otpd::core::record::{
     Device, EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TokenKind,
@@ -300,15 +303,45 @@ impl Model {
         let before = self.record.clone();
         let source_before = self.sources[source];
         let trusted_before = self.trusted(source);
-        let decision = decide(
-            Some(&before),
-            &self.state(source),
-            typed,
+        let state = self.state(source);
+        let plan = plan_verify(
+            VerifyRead {
+                record: Some(&before),
+                counter: state.counter,
+            },
+            VerifyAttempt {
+                user: "fuzz",
+                code: typed,
+                source: state.key,
+                own: state.own,
+                purpose,
+            },
             self.now,
-            purpose,
             &self.rules,
-        )
-        .unwrap_or_else(|e| panic!("decide failed on a well-formed record: {e}"));
+        );
+        // A known user never costs a decoy write.
+        assert!(plan.effects.is_empty(), "{:?}", plan.effects);
+        if purpose == Purpose::Confirm
+            && before.devices().iter().all(|d| d.state == EnrolState::Active)
+        {
+            // Nothing to confirm: refused before any code is looked at.
+            assert_eq!(plan.reply(), Err(&Refusal::NothingPending));
+            assert!(plan.write().is_none() && plan.audit().is_none());
+            return;
+        }
+        let decision = plan
+            .decision
+            .clone()
+            .unwrap_or_else(|e| panic!("the plan refused a well-formed record: {e:?}"));
+        // The answer, the audit line and the write are the decision's.
+        assert_eq!(plan.reply(), Ok(wire_outcome(decision.outcome)));
+        let audit = plan.audit().expect("every decision is audited");
+        assert_eq!(audit.outcome, decision.outcome.as_str());
+        assert_eq!(
+            audit.recovery_codes_left.is_some(),
+            matches!(decision.outcome, Outcome::AcceptedRecovery { .. })
+        );
+        assert_eq!(plan.write().is_some(), decision.record.is_some());
 
         if before.first_device().state == EnrolState::Pending
             && !before.had_active_device
@@ -769,12 +802,9 @@ fn run(s: Scenario) {
                 model.attempt(usize::from(*source) % SOURCES, &typed, Purpose::Login);
             }
             Action::Confirm { typed } => {
-                // The handler refuses to confirm an active enrolment.
-                if model.record.first_device().state == EnrolState::Pending {
-                    let typed = model.typed_text(typed);
-                    // `otpd confirm` comes from the admin's own uid.
-                    model.attempt(0, &typed, Purpose::Confirm);
-                }
+                let typed = model.typed_text(typed);
+                // `otpd confirm` comes from the admin's own uid.
+                model.attempt(0, &typed, Purpose::Confirm);
             }
             Action::Unlock => model.unlock(),
             Action::Text {
