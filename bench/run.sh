@@ -13,6 +13,12 @@
 # in a private mount namespace with an overlay on /dev, where the benchmark
 # serves /dev/log itself; the host's /dev is never changed.
 #
+# --before DIR (taken by this script) first runs the benchmark of an
+# earlier build with the same arguments: DIR holds that build's otpd,
+# libpam_otpd.so and otpd-bench (and optionally COMMIT, its commit). Both
+# runs happen in this one invocation, on the same machine, one after the
+# other, each with its own pam_permit floor: compare their ratios.
+#
 # --postgres (taken by this script, not passed on) also installs Debian's
 # postgresql when missing, starts a cluster of its own in a temporary
 # directory (127.0.0.1 and a free port only, SCRAM password, fsync and
@@ -29,13 +35,22 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 postgres=false
+before=""
 args=()
-for arg in "$@"; do
-    if [ "$arg" = --postgres ]; then
-        postgres=true
-    else
-        args+=("$arg")
-    fi
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --postgres) postgres=true ;;
+        --before)
+            if [ $# -lt 2 ] || [ ! -x "$2/otpd-bench" ] || [ ! -x "$2/otpd" ] || [ ! -f "$2/libpam_otpd.so" ]; then
+                echo "bench/run.sh: --before DIR needs DIR/otpd-bench, DIR/otpd and DIR/libpam_otpd.so of an earlier build" >&2
+                exit 2
+            fi
+            before=$(readlink -f "$2")
+            shift
+            ;;
+        *) args+=("$1") ;;
+    esac
+    shift
 done
 
 packages=(libpam-google-authenticator libpam-oath libpam0g-dev libnss-wrapper)
@@ -167,8 +182,18 @@ if $postgres; then
     start_postgres
 fi
 
+# The runs: the earlier build's first (--before), then this one's.
+run_all() {
+    if [ -n "$before" ]; then
+        echo "== before: $before ($(cat "$before/COMMIT" 2>/dev/null || echo "commit unknown")) =="
+        "$before/otpd-bench" --otpd "$before/otpd" --pam-otpd "$before/libpam_otpd.so" "$@"
+        echo "== after: this tree ($(git rev-parse --short HEAD 2>/dev/null || echo "commit unknown")) =="
+    fi
+    "$bench" "$@"
+}
+
 if [ -e /dev/log ]; then
-    "$bench" "${args[@]}"
+    run_all "${args[@]}"
     exit 0
 fi
 
@@ -176,8 +201,16 @@ scratch=$(mktemp -d /tmp/otpd-bench-dev.XXXXXX)
 mkdir "$scratch/upper" "$scratch/work"
 # --propagation private: nothing mounted inside is seen outside. The
 # PostgreSQL server, if any, runs outside and is reached over TCP.
-unshare --mount --propagation private /bin/sh -c '
+unshare --mount --propagation private /bin/bash -c '
     mount -t overlay overlay -o "lowerdir=/dev,upperdir=$1/upper,workdir=$1/work" /dev || exit 1
-    shift
-    exec "$@"
-' sh "$scratch" "$bench" --syslog-sink "${args[@]}"
+    before=$2 bench=$3
+    shift 3
+    if [ -n "$before" ]; then
+        echo "== before: $before ($(cat "$before/COMMIT" 2>/dev/null || echo "commit unknown")) =="
+        "$before/otpd-bench" --otpd "$before/otpd" --pam-otpd "$before/libpam_otpd.so" --syslog-sink "$@" || exit
+        # Its sink left the socket file (in this namespace'"'"'s /dev only).
+        rm -f /dev/log
+        echo "== after: this tree =="
+    fi
+    exec "$bench" --syslog-sink "$@"
+' bash "$scratch" "$before" "$bench" "${args[@]}"
