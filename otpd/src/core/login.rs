@@ -50,6 +50,15 @@ impl UserView {
     }
 }
 
+/// Whether the first step of `start`'s login depends on the user's record:
+/// `nullok` (does the user have a device?), `forward_pass` (how many digits
+/// end the answer?) and a name typed in another spelling than the
+/// account's (is there a record under it?). Otherwise the code is asked for
+/// at once and the record is read once, with the check.
+pub fn needs_view(start: &LoginStart) -> bool {
+    start.known && (start.nullok || start.forward_pass || start.typed != start.user)
+}
+
 /// What the shell does next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -125,14 +134,23 @@ impl Conversation {
     /// (`view`) and, when PAM_USER was typed in another spelling, of that
     /// spelling (`typed_view`); `sms`: texts are configured (the same for
     /// every user, so the prompt tells a stranger nothing).
+    ///
+    /// `view` is `None` when [`needs_view`] said the first step does not
+    /// depend on the record (the shell then reads nothing before the code).
     pub fn begin(
         start: &LoginStart,
-        view: UserView,
+        view: Option<UserView>,
         typed_view: Option<UserView>,
         sms: bool,
     ) -> (Self, Begun, Next) {
         let mut user = start.user.clone();
-        let mut view = view;
+        // Without a view every user is asked for a code, as one who has a
+        // device: only nullok, forward_pass's digits and the spelling
+        // typed depend on the record.
+        let mut view = view.unwrap_or(UserView {
+            factor_required: true,
+            digits: None,
+        });
         if start.known && !view.factor_required && start.typed != start.user {
             // A record under the spelling typed (enrolled before otpd
             // asked about the account's own name; `otpd list` warns of
@@ -432,6 +450,7 @@ mod tests {
         answers: &[Option<&str>],
         outcomes: &[VerifyOutcome],
     ) -> (Vec<String>, Step, String) {
+        let view = needs_view(start).then_some(view);
         let (mut c, _, mut next) = Conversation::begin(start, view, typed, sms);
         let mut log = Vec::new();
         let (mut answers, mut outcomes) = (answers.iter(), outcomes.iter());
@@ -874,6 +893,42 @@ mod tests {
     }
 
     #[test]
+    fn the_record_is_read_first_only_when_the_first_step_depends_on_it() {
+        assert!(!needs_view(&start()));
+        for start in [
+            LoginStart {
+                nullok: true,
+                ..start()
+            },
+            LoginStart {
+                forward_pass: true,
+                ..start()
+            },
+            LoginStart {
+                typed: "Alice".into(),
+                ..start()
+            },
+        ] {
+            assert!(needs_view(&start), "{start:?}");
+            // A name that is no account has no record to look at.
+            let unknown = LoginStart {
+                known: false,
+                ..start
+            };
+            assert!(!needs_view(&unknown));
+        }
+        // Without a view, the code is asked for (even with sms on).
+        let (_, begun, next) = Conversation::begin(&start(), None, None, true);
+        assert_eq!(begun, Begun::CodeRequired);
+        assert_eq!(
+            next,
+            Next::Ask(Step::Prompt {
+                prompt: Prompt::Code { sms: true }
+            })
+        );
+    }
+
+    #[test]
     fn odd_digit_counts_fail_closed() {
         let forward = LoginStart {
             forward_pass: true,
@@ -890,12 +945,12 @@ mod tests {
 
     #[test]
     fn answers_out_of_turn_end_the_login_refused() {
-        let (mut c, _, _) = Conversation::begin(&start(), ACTIVE, None, false);
+        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false);
         assert_eq!(
             c.checked(VerifyOutcome::Accepted),
             ended(LoginOutcome::AuthErr, false)
         );
-        let (mut c, _, _) = Conversation::begin(&start(), ACTIVE, None, false);
+        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false);
         assert_eq!(c.resume(), ended(LoginOutcome::AuthErr, false));
     }
 }

@@ -37,9 +37,13 @@ pub async fn converse(
     stop: &mut watch::Receiver<bool>,
 ) {
     let deadline = Instant::now() + CONVERSATION_DEADLINE;
-    let begun = {
+    let begun = if Handler::login_begin_blocks(caller, &start) {
         let (h, c) = (handler.clone(), caller.clone());
         tokio::task::spawn_blocking(move || h.login_begin(&c, start)).await
+    } else {
+        // Nothing to read yet (root's login that asks for the code at
+        // once): decided here, without a trip through the blocking pool.
+        Ok(handler.login_begin(caller, start))
     };
     let (mut conversation, context, mut next) = match begun {
         Ok(Ok(begun)) => begun,

@@ -112,6 +112,10 @@ pub const CASES: &[(&str, Case)] = &[
         "every_record_field_round_trips",
         every_record_field_round_trips,
     ),
+    (
+        "a_check_reads_the_record_and_its_counter_together",
+        a_check_reads_the_record_and_its_counter_together,
+    ),
     ("versions_above_i64_max_work", versions_above_i64_max_work),
     (
         "counters_at_their_limits_round_trip",
@@ -1287,6 +1291,40 @@ fn increments_with_retries_lose_no_update(store: &dyn Store) {
         Some((odd_threads * EACH) as u32),
         "increments counted in the shared counter: an update was lost"
     );
+}
+
+/// `read_for_check` (one round trip in a networked store) reads what
+/// `user` and `source` read, for users and counters that exist or not.
+fn a_check_reads_the_record_and_its_counter_together(store: &dyn Store) {
+    let both = |user: &str, source: &str| {
+        ok(
+            store.read_for_check(user, source),
+            &format!("read_for_check({user:?}, {source:?})"),
+        )
+    };
+    assert_eq!(both("alice", "rhost:a"), (None, None));
+    let counters = create_with_sources(store, "alice", &["rhost:a", "uid:1000"]);
+    let alice = read(store, "alice").expect("alice was created");
+    for (source, counter) in [
+        ("rhost:a", Some(counters[0])),
+        ("uid:1000", Some(counters[1])),
+        ("rhost:b", None),
+    ] {
+        let (record, got) = both("alice", source);
+        assert_same(
+            &record.expect("alice's record"),
+            &alice,
+            &format!("alice's record read with {source:?}"),
+        );
+        assert_eq!(got, counter, "alice's counter for {source:?}");
+    }
+    for (user, source) in [
+        ("bob", "rhost:a"),
+        ("alic", "rhost:a"),
+        ("alice2", "uid:1000"),
+    ] {
+        assert_eq!(both(user, source), (None, None), "{user:?} {source:?}");
+    }
 }
 
 fn every_record_field_round_trips(store: &dyn Store) {

@@ -1326,6 +1326,51 @@ impl Store for PgStore {
         })
     }
 
+    fn read_for_check(
+        &self,
+        user: &str,
+        source: &str,
+    ) -> Result<(Option<UserRecord>, Option<SourceCounter>), StoreError> {
+        // One round trip for both (docs/performance.md): a login is this
+        // read and one conditional write. Exactly one row, whether or not
+        // the user or the counter exists.
+        let (user, source) = (user.to_owned(), source.to_owned());
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT (SELECT record FROM otpd_users WHERE name = $1), \
+                                s.failures, s.last_failure \
+                         FROM (SELECT 1) AS one \
+                         LEFT JOIN otpd_sources AS s ON s.name = $1 AND s.source = $2",
+                    )
+                    .await
+                    .map_err(pg)?;
+                let row = client
+                    .query_one(&statement, &[&user, &source])
+                    .await
+                    .map_err(pg)?;
+                let record = match row.get::<_, Option<Vec<u8>>>(0) {
+                    None => None,
+                    Some(bytes) => {
+                        let bytes = Zeroizing::new(bytes);
+                        Some(open(&s, &user, &bytes)?)
+                    }
+                };
+                let counter = match (row.get::<_, Option<i64>>(1), row.get::<_, Option<i64>>(2)) {
+                    (Some(failures), Some(last_failure)) => {
+                        Some(counter_of(failures, last_failure)?)
+                    }
+                    _ => None,
+                };
+                Ok((record, counter))
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
     fn users(&self) -> Result<Vec<(String, UserRecord)>, StoreError> {
         // Not on a login's path (status, list, the pages' look-up): a whole
         // table may take longer than one login's operation.

@@ -4,7 +4,7 @@
 
 use super::{internal, own_source, refuse, user_name_of, Attempt, Handler, MAX_ITEM_LEN};
 use crate::core::decision::Purpose;
-use crate::core::login::{Begun, Conversation, Next, UserView};
+use crate::core::login::{needs_view, Begun, Conversation, Next, UserView};
 use crate::core::names::validate_user;
 use crate::core::record::source_of;
 use crate::server::policy::authorize;
@@ -24,6 +24,13 @@ pub struct LoginContext {
 }
 
 impl Handler {
+    /// Whether [`Handler::login_begin`] of `start` for `caller` may block
+    /// (read the store, look up a user name through NSS) and so belongs on
+    /// the blocking pool; otherwise it only decides the first prompt.
+    pub fn login_begin_blocks(caller: &Caller, start: &LoginStart) -> bool {
+        caller.uid != 0 || needs_view(start) || (start.ruid != 0 && start.rhost.trim().is_empty())
+    }
+
     /// Begins the login of `start` for `caller`: the conversation, where
     /// the login comes from, and its first step. `Err`: the refusal to send
     /// instead (bad input, the store failed).
@@ -74,11 +81,16 @@ impl Handler {
                 Err(e) => Err(internal(e)),
             }
         };
-        let view = read(&start.user)?;
-        let typed_view = if start.known && start.typed != start.user && !view.factor_required {
-            Some(read(&start.typed)?)
+        let (view, typed_view) = if needs_view(&start) {
+            let view = read(&start.user)?;
+            let typed_view = if start.known && start.typed != start.user && !view.factor_required {
+                Some(read(&start.typed)?)
+            } else {
+                None
+            };
+            (Some(view), typed_view)
         } else {
-            None
+            (None, None)
         };
         let sms = self.config.sms.command.is_some();
         let (conversation, begun, next) = Conversation::begin(&start, view, typed_view, sms);
