@@ -3,7 +3,7 @@
 //! temporary directory that is removed at the end (also on a panic).
 
 use crate::postgres::Postgres;
-use otpd_proto::{EnrolParams, Request, Response, SecretText, VerifyOutcome};
+use otpd_proto::{EnrolParams, Request, Response, SecretText};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -592,9 +592,7 @@ fn enrol_one(socket: &Path, user: &str) -> Result<Enrolled, String> {
         code: SecretText::from(totp.generate(now).to_string().as_str()),
     };
     match ask(socket, &confirm)? {
-        Response::Verified {
-            outcome: VerifyOutcome::Accepted,
-        } => Ok((secret, now / PERIOD)),
+        Response::Confirmed { .. } => Ok((secret, now / PERIOD)),
         other => Err(format!("confirm {user}: {other:?}")),
     }
 }

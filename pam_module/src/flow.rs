@@ -517,6 +517,7 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Imported { .. } => "imported",
         Response::Resynced { .. } => "resynced",
         Response::Step(_) => "step",
+        Response::Confirmed { .. } => "confirmed",
         Response::Error { .. } => "error",
     };
     pam.log(

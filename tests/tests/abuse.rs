@@ -939,9 +939,7 @@ impl Workload {
                     code: SecretText::from(first.as_str()),
                 },
             ) {
-                Ok(Response::Verified {
-                    outcome: VerifyOutcome::Accepted,
-                }) => {}
+                Ok(Response::Confirmed { .. }) => {}
                 other => panic!("confirm {name}: {other:?}"),
             }
             users.push(user);

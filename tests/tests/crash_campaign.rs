@@ -321,9 +321,7 @@ fn confirm(shared: &Shared, user: &str) -> bool {
         code: SecretText::from(code.as_str()),
     };
     match call(&shared.socket, &request) {
-        Ok(Response::Verified {
-            outcome: VerifyOutcome::Accepted,
-        }) => {
+        Ok(Response::Confirmed { .. }) => {
             let mut ledger = shared.ledger();
             let seq = ledger.tick();
             ledger.users.get_mut(user).expect("known").confirm_acked = Some(seq);

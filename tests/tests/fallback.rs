@@ -20,6 +20,41 @@ fn recovery_left(env: &TestEnv, user: &str) -> u64 {
         .expect("recovery_codes in list --json")
 }
 
+/// `otpd confirm` and the page's Validate are one confirmation
+/// (core::plan): each activation shows a new set of recovery codes, and
+/// the older set stops working.
+#[test]
+fn every_confirmation_that_activates_a_device_shows_new_recovery_codes() {
+    if !require("confirmation recovery codes", PAM) {
+        return;
+    }
+    let env = TestEnv::start("confirm_codes");
+    let t = settled_now(30, 5);
+    let alice = env.enroll("alice", &[]);
+    let out = env.otpd_expect(&["confirm", "alice", &alice.code_at(t - 30)], 0);
+    assert!(out.stdout.contains("Validated"), "{out}");
+    let first = recovery_codes_in(&out.stdout);
+    assert_eq!(first.len(), 10, "{out}");
+    assert_eq!(recovery_left(&env, "alice"), 10);
+    let login = env.pam_login("alice", &first[0], "192.0.2.41", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+
+    // A second device's confirmation: a new set; the first one is void.
+    let phone = env.enroll("alice", &["--device", "phone"]);
+    let out = env.otpd_expect(&["confirm", "alice", &phone.code_at(t)], 0);
+    let second = recovery_codes_in(&out.stdout);
+    assert_eq!(second.len(), 10, "{out}");
+    assert!(second.iter().all(|code| !first.contains(code)), "{out}");
+    let login = env.pam_login("alice", &first[1], "192.0.2.41", "");
+    assert_eq!(login.outcome, PamOutcome::AuthErr, "{}", login.output);
+    let login = env.pam_login("alice", &second[0], "192.0.2.41", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+
+    // A refused confirmation shows none.
+    let out = env.otpd_expect(&["confirm", "alice", &phone.code_at(t)], 1);
+    assert!(recovery_codes_in(&out.stdout).is_empty(), "{out}");
+}
+
 #[test]
 fn recovery_codes_work_once_at_the_normal_prompt() {
     if !require("recovery codes", PAM) {
@@ -28,7 +63,8 @@ fn recovery_codes_work_once_at_the_normal_prompt() {
     let env = TestEnv::start("recovery_codes");
     let t = settled_now(30, 5);
     let alice = env.enroll_active("alice", &[], t - 30);
-    assert_eq!(recovery_left(&env, "alice"), 0);
+    // The confirmation came with the configured number of codes.
+    assert_eq!(recovery_left(&env, "alice"), 10);
 
     let out = env.otpd_expect(&["recovery-codes", "alice", "--count", "3"], 0);
     let codes = recovery_codes_in(&out.stdout);

@@ -84,7 +84,7 @@ fn enrol_active(socket: &Path, user: &str) -> String {
             code: SecretText::from(code.as_str()),
         },
     ) {
-        Response::Verified { .. } => secret,
+        Response::Confirmed { .. } => secret,
         other => panic!("confirm {user}: {other:?}"),
     }
 }

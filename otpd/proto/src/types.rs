@@ -344,6 +344,13 @@ pub enum Response {
     },
     /// The next step of a login conversation.
     Step(Step),
+    /// A confirmation (`Confirm`, the page's "Validate") activated a
+    /// device; every activation comes with a new set of recovery codes,
+    /// shown once (older ones no longer work).
+    Confirmed {
+        /// The new recovery codes, `XXXX-XXXX-XXXX`.
+        recovery_codes: Vec<SecretText>,
+    },
     /// `Remove` or `Unlock` was carried out.
     Done {},
     /// The request was refused or failed; nothing was changed.

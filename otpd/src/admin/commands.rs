@@ -157,22 +157,37 @@ pub fn verify(client: &Client, user: String, code: Option<String>) -> Result<(),
 /// `otpd confirm USER [CODE]`: the "Validate" step of an enrolment.
 pub fn confirm(client: &Client, user: String, code: Option<String>) -> Result<(), CliError> {
     let code = code_or_stdin(code, "Verification code: ")?;
-    check_code(
-        client,
-        Request::Confirm {
-            user: user.clone(),
-            code,
-        },
-        &user,
-    )?;
-    say!("{}", validated(&user));
-    Ok(())
+    let request = Request::Confirm {
+        user: user.clone(),
+        code,
+    };
+    match client.call(&request)? {
+        Response::Confirmed { recovery_codes } => {
+            validated(&user, &recovery_codes);
+            Ok(())
+        }
+        Response::Verified { outcome } => Err(CliError::Refused(
+            refusal(&user, outcome).unwrap_or_else(|| format!("{user}: not validated")),
+        )),
+        other => Err(unexpected(&other)),
+    }
 }
 
-fn validated(user: &str) -> String {
-    format!(
+/// The "Validated" message, with the recovery codes that came with it.
+fn validated(user: &str, recovery_codes: &[SecretText]) {
+    say!(
         "Validated: the token of {user} is active. From now on {user} logs in with the password and the tokencode from the app."
-    )
+    );
+    if !recovery_codes.is_empty() {
+        say!(
+            "\nRecovery codes for {user} (any older ones no longer work). Each works once, typed\n\
+             at the verification code prompt in place of a code from the app. Keep them somewhere\n\
+             safe; they are not shown again.\n"
+        );
+        for code in recovery_codes {
+            say!("  {}", code.expose());
+        }
+    }
 }
 
 fn grouped(secret: &str) -> String {
@@ -439,10 +454,8 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
             code: SecretText::new(line.trim().to_owned()),
         };
         match client.call(&request)? {
-            Response::Verified {
-                outcome: VerifyOutcome::Accepted,
-            } => {
-                say!("{}", validated(user));
+            Response::Confirmed { recovery_codes } => {
+                validated(user, &recovery_codes);
                 return Ok(());
             }
             Response::Verified { outcome } => why = refusal(user, outcome).unwrap_or_default(),

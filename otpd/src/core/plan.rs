@@ -9,6 +9,7 @@
 
 use crate::core::decision::{decide, Decision, Outcome, Purpose, Rules, SourceState};
 use crate::core::record::{EnrolState, SourceCounter, UserRecord};
+use crate::core::tokens::CodeHash;
 use otpd_proto::VerifyOutcome;
 
 /// What the shell read for the check.
@@ -33,6 +34,10 @@ pub struct VerifyAttempt<'a> {
     pub own: bool,
     /// Login or confirmation.
     pub purpose: Purpose,
+    /// For a confirmation: the hashes of the recovery codes drawn for it
+    /// (the shell draws them before the plan; the plan stores them when the
+    /// confirmation activates a device).
+    pub fresh_recovery: Option<&'a [CodeHash]>,
 }
 
 /// A check that is refused before any code is looked at.
@@ -71,6 +76,8 @@ pub struct VerifyPlan {
     pub decision: Result<Decision, Refusal>,
     /// Carried out after the commit (or when nothing is written).
     pub effects: Vec<Effect>,
+    /// The write stores the fresh recovery codes: show them (once).
+    pub recovery_codes_issued: bool,
 }
 
 impl VerifyPlan {
@@ -113,6 +120,7 @@ pub fn plan_verify(
     let refused = |refusal| VerifyPlan {
         decision: Err(refusal),
         effects: Vec::new(),
+        recovery_codes_issued: false,
     };
     if attempt.purpose == Purpose::Confirm {
         match read.record {
@@ -128,7 +136,7 @@ pub fn plan_verify(
         counter: read.counter,
         own: attempt.own,
     };
-    let decision = match decide(
+    let mut decision = match decide(
         read.record,
         &source,
         attempt.code,
@@ -139,6 +147,19 @@ pub fn plan_verify(
         Ok(decision) => decision,
         Err(reason) => return refused(Refusal::UnusableToken(reason)),
     };
+    // One confirmation, whoever asks (`otpd confirm`, the page's
+    // Validate): every activation of a device comes with a new set of
+    // recovery codes, and older ones stop working.
+    let mut recovery_codes_issued = false;
+    if let (Purpose::Confirm, Outcome::Accepted { .. }, Some(next), Some(fresh)) = (
+        attempt.purpose,
+        decision.outcome,
+        decision.record.as_mut(),
+        attempt.fresh_recovery,
+    ) {
+        next.fallback.recovery = fresh.to_vec();
+        recovery_codes_issued = true;
+    }
     let mut effects = Vec::new();
     if read.record.is_none() && attempt.purpose == Purpose::Login {
         // The HMACs a user's check would compute, on a decoy, then a
@@ -157,6 +178,7 @@ pub fn plan_verify(
     VerifyPlan {
         decision: Ok(decision),
         effects,
+        recovery_codes_issued,
     }
 }
 
@@ -202,6 +224,7 @@ mod tests {
             source: "rhost:192.0.2.1",
             own: false,
             purpose,
+            fresh_recovery: None,
         }
     }
 
@@ -249,5 +272,58 @@ mod tests {
         let write = plan.write().expect("a failure is written");
         assert_eq!(write.record.as_ref().unwrap().user_failures, 1);
         assert!(plan.effects.is_empty());
+    }
+
+    #[test]
+    fn a_confirmation_that_activates_a_device_stores_the_fresh_recovery_codes() {
+        let now = 1_700_000_000;
+        let mut device = UserRecord::decoy().devices()[0].clone();
+        device.state = EnrolState::Pending;
+        device.secret = crate::core::record::SecretBytes::new(b"12345678901234567890".to_vec());
+        let pending = UserRecord::new(7, "t".into(), vec![device]).unwrap();
+        let code = crate::core::totp::generator(
+            b"12345678901234567890",
+            otpd_proto::Algorithm::Sha1,
+            6,
+            30,
+            0,
+        )
+        .unwrap()
+        .generate(now);
+        let fresh = [CodeHash::new("AAAABBBBCCCC", &[1; 16])];
+        let read = VerifyRead {
+            record: Some(&pending),
+            counter: None,
+        };
+        let confirm = |code: &str, fresh: Option<&[CodeHash]>| {
+            plan_verify(
+                read,
+                VerifyAttempt {
+                    code,
+                    fresh_recovery: fresh,
+                    ..attempt(Purpose::Confirm)
+                },
+                now,
+                &rules(),
+            )
+        };
+        let plan = confirm(&code.to_string(), Some(&fresh));
+        assert_eq!(plan.reply(), Ok(VerifyOutcome::Accepted));
+        assert!(plan.recovery_codes_issued);
+        let next = plan.write().unwrap().record.as_ref().unwrap();
+        assert_eq!(next.fallback.recovery, fresh);
+        assert!(next.has_active_device());
+        // A wrong code stores none.
+        let plan = confirm("000000", Some(&fresh));
+        assert!(!plan.recovery_codes_issued);
+        assert!(plan
+            .write()
+            .unwrap()
+            .record
+            .as_ref()
+            .unwrap()
+            .fallback
+            .recovery
+            .is_empty());
     }
 }

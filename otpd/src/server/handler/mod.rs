@@ -405,6 +405,15 @@ impl Handler {
         if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
             return self.login_sms(caller, user, source, own, service, rhost);
         }
+        // A confirmation that activates a device comes with new recovery
+        // codes: drawn here, stored by the plan when it activates.
+        let fresh = match purpose {
+            Purpose::Confirm => match Handler::fresh_recovery_codes(self.config.recovery.count) {
+                Ok(fresh) => Some(fresh),
+                Err(response) => return response,
+            },
+            Purpose::Login => None,
+        };
         with_retries(|| {
             let (record, counter) = match self.store.read_for_check(user, source) {
                 Ok(read) => read,
@@ -421,6 +430,7 @@ impl Handler {
                     source,
                     own,
                     purpose,
+                    fresh_recovery: fresh.as_ref().map(|(_, hashes)| hashes.as_slice()),
                 },
                 self.now(),
                 &self.rules,
@@ -466,6 +476,12 @@ impl Handler {
                 );
             }
             Some(match plan.reply() {
+                Ok(_) if plan.recovery_codes_issued => Response::Confirmed {
+                    recovery_codes: fresh
+                        .as_ref()
+                        .map(|(codes, _)| codes.clone())
+                        .unwrap_or_default(),
+                },
                 Ok(outcome) => Response::Verified { outcome },
                 Err(Refusal::NotEnrolled) => {
                     refuse(ErrorCode::NotFound, format!("{user} is not enrolled"))

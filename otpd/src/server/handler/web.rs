@@ -11,7 +11,8 @@
 
 use super::fallback::{link_valid, TextFailure, PHONE_SESSION_SECS};
 use super::{internal, refuse, with_retries, Handler, SECRET_LEN};
-use crate::core::decision::{decide, Outcome, Purpose, SourceState};
+use crate::core::decision::{Outcome, Purpose};
+use crate::core::plan::{plan_verify, Refusal, VerifyAttempt, VerifyRead};
 use crate::core::record::{EnrolState, Link, LinkPage, PageView, SecretBytes, UserRecord};
 use crate::core::tokens::{
     self, normalize_phone, random_bytes, token_hash, token_shape_ok, TOKEN_BYTES,
@@ -317,8 +318,16 @@ impl EnrolBackend for WebBackend {
             return Validation::Invalid;
         };
         let source = page_source(peer);
-        let count = h.config.recovery.count;
         let sms = h.config.sms.command.is_some();
+        // The confirmation of `otpd confirm` (core::plan), with its new
+        // recovery codes; the page adds the phone step after it.
+        let (codes, hashes) = match Handler::fresh_recovery_codes(h.config.recovery.count) {
+            Ok(fresh) => fresh,
+            Err(response) => {
+                warn!(user = ?user, "self-enrolment validation failed: {response:?}");
+                return Validation::Invalid;
+            }
+        };
         let mut result = Validation::Invalid;
         let response = with_retries(|| {
             // The link is checked again on the record this decision is
@@ -334,27 +343,37 @@ impl EnrolBackend for WebBackend {
                 Ok(c) => c,
                 Err(e) => return Some(internal(e)),
             };
-            let decision = match decide(
-                Some(&record),
-                &SourceState::new(&source, counter.as_ref()),
-                code,
+            let plan = plan_verify(
+                VerifyRead {
+                    record: Some(&record),
+                    counter: counter.as_ref(),
+                },
+                VerifyAttempt {
+                    user: &user,
+                    code,
+                    source: &source,
+                    own: false,
+                    purpose: Purpose::Confirm,
+                    fresh_recovery: Some(&hashes),
+                },
                 self.handler.now(),
-                Purpose::Confirm,
                 &h.rules,
-            ) {
+            );
+            let decision = match plan.decision {
                 Ok(d) => d,
-                Err(e) => return Some(internal(e)),
+                // Nothing pending (validated already through another
+                // path): the link is of no more use.
+                Err(Refusal::NotEnrolled | Refusal::NothingPending) => {
+                    web_audit(Some(&user), peer, "web_validate", "invalid_link");
+                    return Some(Response::Done {});
+                }
+                Err(Refusal::UnusableToken(e)) => return Some(internal(e)),
             };
             let mut next = decision.record.clone();
             let mut shown = Vec::new();
             let mut session = None;
-            if let (Outcome::Accepted { .. }, Some(next)) = (decision.outcome, next.as_mut()) {
-                let (codes, hashes) = match Handler::fresh_recovery_codes(count) {
-                    Ok(fresh) => fresh,
-                    Err(response) => return Some(response),
-                };
-                next.fallback.recovery = hashes;
-                shown = codes;
+            if let (true, Some(next)) = (plan.recovery_codes_issued, next.as_mut()) {
+                shown = codes.clone();
                 if sms {
                     let token = match random_bytes::<TOKEN_BYTES>() {
                         Ok(bytes) => tokens::token_text(&bytes),
