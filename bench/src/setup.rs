@@ -139,10 +139,22 @@ impl Daemon {
         let started = Instant::now();
         let mut child = Daemon::spawn(otpd, config, log)?;
         loop {
-            let probe = Request::Status {
+            // The first answer of a login: its first step.
+            let probe = Request::Login(Box::new(otpd_proto::LoginStart {
                 user: PROBE_USER.into(),
-            };
-            if let Ok(Response::Status { .. }) = ask(socket, &probe) {
+                typed: PROBE_USER.into(),
+                known: true,
+                service: "otpd-bench".into(),
+                rhost: "192.0.2.250".into(),
+                tty: String::new(),
+                ruid: 0,
+                nullok: false,
+                forward_pass: false,
+                first_pass: otpd_proto::FirstPass::Prompt,
+                language: otpd_proto::Language::En,
+                authtok: otpd_proto::Authtok::Absent,
+            }));
+            if let Ok(Response::Step(_)) = ask(socket, &probe) {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {

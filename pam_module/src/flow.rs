@@ -507,7 +507,6 @@ fn daemon_error(pam: &impl LoginHandler, code: ErrorCode, message: &str) -> PamE
 fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
     let kind = match response {
         Response::Verified { .. } => "verified",
-        Response::Status { .. } => "status",
         Response::Enrolled(_) => "enrolled",
         Response::Link { .. } => "link",
         Response::RecoveryCodes { .. } => "recovery_codes",

@@ -525,7 +525,7 @@ fn garbage_cases(alice: &str, alice_code: &str, round: u64) -> Vec<(&'static str
             "non-UTF-8 user name: overlong encoding",
             frame(
                 &[
-                    &br#"{"v":2,"body":{"op":"status","user":"al"#[..],
+                    &br#"{"v":2,"body":{"op":"unlock","user":"al"#[..],
                     b"\xc0\xafice",
                     br#""}}"#,
                 ]
@@ -834,8 +834,8 @@ fn side_probe(socket: &Path, orders: &Value) -> Value {
             for (op, bytes) in [
                 ("verify", verify_frame(user, code, "")),
                 (
-                    "status",
-                    encode_frame(&Request::Status { user: user.into() })
+                    "login",
+                    encode_frame(&otpd_tests::client::login_start(user))
                         .unwrap()
                         .to_vec(),
                 ),
@@ -1470,7 +1470,7 @@ fn no_such_user_and_wrong_code_look_alike_from_the_socket() {
     for (key, shown) in answers.as_object().unwrap() {
         println!("  {key:<14} {shown}");
     }
-    for op in ["verify", "status"] {
+    for op in ["verify", "login"] {
         let active = &answers[format!("{op} alice")];
         assert_eq!(
             active.as_object().map(|o| o.len()),
@@ -1500,9 +1500,9 @@ fn no_such_user_and_wrong_code_look_alike_from_the_socket() {
         "verify alice",
         "verify penny",
         "verify ghost",
-        "status alice",
-        "status penny",
-        "status ghost",
+        "login alice",
+        "login penny",
+        "login ghost",
     ] {
         println!("  {key:<14} {}", summary(&us(key)));
     }

@@ -142,7 +142,7 @@ fn malformed_frames_get_an_error_or_a_close_and_the_daemon_serves_on() {
         ("an rhost of 4 KiB", frame(format!(r#"{{"v":2,"body":{{"op":"verify","user":"alice","code":"000000","service":"t","rhost":"{}"}}}}"#, "h".repeat(4096)).as_bytes())),
         ("empty frame", vec![0, 0, 0, 0]),
         ("garbage JSON", frame(b"this is not JSON {{{")),
-        ("invalid UTF-8", frame(b"{\"v\":2,\"body\":{\"op\":\"status\",\"user\":\"\xff\xfe\"}}")),
+        ("invalid UTF-8", frame(b"{\"v\":2,\"body\":{\"op\":\"unlock\",\"user\":\"\xff\xfe\"}}")),
         ("another version", frame(br#"{"v":1,"body":{"op":"list"}}"#)),
         ("an unknown op", frame(br#"{"v":2,"body":{"op":"drop_all"}}"#)),
         ("a number as code", frame(br#"{"v":2,"body":{"op":"verify","user":"alice","code":123456,"service":"t","rhost":""}}"#)),

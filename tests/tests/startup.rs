@@ -10,13 +10,13 @@
 //! - the key is taken from `$CREDENTIALS_DIRECTORY/otpd.key` (systemd's
 //!   `LoadCredential=otpd.key:…`) before `key_file`.
 
-use otpd_proto::{read_frame, write_frame, EnrolmentStatus, Request, Response};
+use otpd_proto::{Response, Step};
 use otpd_tests::ca::TestCa;
 use otpd_tests::process::{self, NOBODY_UID};
 use otpd_tests::{programs, require, settled_now, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::ffi::OsString;
 use std::os::unix::fs::{chown, PermissionsExt};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -152,26 +152,18 @@ struct Notification {
     at: Duration,
     /// Whether the daemon's socket file existed when it arrived.
     socket_existed: bool,
-    /// For `READY=1`: the answer to a `Status` request sent on a fresh
+    /// For `READY=1`: the first answer to a login begun on a fresh
     /// connection the moment READY arrived, or why there was none.
     answer: Option<Result<Response, String>>,
 }
 
-/// Asks the daemon at `socket` whether a user nobody enrolled has a token.
+/// Begins the login of a user nobody enrolled: the daemon's first step.
 fn ask(socket: &Path) -> Result<Response, String> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(5))))
-        .map_err(|e| e.to_string())?;
-    write_frame(
-        &mut stream,
-        &Request::Status {
-            user: "nobody-enrolled".into(),
-        },
+    otpd_tests::client::ask(
+        socket,
+        &otpd_tests::client::login_start("nobody-enrolled"),
+        Duration::from_secs(5),
     )
-    .map_err(|e| format!("write: {e}"))?;
-    read_frame(&mut stream).map_err(|e| format!("read: {e}"))
 }
 
 /// A listener on a datagram socket, as systemd's `NOTIFY_SOCKET`: every
@@ -411,10 +403,7 @@ fn assert_ready_only_when_serving(name: &str, seen: &[Notification]) {
         "READY=1 came before the socket existed: {ready:?}"
     );
     match &ready.answer {
-        Some(Ok(Response::Status {
-            status: EnrolmentStatus::NotEnrolled,
-            ..
-        })) => {}
+        Some(Ok(Response::Step(Step::Prompt { .. }))) => {}
         other => panic!("the socket did not answer when READY=1 came: {other:?}"),
     }
 }

@@ -235,21 +235,20 @@ mod tests {
     #[test]
     fn a_response_with_a_field_from_a_newer_daemon_is_understood() {
         let json =
-            br#"{"v":2,"body":{"kind":"status","status":"active","digits":6,"since":"later"}}"#;
+            br#"{"v":2,"body":{"kind":"step","step":"end","outcome":"success","since":"later"}}"#;
         let mut frame = (json.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(json);
         let mut reader = &frame[..];
         let back: Response = read_frame(&mut reader).unwrap();
         assert_eq!(
             back,
-            Response::Status {
-                status: crate::EnrolmentStatus::Active,
-                digits: Some(6),
-                phone: false,
-            }
+            Response::Step(crate::Step::End {
+                outcome: crate::LoginOutcome::Success,
+                forward_password: false,
+            })
         );
         // Requests stay strict: the daemon refuses what it does not know.
-        let json = br#"{"v":2,"body":{"op":"status","user":"a","extra":1}}"#;
+        let json = br#"{"v":2,"body":{"op":"unlock","user":"a","extra":1}}"#;
         let mut frame = (json.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(json);
         let mut reader = &frame[..];

@@ -95,12 +95,6 @@ pub enum Request {
         #[serde(default)]
         ruid: Option<u32>,
     },
-    /// Whether a user is enrolled, without consuming anything; lets the PAM
-    /// module with `nullok` skip the prompt for users who have no token.
-    Status {
-        /// The PAM user name.
-        user: String,
-    },
     /// Start (or, with `force`, restart) an enrolment. Admin only.
     Enrol(EnrolParams),
     /// Turn a pending enrolment into an active one with a first valid code. Admin only.
@@ -282,19 +276,6 @@ pub enum Response {
         /// What was decided.
         outcome: VerifyOutcome,
     },
-    /// The answer to `Status`.
-    Status {
-        /// Not enrolled, pending or active.
-        status: EnrolmentStatus,
-        /// Digits of the user's codes when the enrolment is active: the
-        /// module's `forward_pass` splits them off the end of the answer.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        digits: Option<u8>,
-        /// Texts are configured on this daemon: the prompt may offer
-        /// `sms` (the same for every user, whether or not they have a phone).
-        #[serde(default, skip_serializing_if = "is_false")]
-        phone: bool,
-    },
     /// A new pending enrolment.
     Enrolled(Box<Enrolment>),
     /// A new pending enrolment with a self-enrolment link.
@@ -419,18 +400,6 @@ pub enum VerifyOutcome {
         /// Seconds until one may be sent again, when it is the limit.
         retry_after_secs: Option<u64>,
     },
-}
-
-/// Whether a user has a token, as `Status` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnrolmentStatus {
-    /// No enrolment at all.
-    NotEnrolled,
-    /// Enrolled, waiting for the first code.
-    Pending,
-    /// Codes are accepted.
-    Active,
 }
 
 /// Why a request failed.

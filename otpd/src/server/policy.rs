@@ -32,7 +32,7 @@ pub fn authorize(
                 caller.uid, start.user
             )),
         },
-        Request::Verify { user, .. } | Request::Status { user } => match user_name_of(caller.uid) {
+        Request::Verify { user, .. } => match user_name_of(caller.uid) {
             Some(own) if own == *user => Ok(()),
             _ => Err(format!(
                 "uid {} may only check codes of its own user, not of {user:?}",
@@ -68,6 +68,23 @@ mod tests {
         }
     }
 
+    fn login(user: &str) -> Request {
+        Request::Login(Box::new(otpd_proto::LoginStart {
+            user: user.into(),
+            typed: user.into(),
+            known: true,
+            service: "xscreensaver".into(),
+            rhost: String::new(),
+            tty: String::new(),
+            ruid: 1000,
+            nullok: false,
+            forward_pass: false,
+            first_pass: otpd_proto::FirstPass::Prompt,
+            language: otpd_proto::Language::En,
+            authtok: otpd_proto::Authtok::Absent,
+        }))
+    }
+
     fn caller(uid: u32) -> Caller {
         Caller { uid, pid: None }
     }
@@ -84,14 +101,9 @@ mod tests {
         assert!(authorize(&caller(1000), &verify("alice"), name).is_ok());
         assert!(authorize(&caller(1000), &verify("bob"), name).is_err());
         assert!(authorize(&caller(1001), &verify("alice"), name).is_err());
-        assert!(authorize(
-            &caller(1000),
-            &Request::Status {
-                user: "alice".into()
-            },
-            name
-        )
-        .is_ok());
+        assert!(authorize(&caller(1000), &login("alice"), name).is_ok());
+        assert!(authorize(&caller(1000), &login("bob"), name).is_err());
+        assert!(authorize(&caller(1000), &Request::Answer { answer: None }, name).is_ok());
     }
 
     #[test]

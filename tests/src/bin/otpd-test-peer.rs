@@ -14,7 +14,7 @@
 //! the daemon has not closed to make room for newer ones) and keeps them
 //! open for SECONDS: a local user trying to take every connection slot.
 
-use otpd_proto::{EnrolmentStatus, Request, Response, VerifyOutcome};
+use otpd_proto::{LoginOutcome, Prompt, Request, Response, Step, VerifyOutcome};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::ExitCode;
@@ -62,11 +62,16 @@ fn answer(mut stream: UnixStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     while let Ok(request) = otpd_proto::read_frame::<Request>(&mut stream) {
         let response = match request {
-            Request::Status { .. } => Response::Status {
-                status: EnrolmentStatus::Active,
-                digits: Some(6),
-                phone: false,
-            },
+            // An impostor that speaks the login conversation well: it asks
+            // for the code and accepts any, so that only the module's
+            // check of who serves the socket can stop it.
+            Request::Login(_) => Response::Step(Step::Prompt {
+                prompt: Prompt::Code { sms: false },
+            }),
+            Request::Answer { .. } => Response::Step(Step::End {
+                outcome: LoginOutcome::Success,
+                forward_password: false,
+            }),
             _ => Response::Verified {
                 outcome: VerifyOutcome::Accepted,
             },
@@ -121,9 +126,7 @@ fn hold(socket: &str, user: &str, n: usize, seconds: u64) -> ExitCode {
             continue;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = Request::Status {
-            user: user.to_owned(),
-        };
+        let request = otpd_tests::client::login_start(user);
         if otpd_proto::write_frame(&mut stream, &request).is_ok()
             && otpd_proto::read_frame::<Response>(&mut stream).is_ok()
         {

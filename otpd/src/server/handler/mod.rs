@@ -15,8 +15,8 @@ use crate::core::record::{
 use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
-    DaemonStatus, EnrolParams, Enrolment, EnrolmentStatus, ErrorCode, Request, Response,
-    SecretText, UserState, UserSummary,
+    DaemonStatus, EnrolParams, Enrolment, ErrorCode, Request, Response, SecretText, UserState,
+    UserSummary,
 };
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -295,7 +295,6 @@ impl Handler {
         }
         let user = match &request {
             Request::Verify { user, .. }
-            | Request::Status { user }
             | Request::Confirm { user, .. }
             | Request::Remove { user, .. }
             | Request::Resync { user, .. }
@@ -367,7 +366,6 @@ impl Handler {
                     purpose: Purpose::Confirm,
                 },
             ),
-            Request::Status { user } => self.status(caller, &user),
             Request::Enrol(params) => self.enrol(caller, params),
             Request::List {} => self.list(),
             Request::Remove { user, device } => match device {
@@ -495,49 +493,6 @@ impl Handler {
                 }
             })
         })
-    }
-
-    /// What a login of `user` must ask for. It decides whether `nullok`
-    /// lets the user through, so it is an audit line like a verification.
-    fn status(&self, caller: &Caller, user: &str) -> Response {
-        // `phone` says whether texts are configured at all, the same for
-        // every user: a prompt that offered "sms" only to users with a
-        // phone would tell a stranger who has one.
-        let phone = self.config.sms.command.is_some();
-        let (status, digits) = match self.store.user(user) {
-            Ok(None) => (EnrolmentStatus::NotEnrolled, None),
-            // A user who has, or had, an active device needs a code: one
-            // whose device is being replaced, or was revoked, is not let
-            // through by nullok (design.md §7).
-            Ok(Some(r)) if r.factor_required() => {
-                let devices = r.devices();
-                let digits = devices
-                    .iter()
-                    .find(|d| d.state == EnrolState::Active)
-                    .or(devices.first())
-                    .map(|d| d.digits);
-                (EnrolmentStatus::Active, digits)
-            }
-            Ok(Some(_)) => (EnrolmentStatus::Pending, None),
-            Err(e) => return internal(e),
-        };
-        info!(
-            target: "otpd::audit",
-            user = ?user,
-            uid = caller.uid,
-            pid = caller.pid,
-            op = "status",
-            outcome = match status {
-                EnrolmentStatus::NotEnrolled => "not_enrolled",
-                EnrolmentStatus::Pending => "pending",
-                EnrolmentStatus::Active => "code_required",
-            },
-        );
-        Response::Status {
-            status,
-            digits,
-            phone,
-        }
     }
 
     fn enrol(&self, caller: &Caller, p: EnrolParams) -> Response {
@@ -878,7 +833,6 @@ impl Handler {
 fn op_name(r: &Request) -> &'static str {
     match r {
         Request::Verify { .. } => "verify",
-        Request::Status { .. } => "status",
         Request::Enrol(_) => "enroll",
         Request::Confirm { .. } => "confirm",
         Request::List {} => "list",
@@ -996,12 +950,7 @@ mod tests {
             },
         );
         assert!(
-            matches!(
-                confirmed,
-                Response::Verified {
-                    outcome: VerifyOutcome::Accepted
-                }
-            ),
+            matches!(confirmed, Response::Confirmed { .. }),
             "{confirmed:?}"
         );
         clock.0.store(t0 + 60, Ordering::SeqCst);
