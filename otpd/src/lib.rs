@@ -7,9 +7,11 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod import;
+pub mod rng;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -121,9 +121,7 @@ fn base32(bytes: &[u8]) -> SecretText {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now()
 }
 
 /// What an imported user's token is, in words (no secret).

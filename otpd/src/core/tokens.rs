@@ -1,7 +1,7 @@
 //! One-time secrets other than the TOTP key: self-enrolment link tokens,
 //! recovery codes and texted codes. Each is shown once and stored only as a
 //! hash; comparisons are constant-time. Pure: randomness comes in as bytes
-//! (the caller draws them from the OS RNG with [`random_bytes`]).
+//! (the caller draws them from the OS RNG with `crate::rng::random_bytes`).
 //!
 //! Hashes are SHA-256 (RustCrypto `sha2`): link tokens carry 128 random
 //! bits, recovery codes 60, so a fast hash with a per-code salt is enough
@@ -19,13 +19,6 @@ pub const TOKEN_BYTES: usize = 16;
 pub const RECOVERY_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
 /// Symbols per recovery code: 12 × 5 = 60 bits.
 pub const RECOVERY_LEN: usize = 12;
-
-/// Random bytes from the OS RNG.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
-    let mut bytes = [0u8; N];
-    getrandom::getrandom(&mut bytes).map_err(|e| format!("the OS random generator failed: {e}"))?;
-    Ok(bytes)
-}
 
 /// A link token as it appears in the URL: 32 lowercase hex digits.
 pub fn token_text(random: &[u8; TOKEN_BYTES]) -> String {

@@ -170,7 +170,7 @@ pub fn create_key_file(path: &Path) -> Result<RecordKey, ServeError> {
 pub fn create_key_text(path: &Path) -> Result<SecretText, ServeError> {
     let err = |what: String| ServeError(format!("key file {}: {what}", path.display()));
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-    getrandom::getrandom(bytes.as_mut_slice())
+    crate::rng::fill(bytes.as_mut_slice())
         .map_err(|e| err(format!("the OS random number generator failed: {e}")))?;
     let text = key_file_text(&bytes);
     match write_key_file(path, text.as_bytes(), Place::New) {

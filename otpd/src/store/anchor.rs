@@ -43,7 +43,7 @@ pub struct AnchorState {
 /// A new random store ID (hex).
 pub fn new_store_id() -> Result<String, StoreError> {
     let mut bytes = [0u8; STORE_ID_HEX / 2];
-    getrandom::getrandom(&mut bytes)
+    crate::rng::fill(&mut bytes)
         .map_err(|e| StoreError::Backend(format!("the OS random number generator failed: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

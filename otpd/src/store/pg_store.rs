@@ -262,7 +262,7 @@ fn sql_version(version: u64) -> i64 {
 
 fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
     let mut n = [0u8; NONCE_LEN];
-    getrandom::getrandom(&mut n)
+    crate::rng::fill(&mut n)
         .map_err(|e| StoreError::Backend(format!("the OS random number generator failed: {e}")))?;
     Ok(n)
 }
@@ -1494,7 +1494,7 @@ impl Store for PgStore {
         )
         .map_err(|e| StoreError::Backend(format!("sealing a record failed: {e}")))?;
         let mut slot = [0u8; 4];
-        getrandom::getrandom(&mut slot).map_err(backend)?;
+        crate::rng::fill(&mut slot).map_err(backend)?;
         let slot = i32::try_from(u32::from_le_bytes(slot) % DECOY_SLOTS).unwrap_or(0);
         self.run(move |s| async move {
             let client = connection(&s.conn).await?;

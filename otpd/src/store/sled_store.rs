@@ -154,7 +154,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
     let mut n = [0u8; NONCE_LEN];
-    getrandom::getrandom(&mut n)
+    crate::rng::fill(&mut n)
         .map_err(|e| StoreError::Backend(format!("the OS random number generator failed: {e}")))?;
     Ok(n)
 }

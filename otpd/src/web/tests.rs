@@ -328,7 +328,7 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
     // A guess of the same shape as a real token.
     let guessed = {
         let mut bytes = [0u8; 24];
-        getrandom::getrandom(&mut bytes).unwrap();
+        crate::rng::fill(&mut bytes).unwrap();
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     let dead_ends = [

@@ -7,8 +7,9 @@ use crate::core::names::validate_device;
 use crate::core::record::{
     Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
 };
-use crate::core::tokens::{normalize_any_recovery, random_bytes, CodeHash};
+use crate::core::tokens::{normalize_any_recovery, CodeHash};
 use crate::core::totp::{resync_hotp, MIN_SECRET_LEN};
+use crate::rng::random_bytes;
 use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
 use otpd_proto::{

@@ -8,9 +8,10 @@ use super::{audit_verify, internal, refuse, with_retries, Handler};
 use crate::core::decision::{count_failure, gate, trusted, Outcome, Purpose, SourceState};
 use crate::core::record::{Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
-    self, normalize_phone, random_bytes, recovery_code, sms_allowed, texted_code, token_hash,
-    token_shape_ok, CodeHash, RECOVERY_LEN, TOKEN_BYTES,
+    self, normalize_phone, recovery_code, sms_allowed, texted_code, token_hash, token_shape_ok,
+    CodeHash, RECOVERY_LEN, TOKEN_BYTES,
 };
+use crate::rng::random_bytes;
 use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
 use otpd_proto::{ErrorCode, Response, SecretText, VerifyOutcome};

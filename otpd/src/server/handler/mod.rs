@@ -19,7 +19,6 @@ use otpd_proto::{
     UserSummary,
 };
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 mod devices;
@@ -80,24 +79,7 @@ pub struct Handler {
     socket_activated: std::sync::atomic::AtomicBool,
 }
 
-/// Where the handler reads the time: the system clock, or in tests one
-/// that they set (to step it back, for example).
-pub trait Clock: Send + Sync + 'static {
-    /// Unix time in seconds.
-    fn now(&self) -> u64;
-}
-
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
@@ -142,7 +124,7 @@ fn with_retries(mut attempt: impl FnMut() -> Option<Response>) -> Response {
                 // would otherwise race each other again at once (a fleet's
                 // burst of logins for one user ran out of attempts).
                 let mut byte = [0u8; 1];
-                let _ = getrandom::getrandom(&mut byte);
+                let _ = crate::rng::fill(&mut byte);
                 let micros = u64::from(byte[0]) * 1000 * n as u64 / 255;
                 std::thread::sleep(std::time::Duration::from_micros(micros));
             }
@@ -156,7 +138,7 @@ fn with_retries(mut attempt: impl FnMut() -> Option<Response>) -> Response {
 /// new enrolment that happens to reach the same version number.
 fn fresh_version() -> Result<u64, Response> {
     let mut bytes = [0u8; 8];
-    getrandom::getrandom(&mut bytes)
+    crate::rng::fill(&mut bytes)
         .map_err(|e| internal(format!("the OS random number generator failed: {e}")))?;
     Ok(u64::from_le_bytes(bytes))
 }
@@ -565,7 +547,7 @@ impl Handler {
             },
         };
         let mut secret = zeroize::Zeroizing::new(vec![0u8; SECRET_LEN]);
-        if let Err(e) = getrandom::getrandom(&mut secret) {
+        if let Err(e) = crate::rng::fill(&mut secret) {
             return internal(format!("the OS random number generator failed: {e}"));
         }
         let uri = match kind {

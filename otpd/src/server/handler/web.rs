@@ -14,10 +14,9 @@ use super::{internal, refuse, with_retries, Handler, SECRET_LEN};
 use crate::core::decision::{Outcome, Purpose};
 use crate::core::plan::{plan_verify, Refusal, VerifyAttempt, VerifyRead};
 use crate::core::record::{EnrolState, Link, LinkPage, PageView, SecretBytes, UserRecord};
-use crate::core::tokens::{
-    self, normalize_phone, random_bytes, token_hash, token_shape_ok, TOKEN_BYTES,
-};
+use crate::core::tokens::{self, normalize_phone, token_hash, token_shape_ok, TOKEN_BYTES};
 use crate::core::totp::otpauth_uri;
+use crate::rng::random_bytes;
 use crate::store::{RecordChange, SourcesChange, StoreError};
 use crate::web::backend::{EnrolBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
 use crate::web::limits::ClientKey;
@@ -238,7 +237,7 @@ impl EnrolBackend for WebBackend {
             // A new secret for the pending device: whatever was shown
             // before (to whoever opened the link) is dead from now on.
             let mut secret = zeroize::Zeroizing::new([0u8; SECRET_LEN]);
-            getrandom::getrandom(secret.as_mut())
+            crate::rng::fill(secret.as_mut())
                 .map_err(|e| internal(format!("the OS random number generator failed: {e}")))?;
             let mut devices = record.devices().to_vec();
             let pending = &mut devices[device];
