@@ -9,7 +9,7 @@
 //! reveal after the first says when the link was opened before, on the
 //! page and in the audit line.
 
-use super::fallback::{link_valid, TextFailure, PHONE_SESSION_SECS};
+use super::phone::{link_valid, TextFailure, PHONE_SESSION_SECS};
 use super::{internal, refuse, with_retries, Handler, SECRET_LEN};
 use crate::core::decision::{Outcome, Purpose};
 use crate::core::plan::{plan_verify, Refusal, VerifyAttempt, VerifyRead};

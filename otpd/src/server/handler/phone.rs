@@ -1,5 +1,5 @@
-//! The ways in besides the app's code: links, recovery codes, a phone for
-//! texted codes.
+//! The ways in besides the app's code: enrolment links and a phone for
+//! texted codes (recovery codes are in `recovery.rs`).
 //!
 //! Every token and code is drawn from the OS RNG, shown once, and stored
 //! only as a hash (`core::tokens`); none of them reaches a log line.
@@ -8,8 +8,8 @@ use super::{audit_verify, internal, refuse, with_retries, Handler};
 use crate::core::decision::{count_failure, gate, trusted, Outcome, Purpose, SourceState};
 use crate::core::record::{Link, SmsChallenge, UserRecord};
 use crate::core::tokens::{
-    self, normalize_phone, recovery_code, sms_allowed, texted_code, token_hash, token_shape_ok,
-    CodeHash, RECOVERY_LEN, TOKEN_BYTES,
+    self, normalize_phone, sms_allowed, texted_code, token_hash, token_shape_ok, CodeHash,
+    TOKEN_BYTES,
 };
 use crate::rng::random_bytes;
 use crate::server::policy::Caller;
@@ -105,59 +105,6 @@ impl Handler {
             }
         });
         result.ok_or(response)
-    }
-
-    /// `count` fresh recovery codes: the codes to show and their hashes.
-    pub(super) fn fresh_recovery_codes(
-        count: u32,
-    ) -> Result<(Vec<SecretText>, Vec<CodeHash>), Response> {
-        let mut shown = Vec::new();
-        let mut stored = Vec::new();
-        for _ in 0..count {
-            let code = recovery_code(&random_bytes::<RECOVERY_LEN>().map_err(internal)?);
-            let canonical = code.replace('-', "");
-            stored.push(CodeHash::new(
-                &canonical,
-                &random_bytes::<16>().map_err(internal)?,
-            ));
-            shown.push(SecretText::new(code));
-        }
-        Ok((shown, stored))
-    }
-
-    /// `otpd recovery-codes USER`: replaces the user's recovery codes.
-    pub(super) fn recovery_codes(
-        &self,
-        caller: &Caller,
-        user: &str,
-        count: Option<u32>,
-    ) -> Response {
-        let count = count.unwrap_or(self.config.recovery.count);
-        if !(1..=100).contains(&count) {
-            return refuse(
-                ErrorCode::BadRequest,
-                format!("--count {count}: must be 1 to 100"),
-            );
-        }
-        let (codes, hashes) = match Self::fresh_recovery_codes(count) {
-            Ok(fresh) => fresh,
-            Err(response) => return response,
-        };
-        let result = self.update(user, |r| {
-            let mut next = r.clone();
-            next.fallback.recovery = hashes.clone();
-            Ok((next, ()))
-        });
-        match result {
-            Ok(()) => {
-                info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "recovery_codes", outcome = "replaced", recovery_codes_left = count);
-                Response::RecoveryCodes {
-                    user: user.to_owned(),
-                    codes,
-                }
-            }
-            Err(response) => response,
-        }
     }
 
     /// Records a phone-registration challenge for `number` and texts it.

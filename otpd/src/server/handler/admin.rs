@@ -1,0 +1,139 @@
+//! The administrator's requests that read or reset whole users: the
+//! daemon's status, the list, removal and unlock.
+
+use super::*;
+
+impl Handler {
+    /// Seconds the whole user must still wait (user-wide backoff), if any.
+    pub(super) fn user_wait(&self, r: &UserRecord, now: u64) -> Option<u64> {
+        let limits = &self.rules.limits;
+        r.last_failure.and_then(|last| {
+            remaining(r.user_failures, last, limits.user_max_failures, limits, now)
+        })
+    }
+    pub(super) fn daemon_status(&self) -> Response {
+        let users = match self.store.users() {
+            Ok(u) => u,
+            Err(e) => return internal(e),
+        };
+        let now = self.now();
+        let (mut active, mut pending, mut throttled) = (0, 0, 0);
+        for (_, r) in &users {
+            match r.first_device().state {
+                EnrolState::Pending => pending += 1,
+                EnrolState::Active => {
+                    active += 1;
+                    if self.user_wait(r, now).is_some() {
+                        throttled += 1;
+                    }
+                }
+            }
+        }
+        let web = self.config.web.listen.map(|listen| {
+            let scheme = if self.config.web.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{listen}")
+        });
+        Response::DaemonStatus(Box::new(DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            state_dir: self.config.state_dir.display().to_string(),
+            socket: self.config.socket.display().to_string(),
+            socket_activated: self
+                .socket_activated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            active,
+            pending,
+            throttled,
+            uptime_secs: self.started.elapsed().as_secs(),
+            web,
+            sms: self.config.sms.command.is_some(),
+            store: Some(self.store.describe()),
+        }))
+    }
+    pub(super) fn list(&self) -> Response {
+        let users = match self.store.users() {
+            Ok(u) => u,
+            Err(e) => return internal(e),
+        };
+        let now = self.now();
+        let users = users
+            .into_iter()
+            .map(|(user, r)| {
+                let throttled_for_secs = self.user_wait(&r, now);
+                UserSummary {
+                    user,
+                    state: match (r.first_device().state, throttled_for_secs) {
+                        (EnrolState::Pending, _) => UserState::Pending,
+                        (EnrolState::Active, Some(_)) => UserState::Throttled,
+                        (EnrolState::Active, None) => UserState::Active,
+                    },
+                    algorithm: r.first_device().algorithm,
+                    digits: r.first_device().digits,
+                    period: r.first_device().period,
+                    created: r.first_device().created,
+                    last_success: r.last_success,
+                    failures: r.user_failures,
+                    throttled_for_secs,
+                    recovery_codes: u32::try_from(r.fallback.recovery.len()).unwrap_or(u32::MAX),
+                    phone: r.fallback.phone.is_some(),
+                    devices: devices::summaries(&r),
+                }
+            })
+            .collect();
+        Response::Users { users }
+    }
+    pub(super) fn remove(&self, caller: &Caller, user: &str) -> Response {
+        self.rewrite(caller, user, "remove", |_| None)
+    }
+    pub(super) fn unlock(&self, caller: &Caller, user: &str) -> Response {
+        self.rewrite(caller, user, "unlock", |r| {
+            let mut next = r.clone();
+            next.version = r.version.wrapping_add(1);
+            next.user_failures = 0;
+            next.last_failure = None;
+            Some(next)
+        })
+    }
+    /// Replaces (or with `None`, deletes) an existing record and clears all
+    /// of its source counters.
+    pub(super) fn rewrite(
+        &self,
+        caller: &Caller,
+        user: &str,
+        op: &'static str,
+        change: impl Fn(&UserRecord) -> Option<UserRecord>,
+    ) -> Response {
+        with_retries(|| {
+            let current = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "not_found");
+                    return Some(refuse(
+                        ErrorCode::NotFound,
+                        format!("{user} is not enrolled"),
+                    ));
+                }
+                Err(e) => return Some(internal(e)),
+            };
+            let next = change(&current);
+            let record = match &next {
+                Some(r) => RecordChange::Put(r),
+                None => RecordChange::Delete,
+            };
+            match self
+                .store
+                .commit(user, Some(current.version), record, SourcesChange::ClearAll)
+            {
+                Ok(()) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op, outcome = "done");
+                    Some(Response::Done {})
+                }
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        })
+    }
+}
