@@ -87,25 +87,9 @@ pub struct SledStore {
     store_id: String,
     /// The shared syncs; a successful one reports the generation of the
     /// handle it flushed.
-    group: GroupSync<u64, SyncFailure>,
+    group: GroupSync<u64, StoreError>,
     /// The generation of the newest handle (see [`Inner::generation`]).
     generation: AtomicU64,
-}
-
-/// A failed shared sync, handed to every commit it covered. `StoreError`
-/// is not `Clone`; this copies it variant for variant, so each commit
-/// returns the error the sync met (a `Backend` error for a failed flush).
-struct SyncFailure(StoreError);
-
-impl Clone for SyncFailure {
-    fn clone(&self) -> Self {
-        Self(match &self.0 {
-            StoreError::Conflict => StoreError::Conflict,
-            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-            StoreError::WrongKey(m) => StoreError::WrongKey(m.clone()),
-            StoreError::Backend(m) => StoreError::Backend(m.clone()),
-        })
-    }
 }
 
 /// What `otpd rekey` did.
@@ -1295,7 +1279,7 @@ impl SledStore {
     /// The ticket of a write just applied through `inner`. Called inside
     /// `with`, under the read lock, so no reopen comes between the write
     /// and its ticket.
-    fn applied(&self, inner: &Inner) -> (u64, Ticket<u64, SyncFailure>) {
+    fn applied(&self, inner: &Inner) -> (u64, Ticket<u64, StoreError>) {
         (inner.generation, self.group.ticket())
     }
 
@@ -1313,18 +1297,14 @@ impl SledStore {
     fn make_durable(
         &self,
         generation: u64,
-        ticket: Ticket<u64, SyncFailure>,
+        ticket: Ticket<u64, StoreError>,
     ) -> Result<(), StoreError> {
-        let synced = self
-            .group
-            .sync_through(ticket, || {
-                self.with(|i| {
-                    flush_and_sync(&i.db, &i.log_file)?;
-                    Ok(i.generation)
-                })
-                .map_err(SyncFailure)
+        let synced = self.group.sync_through(ticket, || {
+            self.with(|i| {
+                flush_and_sync(&i.db, &i.log_file)?;
+                Ok(i.generation)
             })
-            .map_err(|SyncFailure(e)| e)?;
+        })?;
         if synced != generation {
             // Not a failure of the current handle: the store is not marked
             // for another reopen.
