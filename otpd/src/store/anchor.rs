@@ -62,10 +62,10 @@ pub fn read(path: &Path) -> Result<Option<AnchorState>, StoreError> {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(StoreError::Backend(format!(
-                "cannot read the anchor {}: {e}",
-                path.display()
-            )))
+            return Err(StoreError::io(
+                format_args!("cannot read the anchor {}", path.display()),
+                &e,
+            ))
         }
     };
     if bytes.is_empty() {
@@ -143,7 +143,10 @@ impl Anchor {
     /// anchor at `path` for store `store_id` and writes `reached` into it.
     pub fn open(path: &Path, store_id: &str, reached: u64) -> Result<Self, StoreError> {
         let fail = |e: std::io::Error| {
-            StoreError::Backend(format!("cannot write the anchor {}: {e}", path.display()))
+            StoreError::io(
+                format_args!("cannot write the anchor {}", path.display()),
+                &e,
+            )
         };
         if let Some(dir) = path.parent() {
             match std::fs::DirBuilder::new().mode(0o700).create(dir) {
@@ -190,10 +193,10 @@ impl Anchor {
         let line = format!("{MAGIC} {} {high:020}\n", self.store_id);
         debug_assert_eq!(line.len(), LINE_LEN);
         file.write_all_at(line.as_bytes(), 0).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot write the anchor {}: {e}",
-                self.path.display()
-            ))
+            StoreError::io(
+                format_args!("cannot write the anchor {}", self.path.display()),
+                &e,
+            )
         })
     }
 
@@ -201,10 +204,10 @@ impl Anchor {
     pub fn sync(&self) -> Result<(), StoreError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.sync_data().map_err(|e| {
-            StoreError::Backend(format!(
-                "fdatasync of the anchor {} failed: {e}",
-                self.path.display()
-            ))
+            StoreError::io(
+                format_args!("fdatasync of the anchor {} failed", self.path.display()),
+                &e,
+            )
         })
     }
 

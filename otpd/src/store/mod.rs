@@ -35,7 +35,13 @@ pub(crate) fn token_hashes(record: &UserRecord) -> Vec<String> {
 }
 
 /// A store failure. Every caller fails closed on it.
-#[derive(Debug, thiserror::Error)]
+///
+/// The variant says what happened, decided where the error is made (from
+/// an [`std::io::ErrorKind`], a sled or PostgreSQL error kind), so that no
+/// caller has to read the text; the text is for the log. The failures that
+/// were all `Backend` before keep its `store error: …` text, which tests
+/// and operators look for.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The record changed since it was read; re-read and decide again.
     #[error("the record changed concurrently")]
@@ -46,9 +52,58 @@ pub enum StoreError {
     /// The key does not open the store (a message for the operator).
     #[error("{0}")]
     WrongKey(String),
-    /// The engine or the disk failed.
+    /// The database cannot be reached: no connection could be made, or it
+    /// dropped the one in use.
+    #[error("store error: {0}")]
+    Unreachable(String),
+    /// The store did not answer within its timeout.
+    #[error("store error: {0}")]
+    TimedOut(String),
+    /// The file system or the database has no space left for the write.
+    #[error("store error: {0}")]
+    DiskFull(String),
+    /// Any other failure of the engine or the disk.
     #[error("store error: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// A failed file operation: `what` says which ("cannot write
+    /// /var/lib/otpd/x"), and the I/O error's text follows it.
+    pub(crate) fn io(what: impl std::fmt::Display, e: &std::io::Error) -> StoreError {
+        let text = format!("{what}: {e}");
+        if is_disk_full(e) {
+            StoreError::DiskFull(text)
+        } else {
+            StoreError::Backend(text)
+        }
+    }
+
+    /// The one sentence the daemon sends a caller for this failure (the
+    /// details go to its log, never to the caller). A full disk and an
+    /// unreachable or slow database are named, as an operator can fix them
+    /// at once; everything else is "see its log".
+    pub fn for_caller(&self) -> &'static str {
+        match self {
+            StoreError::DiskFull(_) => {
+                "otpd could not write its store: no space left on device (see its log)"
+            }
+            StoreError::Unreachable(_) => "otpd cannot reach its database (see its log)",
+            StoreError::TimedOut(_) => "otpd's database did not answer in time (see its log)",
+            StoreError::Conflict
+            | StoreError::Corrupt(_)
+            | StoreError::WrongKey(_)
+            | StoreError::Backend(_) => "otpd could not complete the request (see its log)",
+        }
+    }
+}
+
+/// Whether an I/O error says the file system is full: `ENOSPC`, which the
+/// standard library reports as [`std::io::ErrorKind::StorageFull`]. The
+/// kind, not the errno: sled hands out copies of a failed write's error
+/// that keep only the kind.
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
 }
 
 /// What to do with a user's record in a commit.
@@ -156,5 +211,93 @@ pub trait Store: Send + Sync + 'static {
             (hit(r.fallback.link.as_ref()) || hit(r.fallback.phone_session.as_ref()))
                 .then_some(name)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn each_failure_has_its_sentence_for_the_caller() {
+        let m = || "detail".to_string();
+        let cases = [
+            (
+                StoreError::DiskFull(m()),
+                "otpd could not write its store: no space left on device (see its log)",
+            ),
+            (
+                StoreError::Unreachable(m()),
+                "otpd cannot reach its database (see its log)",
+            ),
+            (
+                StoreError::TimedOut(m()),
+                "otpd's database did not answer in time (see its log)",
+            ),
+            (
+                StoreError::Conflict,
+                "otpd could not complete the request (see its log)",
+            ),
+            (
+                StoreError::Corrupt(m()),
+                "otpd could not complete the request (see its log)",
+            ),
+            (
+                StoreError::WrongKey(m()),
+                "otpd could not complete the request (see its log)",
+            ),
+            (
+                StoreError::Backend(m()),
+                "otpd could not complete the request (see its log)",
+            ),
+        ];
+        for (e, sentence) in cases {
+            assert_eq!(e.for_caller(), sentence, "{e:?}");
+            // The detail is for the log only.
+            assert!(!e.for_caller().contains("detail"));
+        }
+    }
+
+    #[test]
+    fn a_full_file_system_is_disk_full_and_keeps_its_log_text() {
+        let enospc = io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
+        let e = StoreError::io("cannot write /x/y", &enospc);
+        assert!(matches!(e, StoreError::DiskFull(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "store error: cannot write /x/y: No space left on device (os error 28)"
+        );
+        // A copy that kept only the kind (as sled makes them) is one too.
+        let copied = io::Error::new(enospc.kind(), format!("{enospc:?}"));
+        assert!(matches!(
+            StoreError::io("fdatasync", &copied),
+            StoreError::DiskFull(_)
+        ));
+    }
+
+    #[test]
+    fn other_file_errors_stay_backend_errors() {
+        for errno in [
+            nix::errno::Errno::EACCES,
+            nix::errno::Errno::EIO,
+            nix::errno::Errno::EROFS,
+            nix::errno::Errno::ETIMEDOUT,
+        ] {
+            let e = StoreError::io(
+                "cannot write /x",
+                &io::Error::from_raw_os_error(errno as i32),
+            );
+            assert!(matches!(e, StoreError::Backend(_)), "{errno}: {e:?}");
+            assert!(e.to_string().starts_with("store error: cannot write /x: "));
+        }
+        let e = StoreError::io(
+            "cannot read /x",
+            &io::Error::other("No space left on device"),
+        );
+        assert!(
+            matches!(e, StoreError::Backend(_)),
+            "classified by its text: {e:?}"
+        );
     }
 }

@@ -268,12 +268,14 @@ fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
 }
 
 /// Whether an error means "the database cannot be reached" (as opposed to
-/// a statement it refused): those start the [`DOWN_GRACE`].
-fn is_connectivity(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
+/// a statement it refused): those start the [`DOWN_GRACE`]. `closed`: the
+/// connection is closed; `code`: the SQLSTATE, `None` when the error is
+/// not the server's (a failed connect, TLS or I/O).
+fn is_connectivity(closed: bool, code: Option<&SqlState>) -> bool {
+    if closed {
         return true;
     }
-    match e.code() {
+    match code {
         None => true,
         Some(code) => {
             *code == SqlState::ADMIN_SHUTDOWN
@@ -314,8 +316,17 @@ fn pg(e: tokio_postgres::Error) -> OpError {
             None => e.to_string(),
         },
     };
-    if is_connectivity(&e) {
+    classify(e.is_closed(), e.code(), text)
+}
+
+/// What a tokio-postgres error is, from what it says of itself (see
+/// [`is_connectivity`]); `text` describes it.
+fn classify(closed: bool, code: Option<&SqlState>, text: String) -> OpError {
+    if is_connectivity(closed, code) {
         OpError::Unreachable(text)
+    } else if code == Some(&SqlState::DISK_FULL) {
+        // 53100: the server could not extend a file (its disk is full).
+        OpError::Store(StoreError::DiskFull(text))
     } else {
         OpError::Store(StoreError::Backend(text))
     }
@@ -820,7 +831,7 @@ impl PgStore {
                 Ok(value)
             }
             Err(OpError::Store(e)) => Err(e),
-            Err(OpError::TimedOut(reason)) => Err(StoreError::Backend(format!(
+            Err(OpError::TimedOut(reason)) => Err(StoreError::TimedOut(format!(
                 "the PostgreSQL store {} did not answer in time: {reason}",
                 shared.conn.target
             ))),
@@ -861,18 +872,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn unreachable(target: &str, reason: &str) -> StoreError {
-    StoreError::Backend(format!(
+    StoreError::Unreachable(format!(
         "the PostgreSQL store {target} is unreachable: {reason}"
     ))
 }
 
 fn on_open(target: &str, e: OpError) -> StoreError {
     match e {
-        OpError::Unreachable(reason) | OpError::TimedOut(reason) => StoreError::Backend(format!(
+        OpError::Unreachable(reason) => StoreError::Unreachable(format!(
+            "cannot reach the PostgreSQL store {target}: {reason}"
+        )),
+        OpError::TimedOut(reason) => StoreError::TimedOut(format!(
             "cannot reach the PostgreSQL store {target}: {reason}"
         )),
         OpError::Store(StoreError::Backend(m)) => {
             StoreError::Backend(format!("the PostgreSQL store {target}: {m}"))
+        }
+        OpError::Store(StoreError::DiskFull(m)) => {
+            StoreError::DiskFull(format!("the PostgreSQL store {target}: {m}"))
         }
         OpError::Store(e) => e,
     }
@@ -1399,7 +1416,8 @@ impl Store for PgStore {
             .map(|(name, bytes)| {
                 let record = open(&self.shared, name, bytes).map_err(|e| match e {
                     OpError::Store(e) => e,
-                    OpError::Unreachable(m) | OpError::TimedOut(m) => StoreError::Backend(m),
+                    OpError::Unreachable(m) => StoreError::Unreachable(m),
+                    OpError::TimedOut(m) => StoreError::TimedOut(m),
                 })?;
                 Ok((name.clone(), record))
             })
@@ -1746,6 +1764,60 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The [`StoreError`] a failed operation becomes at open, as a name.
+    fn kind(e: OpError) -> (&'static str, String) {
+        let e = on_open("otpd@db:5432/otpd", e);
+        let kind = match &e {
+            StoreError::Unreachable(_) => "unreachable",
+            StoreError::TimedOut(_) => "timed out",
+            StoreError::DiskFull(_) => "disk full",
+            StoreError::Backend(_) => "backend",
+            StoreError::Conflict | StoreError::Corrupt(_) | StoreError::WrongKey(_) => "other",
+        };
+        (kind, e.to_string())
+    }
+
+    #[test]
+    fn server_errors_are_classified_by_their_sqlstate() {
+        let text = || "ERROR: could not extend file".to_string();
+        let cases = [
+            (false, Some(SqlState::DISK_FULL), "disk full"),
+            (false, None, "unreachable"),
+            (true, Some(SqlState::UNIQUE_VIOLATION), "unreachable"),
+            (false, Some(SqlState::CONNECTION_FAILURE), "unreachable"),
+            (false, Some(SqlState::ADMIN_SHUTDOWN), "unreachable"),
+            (false, Some(SqlState::TOO_MANY_CONNECTIONS), "unreachable"),
+            (false, Some(SqlState::UNIQUE_VIOLATION), "backend"),
+            (false, Some(SqlState::INSUFFICIENT_PRIVILEGE), "backend"),
+        ];
+        for (closed, code, want) in cases {
+            let (got, message) = kind(classify(closed, code.as_ref(), text()));
+            assert_eq!(got, want, "closed {closed}, SQLSTATE {code:?}: {message}");
+            assert!(message.contains("could not extend file"), "{message}");
+        }
+        let (_, message) = kind(classify(false, Some(&SqlState::DISK_FULL), text()));
+        assert_eq!(
+            message,
+            "store error: the PostgreSQL store otpd@db:5432/otpd: ERROR: could not extend file"
+        );
+    }
+
+    #[test]
+    fn a_busy_pool_is_a_timeout_and_a_connect_that_never_ends_is_unreachable() {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let (got, message) = kind(pool_error(PoolError::Timeout(TimeoutType::Wait)));
+        assert_eq!(got, "timed out", "{message}");
+        let (got, message) = kind(pool_error(PoolError::Timeout(TimeoutType::Create)));
+        assert_eq!(got, "unreachable", "{message}");
+        assert_eq!(
+            message,
+            "store error: cannot reach the PostgreSQL store otpd@db:5432/otpd: no connection \
+             could be made within the timeout"
+        );
+        let (got, _) = kind(pool_error(PoolError::Closed));
+        assert_eq!(got, "unreachable");
+    }
 
     #[test]
     fn versions_keep_all_64_bits() {

@@ -87,25 +87,9 @@ pub struct SledStore {
     store_id: String,
     /// The shared syncs; a successful one reports the generation of the
     /// handle it flushed.
-    group: GroupSync<u64, SyncFailure>,
+    group: GroupSync<u64, StoreError>,
     /// The generation of the newest handle (see [`Inner::generation`]).
     generation: AtomicU64,
-}
-
-/// A failed shared sync, handed to every commit it covered. `StoreError`
-/// is not `Clone`; this copies it variant for variant, so each commit
-/// returns the error the sync met (a `Backend` error for a failed flush).
-struct SyncFailure(StoreError);
-
-impl Clone for SyncFailure {
-    fn clone(&self) -> Self {
-        Self(match &self.0 {
-            StoreError::Conflict => StoreError::Conflict,
-            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-            StoreError::WrongKey(m) => StoreError::WrongKey(m.clone()),
-            StoreError::Backend(m) => StoreError::Backend(m.clone()),
-        })
-    }
 }
 
 /// What `otpd rekey` did.
@@ -118,8 +102,20 @@ pub struct RekeyReport {
     pub already_done: bool,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: sled::Error) -> StoreError {
+    sled_error(e.to_string(), &e)
+}
+
+/// `text` (which says what failed) as the [`StoreError`] that sled's error
+/// `e` is: an I/O error on a full disk is [`StoreError::DiskFull`], every
+/// other one [`StoreError::Backend`]. sled's own corruption error stays
+/// `Backend` too: like any engine failure it makes the store be read again
+/// from disk before the next request (see [`SledStore::with`]).
+fn sled_error(text: String, e: &sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) if super::is_disk_full(io) => StoreError::DiskFull(text),
+        _ => StoreError::Backend(text),
+    }
 }
 
 fn source_key(user: &str, source: &str) -> Vec<u8> {
@@ -149,7 +145,7 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(backend)
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn nonce() -> Result<[u8; NONCE_LEN], StoreError> {
@@ -321,10 +317,10 @@ impl Watermark {
                 Ok(value)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Backend(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(StoreError::io(
+                format_args!("cannot read {}", path.display()),
+                &e,
+            )),
         }
     }
 
@@ -336,7 +332,7 @@ impl Watermark {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::io(format_args!("cannot open {}", path.display()), &e))?;
         let w = Self {
             path,
             file: Mutex::new(file),
@@ -361,13 +357,16 @@ impl Watermark {
         );
         debug_assert_eq!(text.len(), WATERMARK_LEN);
         file.write_all_at(text.as_bytes(), 0)
-            .map_err(|e| StoreError::Backend(format!("cannot write {}: {e}", self.path.display())))
+            .map_err(|e| StoreError::io(format_args!("cannot write {}", self.path.display()), &e))
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         file.sync_data().map_err(|e| {
-            StoreError::Backend(format!("fdatasync of {} failed: {e}", self.path.display()))
+            StoreError::io(
+                format_args!("fdatasync of {} failed", self.path.display()),
+                &e,
+            )
         })
     }
 }
@@ -411,7 +410,10 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
         .cache_capacity(CACHE_CAPACITY)
         .open()
         .map_err(|e| {
-            StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
+            sled_error(
+                format!("cannot open the store in {}: {e}", dir.display()),
+                &e,
+            )
         })?;
     let meta_tree = db.open_tree("meta").map_err(backend)?;
     let meta = read_meta(&meta_tree, dir)?;
@@ -424,10 +426,10 @@ fn open_db(dir: &Path) -> Result<Opened, StoreError> {
         }
     }
     let log_file = File::open(dir.join("db")).map_err(|e| {
-        StoreError::Backend(format!(
-            "cannot open {} for fdatasync: {e}",
-            dir.join("db").display()
-        ))
+        StoreError::io(
+            format_args!("cannot open {} for fdatasync", dir.join("db").display()),
+            &e,
+        )
     })?;
     Ok(Opened {
         db,
@@ -505,7 +507,7 @@ fn flush_and_sync(db: &sled::Db, log_file: &File) -> Result<(), StoreError> {
     db.flush().map_err(backend)?;
     log_file
         .sync_data()
-        .map_err(|e| StoreError::Backend(format!("fdatasync of the store failed: {e}")))
+        .map_err(|e| StoreError::io("fdatasync of the store failed", &e))
 }
 
 /// The first record of `records` that is in clear (written before
@@ -755,7 +757,9 @@ impl SledStore {
         flush_and_sync(&db, &log_file)?;
         // The directory entries of a new store must be durable too.
         for d in [dir, dir.parent().unwrap_or(dir)] {
-            File::open(d).and_then(|f| f.sync_all()).map_err(backend)?;
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::io(format_args!("cannot sync {}", d.display()), &e))?;
         }
         // Every record opens (the tag is checked), and the highest change.
         let count = records.len();
@@ -878,7 +882,7 @@ impl SledStore {
         key_for: impl FnOnce(Option<KeyId>) -> Result<RecordKey, StoreError>,
     ) -> Result<(usize, KeyId), StoreError> {
         let io = |what: &str, path: &Path, e: std::io::Error| {
-            StoreError::Backend(format!("cannot {what} {}: {e}", path.display()))
+            StoreError::io(format_args!("cannot {what} {}", path.display()), &e)
         };
         // Left by a run that was killed: a new store half-written, or (killed
         // right after the exchange below) the old one in clear.
@@ -1123,9 +1127,10 @@ impl SledStore {
         })
     }
 
-    /// Runs `f` on the open database. After a backend error the database is
-    /// dropped and opened again from disk before the next use (see the type's
-    /// documentation); until that succeeds every call fails closed.
+    /// Runs `f` on the open database. After a backend error or a full disk
+    /// the database is dropped and opened again from disk before the next
+    /// use (see the type's documentation); until that succeeds every call
+    /// fails closed.
     fn with<T>(&self, f: impl FnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if self.broken.load(Ordering::SeqCst) {
             self.reopen()?;
@@ -1135,7 +1140,7 @@ impl SledStore {
             .as_ref()
             .ok_or_else(|| StoreError::Backend("the store is closed after a write error".into()))?;
         let result = f(inner);
-        if let Err(StoreError::Backend(e)) = &result {
+        if let Err(StoreError::Backend(e) | StoreError::DiskFull(e)) = &result {
             if !self.broken.swap(true, Ordering::SeqCst) {
                 tracing::error!(
                     "the store failed ({e}); it is read again from disk before the next request"
@@ -1295,7 +1300,7 @@ impl SledStore {
     /// The ticket of a write just applied through `inner`. Called inside
     /// `with`, under the read lock, so no reopen comes between the write
     /// and its ticket.
-    fn applied(&self, inner: &Inner) -> (u64, Ticket<u64, SyncFailure>) {
+    fn applied(&self, inner: &Inner) -> (u64, Ticket<u64, StoreError>) {
         (inner.generation, self.group.ticket())
     }
 
@@ -1313,18 +1318,14 @@ impl SledStore {
     fn make_durable(
         &self,
         generation: u64,
-        ticket: Ticket<u64, SyncFailure>,
+        ticket: Ticket<u64, StoreError>,
     ) -> Result<(), StoreError> {
-        let synced = self
-            .group
-            .sync_through(ticket, || {
-                self.with(|i| {
-                    flush_and_sync(&i.db, &i.log_file)?;
-                    Ok(i.generation)
-                })
-                .map_err(SyncFailure)
+        let synced = self.group.sync_through(ticket, || {
+            self.with(|i| {
+                flush_and_sync(&i.db, &i.log_file)?;
+                Ok(i.generation)
             })
-            .map_err(|SyncFailure(e)| e)?;
+        })?;
         if synced != generation {
             // Not a failure of the current handle: the store is not marked
             // for another reopen.
@@ -1537,6 +1538,41 @@ mod tests {
 
     fn key(byte: u8) -> RecordKey {
         RecordKey::from_bytes(&[byte; KEY_LEN])
+    }
+
+    #[test]
+    fn a_full_disk_under_sled_is_disk_full_also_in_sleds_copies() {
+        let enospc = || std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
+        let e = backend(sled::Error::Io(enospc()));
+        assert!(matches!(e, StoreError::DiskFull(_)), "{e:?}");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        // sled hands later operations a copy of a failed flush's error,
+        // which keeps the kind but not the errno.
+        let copy = sled::Error::Io(enospc()).clone();
+        assert!(matches!(backend(copy), StoreError::DiskFull(_)));
+        let opening = sled_error(
+            "cannot open the store in /x".into(),
+            &sled::Error::Io(enospc()),
+        );
+        assert!(matches!(opening, StoreError::DiskFull(_)), "{opening:?}");
+        assert_eq!(
+            opening.for_caller(),
+            "otpd could not write its store: no space left on device (see its log)"
+        );
+    }
+
+    #[test]
+    fn other_sled_failures_are_backend_errors() {
+        let eacces = std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32);
+        for e in [
+            sled::Error::Io(eacces),
+            sled::Error::Corruption { at: None, bt: () },
+            sled::Error::ReportableBug("x".into()),
+            sled::Error::Unsupported("x".into()),
+        ] {
+            let got = backend(e);
+            assert!(matches!(got, StoreError::Backend(_)), "{got:?}");
+        }
     }
 
     /// Retries `f` while sled's lock on the store is taken. sled's I/O
