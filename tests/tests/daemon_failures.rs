@@ -270,8 +270,9 @@ fn the_accepted_step_is_fsynced_before_the_reply_is_written() {
 
     let request = calls
         .iter()
-        .find(|c| is_read(&c.name) && c.on_socket(&socket) && c.args.contains("verify"))
-        .unwrap_or_else(|| panic!("no read of the verify request in the trace:\n{log}"));
+        // The login's answer to the prompt: the code.
+        .find(|c| is_read(&c.name) && c.on_socket(&socket) && c.args.contains("answer"))
+        .unwrap_or_else(|| panic!("no read of the answer with the code in the trace:\n{log}"));
     let reply = calls
         .iter()
         .filter(|c| is_write(&c.name) && c.on_socket(&socket) && c.fd == request.fd)
@@ -280,8 +281,8 @@ fn the_accepted_step_is_fsynced_before_the_reply_is_written() {
     assert!(
         calls[calls.iter().position(|c| c == reply).unwrap()..]
             .iter()
-            .any(|c| c.fd == reply.fd && c.args.contains("accepted")),
-        "the reply is not an acceptance:\n{log}"
+            .any(|c| c.fd == reply.fd && c.args.contains("success")),
+        "the reply is not the login's successful end:\n{log}"
     );
     let syncs: Vec<_> = calls
         .iter()
@@ -307,6 +308,6 @@ fn the_accepted_step_is_fsynced_before_the_reply_is_written() {
     assert!(
         !syncs.is_empty(),
         "no successful fsync/fdatasync of a file under {state} completed between reading the \
-         verify request and writing the reply:\n{log}"
+         code and writing the login's end:\n{log}"
     );
 }

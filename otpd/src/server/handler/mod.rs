@@ -81,18 +81,51 @@ fn out_of_turn() -> Response {
     )
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    let text = e.to_string();
-    error!("request failed: {text}");
-    // The one cause an operator can fix at once is named to the caller.
-    let message = if text.contains("No space left on device") {
-        "otpd could not write its store: no space left on device (see its log)"
-    } else if text.contains("PostgreSQL store") && text.contains("unreachable") {
-        "otpd cannot reach its database (see its log)"
-    } else if text.contains("PostgreSQL store") && text.contains("did not answer in time") {
-        "otpd's database did not answer in time (see its log)"
-    } else {
-        "otpd could not complete the request (see its log)"
+/// Why a request could not be carried out (fail closed): the store's
+/// failure, whose kind picks the sentence for the caller, or another cause.
+pub(crate) enum Failure {
+    /// The store failed; its kind says what the operator can do.
+    Store(StoreError),
+    /// Anything else (the OS RNG, a damaged token …), for the log.
+    Other(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Self {
+        Failure::Other(e.to_owned())
+    }
+}
+
+impl From<crate::rng::RngError> for Failure {
+    fn from(e: crate::rng::RngError) -> Self {
+        Failure::Other(e.to_string())
+    }
+}
+
+/// The refusal for a request that failed: the cause goes to the log, the
+/// caller gets the sentence for its kind (`StoreError::for_caller`).
+fn internal(e: impl Into<Failure>) -> Response {
+    let message = match e.into() {
+        Failure::Store(e) => {
+            error!("request failed: {e}");
+            e.for_caller()
+        }
+        Failure::Other(text) => {
+            error!("request failed: {text}");
+            "otpd could not complete the request (see its log)"
+        }
     };
     refuse(ErrorCode::Internal, message)
 }
