@@ -170,15 +170,25 @@ struct Checked {
     tokens: Vec<(String, String)>,
 }
 
-/// Opens every record (its tag is checked) and returns the highest change
-/// number among them, and their link tokens. The records are split over the
-/// machine's cores: with 100,000 users this is most of the daemon's
-/// start-up (docs/performance.md).
+/// How many records the start-up check hands to one of its threads at a
+/// time. The check holds at most `2 × threads + 1` such batches, never the
+/// whole tree: with 100,000 users, collecting every record first made the
+/// daemon's memory peak at about 80 MiB and glibc kept most of it
+/// (docs/performance.md).
+const CHECK_BATCH: usize = 1024;
+
+/// Opens every record of `tree` (its tag is checked) and returns how many
+/// there are, the highest change number among them and their link tokens.
+/// The tree is read once, in key order, on the calling thread, and the
+/// records are checked in batches on all cores (up to 8 threads): with
+/// 100,000 users this is most of the daemon's start-up. The error is the
+/// one of the first failing record in key order, as if checked one by one.
+/// A record in clear is for the caller to refuse first ([`scan_clear`]).
 fn check_records(
     key: &RecordKey,
     dir: &Path,
-    records: &[(sled::IVec, sled::IVec)],
-) -> Result<Checked, StoreError> {
+    tree: &sled::Tree,
+) -> Result<(usize, Checked), StoreError> {
     let check = |part: &[(sled::IVec, sled::IVec)]| -> Result<Checked, StoreError> {
         let mut found = Checked::default();
         for (k, v) in part {
@@ -195,25 +205,112 @@ fn check_records(
         Ok(found)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    if threads < 2 || records.len() < 1024 {
-        return check(records);
-    }
-    let chunk = records.len().div_ceil(threads);
+    type Batch = (usize, Vec<(sled::IVec, sled::IVec)>);
+    let (send, receive) = std::sync::mpsc::sync_channel::<Batch>(threads);
+    let receive = Mutex::new(receive);
     std::thread::scope(|scope| {
-        let parts: Vec<_> = records
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || check(part)))
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (check, receive) = (&check, &receive);
+                scope.spawn(move || {
+                    let mut found = Checked::default();
+                    // The failure of the lowest batch this thread checked.
+                    let mut failed: Option<(usize, StoreError)> = None;
+                    loop {
+                        let next = receive.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((index, part)) = next else { break };
+                        if failed.as_ref().is_some_and(|(at, _)| *at < index) {
+                            continue;
+                        }
+                        match check(&part) {
+                            Ok(part) => {
+                                found.highest = found.highest.max(part.highest);
+                                found.tokens.extend(part.tokens);
+                            }
+                            Err(e) => failed = Some((index, e)),
+                        }
+                    }
+                    (found, failed)
+                })
+            })
             .collect();
+        let mut count = 0;
+        let mut index = 0;
+        let mut batch = Vec::with_capacity(CHECK_BATCH);
+        let mut read = Ok(());
+        for item in tree.iter() {
+            match item {
+                Ok(kv) => batch.push(kv),
+                Err(e) => {
+                    read = Err(backend(e));
+                    break;
+                }
+            }
+            count += 1;
+            if batch.len() == CHECK_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(CHECK_BATCH));
+                // Fails only when every check thread has ended (a panic).
+                if send.send((index, full)).is_err() {
+                    break;
+                }
+                index += 1;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = send.send((index, batch));
+        }
+        drop(send);
         let mut all = Checked::default();
-        for part in parts {
-            let found = part
+        let mut first_failure: Option<(usize, StoreError)> = None;
+        for worker in workers {
+            let (found, failed) = worker
                 .join()
-                .map_err(|_| StoreError::Backend("a record check panicked".into()))??;
+                .map_err(|_| StoreError::Backend("a record check panicked".into()))?;
             all.highest = all.highest.max(found.highest);
             all.tokens.extend(found.tokens);
+            if let Some((at, e)) = failed {
+                if first_failure.as_ref().is_none_or(|(first, _)| at < *first) {
+                    first_failure = Some((at, e));
+                }
+            }
         }
-        Ok(all)
+        read?;
+        match first_failure {
+            Some((_, e)) => Err(e),
+            None => Ok((count, all)),
+        }
     })
+}
+
+/// What [`scan_clear`] found: the number of records, the first one in
+/// clear (written before encryption at rest, or planted) and whether any
+/// is sealed.
+struct Scanned {
+    count: usize,
+    clear: Option<String>,
+    any_sealed: bool,
+}
+
+/// Reads every record of `tree` once, keeping none: only their number and
+/// which are in clear (the first byte). Cheaper than collecting them: sled
+/// hands out each value as a slice of its node, so a list of every record
+/// kept every node of the tree alive.
+fn scan_clear(tree: &sled::Tree) -> Result<Scanned, StoreError> {
+    let mut scanned = Scanned {
+        count: 0,
+        clear: None,
+        any_sealed: false,
+    };
+    for item in tree.iter() {
+        let (k, v) = item.map_err(backend)?;
+        scanned.count += 1;
+        if seal::is_sealed(&v) {
+            scanned.any_sealed = true;
+        } else if scanned.clear.is_none() {
+            scanned.clear = Some(user_name(&k)?);
+        }
+    }
+    Ok(scanned)
 }
 
 /// The name of the token index's tree.
@@ -621,13 +718,12 @@ impl SledStore {
             .active
             .as_ref()
             .map_or("users".to_owned(), |a| a.tree.clone());
-        let records: Vec<(sled::IVec, sled::IVec)> = db
-            .open_tree(users_tree.as_bytes())
-            .map_err(backend)?
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let (clear, any_sealed) = find_clear(&records)?;
+        let records_tree = db.open_tree(users_tree.as_bytes()).map_err(backend)?;
+        let Scanned {
+            count: scanned,
+            clear,
+            any_sealed,
+        } = scan_clear(&records_tree)?;
         if let Some(name) = clear {
             return Err(StoreError::Corrupt(
                 if had_a_key(&meta, any_sealed, &expected, &anchor_state) {
@@ -647,7 +743,7 @@ impl SledStore {
                 },
             ));
         }
-        let new_store = meta.active.is_none() && records.is_empty();
+        let new_store = meta.active.is_none() && scanned == 0;
         if meta.active.is_none() && !new_store {
             // Sealed records and no key entry: the entry was removed.
             return Err(damaged_meta("the key entry is missing"));
@@ -762,9 +858,8 @@ impl SledStore {
                 .map_err(|e| StoreError::io(format_args!("cannot sync {}", d.display()), &e))?;
         }
         // Every record opens (the tag is checked), and the highest change.
-        let count = records.len();
-        let checked = check_records(&key, dir, &records)?;
-        drop(records);
+        let (count, checked) = check_records(&key, dir, &records_tree)?;
+        drop(records_tree);
         let highest = deleted_change.max(checked.highest);
         if let Some(WatermarkText { change, tag }) = &expected {
             if highest < *change {
@@ -2143,6 +2238,46 @@ mod tests {
         let message = e.to_string();
         assert!(
             message.contains("user bob") && message.contains(&*dir.path().to_string_lossy()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_start_up_check_reads_every_batch_and_names_the_first_damaged_record() {
+        // More records than one check batch holds, over several threads.
+        let n = 3 * CHECK_BATCH + 7;
+        let name = |i: usize| format!("u{i:05}");
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+            for i in 0..n {
+                create(&store, &name(i), 1);
+            }
+        }
+        let store = open_store(dir.path(), |_| Ok(key(1))).unwrap();
+        // Every record was read: the next change follows the highest.
+        assert_eq!(store.next_change.load(Ordering::SeqCst), n as u64 + 1);
+        {
+            let inner = store.inner.read().unwrap();
+            let users = &inner.as_ref().unwrap().users;
+            // Two records swapped in, in different batches.
+            let later = name(3 * CHECK_BATCH + 1);
+            let first = name(CHECK_BATCH + 5);
+            users
+                .insert(later.as_str(), users.get(name(0)).unwrap().unwrap())
+                .unwrap();
+            users
+                .insert(first.as_str(), users.get(name(1)).unwrap().unwrap())
+                .unwrap();
+        }
+        store.sync().unwrap();
+        drop(store);
+        let message = open_store(dir.path(), |_| Ok(key(1)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains(&format!("user {}:", name(CHECK_BATCH + 5))),
             "{message}"
         );
     }
