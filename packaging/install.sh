@@ -14,7 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 say() { printf '==> %s\n' "$*"; }
 
 # 1. What the build needs from the system.
-need=(gcc libc6-dev libpam0g-dev)
+# make: jemalloc, the daemon's allocator, is built from source by cargo.
+need=(gcc make libc6-dev libpam0g-dev)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -43,7 +43,7 @@ phase() {
 # the .deb and .rpm; libpam-google-authenticator, libpam-oath: the peers in
 # the performance benchmark (bench/run.sh); postgresql: the server (initdb,
 # pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
-packages=(libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd man-db
+packages=(make libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd man-db
           openssh-server openssh-client sudo openssl curl chromium chromium-driver
           lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
 missing=()

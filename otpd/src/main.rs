@@ -3,6 +3,12 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
+
+/// jemalloc instead of glibc's malloc: it returns what the daemon freed
+/// (the start-up check reads every record once) to the system
+/// (docs/performance.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use otpd::admin::{self, CliError, Client};
 use otpd::cli::{Cli, Command};
 use otpd::config::{Config, DEFAULT_CONFIG_PATH};
