@@ -89,7 +89,7 @@ struct Args {
     rounds: usize,
     /// Threads that enrol the users in otpd.
     #[arg(long, default_value_t = 64)]
-    enrol_threads: usize,
+    enroll_threads: usize,
     /// The otpd binary (default: next to this one).
     #[arg(long)]
     otpd: Option<PathBuf>,
@@ -237,7 +237,7 @@ fn bench(args: &Args) -> Result<(), String> {
             otpd,
             google_authenticator: wants(Module::GoogleAuthenticator),
             oath: wants(Module::Oath),
-            enrol_threads: args.enrol_threads,
+            enroll_threads: args.enroll_threads,
             programs: &programs,
             postgres: postgres.as_ref(),
             keep: args.keep,

@@ -3,7 +3,7 @@
 //! temporary directory that is removed at the end (also on a panic).
 
 use crate::postgres::Postgres;
-use otpd_proto::{EnrolParams, Request, Response, SecretText};
+use otpd_proto::{EnrollParams, Request, Response, SecretText};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -296,7 +296,7 @@ pub struct Plan<'a> {
     /// Write pam_oath's usersfile.
     pub oath: bool,
     /// Threads for the enrolment.
-    pub enrol_threads: usize,
+    pub enroll_threads: usize,
     /// The programs.
     pub programs: &'a Programs,
     /// otpd's store: this PostgreSQL database (wiped before the daemon
@@ -413,13 +413,13 @@ impl World {
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<String>> = Mutex::new(None);
         std::thread::scope(|scope| {
-            for _ in 0..plan.enrol_threads.max(1) {
+            for _ in 0..plan.enroll_threads.max(1) {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n || failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                         return;
                     }
-                    match enrol_one(&socket, &user_name(i)) {
+                    match enroll_one(&socket, &user_name(i)) {
                         Ok(done) => {
                             if let Ok(mut slot) = slots[i].lock() {
                                 *slot = Some(done);
@@ -443,7 +443,7 @@ impl World {
             "otpd: enrolled and confirmed {n} users through the socket in {:.1} s ({:.0} users/s, {} threads)",
             took.as_secs_f64(),
             n as f64 / took.as_secs_f64(),
-            plan.enrol_threads
+            plan.enroll_threads
         );
         for (i, slot) in slots.into_iter().enumerate() {
             let (secret, step) = slot
@@ -578,8 +578,8 @@ type Enrolled = (Vec<u8>, u64);
 
 /// `Enrol` then `Confirm` with the current code; returns the secret and the
 /// step the confirmation used.
-fn enrol_one(socket: &Path, user: &str) -> Result<Enrolled, String> {
-    let request = Request::Enrol(EnrolParams {
+fn enroll_one(socket: &Path, user: &str) -> Result<Enrolled, String> {
+    let request = Request::Enroll(EnrollParams {
         user: user.to_owned(),
         issuer: None,
         algorithm: None,
@@ -587,13 +587,13 @@ fn enrol_one(socket: &Path, user: &str) -> Result<Enrolled, String> {
         period: None,
         force: false,
         link_expires: None,
-        ..EnrolParams::default()
+        ..EnrollParams::default()
     });
-    let enrolment = match ask(socket, &request)? {
+    let enrollment = match ask(socket, &request)? {
         Response::Enrolled(e) => e,
         other => return Err(format!("enrol {user}: {other:?}")),
     };
-    let secret = totp_rs::Secret::try_from_base32(enrolment.secret_base32.expose())
+    let secret = totp_rs::Secret::try_from_base32(enrollment.secret_base32.expose())
         .map_err(|e| format!("enrol {user}: {e}"))?
         .as_ref()
         .to_vec();

@@ -57,7 +57,7 @@ use otpd::core::decision::{
 use otpd::core::plan::{plan_verify, wire_outcome, Refusal, VerifyAttempt, VerifyRead};
 use otpd::core::ratelimit::{remaining, Limits};
 use otpd::core::record::{
-    Device, EnrolState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TokenKind,
+    Device, EnrollState, Fallback, Link, SecretBytes, SmsChallenge, SourceCounter, TokenKind,
     TrustedSource, UserRecord, DEFAULT_DEVICE,
 };
 use otpd::core::tokens::{
@@ -133,6 +133,9 @@ struct Scenario {
     last_failure_ago: Option<i16>,
     link: bool,
     recovery: Vec<RecoverySeed>,
+    /// The recovery codes drawn for a confirmation (the handler draws
+    /// them before the plan; an activation stores them).
+    fresh_recovery: Vec<RecoverySeed>,
     texts: Vec<TextSeed>,
     sources: [Option<SourceSeed>; SOURCES],
     window: u8,
@@ -193,6 +196,9 @@ struct Model {
     /// Recovery codes issued and not yet used (canonical form).
     recovery_unused: Vec<String>,
     recovery_issued: Vec<String>,
+    /// The codes a confirmation stores when it activates: (canonical
+    /// codes, their hashes).
+    fresh_recovery: (Vec<String>, Vec<CodeHash>),
     /// Texted login codes outstanding: (code, expires).
     texts_open: Vec<(String, u64)>,
     texts_issued: Vec<String>,
@@ -315,6 +321,7 @@ impl Model {
                 source: state.key,
                 own: state.own,
                 purpose,
+                fresh_recovery: (purpose == Purpose::Confirm).then_some(&self.fresh_recovery.1[..]),
             },
             self.now,
             &self.rules,
@@ -322,7 +329,7 @@ impl Model {
         // A known user never costs a decoy write.
         assert!(plan.effects.is_empty(), "{:?}", plan.effects);
         if purpose == Purpose::Confirm
-            && before.devices().iter().all(|d| d.state == EnrolState::Active)
+            && before.devices().iter().all(|d| d.state == EnrollState::Active)
         {
             // Nothing to confirm: refused before any code is looked at.
             assert_eq!(plan.reply(), Err(&Refusal::NothingPending));
@@ -343,7 +350,7 @@ impl Model {
         );
         assert_eq!(plan.write().is_some(), decision.record.is_some());
 
-        if before.first_device().state == EnrolState::Pending
+        if before.first_device().state == EnrollState::Pending
             && !before.had_active_device
             && purpose == Purpose::Login
         {
@@ -369,7 +376,7 @@ impl Model {
 
         let login = purpose == Purpose::Login;
         // The token takes codes at login when active, at confirm when pending.
-        let usable = (before.first_device().state == EnrolState::Active) == login;
+        let usable = (before.first_device().state == EnrollState::Active) == login;
         let totp = normalize(typed, before.first_device().digits)
             .filter(|_| usable)
             .map(|c| c.as_str().to_owned());
@@ -459,8 +466,18 @@ impl Model {
                 assert_eq!(&self.code_of(step), code);
                 let next = decision.record.as_ref().unwrap();
                 assert_eq!(next.first_device().last_accepted_step, Some(step));
-                assert_eq!(next.first_device().state, EnrolState::Active);
-                assert_eq!(next.fallback.recovery, before.fallback.recovery);
+                assert_eq!(next.first_device().state, EnrollState::Active);
+                if login {
+                    assert!(!plan.recovery_codes_issued);
+                    assert_eq!(next.fallback.recovery, before.fallback.recovery);
+                } else {
+                    // Every activation comes with the codes drawn for it;
+                    // the older ones stop working.
+                    assert!(plan.recovery_codes_issued);
+                    assert_eq!(next.fallback.recovery, self.fresh_recovery.1);
+                    self.recovery_issued = self.fresh_recovery.0.clone();
+                    self.recovery_unused = self.fresh_recovery.0.clone();
+                }
                 self.max_accepted = Some(step);
             }
             Outcome::AcceptedRecovery { remaining } => {
@@ -583,7 +600,7 @@ impl Model {
             Purpose::Login,
             &self.rules,
         );
-        let pending = self.record.first_device().state == EnrolState::Pending
+        let pending = self.record.first_device().state == EnrollState::Pending
             && !self.record.had_active_device;
         match self.wait(source, Purpose::Login) {
             _ if pending => assert_eq!(gated, Err(Outcome::Pending)),
@@ -695,6 +712,23 @@ fn run(s: Scenario) {
         .zip(&recovery_issued)
         .map(|(r, code)| CodeHash::new(code, &[r.salt; 16]))
         .collect();
+    let fresh_codes: Vec<String> = s
+        .fresh_recovery
+        .iter()
+        .take(10)
+        .map(|r| {
+            normalize_recovery(&recovery_code(&r.symbols))
+                .expect("a recovery code")
+                .as_str()
+                .to_owned()
+        })
+        .collect();
+    let fresh_hashes = s
+        .fresh_recovery
+        .iter()
+        .zip(&fresh_codes)
+        .map(|(r, code)| CodeHash::new(code, &[r.salt; 16]))
+        .collect();
     let mut texts_open = Vec::new();
     let mut sms = Vec::new();
     for t in s.texts.iter().take(MAX_OPEN_TEXTS) {
@@ -713,9 +747,9 @@ fn run(s: Scenario) {
     let device = Device {
         name: DEFAULT_DEVICE.to_owned(),
         state: if s.pending {
-            EnrolState::Pending
+            EnrollState::Pending
         } else {
-            EnrolState::Active
+            EnrollState::Active
         },
         kind: TokenKind::Totp,
         secret: SecretBytes::new(secret.clone()),
@@ -785,6 +819,7 @@ fn run(s: Scenario) {
         now,
         recovery_unused: recovery_issued.clone(),
         recovery_issued,
+        fresh_recovery: (fresh_codes, fresh_hashes),
         texts_open,
         texts_issued,
         max_accepted: None,

@@ -28,7 +28,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use libfuzzer_sys::fuzz_target;
 use otpd::core::record::{
-    Device, EnrolState, Fallback, Link, SecretBytes, SmsChallenge, TokenKind, TrustedSource,
+    Device, EnrollState, Fallback, Link, SecretBytes, SmsChallenge, TokenKind, TrustedSource,
     UserRecord, DEFAULT_DEVICE,
 };
 use otpd::core::seal::{
@@ -143,9 +143,9 @@ fn record(seed: RecordSeed) -> UserRecord {
     let device = Device {
         name: DEFAULT_DEVICE.to_owned(),
         state: if seed.pending {
-            EnrolState::Pending
+            EnrollState::Pending
         } else {
-            EnrolState::Active
+            EnrollState::Active
         },
         kind: TokenKind::Totp,
         secret: SecretBytes::new(seed.secret),

@@ -5,7 +5,7 @@ use crate::pam::{PamLogin, PamService};
 use crate::process::{self, ChildGuard, Output};
 use crate::programs;
 use crate::secrets;
-use crate::totp::Enrolment;
+use crate::totp::Enrollment;
 use serde_json::Value;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
@@ -495,13 +495,13 @@ impl TestEnv {
 
     /// `otpd enroll USER EXTRA…`: must succeed; returns the enrolment parsed
     /// from the printed `otpauth://` line.
-    pub fn enroll(&self, user: &str, extra: &[&str]) -> Enrolment {
+    pub fn enroll(&self, user: &str, extra: &[&str]) -> Enrollment {
         self.enroll_printing(user, extra).0
     }
 
     /// [`TestEnv::enroll`], with what the command printed (its notes about
     /// a replaced device, say).
-    pub fn enroll_printing(&self, user: &str, extra: &[&str]) -> (Enrolment, Output) {
+    pub fn enroll_printing(&self, user: &str, extra: &[&str]) -> (Enrollment, Output) {
         let mut args = vec!["enroll", user];
         args.extend_from_slice(extra);
         let out = self.otpd_expect(&args, 0);
@@ -510,18 +510,18 @@ impl TestEnv {
             .lines()
             .find(|line| line.starts_with("otpauth://"))
             .unwrap_or_else(|| panic!("otpd enroll printed no otpauth:// line:\n{out}"));
-        let enrolment =
-            Enrolment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{out}"));
-        assert_eq!(enrolment.user, user, "the URI names another user");
-        (enrolment, out)
+        let enrollment =
+            Enrollment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(enrollment.user, user, "the URI names another user");
+        (enrollment, out)
     }
 
     /// Enrols `user` and confirms with the code of `unix_time`.
-    pub fn enroll_active(&self, user: &str, extra: &[&str], unix_time: u64) -> Enrolment {
-        let enrolment = self.enroll(user, extra);
-        let code = enrolment.code_at(unix_time);
+    pub fn enroll_active(&self, user: &str, extra: &[&str], unix_time: u64) -> Enrollment {
+        let enrollment = self.enroll(user, extra);
+        let code = enrollment.code_at(unix_time);
         self.otpd_expect(&["confirm", user, &code], 0);
-        enrolment
+        enrollment
     }
 
     /// `otpd list --json`, parsed; panics unless it is a JSON array.

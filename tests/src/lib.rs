@@ -37,4 +37,4 @@ pub mod webclient;
 pub use env::{Limits, TestEnv};
 pub use pam::{PamLogin, PamOutcome};
 pub use programs::{require, Program, PAM};
-pub use totp::{code_at, settled_now, Enrolment};
+pub use totp::{code_at, settled_now, Enrollment};

@@ -4,7 +4,7 @@
 
 use crate::env::TestEnv;
 use crate::pam::{PamLogin, PamOutcome};
-use crate::totp::Enrolment;
+use crate::totp::Enrollment;
 
 /// Lines of the daemon's log shown when a login ends otherwise than
 /// expected.
@@ -42,7 +42,7 @@ impl TestEnv {
     /// `times` logins of `user` from `rhost` with a code that is wrong
     /// around `t` ([`Enrolment::wrong_code`]), each refused
     /// (PAM_AUTH_ERR).
-    pub fn fail_times(&self, user: &Enrolment, t: u64, rhost: &str, times: usize) {
+    pub fn fail_times(&self, user: &Enrollment, t: u64, rhost: &str, times: usize) {
         let wrong = user.wrong_code(t);
         for attempt in 1..=times {
             self.expect_login(

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An enrolment, parsed from the `otpauth://` URI that `otpd enroll` printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enrolment {
+pub struct Enrollment {
     /// The URI exactly as printed.
     pub uri: String,
     /// The account name from the URI's label.
@@ -22,10 +22,10 @@ pub struct Enrolment {
     pub period: u64,
 }
 
-impl Enrolment {
+impl Enrollment {
     /// Parses `otpauth://totp/ISSUER:USER?secret=…&issuer=…[&algorithm=…&digits=…&period=…]`,
     /// with the defaults of the Key Uri Format for absent parameters.
-    pub fn from_uri(uri: &str) -> Result<Enrolment, String> {
+    pub fn from_uri(uri: &str) -> Result<Enrollment, String> {
         let rest = uri
             .strip_prefix("otpauth://totp/")
             .ok_or_else(|| format!("not an otpauth://totp/ URI: {uri}"))?;
@@ -66,7 +66,7 @@ impl Enrolment {
         if let Some(secret) = &secret {
             crate::secrets::remember(secret);
         }
-        Ok(Enrolment {
+        Ok(Enrollment {
             uri: uri.to_owned(),
             user,
             issuer,
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn parses_a_full_uri() {
-        let e = Enrolment::from_uri(
+        let e = Enrollment::from_uri(
             "otpauth://totp/otpd%20test:alice?secret=JBSWY3DPEHPK3PXP&issuer=otpd%20test&algorithm=SHA256&digits=8&period=60",
         )
         .unwrap();
@@ -238,14 +238,14 @@ mod tests {
 
     #[test]
     fn absent_parameters_take_the_key_uri_defaults() {
-        let e = Enrolment::from_uri("otpauth://totp/X:bob?secret=AAAA&issuer=X").unwrap();
+        let e = Enrollment::from_uri("otpauth://totp/X:bob?secret=AAAA&issuer=X").unwrap();
         assert_eq!((e.algorithm.as_str(), e.digits, e.period), ("SHA1", 6, 30));
     }
 
     #[test]
     fn refuses_what_is_not_a_totp_uri() {
-        assert!(Enrolment::from_uri("otpauth://hotp/X:bob?secret=AAAA&issuer=X").is_err());
-        assert!(Enrolment::from_uri("otpauth://totp/X:bob?issuer=X").is_err());
-        assert!(Enrolment::from_uri("otpauth://totp/X:bob?secret=A&issuer=Y").is_err());
+        assert!(Enrollment::from_uri("otpauth://hotp/X:bob?secret=AAAA&issuer=X").is_err());
+        assert!(Enrollment::from_uri("otpauth://totp/X:bob?issuer=X").is_err());
+        assert!(Enrollment::from_uri("otpauth://totp/X:bob?secret=A&issuer=Y").is_err());
     }
 }

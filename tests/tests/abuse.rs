@@ -884,13 +884,13 @@ struct Workload {
 
 struct PoolUser {
     name: String,
-    enrolment: otpd_proto::Enrolment,
+    enrollment: otpd_proto::Enrollment,
     last_step: u64,
 }
 
 impl PoolUser {
     fn code_at(&self, unix_time: u64) -> String {
-        let e = &self.enrolment;
+        let e = &self.enrollment;
         code_at(
             e.secret_base32.expose(),
             e.algorithm.as_str(),
@@ -901,20 +901,20 @@ impl PoolUser {
     }
 
     fn step(&self, unix_time: u64) -> u64 {
-        unix_time / self.enrolment.period
+        unix_time / self.enrollment.period
     }
 }
 
 impl Workload {
     /// Enrols `n` users straight over the socket (faster than the CLI),
     /// each confirmed with the code of the step before now.
-    fn enrol(env: &TestEnv, n: usize, wrong_user: &str, wrong_code: &str) -> Workload {
+    fn enroll(env: &TestEnv, n: usize, wrong_user: &str, wrong_code: &str) -> Workload {
         let mut users = Vec::new();
         for i in 0..n {
             let name = format!("well{i:02}");
-            let enrolment = match ask(
+            let enrollment = match ask(
                 &env.socket,
-                &Request::Enrol(otpd_proto::EnrolParams {
+                &Request::Enroll(otpd_proto::EnrollParams {
                     user: name.clone(),
                     ..Default::default()
                 }),
@@ -925,13 +925,13 @@ impl Workload {
             // The code of the step before the one it is sent in: at least
             // 2 s left in this step, so that it is still inside the window
             // when the daemon checks it.
-            let now = settled_now(enrolment.period, 2);
+            let now = settled_now(enrollment.period, 2);
             let user = PoolUser {
                 name: name.clone(),
-                last_step: (now - enrolment.period) / enrolment.period,
-                enrolment,
+                last_step: (now - enrollment.period) / enrollment.period,
+                enrollment,
             };
-            let first = user.code_at(now - user.enrolment.period);
+            let first = user.code_at(now - user.enrollment.period);
             match ask(
                 &env.socket,
                 &Request::Confirm {
@@ -1121,12 +1121,12 @@ fn packaged_nofile() -> u64 {
 /// window (one step either side) from now for at least 300 s, whatever the
 /// 30 s steps do meanwhile, so that a test can send it to attackers and
 /// ask at its end, with [`still_unspent`], that it was never spent.
-fn enroll_with_lasting_code(env: &TestEnv, user: &str) -> (otpd_tests::Enrolment, String) {
+fn enroll_with_lasting_code(env: &TestEnv, user: &str) -> (otpd_tests::Enrollment, String) {
     let now = otpd_tests::totp::unix_now();
     let period = LONG_PERIOD.to_string();
-    let enrolment = env.enroll_active(user, &["--period", &period], now);
-    let code = enrolment.code_at(now + LONG_PERIOD);
-    (enrolment, code)
+    let enrollment = env.enroll_active(user, &["--period", &period], now);
+    let code = enrollment.code_at(now + LONG_PERIOD);
+    (enrollment, code)
 }
 
 /// Fails unless `code` of `user` ([`enroll_with_lasting_code`], enrolled
@@ -1204,7 +1204,7 @@ fn the_daemon_keeps_serving_well_behaved_clients_under_attack() {
     let bob = env.enroll_active("bob", &[], t - 30);
     let wrongtarget = env.enroll_active("wrongtarget", &[], t - 30);
     let wrong_code = wrongtarget.wrong_code(t);
-    let work = Workload::enrol(&env, 64, "wrongtarget", &wrong_code);
+    let work = Workload::enroll(&env, 64, "wrongtarget", &wrong_code);
     let before = env.list();
     let well = WellBehaved::default();
 

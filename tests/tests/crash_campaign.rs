@@ -25,7 +25,7 @@
 //! daemon in the middle of writes; codes come from `oathtool`.
 
 use otpd_proto::{
-    read_frame, write_frame, EnrolParams, ErrorCode, Request, Response, SecretText, UserState,
+    read_frame, write_frame, EnrollParams, ErrorCode, Request, Response, SecretText, UserState,
     VerifyOutcome,
 };
 use otpd_tests::rng::Rng;
@@ -105,7 +105,7 @@ fn verify_request(user: &str, code: &str, rhost: &str) -> Request {
 struct UserEntry {
     /// Base32, once the enrolment was acknowledged.
     secret: Option<String>,
-    enrol_acked: Option<u64>,
+    enroll_acked: Option<u64>,
     confirm_sent: Option<u64>,
     confirm_acked: Option<u64>,
     /// The confirmation was answered with a refusal (the user stays pending).
@@ -171,8 +171,8 @@ struct Stats {
     replays_during_load: AtomicU64,
     requests_down: AtomicU64,
     timeouts: AtomicU64,
-    enrol_sent: AtomicU64,
-    enrol_acked: AtomicU64,
+    enroll_sent: AtomicU64,
+    enroll_acked: AtomicU64,
     confirm_sent: AtomicU64,
     confirm_acked: AtomicU64,
     confirm_refused: AtomicU64,
@@ -268,7 +268,7 @@ fn current_step() -> u64 {
 // Admin operations, each recorded in the ledger.
 
 /// Enrols a new user; returns its name when the enrolment was acknowledged.
-fn enrol(shared: &Shared) -> Option<String> {
+fn enroll(shared: &Shared) -> Option<String> {
     let user = {
         let mut ledger = shared.ledger();
         ledger.next_user += 1;
@@ -276,20 +276,20 @@ fn enrol(shared: &Shared) -> Option<String> {
         ledger.users.insert(user.clone(), UserEntry::default());
         user
     };
-    bump(&shared.stats.enrol_sent);
-    let request = Request::Enrol(EnrolParams {
+    bump(&shared.stats.enroll_sent);
+    let request = Request::Enroll(EnrollParams {
         user: user.clone(),
         period: Some(PERIOD),
-        ..EnrolParams::default()
+        ..EnrollParams::default()
     });
     match call(&shared.socket, &request) {
-        Ok(Response::Enrolled(enrolment)) => {
+        Ok(Response::Enrolled(enrollment)) => {
             let mut ledger = shared.ledger();
             let seq = ledger.tick();
             let entry = ledger.users.get_mut(&user).expect("just inserted");
-            entry.secret = Some(enrolment.secret_base32.expose().to_owned());
-            entry.enrol_acked = Some(seq);
-            bump(&shared.stats.enrol_acked);
+            entry.secret = Some(enrollment.secret_base32.expose().to_owned());
+            entry.enroll_acked = Some(seq);
+            bump(&shared.stats.enroll_acked);
             Some(user)
         }
         other => {
@@ -538,7 +538,7 @@ fn admin_worker(shared: &Shared, seed: u64) {
             let pending: Vec<String> = ledger
                 .users
                 .iter()
-                .filter(|(_, e)| e.enrol_acked.is_some() && e.confirm_sent.is_none())
+                .filter(|(_, e)| e.enroll_acked.is_some() && e.confirm_sent.is_none())
                 .filter(|(_, e)| live(e))
                 .map(|(u, _)| u.clone())
                 .collect();
@@ -546,7 +546,7 @@ fn admin_worker(shared: &Shared, seed: u64) {
         };
         let roll = rng.below(10);
         if active < INITIAL_USERS / 2 || roll < 6 {
-            if let Some(user) = enrol(shared) {
+            if let Some(user) = enroll(shared) {
                 // Three in ten stay pending for good: half-done enrolments
                 // that must never show up active.
                 if rng.below(10) < 7 {
@@ -681,7 +681,7 @@ fn list_check(shared: &Shared, when: &str) {
                 "{when}: {user}'s confirmation was acknowledged, but the user is {}",
                 state.map_or("gone".to_owned(), |s| format!("{s:?}"))
             ));
-        } else if done_before(entry.enrol_acked) && state.is_none() {
+        } else if done_before(entry.enroll_acked) && state.is_none() {
             found.push(format!(
                 "{when}: {user}'s enrolment was acknowledged, but the user is gone"
             ));
@@ -752,7 +752,7 @@ fn sigkill_under_load_loses_no_acknowledged_result_and_accepts_no_code_twice() {
         worker_failed: AtomicBool::new(false),
     };
     for _ in 0..INITIAL_USERS {
-        let user = enrol(&shared).expect("an enrolment before any kill");
+        let user = enroll(&shared).expect("an enrolment before any kill");
         if !confirm(&shared, &user) {
             // A step boundary: the next step's code.
             std::thread::sleep(Duration::from_millis(200));
@@ -862,8 +862,8 @@ fn sigkill_under_load_loses_no_acknowledged_result_and_accepts_no_code_twice() {
     );
     println!(
         "enrolments                       {} sent, {} acknowledged",
-        get(&s.enrol_sent),
-        get(&s.enrol_acked)
+        get(&s.enroll_sent),
+        get(&s.enroll_acked)
     );
     println!(
         "confirmations                    {} sent, {} acknowledged, {} refused",

@@ -1,7 +1,7 @@
 //! Enrolment as an authenticator app sees it: the QR code decoded by
 //! `zbarimg`, codes of every supported shape computed by `oathtool`.
 
-use otpd_tests::{require, settled_now, Enrolment, Program, TestEnv};
+use otpd_tests::{require, settled_now, Enrollment, Program, TestEnv};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -35,8 +35,8 @@ fn the_qr_png_decodes_to_the_printed_uri_and_files_are_private() {
         .unwrap_or_else(|| panic!("no otpauth:// line: {out}"))
         .trim_end()
         .to_owned();
-    let enrolment = Enrolment::from_uri(&uri).unwrap();
-    assert_eq!(enrolment.issuer, "otpd-test", "the configured issuer");
+    let enrollment = Enrollment::from_uri(&uri).unwrap();
+    assert_eq!(enrollment.issuer, "otpd-test", "the configured issuer");
 
     let decoded = Command::new(Program::Zbarimg.path())
         .args(["--raw", "-q"])
@@ -69,7 +69,7 @@ fn the_qr_png_decodes_to_the_printed_uri_and_files_are_private() {
             l.contains(' ')
                 && l.split_whitespace()
                     .collect::<String>()
-                    .contains(&enrolment.secret)
+                    .contains(&enrollment.secret)
         });
     assert!(
         grouped,
@@ -136,7 +136,7 @@ fn every_supported_shape_of_token_agrees_with_oathtool() {
 }
 
 #[test]
-fn enroll_json_carries_the_same_enrolment_as_the_uri() {
+fn enroll_json_carries_the_same_enrollment_as_the_uri() {
     if !require(
         "enroll_json_carries_the_same_enrolment",
         &[Program::Oathtool],
@@ -175,7 +175,7 @@ fn enroll_json_carries_the_same_enrolment_as_the_uri() {
     ] {
         assert!(keys.contains(&key), "no {key} in {json}");
     }
-    let e = Enrolment::from_uri(json["uri"].as_str().unwrap()).unwrap();
+    let e = Enrollment::from_uri(json["uri"].as_str().unwrap()).unwrap();
     assert_eq!(json["user"], "erin");
     assert_eq!(e.user, "erin");
     assert_eq!(json["issuer"], "Example Corp");
@@ -189,7 +189,7 @@ fn enroll_json_carries_the_same_enrolment_as_the_uri() {
 }
 
 #[test]
-fn confirm_re_enrol_and_remove_follow_the_states() {
+fn confirm_re_enroll_and_remove_follow_the_states() {
     if !require(
         "confirm_re_enrol_and_remove_follow_the_states",
         &[Program::Oathtool],

@@ -9,7 +9,7 @@ use otpd_tests::process::Running;
 use otpd_tests::sms::{broken_sender, Broken, Outbox};
 use otpd_tests::system::verify_outcomes;
 use otpd_tests::totp::{recovery_codes_in, unix_now, wrong_code_besides};
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamLogin, PamOutcome, TestEnv, PAM};
+use otpd_tests::{require, settled_now, Enrollment, Limits, PamLogin, PamOutcome, TestEnv, PAM};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
@@ -333,7 +333,10 @@ fn a_failing_or_hanging_sender_never_holds_a_login() {
 /// A daemon that texts through an outbox (`max_per_hour` login texts), and
 /// alice, active since the step before `t`, with her phone registered (one
 /// text). The probe env holds the outbox: keep it alive.
-fn alice_with_a_phone(name: &str, max_per_hour: u32) -> (TestEnv, Outbox, TestEnv, u64, Enrolment) {
+fn alice_with_a_phone(
+    name: &str,
+    max_per_hour: u32,
+) -> (TestEnv, Outbox, TestEnv, u64, Enrollment) {
     let probe = TestEnv::without_daemon(&format!("{name}_probe"), &Limits::default());
     let outbox = Outbox::create(&probe.dir);
     let env = TestEnv::start_with_config(

@@ -641,7 +641,7 @@ fn alive(pid: u32) -> bool {
 /// (threads 0, 2 on A; 1, 3 on B), confirmed with the code of `t - 30`;
 /// returns each thread's codes of steps t and t+1, in the order to use.
 /// One enrolling thread per host: one store operation at a time on each.
-fn enrol_load_users(fleet: &Fleet, t: u64) -> Vec<Vec<Credential>> {
+fn enroll_load_users(fleet: &Fleet, t: u64) -> Vec<Vec<Credential>> {
     let mut credentials = vec![Vec::new(); LOAD_THREADS];
     std::thread::scope(|scope| {
         let handles: Vec<_> = fleet
@@ -655,9 +655,9 @@ fn enrol_load_users(fleet: &Fleet, t: u64) -> Vec<Vec<Credential>> {
                         let mut codes = Vec::new();
                         for k in 0..USERS_PER_THREAD {
                             let user = format!("load{thread}u{k}");
-                            let enrolment = host.enroll_active(&user, &[], t - 30);
-                            codes.push((user.clone(), enrolment.code_at(t)));
-                            codes.push((user, enrolment.code_at(t + 30)));
+                            let enrollment = host.enroll_active(&user, &[], t - 30);
+                            codes.push((user.clone(), enrollment.code_at(t)));
+                            codes.push((user, enrollment.code_at(t + 30)));
                         }
                         per_thread.push((thread, codes));
                     }
@@ -798,7 +798,7 @@ fn logins_fail_closed_fast_while_the_database_is_down_and_work_again_without_a_r
     let t = settled_now(30, 20);
     let good_until = (t / 30 + 2) * 30;
     let enrolling = Instant::now();
-    let credentials = enrol_load_users(&fleet, t);
+    let credentials = enroll_load_users(&fleet, t);
     println!(
         "enrolled {} users over A and B in {} ms",
         LOAD_THREADS * USERS_PER_THREAD,

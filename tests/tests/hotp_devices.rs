@@ -7,7 +7,7 @@
 
 use otpd_tests::hotp::{device, devices, next_counter, HotpKey};
 use otpd_tests::pam::finish;
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, TestEnv, PAM};
+use otpd_tests::{require, settled_now, Enrollment, Limits, PamOutcome, TestEnv, PAM};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
@@ -528,7 +528,7 @@ fn the_per_user_ceiling_counts_failures_of_every_device_until_unlock() {
         },
     );
     let t = settled_now(30, 15);
-    let phone: Enrolment = env.enroll_active("grace", &[], t - 30);
+    let phone: Enrollment = env.enroll_active("grace", &[], t - 30);
     let key = HotpKey::enroll(&env, "grace", &["--device", "key"]);
     env.otpd_expect(&["confirm", "grace", &key.code(0)], 0);
     assert_eq!(devices(&env, "grace").len(), 2);

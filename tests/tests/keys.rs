@@ -4,7 +4,7 @@
 
 use otpd_tests::rng::Rng;
 use otpd_tests::totp::unix_now;
-use otpd_tests::{settled_now, Enrolment, TestEnv};
+use otpd_tests::{settled_now, Enrollment, TestEnv};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Child;
@@ -23,8 +23,8 @@ const LONG_PERIOD: u64 = 300;
 /// `user00` has 300 s codes, and its code of the next step is spent:
 /// returns the users and that code, refused ever after ("already used")
 /// for at least 300 s.
-fn campaign_users(env: &TestEnv, count: usize) -> (Vec<(String, Enrolment)>, String) {
-    let users: Vec<(String, Enrolment)> = (0..count)
+fn campaign_users(env: &TestEnv, count: usize) -> (Vec<(String, Enrollment)>, String) {
+    let users: Vec<(String, Enrollment)> = (0..count)
         .map(|i| {
             let name = format!("user{i:02}");
             let e = if i == 0 {

@@ -6,7 +6,7 @@
 //! goes through the real libpam (pamtester) with PAM_RHOST.
 
 use otpd_tests::totp::{recovery_codes_in, unix_now};
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv, PAM};
+use otpd_tests::{require, settled_now, Enrollment, Limits, PamOutcome, Program, TestEnv, PAM};
 use std::time::{Duration, Instant};
 
 /// The user's own host.
@@ -30,7 +30,7 @@ fn login(env: &TestEnv, user: &str, code: &str, rhost: &str) -> PamOutcome {
 
 /// `per_source` wrong codes from each of `sources`; panics unless every
 /// one is refused as a wrong code (none throttled yet).
-fn strangers_guess(env: &TestEnv, user: &Enrolment, sources: &[String], per_source: usize) {
+fn strangers_guess(env: &TestEnv, user: &Enrollment, sources: &[String], per_source: usize) {
     let wrong = user.wrong_code(unix_now());
     for source in sources {
         for attempt in 1..=per_source {

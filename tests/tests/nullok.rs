@@ -146,7 +146,7 @@ fn a_device_replaced_or_removed_by_name_never_opens_nullok() {
 }
 
 #[test]
-fn a_new_enrolment_link_keeps_the_old_device_and_never_opens_nullok() {
+fn a_new_enrollment_link_keeps_the_old_device_and_never_opens_nullok() {
     if !require("a_new_enrolment_link", PAM) {
         return;
     }

@@ -3,7 +3,7 @@
 //! its own; and what only a networked store has to show: two hosts racing
 //! one compare-and-swap, and a database that goes away and comes back.
 
-use otpd::core::record::{EnrolState, Link, SourceCounter, UserRecord};
+use otpd::core::record::{EnrollState, Link, SourceCounter, UserRecord};
 use otpd::core::seal::{RecordKey, KEY_LEN};
 use otpd::store::contract::{self, CASES, REOPEN_CASES};
 use otpd::store::{PgSettings, PgStore, RecordChange, SourcesChange, Store, StoreError};
@@ -46,7 +46,7 @@ fn record(version: u64, step: u64) -> UserRecord {
     let mut r = UserRecord::decoy();
     r.version = version;
     r.change_devices(|d| {
-        d[0].state = EnrolState::Active;
+        d[0].state = EnrollState::Active;
         d[0].created = 1_700_000_000;
         d[0].last_accepted_step = Some(step);
     })

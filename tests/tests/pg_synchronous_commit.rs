@@ -50,9 +50,9 @@ fn logged(fleet: &Fleet) -> Vec<(String, String, String)> {
 /// Enrols, logs in, fails a code, logs in an unknown user, removes: every
 /// kind of commit the daemon makes.
 fn every_kind_of_commit(host: &TestEnv, user: &str, t: u64) {
-    let enrolment = host.enroll_active(user, &[], t - 30);
-    host.otpd_expect(&["verify", user, &enrolment.code_at(t)], 0);
-    host.otpd_expect(&["verify", user, &enrolment.wrong_code(t + 30)], 1);
+    let enrollment = host.enroll_active(user, &[], t - 30);
+    host.otpd_expect(&["verify", user, &enrollment.code_at(t)], 0);
+    host.otpd_expect(&["verify", user, &enrollment.wrong_code(t + 30)], 1);
     host.otpd_expect(&["verify", "nobody-enrolled", "123456"], 1);
     host.otpd_expect(&["remove", user], 0);
 }

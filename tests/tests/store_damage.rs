@@ -19,7 +19,7 @@ use otpd_tests::process::{ChildGuard, NOBODY_UID};
 use otpd_tests::rng::Rng;
 use otpd_tests::statedir::{self, chown_tree, copy_tree};
 use otpd_tests::totp::unix_now;
-use otpd_tests::{programs, require, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{programs, require, Enrollment, Limits, PamOutcome, Program, TestEnv};
 use std::ffi::OsStr;
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -142,9 +142,9 @@ fn try_start(cmd: Command, socket: &Path, log: &Path) -> Start {
 /// What the store held before any damage.
 struct Expected {
     states: Vec<(String, String)>,
-    alice: Enrolment,
-    bob: Enrolment,
-    other: Enrolment,
+    alice: Enrollment,
+    bob: Enrollment,
+    other: Enrollment,
     /// alice's code whose acceptance was acknowledged.
     alice_used_code: String,
     t: u64,
@@ -202,14 +202,14 @@ fn check_intact(env: &TestEnv, runner: &Runner, expected: &Expected) -> Vec<Stri
         other => problems.push(format!("alice's used code: {other:?}")),
     }
     let nullok = nullok_service(env, &runner.socket);
-    for (user, enrolment) in [
+    for (user, enrollment) in [
         ("alice", &expected.alice),
         ("bob", &expected.bob),
         (expected.other.user.as_str(), &expected.other),
     ] {
         let login = nullok.login(
             OsStr::new(user),
-            &enrolment.wrong_code(expected.t),
+            &enrollment.wrong_code(expected.t),
             "192.0.2.1",
             None,
         );

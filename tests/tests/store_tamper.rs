@@ -9,7 +9,7 @@
 //! The attacker's writes go through sled itself, as a real attacker with
 //! write access to the state directory would make them.
 
-use otpd::core::record::{EnrolState, SecretBytes, UserRecord};
+use otpd::core::record::{EnrollState, SecretBytes, UserRecord};
 use otpd_tests::statedir::copy_tree;
 use otpd_tests::{code_at, settled_now, Limits, TestEnv};
 use std::path::PathBuf;
@@ -66,7 +66,7 @@ fn clear_record(created: u64) -> Vec<u8> {
     record.issuer = "planted".into();
     record
         .change_devices(|d| {
-            d[0].state = EnrolState::Active;
+            d[0].state = EnrollState::Active;
             d[0].secret = SecretBytes::new(PLANTED_SECRET.to_vec());
             d[0].created = created;
         })

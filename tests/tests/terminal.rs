@@ -11,7 +11,7 @@
 use otpd_tests::programs;
 use otpd_tests::pty::Terminal;
 use otpd_tests::sms::Outbox;
-use otpd_tests::{require, secrets, settled_now, Enrolment, Limits, PamOutcome, TestEnv, PAM};
+use otpd_tests::{require, secrets, settled_now, Enrollment, Limits, PamOutcome, TestEnv, PAM};
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ fn enroll_asks_for_the_first_code_on_the_terminal_and_activates() {
         .lines()
         .find(|line| line.starts_with("otpauth://"))
         .unwrap_or_else(|| panic!("no otpauth:// line on the terminal:\n{screen}"));
-    let alice = Enrolment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{screen}"));
+    let alice = Enrollment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{screen}"));
     assert_eq!(alice.user, "alice");
     // The secret in groups of four, and the QR code drawn in half blocks.
     let grouped: Vec<String> = alice
@@ -115,7 +115,7 @@ fn enroll_asks_for_the_first_code_on_the_terminal_and_activates() {
 }
 
 #[test]
-fn enter_leaves_the_enrolment_pending_and_confirm_asks_on_the_terminal() {
+fn enter_leaves_the_enrollment_pending_and_confirm_asks_on_the_terminal() {
     if !require("otpd confirm on a terminal", PAM) {
         return;
     }
@@ -127,7 +127,7 @@ fn enter_leaves_the_enrolment_pending_and_confirm_asks_on_the_terminal() {
         .lines()
         .find(|line| line.starts_with("otpauth://"))
         .unwrap_or_else(|| panic!("no otpauth:// line on the terminal:\n{screen}"));
-    let bob = Enrolment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{screen}"));
+    let bob = Enrollment::from_uri(uri.trim_end()).unwrap_or_else(|e| panic!("{e}\n{screen}"));
     let mark = screen.len();
     term.type_line("");
     let (status, screen) = term.wait(STEP);

@@ -107,7 +107,7 @@ fn authority(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 #[test]
-fn the_pages_over_https_verify_against_the_ca_and_enrol_a_user() {
+fn the_pages_over_https_verify_against_the_ca_and_enroll_a_user() {
     if !require(
         "pages over HTTPS",
         &[

@@ -12,7 +12,7 @@
 
 use otpd_tests::browser::{Browser, BrowserOptions};
 use otpd_tests::pages;
-use otpd_tests::{require, settled_now, Enrolment, Limits, PamOutcome, Program, TestEnv};
+use otpd_tests::{require, settled_now, Enrollment, Limits, PamOutcome, Program, TestEnv};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,7 +201,7 @@ fn the_browser_harness_reads_a_qr_code_types_clicks_and_sends_accept_language() 
     assert!(sent.starts_with("en"), "Accept-Language: {sent:?}");
     let decoded = browser.read_qr_code("qr");
     assert_eq!(decoded, uri, "the QR code read off the screenshot");
-    Enrolment::from_uri(&decoded).expect("an otpauth URI");
+    Enrollment::from_uri(&decoded).expect("an otpauth URI");
 
     browser.fill("code", "123456");
     browser.submit("validate");
@@ -403,7 +403,7 @@ fn assert_no_secret_shown(browser: &Browser, what: &str) {
 }
 
 #[test]
-fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
+fn self_enrollment_in_a_browser_from_the_link_to_a_pam_login() {
     if !require("self_enrolment_in_a_browser", BROWSER_AND_PAM) {
         return;
     }
@@ -448,7 +448,7 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
         "the first reveal is no repeat"
     );
     browser.screenshot("revealed");
-    let first = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap_or_else(|e| panic!("{e}"));
+    let first = Enrollment::from_uri(&browser.read_qr_code("qr")).unwrap_or_else(|e| panic!("{e}"));
 
     // The link opened again: no secret, but the notice; a second reveal
     // makes a new secret and says the link was opened before.
@@ -467,10 +467,10 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     );
     browser.screenshot("revealed-again");
     let uri = browser.read_qr_code("qr");
-    let enrolment = Enrolment::from_uri(&uri).unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(enrolment.secret, first.secret, "two reveals, one secret");
-    assert_eq!(enrolment.user, "alice", "{uri}");
-    assert_eq!(enrolment.issuer, ISSUER, "{uri}");
+    let enrollment = Enrollment::from_uri(&uri).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(enrollment.secret, first.secret, "two reveals, one secret");
+    assert_eq!(enrollment.user, "alice", "{uri}");
+    assert_eq!(enrollment.issuer, ISSUER, "{uri}");
     assert!(browser.text("issuer").contains(ISSUER));
     assert!(browser.text("account").contains("alice"));
     // For typing by hand: the same secret, in groups of four.
@@ -482,11 +482,15 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
             && groups.last().is_some_and(|g| (1..=4).contains(&g.len())),
         "the secret in groups of four: {shown:?}"
     );
-    assert_eq!(groups.concat(), enrolment.secret, "#secret and the QR code");
+    assert_eq!(
+        groups.concat(),
+        enrollment.secret,
+        "#secret and the QR code"
+    );
 
     // A wrong code: the page with a message (and no secret), still pending.
-    let t = settled_now(enrolment.period, 20);
-    browser.fill("code", &enrolment.wrong_code(t));
+    let t = settled_now(enrollment.period, 20);
+    browser.fill("code", &enrollment.wrong_code(t));
     browser.submit("validate");
     assert!(browser.has("error"), "a wrong code gives no p#error");
     assert!(
@@ -508,8 +512,8 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     assert_eq!(env.list_entry("alice").unwrap()["state"], "pending");
 
     // The right code, computed by oathtool from what the QR code says.
-    let t = settled_now(enrolment.period, 15);
-    browser.fill("code", &enrolment.code_at(t));
+    let t = settled_now(enrollment.period, 15);
+    browser.fill("code", &enrollment.code_at(t));
     browser.submit("validate");
     assert!(
         browser.has("success"),
@@ -545,7 +549,7 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     distinct.dedup();
     assert_eq!(distinct.len(), codes.len(), "recovery codes repeat");
     assert!(
-        !browser.source().contains(&enrolment.secret),
+        !browser.source().contains(&enrollment.secret),
         "the success page shows the secret"
     );
     assert_eq!(env.list_entry("alice").unwrap()["state"], "active");
@@ -559,7 +563,7 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
     // recovery code, which works once.
     let login = env.pam_login(
         "alice",
-        &enrolment.code_at(t + enrolment.period),
+        &enrollment.code_at(t + enrollment.period),
         "192.0.2.20",
         "",
     );
@@ -580,7 +584,7 @@ fn self_enrolment_in_a_browser_from_the_link_to_a_pam_login() {
         login.output
     );
 
-    env.assert_log_free_of(&enrolment.secret);
+    env.assert_log_free_of(&enrollment.secret);
     env.assert_log_free_of(&first.secret);
     env.assert_log_free_of(&token);
     let log = env.log();
@@ -634,8 +638,8 @@ fn a_dutch_browser_gets_the_dutch_page() {
     browser.submit("reveal");
     assert_eq!(browser.html_lang().as_deref(), Some("nl"));
     // The QR code reads as bob's.
-    let enrolment = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap();
-    assert_eq!(enrolment.user, "bob");
+    let enrollment = Enrollment::from_uri(&browser.read_qr_code("qr")).unwrap();
+    assert_eq!(enrollment.user, "bob");
     // Opened again: the notice in Dutch.
     browser.open(&url);
     browser.submit("reveal");
@@ -644,11 +648,11 @@ fn a_dutch_browser_gets_the_dutch_page() {
         notice.starts_with("Deze link is al eerder geopend, op 20"),
         "{notice:?}"
     );
-    let enrolment = Enrolment::from_uri(&browser.read_qr_code("qr")).unwrap();
+    let enrollment = Enrollment::from_uri(&browser.read_qr_code("qr")).unwrap();
 
     // A wrong code: the message is Dutch too (the page stays Dutch).
-    let t = settled_now(enrolment.period, 5);
-    browser.fill("code", &enrolment.wrong_code(t));
+    let t = settled_now(enrollment.period, 5);
+    browser.fill("code", &enrollment.wrong_code(t));
     browser.submit("validate");
     assert!(browser.has("error"));
     assert_eq!(browser.html_lang().as_deref(), Some("nl"));

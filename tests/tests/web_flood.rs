@@ -10,7 +10,7 @@
 //! `OTPD_FLOOD_USERS` (default 3000) and `OTPD_FLOOD_SECS` (default 18)
 //! change the size; the defaults fit a debug build in CI's time budget.
 
-use otpd_proto::{EnrolParams, Request, Response, SecretText};
+use otpd_proto::{EnrollParams, Request, Response, SecretText};
 use otpd_tests::pages;
 use otpd_tests::totp::unix_now;
 use otpd_tests::webclient::{loopback_source, Connection};
@@ -35,15 +35,15 @@ fn ask(socket: &Path, request: &Request) -> Response {
     otpd_tests::client::ask(socket, request, Duration::from_secs(30)).expect("an answer from otpd")
 }
 
-fn enrol_request(user: &str) -> Request {
-    Request::Enrol(EnrolParams {
+fn enroll_request(user: &str) -> Request {
+    Request::Enroll(EnrollParams {
         user: user.to_owned(),
-        ..EnrolParams::default()
+        ..EnrollParams::default()
     })
 }
 
 /// `count` pending enrolments named `flood000000…`, from four threads.
-fn enrol_many(socket: &Path, count: u64) {
+fn enroll_many(socket: &Path, count: u64) {
     let next = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
         .map(|_| {
@@ -54,7 +54,7 @@ fn enrol_many(socket: &Path, count: u64) {
                 if i >= count {
                     break;
                 }
-                match ask(&socket, &enrol_request(&format!("flood{i:06}"))) {
+                match ask(&socket, &enroll_request(&format!("flood{i:06}"))) {
                     Response::Enrolled(e) => {
                         otpd_tests::secrets::remember(e.secret_base32.expose())
                     }
@@ -70,8 +70,8 @@ fn enrol_many(socket: &Path, count: u64) {
 
 /// An active user: enrolled, and confirmed with the previous step's code
 /// (so that the current step's code is still fresh for the login).
-fn enrol_active(socket: &Path, user: &str) -> String {
-    let secret = match ask(socket, &enrol_request(user)) {
+fn enroll_active(socket: &Path, user: &str) -> String {
+    let secret = match ask(socket, &enroll_request(user)) {
         Response::Enrolled(e) => e.secret_base32.expose().to_owned(),
         other => panic!("enrol {user}: {other:?}"),
     };
@@ -223,11 +223,11 @@ fn logins_succeed_during_a_flood_of_the_pages() {
     }
 
     let setup = Instant::now();
-    enrol_many(&env.socket, users);
+    enroll_many(&env.socket, users);
     let logins: Vec<(String, String)> = (0..LOGINS)
         .map(|i| {
             let user = format!("login{i:02}");
-            let secret = enrol_active(&env.socket, &user);
+            let secret = enroll_active(&env.socket, &user);
             (user, secret)
         })
         .collect();

@@ -532,6 +532,43 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_of_another_protocol_version_is_refused_by_name() {
+        // A daemon of the version before the login conversation answers
+        // in its own frames; the client names both versions.
+        let dir = TempDir::new("version");
+        let listener = UnixListener::bind(dir.socket()).unwrap();
+        let server = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _: Request = read_frame(&mut conn).unwrap();
+            let old =
+                br#"{"v":1,"body":{"kind":"error","code":"bad_request","message":"bad request"}}"#;
+            let mut frame = (old.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(old);
+            conn.write_all(&frame).unwrap();
+        });
+        let error = client(dir.socket(), Duration::from_secs(3))
+            .ask(&verify())
+            .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                ClientError::Exchange {
+                    error: ProtoError::Version { got: 1 },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("protocol version 1 is not supported (this side speaks version 2)"),
+            "{error}"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
     fn a_server_that_closes_without_answering_is_an_error() {
         let dir = TempDir::new("closes");
         let listener = UnixListener::bind(dir.socket()).unwrap();

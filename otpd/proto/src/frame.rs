@@ -287,14 +287,14 @@ mod tests {
     #[test]
     fn every_new_answer_and_request_round_trips() {
         use crate::types::{
-            DeviceSummary, Enrolment, ImportParams, ImportResult, ImportedDevice, TokenKind,
+            DeviceSummary, Enrollment, ImportParams, ImportResult, ImportedDevice, TokenKind,
             UserState, UserSummary,
         };
         use crate::Algorithm;
         // A struct variant's fields sit beside the tag `kind` of Response:
         // none of them may be called `kind` too.
         let responses = [
-            Response::Enrolled(Box::new(Enrolment {
+            Response::Enrolled(Box::new(Enrollment {
                 user: "alice".into(),
                 issuer: "h".into(),
                 algorithm: Algorithm::Sha1,

@@ -96,7 +96,7 @@ pub enum Request {
         ruid: Option<u32>,
     },
     /// Start (or, with `force`, restart) an enrolment. Admin only.
-    Enrol(EnrolParams),
+    Enroll(EnrollParams),
     /// Turn a pending enrolment into an active one with a first valid code. Admin only.
     Confirm {
         /// The user whose enrolment is pending.
@@ -175,7 +175,7 @@ pub enum Request {
 /// Parameters of `otpd enroll`; `None` means the daemon's configured default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct EnrolParams {
+pub struct EnrollParams {
     /// The user to enrol.
     pub user: String,
     /// Issuer shown in the app.
@@ -277,7 +277,7 @@ pub enum Response {
         outcome: VerifyOutcome,
     },
     /// A new pending enrolment.
-    Enrolled(Box<Enrolment>),
+    Enrolled(Box<Enrollment>),
     /// A new pending enrolment with a self-enrolment link.
     Link {
         /// The user.
@@ -429,7 +429,7 @@ pub enum ErrorCode {
 /// A new enrolment as the admin CLI shows it. Sent only to root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Enrolment {
+pub struct Enrollment {
     /// The user.
     pub user: String,
     /// Issuer shown in the app.

@@ -2,7 +2,7 @@
 
 use super::{qr, CliError, Client};
 use otpd_proto::{
-    Algorithm, EnrolParams, Enrolment, Request, Response, SecretText, TokenKind, UserState,
+    Algorithm, EnrollParams, Enrollment, Request, Response, SecretText, TokenKind, UserState,
     UserSummary, VerifyOutcome,
 };
 use std::io::{BufRead, IsTerminal, Write};
@@ -205,7 +205,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
     for path in o.qr_png.iter().chain(&o.qr_svg) {
         qr::refuse_existing(path)?;
     }
-    let request = Request::Enrol(EnrolParams {
+    let request = Request::Enroll(EnrollParams {
         user: o.user.clone(),
         issuer: o.issuer.clone(),
         algorithm: o.algorithm,
@@ -268,7 +268,7 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
         say!("{out}");
         return Ok(());
     }
-    print_enrolment(&e)?;
+    print_enrollment(&e)?;
     if e.replaced {
         say!("{}", replaced_note(e.old_kept));
     }
@@ -393,7 +393,7 @@ fn phone_confirm(client: &Client, user: &str, code: SecretText) -> Result<(), Cl
     }
 }
 
-fn print_enrolment(e: &Enrolment) -> Result<(), CliError> {
+fn print_enrollment(e: &Enrollment) -> Result<(), CliError> {
     let stdout_tty = std::io::stdout().is_terminal();
     let art = qr::terminal(e.uri.expose(), stdout_tty)?;
     let how = match e.counter {

@@ -4,7 +4,7 @@
 use crate::core::code;
 use crate::core::ratelimit::{remaining, Limits};
 use crate::core::record::{
-    can_be_trusted, EnrolState, Fallback, Replaces, SourceCounter, TokenKind, UserRecord,
+    can_be_trusted, EnrollState, Fallback, Replaces, SourceCounter, TokenKind, UserRecord,
 };
 use crate::core::tokens::normalize_any_recovery;
 use crate::core::totp::{match_device, CodeMatch};
@@ -248,9 +248,9 @@ pub fn decide(
     // the pending ones for a confirmation ("Validate").
     let mut devices = record.devices().to_vec();
     let wanted = if login {
-        EnrolState::Active
+        EnrollState::Active
     } else {
-        EnrolState::Pending
+        EnrollState::Pending
     };
     let candidates: Vec<(usize, zeroize::Zeroizing<String>)> = devices
         .iter()
@@ -304,7 +304,7 @@ pub fn decide(
         CodeMatch::Fresh { step } => Some((*i, *step)),
         _ => None,
     }) {
-        devices[i].state = EnrolState::Active;
+        devices[i].state = EnrollState::Active;
         devices[i].last_accepted_step = Some(step);
         let replaces = devices[i].replaces.take();
         match replaces {
@@ -323,7 +323,7 @@ pub fn decide(
             Some(Replaces::Device(name)) => {
                 let mut j = 0;
                 devices.retain(|d| {
-                    let keep = j == i || d.state != EnrolState::Active || d.name != name;
+                    let keep = j == i || d.state != EnrollState::Active || d.name != name;
                     j += 1;
                     keep
                 });
@@ -445,7 +445,7 @@ mod tests {
     /// One active default TOTP device with `KEY`; not marked as having had
     /// an active device (as a record written before that flag).
     fn active() -> UserRecord {
-        let device = second_device("default", KEY, TokenKind::Totp, EnrolState::Active);
+        let device = second_device("default", KEY, TokenKind::Totp, EnrollState::Active);
         let mut r = UserRecord::new(7, "t".into(), vec![device]).unwrap();
         r.had_active_device = false;
         r
@@ -455,7 +455,7 @@ mod tests {
     /// an active device: an enrolment waiting for its first code.
     fn as_pending(r: &UserRecord) -> UserRecord {
         let mut p = r.clone();
-        p.change_devices(|d| d[0].state = EnrolState::Pending)
+        p.change_devices(|d| d[0].state = EnrollState::Pending)
             .unwrap();
         p.had_active_device = false;
         p
@@ -555,7 +555,7 @@ mod tests {
         );
     }
 
-    fn second_device(name: &str, key: &[u8], kind: TokenKind, state: EnrolState) -> Device {
+    fn second_device(name: &str, key: &[u8], kind: TokenKind, state: EnrollState) -> Device {
         Device {
             name: name.into(),
             state,
@@ -580,7 +580,7 @@ mod tests {
             "key",
             KEY2,
             TokenKind::Hotp,
-            EnrolState::Active,
+            EnrollState::Active,
         ));
         r.set_devices(devices).unwrap();
         r
@@ -632,7 +632,7 @@ mod tests {
             "tablet",
             KEY2,
             TokenKind::Totp,
-            EnrolState::Pending,
+            EnrollState::Pending,
         ));
         r.set_devices(devices).unwrap();
         let tablet_code = generator(KEY2, Algorithm::Sha1, 6, 30, 0)
@@ -651,7 +651,10 @@ mod tests {
         let d = confirm(&r, &tablet_code);
         assert!(matches!(d.outcome, Outcome::Accepted { .. }));
         let next = d.record.unwrap();
-        assert!(next.devices().iter().all(|d| d.state == EnrolState::Active));
+        assert!(next
+            .devices()
+            .iter()
+            .all(|d| d.state == EnrollState::Active));
     }
 
     #[test]
@@ -696,7 +699,7 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_code_kills_the_enrolment_link() {
+    fn an_accepted_code_kills_the_enrollment_link() {
         let mut r = as_pending(&active());
         r.fallback.link = Some(crate::core::record::Link {
             token_hash: "ab".into(),
@@ -810,7 +813,7 @@ mod tests {
     }
 
     #[test]
-    fn confirm_activates_a_pending_enrolment_and_uses_the_step() {
+    fn confirm_activates_a_pending_enrollment_and_uses_the_step() {
         let p = as_pending(&active());
         let d = decide(
             Some(&p),
@@ -962,7 +965,7 @@ mod tests {
     fn a_user_who_had_an_active_device_is_never_pending_at_login() {
         let mut r = active();
         let mut devices = r.devices().to_vec();
-        devices[0].state = EnrolState::Pending;
+        devices[0].state = EnrollState::Pending;
         r.set_devices(devices).unwrap();
         assert!(!r.has_active_device());
         assert!(r.factor_required(), "it was active before");
@@ -980,7 +983,7 @@ mod tests {
                 .iter()
                 .cloned()
                 .map(|mut d| {
-                    d.state = EnrolState::Pending;
+                    d.state = EnrollState::Pending;
                     d
                 })
                 .collect(),
@@ -998,7 +1001,7 @@ mod tests {
         let mut r = with_recovery(&["23456789ABCD"]);
         r.fallback.phone = Some("+31612345678".into());
         let mut devices = r.devices().to_vec();
-        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
+        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrollState::Pending);
         new.replaces = Some(Replaces::All);
         devices.push(new);
         r.set_devices(devices).unwrap();
@@ -1030,7 +1033,7 @@ mod tests {
         // One device replaced by name: the others stay.
         let mut r = two_devices();
         let mut devices = r.devices().to_vec();
-        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrolState::Pending);
+        let mut new = second_device("default", KEY2, TokenKind::Totp, EnrollState::Pending);
         new.secret = crate::core::record::SecretBytes::new(b"zyxwvutsrqzyxwvutsrq".to_vec());
         new.replaces = Some(Replaces::Device("default".into()));
         devices.push(new);
@@ -1040,7 +1043,7 @@ mod tests {
             .generate(NOW)
             .to_string();
         let d = decide(Some(&r), &ADMIN, &code, NOW, Purpose::Confirm, &rules()).unwrap();
-        let names: Vec<(String, EnrolState)> = d
+        let names: Vec<(String, EnrollState)> = d
             .record
             .unwrap()
             .devices()
@@ -1050,8 +1053,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("key".to_string(), EnrolState::Active),
-                ("default".to_string(), EnrolState::Active)
+                ("key".to_string(), EnrollState::Active),
+                ("default".to_string(), EnrollState::Active)
             ]
         );
     }

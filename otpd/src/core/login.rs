@@ -6,7 +6,7 @@
 //! (send a step, check a code, send a text) and feeds the result back.
 #![forbid(unsafe_code)]
 
-use crate::core::record::{EnrolState, UserRecord};
+use crate::core::record::{EnrollState, UserRecord};
 use otpd_proto::{
     Authtok, FirstPass, LoginOutcome, LoginStart, Message, Prompt, SecretText, Step, VerifyOutcome,
 };
@@ -34,7 +34,7 @@ impl UserView {
                 let devices = r.devices();
                 let digits = devices
                     .iter()
-                    .find(|d| d.state == EnrolState::Active)
+                    .find(|d| d.state == EnrollState::Active)
                     .or(devices.first())
                     .map(|d| d.digits);
                 Self {

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::core::decision::{decide, Decision, Outcome, Purpose, Rules, SourceState};
-use crate::core::record::{EnrolState, SourceCounter, UserRecord};
+use crate::core::record::{EnrollState, SourceCounter, UserRecord};
 use crate::core::tokens::CodeHash;
 use otpd_proto::VerifyOutcome;
 
@@ -125,7 +125,7 @@ pub fn plan_verify(
     if attempt.purpose == Purpose::Confirm {
         match read.record {
             None => return refused(Refusal::NotEnrolled),
-            Some(r) if r.devices().iter().all(|d| d.state == EnrolState::Active) => {
+            Some(r) if r.devices().iter().all(|d| d.state == EnrollState::Active) => {
                 return refused(Refusal::NothingPending)
             }
             Some(_) => {}
@@ -278,7 +278,7 @@ mod tests {
     fn a_confirmation_that_activates_a_device_stores_the_fresh_recovery_codes() {
         let now = 1_700_000_000;
         let mut device = UserRecord::decoy().devices()[0].clone();
-        device.state = EnrolState::Pending;
+        device.state = EnrollState::Pending;
         device.secret = crate::core::record::SecretBytes::new(b"12345678901234567890".to_vec());
         let pending = UserRecord::new(7, "t".into(), vec![device]).unwrap();
         let code = crate::core::totp::generator(

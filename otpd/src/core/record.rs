@@ -64,7 +64,7 @@ impl std::fmt::Debug for SecretBytes {
 /// Whether the first code has been seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EnrolState {
+pub enum EnrollState {
     /// Enrolled, waiting for its first valid code (`otpd confirm`).
     Pending,
     /// Codes are accepted.
@@ -135,7 +135,7 @@ pub struct Device {
     /// Its name, unique within the user (`phone`, `yubikey` …).
     pub name: String,
     /// Pending until its first code is confirmed.
-    pub state: EnrolState,
+    pub state: EnrollState,
     /// TOTP or HOTP.
     pub kind: TokenKind,
     /// The shared secret.
@@ -178,7 +178,7 @@ impl UserRecord {
             issuer: String::new(),
             devices: vec![Device {
                 name: DEFAULT_DEVICE.to_owned(),
-                state: EnrolState::Active,
+                state: EnrollState::Active,
                 kind: TokenKind::Totp,
                 secret: SecretBytes::new(vec![0; 20]),
                 algorithm: Algorithm::Sha1,
@@ -234,7 +234,7 @@ impl UserRecord {
         }
         let (active, mut pending): (Vec<Device>, Vec<Device>) = devices
             .into_iter()
-            .partition(|d| d.state == EnrolState::Active);
+            .partition(|d| d.state == EnrollState::Active);
         // Once on, stays on: losing the last active device (removed,
         // revoked) leaves a user that nullok does not let through.
         self.had_active_device |= self.has_active_device() || !active.is_empty();
@@ -268,7 +268,7 @@ impl UserRecord {
 impl UserRecord {
     /// Whether any device is active (codes are accepted for logins).
     pub fn has_active_device(&self) -> bool {
-        self.devices.iter().any(|d| d.state == EnrolState::Active)
+        self.devices.iter().any(|d| d.state == EnrollState::Active)
     }
 
     /// Whether a login needs a second factor: the user has, or had, an
@@ -543,13 +543,13 @@ mod tests {
     #[test]
     fn a_user_who_lost_every_active_device_still_needs_a_code() {
         let mut r =
-            UserRecord::new(1, "t".into(), vec![device("phone", EnrolState::Pending)]).unwrap();
+            UserRecord::new(1, "t".into(), vec![device("phone", EnrollState::Pending)]).unwrap();
         assert!(!r.factor_required(), "never had an active device");
-        r.set_devices(vec![device("phone", EnrolState::Active)])
+        r.set_devices(vec![device("phone", EnrollState::Active)])
             .unwrap();
         assert!(r.factor_required());
         // The active one removed, a pending one left.
-        r.set_devices(vec![device("tablet", EnrolState::Pending)])
+        r.set_devices(vec![device("tablet", EnrollState::Pending)])
             .unwrap();
         assert!(!r.has_active_device());
         assert!(r.factor_required(), "once on, stays on");
@@ -571,7 +571,7 @@ mod tests {
         assert!(serde_json::from_str::<SecretBytes>("[1,256]").is_err());
     }
 
-    fn device(name: &str, state: EnrolState) -> Device {
+    fn device(name: &str, state: EnrollState) -> Device {
         Device {
             name: name.into(),
             state,
@@ -592,13 +592,13 @@ mod tests {
         let mut r = UserRecord::decoy();
         assert_eq!(r.devices().len(), 1);
         assert_eq!(r.devices()[0].name, DEFAULT_DEVICE);
-        let mut hotp = device("key", EnrolState::Pending);
+        let mut hotp = device("key", EnrollState::Pending);
         hotp.kind = TokenKind::Hotp;
         hotp.last_accepted_step = Some(41);
         let devices = vec![
             hotp.clone(),
-            device("phone", EnrolState::Active),
-            device("tablet", EnrolState::Active),
+            device("phone", EnrollState::Active),
+            device("tablet", EnrollState::Active),
         ];
         r.set_devices(devices).unwrap();
         let back = r.devices();
@@ -616,7 +616,7 @@ mod tests {
         assert_eq!(r.devices().len(), 3, "an empty list changes nothing");
         // Only pending devices: the user is pending, and a replacement
         // replaces nothing when nothing is left to keep working.
-        let mut replacement = device("a", EnrolState::Pending);
+        let mut replacement = device("a", EnrollState::Pending);
         replacement.replaces = Some(Replaces::All);
         r.set_devices(vec![replacement]).unwrap();
         assert!(!r.has_active_device());

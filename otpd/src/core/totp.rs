@@ -241,12 +241,12 @@ pub fn match_code(device: &Device, code: &str, now: u64, window: u16) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::record::{EnrolState, SecretBytes};
+    use crate::core::record::{EnrollState, SecretBytes};
 
     pub(crate) fn record(secret: &[u8], algo: Algorithm, digits: u8, period: u64) -> Device {
         Device {
             name: "default".into(),
-            state: EnrolState::Active,
+            state: EnrollState::Active,
             kind: TokenKind::Totp,
             secret: SecretBytes::new(secret.to_vec()),
             algorithm: algo,

@@ -39,7 +39,7 @@ pub fn authorize(
                 caller.uid
             )),
         },
-        Request::Enrol(_)
+        Request::Enroll(_)
         | Request::Confirm { .. }
         | Request::List {}
         | Request::Remove { .. }

@@ -22,7 +22,7 @@ use super::{RecordChange, SourcesChange, Store, StoreError};
 use crate::core::names::validate_user;
 use crate::core::record::{Device, SourceCounter, TokenKind, UserRecord};
 use crate::core::record::{
-    EnrolState, Fallback, Link, LinkPage, PageView, SecretBytes, SmsChallenge,
+    EnrollState, Fallback, Link, LinkPage, PageView, SecretBytes, SmsChallenge,
 };
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
@@ -281,7 +281,7 @@ fn rich_record(version: u64) -> UserRecord {
     };
     let phone = Device {
         name: "phone-1".into(),
-        state: EnrolState::Active,
+        state: EnrollState::Active,
         kind: TokenKind::Hotp,
         // The longest secret a record holds, from NUL to 0xFF.
         secret: SecretBytes::new((0..128u32).map(|i| (i * 255 / 127) as u8).collect()),
@@ -295,7 +295,7 @@ fn rich_record(version: u64) -> UserRecord {
     };
     let replacement = Device {
         name: "yubikey.5_b".into(),
-        state: EnrolState::Pending,
+        state: EnrollState::Pending,
         kind: TokenKind::Totp,
         secret: SecretBytes::new(vec![0xff; 10]),
         algorithm: Algorithm::Sha256,
@@ -1338,7 +1338,7 @@ fn every_record_field_round_trips(store: &dyn Store) {
     let mut next = rich.clone();
     next.version = 2;
     next.change_devices(|d| {
-        d[1].state = EnrolState::Active;
+        d[1].state = EnrollState::Active;
         d[1].replaces = None;
         d[0].algorithm = Algorithm::Sha256;
         d[0].secret = SecretBytes::new(vec![0; 16]);

@@ -11,7 +11,7 @@
 //! not to be written again (`store::format`'s tests read them).
 
 use crate::core::record::{
-    Device, EnrolState, Link, LinkPage, PageView, Replaces, SecretBytes, SmsChallenge, TokenKind,
+    Device, EnrollState, Link, LinkPage, PageView, Replaces, SecretBytes, SmsChallenge, TokenKind,
     UserRecord, DEFAULT_DEVICE,
 };
 use crate::core::tokens::{token_hash, CodeHash};
@@ -24,7 +24,7 @@ const RFC6238_SHA256: &[u8] = b"12345678901234567890123456789012";
 /// 2023-11-14T22:13:20Z.
 const T0: u64 = 1_700_000_000;
 
-fn device(name: &str, state: EnrolState, secret: &[u8], created: u64) -> Device {
+fn device(name: &str, state: EnrollState, secret: &[u8], created: u64) -> Device {
     Device {
         name: name.into(),
         state,
@@ -51,7 +51,7 @@ pub(super) fn pending_totp() -> UserRecord {
         "example.org".into(),
         vec![device(
             DEFAULT_DEVICE,
-            EnrolState::Pending,
+            EnrollState::Pending,
             RFC6238_SHA1,
             T0,
         )],
@@ -64,7 +64,7 @@ pub(super) fn pending_totp() -> UserRecord {
 pub(super) fn active_totp() -> UserRecord {
     let mut r = pending_totp();
     let mut devices = r.devices().to_vec();
-    devices[0].state = EnrolState::Active;
+    devices[0].state = EnrollState::Active;
     devices[0].last_accepted_step = Some((T0 + 3600) / 30);
     r.set_devices(devices).unwrap();
     r.version = 7;
@@ -80,17 +80,17 @@ pub(super) fn active_totp() -> UserRecord {
 /// active TOTP phone (SHA-256, 8 digits, 60 s), and a pending replacement
 /// of the phone that keeps the old one working until confirmed.
 pub(super) fn devices_hotp_and_replacement() -> UserRecord {
-    let mut key = device("yubikey", EnrolState::Active, b"hotp-key-0123456789", T0);
+    let mut key = device("yubikey", EnrollState::Active, b"hotp-key-0123456789", T0);
     key.kind = TokenKind::Hotp;
     key.last_accepted_step = Some(41);
     key.window = Some(20);
-    let mut phone = device("phone", EnrolState::Active, RFC6238_SHA256, T0 + 10);
+    let mut phone = device("phone", EnrollState::Active, RFC6238_SHA256, T0 + 10);
     phone.algorithm = Algorithm::Sha256;
     phone.digits = 8;
     phone.period = 60;
     phone.last_accepted_step = Some((T0 + 600) / 60);
     phone.window = Some(2);
-    let mut new_phone = device("phone", EnrolState::Pending, RFC6238_SHA1, T0 + 900);
+    let mut new_phone = device("phone", EnrollState::Pending, RFC6238_SHA1, T0 + 900);
     new_phone.replaces = Some(Replaces::Device("phone".into()));
     let mut r = UserRecord::new(1, "example.org".into(), vec![key, phone, new_phone]).unwrap();
     r.version = 12;
@@ -103,7 +103,7 @@ pub(super) fn devices_hotp_and_replacement() -> UserRecord {
 pub(super) fn replacement_of_all() -> UserRecord {
     let mut r = active_totp();
     let mut devices = r.devices().to_vec();
-    let mut new = device("laptop", EnrolState::Pending, RFC6238_SHA256, T0 + 7200);
+    let mut new = device("laptop", EnrollState::Pending, RFC6238_SHA256, T0 + 7200);
     new.algorithm = Algorithm::Sha512;
     new.replaces = Some(Replaces::All);
     devices.push(new);
@@ -117,7 +117,7 @@ pub(super) fn lost_its_active_device() -> UserRecord {
     let mut r = active_totp();
     r.set_devices(vec![device(
         "tablet",
-        EnrolState::Pending,
+        EnrollState::Pending,
         RFC6238_SHA1,
         T0 + 9000,
     )])

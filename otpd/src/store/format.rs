@@ -15,7 +15,7 @@
 //! (`core::seal`); nothing else reads or writes this layout.
 
 use crate::core::record::{
-    Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
+    Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
     DEFAULT_DEVICE,
 };
 use otpd_proto::Algorithm;
@@ -30,7 +30,7 @@ pub struct StoredRecord {
     pub version: u64,
     /// The first device's state: active if the user has an active device
     /// (active devices are stored first).
-    pub state: EnrolState,
+    pub state: EnrollState,
     /// The first device's secret.
     pub secret: SecretBytes,
     /// The first device's HMAC algorithm.
@@ -100,7 +100,7 @@ pub struct StoredDevice {
     /// [`Device::name`].
     pub name: String,
     /// [`Device::state`].
-    pub state: EnrolState,
+    pub state: EnrollState,
     /// [`Device::kind`].
     pub kind: TokenKind,
     /// [`Device::secret`].
@@ -294,7 +294,7 @@ mod tests {
         decode(&std::fs::read(fixture_records::path(name)).unwrap()).unwrap()
     }
 
-    fn summary(r: &UserRecord) -> Vec<(String, EnrolState, TokenKind, Option<u64>)> {
+    fn summary(r: &UserRecord) -> Vec<(String, EnrollState, TokenKind, Option<u64>)> {
         r.devices()
             .iter()
             .map(|d| (d.name.clone(), d.state, d.kind, d.last_accepted_step))
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn fixtures_read_to_the_devices_and_fields_they_were_written_with() {
-        use EnrolState::{Active, Pending};
+        use EnrollState::{Active, Pending};
         use TokenKind::{Hotp, Totp};
         let d = |name: &str, state, kind, step| (name.to_owned(), state, kind, step);
 

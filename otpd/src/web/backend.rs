@@ -140,7 +140,7 @@ pub enum PhoneStep {
 }
 
 /// The daemon's side of the pages.
-pub trait EnrolBackend: Send + Sync + 'static {
+pub trait EnrollBackend: Send + Sync + 'static {
     /// A new view of the page of the pending enrolment behind `token`
     /// (its nonce is remembered), or `None` when the token is unknown,
     /// used or expired (all look the same).

@@ -166,9 +166,9 @@ pub struct Texts {
     pub page_title: &'static str,
 
     /// Heading of the enrolment page.
-    pub enrol_heading: &'static str,
+    pub enroll_heading: &'static str,
     /// What the user is about to do.
-    pub enrol_intro: &'static str,
+    pub enroll_intro: &'static str,
     /// Step 1: install an app.
     pub step_install: &'static str,
     /// Step 2: add an account in the app.
@@ -284,8 +284,8 @@ pub struct Texts {
 static ENGLISH: Texts = Texts {
     page_title: "Two-step verification",
 
-    enrol_heading: "Set up two-step verification",
-    enrol_intro: "From now on you log in with your user name, your password and a \
+    enroll_heading: "Set up two-step verification",
+    enroll_intro: "From now on you log in with your user name, your password and a \
         tokencode (a one-time password) from an app on your phone. Follow these \
         steps with this page open on your PC or laptop and your phone at hand.",
     step_install: "Install an authenticator app on your phone, for example \
@@ -373,8 +373,8 @@ static ENGLISH: Texts = Texts {
 static DUTCH: Texts = Texts {
     page_title: "Tweestapsverificatie",
 
-    enrol_heading: "Tweestapsverificatie instellen",
-    enrol_intro: "U logt vanaf nu in met uw gebruikersnaam, uw wachtwoord en een \
+    enroll_heading: "Tweestapsverificatie instellen",
+    enroll_intro: "U logt vanaf nu in met uw gebruikersnaam, uw wachtwoord en een \
         tokencode (eenmalige wachtwoordcode) uit een app op uw telefoon. Volg deze \
         stappen met deze pagina open op uw PC of laptop en uw telefoon bij de hand.",
     step_install: "Installeer een authenticator-app op uw telefoon, bijvoorbeeld \

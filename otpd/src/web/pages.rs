@@ -24,7 +24,7 @@ struct InvalidPage {
 /// secret (the answer to that form).
 #[derive(Template)]
 #[template(path = "enrol.html")]
-struct EnrolPage<'a> {
+struct EnrollPage<'a> {
     lang: &'static str,
     t: &'static Texts,
     action: &'a str,
@@ -115,7 +115,7 @@ pub fn invalid_with_status(lang: Lang, status: StatusCode) -> Response {
 /// The enrolment page of `view` before the QR code is shown: the steps,
 /// the "Show QR code" form and the code field, posting to `action`; with
 /// `error` above the steps when there is one. No secret.
-pub fn enrol(
+pub fn enroll(
     lang: Lang,
     action: &str,
     view: &LinkView,
@@ -124,7 +124,7 @@ pub fn enrol(
 ) -> Response {
     render(
         status,
-        &EnrolPage {
+        &EnrollPage {
             lang: lang.code(),
             t: lang.texts(),
             action,
@@ -141,8 +141,8 @@ pub fn enrol(
 
 /// The enrolment page with the QR code and the secret of `enrolment`
 /// (the answer to "Show QR code"), the code field posting to `action`.
-pub fn revealed(lang: Lang, action: &str, enrolment: &PageEnrolment) -> Response {
-    let svg = match qr_svg(&enrolment.uri) {
+pub fn revealed(lang: Lang, action: &str, enrollment: &PageEnrolment) -> Response {
+    let svg = match qr_svg(&enrollment.uri) {
         Ok(svg) => svg,
         Err(e) => {
             tracing::error!("cannot draw the QR code of an enrolment: {e}");
@@ -151,20 +151,20 @@ pub fn revealed(lang: Lang, action: &str, enrolment: &PageEnrolment) -> Response
     };
     render(
         StatusCode::OK,
-        &EnrolPage {
+        &EnrollPage {
             lang: lang.code(),
             t: lang.texts(),
             action,
             error: None,
-            opened_before: enrolment.opened_before.map(|at| lang.opened_before(at)),
+            opened_before: enrollment.opened_before.map(|at| lang.opened_before(at)),
             view: "",
             qr: Some(Qr {
                 svg,
-                secret: group_secret(&enrolment.secret_base32),
+                secret: group_secret(&enrollment.secret_base32),
             }),
-            issuer: &enrolment.issuer,
-            account: &enrolment.user,
-            digits: enrolment.digits,
+            issuer: &enrollment.issuer,
+            account: &enrollment.user,
+            digits: enrollment.digits,
         },
     )
 }

@@ -21,7 +21,7 @@
 //! [`PageLimits::body_timeout`] of its headers (408, connection closed);
 //! backend work runs on the pages' own [`PagePool`] (503 when it is full).
 
-use super::backend::{EnrolBackend, LinkView, PhoneStep, Reveal, Validation};
+use super::backend::{EnrollBackend, LinkView, PhoneStep, Reveal, Validation};
 use super::lang::Lang;
 use super::limits::{Busy, ClientKey, PageLimits, PagePool, RequestLimiter};
 use super::pages;
@@ -70,7 +70,7 @@ pub struct PageOptions {
 
 /// What every route shares.
 struct Pages {
-    backend: Arc<dyn EnrolBackend>,
+    backend: Arc<dyn EnrollBackend>,
     pool: PagePool,
     requests: RequestLimiter,
     options: PageOptions,
@@ -116,7 +116,7 @@ impl Overload {
 /// be started. The client's address is taken from
 /// `ConnectInfo<SocketAddr>` when the server provides it (see
 /// [`super::serve`]); without it the backend is told `"unknown"`.
-pub fn router(backend: Arc<dyn EnrolBackend>, options: PageOptions) -> std::io::Result<Router> {
+pub fn router(backend: Arc<dyn EnrollBackend>, options: PageOptions) -> std::io::Result<Router> {
     let limits = options.limits;
     let shared = Arc::new(Pages {
         backend,
@@ -126,8 +126,8 @@ pub fn router(backend: Arc<dyn EnrolBackend>, options: PageOptions) -> std::io::
         overload: Overload::default(),
     });
     Ok(Router::new()
-        .route("/enroll/{token}", get(enrol_page).post(enrol_validate))
-        .route("/enroll/{token}/reveal", post(enrol_reveal))
+        .route("/enroll/{token}", get(enroll_page).post(enroll_validate))
+        .route("/enroll/{token}/reveal", post(enroll_reveal))
         .route("/phone", post(phone_send))
         .route("/phone/verify", post(phone_verify))
         .route("/otpd.css", get(stylesheet))
@@ -236,7 +236,7 @@ struct PhoneCodeForm {
 async fn on_pool<T: Send + 'static>(
     pages: &Shared,
     lang: Lang,
-    work: impl FnOnce(&dyn EnrolBackend) -> T + Send + 'static,
+    work: impl FnOnce(&dyn EnrollBackend) -> T + Send + 'static,
 ) -> Result<T, Response> {
     let backend = Arc::clone(&pages.backend);
     match pages.pool.run(move || work(backend.as_ref())).await {
@@ -265,7 +265,7 @@ fn without_spaces(code: &SecretText) -> zeroize::Zeroizing<String> {
 
 /// The page of a link (GET): the steps and the "Show QR code" form with a
 /// new view's nonce; never the secret.
-async fn enrol_page(
+async fn enroll_page(
     State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
@@ -277,7 +277,7 @@ async fn enrol_page(
     tracing::debug!("enroll page view");
     let action = format!("/enroll/{token}");
     match on_pool(&pages, lang, move |b| b.view(&token, &peer)).await {
-        Ok(Some(view)) => pages::enrol(lang, &action, &view, None, StatusCode::OK),
+        Ok(Some(view)) => pages::enroll(lang, &action, &view, None, StatusCode::OK),
         Ok(None) => pages::invalid(lang),
         Err(failed) => failed,
     }
@@ -285,7 +285,7 @@ async fn enrol_page(
 
 /// "Show QR code": a new secret on a page of its own; a form that is not
 /// a live view of this link's page gets the page again (with a new view).
-async fn enrol_reveal(
+async fn enroll_reveal(
     State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
@@ -308,8 +308,8 @@ async fn enrol_reveal(
     })
     .await;
     match outcome {
-        Ok((Reveal::Shown(enrolment), _)) => pages::revealed(lang, &action, &enrolment),
-        Ok((Reveal::StaleView, Some(view))) => pages::enrol(
+        Ok((Reveal::Shown(enrollment), _)) => pages::revealed(lang, &action, &enrollment),
+        Ok((Reveal::StaleView, Some(view))) => pages::enroll(
             lang,
             &action,
             &view,
@@ -322,7 +322,7 @@ async fn enrol_reveal(
     }
 }
 
-async fn enrol_validate(
+async fn enroll_validate(
     State(pages): State<Shared>,
     lang: Lang,
     Peer(peer): Peer,
@@ -359,7 +359,7 @@ async fn enrol_validate(
             },
             _,
         ) => pages::success(lang, &user, &recovery_codes, phone_session.as_deref()),
-        (Validation::WrongCode, Some(view)) => pages::enrol(
+        (Validation::WrongCode, Some(view)) => pages::enroll(
             lang,
             &action,
             &view,
@@ -367,7 +367,7 @@ async fn enrol_validate(
             StatusCode::OK,
         ),
         (Validation::Throttled { retry_after }, Some(view)) => pages::with_retry_after(
-            pages::enrol(
+            pages::enroll(
                 lang,
                 &action,
                 &view,

@@ -12,7 +12,7 @@
 //! slow bodies, a flood of requests) runs on the threads that serve the
 //! PAM socket (design.md §8).
 
-use super::backend::EnrolBackend;
+use super::backend::EnrollBackend;
 use super::limits::{ClientKey, ConnectionCounter, PageLimits};
 use super::routes::{router, PageOptions};
 use crate::config::WebConfig;
@@ -142,7 +142,7 @@ pub async fn bind(config: &WebConfig) -> Result<Bound, WebError> {
 /// completes.
 pub async fn serve(
     config: &WebConfig,
-    backend: Arc<dyn EnrolBackend>,
+    backend: Arc<dyn EnrollBackend>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebError> {
     bind(config).await?.serve(backend, shutdown).await
@@ -166,7 +166,7 @@ impl Bound {
     /// The pages run on a thread of their own (see the module's doc).
     pub async fn serve(
         self,
-        backend: Arc<dyn EnrolBackend>,
+        backend: Arc<dyn EnrollBackend>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebError> {
         self.serve_with(backend, PageLimits::default(), shutdown)
@@ -176,7 +176,7 @@ impl Bound {
     /// [`Bound::serve`] with other limits (for tests).
     pub async fn serve_with(
         self,
-        backend: Arc<dyn EnrolBackend>,
+        backend: Arc<dyn EnrollBackend>,
         limits: PageLimits,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebError> {

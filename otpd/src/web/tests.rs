@@ -2,7 +2,7 @@
 //! TCP and TLS, against a scripted backend. The daemon's real backend is
 //! tested with the daemon; here only the HTTP side counts.
 
-use super::backend::{EnrolBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
+use super::backend::{EnrollBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
 use super::limits::PageLimits;
 use super::*;
 use axum::body::Body;
@@ -57,7 +57,7 @@ impl ScriptedBackend {
     }
 }
 
-impl EnrolBackend for ScriptedBackend {
+impl EnrollBackend for ScriptedBackend {
     fn view(&self, token: &str, peer: &str) -> Option<LinkView> {
         self.record(format!("view {token} {peer}"));
         (token == TOKEN).then(|| LinkView {
@@ -171,7 +171,7 @@ fn post(path: &str, form: &str, language: Option<&str>) -> Request<Body> {
     request.body(Body::from(form.to_owned())).unwrap()
 }
 
-fn enrol_path() -> String {
+fn enroll_path() -> String {
     format!("/enroll/{TOKEN}")
 }
 
@@ -180,12 +180,12 @@ fn reveal_path() -> String {
 }
 
 /// The pages with the daemon's limits.
-fn app(backend: Arc<dyn EnrolBackend>) -> Router {
+fn app(backend: Arc<dyn EnrollBackend>) -> Router {
     router(backend, PageOptions::default()).unwrap()
 }
 
 /// The pages with `limits`.
-fn app_with(backend: Arc<dyn EnrolBackend>, limits: PageLimits) -> Router {
+fn app_with(backend: Arc<dyn EnrollBackend>, limits: PageLimits) -> Router {
     router(
         backend,
         PageOptions {
@@ -261,7 +261,7 @@ fn element<'a>(body: &'a str, tag: &str, id: &str) -> &'a str {
 async fn every_kind_of_response_has_the_security_headers() {
     let backend = ScriptedBackend::new(true);
     let requests = [
-        ("enrolment page", get(&enrol_path(), None)),
+        ("enrolment page", get(&enroll_path(), None)),
         (
             "revealed page",
             post(&reveal_path(), &format!("view={VIEW}"), None),
@@ -272,11 +272,11 @@ async fn every_kind_of_response_has_the_security_headers() {
         ("stylesheet", get("/otpd.css", None)),
         (
             "wrong method",
-            Request::delete(enrol_path()).body(Body::empty()).unwrap(),
+            Request::delete(enroll_path()).body(Body::empty()).unwrap(),
         ),
-        ("wrong code", post(&enrol_path(), "code=111111", None)),
-        ("throttled", post(&enrol_path(), "code=222222", None)),
-        ("success", post(&enrol_path(), "code=123456", None)),
+        ("wrong code", post(&enroll_path(), "code=111111", None)),
+        ("throttled", post(&enroll_path(), "code=222222", None)),
+        ("success", post(&enroll_path(), "code=123456", None)),
         (
             "phone code",
             post(
@@ -299,9 +299,9 @@ async fn every_kind_of_response_has_the_security_headers() {
         ),
         (
             "oversized",
-            post(&enrol_path(), &"code=1".repeat(2000), None),
+            post(&enroll_path(), &"code=1".repeat(2000), None),
         ),
-        ("bad form", post(&enrol_path(), "nothing=here", None)),
+        ("bad form", post(&enroll_path(), "nothing=here", None)),
     ];
     for (what, request) in requests {
         let answer = send(app(backend.clone()), request).await;
@@ -348,15 +348,15 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
         ("favicon", get("/favicon.ico", None)),
         (
             "PUT",
-            Request::put(enrol_path()).body(Body::empty()).unwrap(),
+            Request::put(enroll_path()).body(Body::empty()).unwrap(),
         ),
         (
             "DELETE",
-            Request::delete(enrol_path()).body(Body::empty()).unwrap(),
+            Request::delete(enroll_path()).body(Body::empty()).unwrap(),
         ),
         (
             "OPTIONS",
-            Request::options(enrol_path()).body(Body::empty()).unwrap(),
+            Request::options(enroll_path()).body(Body::empty()).unwrap(),
         ),
         ("GET /phone", get("/phone", None)),
         ("GET of the reveal path", get(&reveal_path(), None)),
@@ -370,10 +370,10 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
         ),
         ("GET /phone/verify", get("/phone/verify", None)),
         ("POST /otpd.css", post("/otpd.css", "", None)),
-        ("form without code", post(&enrol_path(), "other=1", None)),
+        ("form without code", post(&enroll_path(), "other=1", None)),
         (
             "form as JSON",
-            Request::post(enrol_path())
+            Request::post(enroll_path())
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Body::from(r#"{"code":"123456"}"#))
                 .unwrap(),
@@ -392,7 +392,7 @@ async fn the_neutral_page_is_the_same_for_every_dead_end() {
         ),
         (
             "oversized body",
-            post(&enrol_path(), &format!("code={}", "1".repeat(8192)), None),
+            post(&enroll_path(), &format!("code={}", "1".repeat(8192)), None),
         ),
     ];
     for (what, request) in dead_ends {
@@ -411,7 +411,7 @@ async fn dutch_or_english_by_accept_language() {
     let app = app(backend);
 
     for language in [None, Some("en-US,en;q=0.9,nl;q=0.8"), Some("de, fr;q=0.5")] {
-        let page = send(app.clone(), get(&enrol_path(), language)).await;
+        let page = send(app.clone(), get(&enroll_path(), language)).await;
         assert!(page.body.contains("<html lang=\"en\">"), "{language:?}");
         assert!(
             page.body.contains(">Enter your OTP</label>"),
@@ -424,7 +424,7 @@ async fn dutch_or_english_by_accept_language() {
         "en;q=0.3, nl-BE;q=0.6",
         "nl",
     ] {
-        let page = send(app.clone(), get(&enrol_path(), Some(language))).await;
+        let page = send(app.clone(), get(&enroll_path(), Some(language))).await;
         assert!(page.body.contains("<html lang=\"nl\">"), "{language}");
         assert!(
             page.body.contains(">Voer de tokencode in</label>"),
@@ -455,10 +455,10 @@ async fn dutch_or_english_by_accept_language() {
         .body
         .contains("Deze link is niet (meer) geldig. Vraag uw helpdesk om een nieuwe."));
 
-    let wrong = send(app.clone(), post(&enrol_path(), "code=111111", Some("nl"))).await;
+    let wrong = send(app.clone(), post(&enroll_path(), "code=111111", Some("nl"))).await;
     assert!(element(&wrong.body, "p", "error").contains("Deze code klopt niet"));
 
-    let success = send(app, post(&enrol_path(), "code=123456", Some("nl"))).await;
+    let success = send(app, post(&enroll_path(), "code=123456", Some("nl"))).await;
     assert!(success.body.contains("Uw app is ingesteld"));
     assert!(success.body.contains("Herstelcodes"));
 }
@@ -466,7 +466,7 @@ async fn dutch_or_english_by_accept_language() {
 #[tokio::test]
 async fn the_page_of_a_link_has_the_steps_a_button_and_the_form_but_no_secret() {
     let backend = ScriptedBackend::new(false);
-    let page = send(app(backend.clone()), get(&enrol_path(), None)).await;
+    let page = send(app(backend.clone()), get(&enroll_path(), None)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(
         page.headers.get(header::CONTENT_TYPE).unwrap(),
@@ -617,7 +617,7 @@ async fn a_wrong_code_shows_the_page_again_with_a_message() {
     let backend = ScriptedBackend::new(false);
     let page = send(
         app(backend.clone()),
-        post(&enrol_path(), "code=111111", None),
+        post(&enroll_path(), "code=111111", None),
     )
     .await;
     assert_eq!(page.status, StatusCode::OK);
@@ -642,7 +642,7 @@ async fn a_wrong_code_shows_the_page_again_with_a_message() {
 #[tokio::test]
 async fn too_many_wrong_codes_say_how_long_to_wait() {
     let backend = ScriptedBackend::new(false);
-    let page = send(app(backend), post(&enrol_path(), "code=222222", None)).await;
+    let page = send(app(backend), post(&enroll_path(), "code=222222", None)).await;
     assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(page.headers.get(header::RETRY_AFTER).unwrap(), "120");
     assert!(element(&page.body, "p", "error").contains("Wait 2 minutes"));
@@ -654,7 +654,7 @@ async fn codes_are_passed_on_without_spaces() {
     let backend = ScriptedBackend::new(false);
     let page = send(
         app(backend.clone()),
-        post(&enrol_path(), "code=+123+456+", None),
+        post(&enroll_path(), "code=+123+456+", None),
     )
     .await;
     assert!(page.body.contains("<main id=\"success\">"), "{}", page.body);
@@ -668,7 +668,7 @@ async fn codes_are_passed_on_without_spaces() {
 async fn the_success_page_shows_the_recovery_codes_and_the_phone_step_only_with_sms() {
     let without = send(
         app(ScriptedBackend::new(false)),
-        post(&enrol_path(), "code=123456", None),
+        post(&enroll_path(), "code=123456", None),
     )
     .await;
     assert_eq!(without.status, StatusCode::OK);
@@ -693,7 +693,7 @@ async fn the_success_page_shows_the_recovery_codes_and_the_phone_step_only_with_
 
     let with = send(
         app(ScriptedBackend::new(true)),
-        post(&enrol_path(), "code=123456", None),
+        post(&enroll_path(), "code=123456", None),
     )
     .await;
     let form = element(&with.body, "form", "phone-form");
@@ -810,14 +810,14 @@ async fn an_oversized_body_is_refused_without_asking_the_backend() {
     let backend = ScriptedBackend::new(true);
     let app = app(backend.clone());
     let big = format!("code=123456&padding={}", "x".repeat(MAX_BODY_BYTES));
-    for path in [enrol_path(), "/phone".into(), "/phone/verify".into()] {
+    for path in [enroll_path(), "/phone".into(), "/phone/verify".into()] {
         let answer = send(app.clone(), post(&path, &big, None)).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
         assert!(answer.body.contains("<main id=\"invalid\">"), "{path}");
     }
     // Just under the cap is still read.
     let fits = format!("code=123456&p={}", "x".repeat(MAX_BODY_BYTES - 20));
-    let answer = send(app, post(&enrol_path(), &fits, None)).await;
+    let answer = send(app, post(&enroll_path(), &fits, None)).await;
     assert!(answer.body.contains("<main id=\"success\">"));
     assert_eq!(backend.calls().len(), 1);
 }
@@ -827,7 +827,7 @@ async fn head_requests_get_the_headers_without_a_body() {
     let backend = ScriptedBackend::new(false);
     let request = Request::builder()
         .method(Method::HEAD)
-        .uri(enrol_path())
+        .uri(enroll_path())
         .body(Body::empty())
         .unwrap();
     let answer = send(app(backend), request).await;
@@ -838,7 +838,7 @@ async fn head_requests_get_the_headers_without_a_body() {
 
 #[tokio::test]
 async fn hsts_is_sent_over_tls_only() {
-    let plain = send(app(ScriptedBackend::new(false)), get(&enrol_path(), None)).await;
+    let plain = send(app(ScriptedBackend::new(false)), get(&enroll_path(), None)).await;
     assert!(plain.headers.get("strict-transport-security").is_none());
     let tls = router(
         ScriptedBackend::new(false),
@@ -849,7 +849,7 @@ async fn hsts_is_sent_over_tls_only() {
     )
     .unwrap();
     for request in [
-        get(&enrol_path(), None),
+        get(&enroll_path(), None),
         get("/nowhere", None),
         get("/otpd.css", None),
     ] {
@@ -876,14 +876,14 @@ async fn each_client_gets_its_allowance_of_requests_then_429() {
     for _ in 0..3 {
         let answer = send(
             app.clone(),
-            from("192.0.2.1:1000", get(&enrol_path(), None)),
+            from("192.0.2.1:1000", get(&enroll_path(), None)),
         )
         .await;
         assert_eq!(answer.status, StatusCode::OK);
     }
     let limited = send(
         app.clone(),
-        from("192.0.2.1:1001", get(&enrol_path(), Some("nl"))),
+        from("192.0.2.1:1001", get(&enroll_path(), Some("nl"))),
     )
     .await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
@@ -898,7 +898,7 @@ async fn each_client_gets_its_allowance_of_requests_then_429() {
     // Another address, and another IPv6 /64, have their own; one /64 is one client.
     let other = send(
         app.clone(),
-        from("192.0.2.2:1000", get(&enrol_path(), None)),
+        from("192.0.2.2:1000", get(&enroll_path(), None)),
     )
     .await;
     assert_eq!(other.status, StatusCode::OK);
@@ -922,7 +922,7 @@ struct BlockingBackend {
     release: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
-impl EnrolBackend for BlockingBackend {
+impl EnrollBackend for BlockingBackend {
     fn view(&self, _: &str, _: &str) -> Option<LinkView> {
         let _ = self.release.lock().unwrap().recv();
         None
@@ -959,12 +959,12 @@ async fn busy_page_threads_answer_503_at_once() {
         },
     );
     // One request on the thread, one waiting for it.
-    let first = tokio::spawn(send(app.clone(), get(&enrol_path(), None)));
+    let first = tokio::spawn(send(app.clone(), get(&enroll_path(), None)));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let second = tokio::spawn(send(app.clone(), get(&enrol_path(), None)));
+    let second = tokio::spawn(send(app.clone(), get(&enroll_path(), None)));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
-    let busy = send(app.clone(), get(&enrol_path(), None)).await;
+    let busy = send(app.clone(), get(&enroll_path(), None)).await;
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
     assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(busy.headers.get(header::RETRY_AFTER).unwrap(), "5");
@@ -982,7 +982,7 @@ async fn busy_page_threads_answer_503_at_once() {
 /// A backend whose every call panics (a bug on the daemon side).
 struct PanickingBackend;
 
-impl EnrolBackend for PanickingBackend {
+impl EnrollBackend for PanickingBackend {
     fn view(&self, _: &str, _: &str) -> Option<LinkView> {
         panic!("view failed")
     }
@@ -1008,9 +1008,9 @@ async fn a_failing_backend_gives_the_neutral_text_with_status_500() {
     let app = app(Arc::new(PanickingBackend));
     let neutral = send(app.clone(), get("/nowhere", None)).await;
     let requests = [
-        get(&enrol_path(), None),
+        get(&enroll_path(), None),
         post(&reveal_path(), &format!("view={VIEW}"), None),
-        post(&enrol_path(), "code=123456", None),
+        post(&enroll_path(), "code=123456", None),
         post("/phone", "session=s&number=%2B31612345678", None),
         post("/phone/verify", "session=s&code=1", None),
     ];
@@ -1097,7 +1097,7 @@ mod server {
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
-        let answer = request(tls, &enrol_path()).await;
+        let answer = request(tls, &enroll_path()).await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.contains("cache-control: no-store\r\n"), "{answer}");
         assert!(
@@ -1110,7 +1110,7 @@ mod server {
 
         // Plain HTTP to the TLS port gets no page.
         let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let plain = request(tcp, &enrol_path()).await;
+        let plain = request(tcp, &enroll_path()).await;
         assert!(!plain.contains("<main"), "{plain}");
 
         stop.send(()).unwrap();
@@ -1261,7 +1261,7 @@ mod server {
         let (stop, task) = spawn(bound, ScriptedBackend::new(false));
         let _ = request(
             tokio::net::TcpStream::connect(address).await.unwrap(),
-            &enrol_path(),
+            &enroll_path(),
         )
         .await;
         let names = thread_names();

@@ -20,8 +20,8 @@ impl Handler {
         let (mut active, mut pending, mut throttled) = (0, 0, 0);
         for (_, r) in &users {
             match r.first_device().state {
-                EnrolState::Pending => pending += 1,
-                EnrolState::Active => {
+                EnrollState::Pending => pending += 1,
+                EnrollState::Active => {
                     active += 1;
                     if self.user_wait(r, now).is_some() {
                         throttled += 1;
@@ -66,9 +66,9 @@ impl Handler {
                 UserSummary {
                     user,
                     state: match (r.first_device().state, throttled_for_secs) {
-                        (EnrolState::Pending, _) => UserState::Pending,
-                        (EnrolState::Active, Some(_)) => UserState::Throttled,
-                        (EnrolState::Active, None) => UserState::Active,
+                        (EnrollState::Pending, _) => UserState::Pending,
+                        (EnrollState::Active, Some(_)) => UserState::Throttled,
+                        (EnrollState::Active, None) => UserState::Active,
                     },
                     algorithm: r.first_device().algorithm,
                     digits: r.first_device().digits,

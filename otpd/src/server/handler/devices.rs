@@ -4,7 +4,7 @@
 
 use super::{internal, refuse, with_retries, Handler};
 use crate::core::code;
-use crate::core::record::{Device, EnrolState, Replaces, TokenKind, UserRecord};
+use crate::core::record::{Device, EnrollState, Replaces, TokenKind, UserRecord};
 use crate::core::totp::resync_hotp;
 use crate::server::policy::Caller;
 use crate::store::{RecordChange, SourcesChange, StoreError};
@@ -23,8 +23,8 @@ pub(super) fn summaries(r: &UserRecord) -> Vec<DeviceSummary> {
         .iter()
         .map(|d| DeviceSummary {
             state: match d.state {
-                EnrolState::Pending => UserState::Pending,
-                EnrolState::Active => UserState::Active,
+                EnrollState::Pending => UserState::Pending,
+                EnrollState::Active => UserState::Active,
             },
             next_counter: (d.kind == TokenKind::Hotp).then(|| d.next_counter()),
             name: d.name.clone(),
@@ -62,7 +62,7 @@ impl Handler {
         let mut devices = r.devices().to_vec();
         let active_of_that_name = devices
             .iter()
-            .any(|d| d.name == device.name && d.state == EnrolState::Active);
+            .any(|d| d.name == device.name && d.state == EnrollState::Active);
         if active_of_that_name && !force {
             info!(target: "otpd::audit", uid = caller.uid, op = "enroll", outcome = "already_enrolled", device = ?device.name);
             return Err(refuse(
@@ -75,7 +75,7 @@ impl Handler {
         }
         // A pending device of that name (a replacement under way included)
         // is replaced by the new one; an active one is kept unless revoked.
-        devices.retain(|d| d.name != device.name || (d.state == EnrolState::Active && !revoke));
+        devices.retain(|d| d.name != device.name || (d.state == EnrollState::Active && !revoke));
         let kept = active_of_that_name && !revoke;
         if devices.len() >= MAX_DEVICES {
             return Err(refuse(

@@ -4,7 +4,7 @@
 use super::devices::{MAX_COUNTER, MAX_DEVICES};
 use super::*;
 use crate::core::names::validate_device;
-use crate::core::record::{Device, EnrolState, Fallback, SecretBytes, TokenKind, UserRecord};
+use crate::core::record::{Device, EnrollState, Fallback, SecretBytes, TokenKind, UserRecord};
 use crate::core::tokens::{normalize_any_recovery, CodeHash};
 use crate::core::totp::MIN_SECRET_LEN;
 use crate::rng::random_bytes;
@@ -222,7 +222,7 @@ fn imported_device(d: &ImportedDevice, now: u64) -> Result<Device, String> {
     };
     Ok(Device {
         name: d.name.clone(),
-        state: EnrolState::Active,
+        state: EnrollState::Active,
         kind: d.kind,
         secret: SecretBytes::new(bytes.to_vec()),
         algorithm: d.algorithm,

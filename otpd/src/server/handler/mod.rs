@@ -14,13 +14,13 @@ use crate::core::names::{validate_issuer, validate_user};
 use crate::core::plan::{plan_verify, Effect, Refusal, VerifyAttempt, VerifyRead};
 use crate::core::ratelimit::remaining;
 use crate::core::record::{
-    source_of, Device, EnrolState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
+    source_of, Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, UserRecord,
     DEFAULT_DEVICE,
 };
 use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
-    DaemonStatus, EnrolParams, Enrolment, ErrorCode, Request, Response, SecretText, UserState,
+    DaemonStatus, EnrollParams, Enrollment, ErrorCode, Request, Response, SecretText, UserState,
     UserSummary,
 };
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 mod admin;
 mod devices;
-mod enrol;
+mod enroll;
 mod import;
 mod login;
 mod phone;
@@ -36,7 +36,7 @@ mod recovery;
 mod verify;
 mod web;
 
-use enrol::account_spelling;
+use enroll::account_spelling;
 use verify::{audit_verify, own_source, Attempt};
 
 pub use login::{audit_login_end, LoginContext};
@@ -230,7 +230,7 @@ impl Handler {
             | Request::RecoveryCodes { user, .. }
             | Request::Phone { user, .. }
             | Request::PhoneConfirm { user, .. } => Some(user.as_str()),
-            Request::Enrol(p) => Some(p.user.as_str()),
+            Request::Enroll(p) => Some(p.user.as_str()),
             Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
             // The listener carries a login conversation itself
@@ -241,7 +241,7 @@ impl Handler {
             // Such a name can never be enrolled: for enrolment it is bad
             // input, for everything else there is simply no such user.
             let (code, outcome, message) = match request {
-                Request::Enrol(_) | Request::Import(_) => (
+                Request::Enroll(_) | Request::Import(_) => (
                     ErrorCode::BadRequest,
                     "bad_request",
                     format!("cannot enrol: {reason}"),
@@ -294,7 +294,7 @@ impl Handler {
                     purpose: Purpose::Confirm,
                 },
             ),
-            Request::Enrol(params) => self.enrol(caller, params),
+            Request::Enroll(params) => self.enroll(caller, params),
             Request::List {} => self.list(),
             Request::Remove { user, device } => match device {
                 None => self.remove(caller, &user),
@@ -320,7 +320,7 @@ impl Handler {
 fn op_name(r: &Request) -> &'static str {
     match r {
         Request::Verify { .. } => "verify",
-        Request::Enrol(_) => "enroll",
+        Request::Enroll(_) => "enroll",
         Request::Confirm { .. } => "confirm",
         Request::List {} => "list",
         Request::Remove { .. } => "remove",

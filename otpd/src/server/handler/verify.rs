@@ -217,7 +217,7 @@ mod tests {
         let handler = Handler::with_clock(store, Config::default(), clock.clone());
         let enrolled = handler.handle(
             &ROOT,
-            Request::Enrol(EnrolParams {
+            Request::Enroll(EnrollParams {
                 user: "alice".into(),
                 issuer: Some("t".into()),
                 algorithm: None,
@@ -225,7 +225,7 @@ mod tests {
                 period: None,
                 force: false,
                 link_expires: None,
-                ..EnrolParams::default()
+                ..EnrollParams::default()
             }),
         );
         let Response::Enrolled(e) = enrolled else {

@@ -13,12 +13,12 @@ use super::phone::{link_valid, TextFailure, PHONE_SESSION_SECS};
 use super::{internal, refuse, with_retries, Handler, SECRET_LEN};
 use crate::core::decision::{Outcome, Purpose};
 use crate::core::plan::{plan_verify, Refusal, VerifyAttempt, VerifyRead};
-use crate::core::record::{EnrolState, Link, LinkPage, PageView, SecretBytes, UserRecord};
+use crate::core::record::{EnrollState, Link, LinkPage, PageView, SecretBytes, UserRecord};
 use crate::core::tokens::{self, normalize_phone, token_hash, token_shape_ok, TOKEN_BYTES};
 use crate::core::totp::otpauth_uri;
 use crate::rng::random_bytes;
 use crate::store::{RecordChange, SourcesChange, StoreError};
-use crate::web::backend::{EnrolBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
+use crate::web::backend::{EnrollBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
 use crate::web::limits::ClientKey;
 use otpd_proto::{ErrorCode, Response};
 use std::sync::Arc;
@@ -83,7 +83,7 @@ fn link_device(record: &UserRecord) -> Option<usize> {
     record
         .devices()
         .iter()
-        .position(|d| d.state == EnrolState::Pending)
+        .position(|d| d.state == EnrollState::Pending)
 }
 
 /// The enrolment link of `record` if `token` is its token, it has not
@@ -171,7 +171,7 @@ fn web_audit(user: Option<&str>, peer: &str, op: &str, outcome: &str) {
     info!(target: "otpd::audit", user = ?user.unwrap_or(""), peer = ?peer_ip(peer), op, outcome);
 }
 
-impl EnrolBackend for WebBackend {
+impl EnrollBackend for WebBackend {
     fn view(&self, token: &str, peer: &str) -> Option<LinkView> {
         let h = &self.handler;
         let Some((user, _)) = h.find_by_token(token, false) else {
@@ -251,7 +251,7 @@ impl EnrolBackend for WebBackend {
                 &user,
             )
             .map_err(internal)?;
-            let enrolment = PageEnrolment {
+            let enrollment = PageEnrolment {
                 user: user.clone(),
                 issuer: record.issuer.clone(),
                 secret_base32,
@@ -269,11 +269,11 @@ impl EnrolBackend for WebBackend {
             if let Some(link) = next.fallback.link.as_mut() {
                 link.page = page;
             }
-            Ok((next, (enrolment, reveals)))
+            Ok((next, (enrollment, reveals)))
         });
         match revealed {
-            Ok((enrolment, reveals)) => {
-                match enrolment.opened_before {
+            Ok((enrollment, reveals)) => {
+                match enrollment.opened_before {
                     None => web_audit(Some(&user), peer, "web_reveal", "revealed"),
                     // The link was opened before: someone else may have seen
                     // a secret (now dead). Said on the page, and here.
@@ -287,7 +287,7 @@ impl EnrolBackend for WebBackend {
                         previous_reveal = before
                     ),
                 }
-                Reveal::Shown(enrolment)
+                Reveal::Shown(enrollment)
             }
             Err(Response::Error {
                 code: ErrorCode::BadRequest,

@@ -24,7 +24,7 @@ pub(super) fn account_spelling(user: &str, op: &str) -> Result<(), Response> {
 }
 
 impl Handler {
-    pub(super) fn enrol(&self, caller: &Caller, p: EnrolParams) -> Response {
+    pub(super) fn enroll(&self, caller: &Caller, p: EnrollParams) -> Response {
         if let Err(refusal) = account_spelling(&p.user, "enrol") {
             return refusal;
         }
@@ -115,7 +115,7 @@ impl Handler {
         let device_name = p.device.clone().unwrap_or_else(|| DEFAULT_DEVICE.into());
         let new_device = Device {
             name: device_name.clone(),
-            state: EnrolState::Pending,
+            state: EnrollState::Pending,
             kind,
             secret: SecretBytes::new(secret.to_vec()),
             algorithm,
@@ -163,7 +163,7 @@ impl Handler {
                     let mut devices: Vec<Device> = r
                         .devices()
                         .iter()
-                        .filter(|d| d.state == EnrolState::Active)
+                        .filter(|d| d.state == EnrollState::Active)
                         .cloned()
                         .collect();
                     devices.push(Device {
@@ -254,7 +254,7 @@ impl Handler {
                     old_kept,
                 });
             }
-            Some(Response::Enrolled(Box::new(Enrolment {
+            Some(Response::Enrolled(Box::new(Enrollment {
                 user: p.user.clone(),
                 issuer: issuer.clone(),
                 algorithm,
