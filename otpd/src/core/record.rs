@@ -421,14 +421,47 @@ pub struct SourceCounter {
 /// network, which can hand out 2⁶⁴ addresses, is one source), an
 /// IPv4-mapped IPv6 address as its IPv4 address. A host name (sshd with
 /// `UseDNS yes`) is one source per name, lower-cased.
-pub fn source_of(rhost: &str, ruid: Option<u32>, peer_uid: u32) -> String {
+pub fn source_of(rhost: &str, ruid: Option<u32>, peer_uid: u32) -> SourceKey {
     let rhost = rhost.trim();
-    if peer_uid != 0 {
+    SourceKey(if peer_uid != 0 {
         format!("uid:{peer_uid}")
     } else if !rhost.is_empty() {
         format!("rhost:{}", rhost_source(rhost))
     } else {
         format!("uid:{}", ruid.unwrap_or(0))
+    })
+}
+
+/// The key of a rate-limit source as [`source_of`] makes it (`rhost:…`,
+/// `uid:N`): what the daemon's shell carries from the caller to the core
+/// and the store, never a raw string that could be a user name or a host
+/// mixed up. Reads as `&str` where the store and the core take one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceKey(String);
+
+impl SourceKey {
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SourceKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for SourceKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 

@@ -6,7 +6,7 @@ use super::{internal, own_source, refuse, user_name_of, Attempt, Handler, MAX_IT
 use crate::core::decision::Purpose;
 use crate::core::login::{needs_view, Begun, Conversation, Next, UserView};
 use crate::core::names::validate_user;
-use crate::core::record::source_of;
+use crate::core::record::{source_of, SourceKey};
 use crate::server::policy::authorize;
 use crate::server::policy::Caller;
 use otpd_proto::{ErrorCode, LoginStart, Request, Response, SecretText, VerifyOutcome};
@@ -18,7 +18,7 @@ pub struct LoginContext {
     service: String,
     rhost: String,
     /// The rate-limit source (`source_of`).
-    source: String,
+    source: SourceKey,
     /// The source is the user's own uid.
     own: bool,
 }

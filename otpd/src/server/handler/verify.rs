@@ -3,6 +3,7 @@
 //! same plan): read, plan (`core::plan`), commit, effects, audit, reply.
 
 use super::*;
+use crate::core::record::SourceKey;
 
 /// One code to check, and where it came from.
 pub(super) struct Attempt<'a> {
@@ -11,7 +12,7 @@ pub(super) struct Attempt<'a> {
     pub(super) service: &'a str,
     pub(super) rhost: &'a str,
     /// The rate-limit source (`source_of`).
-    pub(super) source: String,
+    pub(super) source: SourceKey,
     /// The source is the user's own uid (`own_source`).
     pub(super) own: bool,
     pub(super) purpose: Purpose,
