@@ -178,6 +178,28 @@ fn a_non_root_caller_may_verify_only_its_own_name() {
     assert_eq!(raw["kind"], "error", "{raw}");
     assert_eq!(raw["code"], "permission_denied", "{raw}");
 
+    // A login of its own name but typed as another user's: refused before
+    // anything is read (nullok must not pass a spelling with a record).
+    let login = |user: &str, typed: &str| {
+        request_as_nobody(
+            &env,
+            &format!(
+                r#"{{"op":"login","user":"{user}","typed":"{typed}","known":true,"service":"test","rhost":"","ruid":{NOBODY_UID},"nullok":true}}"#
+            ),
+        )
+    };
+    for (user, typed) in [("nobody", "alice"), ("alice", "alice")] {
+        let raw = login(user, typed);
+        assert_eq!(raw["kind"], "error", "{user} typed {typed}: {raw}");
+        assert_eq!(
+            raw["code"], "permission_denied",
+            "{user} typed {typed}: {raw}"
+        );
+    }
+    // Its own name as spelled: the conversation begins (a prompt).
+    let raw = login("nobody", "nobody");
+    assert_eq!(raw["kind"], "step", "{raw}");
+
     // The refused attempts consumed nothing: alice's code still works for root.
     let login = env.pam_login("alice", &alice.code_at(t), "192.0.2.1", "");
     assert_eq!(
@@ -238,7 +260,7 @@ fn admin_operations_are_refused_to_a_non_root_caller() {
         r#"{"op":"list"}"#,
         r#"{"op":"remove","user":"alice"}"#,
         r#"{"op":"unlock","user":"alice"}"#,
-        r#"{"op":"enrol","user":"mallory","issuer":null,"algorithm":null,"digits":null,"period":null,"force":false}"#,
+        r#"{"op":"enroll","user":"mallory","issuer":null,"algorithm":null,"digits":null,"period":null,"force":false}"#,
     ] {
         let response = request_as_nobody(&env, body);
         assert_eq!(response["kind"], "error", "{body}: {response}");

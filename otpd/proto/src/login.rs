@@ -32,8 +32,9 @@ pub enum Language {
     Nl,
 }
 
-/// PAM_AUTHTOK as the module found it. An earlier module's password never
-/// reaches the daemon: only text shaped like a code is sent.
+/// PAM_AUTHTOK as the module found it. Only text shaped like a code is sent
+/// (an earlier module's password of 6 to 8 digits looks like one, and is
+/// then checked, counted and audited as a wrong code, never logged).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Authtok {

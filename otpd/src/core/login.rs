@@ -56,7 +56,9 @@ impl UserView {
 /// account's (is there a record under it?). Otherwise the code is asked for
 /// at once and the record is read once, with the check.
 pub fn needs_view(start: &LoginStart) -> bool {
-    start.known && (start.nullok || start.forward_pass || start.typed != start.user)
+    // Unknown names are read too: the first prompt of a name that is no
+    // account must take as long as that of one that is (no enumeration).
+    start.nullok || start.forward_pass || start.typed != start.user
 }
 
 /// What the shell does next.
@@ -910,12 +912,12 @@ mod tests {
             },
         ] {
             assert!(needs_view(&start), "{start:?}");
-            // A name that is no account has no record to look at.
+            // A name that is no account is read alike (the same time).
             let unknown = LoginStart {
                 known: false,
                 ..start
             };
-            assert!(!needs_view(&unknown));
+            assert!(needs_view(&unknown));
         }
         // Without a view, the code is asked for (even with sms on).
         let (_, begun, next) = Conversation::begin(&start(), None, None, true);

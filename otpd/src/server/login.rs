@@ -57,6 +57,9 @@ pub async fn converse(
             return;
         }
     };
+    // While it waits for its person, the connection is counted with the
+    // logins of its source: a flood from one source closes its own.
+    slot.set_login_group(context.source());
     loop {
         next = match next {
             Next::Say(step) => {

@@ -9,8 +9,19 @@
 //! is used up, the connection of that share that has waited longest for its
 //! client to speak is closed to make room. A connection whose request is
 //! being carried out is never closed this way.
+//!
+//! A login conversation waits for its person (up to minutes) and so can be
+//! closed to make room too; but one source must not be able to close
+//! everyone else's: a local user running `su` a thousand times connects as
+//! root a thousand times. So the connection that gives way is the
+//! longest-waiting one of the *group* that holds the most connections of
+//! the share: a login's group is its rate-limit source (`uid:N` of the
+//! person for a local login, `rhost:…` for a remote one, set once the
+//! login has begun), any other connection's its caller's uid. A flood from
+//! one source then closes only its own.
 #![forbid(unsafe_code)]
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -66,8 +77,20 @@ impl Share {
     }
 }
 
+/// Who a connection is counted with when one must give way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Group {
+    /// A login conversation, by its rate-limit source.
+    Login(Arc<str>),
+    /// Any other connection (a login not begun yet, a one-shot request),
+    /// by its caller's uid.
+    Caller(u32),
+}
+
 struct Entry {
     uid: u32,
+    /// The login's source, once a login has begun on the connection.
+    login_group: Option<Arc<str>>,
     /// Since when it has waited for its client; `None` while a request of
     /// it is carried out.
     waiting_since: Option<Instant>,
@@ -100,15 +123,35 @@ impl Table {
         (self.total >= limits.total).then_some(Share::All)
     }
 
-    /// Closes the connection of `share` that has waited longest, if any waits.
+    /// Closes the connection of `share` that has waited longest in the
+    /// group that holds most of the share's connections, if one waits.
     fn evict_oldest(&mut self, share: Share, now: Instant) -> Option<Evicted> {
+        let group = |e: &Entry| match &e.login_group {
+            Some(source) => Group::Login(source.clone()),
+            None => Group::Caller(e.uid),
+        };
+        let mut held: HashMap<Group, usize> = HashMap::new();
+        for entry in self.entries.values().filter(|e| share.contains(e.uid)) {
+            *held.entry(group(entry)).or_default() += 1;
+        }
         let (&id, _) = self
             .entries
             .iter()
             .filter(|(_, e)| share.contains(e.uid))
-            .filter_map(|(id, e)| e.waiting_since.map(|since| (id, since)))
-            // Ties (one clock tick) go to the older connection.
-            .min_by_key(|&(&id, since)| (since, id))?;
+            .filter_map(|(id, e)| e.waiting_since.map(|since| (id, e, since)))
+            // The biggest group first; in it the longest-waiting; ties (one
+            // clock tick) go to the older connection.
+            .map(|(id, e, since)| {
+                (
+                    id,
+                    (
+                        held.get(&group(e)).copied().unwrap_or(0),
+                        Reverse(since),
+                        Reverse(*id),
+                    ),
+                )
+            })
+            .max_by_key(|(_, key)| key.clone())?;
         let entry = self.release(id)?;
         entry.closed.notify_one();
         Some(Evicted {
@@ -131,6 +174,7 @@ impl Table {
             id,
             Entry {
                 uid,
+                login_group: None,
                 waiting_since: Some(now),
                 closed: closed.clone(),
                 released: released.clone(),
@@ -231,6 +275,14 @@ impl Slot {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Counts the connection, from now on, with the logins of `source`
+    /// (its rate-limit source) when one must give way.
+    pub fn set_login_group(&self, source: &str) {
+        if let Some(entry) = self.slots.table().entries.get_mut(&self.id) {
+            entry.login_group = Some(Arc::from(source));
         }
     }
 
@@ -350,10 +402,39 @@ mod tests {
         let (_new, evicted) = s.admit(3000).unwrap();
         assert_eq!(evicted.map(|e| e.uid), Some(2000));
         assert!(root.iter().all(Slot::begin_request));
-        // Root, with the whole table full, takes the longest-waiting of all.
+        // Root, with the whole table full (its own connections busy), takes
+        // the longest-waiting of the rest.
         let (_r, evicted) = s.admit(0).unwrap();
         assert_eq!(evicted.map(|e| e.uid), Some(2001));
         drop(users);
+    }
+
+    /// A local user runs `su` (setuid root) again and again: every one is a
+    /// root connection whose login waits for its person. A login of
+    /// someone else that waits for its person too, and has waited longest,
+    /// must outlast the flood: the flood's source gives way, not it.
+    #[test]
+    fn a_waiting_login_outlasts_a_flood_of_logins_from_one_source() {
+        let s = slots();
+        let present = |slot: &Slot| s.table().entries.contains_key(&slot.id);
+        let victim = s.admit(0).unwrap().0;
+        victim.set_login_group("rhost:192.0.2.77");
+        let mut flood = Vec::new();
+        for _ in 0..100 {
+            let (slot, evicted) = s.admit(0).expect("room made");
+            if let Some(evicted) = evicted {
+                assert_eq!(evicted.uid, 0);
+            }
+            slot.set_login_group("uid:4242");
+            flood.push(slot);
+            assert!(
+                present(&victim),
+                "the waiting login was closed for the flood"
+            );
+        }
+        // And a login not begun yet (no group) gives way before it too.
+        assert!(victim.begin_request());
+        drop(flood);
     }
 
     #[test]

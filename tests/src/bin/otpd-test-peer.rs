@@ -1,16 +1,17 @@
 //! A stand-in for the other end of the otpd socket, for the trust tests.
 //!
 //! `otpd-test-peer serve SOCKET`: an impostor daemon that binds SOCKET (mode
-//! 0666) and answers `Status` with `Active` and every other request with
-//! `Verified { Accepted }`. Run as a non-root uid, it is what a local user
-//! could put on a socket path; the module must not believe it.
+//! 0666) and speaks the login conversation as a forger would: it asks for
+//! the code and ends every login with success (and answers any other
+//! request `Verified { Accepted }`). Run as a non-root uid, it is what a
+//! local user could put on a socket path; the module must not believe it.
 //!
 //! `otpd-test-peer request SOCKET JSON`: sends one request body (raw JSON,
 //! so that the daemon's own checks are what is tested) and prints the
 //! response body as JSON. Exit 0 when a response came, 3 otherwise.
 //!
-//! `otpd-test-peer hold SOCKET USER N SECONDS`: opens N connections, asks
-//! `status USER` on each, prints `answered A of N, K kept open` (K: those
+//! `otpd-test-peer hold SOCKET USER N SECONDS`: opens N connections, begins
+//! a login of USER on each (the daemon's first step is its answer), prints `answered A of N, K kept open` (K: those
 //! the daemon has not closed to make room for newer ones) and keeps them
 //! open for SECONDS: a local user trying to take every connection slot.
 

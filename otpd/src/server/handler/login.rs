@@ -23,6 +23,14 @@ pub struct LoginContext {
     own: bool,
 }
 
+impl LoginContext {
+    /// The login's rate-limit source: the group its connection is counted
+    /// with when connections must give way (`server/slots.rs`).
+    pub fn source(&self) -> &str {
+        self.source.as_str()
+    }
+}
+
 impl Handler {
     /// Whether [`Handler::login_begin`] of `start` for `caller` may block
     /// (read the store, look up a user name through NSS) and so belongs on
@@ -64,10 +72,30 @@ impl Handler {
         if start.tty.len() > MAX_ITEM_LEN {
             start.tty.truncate(0);
         }
-        // A non-root caller (a screen locker) may ask only about its own
-        // name (the policy checked `user`); the spelling typed is not
-        // looked at for it.
-        if caller.uid != 0 || validate_user(&start.typed).is_err() {
+        // A non-root caller (a screen locker) may log in only its own
+        // name (the policy checked `user`), as spelled: another spelling
+        // typed is refused, never looked up (it could be another user's
+        // record, and nullok must not pass a user who has one: design §7).
+        if caller.uid != 0 && start.typed != start.user && validate_user(&start.typed).is_ok() {
+            warn!(
+                target: "otpd::audit",
+                uid = caller.uid,
+                pid = caller.pid,
+                user = ?start.user,
+                typed = ?start.typed,
+                op = "login",
+                outcome = "denied",
+                "a non-root caller may log in only its own name as spelled"
+            );
+            return Err(refuse(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "uid {} may log in only {:?}, not the spelling {:?}",
+                    caller.uid, start.user, start.typed
+                ),
+            ));
+        }
+        if validate_user(&start.typed).is_err() {
             start.typed = start.user.clone();
         }
         // A name that can never be enrolled has no record: looked at like

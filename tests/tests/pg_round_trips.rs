@@ -1,0 +1,72 @@
+//! A login on the PostgreSQL store is one read and one write (issue 19):
+//! the record and the caller's counter in one `SELECT`, then one
+//! conditional `UPDATE`; the conversation's first prompt reads nothing.
+//! Seen from the server: its statement log (`log_statement = 'all'` in the
+//! test cluster, tests/src/postgres.rs), through the real module, libpam
+//! and daemon.
+
+use otpd_tests::fleet::Fleet;
+use otpd_tests::{settled_now, Limits, PamOutcome};
+use std::time::Duration;
+
+/// The statements the server ran, from its log since byte `from`.
+fn statements_since(fleet: &Fleet, from: usize) -> Vec<String> {
+    let log = fleet.cluster.server_log();
+    log.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("LOG:  execute") || l.contains("LOG:  statement:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_login_is_one_read_and_one_write() {
+    let Some(mut fleet) = Fleet::prepare("pg_round_trips", 1, &Limits::default()) else {
+        return;
+    };
+    fleet.hosts[0].spawn_daemon();
+    let host = &fleet.hosts[0];
+    let t = settled_now(30, 15);
+    let alice = host.enroll_active("alice", &[], t - 60);
+    let bob = host.enroll_active("bob", &[], t - 60);
+    // Warm-up: the daemon's pooled connections prepare their statements.
+    for (user, enrollment) in [("bob", &bob), ("bob", &bob)] {
+        let code = enrollment.code_at(t - 30);
+        let _ = host.pam_login(user, &code, "192.0.2.8", "");
+    }
+
+    for (round, (user, enrollment, rhost)) in
+        [("alice", &alice, "192.0.2.9"), ("bob", &bob, "192.0.2.10")]
+            .into_iter()
+            .enumerate()
+    {
+        std::thread::sleep(Duration::from_millis(300));
+        let from = fleet.cluster.server_log().len();
+        let login = host.pam_login(user, &enrollment.code_at(t), rhost, "");
+        assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+        std::thread::sleep(Duration::from_millis(500));
+        let statements = statements_since(&fleet, from);
+        println!(
+            "[pg_round_trips] login {round} of {user}: {} statements\n  {}",
+            statements.len(),
+            statements.join("\n  ")
+        );
+        assert_eq!(
+            statements.len(),
+            2,
+            "a login should be one read and one write:\n{}",
+            statements.join("\n")
+        );
+        assert!(
+            statements[0].contains("SELECT") && statements[0].contains("otpd_sources"),
+            "the read: {}",
+            statements[0]
+        );
+        assert!(
+            statements[1].contains("UPDATE otpd_users"),
+            "the write: {}",
+            statements[1]
+        );
+    }
+}
