@@ -151,7 +151,7 @@ impl Table {
                     ),
                 )
             })
-            .max_by_key(|(_, key)| key.clone())?;
+            .max_by_key(|(_, key)| *key)?;
         let entry = self.release(id)?;
         entry.closed.notify_one();
         Some(Evicted {
