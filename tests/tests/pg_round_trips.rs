@@ -28,13 +28,12 @@ fn a_login_is_one_read_and_one_write() {
     fleet.hosts[0].spawn_daemon();
     let host = &fleet.hosts[0];
     let t = settled_now(30, 15);
-    let alice = host.enroll_active("alice", &[], t - 60);
-    let bob = host.enroll_active("bob", &[], t - 60);
-    // Warm-up: the daemon's pooled connections prepare their statements.
-    for (user, enrollment) in [("bob", &bob), ("bob", &bob)] {
-        let code = enrollment.code_at(t - 30);
-        let _ = host.pam_login(user, &code, "192.0.2.8", "");
-    }
+    let alice = host.enroll_active("alice", &[], t - 30);
+    let bob = host.enroll_active("bob", &[], t - 30);
+    let carol = host.enroll_active("carol", &[], t - 30);
+    // Warm-up: a login through the daemon's pool before the counted ones.
+    let warm = host.pam_login("carol", &carol.code_at(t), "192.0.2.8", "");
+    assert_eq!(warm.outcome, PamOutcome::Success, "{}", warm.output);
 
     for (round, (user, enrollment, rhost)) in
         [("alice", &alice, "192.0.2.9"), ("bob", &bob, "192.0.2.10")]

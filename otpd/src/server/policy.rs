@@ -28,7 +28,7 @@ pub fn authorize(
         Request::Login(start) => match user_name_of(caller.uid) {
             Some(own) if own == start.user => Ok(()),
             _ => Err(format!(
-                "uid {} may only log in its own user, not {:?}",
+                "uid {} may only check codes of its own user, not of {:?}",
                 caller.uid, start.user
             )),
         },
