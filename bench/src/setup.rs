@@ -140,20 +140,12 @@ impl Daemon {
         let mut child = Daemon::spawn(otpd, config, log)?;
         loop {
             // The first answer of a login: its first step.
-            let probe = Request::Login(Box::new(otpd_proto::LoginStart {
-                user: PROBE_USER.into(),
-                typed: PROBE_USER.into(),
-                known: true,
-                service: "otpd-bench".into(),
-                rhost: "192.0.2.250".into(),
-                tty: String::new(),
-                ruid: 0,
-                nullok: false,
-                forward_pass: false,
-                first_pass: otpd_proto::FirstPass::Prompt,
-                language: otpd_proto::Language::En,
-                authtok: otpd_proto::Authtok::Absent,
-            }));
+            let probe = Request::Login(Box::new(otpd_proto::LoginStart::plain(
+                PROBE_USER,
+                "otpd-bench",
+                "192.0.2.250",
+                0,
+            )));
             if let Ok(Response::Step(_)) = ask(socket, &probe) {
                 break;
             }

@@ -672,6 +672,23 @@ fn same_token(before: &UserRecord, next: &UserRecord) {
     assert_eq!(next.fallback.sms_register, before.fallback.sms_register);
 }
 
+/// Up to ten recovery codes from their seeds: the canonical codes and
+/// their salted hashes, as the handler stores them.
+fn recovery_codes(seeds: &[RecoverySeed]) -> (Vec<String>, Vec<CodeHash>) {
+    seeds
+        .iter()
+        .take(10)
+        .map(|r| {
+            let code = normalize_recovery(&recovery_code(&r.symbols))
+                .expect("a recovery code")
+                .as_str()
+                .to_owned();
+            let hash = CodeHash::new(&code, &[r.salt; 16]);
+            (code, hash)
+        })
+        .unzip()
+}
+
 fn run(s: Scenario) {
     let mut secret = s.secret.to_vec();
     secret.extend(s.secret_more.iter().take(48));
@@ -695,40 +712,8 @@ fn run(s: Scenario) {
     };
     let ago = |secs: i16| now.saturating_add_signed(-i64::from(secs));
 
-    let recovery_issued: Vec<String> = s
-        .recovery
-        .iter()
-        .take(10)
-        .map(|r| {
-            normalize_recovery(&recovery_code(&r.symbols))
-                .expect("a recovery code")
-                .as_str()
-                .to_owned()
-        })
-        .collect();
-    let recovery_hashes = s
-        .recovery
-        .iter()
-        .zip(&recovery_issued)
-        .map(|(r, code)| CodeHash::new(code, &[r.salt; 16]))
-        .collect();
-    let fresh_codes: Vec<String> = s
-        .fresh_recovery
-        .iter()
-        .take(10)
-        .map(|r| {
-            normalize_recovery(&recovery_code(&r.symbols))
-                .expect("a recovery code")
-                .as_str()
-                .to_owned()
-        })
-        .collect();
-    let fresh_hashes = s
-        .fresh_recovery
-        .iter()
-        .zip(&fresh_codes)
-        .map(|(r, code)| CodeHash::new(code, &[r.salt; 16]))
-        .collect();
+    let (recovery_issued, recovery_hashes) = recovery_codes(&s.recovery);
+    let (fresh_codes, fresh_hashes) = recovery_codes(&s.fresh_recovery);
     let mut texts_open = Vec::new();
     let mut sms = Vec::new();
     for t in s.texts.iter().take(MAX_OPEN_TEXTS) {

@@ -1,7 +1,7 @@
 //! Requests to a test daemon through the protocol crate's one blocking
 //! client (the one the module, the CLI and the benchmark use).
 
-use otpd_proto::{Authtok, Client, FirstPass, Language, LoginStart, Request, Response, Trust};
+use otpd_proto::{Client, LoginStart, Request, Response, Trust};
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,18 +30,10 @@ pub fn ask(socket: &Path, request: &Request, timeout: Duration) -> Result<Respon
 /// (root, a remote host, no arguments): the daemon's first answer is its
 /// first step.
 pub fn login_start(user: &str) -> Request {
-    Request::Login(Box::new(LoginStart {
-        user: user.to_owned(),
-        typed: user.to_owned(),
-        known: true,
-        service: "otpd-tests".into(),
-        rhost: "192.0.2.250".into(),
-        tty: String::new(),
-        ruid: 0,
-        nullok: false,
-        forward_pass: false,
-        first_pass: FirstPass::Prompt,
-        language: Language::En,
-        authtok: Authtok::Absent,
-    }))
+    Request::Login(Box::new(LoginStart::plain(
+        user,
+        "otpd-tests",
+        "192.0.2.250",
+        0,
+    )))
 }

@@ -87,6 +87,28 @@ pub struct LoginStart {
     pub authtok: Authtok,
 }
 
+impl LoginStart {
+    /// The start of a plain login of `user`, an account, without any of
+    /// the conversation's arguments (no `nullok`, no `forward_pass`, asked
+    /// for the code): what sshd's or a screen locker's module sends.
+    pub fn plain(user: &str, service: &str, rhost: &str, ruid: u32) -> Self {
+        Self {
+            user: user.to_owned(),
+            typed: user.to_owned(),
+            known: true,
+            service: service.to_owned(),
+            rhost: rhost.to_owned(),
+            tty: String::new(),
+            ruid,
+            nullok: false,
+            forward_pass: false,
+            first_pass: FirstPass::Prompt,
+            language: Language::En,
+            authtok: Authtok::Absent,
+        }
+    }
+}
+
 /// What the daemon asks the person for. Always with echo off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "ask", rename_all = "snake_case")]

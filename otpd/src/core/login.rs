@@ -403,7 +403,6 @@ pub fn outcome_of(outcome: VerifyOutcome, nullok: bool) -> LoginOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otpd_proto::Language;
 
     const ACTIVE: UserView = UserView {
         factor_required: true,
@@ -415,20 +414,7 @@ mod tests {
     };
 
     fn start() -> LoginStart {
-        LoginStart {
-            user: "alice".into(),
-            typed: "alice".into(),
-            known: true,
-            service: "sshd".into(),
-            rhost: "192.0.2.7".into(),
-            tty: String::new(),
-            ruid: 0,
-            nullok: false,
-            forward_pass: false,
-            first_pass: FirstPass::Prompt,
-            language: Language::En,
-            authtok: Authtok::Absent,
-        }
+        LoginStart::plain("alice", "sshd", "192.0.2.7", 0)
     }
 
     fn code(text: &str) -> SecretText {

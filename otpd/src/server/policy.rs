@@ -69,20 +69,12 @@ mod tests {
     }
 
     fn login(user: &str) -> Request {
-        Request::Login(Box::new(otpd_proto::LoginStart {
-            user: user.into(),
-            typed: user.into(),
-            known: true,
-            service: "xscreensaver".into(),
-            rhost: String::new(),
-            tty: String::new(),
-            ruid: 1000,
-            nullok: false,
-            forward_pass: false,
-            first_pass: otpd_proto::FirstPass::Prompt,
-            language: otpd_proto::Language::En,
-            authtok: otpd_proto::Authtok::Absent,
-        }))
+        Request::Login(Box::new(otpd_proto::LoginStart::plain(
+            user,
+            "xscreensaver",
+            "",
+            1000,
+        )))
     }
 
     fn caller(uid: u32) -> Caller {
