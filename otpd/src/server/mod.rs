@@ -8,6 +8,7 @@ pub mod keyfile;
 mod listener;
 mod login;
 pub mod policy;
+pub mod push;
 mod rekey;
 mod setup;
 mod slots;
