@@ -23,6 +23,7 @@ pub mod postgres;
 pub mod process;
 pub mod programs;
 pub mod pty;
+pub mod push_service;
 pub mod race;
 pub mod rng;
 pub mod secrets;
