@@ -40,6 +40,8 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Recovery codes.
     pub recovery: RecoveryConfig,
+    /// Sign-ins approved on a paired phone (off unless `contact` is set).
+    pub approve: ApproveConfig,
     /// Where the state lives: sled under `state_dir` (default) or a
     /// PostgreSQL database that every host of a fleet shares.
     pub store: StoreConfig,
@@ -58,6 +60,7 @@ impl Default for Config {
             hotp: HotpConfig::default(),
             limits: LimitsConfig::default(),
             web: WebConfig::default(),
+            approve: ApproveConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
             store: StoreConfig::default(),
@@ -159,6 +162,44 @@ impl Default for SmsConfig {
             user: None,
             run_as: None,
         }
+    }
+}
+
+/// `[approve]`: sign-ins approved on a paired phone (a passkey and Web
+/// Push, from the pages' phone app). Off unless `contact` is set; needs
+/// `[web] public_url` (the phone's app and the passkey's relying party).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApproveConfig {
+    /// Who the push services may contact about otpd's pushes: a `mailto:`
+    /// or `https:` URL (the VAPID subject, RFC 8292). Unset: no approvals.
+    pub contact: Option<String>,
+    /// How long a sign-in request may be approved (default 60 s).
+    #[serde(deserialize_with = "seconds")]
+    pub timeout: u64,
+    /// Requests pushed per user per hour at most (default 10).
+    pub max_per_hour: u32,
+    /// The push services' hosts pushes may go to (`*.example.com` for a
+    /// domain's hosts; `127.0.0.1:PORT` for a plain-HTTP relay on this
+    /// host). Default: the browser vendors' push services.
+    pub push_hosts: Option<Vec<String>>,
+}
+
+impl Default for ApproveConfig {
+    fn default() -> Self {
+        Self {
+            contact: None,
+            timeout: 60,
+            max_per_hour: 10,
+            push_hosts: None,
+        }
+    }
+}
+
+impl ApproveConfig {
+    /// Whether approvals are on.
+    pub fn enabled(&self) -> bool {
+        self.contact.is_some()
     }
 }
 
@@ -564,6 +605,7 @@ impl Config {
         }
         self.check_features(BuiltFeatures::THIS_BINARY)?;
         self.validate_web()?;
+        self.validate_approve()?;
         self.validate_store()?;
         let sms = &self.sms;
         if let Some(command) = &sms.command {
@@ -692,11 +734,67 @@ impl Config {
                 built_without(&asked, Feature::Web)
             ));
         }
+        if self.approve.enabled() && !built.web {
+            return Err(format!(
+                "{}, or remove [approve] contact",
+                built_without("[approve] contact", Feature::Web)
+            ));
+        }
         if self.store.kind == StoreKind::Postgres && !built.postgres {
             return Err(format!(
                 "{}, or use the sled store (remove [store] kind)",
                 built_without("[store] kind = \"postgres\"", Feature::Postgres)
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_approve(&self) -> Result<(), String> {
+        let a = &self.approve;
+        let Some(contact) = &a.contact else {
+            return Ok(());
+        };
+        let ok = contact
+            .strip_prefix("mailto:")
+            .map(|m| m.contains('@') && !m.contains(char::is_whitespace))
+            .or_else(|| {
+                contact
+                    .strip_prefix("https://")
+                    .map(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+            })
+            .unwrap_or(false);
+        if !ok {
+            return Err(format!(
+                "[approve] contact = \"{contact}\": must be a mailto: address or an https:// URL"
+            ));
+        }
+        if !(10..=300).contains(&a.timeout) {
+            return Err(format!(
+                "[approve] timeout = {} s: must be 10 seconds to 5 minutes",
+                a.timeout
+            ));
+        }
+        if a.max_per_hour == 0 || a.max_per_hour > 100 {
+            return Err(format!(
+                "[approve] max_per_hour = {}: must be 1 to 100",
+                a.max_per_hour
+            ));
+        }
+        if let Some(hosts) = &a.push_hosts {
+            if let Some(bad) = hosts
+                .iter()
+                .find(|h| h.is_empty() || h.contains(['/', ' ', '@']))
+            {
+                return Err(format!(
+                    "[approve] push_hosts: {bad:?} is not a host name (like \"fcm.googleapis.com\" or \"*.push.apple.com\")"
+                ));
+            }
+        }
+        if self.web.public_url.is_none() {
+            return Err(
+                "[approve] contact is set but [web] public_url is not: the phone's app and its passkey live at that address"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -14,7 +14,12 @@ use otpd_proto::{
     Language, LoginOutcome, LoginStart, Message, Prompt, Request, Response, SecretText, Step,
 };
 use pamsm::PamError;
+use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// The longest a login waits for a phone's approval on top of `timeout=`:
+/// `[approve] timeout`'s ceiling (the daemon never asks for more).
+const MAX_APPROVE_WAIT_SECS: u64 = 300;
 
 /// Severity of a line for pam_syslog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +74,13 @@ pub trait LoginHandler {
 pub trait Daemon {
     /// Connects and sends the login's start; the daemon's first step.
     fn begin(&mut self, start: &LoginStart) -> Result<Response, ClientError>;
-    /// Sends the answer to the last prompt; the next step.
-    fn answer(&mut self, answer: Option<SecretText>) -> Result<Response, ClientError>;
+    /// Sends the answer to the last prompt; the next step, which may take
+    /// `wait` on top of the timeout (the daemon waits for a phone).
+    fn answer(
+        &mut self,
+        answer: Option<SecretText>,
+        wait: Duration,
+    ) -> Result<Response, ClientError>;
     /// The next step after a message (which needs no answer).
     fn next(&mut self) -> Result<Response, ClientError>;
 }
@@ -110,9 +120,13 @@ impl Daemon for SocketDaemon {
         first
     }
 
-    fn answer(&mut self, answer: Option<SecretText>) -> Result<Response, ClientError> {
+    fn answer(
+        &mut self,
+        answer: Option<SecretText>,
+        wait: Duration,
+    ) -> Result<Response, ClientError> {
         let connection = self.connection()?;
-        connection.restart_deadline();
+        connection.extend_deadline(wait);
         connection.ask(&Request::Answer { answer })
     }
 
@@ -217,8 +231,16 @@ impl<H: LoginHandler> Login<'_, H> {
             reply = match step {
                 Step::Prompt { prompt } => {
                     let typed = self.ask(&self.prompt_text(prompt))?;
+                    let wait = match prompt {
+                        // At most the request's remaining time (the
+                        // daemon's own limit), on top of `timeout=`.
+                        Prompt::ApproveNumber { wait_secs, .. } => {
+                            Duration::from_secs(wait_secs.min(MAX_APPROVE_WAIT_SECS))
+                        }
+                        _ => Duration::ZERO,
+                    };
                     let answer = self.take_answer(prompt, typed, &mut password);
-                    daemon.answer(answer)
+                    daemon.answer(answer, wait)
                 }
                 Step::FromAuthtok { digits } => {
                     let authtok = self.pam.authtok().inspect_err(|error| {
@@ -233,7 +255,7 @@ impl<H: LoginHandler> Login<'_, H> {
                         ),
                         None => None,
                     };
-                    daemon.answer(answer)
+                    daemon.answer(answer, Duration::ZERO)
                 }
                 Step::Info { message } => {
                     if !self.silent {
@@ -287,14 +309,19 @@ impl<H: LoginHandler> Login<'_, H> {
                     String::from_utf8_lossy(&typed[split..]).as_ref(),
                 ))
             }
-            Prompt::Code { .. } | Prompt::TextedCode => match std::str::from_utf8(&typed) {
-                Ok(code) => Some(SecretText::from(code)),
-                Err(_) => {
-                    self.pam
-                        .log(LogLevel::Notice, "the code typed is not valid UTF-8");
-                    None
+            // The number's prompt waits for Enter; what was typed is not
+            // needed (an empty answer).
+            Prompt::ApproveNumber { .. } => Some(SecretText::from("")),
+            Prompt::Code { .. } | Prompt::CodeOrApprove { .. } | Prompt::TextedCode => {
+                match std::str::from_utf8(&typed) {
+                    Ok(code) => Some(SecretText::from(code)),
+                    Err(_) => {
+                        self.pam
+                            .log(LogLevel::Notice, "the code typed is not valid UTF-8");
+                        None
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -400,6 +427,9 @@ impl<H: LoginHandler> Login<'_, H> {
             Prompt::Code { sms: true } => self.lang.code_prompt_with_sms(),
             Prompt::Code { sms: false } => self.lang.code_prompt(),
             Prompt::TextedCode => return self.lang.texted_code_prompt().to_owned(),
+            // The approval prompts are not code prompts: `prompt=` keeps them.
+            Prompt::CodeOrApprove { .. } => return self.lang.code_or_approve_prompt().to_owned(),
+            Prompt::ApproveNumber { number, .. } => return self.lang.approve_number_prompt(number),
             Prompt::Password => return self.lang.password_prompt().to_owned(),
             Prompt::PasswordAndCode { .. } => self.lang.password_and_code_prompt(),
         };
@@ -418,6 +448,12 @@ impl<H: LoginHandler> Login<'_, H> {
             }
             Message::Throttled { retry_after_secs } => self.lang.throttled(retry_after_secs),
             Message::Unavailable => self.lang.unavailable().to_owned(),
+            Message::ApproveExpired => self.lang.approve_expired().to_owned(),
+            Message::ApproveDenied => self.lang.approve_denied().to_owned(),
+            Message::ApproveWrongNumber => self.lang.approve_wrong_number().to_owned(),
+            Message::ApproveUnavailable { retry_after_secs } => {
+                self.lang.approve_unavailable(retry_after_secs)
+            }
         }
     }
 
@@ -649,7 +685,11 @@ mod tests {
             self.start = Some(start.clone());
             self.replies.pop_front().expect("no reply scripted")
         }
-        fn answer(&mut self, answer: Option<SecretText>) -> Result<Response, ClientError> {
+        fn answer(
+            &mut self,
+            answer: Option<SecretText>,
+            _wait: Duration,
+        ) -> Result<Response, ClientError> {
             self.answers.push(answer.map(|a| a.expose().to_owned()));
             self.replies.pop_front().expect("no reply scripted")
         }

@@ -89,6 +89,66 @@ impl Lang {
         }
     }
 
+    /// The code prompt of a user with a paired phone.
+    pub fn code_or_approve_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Verification code, or press Enter to approve on your phone: ",
+            Lang::Nl => "Tokencode, of druk op Enter om op uw telefoon goed te keuren: ",
+        }
+    }
+
+    /// The number to pick on the phone (a prompt, not a message: sshd's
+    /// keyboard-interactive shows messages only with the next prompt).
+    pub fn approve_number_prompt(self, number: u8) -> String {
+        match self {
+            Lang::En => format!("On your phone, choose {number} to approve, then press Enter: "),
+            Lang::Nl => {
+                format!("Kies {number} op uw telefoon om goed te keuren en druk dan op Enter: ")
+            }
+        }
+    }
+
+    /// The request expired before it was approved.
+    pub fn approve_expired(self) -> &'static str {
+        match self {
+            Lang::En => "The request expired. Enter the code from the app, or press Enter to try again.",
+            Lang::Nl => "Het verzoek is verlopen. Voer de tokencode uit de app in, of druk op Enter om het opnieuw te proberen.",
+        }
+    }
+
+    /// The request was denied on the phone.
+    pub fn approve_denied(self) -> &'static str {
+        match self {
+            Lang::En => "The sign-in was denied on your phone.",
+            Lang::Nl => "De aanmelding is op uw telefoon geweigerd.",
+        }
+    }
+
+    /// A wrong number was picked on the phone.
+    pub fn approve_wrong_number(self) -> &'static str {
+        match self {
+            Lang::En => "A different number was chosen on your phone; the request is closed.",
+            Lang::Nl => "Op uw telefoon is een ander getal gekozen; het verzoek is gesloten.",
+        }
+    }
+
+    /// No request could be sent to the phone.
+    pub fn approve_unavailable(self, retry_after_secs: Option<u64>) -> String {
+        let minutes = retry_after_secs.map(|s| s.div_ceil(60).max(1));
+        match (self, minutes) {
+            (Lang::En, None) => "No request can be sent to your phone now. Use the code from the app.".into(),
+            (Lang::En, Some(m)) => format!(
+                "Too many requests to your phone. Try again in {m} minutes, or use the code from the app."
+            ),
+            (Lang::Nl, None) => {
+                "Er kan nu geen verzoek naar uw telefoon worden gestuurd. Gebruik de code uit de app.".into()
+            }
+            (Lang::Nl, Some(m)) => format!(
+                "Te veel verzoeken naar uw telefoon. Probeer het over {m} minuten opnieuw, of gebruik de code uit de app."
+            ),
+        }
+    }
+
     /// `forward_pass`: one prompt for the password followed by the code.
     pub fn password_and_code_prompt(self) -> &'static str {
         match self {

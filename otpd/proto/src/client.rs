@@ -207,6 +207,12 @@ impl Connection {
         self.stream.deadline = Instant::now() + self.timeout;
     }
 
+    /// Gives the next exchange `extra` time on top of the timeout (the
+    /// daemon waits that long for a phone's approval before it answers).
+    pub fn extend_deadline(&mut self, extra: Duration) {
+        self.stream.deadline = Instant::now() + self.timeout + extra;
+    }
+
     fn exchange(&mut self, request: &Request) -> Result<Response, ClientError> {
         self.send(request)?;
         self.receive()

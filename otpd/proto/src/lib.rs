@@ -25,7 +25,7 @@ pub use login::{
 };
 pub use secret::SecretText;
 pub use types::{
-    Algorithm, DaemonStatus, DeviceSummary, EnrollParams, Enrollment, ErrorCode, ImportParams,
-    ImportResult, ImportedDevice, Request, Response, TokenKind, UserState, UserSummary,
-    VerifyOutcome,
+    Algorithm, ApproverSummary, DaemonStatus, DeviceSummary, EnrollParams, Enrollment, ErrorCode,
+    ImportParams, ImportResult, ImportedDevice, Request, Response, TokenKind, UserState,
+    UserSummary, VerifyOutcome,
 };

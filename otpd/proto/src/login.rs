@@ -119,6 +119,21 @@ pub enum Prompt {
         /// Texts are configured on this daemon.
         sms: bool,
     },
+    /// The code, or an empty answer to approve the sign-in on a paired
+    /// phone instead (the user has one).
+    CodeOrApprove {
+        /// Texts are configured on this daemon (`sms` is still accepted).
+        sms: bool,
+    },
+    /// The number to pick on the phone; any answer (Enter) then waits for
+    /// the phone, up to `wait_secs`: the module waits that long for the
+    /// daemon's next step, on top of its `timeout=`.
+    ApproveNumber {
+        /// The two-digit number shown on the terminal, picked on the phone.
+        number: u8,
+        /// Seconds the request has left.
+        wait_secs: u64,
+    },
     /// The code just texted.
     TextedCode,
     /// The password only (nullok with forward_pass): the module keeps the
@@ -150,6 +165,18 @@ pub enum Message {
     },
     /// The factor cannot be checked now (the daemon's store failed).
     Unavailable,
+    /// The sign-in request expired before it was approved on the phone.
+    ApproveExpired,
+    /// The sign-in was denied on the phone.
+    ApproveDenied,
+    /// A wrong number was picked on the phone: the request is closed.
+    ApproveWrongNumber,
+    /// No sign-in request could be sent to the phone (too many open, or
+    /// the hour's limit); the code still works.
+    ApproveUnavailable {
+        /// Seconds until one may be sent again, when it is the hour's limit.
+        retry_after_secs: Option<u64>,
+    },
 }
 
 /// How a login ended; the module maps it to a PAM return code.

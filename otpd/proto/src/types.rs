@@ -153,6 +153,13 @@ pub enum Request {
     },
     /// The daemon's own state: version, store, users by state, uptime. Admin only.
     DaemonStatus {},
+    /// A one-time link (ten minutes) that pairs a phone to approve the
+    /// user's sign-ins on (`otpd enroll USER --approver`); the answer is a
+    /// `Response::Link`. Admin only.
+    ApproverLink {
+        /// The user (enrolled).
+        user: String,
+    },
     /// Register the number of the last `Phone` with the code texted to it. Admin only.
     PhoneConfirm {
         /// The user.
@@ -505,6 +512,25 @@ pub struct UserSummary {
     /// The user's devices (tokens), the first one first.
     #[serde(default)]
     pub devices: Vec<DeviceSummary>,
+    /// The phones paired to approve the user's sign-ins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<ApproverSummary>,
+}
+
+/// A phone paired to approve sign-ins, as `otpd list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverSummary {
+    /// Its name.
+    pub name: String,
+    /// Pending (its test request not yet approved) or active.
+    pub state: UserState,
+    /// Unix time of its pairing.
+    pub created: u64,
+    /// Unix time of its latest approval.
+    pub last_used: Option<u64>,
+    /// Requests are pushed to it (it gave a Web Push subscription).
+    pub push: bool,
 }
 
 /// One device (token) of a user, as `otpd list` shows it; never a secret.

@@ -64,6 +64,11 @@ pub struct EnrollOptions {
     /// The counter value of the token's next code [default: 0]
     #[arg(long, requires = "hotp", value_name = "N")]
     pub counter: Option<u64>,
+    /// Pair a phone to approve the (enrolled) user's sign-ins on: prints a
+    /// one-time link (ten minutes) as a QR code to scan with the phone's
+    /// camera; with --link, the link only (needs [approve] and [web])
+    #[arg(long, conflicts_with_all = ["issuer", "digits", "algorithm", "period", "qr_png", "qr_svg", "force", "revoke", "expires", "device", "hotp", "counter"])]
+    pub approver: bool,
 }
 
 fn parse_duration(s: &str) -> Result<u64, String> {
@@ -202,6 +207,9 @@ fn grouped(secret: &str) -> String {
 /// `otpd enroll USER …`; `default_expires`: a link's lifetime unless
 /// `--expires` is given.
 pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result<(), CliError> {
+    if o.approver {
+        return approver(client, &o);
+    }
     for path in o.qr_png.iter().chain(&o.qr_svg) {
         qr::refuse_existing(path)?;
     }
@@ -282,6 +290,35 @@ pub fn enroll(client: &Client, o: EnrollOptions, default_expires: u64) -> Result
         );
         Ok(())
     }
+}
+
+/// `otpd enroll USER --approver [--link]`: the phone-pairing link.
+fn approver(client: &Client, o: &EnrollOptions) -> Result<(), CliError> {
+    let (user, url, expires) = match client.call(&Request::ApproverLink {
+        user: o.user.clone(),
+    })? {
+        Response::Link {
+            user, url, expires, ..
+        } => (user, url, expires),
+        other => return Err(unexpected(&other)),
+    };
+    if o.json {
+        let out = serde_json::json!({ "user": user, "url": url.expose(), "expires": expires });
+        say!("{out}");
+        return Ok(());
+    }
+    if !o.link {
+        say!("Scan this with your phone's camera to approve sign-ins on your phone ({user}):\n");
+        say!("{}", qr::terminal(url.expose(), false)?);
+    }
+    say!(
+        "One-time link for {user}'s phone (it works once, until {until}):\n\n{url}\n\n\
+         On the phone: \"Add to home screen\", then \"Turn on sign-in approvals\"; a test\n\
+         request follows: select Approve. `otpd list` shows the phone as an approver.",
+        until = when(Some(expires)),
+        url = url.expose(),
+    );
+    Ok(())
 }
 
 /// What became of the device a forced enrolment replaces.
@@ -556,6 +593,20 @@ fn tokens_column(u: &UserSummary) -> String {
             };
             format!("{}:{what}{pending}", d.name)
         })
+        .chain(u.approvers.iter().map(|a| {
+            // A paired phone: its name, last use, and whether it gets pushes.
+            format!(
+                "{}:approver{}{} (last used {})",
+                a.name,
+                if a.state == UserState::Pending {
+                    " (pending)"
+                } else {
+                    ""
+                },
+                if a.push { "" } else { " (no push)" },
+                when(a.last_used),
+            )
+        }))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -222,6 +222,44 @@ fn count(
     )
 }
 
+/// `record` after a login that succeeded without a code (approved on a
+/// phone) from `source` at `now`: the same bookkeeping as an accepted code.
+pub fn count_success(
+    record: &UserRecord,
+    source: &SourceState<'_>,
+    now: u64,
+    rules: &Rules,
+) -> (UserRecord, SourceChange) {
+    let mut next = record.clone();
+    next.version = record.version.wrapping_add(1);
+    note_success(&mut next, record, source, now, rules, true);
+    (next, SourceChange::Reset)
+}
+
+/// Notes a success in `next` (the record after the attempt; `record` as
+/// read).
+fn note_success(
+    next: &mut UserRecord,
+    record: &UserRecord,
+    source: &SourceState<'_>,
+    now: u64,
+    rules: &Rules,
+    login: bool,
+) {
+    next.last_success = Some(now);
+    // A source that had not proven itself has now: the per-user count
+    // starts again. A trusted source's success leaves it, so that the real
+    // user's logins from home do not hand a stranger elsewhere a fresh set
+    // of free guesses.
+    if !trusted(record, source, now, rules) {
+        next.user_failures = 0;
+        next.last_failure = None;
+    }
+    if login && !source.own && can_be_trusted(source.key) {
+        next.remember_source(source.key, now, rules.limits.trusted_source_secs);
+    }
+}
+
 /// Decides one attempt. Pure: the same inputs give the same decision.
 ///
 /// Order matters: the gate first (nothing is counted for unknown users, and
@@ -388,18 +426,7 @@ pub fn decide(
             if !login {
                 next.fallback.link = None;
             }
-            next.last_success = Some(now);
-            // A source that had not proven itself has now: the per-user
-            // count starts again. A trusted source's success leaves it, so
-            // that the real user's logins from home do not hand a stranger
-            // elsewhere a fresh set of free guesses.
-            if !trusted(record, source, now, rules) {
-                next.user_failures = 0;
-                next.last_failure = None;
-            }
-            if login && !source.own && can_be_trusted(source.key) {
-                next.remember_source(source.key, now, rules.limits.trusted_source_secs);
-            }
+            note_success(&mut next, record, source, now, rules, login);
             Ok(Decision {
                 outcome,
                 record: Some(next),

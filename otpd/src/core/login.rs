@@ -24,6 +24,8 @@ pub struct UserView {
     pub factor_required: bool,
     /// Digits of the user's codes, when a code is required.
     pub digits: Option<u8>,
+    /// The user has an active paired phone to approve sign-ins on.
+    pub phone: bool,
 }
 
 impl UserView {
@@ -40,11 +42,13 @@ impl UserView {
                 Self {
                     factor_required: true,
                     digits,
+                    phone: r.approvals.has_active_phone(),
                 }
             }
             _ => Self {
                 factor_required: false,
                 digits: None,
+                phone: false,
             },
         }
     }
@@ -53,12 +57,48 @@ impl UserView {
 /// Whether the first step of `start`'s login depends on the user's record:
 /// `nullok` (does the user have a device?), `forward_pass` (how many digits
 /// end the answer?) and a name typed in another spelling than the
-/// account's (is there a record under it?). Otherwise the code is asked for
-/// at once and the record is read once, with the check.
-pub fn needs_view(start: &LoginStart) -> bool {
+/// account's (is there a record under it?), and with approvals on (`approve`:
+/// has the user a phone?). Otherwise the code is asked for at once and the
+/// record is read once, with the check.
+pub fn needs_view(start: &LoginStart, approve: bool) -> bool {
     // Unknown names are read too: the first prompt of a name that is no
     // account must take as long as that of one that is (no enumeration).
-    start.nullok || start.forward_pass || start.typed != start.user
+    approve || start.nullok || start.forward_pass || start.typed != start.user
+}
+
+/// How the shell's sign-in request went ([`Next::Request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Made and pushed: the number to show, the seconds it has.
+    Made {
+        /// The number to pick on the phone.
+        number: u8,
+        /// Seconds until it expires.
+        wait_secs: u64,
+    },
+    /// Not made: too many open, or the hour's pushes used up.
+    Refused {
+        /// Seconds until one may be made again, for the hour's limit.
+        retry_after_secs: Option<u64>,
+    },
+    /// The source must wait (backoff): refused like a code.
+    Throttled {
+        /// Seconds until the next attempt is allowed.
+        retry_after_secs: u64,
+    },
+}
+
+/// What became of the request ([`Next::Await`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// Approved on the phone (with the number and the passkey).
+    Approved,
+    /// Denied on the phone.
+    Denied,
+    /// A wrong number was picked: closed.
+    WrongNumber,
+    /// Not answered in time.
+    Expired,
 }
 
 /// What the shell does next.
@@ -75,6 +115,12 @@ pub enum Next {
     /// Text a code to the user's phone and pass the outcome to
     /// [`Conversation::checked`].
     Text,
+    /// Make a sign-in request for the user's phone (counted like a failed
+    /// attempt) and pass the result to [`Conversation::requested`].
+    Request,
+    /// Wait for the phone's answer to the request made (at most its
+    /// remaining time) and pass it to [`Conversation::approval`].
+    Await,
     /// Send this `Step::End`; the conversation is over.
     End(Step),
 }
@@ -99,6 +145,12 @@ enum Stage {
     Checking,
     /// Sending a text.
     Texting,
+    /// Making a sign-in request.
+    Requesting,
+    /// Waiting for Enter after the number was shown.
+    Number,
+    /// Waiting for the phone's answer.
+    Awaiting,
     /// Checking the code typed after a text.
     CheckingAfterText,
     /// Between a message and what follows it.
@@ -115,6 +167,8 @@ pub struct Conversation {
     nullok: bool,
     first_pass: FirstPass,
     sms: bool,
+    /// The user may approve on a paired phone (an empty answer asks).
+    approve: bool,
     /// Digits of the user's codes (forward_pass splits them off).
     digits: u8,
     stage: Stage,
@@ -144,6 +198,7 @@ impl Conversation {
         view: Option<UserView>,
         typed_view: Option<UserView>,
         sms: bool,
+        approve: bool,
     ) -> (Self, Begun, Next) {
         let mut user = start.user.clone();
         // Without a view every user is asked for a code, as one who has a
@@ -152,6 +207,7 @@ impl Conversation {
         let mut view = view.unwrap_or(UserView {
             factor_required: true,
             digits: None,
+            phone: false,
         });
         if start.known && !view.factor_required && start.typed != start.user {
             // A record under the spelling typed (enrolled before otpd
@@ -168,6 +224,7 @@ impl Conversation {
             nullok: start.nullok,
             first_pass: start.first_pass,
             sms,
+            approve: approve && view.phone,
             digits: view.digits.unwrap_or(DEFAULT_DIGITS),
             stage: Stage::Done,
             after_say: None,
@@ -257,6 +314,14 @@ impl Conversation {
                     },
                 })
             }
+            (Stage::Code, Some(code)) if self.approve && code.expose().trim().is_empty() => {
+                self.stage = Stage::Requesting;
+                Next::Request
+            }
+            (Stage::Number, _) => {
+                self.stage = Stage::Awaiting;
+                Next::Await
+            }
             (Stage::Code, Some(code)) if is_sms(code) => {
                 self.stage = Stage::Texting;
                 Next::Text
@@ -327,6 +392,63 @@ impl Conversation {
         }
     }
 
+    /// The result of the last `Request`.
+    pub fn requested(&mut self, requested: Requested) -> Next {
+        if self.stage != Stage::Requesting {
+            return self.finish(VerifyOutcome::WrongCode, false);
+        }
+        match requested {
+            Requested::Made { number, wait_secs } => {
+                self.stage = Stage::Number;
+                Next::Ask(Step::Prompt {
+                    prompt: Prompt::ApproveNumber { number, wait_secs },
+                })
+            }
+            Requested::Refused { retry_after_secs } => {
+                let ask = self.ask_code();
+                self.say_then(
+                    Step::Error {
+                        message: Message::ApproveUnavailable { retry_after_secs },
+                    },
+                    ask,
+                )
+            }
+            Requested::Throttled { retry_after_secs } => {
+                self.finish(VerifyOutcome::Throttled { retry_after_secs }, false)
+            }
+        }
+    }
+
+    /// The phone's answer to the request (the result of the last `Await`).
+    pub fn approval(&mut self, approval: Approval) -> Next {
+        if self.stage != Stage::Awaiting {
+            return self.finish(VerifyOutcome::WrongCode, false);
+        }
+        let refused = |this: &mut Self, message| {
+            this.stage = Stage::Done;
+            let result = if this.known {
+                LoginOutcome::AuthErr
+            } else {
+                LoginOutcome::UserUnknown
+            };
+            this.say_then(Step::Error { message }, end(result, false))
+        };
+        match approval {
+            Approval::Approved => self.finish(VerifyOutcome::Accepted, false),
+            Approval::Denied => refused(self, Message::ApproveDenied),
+            Approval::WrongNumber => refused(self, Message::ApproveWrongNumber),
+            Approval::Expired => {
+                let ask = self.ask_code();
+                self.say_then(
+                    Step::Error {
+                        message: Message::ApproveExpired,
+                    },
+                    ask,
+                )
+            }
+        }
+    }
+
     /// After a `Say`: what follows it.
     pub fn resume(&mut self) -> Next {
         match self.after_say.take() {
@@ -342,9 +464,12 @@ impl Conversation {
 
     fn ask_code(&mut self) -> Next {
         self.stage = Stage::Code;
-        Next::Ask(Step::Prompt {
-            prompt: Prompt::Code { sms: self.sms },
-        })
+        let prompt = if self.approve {
+            Prompt::CodeOrApprove { sms: self.sms }
+        } else {
+            Prompt::Code { sms: self.sms }
+        };
+        Next::Ask(Step::Prompt { prompt })
     }
 
     fn say_then(&mut self, step: Step, then: Next) -> Next {
@@ -407,10 +532,12 @@ mod tests {
     const ACTIVE: UserView = UserView {
         factor_required: true,
         digits: Some(6),
+        phone: false,
     };
     const NONE: UserView = UserView {
         factor_required: false,
         digits: None,
+        phone: false,
     };
 
     fn start() -> LoginStart {
@@ -438,8 +565,8 @@ mod tests {
         answers: &[Option<&str>],
         outcomes: &[VerifyOutcome],
     ) -> (Vec<String>, Step, String) {
-        let view = needs_view(start).then_some(view);
-        let (mut c, _, mut next) = Conversation::begin(start, view, typed, sms);
+        let view = needs_view(start, false).then_some(view);
+        let (mut c, _, mut next) = Conversation::begin(start, view, typed, sms, false);
         let mut log = Vec::new();
         let (mut answers, mut outcomes) = (answers.iter(), outcomes.iter());
         loop {
@@ -457,6 +584,7 @@ mod tests {
                     log.push(format!("check {}", code.expose()));
                     c.checked(*outcomes.next().expect("an outcome left"))
                 }
+                Next::Request | Next::Await => panic!("no approvals in these runs"),
                 Next::Text => {
                     log.push("text".into());
                     c.checked(*outcomes.next().expect("an outcome left"))
@@ -752,6 +880,7 @@ mod tests {
         let eight = UserView {
             factor_required: true,
             digits: Some(8),
+            phone: false,
         };
         let (log, end, _) = run(
             &forward,
@@ -882,7 +1011,8 @@ mod tests {
 
     #[test]
     fn the_record_is_read_first_only_when_the_first_step_depends_on_it() {
-        assert!(!needs_view(&start()));
+        assert!(!needs_view(&start(), false));
+        assert!(needs_view(&start(), true));
         for start in [
             LoginStart {
                 nullok: true,
@@ -897,16 +1027,16 @@ mod tests {
                 ..start()
             },
         ] {
-            assert!(needs_view(&start), "{start:?}");
+            assert!(needs_view(&start, false), "{start:?}");
             // A name that is no account is read alike (the same time).
             let unknown = LoginStart {
                 known: false,
                 ..start
             };
-            assert!(needs_view(&unknown));
+            assert!(needs_view(&unknown, false));
         }
         // Without a view, the code is asked for (even with sms on).
-        let (_, begun, next) = Conversation::begin(&start(), None, None, true);
+        let (_, begun, next) = Conversation::begin(&start(), None, None, true, false);
         assert_eq!(begun, Begun::CodeRequired);
         assert_eq!(
             next,
@@ -925,6 +1055,7 @@ mod tests {
         let odd = UserView {
             factor_required: true,
             digits: Some(9),
+            phone: false,
         };
         let (log, end, _) = run(&forward, odd, None, false, &[], &[]);
         assert_eq!(log, ["say Error { message: Unavailable }"]);
@@ -933,12 +1064,126 @@ mod tests {
 
     #[test]
     fn answers_out_of_turn_end_the_login_refused() {
-        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false);
+        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false, false);
         assert_eq!(
             c.checked(VerifyOutcome::Accepted),
             ended(LoginOutcome::AuthErr, false)
         );
-        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false);
+        let (mut c, _, _) = Conversation::begin(&start(), Some(ACTIVE), None, false, false);
         assert_eq!(c.resume(), ended(LoginOutcome::AuthErr, false));
+    }
+
+    const PHONE: UserView = UserView {
+        factor_required: true,
+        digits: Some(6),
+        phone: true,
+    };
+
+    fn prompt(prompt: Prompt) -> Next {
+        Next::Ask(Step::Prompt { prompt })
+    }
+
+    #[test]
+    fn an_empty_answer_asks_the_phone_and_its_approval_lets_in() {
+        let (mut c, _, next) = Conversation::begin(&start(), Some(PHONE), None, false, true);
+        assert_eq!(next, prompt(Prompt::CodeOrApprove { sms: false }));
+        assert_eq!(c.answer(Some(&code(""))), Next::Request);
+        assert_eq!(
+            c.requested(Requested::Made {
+                number: 47,
+                wait_secs: 60
+            }),
+            prompt(Prompt::ApproveNumber {
+                number: 47,
+                wait_secs: 60
+            })
+        );
+        assert_eq!(c.answer(Some(&code(""))), Next::Await);
+        assert_eq!(
+            c.approval(Approval::Approved),
+            ended(LoginOutcome::Success, false)
+        );
+    }
+
+    #[test]
+    fn a_code_still_works_at_the_approval_prompt_and_without_approvals_nothing_changes() {
+        let (mut c, _, _) = Conversation::begin(&start(), Some(PHONE), None, true, true);
+        assert_eq!(c.answer(Some(&code("123456"))), Next::Check(code("123456")));
+        assert_eq!(
+            c.checked(VerifyOutcome::Accepted),
+            ended(LoginOutcome::Success, false)
+        );
+        // Approvals off in the config, or no phone: the plain prompt, and
+        // an empty answer is a wrong code.
+        for (view, approve) in [(PHONE, false), (ACTIVE, true)] {
+            let (mut c, _, next) = Conversation::begin(&start(), Some(view), None, false, approve);
+            assert_eq!(next, prompt(Prompt::Code { sms: false }));
+            assert_eq!(c.answer(Some(&code(""))), Next::Check(code("")));
+        }
+    }
+
+    #[test]
+    fn denied_wrong_number_and_throttled_end_refused_and_expiry_asks_again() {
+        let begin = || {
+            let (mut c, _, _) = Conversation::begin(&start(), Some(PHONE), None, false, true);
+            c.answer(Some(&code("")));
+            c.requested(Requested::Made {
+                number: 12,
+                wait_secs: 30,
+            });
+            assert_eq!(c.answer(None), Next::Await);
+            c
+        };
+        for (approval, message) in [
+            (Approval::Denied, Message::ApproveDenied),
+            (Approval::WrongNumber, Message::ApproveWrongNumber),
+        ] {
+            let mut c = begin();
+            assert_eq!(c.approval(approval), Next::Say(Step::Error { message }));
+            assert_eq!(c.resume(), ended(LoginOutcome::AuthErr, false));
+        }
+        let mut c = begin();
+        assert_eq!(
+            c.approval(Approval::Expired),
+            Next::Say(Step::Error {
+                message: Message::ApproveExpired
+            })
+        );
+        assert_eq!(c.resume(), prompt(Prompt::CodeOrApprove { sms: false }));
+        assert_eq!(c.answer(Some(&code("654321"))), Next::Check(code("654321")));
+        // A refused request: the message, then the code prompt again.
+        let (mut c, _, _) = Conversation::begin(&start(), Some(PHONE), None, false, true);
+        c.answer(Some(&code(" ")));
+        assert_eq!(
+            c.requested(Requested::Refused {
+                retry_after_secs: Some(600)
+            }),
+            Next::Say(Step::Error {
+                message: Message::ApproveUnavailable {
+                    retry_after_secs: Some(600)
+                }
+            })
+        );
+        assert_eq!(c.resume(), prompt(Prompt::CodeOrApprove { sms: false }));
+        // A throttled source: refused like a throttled code.
+        let (mut c, _, _) = Conversation::begin(&start(), Some(PHONE), None, false, true);
+        c.answer(Some(&code("")));
+        assert_eq!(
+            c.requested(Requested::Throttled {
+                retry_after_secs: 5
+            }),
+            Next::Say(Step::Error {
+                message: Message::Throttled {
+                    retry_after_secs: 5
+                }
+            })
+        );
+        assert_eq!(c.resume(), ended(LoginOutcome::MaxTries, false));
+        // An approval out of turn is refused.
+        let (mut c, _, _) = Conversation::begin(&start(), Some(PHONE), None, false, true);
+        assert_eq!(
+            c.approval(Approval::Approved),
+            ended(LoginOutcome::AuthErr, false)
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! can be fuzzed); the daemon's I/O code only carries the decisions out.
 #![forbid(unsafe_code)]
 
+pub mod approve;
 pub mod code;
 pub mod decision;
 pub mod login;

@@ -1,5 +1,6 @@
 //! What the store keeps per user and per (user, source).
 
+use crate::core::approve::Approvals;
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 pub use otpd_proto::TokenKind;
@@ -100,6 +101,8 @@ pub struct UserRecord {
     /// logged in successfully lately, newest last; the per-user ceiling
     /// never blocks them (design.md §2). At most [`MAX_TRUSTED_SOURCES`].
     pub trusted_sources: Vec<TrustedSource>,
+    /// Paired phones and sign-in requests to approve on them.
+    pub approvals: Approvals,
 }
 
 /// Trusted sources kept per user: the oldest goes when a new one comes.
@@ -195,6 +198,7 @@ impl UserRecord {
             fallback: Fallback::default(),
             had_active_device: false,
             trusted_sources: Vec::new(),
+            approvals: Approvals::default(),
         }
     }
 

@@ -7,10 +7,10 @@ use super::handler::{audit_login_end, Handler, LoginContext};
 use super::listener::{read_request, write_response};
 use super::policy::Caller;
 use super::slots::Slot;
-use crate::core::login::{Conversation, Next};
+use crate::core::approve::Wait;
+use crate::core::login::{Approval, Conversation, Next};
 use otpd_proto::{
-    ErrorCode, LoginOutcome, LoginStart, Message, Request, Response, Step, VerifyOutcome,
-    FRAME_HEADER_LEN,
+    ErrorCode, LoginOutcome, LoginStart, Message, Request, Response, Step, FRAME_HEADER_LEN,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub async fn converse(
     stop: &mut watch::Receiver<bool>,
 ) {
     let deadline = Instant::now() + CONVERSATION_DEADLINE;
-    let begun = if Handler::login_begin_blocks(caller, &start) {
+    let begun = if handler.login_begin_blocks(caller, &start) {
         let (h, c) = (handler.clone(), caller.clone());
         tokio::task::spawn_blocking(move || h.login_begin(&c, start)).await
     } else {
@@ -60,6 +60,9 @@ pub async fn converse(
     // While it waits for its person, the connection is counted with the
     // logins of its source: a flood from one source closes its own.
     slot.set_login_group(context.source());
+    // The sign-in request this login made (only this login holds its ID:
+    // only it can use the approval).
+    let mut request: Option<String> = None;
     loop {
         next = match next {
             Next::Say(step) => {
@@ -137,10 +140,116 @@ pub async fn converse(
                     }
                 }
             }
+            Next::Request => {
+                let (h, c, ctx, user) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    conversation.user().to_owned(),
+                );
+                let made =
+                    tokio::task::spawn_blocking(move || h.login_request(&c, &user, &ctx)).await;
+                match outcome_of(made) {
+                    Ok((requested, id)) => {
+                        request = id;
+                        conversation.requested(requested)
+                    }
+                    Err(end) => {
+                        return finish(stream, caller, &conversation, &context, end).await;
+                    }
+                }
+            }
+            Next::Await => {
+                let Some(id) = request.take() else {
+                    next = conversation.approval(Approval::Expired);
+                    continue;
+                };
+                // Waiting for the phone, as for the person: the connection
+                // may be closed to make room meanwhile.
+                slot.end_request();
+                let approval = tokio::select! {
+                    approval = await_approval(handler, caller, &conversation, &context, &id, deadline) => approval,
+                    _ = slot.closed() => return,
+                    _ = stop.changed() => return,
+                };
+                if !slot.begin_request() {
+                    return;
+                }
+                match approval {
+                    Ok(approval) => conversation.approval(approval),
+                    Err(end) => {
+                        return finish(stream, caller, &conversation, &context, end).await;
+                    }
+                }
+            }
             Next::End(step) => {
                 return finish(stream, caller, &conversation, &context, Ended::Step(step)).await;
             }
         };
+    }
+}
+
+/// How often a login waiting for a phone reads the request (from the
+/// store: on a fleet, the phone may answer through another host's pages).
+const APPROVAL_POLL: Duration = Duration::from_millis(250);
+
+/// Waits for the phone's answer to request `id`: approved (and used by
+/// this login), denied, closed by a wrong number, or expired; at most the
+/// request's remaining time and the conversation's deadline.
+async fn await_approval(
+    handler: &Arc<Handler>,
+    caller: &Caller,
+    conversation: &Conversation,
+    context: &LoginContext,
+    id: &str,
+    deadline: Instant,
+) -> Result<Approval, Ended> {
+    let user = conversation.user().to_owned();
+    loop {
+        let (h, u, i) = (handler.clone(), user.clone(), id.to_owned());
+        let wait = match tokio::task::spawn_blocking(move || h.login_wait(&u, &i)).await {
+            Ok(Ok(wait)) => wait,
+            Ok(Err(_)) => return Err(Ended::Unavailable),
+            Err(e) => {
+                warn!("login handler failed: {e}");
+                return Err(Ended::Unavailable);
+            }
+        };
+        match wait {
+            Wait::Open { remaining } => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Approval::Expired);
+                }
+                let pause = APPROVAL_POLL.min(Duration::from_secs(remaining)).min(left);
+                tokio::time::sleep(pause).await;
+            }
+            Wait::Approved { .. } => {
+                let (h, c, ctx, u, i) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    user.clone(),
+                    id.to_owned(),
+                );
+                return match tokio::task::spawn_blocking(move || {
+                    h.login_use_approval(&c, &u, &ctx, &i)
+                })
+                .await
+                {
+                    Ok(Ok(true)) => Ok(Approval::Approved),
+                    Ok(Ok(false)) => Ok(Approval::Expired),
+                    Ok(Err(_)) => Err(Ended::Unavailable),
+                    Err(e) => {
+                        warn!("login handler failed: {e}");
+                        Err(Ended::Unavailable)
+                    }
+                };
+            }
+            Wait::Denied { .. } => return Ok(Approval::Denied),
+            Wait::WrongNumber => return Ok(Approval::WrongNumber),
+            Wait::Expired => return Ok(Approval::Expired),
+        }
     }
 }
 
@@ -186,9 +295,7 @@ async fn finish(
     let _ = send(stream, step).await;
 }
 
-fn outcome_of(
-    result: Result<Result<VerifyOutcome, Response>, tokio::task::JoinError>,
-) -> Result<VerifyOutcome, Ended> {
+fn outcome_of<T>(result: Result<Result<T, Response>, tokio::task::JoinError>) -> Result<T, Ended> {
     match result {
         Ok(Ok(outcome)) => Ok(outcome),
         // The handler logged the cause.

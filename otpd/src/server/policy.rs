@@ -49,7 +49,8 @@ pub fn authorize(
         | Request::RecoveryCodes { .. }
         | Request::DaemonStatus {}
         | Request::Phone { .. }
-        | Request::PhoneConfirm { .. } => Err("administrative commands need root".into()),
+        | Request::PhoneConfirm { .. }
+        | Request::ApproverLink { .. } => Err("administrative commands need root".into()),
     }
 }
 

@@ -14,6 +14,7 @@
 //! The stores seal the bytes of [`encode`] and open with [`decode`]
 //! (`core::seal`); nothing else reads or writes this layout.
 
+use crate::core::approve::Approvals;
 use crate::core::record::{
     Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
     DEFAULT_DEVICE,
@@ -67,6 +68,9 @@ pub struct StoredRecord {
     /// See [`UserRecord::trusted_sources`]. Written only when there are any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_sources: Vec<TrustedSource>,
+    /// See [`UserRecord::approvals`]. Written only when there are any.
+    #[serde(default, skip_serializing_if = "Approvals::is_empty")]
+    pub approvals: Approvals,
 }
 
 /// What a stored record holds about its devices besides the first one's key.
@@ -192,6 +196,7 @@ impl From<StoredRecord> for UserRecord {
         record.fallback = s.fallback;
         record.had_active_device = s.had_active_device;
         record.trusted_sources = s.trusted_sources;
+        record.approvals = s.approvals;
         record
     }
 }
@@ -246,6 +251,7 @@ impl From<&UserRecord> for StoredRecord {
             },
             had_active_device: r.had_active_device,
             trusted_sources: r.trusted_sources.clone(),
+            approvals: r.approvals.clone(),
         }
     }
 }

@@ -19,16 +19,22 @@ pub use sled_store::{RekeyReport, SledStore};
 use crate::core::decision::SourceChange;
 use crate::core::record::{SourceCounter, UserRecord};
 
-/// The link-token hashes a record holds (its enrolment link and its phone
-/// session), sorted, each once: what the stores' token index maps to the
+/// The link-token hashes a record holds (its enrolment link, its phone
+/// session, its phone-pairing link and its phones' app tokens), sorted, each once: what the stores' token index maps to the
 /// record's user (see [`Store::user_by_token_hash`]).
 pub(crate) fn token_hashes(record: &UserRecord) -> Vec<String> {
     let f = &record.fallback;
-    let mut hashes: Vec<String> = [f.link.as_ref(), f.phone_session.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|l| l.token_hash.clone())
-        .collect();
+    let a = &record.approvals;
+    let mut hashes: Vec<String> = [
+        f.link.as_ref(),
+        f.phone_session.as_ref(),
+        a.pairing.as_ref().map(|p| &p.link),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|l| l.token_hash.clone())
+    .chain(a.phones.iter().map(|p| p.app_token_hash.clone()))
+    .collect();
     hashes.sort();
     hashes.dedup();
     hashes
@@ -184,14 +190,21 @@ pub trait Store: Send + Sync + 'static {
     /// Where the state is, for `otpd status` ("sled in DIR", "PostgreSQL
     /// user@host:port/db"; never a password).
     fn describe(&self) -> String;
+    /// A 32-byte secret derived from the store's key for `label` (HKDF's
+    /// expand step, as the metadata's tags): the same on every host that
+    /// has the key file, never stored. `None` for a store without a key.
+    fn derived_secret(&self, label: &str) -> Option<[u8; 32]> {
+        let _ = label;
+        None
+    }
     /// Makes everything written so far durable (used at shutdown).
     fn sync(&self) -> Result<(), StoreError>;
     /// A durable write that costs what a `commit` costs but changes nothing
     /// the daemon reads: a login for an unknown user does it, so that from
     /// the socket it takes as long as a wrong code for an enrolled user.
     fn decoy_write(&self) -> Result<(), StoreError>;
-    /// The user whose record holds a link or phone session with this token
-    /// hash ([`crate::core::tokens::token_hash`]), expired or not; the
+    /// The user whose record holds a link, phone session, pairing link or
+    /// phone app token with this token hash ([`crate::core::tokens::token_hash`]), expired or not; the
     /// caller reads that record and checks the link itself. A store keeps
     /// an index for this: the pages look up every token a stranger sends,
     /// and that must not cost a read of every record (docs/security.md).
@@ -202,13 +215,10 @@ pub trait Store: Send + Sync + 'static {
     /// seal is checked, decides. The default scans every record: correct,
     /// and slow with many users.
     fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
-        let hit = |link: Option<&crate::core::record::Link>| {
-            link.is_some_and(|l| {
-                constant_time_eq::constant_time_eq(l.token_hash.as_bytes(), token_hash.as_bytes())
-            })
-        };
         Ok(self.users()?.into_iter().find_map(|(name, r)| {
-            (hit(r.fallback.link.as_ref()) || hit(r.fallback.phone_session.as_ref()))
+            token_hashes(&r)
+                .iter()
+                .any(|h| constant_time_eq::constant_time_eq(h.as_bytes(), token_hash.as_bytes()))
                 .then_some(name)
         }))
     }

@@ -1465,6 +1465,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn derived_secret(&self, label: &str) -> Option<[u8; 32]> {
+        Some(self.shared.key.meta_tag(label, &[]))
+    }
+
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.shared.conn.target)
     }

@@ -1596,6 +1596,10 @@ impl Store for SledStore {
         self.made_durable(change)
     }
 
+    fn derived_secret(&self, label: &str) -> Option<[u8; 32]> {
+        Some(self.key.meta_tag(label, &[]))
+    }
+
     fn describe(&self) -> String {
         self.dir.display().to_string()
     }

@@ -84,6 +84,9 @@ pub enum Validation {
         /// With `[sms]` configured: a one-time token (valid 15 minutes) for
         /// the phone step that follows on the success page.
         phone_session: Option<String>,
+        /// With `[approve]` configured: the phone-pairing link (valid 10
+        /// minutes, once) that the success page shows as a second QR code.
+        pairing_url: Option<String>,
     },
     /// Not the right code; the page is shown again with a message.
     WrongCode,
@@ -156,4 +159,29 @@ pub trait EnrollBackend: Send + Sync + 'static {
     fn phone_send(&self, session: &str, number: &str, peer: &str) -> PhoneStep;
     /// Registers the number once `code` (the texted one) is typed back.
     fn phone_verify(&self, session: &str, code: &str, peer: &str) -> PhoneStep;
+    /// Whether the phone-pairing link `token` is live (its page shows the
+    /// "Turn on sign-in approvals" button; otherwise the neutral page).
+    fn pairing_live(&self, token: &str) -> bool {
+        let _ = token;
+        false
+    }
+    /// One call of the phone app's API (`op`: the path after
+    /// `/approve/api/`), its JSON `body`, from `peer`, in `lang` (`en`, `nl`).
+    fn approve_api(&self, op: &str, body: &[u8], peer: &str, lang: &str) -> ApiReply {
+        let _ = (op, body, peer, lang);
+        ApiReply {
+            status: 404,
+            body: serde_json::json!({ "error": "sign-in approvals are off on this server" }),
+        }
+    }
+}
+
+/// The answer to a call of the phone app's API: an HTTP status and a JSON
+/// body (`{"error": "…"}` naming the problem on a refusal).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiReply {
+    /// 200, or the refusal's 4xx/5xx.
+    pub status: u16,
+    /// The JSON answer.
+    pub body: serde_json::Value,
 }

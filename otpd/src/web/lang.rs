@@ -233,6 +233,10 @@ pub struct Texts {
 
     /// Heading of the phone step.
     pub phone_heading: &'static str,
+    /// The success page's pairing step: heading.
+    pub approver_heading: &'static str,
+    /// The success page's pairing step: what the second QR code is for.
+    pub approver_intro: &'static str,
     /// What the phone number is for.
     pub phone_intro: &'static str,
     /// Label of the number field.
@@ -334,6 +338,9 @@ static ENGLISH: Texts = Texts {
         password manager. Each code works once. This page shows them only this once.",
 
     phone_heading: "Add a phone number",
+    approver_heading: "Approve sign-ins on your phone",
+    approver_intro: "Scan this with your phone's camera to approve sign-ins on your phone. \
+        The link works once, for ten minutes.",
     phone_intro: "Add a phone number for when the app does not work. A code is then \
         sent to you by text message.",
     phone_number: "Phone number for when the app does not work, in international \
@@ -426,6 +433,9 @@ static DUTCH: Texts = Texts {
         wachtwoordmanager. Elke code werkt één keer. Deze pagina toont ze alleen nu.",
 
     phone_heading: "Telefoonnummer toevoegen",
+    approver_heading: "Aanmeldingen goedkeuren op uw telefoon",
+    approver_intro: "Scan deze code met de camera van uw telefoon om aanmeldingen op uw \
+        telefoon goed te keuren. De link werkt één keer, tien minuten lang.",
     phone_intro: "Voeg een telefoonnummer toe voor als de app niet werkt. U ontvangt \
         dan een code per sms-bericht.",
     phone_number: "Telefoonnummer voor als de app niet werkt, in internationale vorm \

@@ -24,6 +24,8 @@
 //! and `limits.rs` need no HTTP crate and are always built: the daemon's
 //! side of the pages (`server/handler/web.rs`) is written against them.
 
+#[cfg(feature = "web")]
+mod approve;
 pub mod backend;
 #[cfg(feature = "web")]
 mod lang;

@@ -64,6 +64,8 @@ struct SuccessPage<'a> {
     phone_step: bool,
     session: &'a str,
     number: &'a str,
+    /// The phone-pairing link as a QR code (inline SVG), with `[approve]`.
+    approver_qr: Option<String>,
 }
 
 /// `<main id="phone">`: the phone form again, after an error.
@@ -205,6 +207,7 @@ pub fn success(
     user: &str,
     recovery_codes: &[String],
     phone_session: Option<&str>,
+    pairing_url: Option<&str>,
 ) -> Response {
     render(
         StatusCode::OK,
@@ -216,6 +219,7 @@ pub fn success(
             phone_step: phone_session.is_some(),
             session: phone_session.unwrap_or(""),
             number: "",
+            approver_qr: pairing_url.and_then(|url| qr_svg(url).ok()),
         },
     )
 }

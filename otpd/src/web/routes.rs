@@ -10,6 +10,7 @@
 //! | `POST /phone`                  | `phone_send`   | `#phone-code`, `#phone` + `#error`, `#invalid` |
 //! | `POST /phone/verify`           | `phone_verify` | `#phone-done`, `#phone-code` + `#error`, `#invalid` |
 //! | `GET /otpd.css`                | —              | the stylesheet                               |
+//! | `/approve/…`                   | `pairing_live`, `approve_api` | the phone app (`approve/mod.rs`) |
 //! | anything else                  | —              | `#invalid`, 404                              |
 //!
 //! A GET never shows the secret: link scanners, proxies and the browser's
@@ -21,6 +22,7 @@
 //! [`PageLimits::body_timeout`] of its headers (408, connection closed);
 //! backend work runs on the pages' own [`PagePool`] (503 when it is full).
 
+use super::approve;
 use super::backend::{EnrollBackend, LinkView, PhoneStep, Reveal, Validation};
 use super::lang::Lang;
 use super::limits::{Busy, ClientKey, PageLimits, PagePool, RequestLimiter};
@@ -131,6 +133,13 @@ pub fn router(backend: Arc<dyn EnrollBackend>, options: PageOptions) -> std::io:
         .route("/phone", post(phone_send))
         .route("/phone/verify", post(phone_verify))
         .route("/otpd.css", get(stylesheet))
+        .route("/approve/", get(approve_app))
+        .route("/approve/pair/{token}", get(approve_pair))
+        .route(
+            "/approve/api/{*call}",
+            post(approve_api).layer(DefaultBodyLimit::max(approve::MAX_API_BODY_BYTES)),
+        )
+        .route("/approve/{file}", get(approve_asset))
         .fallback(neutral)
         .method_not_allowed_fallback(neutral)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -356,9 +365,16 @@ async fn enroll_validate(
                 user,
                 recovery_codes,
                 phone_session,
+                pairing_url,
             },
             _,
-        ) => pages::success(lang, &user, &recovery_codes, phone_session.as_deref()),
+        ) => pages::success(
+            lang,
+            &user,
+            &recovery_codes,
+            phone_session.as_deref(),
+            pairing_url.as_deref(),
+        ),
         (Validation::WrongCode, Some(view)) => pages::enroll(
             lang,
             &action,
@@ -481,6 +497,55 @@ async fn phone_verify(
     }
 }
 
+/// The pairing link's page (GET): nothing is changed by it.
+async fn approve_pair(
+    State(pages): State<Shared>,
+    lang: Lang,
+    token: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(token)) = token else {
+        return pages::invalid(lang);
+    };
+    let shown = on_pool(&pages, lang, move |b| approve::pair_page(lang, b, &token)).await;
+    match shown {
+        Ok(Some(page)) => page,
+        Ok(None) => pages::invalid(lang),
+        Err(failed) => failed,
+    }
+}
+
+async fn approve_app(lang: Lang) -> Response {
+    approve::app_page(lang)
+}
+
+async fn approve_asset(lang: Lang, file: Path<String>) -> Response {
+    approve::asset(file).unwrap_or_else(|| pages::invalid(lang))
+}
+
+/// A call of the phone app's API: JSON in, JSON out.
+async fn approve_api(
+    State(pages): State<Shared>,
+    lang: Lang,
+    Peer(peer): Peer,
+    call: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (Ok(Path(call)), Ok(body)) = (call, body) else {
+        return approve::api_reply(
+            400,
+            &serde_json::json!({ "error": "the request's body is too large or unreadable" }),
+        );
+    };
+    let reply = on_pool(&pages, lang, move |b| {
+        b.approve_api(&call, &body, &peer, lang.code())
+    })
+    .await;
+    match reply {
+        Ok(reply) => approve::api_reply(reply.status, &reply.body),
+        Err(failed) => failed,
+    }
+}
+
 async fn stylesheet() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -503,10 +568,17 @@ async fn security_headers(State(pages): State<Shared>, mut response: Response) -
             HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
         );
     }
-    let fixed: [(HeaderName, &'static str); 5] = [
+    // The phone app's pages set their own policy (scripts from otpd
+    // itself, `approve/mod.rs`); every other answer gets the one without.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
+    let fixed: [(HeaderName, &'static str); 4] = [
         // The pages hold a secret and recovery codes: never keep them.
         (header::CACHE_CONTROL, "no-store"),
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         // The link itself is the credential: never send it on.
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),

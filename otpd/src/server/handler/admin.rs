@@ -80,6 +80,21 @@ impl Handler {
                     recovery_codes: u32::try_from(r.fallback.recovery.len()).unwrap_or(u32::MAX),
                     phone: r.fallback.phone.is_some(),
                     devices: devices::summaries(&r),
+                    approvers: r
+                        .approvals
+                        .phones
+                        .iter()
+                        .map(|p| otpd_proto::ApproverSummary {
+                            name: p.name.clone(),
+                            state: match p.state {
+                                EnrollState::Pending => UserState::Pending,
+                                EnrollState::Active => UserState::Active,
+                            },
+                            created: p.created,
+                            last_used: p.last_used,
+                            push: p.push.is_some(),
+                        })
+                        .collect(),
                 }
             })
             .collect();

@@ -110,6 +110,25 @@ impl Handler {
                 Ok(r) => r,
                 Err(refusal) => return Some(refusal),
             };
+            // A paired phone (an approver) goes alone: the user's codes
+            // are untouched.
+            let mut without_phone = current.clone();
+            if without_phone.approvals.remove_phone(name) {
+                without_phone.version = current.version.wrapping_add(1);
+                return match self.store.commit(
+                    user,
+                    Some(current.version),
+                    RecordChange::Put(&without_phone),
+                    SourcesChange::Keep,
+                ) {
+                    Ok(()) => {
+                        info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "remove", device = ?name, kind = "approver", outcome = "done");
+                        Some(Response::Done {})
+                    }
+                    Err(StoreError::Conflict) => None,
+                    Err(e) => Some(internal(e)),
+                };
+            }
             let mut devices = current.devices().to_vec();
             let before = devices.len();
             devices.retain(|d| d.name != name);
@@ -118,7 +137,13 @@ impl Handler {
                     ErrorCode::NotFound,
                     format!(
                         "{user} has no device {name:?} (devices: {})",
-                        names(current.devices())
+                        current
+                            .devices()
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .chain(current.approvals.phones.iter().map(|p| p.name.as_str()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }

@@ -15,12 +15,12 @@ use tracing::{info, warn};
 /// Where a login comes from, fixed when it begins.
 #[derive(Debug, Clone)]
 pub struct LoginContext {
-    service: String,
-    rhost: String,
+    pub(super) service: String,
+    pub(super) rhost: String,
     /// The rate-limit source (`source_of`).
-    source: SourceKey,
+    pub(super) source: SourceKey,
     /// The source is the user's own uid.
-    own: bool,
+    pub(super) own: bool,
 }
 
 impl LoginContext {
@@ -35,8 +35,10 @@ impl Handler {
     /// Whether [`Handler::login_begin`] of `start` for `caller` may block
     /// (read the store, look up a user name through NSS) and so belongs on
     /// the blocking pool; otherwise it only decides the first prompt.
-    pub fn login_begin_blocks(caller: &Caller, start: &LoginStart) -> bool {
-        caller.uid != 0 || needs_view(start) || (start.ruid != 0 && start.rhost.trim().is_empty())
+    pub fn login_begin_blocks(&self, caller: &Caller, start: &LoginStart) -> bool {
+        caller.uid != 0
+            || needs_view(start, self.approvals_on())
+            || (start.ruid != 0 && start.rhost.trim().is_empty())
     }
 
     /// Begins the login of `start` for `caller`: the conversation, where
@@ -109,7 +111,8 @@ impl Handler {
                 Err(e) => Err(internal(e)),
             }
         };
-        let (view, typed_view) = if needs_view(&start) {
+        let approve = self.approvals_on();
+        let (view, typed_view) = if needs_view(&start, approve) {
             let view = read(&start.user)?;
             let typed_view = if start.known && start.typed != start.user && !view.factor_required {
                 Some(read(&start.typed)?)
@@ -121,7 +124,8 @@ impl Handler {
             (None, None)
         };
         let sms = self.config.sms.command.is_some();
-        let (conversation, begun, next) = Conversation::begin(&start, view, typed_view, sms);
+        let (conversation, begun, next) =
+            Conversation::begin(&start, view, typed_view, sms, approve);
         if begun == Begun::Nullok {
             // nullok decides without a code: an audit line like a check.
             info!(

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 mod admin;
+mod approve;
+#[cfg(feature = "web")]
+mod approve_web;
 mod devices;
 mod enroll;
 mod import;
@@ -61,6 +64,9 @@ pub struct Handler {
     issuer: String,
     started: std::time::Instant,
     socket_activated: std::sync::atomic::AtomicBool,
+    /// Made at the first use of sign-in approvals (`approve_web.rs`).
+    #[cfg(feature = "web")]
+    approve_parts: std::sync::OnceLock<Option<Arc<approve_web::ApproveParts>>>,
 }
 
 pub use crate::clock::{Clock, SystemClock};
@@ -183,6 +189,8 @@ impl Handler {
             config,
             started: std::time::Instant::now(),
             socket_activated: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "web")]
+            approve_parts: std::sync::OnceLock::new(),
         }
     }
 
@@ -229,7 +237,8 @@ impl Handler {
             | Request::Unlock { user }
             | Request::RecoveryCodes { user, .. }
             | Request::Phone { user, .. }
-            | Request::PhoneConfirm { user, .. } => Some(user.as_str()),
+            | Request::PhoneConfirm { user, .. }
+            | Request::ApproverLink { user } => Some(user.as_str()),
             Request::Enroll(p) => Some(p.user.as_str()),
             Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
@@ -312,6 +321,7 @@ impl Handler {
             Request::DaemonStatus {} => self.daemon_status(),
             Request::Phone { user, number } => self.phone(caller, &user, &number),
             Request::PhoneConfirm { user, code } => self.phone_confirm(caller, &user, &code),
+            Request::ApproverLink { user } => self.approver_link_response(caller, &user),
             Request::Login(_) | Request::Answer { .. } => out_of_turn(),
         }
     }
@@ -331,6 +341,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::DaemonStatus {} => "status",
         Request::Phone { .. } => "phone",
         Request::PhoneConfirm { .. } => "phone_confirm",
+        Request::ApproverLink { .. } => "approver_link",
         Request::Login(_) => "login",
         Request::Answer { .. } => "answer",
     }

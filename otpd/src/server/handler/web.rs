@@ -18,7 +18,9 @@ use crate::core::tokens::{self, normalize_phone, token_hash, token_shape_ok, TOK
 use crate::core::totp::otpauth_uri;
 use crate::rng::random_bytes;
 use crate::store::{RecordChange, SourcesChange, StoreError};
-use crate::web::backend::{EnrollBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation};
+use crate::web::backend::{
+    ApiReply, EnrollBackend, LinkView, PageEnrolment, PhoneStep, Reveal, Validation,
+};
 use crate::web::limits::ClientKey;
 use otpd_proto::{ErrorCode, Response};
 use std::sync::Arc;
@@ -371,6 +373,7 @@ impl EnrollBackend for WebBackend {
             let mut next = decision.record.clone();
             let mut shown = Vec::new();
             let mut session = None;
+            let mut pairing = None;
             if let (true, Some(next)) = (plan.recovery_codes_issued, next.as_mut()) {
                 shown = codes.clone();
                 if sms {
@@ -384,6 +387,27 @@ impl EnrollBackend for WebBackend {
                         ..Link::default()
                     });
                     session = Some(token);
+                }
+                // The second QR code of the success page: pairing a phone
+                // to approve sign-ins on.
+                #[cfg(feature = "web")]
+                if let Some(parts) = h.approve_parts() {
+                    let token = match random_bytes::<TOKEN_BYTES>() {
+                        Ok(bytes) => tokens::token_text(&bytes),
+                        Err(e) => return Some(internal(e)),
+                    };
+                    next.approvals.pairing = Some(crate::core::approve::Pairing {
+                        link: Link {
+                            token_hash: token_hash(&token),
+                            expires: self
+                                .handler
+                                .now()
+                                .saturating_add(crate::core::approve::PAIRING_SECS),
+                            ..Link::default()
+                        },
+                        registration: None,
+                    });
+                    pairing = Some(parts.pairing_url(&token));
                 }
             }
             if let Some(next) = &next {
@@ -404,6 +428,7 @@ impl EnrollBackend for WebBackend {
                     user: user.clone(),
                     recovery_codes: shown.iter().map(|c| c.expose().to_owned()).collect(),
                     phone_session: session,
+                    pairing_url: pairing.clone(),
                 },
                 Outcome::WrongCode | Outcome::Replayed => Validation::WrongCode,
                 Outcome::Throttled { retry_after } => Validation::Throttled { retry_after },
@@ -461,6 +486,16 @@ impl EnrollBackend for WebBackend {
             })) => PhoneStep::Invalid,
             Err(_) => PhoneStep::SendFailed,
         }
+    }
+
+    #[cfg(feature = "web")]
+    fn pairing_live(&self, token: &str) -> bool {
+        self.handler.pairing_live(token)
+    }
+
+    #[cfg(feature = "web")]
+    fn approve_api(&self, op: &str, body: &[u8], peer: &str, lang: &str) -> ApiReply {
+        self.handler.approve_api(op, body, peer, lang)
     }
 
     fn phone_verify(&self, session: &str, code: &str, peer: &str) -> PhoneStep {
