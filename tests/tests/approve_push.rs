@@ -295,7 +295,7 @@ fn an_https_endpoint_is_never_spoken_to_in_clear() {
         endpoint: format!("https://{entry}/push/0"),
         ..sub
     };
-    let result = send(&key, &sub, PAYLOAD, &[entry.clone()]);
+    let result = send(&key, &sub, PAYLOAD, std::slice::from_ref(&entry));
     // Unblocks the accept when the sender did not connect.
     let _ = TcpStream::connect(&entry);
     answering.join().expect("the plain answerer");
