@@ -275,3 +275,32 @@ fn a_push_service_that_never_answers_times_out() {
     );
     drop(silent);
 }
+
+/// An https endpoint is spoken to over TLS only: a peer that answers in
+/// plain HTTP (as if the sender had fallen back) is unreachable, not a
+/// success.
+#[test]
+fn an_https_endpoint_is_never_spoken_to_in_clear() {
+    let key = key(0x21);
+    let service = PushService::start(None, None);
+    let sub = subscription(&service);
+    let plain = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let entry = plain.local_addr().expect("its address").to_string();
+    let answering = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = plain.accept() {
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let sub = Subscription {
+        endpoint: format!("https://{entry}/push/0"),
+        ..sub
+    };
+    let result = send(&key, &sub, PAYLOAD, std::slice::from_ref(&entry));
+    // Unblocks the accept when the sender did not connect.
+    let _ = TcpStream::connect(&entry);
+    answering.join().expect("the plain answerer");
+    assert!(
+        matches!(&result, Err(PushError::Unreachable(why)) if why.contains("TLS")),
+        "{result:?}"
+    );
+}

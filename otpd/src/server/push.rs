@@ -17,7 +17,7 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -362,10 +362,10 @@ pub async fn send(
     let auth = web_push_native::Auth::clone_from_slice(&target.auth);
     let body = web_push_native::encrypt(payload.to_vec(), &target.browser_key, &auth)
         .map_err(|_| PushError::BadSubscription("cannot encrypt for these keys".into()))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let token = key.token(&target.origin(), contact, (now + TOKEN_LIFETIME).as_secs());
+    // The wall clock, for the token's expiry only (the push service's
+    // check; nothing of otpd's decisions depends on it).
+    let expires = crate::clock::unix_now() + TOKEN_LIFETIME.as_secs();
+    let token = key.token(&target.origin(), contact, expires);
     let request = Request::post(target.path_and_query.as_str())
         .header(header::HOST, target.authority())
         .header("TTL", ttl.as_secs())
