@@ -340,6 +340,13 @@ mod tests {
                         next_counter: Some(3),
                         created: 2,
                     }],
+                    approvers: vec![crate::types::ApproverSummary {
+                        name: "phone".into(),
+                        state: UserState::Active,
+                        created: 3,
+                        last_used: Some(4),
+                        push: true,
+                    }],
                 }],
             },
         ];
