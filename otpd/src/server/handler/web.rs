@@ -373,6 +373,7 @@ impl EnrollBackend for WebBackend {
             let mut next = decision.record.clone();
             let mut shown = Vec::new();
             let mut session = None;
+            #[cfg_attr(not(feature = "web"), allow(unused_mut))]
             let mut pairing = None;
             if let (true, Some(next)) = (plan.recovery_codes_issued, next.as_mut()) {
                 shown = codes.clone();
