@@ -970,6 +970,44 @@ mod tests {
     }
 
     #[test]
+    fn approvals_need_a_contact_a_public_url_and_sane_limits() {
+        let web = "[web]\npublic_url = \"https://otp.example.org\"\n";
+        let ok = parse(&format!(
+            "{web}[approve]\ncontact = \"mailto:a@example.org\"\n"
+        ))
+        .unwrap();
+        assert!(ok.approve.enabled());
+        assert_eq!((ok.approve.timeout, ok.approve.max_per_hour), (60, 10));
+        assert!(!parse("").unwrap().approve.enabled());
+        for (text, named) in [
+            (
+                "[approve]\ncontact = \"mailto:a@example.org\"\n".to_owned(),
+                "public_url",
+            ),
+            (format!("{web}[approve]\ncontact = \"admin\"\n"), "contact"),
+            (
+                format!("{web}[approve]\ncontact = \"http://example.org\"\n"),
+                "contact",
+            ),
+            (
+                format!("{web}[approve]\ncontact = \"mailto:a@b\"\ntimeout = \"5s\"\n"),
+                "timeout",
+            ),
+            (
+                format!("{web}[approve]\ncontact = \"mailto:a@b\"\nmax_per_hour = 0\n"),
+                "max_per_hour",
+            ),
+            (
+                format!("{web}[approve]\ncontact = \"mailto:a@b\"\npush_hosts = [\"https://x\"]\n"),
+                "push_hosts",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn a_plain_http_public_url_off_this_host_is_a_warning() {
         for (url, host) in [
             ("http://otp.example.com", Some("otp.example.com")),

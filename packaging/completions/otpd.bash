@@ -221,7 +221,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__enroll)
-            opts="-h --issuer --digits --algorithm --period --qr-png --qr-svg --json --force --revoke --link --expires --device --hotp --counter --config --socket --help"
+            opts="-h --issuer --digits --algorithm --period --qr-png --qr-svg --json --force --revoke --link --expires --device --hotp --counter --approver --config --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

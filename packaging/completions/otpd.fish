@@ -65,6 +65,7 @@ complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l force -d 'Replace a
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l revoke -d 'With --force: revoke the old device at once (a lost or stolen phone). For the whole user this also revokes the recovery codes and the phone number. Until the new device is confirmed the user cannot log in with a code, and nullok does not let them through either'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l link -d 'Print a one-time self-enrolment link for the user instead of the secret and QR code (needs [web] public_url)'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l hotp -d 'A counter-based (HOTP, RFC 4226) token, for hardware keys, instead of a time-based one'
+complete -c otpd -n "__fish_otpd_using_subcommand enroll" -l approver -d 'Pair a phone to approve the (enrolled) user\'s sign-ins on: prints a one-time link (ten minutes) as a QR code to scan with the phone\'s camera; with --link, the link only (needs [approve] and [web])'
 complete -c otpd -n "__fish_otpd_using_subcommand enroll" -s h -l help -d 'Print help'
 complete -c otpd -n "__fish_otpd_using_subcommand confirm" -l config -d 'Config file [default: /etc/otpd/otpd.toml]' -r -F
 complete -c otpd -n "__fish_otpd_using_subcommand confirm" -l socket -d 'The daemon\'s socket (overrides the config)' -r -F
