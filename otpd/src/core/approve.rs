@@ -67,6 +67,19 @@ impl Approvals {
         self.requests.iter_mut().find(|r| r.id == id)
     }
 
+    /// Whether `phone` may answer `request`: its own test request, or a
+    /// login's request once the phone is active (a phone whose test is not
+    /// yet approved answers nothing else).
+    fn may_answer(&self, request: &SignInRequest, phone: &str) -> bool {
+        match &request.test {
+            Some(tested) => tested == phone,
+            None => self
+                .phones
+                .iter()
+                .any(|p| p.name == phone && p.state == EnrollState::Active),
+        }
+    }
+
     /// Requests still open at `now`.
     pub fn open_requests(&self, now: u64) -> usize {
         self.requests.iter().filter(|r| r.is_open(now)).count()
@@ -126,9 +139,10 @@ impl Approvals {
     /// WebAuthn challenge, kept with [`Approvals::set_challenge`]); a wrong
     /// number closes the request.
     pub fn pick(&mut self, id: &str, number: u8, phone: &str, now: u64) -> Result<(), Closed> {
+        let allowed = self.request(id).is_some_and(|r| self.may_answer(r, phone));
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if !request.is_for(phone) {
+        if !allowed {
             return Err(Closed::Unknown);
         }
         if number != request.number {
@@ -182,9 +196,10 @@ impl Approvals {
         passkey: String,
         now: u64,
     ) -> Result<(), Closed> {
+        let allowed = self.request(id).is_some_and(|r| self.may_answer(r, phone));
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if request.challenge.as_ref().is_none_or(|c| c.phone != phone) {
+        if !allowed || request.challenge.as_ref().is_none_or(|c| c.phone != phone) {
             return Err(Closed::NoChallenge);
         }
         request.challenge = None;
@@ -210,9 +225,10 @@ impl Approvals {
 
     /// `phone` denied request `id` (`not_me`: "this wasn't me").
     pub fn deny(&mut self, id: &str, phone: &str, not_me: bool, now: u64) -> Result<(), Closed> {
+        let allowed = self.request(id).is_some_and(|r| self.may_answer(r, phone));
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if !request.is_for(phone) {
+        if !allowed {
             return Err(Closed::Unknown);
         }
         request.state = RequestState::Denied { not_me };
@@ -440,8 +456,9 @@ impl SignInRequest {
         self.state == RequestState::Open && now <= self.expires
     }
 
-    /// Whether `phone` may see and answer it: a login's request goes to
-    /// every active phone of the user, a test request only to its phone.
+    /// Whether `phone` may see it: a login's request goes to every phone
+    /// of the user (only active ones answer it, [`Approvals::pick`]), a
+    /// test request only to its phone.
     pub fn is_for(&self, phone: &str) -> bool {
         self.test.as_deref().is_none_or(|p| p == phone)
     }
@@ -732,6 +749,25 @@ mod tests {
         assert_eq!(a.phones[1].state, EnrollState::Active);
         // Nothing for a login to use.
         assert_eq!(a.wait("t", 103), Wait::Expired);
+    }
+
+    #[test]
+    fn a_phone_whose_test_is_not_approved_answers_no_login() {
+        let mut a = with_phone();
+        a.phones.push(phone("phone-2", EnrollState::Pending));
+        let r = request("r1", 100);
+        let number = r.number;
+        a.add_request(r, 100);
+        assert_eq!(a.pick("r1", number, "phone-2", 101), Err(Closed::Unknown));
+        assert_eq!(a.deny("r1", "phone-2", true, 101), Err(Closed::Unknown));
+        // Its challenge (had one been issued) approves nothing either.
+        a.set_challenge("r1", "phone-2", "s".into()).unwrap();
+        assert_eq!(
+            a.approve("r1", "phone-2", "{}".into(), 101),
+            Err(Closed::NoChallenge)
+        );
+        assert_eq!(a.wait("r1", 101), Wait::Open { remaining: 59 });
+        assert_eq!(a.pick("r1", number, "phone", 101), Ok(()));
     }
 
     #[test]
