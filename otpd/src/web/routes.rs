@@ -136,6 +136,10 @@ pub fn router(backend: Arc<dyn EnrollBackend>, options: PageOptions) -> std::io:
         .route("/approve/", get(approve_app))
         .route("/approve/pair/{token}", get(approve_pair))
         .route(
+            "/approve/pair/{token}/manifest.webmanifest",
+            get(approve_pair_manifest),
+        )
+        .route(
             "/approve/api/{*call}",
             post(approve_api).layer(DefaultBodyLimit::max(approve::MAX_API_BODY_BYTES)),
         )
@@ -509,9 +513,18 @@ async fn approve_pair(
     let shown = on_pool(&pages, lang, move |b| approve::pair_page(lang, b, &token)).await;
     match shown {
         Ok(Some(page)) => page,
-        Ok(None) => pages::invalid(lang),
+        // Used, expired or unknown: the app's home, which says whether this
+        // browser holds a paired app.
+        Ok(None) => approve::to_app_home(),
         Err(failed) => failed,
     }
+}
+
+async fn approve_pair_manifest(lang: Lang, token: Result<Path<String>, PathRejection>) -> Response {
+    token
+        .ok()
+        .and_then(|Path(token)| approve::pair_manifest(&token))
+        .unwrap_or_else(|| pages::invalid(lang))
 }
 
 async fn approve_app(lang: Lang) -> Response {

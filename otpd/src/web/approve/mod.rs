@@ -5,7 +5,8 @@
 //!
 //! | request                          | answer                                   |
 //! |----------------------------------|------------------------------------------|
-//! | `GET /approve/pair/{token}`      | `#pair` (live link) or `#invalid`        |
+//! | `GET /approve/pair/{token}`      | `#pair` (live link), else 303 to `/approve/` |
+//! | `GET /approve/pair/{token}/manifest.webmanifest` | the manifest, opening that page |
 //! | `GET /approve/`                  | `#app`                                   |
 //! | `GET /approve/app.js`, `sw.js`, `manifest.webmanifest`, `approve.css`, `icon-*.png` | the file |
 //! | `POST /approve/api/{call}`       | JSON ([`EnrollBackend::approve_api`])    |
@@ -134,6 +135,36 @@ pub fn asset(Path(name): Path<String>) -> Option<Response> {
     Some(with_app_policy(
         ([(header::CONTENT_TYPE, kind)], body).into_response(),
     ))
+}
+
+/// The manifest of the app installed from the pairing page of `token`: it
+/// opens that page, so that an app with storage of its own (a home-screen
+/// app on an iPhone) pairs itself; once the link is used, the page sends
+/// it on to the app's home. `None` for a token that is no token.
+pub fn pair_manifest(token: &str) -> Option<Response> {
+    if token.is_empty()
+        || token.len() > 64
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let mut manifest: serde_json::Value = serde_json::from_str(MANIFEST).ok()?;
+    manifest["start_url"] = serde_json::json!(format!("/approve/pair/{token}"));
+    Some(with_app_policy(
+        (
+            [(header::CONTENT_TYPE, "application/manifest+json")],
+            manifest.to_string(),
+        )
+            .into_response(),
+    ))
+}
+
+/// Where a used or unknown pairing link sends the browser: the app's home
+/// (an installed app opens its pairing link; see [`pair_manifest`]).
+pub fn to_app_home() -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/approve/")]).into_response()
 }
 
 /// The JSON answer of an API call.
