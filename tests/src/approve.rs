@@ -230,8 +230,14 @@ impl Login {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         let pipes: [(Box<dyn Read + Send>, Arc<Mutex<String>>); 2] = [
-            (Box::new(child.stdout.take().expect("stdout")), stdout.clone()),
-            (Box::new(child.stderr.take().expect("stderr")), stderr.clone()),
+            (
+                Box::new(child.stdout.take().expect("stdout")),
+                stdout.clone(),
+            ),
+            (
+                Box::new(child.stderr.take().expect("stderr")),
+                stderr.clone(),
+            ),
         ];
         for (mut pipe, own) in pipes {
             let said = said.clone();

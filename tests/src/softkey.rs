@@ -279,7 +279,8 @@ mod tests {
     #[test]
     fn an_assertion_verifies_under_the_key_and_raises_the_counter() {
         let mut key = SoftKey::new("http://localhost");
-        let options = json!({"publicKey": {"challenge": b64(b"0123456789abcdef"), "rpId": "localhost"}});
+        let options =
+            json!({"publicKey": {"challenge": b64(b"0123456789abcdef"), "rpId": "localhost"}});
         let first = key.assert(&options);
         let second = key.assert(&options);
         let data = |c: &Value, f: &str| unb64(c["response"][f].as_str().unwrap());
@@ -291,7 +292,11 @@ mod tests {
         let mut signed = auth.clone();
         signed.extend(sha256(&data(&second, "clientDataJSON")));
         let signature = Signature::from_der(&data(&second, "signature")).unwrap();
-        assert!(key.signing.verifying_key().verify(&signed, &signature).is_ok());
+        assert!(key
+            .signing
+            .verifying_key()
+            .verify(&signed, &signature)
+            .is_ok());
         let client: Value = serde_json::from_slice(&data(&second, "clientDataJSON")).unwrap();
         assert_eq!(client["type"], "webauthn.get");
         assert_eq!(client["origin"], "http://localhost");

@@ -198,7 +198,10 @@ fn replayed_misdirected_cloned_phished_and_unverified_assertions_are_refused() {
     clone.counter = phone.key.counter - 1;
     type Make<'a> = Box<dyn FnMut(&serde_json::Value) -> serde_json::Value + 'a>;
     let cases: Vec<(&str, Make)> = vec![
-        ("A's assertion sent for B", Box::new(|_| assertion_a.clone())),
+        (
+            "A's assertion sent for B",
+            Box::new(|_| assertion_a.clone()),
+        ),
         ("a cloned key", Box::new(|o| clone.assert(o))),
         ("a wrong origin", Box::new(|o| phished.assert(o))),
         ("no user verification", Box::new(|o| unverified.assert(o))),
@@ -300,7 +303,10 @@ fn another_users_phone_can_neither_see_nor_decide_a_request() {
     let (status, answer) = alice_phone.finish(&id, &bobs);
     println!("bob's assertion with alice's token: {status} {answer}");
     assert_eq!(status, 403, "{answer}");
-    assert!(listed(&alice_phone, &id), "alice's request is no longer open");
+    assert!(
+        listed(&alice_phone, &id),
+        "alice's request is no longer open"
+    );
 
     // Still undecided: alice denies it, and her login fails.
     let (status, answer) = alice_phone.deny(&id, false);
@@ -308,7 +314,11 @@ fn another_users_phone_can_neither_see_nor_decide_a_request() {
     login.answer("");
     let done = login.finish(END);
     assert_eq!(done.outcome, PamOutcome::AuthErr, "{}", done.output);
-    assert!(done.said().contains("denied on your phone"), "{}", done.said());
+    assert!(
+        done.said().contains("denied on your phone"),
+        "{}",
+        done.said()
+    );
 }
 
 #[test]
@@ -327,7 +337,11 @@ fn a_wrong_number_closes_the_request() {
     let request = phone.wait_request(Duration::from_secs(5));
     let wrong = request["choices"]
         .as_array()
-        .and_then(|c| c.iter().filter_map(|c| c.as_u64()).find(|c| *c != u64::from(number)))
+        .and_then(|c| {
+            c.iter()
+                .filter_map(|c| c.as_u64())
+                .find(|c| *c != u64::from(number))
+        })
         .expect("another choice");
     let (status, answer) = phone.begin(&id_of(&request), wrong as u8);
     assert_eq!(status, 409, "{answer}");
@@ -364,7 +378,11 @@ fn deny_not_me_fails_the_login_and_writes_the_audit_line() {
     assert_eq!(answer["outcome"], "denied");
     let done = login.finish(END);
     assert_eq!(done.outcome, PamOutcome::AuthErr, "{}", done.output);
-    assert!(done.said().contains("denied on your phone"), "{}", done.said());
+    assert!(
+        done.said().contains("denied on your phone"),
+        "{}",
+        done.said()
+    );
     let lines = audit_lines(&env, "approve");
     let denied: Vec<_> = lines
         .iter()
@@ -449,7 +467,10 @@ fn a_fourth_open_request_is_refused_and_requests_count_against_the_source() {
         "no approve_too_many_open audit line"
     );
     let entry = env.list_entry("alice").expect("alice");
-    println!("after the refusal and a wrong code: failures {}", entry["failures"]);
+    println!(
+        "after the refusal and a wrong code: failures {}",
+        entry["failures"]
+    );
     assert_eq!(entry["failures"], 5, "{entry}");
     // max_failures reached from this source: throttled like a code.
     env.expect_throttled("alice", &alice.code_at(t + 30), source, "after five");
