@@ -476,3 +476,50 @@ fn a_fourth_open_request_is_refused_and_requests_count_against_the_source() {
     env.expect_throttled("alice", &alice.code_at(t + 30), source, "after five");
     drop(open);
 }
+
+/// A phone whose pairing was not confirmed (its test request not
+/// approved) is pending: it neither approves nor denies a login.
+#[test]
+fn a_pending_phone_cannot_answer_a_login_request() {
+    if !require("approve_pending_phone", PAM) {
+        return;
+    }
+    let (env, port) = start("approve_pending", "\"60s\"", Limits::default());
+    let t = settled_now(30, 5);
+    env.enroll_active("alice", &[], t);
+    let active = Phone::pair_active(&env, port, "alice");
+    let mut pending = Phone::pair(port, &approve::pairing_link(&env, "alice"));
+    let service = env.pam_service("");
+
+    let mut login = Login::start(&service, "alice", "192.0.2.15");
+    let number = login.press_enter_for_number(PROMPT);
+    let request = active.wait_request(Duration::from_secs(5));
+    let id = id_of(&request);
+    let listed_by_pending = pending.requests();
+    assert!(
+        listed_by_pending["requests"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["test"] == true)),
+        "{listed_by_pending}"
+    );
+    let (picked, options) = pending.begin(&id, number);
+    println!("the pending phone picks: {picked} {options}");
+    if picked == 200 {
+        let credential = pending.key.assert(&options);
+        let (status, answer) = pending.finish(&id, &credential);
+        println!("the pending phone's assertion: {status} {answer}");
+    }
+    let (denied, answer) = pending.deny(&id, true);
+    println!("the pending phone denies: {denied} {answer}");
+    assert_eq!(
+        picked, 404,
+        "the pending phone picked the number: {options}"
+    );
+    assert_eq!(denied, 404, "the pending phone denied: {answer}");
+
+    let (status, answer) = active.deny(&id, false);
+    assert_eq!(status, 200, "{answer}");
+    login.answer("");
+    let done = login.finish(END);
+    assert_eq!(done.outcome, PamOutcome::AuthErr, "{}", done.output);
+}
