@@ -51,6 +51,13 @@ impl Approvals {
         self.phones.iter().any(|p| p.state == EnrollState::Active)
     }
 
+    /// Whether the phone `name` is paired and active (its test approved).
+    fn is_active(&self, name: &str) -> bool {
+        self.phones
+            .iter()
+            .any(|p| p.name == name && p.state == EnrollState::Active)
+    }
+
     /// The phone whose app token hashes to `hash`.
     pub fn phone_by_app_token(&self, hash: &str) -> Option<&Phone> {
         self.phones.iter().find(|p| {
@@ -126,9 +133,10 @@ impl Approvals {
     /// WebAuthn challenge, kept with [`Approvals::set_challenge`]); a wrong
     /// number closes the request.
     pub fn pick(&mut self, id: &str, number: u8, phone: &str, now: u64) -> Result<(), Closed> {
+        let active = self.is_active(phone);
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if !request.is_for(phone) {
+        if !request.answerable_by(phone, active) {
             return Err(Closed::Unknown);
         }
         if number != request.number {
@@ -210,9 +218,10 @@ impl Approvals {
 
     /// `phone` denied request `id` (`not_me`: "this wasn't me").
     pub fn deny(&mut self, id: &str, phone: &str, not_me: bool, now: u64) -> Result<(), Closed> {
+        let active = self.is_active(phone);
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if !request.is_for(phone) {
+        if !request.answerable_by(phone, active) {
             return Err(Closed::Unknown);
         }
         request.state = RequestState::Denied { not_me };
@@ -444,6 +453,15 @@ impl SignInRequest {
     /// every active phone of the user, a test request only to its phone.
     pub fn is_for(&self, phone: &str) -> bool {
         self.test.as_deref().is_none_or(|p| p == phone)
+    }
+
+    /// Whether `phone` (`active`: its pairing confirmed) may answer it: a
+    /// pending phone answers its own test request only.
+    fn answerable_by(&self, phone: &str, active: bool) -> bool {
+        match self.test.as_deref() {
+            Some(tested) => tested == phone,
+            None => active,
+        }
     }
 
     fn check_open(&self, now: u64) -> Result<(), Closed> {
