@@ -200,6 +200,9 @@ pub fn id_of(request: &Value) -> String {
     request["id"].as_str().expect("a request id").to_owned()
 }
 
+/// Text a reader thread appends to.
+type Shared = Arc<Mutex<String>>;
+
 /// A login through the real libpam (pamtester under libpam_wrapper),
 /// answered prompt by prompt: each answer is written only once its prompt
 /// has appeared (pam_misc's conversation reads whatever the pipe holds).
@@ -208,9 +211,9 @@ pub struct Login {
     stdin: Option<ChildStdin>,
     started: Instant,
     /// stdout and stderr as they came, interleaved.
-    said: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
+    said: Shared,
+    stdout: Shared,
+    stderr: Shared,
     readers: Vec<std::thread::JoinHandle<()>>,
     /// Where in `said` the next [`Login::wait_for`] looks from.
     seen: usize,
@@ -229,7 +232,7 @@ impl Login {
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
-        let pipes: [(Box<dyn Read + Send>, Arc<Mutex<String>>); 2] = [
+        let pipes: [(Box<dyn Read + Send>, Shared); 2] = [
             (
                 Box::new(child.stdout.take().expect("stdout")),
                 stdout.clone(),
