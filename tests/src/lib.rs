@@ -6,6 +6,7 @@
 //! implementation independent of ours ([`totp`]). Nothing here fakes the
 //! product; the one fake, `otpd-test-peer`, plays an impostor daemon.
 
+pub mod approve;
 pub mod browser;
 pub mod ca;
 pub mod campaign;
@@ -28,6 +29,7 @@ pub mod race;
 pub mod rng;
 pub mod secrets;
 pub mod sms;
+pub mod softkey;
 pub mod sshd;
 pub mod statedir;
 pub mod strace;

@@ -51,6 +51,13 @@ impl Approvals {
         self.phones.iter().any(|p| p.state == EnrollState::Active)
     }
 
+    /// Whether the phone `name` is paired and active (its test approved).
+    fn is_active(&self, name: &str) -> bool {
+        self.phones
+            .iter()
+            .any(|p| p.name == name && p.state == EnrollState::Active)
+    }
+
     /// The phone whose app token hashes to `hash`.
     pub fn phone_by_app_token(&self, hash: &str) -> Option<&Phone> {
         self.phones.iter().find(|p| {
@@ -71,13 +78,7 @@ impl Approvals {
     /// login's request once the phone is active (a phone whose test is not
     /// yet approved answers nothing else).
     fn may_answer(&self, request: &SignInRequest, phone: &str) -> bool {
-        match &request.test {
-            Some(tested) => tested == phone,
-            None => self
-                .phones
-                .iter()
-                .any(|p| p.name == phone && p.state == EnrollState::Active),
-        }
+        request.answerable_by(phone, self.is_active(phone))
     }
 
     /// Requests still open at `now`.
@@ -461,6 +462,15 @@ impl SignInRequest {
     /// test request only to its phone.
     pub fn is_for(&self, phone: &str) -> bool {
         self.test.as_deref().is_none_or(|p| p == phone)
+    }
+
+    /// Whether `phone` (`active`: its pairing confirmed) may answer it: a
+    /// pending phone answers its own test request only.
+    fn answerable_by(&self, phone: &str, active: bool) -> bool {
+        match self.test.as_deref() {
+            Some(tested) => tested == phone,
+            None => active,
+        }
     }
 
     fn check_open(&self, now: u64) -> Result<(), Closed> {

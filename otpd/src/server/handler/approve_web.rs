@@ -754,7 +754,15 @@ impl Handler {
             next.version = record.version.wrapping_add(1);
             let verified = parts
                 .webauthn
-                .finish_passkey_authentication(&call.credential, &state);
+                .finish_passkey_authentication(&call.credential, &state)
+                .map_err(|e| e.to_string())
+                .and_then(|result| {
+                    if counter_advanced(&phone.passkey, result.counter()) {
+                        Ok(result)
+                    } else {
+                        Err("the signature counter did not advance (a cloned passkey?)".to_owned())
+                    }
+                });
             let result = match verified {
                 Ok(result) => result,
                 Err(e) => {
@@ -849,4 +857,21 @@ fn peer_address(peer: &str) -> String {
     peer.parse::<std::net::SocketAddr>()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| peer.to_owned())
+}
+
+/// Whether an assertion's signature `counter` is above the one stored with
+/// the phone's passkey (`passkey`: the stored `Passkey`, JSON), when
+/// either is not zero (WebAuthn §7.2 step 21). webauthn-rs checks the
+/// counter against the copy of the passkey taken with the challenge; a
+/// later approval may have raised the stored one since (a cloned passkey
+/// answering a challenge issued before the original's use).
+fn counter_advanced(passkey: &str, counter: u32) -> bool {
+    let stored = serde_json::from_str::<Value>(passkey)
+        .ok()
+        .and_then(|p| p["cred"]["counter"].as_u64());
+    match stored {
+        Some(stored) => (counter == 0 && stored == 0) || u64::from(counter) > stored,
+        // A passkey whose counter cannot be read: refused, not waved through.
+        None => false,
+    }
 }
