@@ -66,15 +66,28 @@ pub fn approve_env(
     (env, format!("http://localhost:{port}"), port)
 }
 
-/// A browser the size of a phone.
+/// A browser the size of a phone: a viewport of [`PHONE_WINDOW`] CSS
+/// pixels, as a phone (headless Chromium keeps its window at least 500
+/// pixels wide, so the viewport is set with Chrome's DevTools
+/// `Emulation.setDeviceMetricsOverride` through chromedriver).
 pub fn phone_browser(name: &str) -> Browser {
-    Browser::start_with(
+    let browser = Browser::start_with(
         name,
         &BrowserOptions {
             window: PHONE_WINDOW,
             ..BrowserOptions::default()
         },
-    )
+    );
+    let (width, height) = PHONE_WINDOW;
+    browser.session_command(
+        "POST",
+        "goog/cdp/execute",
+        Some(json!({
+            "cmd": "Emulation.setDeviceMetricsOverride",
+            "params": { "width": width, "height": height, "deviceScaleFactor": 1, "mobile": true },
+        })),
+    );
+    browser
 }
 
 /// Adds WebDriver's virtual authenticator to `browser` (CTAP2, internal
@@ -279,9 +292,15 @@ pub fn pick(browser: &Browser, id: &str, number: u32) -> (String, String) {
 pub fn deny(browser: &Browser, id: &str, not_me: bool) -> (String, String) {
     outcome_of(browser, || {
         if not_me {
-            click(browser, &format!("section.request[data-id=\"{id}\"] input.not-me"));
+            click(
+                browser,
+                &format!("section.request[data-id=\"{id}\"] input.not-me"),
+            );
         }
-        click(browser, &format!("section.request[data-id=\"{id}\"] button.deny"));
+        click(
+            browser,
+            &format!("section.request[data-id=\"{id}\"] button.deny"),
+        );
     })
 }
 
@@ -301,10 +320,13 @@ pub fn api(port: u16, path: &str, body: &Value) -> (u16, Value) {
 
 /// The two-digit number in a prompt `… choose 47 to approve …`.
 pub fn number_in(prompt: &str) -> Option<u32> {
-    let after = prompt.rsplit_once("choose ").map(|(_, rest)| rest).or_else(|| {
-        // Dutch: "Kies 47 op uw telefoon …"
-        prompt.rsplit_once("Kies ").map(|(_, rest)| rest)
-    })?;
+    let after = prompt
+        .rsplit_once("choose ")
+        .map(|(_, rest)| rest)
+        .or_else(|| {
+            // Dutch: "Kies 47 op uw telefoon …"
+            prompt.rsplit_once("Kies ").map(|(_, rest)| rest)
+        })?;
     after
         .split(|c: char| !c.is_ascii_digit())
         .next()
