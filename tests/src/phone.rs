@@ -39,18 +39,18 @@ pub fn approve_section(port: u16, timeout: u64, push_hosts: &[String]) -> String
 
 /// A daemon with [`approve_section`] on a port that was free a moment ago
 /// (`public_url` must name the port, so the daemon cannot bind port 0);
-/// returns it with the pages' base URL `http://localhost:PORT` once the
-/// port answers. `launcher`: a prefix for `otpd serve` (a private host).
-pub fn approve_env(
-    name: &str,
-    timeout: u64,
-    push_hosts: &[String],
-    launcher: Option<Vec<std::ffi::OsString>>,
-) -> (TestEnv, String, u16) {
+/// returns it with the pages' base URL `http://localhost:PORT` and the port,
+/// once the port answers.
+pub fn approve_env(name: &str, timeout: u64, push_hosts: &[String]) -> (TestEnv, String, u16) {
     let mut env = TestEnv::without_daemon(name, &Limits::default());
-    if let Some(launcher) = launcher {
-        env.launcher = launcher;
-    }
+    let (base, port) = start_approve(&mut env, timeout, push_hosts);
+    (env, base, port)
+}
+
+/// Adds [`approve_section`] to `env`'s config (a daemon not started yet,
+/// e.g. one with a private host's launcher) and starts its daemon; returns
+/// the pages' base URL and port once the port answers.
+pub fn start_approve(env: &mut TestEnv, timeout: u64, push_hosts: &[String]) -> (String, u16) {
     let port = crate::net::free_port();
     env.append_config(&approve_section(port, timeout, push_hosts));
     env.spawn_daemon();
@@ -63,7 +63,32 @@ pub fn approve_env(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (env, format!("http://localhost:{port}"), port)
+    (format!("http://localhost:{port}"), port)
+}
+
+/// `otpd enroll USER --approver --link` on `env`: the pairing URL it printed
+/// (remembered as a secret).
+pub fn pairing_link(env: &TestEnv, user: &str) -> String {
+    let out = env.otpd_expect(&["enroll", user, "--approver", "--link"], 0);
+    let url = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.contains("/approve/pair/"))
+        .unwrap_or_else(|| panic!("no pairing link printed:\n{out}"))
+        .trim_end_matches(['.', ',', ')'])
+        .to_owned();
+    crate::secrets::remember_from_output(&url);
+    url
+}
+
+/// Pairs a phone for `user` by the admin's link in `browser` (with its
+/// virtual authenticator) and approves the test request, so that the phone
+/// is active.
+pub fn pair_active(env: &TestEnv, browser: &Browser, user: &str, name: &str) {
+    pair(browser, &pairing_link(env, user), name);
+    let test = wait_for_request(browser, "", Duration::from_secs(10));
+    let (outcome, detail) = pick(browser, &test.id, test.numbers[0]);
+    assert_eq!(outcome, "approved", "the test request: {detail}");
 }
 
 /// A browser the size of a phone: a viewport of [`PHONE_WINDOW`] CSS

@@ -154,8 +154,7 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
     }
     let started = Instant::now();
     let push = PushService::start(None, Some(phone::CONTACT.to_owned()));
-    let (env, base, port) =
-        phone::approve_env("approve_browser", TIMEOUT, &[push.host_entry()], None);
+    let (env, base, port) = phone::approve_env("approve_browser", TIMEOUT, &[push.host_entry()]);
     // 1. Pairing from the enrolment page, opened on a PC as the manuals say;
     // the phone is another browser (phone-sized, with the passkey).
     let pc = Browser::start("approve_browser_pc");
