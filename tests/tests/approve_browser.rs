@@ -349,3 +349,185 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
         started.elapsed().as_millis()
     );
 }
+
+/// Records what the page sends to the API (WebDriver's scripts are not
+/// bound by the page's CSP): the body of each `fetch`.
+const RECORD_FETCHES: &str = "if (!window.__otpdSent) {\
+     window.__otpdSent = [];\
+     const original = window.fetch;\
+     window.fetch = (url, options) => {\
+       window.__otpdSent.push({ url: String(url), body: options && options.body });\
+       return original(url, options);\
+     };\
+   }\
+   return null;";
+
+/// The last body the page sent to `/approve/api/{path}`.
+fn last_sent(browser: &Browser, path: &str) -> Value {
+    let sent = browser.script(&format!(
+        "const s = (window.__otpdSent || []).filter((x) => x.url.endsWith('/approve/api/{path}'));\
+         return s.length ? s[s.length - 1].body : null;"
+    ));
+    let body = sent
+        .as_str()
+        .unwrap_or_else(|| panic!("the page sent nothing to {path}"));
+    serde_json::from_str(body).expect("a JSON body")
+}
+
+#[test]
+fn a_replayed_assertion_and_another_users_phone_are_refused() {
+    if !require("approve_replay", NEEDS) {
+        return;
+    }
+    let (env, _base, port) = phone::approve_env("approve_replay", TIMEOUT, &[]);
+    let t = settled_now(30, 5);
+    env.enroll_active("alice", &[], t - 30);
+    env.enroll_active("bob", &[], t - 30);
+    let browser = phone::phone_browser("approve_replay");
+    let authenticator = phone::add_authenticator(&browser);
+    // Bob's phone first (its app token kept), then Alice's in the same
+    // browser: the authenticator holds both passkeys, the page Alice's token.
+    phone::pair_active(&env, &browser, "bob", "bob-phone");
+    let bob_token = phone::app_token(&browser);
+    phone::pair_active(&env, &browser, "alice", "alice-phone");
+    let alice_token = phone::app_token(&browser);
+    assert_ne!(alice_token, bob_token);
+    assert_eq!(phone::credentials(&browser, &authenticator).len(), 2);
+    let service = env.pam_service("");
+
+    // A login approved; the page's assertion recorded.
+    browser.script(RECORD_FETCHES);
+    let mut login = Login::start(&service, "alice", "192.0.2.10");
+    let number = login.ask_the_phone();
+    let first = phone::wait_for_request(&browser, "192.0.2.10", Duration::from_secs(10));
+    let (outcome, detail) = phone::pick(&browser, &first.id, number);
+    assert_eq!(outcome, "approved", "{detail}");
+    let (outcome, screen) = login.finish("");
+    assert_eq!(outcome, PamOutcome::Success, "{screen}");
+    let recorded = last_sent(&browser, "approve/finish");
+    assert_eq!(recorded["request"].as_str(), Some(first.id.as_str()));
+
+    // The next login's request: the recorded assertion replayed on it (after
+    // the right number, so a challenge exists) is refused, and so is the
+    // same assertion for the request it was made for.
+    let mut login = Login::start(&service, "alice", "192.0.2.11");
+    let number = login.ask_the_phone();
+    let second = phone::wait_for_request(&browser, "192.0.2.11", Duration::from_secs(10));
+    let (status, answer) = phone::api(
+        port,
+        "approve/begin",
+        &json!({"app_token": alice_token, "request": second.id, "number": number}),
+    );
+    assert_eq!(status, 200, "approve/begin with the right number: {answer}");
+    let (status, answer) = phone::api(
+        port,
+        "approve/finish",
+        &json!({"app_token": alice_token, "request": second.id, "credential": recorded["credential"]}),
+    );
+    assert!(
+        (400..500).contains(&status),
+        "a replayed assertion was taken: {status} {answer}"
+    );
+    println!("the replayed assertion: {status} {answer}");
+    let (status, answer) = phone::api(
+        port,
+        "approve/finish",
+        &json!({"app_token": alice_token, "request": first.id, "credential": recorded["credential"]}),
+    );
+    assert!(
+        (400..500).contains(&status),
+        "the assertion replayed on its own request: {status} {answer}"
+    );
+    let approvals = phone::audit(&env, "approve", "alice");
+    assert!(
+        approvals
+            .iter()
+            .any(|l| l.contains("outcome=\"assertion_refused\"")),
+        "{approvals:#?}"
+    );
+
+    // Bob's phone can neither approve nor deny Alice's request.
+    let (status, answer) = phone::api(
+        port,
+        "approve/begin",
+        &json!({"app_token": bob_token, "request": second.id, "number": number}),
+    );
+    assert!(
+        status == 403 || status == 404,
+        "Bob's phone began to approve Alice's request: {status} {answer}"
+    );
+    let (status, answer) = phone::api(
+        port,
+        "deny",
+        &json!({"app_token": bob_token, "request": second.id, "not_me": true}),
+    );
+    assert!(
+        status == 403 || status == 404,
+        "Bob's phone denied Alice's request: {status} {answer}"
+    );
+    let (status, answer) = phone::api(port, "requests", &json!({"app_token": bob_token}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["requests"],
+        json!([]),
+        "Bob's phone lists Alice's request"
+    );
+
+    // Alice's request is still hers to approve, on her phone.
+    let (outcome, detail) = phone::pick(&browser, &second.id, number);
+    assert_eq!(outcome, "approved", "after the replay: {detail}");
+    let (outcome, screen) = login.finish("");
+    assert_eq!(outcome, PamOutcome::Success, "{screen}");
+}
+
+#[test]
+fn an_expired_request_goes_back_to_the_code_prompt() {
+    if !require("approve_expiry", NEEDS) {
+        return;
+    }
+    // The shortest timeout there is: 10 s.
+    let (env, _base, _port) = phone::approve_env("approve_expiry", 10, &[]);
+    let t = settled_now(30, 5);
+    let carol = env.enroll_active("carol", &[], t - 30);
+    let browser = phone::phone_browser("approve_expiry");
+    phone::add_authenticator(&browser);
+    phone::pair_active(&env, &browser, "carol", "carol-phone");
+    let service = env.pam_service("");
+
+    let mut login = Login::start(&service, "carol", "192.0.2.12");
+    let asked = Instant::now();
+    login.ask_the_phone();
+    phone::wait_for_request(&browser, "192.0.2.12", Duration::from_secs(10));
+    // Enter without approving: the answer comes when the request expires.
+    let from = login.terminal.screen().len();
+    login.terminal.type_line("");
+    let screen = login
+        .terminal
+        .expect_after(from, "The request expired", Duration::from_secs(30));
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "expired after {} ms",
+        waited.as_millis()
+    );
+    let screen = login.terminal.expect_after(
+        screen.find("The request expired").unwrap_or(from),
+        FIRST_PROMPT,
+        Duration::from_secs(10),
+    );
+    println!("after expiry:\n{}", &screen[from..]);
+    // The app lists it no more.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        phone::listed(&browser)
+            .iter()
+            .all(|r| !r.text.contains("192.0.2.12")),
+        "the expired request is still listed"
+    );
+    let (outcome, screen) = login.finish(&carol.code_at(settled_now(30, 3)));
+    assert_eq!(
+        outcome,
+        PamOutcome::Success,
+        "a code after expiry: {screen}"
+    );
+}
