@@ -340,6 +340,7 @@ mod tests {
                         next_counter: Some(3),
                         created: 2,
                     }],
+                    approvers: Vec::new(),
                 }],
             },
         ];

@@ -184,7 +184,7 @@ impl Approvals {
     ) -> Result<(), Closed> {
         let request = self.request_mut(id).ok_or(Closed::Unknown)?;
         request.check_open(now)?;
-        if !request.challenge.as_ref().is_some_and(|c| c.phone == phone) {
+        if request.challenge.as_ref().is_none_or(|c| c.phone != phone) {
             return Err(Closed::NoChallenge);
         }
         request.challenge = None;

@@ -99,6 +99,7 @@ impl EnrollBackend for ScriptedBackend {
                 user: "alice".into(),
                 recovery_codes: vec!["ABCD-EFGH-JKLM".into(), "NPQR-STUV-WXYZ".into()],
                 phone_session: self.sms.then(|| SESSION.to_owned()),
+                pairing_url: None,
             },
             THROTTLED_CODE => Validation::Throttled { retry_after: 120 },
             _ => Validation::WrongCode,
