@@ -202,7 +202,10 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
         "{pairs:#?}"
     );
 
-    // 2. A push subscription through the API (headless Chromium has no push service).
+    // Headless Chromium has no push service: paired without push.
+    assert!(line.contains("(no push)"), "{line}");
+
+    // 2. A push subscription through the API.
     let (endpoint, p256dh, auth) = push.subscription();
     let (status, answer) = phone::api(
         port,
@@ -216,6 +219,11 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
         &json!({"app_token": "not-a-token", "push": {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}}),
     );
     assert_eq!(status, 403, "a bad app token: {answer}");
+    let line = list_line(&env, "alice");
+    assert!(
+        !line.contains("(no push)"),
+        "after the subscription: {line}"
+    );
 
     // 3. A login approved on the phone.
     let service = env.pam_service("");
@@ -481,7 +489,7 @@ fn a_replayed_assertion_and_another_users_phone_are_refused() {
 }
 
 #[test]
-fn an_expired_request_goes_back_to_the_code_prompt() {
+fn an_expired_request_and_a_fourth_open_one_go_back_to_the_code_prompt() {
     if !require("approve_expiry", NEEDS) {
         return;
     }
@@ -530,4 +538,37 @@ fn an_expired_request_goes_back_to_the_code_prompt() {
         PamOutcome::Success,
         "a code after expiry: {screen}"
     );
+
+    // Three open requests (three logins waiting at the number's prompt, from
+    // three addresses): the fourth login gets no request, but the code
+    // prompt again, where the next code works.
+    let waiting: Vec<Login> = (0..3)
+        .map(|i| {
+            let mut login = Login::start(&service, "carol", &format!("192.0.2.{}", 20 + i));
+            login.ask_the_phone();
+            login
+        })
+        .collect();
+    let mut fourth = Login::start(&service, "carol", "192.0.2.30");
+    let from = fourth.terminal.screen().len();
+    fourth.terminal.type_line("");
+    let screen = fourth.terminal.expect_after(
+        from,
+        "No request can be sent to your phone now. Use the code from the app.",
+        Duration::from_secs(20),
+    );
+    assert!(!screen[from..].contains(SECOND_PROMPT), "{screen}");
+    fourth
+        .terminal
+        .expect_after(from, FIRST_PROMPT, Duration::from_secs(10));
+    let requested = phone::audit(&env, "approve_request", "carol");
+    assert!(
+        requested
+            .iter()
+            .any(|l| l.contains("outcome=\"approve_too_many_open\"")),
+        "{requested:#?}"
+    );
+    let (outcome, screen) = fourth.finish(&carol.code_at(settled_now(30, 3) + 30));
+    assert_eq!(outcome, PamOutcome::Success, "a code instead: {screen}");
+    drop(waiting);
 }
