@@ -261,7 +261,29 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
     );
     let keys: Vec<&String> = payload.as_object().expect("an object").keys().collect();
     assert_eq!(keys, ["body", "id", "lang", "title"], "{payload}");
-    for text in [payload["title"].as_str().unwrap(), body] {
+    // The body names the user, the host, the service and the source, as the
+    // app shows them; with those taken out, no number is left in it.
+    let shown = |field: &str| {
+        browser
+            .script(&format!(
+                "return document.querySelector('section.request[data-id=\"{}\"] .{field}').textContent;",
+                request.id
+            ))
+            .as_str()
+            .unwrap_or_else(|| panic!("no .{field} on the request"))
+            .to_owned()
+    };
+    let (host, service_name) = (shown("host"), shown("service"));
+    assert_eq!(
+        body,
+        format!("alice on {host} ({service_name}, 192.0.2.7)"),
+        "{payload}"
+    );
+    let rest = body
+        .replace(&host, "")
+        .replace(&service_name, "")
+        .replace("192.0.2.7", "");
+    for text in [payload["title"].as_str().unwrap(), rest.as_str()] {
         assert!(
             !text
                 .split(|c: char| !c.is_ascii_digit())
