@@ -225,8 +225,11 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
         "after the subscription: {line}"
     );
 
-    // 3. A login approved on the phone.
-    let service = env.pam_service("");
+    // 3. A login approved on the phone, through a service called sshd (as
+    // the picture in the docs shows it).
+    let stack = env.pam_service("");
+    let text = std::fs::read_to_string(stack.dir.join(&stack.name)).expect("the stack");
+    let service = PamService::create(&stack.dir, "sshd", &text);
     let mut login = Login::start(&service, "alice", "192.0.2.7");
     let number = login.ask_the_phone();
     let request = phone::wait_for_request(&browser, "192.0.2.7", Duration::from_secs(10));
@@ -293,6 +296,15 @@ fn a_phone_paired_from_the_enrolment_page_approves_denies_and_closes_pam_logins(
     }
 
     // 5. The screenshot: one pending request at phone size.
+    // The pointer off the buttons (the test request's Approve button was
+    // where a number now is): no number looks chosen in the picture.
+    browser.session_command(
+        "POST",
+        "actions",
+        Some(json!({"actions": [{"type": "pointer", "id": "mouse",
+            "parameters": {"pointerType": "mouse"},
+            "actions": [{"type": "pointerMove", "x": 1, "y": 1, "origin": "viewport"}]}]})),
+    );
     let png = browser.screenshot("approve-phone");
     let bytes = std::fs::read(&png).expect("read the screenshot");
     assert_eq!(&bytes[16..24], &[0, 0, 1, 134, 0, 0, 3, 76], "390×844 PNG");
