@@ -337,6 +337,20 @@ impl Browser {
         self.run(&format!("click #{id}"), element.click());
     }
 
+    /// Clicks the first element matching the CSS `selector`; panics (with
+    /// the page source) if there is none.
+    pub fn click_css(&self, selector: &str) {
+        let element = self.all(selector).into_iter().next().unwrap_or_else(|| {
+            panic!(
+                "[{}] nothing matches {selector} on {}:\n{}",
+                self.name,
+                self.current_url(),
+                self.source()
+            )
+        });
+        self.run(&format!("click {selector}"), element.click());
+    }
+
     /// Clicks the element with `id` and waits until another document has
     /// loaded (the form's answer); returns how long that took.
     pub fn submit(&self, id: &str) -> Duration {
@@ -369,6 +383,22 @@ impl Browser {
     /// Runs `script` in the page (as WebDriver's "execute script") and returns its value.
     pub fn script(&self, script: &str) -> Value {
         self.run("execute script", self.client().execute(script, Vec::new()))
+    }
+
+    /// Sends a WebDriver command of the session that fantoccini has no
+    /// method for: `method` (GET, POST or DELETE) on
+    /// `/session/{id}/{path}` with `body` (JSON, for a POST); returns the
+    /// answer's `value`.
+    pub fn session_command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let command = SessionCommand {
+            method: method.parse().expect("an HTTP method"),
+            path: path.to_owned(),
+            body: body.map(|b| b.to_string()),
+        };
+        self.run(
+            &format!("{method} session/…/{path}"),
+            self.client().issue_cmd(command),
+        )
     }
 
     /// The rendered text of the element with `id`.
@@ -546,6 +576,29 @@ impl Drop for Browser {
                 self.dir.display()
             );
         }
+    }
+}
+
+/// A WebDriver command under the session's URL ([`Browser::session_command`]).
+#[derive(Debug)]
+struct SessionCommand {
+    method: http::Method,
+    path: String,
+    body: Option<String>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for SessionCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        let session = session_id.unwrap_or_default();
+        base_url.join(&format!("session/{session}/{}", self.path))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (self.method.clone(), self.body.clone())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod net;
 pub mod nss;
 pub mod pages;
 pub mod pam;
+pub mod phone;
 pub mod postgres;
 pub mod process;
 pub mod programs;

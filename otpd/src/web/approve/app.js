@@ -253,7 +253,9 @@ function startPairPage(main) {
       }
       const push = await subscribeToPush(begin.vapid_key);
       const body = { token, credential: registrationJson(credential), push };
-      const name = nameField.value.trim();
+      // A device name holds letters, digits, '.', '_' and '-' (it is typed
+      // in `otpd remove USER --device NAME`): "Pixel 8" becomes "Pixel-8".
+      const name = nameField.value.trim().replace(/\s+/g, '-');
       if (name) body.name = name;
       const finish = await api('pair/finish', body);
       localStorage.setItem(APP_TOKEN_KEY, finish.app_token);
