@@ -22,6 +22,9 @@ pub const MAX_PHONES: usize = 8;
 /// How long a decided or expired request stays in the record (the app shows
 /// what became of it, the waiting login reads it).
 const KEEP_DECIDED_SECS: u64 = 600;
+/// How long a wrong number or "this wasn't me" stops requests from sources
+/// the user has not proven.
+pub const PAUSE_SECS: u64 = 15 * 60;
 /// Requests kept per user at most (open and decided).
 const MAX_KEPT_REQUESTS: usize = 16;
 
@@ -38,12 +41,27 @@ pub struct Approvals {
     pub requests: Vec<SignInRequest>,
     /// When requests were pushed (the last hour's), for `max_per_hour`.
     pub pushed: Vec<u64>,
+    /// After a wrong number or "this wasn't me": no request from a source
+    /// the user has not proven until then (Unix time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<u64>,
 }
 
 impl Approvals {
     /// Nothing paired, nothing asked.
     pub fn is_empty(&self) -> bool {
         *self == Approvals::default()
+    }
+
+    /// What a user enrolled afresh (or revoked) keeps: the hour's pushes
+    /// and a pause, so that the limits are not reset; no phone, no pairing
+    /// link, no request.
+    pub fn afresh(&self) -> Approvals {
+        Approvals {
+            pushed: self.pushed.clone(),
+            paused_until: self.paused_until,
+            ..Approvals::default()
+        }
     }
 
     /// Whether a login may be approved on a phone: an active one is paired.
@@ -111,6 +129,11 @@ impl Approvals {
         if self.open_requests(now) >= MAX_OPEN_REQUESTS {
             return Err(Refused::TooManyOpen);
         }
+        if let Some(until) = self.paused_until.filter(|until| budget && now < *until) {
+            return Err(Refused::Paused {
+                retry_after: until - now,
+            });
+        }
         let recent: Vec<u64> = self
             .pushed
             .iter()
@@ -149,6 +172,9 @@ impl Approvals {
         if number != request.number {
             request.state = RequestState::WrongNumber;
             request.challenge = None;
+            // A random tap picks right one time in three: a wrong one
+            // pauses requests from sources the user has not proven.
+            self.paused_until = Some(now.saturating_add(PAUSE_SECS));
             return Err(Closed::WrongNumber);
         }
         Ok(())
@@ -234,6 +260,9 @@ impl Approvals {
         }
         request.state = RequestState::Denied { not_me };
         request.challenge = None;
+        if not_me {
+            self.paused_until = Some(now.saturating_add(PAUSE_SECS));
+        }
         Ok(())
     }
 
@@ -516,6 +545,12 @@ pub enum Refused {
         /// Seconds until the oldest of them is an hour old.
         retry_after: u64,
     },
+    /// A wrong number or "this wasn't me" paused requests from sources the
+    /// user has not proven.
+    Paused {
+        /// Seconds until the pause ends.
+        retry_after: u64,
+    },
 }
 
 impl Refused {
@@ -525,6 +560,7 @@ impl Refused {
             Refused::NoPhone => "approve_no_phone",
             Refused::TooManyOpen => "approve_too_many_open",
             Refused::PushBudget { .. } => "approve_limited",
+            Refused::Paused { .. } => "approve_paused",
         }
     }
 }
@@ -778,6 +814,49 @@ mod tests {
         );
         assert_eq!(a.wait("r1", 101), Wait::Open { remaining: 59 });
         assert_eq!(a.pick("r1", number, "phone", 101), Ok(()));
+    }
+
+    #[test]
+    fn a_wrong_number_or_not_me_pauses_requests_from_unproven_sources() {
+        let mut a = with_phone();
+        let r = request("r1", 100);
+        let (number, wrong) = (
+            r.number,
+            r.choices.iter().find(|n| **n != r.number).copied(),
+        );
+        a.add_request(r, 100);
+        assert_eq!(
+            a.pick("r1", wrong.unwrap(), "phone", 101),
+            Err(Closed::WrongNumber)
+        );
+        assert_eq!(
+            a.may_request(102, 10, true),
+            Err(Refused::Paused {
+                retry_after: PAUSE_SECS - 1
+            })
+        );
+        // A source the user has proven is not paused (the user at home).
+        assert_eq!(a.may_request(102, 10, false), Ok(()));
+        assert_eq!(a.may_request(101 + PAUSE_SECS, 10, true), Ok(()));
+        let _ = number;
+        // "This wasn't me" pauses too; a plain deny does not.
+        let mut b = with_phone();
+        b.add_request(request("r2", 100), 100);
+        b.add_request(request("r3", 100), 100);
+        b.deny("r2", "phone", false, 101).unwrap();
+        assert_eq!(b.may_request(102, 10, true), Ok(()));
+        b.deny("r3", "phone", true, 101).unwrap();
+        assert!(matches!(
+            b.may_request(102, 10, true),
+            Err(Refused::Paused { .. })
+        ));
+        // Enrolled afresh: no phone, the limits kept.
+        let fresh = b.afresh();
+        assert!(fresh.phones.is_empty() && fresh.requests.is_empty() && fresh.pairing.is_none());
+        assert_eq!(
+            (fresh.pushed.len(), fresh.paused_until),
+            (2, b.paused_until)
+        );
     }
 
     #[test]

@@ -357,6 +357,8 @@ pub fn decide(
                     register_sent: record.fallback.register_sent.clone(),
                     ..Fallback::default()
                 };
+                // The paired phones go with the old enrolment.
+                next.approvals = record.approvals.afresh();
             }
             Some(Replaces::Device(name)) => {
                 let mut j = 0;

@@ -73,7 +73,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         .thread_name("otpd")
         .build()
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
-    let handler = Arc::new(Handler::new(store.clone(), config.clone()));
+    // Made inside the runtime: the handler keeps its handle, to push sign-in
+    // requests from the pages' own threads too.
+    let handler = {
+        let _inside = runtime.enter();
+        Arc::new(Handler::new(store.clone(), config.clone()))
+    };
     let own_socket = runtime.block_on(async {
         let signals = listener::stop_signals();
         // The pages first: a port in use or a bad certificate stops the

@@ -114,7 +114,8 @@ impl Handler {
             {
                 Err(refused) => {
                     let retry_after_secs = match refused {
-                        crate::core::approve::Refused::PushBudget { retry_after } => {
+                        crate::core::approve::Refused::PushBudget { retry_after }
+                        | crate::core::approve::Refused::Paused { retry_after } => {
                             Some(retry_after)
                         }
                         _ => None,
@@ -240,6 +241,10 @@ impl Handler {
                 own: context.own,
             };
             let (mut next, change) = count_success(&record, &state, now, &self.rules);
+            // The request counted as a failure; its approval takes it back
+            // (a trusted source's success leaves the per-user count, which
+            // would otherwise grow with every approval from home or sudo).
+            next.user_failures = next.user_failures.saturating_sub(1);
             next.approvals.use_approval(id);
             match self.store.commit(
                 user,
@@ -298,7 +303,11 @@ impl Handler {
         let Some(parts) = self.approve_parts() else {
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             warn!("no runtime to push a sign-in request on");
             return;
         };

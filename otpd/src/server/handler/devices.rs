@@ -59,6 +59,17 @@ impl Handler {
         revoke: bool,
         caller: &Caller,
     ) -> Result<(UserRecord, bool), Response> {
+        // One name, one device: a code device named like a paired phone
+        // would make `otpd remove --device NAME` ambiguous.
+        if r.approvals.phones.iter().any(|p| p.name == device.name) {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "{:?} is the name of a paired phone (an approver) already: choose another name",
+                    device.name
+                ),
+            ));
+        }
         let mut devices = r.devices().to_vec();
         let active_of_that_name = devices
             .iter()

@@ -211,6 +211,10 @@ impl Handler {
                         register_sent: r.fallback.register_sent.clone(),
                         ..Fallback::default()
                     };
+                    // Paired phones are devices too: a lost or stolen phone
+                    // must not go on approving (only the hour's push count
+                    // stays, like the texts').
+                    next.approvals = r.approvals.afresh();
                     (next, SourcesChange::Keep, true, false)
                 }
                 // A new user, or one who never had an active device.

@@ -67,6 +67,9 @@ pub struct Handler {
     /// Made at the first use of sign-in approvals (`approve_web.rs`).
     #[cfg(feature = "web")]
     approve_parts: std::sync::OnceLock<Option<Arc<approve_web::ApproveParts>>>,
+    /// The runtime the handler was made in, if any: pushes go out on it,
+    /// also when the pages' threads (which have none) ask for them.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 pub use crate::clock::{Clock, SystemClock};
@@ -191,6 +194,7 @@ impl Handler {
             socket_activated: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "web")]
             approve_parts: std::sync::OnceLock::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 

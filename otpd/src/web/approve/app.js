@@ -13,7 +13,12 @@
 
 const APP_TOKEN_KEY = 'otpd-app-token';
 const VAPID_KEY_KEY = 'otpd-vapid-key';
-const POLL_INTERVAL_MS = 2000;
+// Every 5 s: 12 of the 60 requests a minute the pages allow one address,
+// so that phones behind one address (an office, a mobile carrier's NAT)
+// leave room for each other and for the approvals themselves.
+const POLL_INTERVAL_MS = 5000;
+// After a busy answer (429, 5xx): twice as long, up to a minute.
+const POLL_BACKOFF_MAX_MS = 60000;
 // How long to wait for the service worker to become active before pairing
 // goes on without push.
 const WORKER_READY_MS = 10000;
@@ -303,6 +308,7 @@ class ApproveApp {
     try {
       const answer = await api('requests', { app_token: this.appToken });
       this.offline.hidden = true;
+      this.wait = POLL_INTERVAL_MS;
       this.show(answer);
     } catch (error) {
       if (error instanceof ApiError && error.status === 403) {
@@ -312,14 +318,15 @@ class ApproveApp {
         this.show({ requests: [], active: true });
         this.empty.hidden = true;
       } else {
-        // A network error says "offline"; a busy server (429, 5xx) is simply
-        // asked again.
+        // A network error says "offline"; a busy server (429, 5xx) is asked
+        // again, later each time.
         this.offline.hidden = error instanceof ApiError;
+        this.wait = Math.min((this.wait || POLL_INTERVAL_MS) * 2, POLL_BACKOFF_MAX_MS);
       }
     } finally {
       this.polling = false;
     }
-    if (!this.stopped) this.timer = setTimeout(() => this.poll(), POLL_INTERVAL_MS);
+    if (!this.stopped) this.timer = setTimeout(() => this.poll(), this.wait || POLL_INTERVAL_MS);
   }
 
   /** Adds new requests and removes gone ones; leaves the others as they are. */
