@@ -152,7 +152,7 @@ fn a_wrong_number_pauses_requests_from_unproven_sources() {
     let (env, port) = start("approve_pause", "");
     let t = settled_now(30, 5);
     env.enroll_active("alice", &[], t);
-    let mut phone = Phone::pair_active(&env, port, "alice");
+    let phone = Phone::pair_active(&env, port, "alice");
     let service = env.pam_service("");
     let mut login = Login::start(&service, "alice", "192.0.2.66");
     let number = login.press_enter_for_number(PROMPT);
@@ -165,8 +165,9 @@ fn a_wrong_number_pauses_requests_from_unproven_sources() {
                 .find(|n| *n != u64::from(number))
         })
         .expect("another choice") as u8;
-    let (status, answer) = phone.approve(&request, Some(wrong));
+    let (status, answer) = phone.begin(&approve::id_of(&request), wrong);
     assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["outcome"], "wrong_number", "{answer}");
     login.answer("");
     assert_eq!(login.finish(END).outcome, PamOutcome::AuthErr);
 
