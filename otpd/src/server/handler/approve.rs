@@ -4,6 +4,7 @@
 //! approval by the login that made the request. The phone's side (pairing,
 //! the app's API) is `approve_web.rs`; the rules are `core::approve`.
 
+use super::login::audit_in_login;
 use super::{internal, with_retries, Handler};
 use crate::core::approve::{RequestContext, SignInRequest, Wait};
 use crate::core::decision::{
@@ -48,18 +49,8 @@ impl Handler {
         user: &str,
         context: &LoginContext,
     ) -> Result<(Requested, Option<String>), Response> {
-        let audit = |outcome: &str| {
-            info!(
-                target: "otpd::audit",
-                user = ?user,
-                service = ?context.service,
-                rhost = ?context.rhost,
-                uid = caller.uid,
-                pid = caller.pid,
-                op = "approve_request",
-                outcome,
-            );
-        };
+        let audit =
+            |outcome: &str| audit_in_login(caller, user, context, "approve_request", outcome);
         let id = request_id()?;
         let random: [u8; 4] = crate::rng::random_bytes().map_err(internal)?;
         let approve = &self.config.approve;

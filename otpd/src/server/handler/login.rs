@@ -212,6 +212,17 @@ impl Handler {
 
 /// The audit line at the end of a login conversation.
 pub fn audit_login_end(caller: &Caller, user: &str, context: &LoginContext, outcome: &str) {
+    audit_in_login(caller, user, context, "login", outcome);
+}
+
+/// An audit line of `op` within the login of `context`.
+pub(super) fn audit_in_login(
+    caller: &Caller,
+    user: &str,
+    context: &LoginContext,
+    op: &str,
+    outcome: &str,
+) {
     info!(
         target: "otpd::audit",
         user = ?user,
@@ -219,7 +230,7 @@ pub fn audit_login_end(caller: &Caller, user: &str, context: &LoginContext, outc
         rhost = ?context.rhost,
         uid = caller.uid,
         pid = caller.pid,
-        op = "login",
+        op,
         outcome,
     );
 }
