@@ -88,7 +88,18 @@ pub enum Command {
         #[command(subcommand)]
         from: ImportSource,
     },
-    /// Clear a user's failure counters and backoff
+    /// End a user's remembered logins ([remember]): all, or one SSH key's
+    Forget {
+        /// The user
+        user: String,
+        /// Every remembered login of the user
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        all: bool,
+        /// Only those of this SSH key (SHA256:… as `ssh-keygen -l` prints it)
+        #[arg(long, value_name = "FINGERPRINT")]
+        key: Option<String>,
+    },
+    /// Clear a user's failure counters and backoff (and end remembered logins)
     Unlock {
         /// The user
         user: String,

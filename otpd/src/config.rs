@@ -42,6 +42,8 @@ pub struct Config {
     pub recovery: RecoveryConfig,
     /// Sign-ins approved on a paired phone (off unless `contact` is set).
     pub approve: ApproveConfig,
+    /// Remembered logins per PAM service (off unless a service is named).
+    pub remember: RememberConfig,
     /// Where the state lives: sled under `state_dir` (default) or a
     /// PostgreSQL database that every host of a fleet shares.
     pub store: StoreConfig,
@@ -61,6 +63,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             web: WebConfig::default(),
             approve: ApproveConfig::default(),
+            remember: RememberConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
             store: StoreConfig::default(),
@@ -200,6 +203,82 @@ impl ApproveConfig {
     /// Whether approvals are on.
     pub fn enabled(&self) -> bool {
         self.contact.is_some()
+    }
+}
+
+/// `[remember]`: remembered logins. Each key but `same_source` names a PAM
+/// service and how long a login of it is remembered after a second factor
+/// (`sshd = "8h"`, `sudo = "15m"`; at most 7 days). Off for every service
+/// not named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberConfig {
+    /// Seconds per PAM service.
+    pub services: std::collections::BTreeMap<String, u64>,
+    /// An SSH login's binding includes its source's network (default true).
+    pub same_source: bool,
+}
+
+impl Default for RememberConfig {
+    fn default() -> Self {
+        Self {
+            services: std::collections::BTreeMap::new(),
+            same_source: true,
+        }
+    }
+}
+
+impl RememberConfig {
+    /// Seconds a login of `service` is remembered (0: not at all).
+    pub fn secs(&self, service: &str) -> u64 {
+        self.services.get(service).copied().unwrap_or(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RememberConfig {
+    /// A table of its own shape (service names are keys), read by hand:
+    /// serde's `flatten` cannot refuse unknown keys, and every key here is
+    /// either `same_source` or a service with a duration.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let table = toml::Table::deserialize(d)?;
+        let mut config = RememberConfig::default();
+        for (key, value) in table {
+            if key == "same_source" {
+                config.same_source = value
+                    .as_bool()
+                    .ok_or_else(|| D::Error::custom("same_source must be true or false"))?;
+                continue;
+            }
+            if key.is_empty()
+                || key.len() > 64
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(D::Error::custom(format!(
+                    "{key:?} is not a PAM service name (letters, digits, '.', '_', '-')"
+                )));
+            }
+            let secs = match &value {
+                toml::Value::Integer(n) => u64::try_from(*n).ok(),
+                toml::Value::String(text) => {
+                    humantime::parse_duration(text).ok().map(|d| d.as_secs())
+                }
+                _ => None,
+            }
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "{key} = {value}: not a duration; write e.g. {key} = \"8h\""
+                ))
+            })?;
+            if secs == 0 || secs > crate::core::remember::MAX_REMEMBER_SECS {
+                return Err(D::Error::custom(format!(
+                    "{key} = {value}: must be more than 0 and at most 7 days"
+                )));
+            }
+            config.services.insert(key, secs);
+        }
+        Ok(config)
     }
 }
 

@@ -92,6 +92,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } => admin::import_oath(&client(), &file, &device, options),
         },
         Command::Unlock { user } => admin::unlock(&client(), user),
+        Command::Forget { user, all: _, key } => admin::forget(&client(), user, key),
         Command::RecoveryCodes { user, count } => admin::recovery_codes(&client(), user, count),
         Command::Phone {
             user,

@@ -204,6 +204,13 @@ impl LoginHandler for LibPam<'_> {
         nix::unistd::getuid().as_raw()
     }
 
+    fn auth_info(&self) -> Option<String> {
+        match self.pam.getenv("SSH_AUTH_INFO_0") {
+            Ok(Some(value)) => Some(value.to_string_lossy().into_owned()),
+            _ => None,
+        }
+    }
+
     fn locale_var(&self, name: &str) -> Option<String> {
         // pam_env may have set the locale for this login; else the host's.
         if let Ok(Some(value)) = self.pam.getenv(name) {

@@ -49,6 +49,9 @@ pub trait LoginHandler {
     fn rhost(&self) -> String;
     /// PAM_TTY, empty when unset.
     fn tty(&self) -> String;
+    /// `SSH_AUTH_INFO_0` of the PAM environment (what sshd verified before
+    /// this module), when set.
+    fn auth_info(&self) -> Option<String>;
     /// The real uid of the process the module runs in: under su or sudo
     /// (which run as root) the person who started them.
     fn real_uid(&self) -> u32;
@@ -193,6 +196,11 @@ impl<H: LoginHandler> Login<'_, H> {
                 Lang::Nl => Language::Nl,
             },
             authtok: self.authtok()?,
+            // Only what fits a frame; a longer one is no key line sshd wrote.
+            auth_info: self
+                .pam
+                .auth_info()
+                .filter(|info| info.len() <= otpd_proto::MAX_AUTH_INFO),
             user,
             typed,
             known,
@@ -553,6 +561,7 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Resynced { .. } => "resynced",
         Response::Step(_) => "step",
         Response::Confirmed { .. } => "confirmed",
+        Response::Forgotten { .. } => "forgotten",
         Response::Error { .. } => "error",
     };
     pam.log(
@@ -634,6 +643,10 @@ mod tests {
         fn tty(&self) -> String {
             "pts/3".into()
         }
+        fn auth_info(&self) -> Option<String> {
+            None
+        }
+
         fn locale_var(&self, name: &str) -> Option<String> {
             self.locale
                 .iter()

@@ -347,6 +347,7 @@ mod tests {
                         last_used: Some(4),
                         push: true,
                     }],
+                    remembered: 2,
                 }],
             },
         ];

@@ -21,7 +21,7 @@ pub use frame::{
 };
 pub use login::{
     looks_like_code, split_forward_pass, Authtok, FirstPass, Language, LoginOutcome, LoginStart,
-    Message, Prompt, Step,
+    Message, Prompt, Step, MAX_AUTH_INFO,
 };
 pub use secret::SecretText;
 pub use types::{

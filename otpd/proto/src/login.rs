@@ -85,7 +85,16 @@ pub struct LoginStart {
     /// PAM_AUTHTOK, with `use_first_pass` or `try_first_pass`.
     #[serde(default)]
     pub authtok: Authtok,
+    /// `SSH_AUTH_INFO_0` of the PAM environment: what sshd verified before
+    /// this module (under `AuthenticationMethods publickey,…`, the line
+    /// `publickey TYPE BASE64`); the binding of a remembered login. Public
+    /// data; at most [`MAX_AUTH_INFO`] bytes are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_info: Option<String>,
 }
+
+/// The most of `SSH_AUTH_INFO_0` a module sends (a few keys' lines).
+pub const MAX_AUTH_INFO: usize = 8 * 1024;
 
 impl LoginStart {
     /// The start of a plain login of `user`, an account, without any of
@@ -105,6 +114,7 @@ impl LoginStart {
             first_pass: FirstPass::Prompt,
             language: Language::En,
             authtok: Authtok::Absent,
+            auth_info: None,
         }
     }
 }

@@ -160,6 +160,16 @@ pub enum Request {
         /// The user (enrolled).
         user: String,
     },
+    /// End a user's remembered logins (`[remember]`): all of them, or
+    /// those of the SSH key with this fingerprint. Admin only; answered
+    /// with `Response::Forgotten`.
+    Forget {
+        /// The user.
+        user: String,
+        /// `SHA256:…` as `ssh-keygen -l` prints it; `None`: all.
+        #[serde(default)]
+        key: Option<String>,
+    },
     /// Register the number of the last `Phone` with the code texted to it. Admin only.
     PhoneConfirm {
         /// The user.
@@ -302,6 +312,11 @@ pub enum Response {
     },
     /// The answer to `DaemonStatus`.
     DaemonStatus(Box<DaemonStatus>),
+    /// The answer to `Forget`: how many remembered logins ended.
+    Forgotten {
+        /// How many.
+        count: u32,
+    },
     /// New recovery codes, shown once.
     RecoveryCodes {
         /// The user.
@@ -515,6 +530,9 @@ pub struct UserSummary {
     /// The phones paired to approve the user's sign-ins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvers: Vec<ApproverSummary>,
+    /// Remembered logins still valid (`[remember]`).
+    #[serde(default)]
+    pub remembered: u32,
 }
 
 /// A phone paired to approve sign-ins, as `otpd list` shows it.

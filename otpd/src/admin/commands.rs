@@ -690,6 +690,23 @@ pub fn resync(
     }
 }
 
+/// `otpd forget USER --all | --key FINGERPRINT`
+pub fn forget(client: &Client, user: String, key: Option<String>) -> Result<(), CliError> {
+    match client.call(&Request::Forget {
+        user: user.clone(),
+        key: key.clone(),
+    })? {
+        Response::Forgotten { count } => {
+            match key {
+                Some(key) => say!("forgotten: {count} remembered login(s) of {user} with the key {key}"),
+                None => say!("forgotten: {count} remembered login(s) of {user}; the next login asks for a code"),
+            }
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// `otpd unlock USER`
 pub fn unlock(client: &Client, user: String) -> Result<(), CliError> {
     match client.call(&Request::Unlock { user: user.clone() })? {

@@ -17,7 +17,7 @@ mod qr;
 pub use check_config::check_config;
 pub use client::Client;
 pub use commands::{
-    confirm, enroll, list, phone, recovery_codes, remove, resync, status, unlock, verify,
+    confirm, enroll, forget, list, phone, recovery_codes, remove, resync, status, unlock, verify,
     EnrollOptions,
 };
 pub use import::{import_google_authenticator, import_oath};

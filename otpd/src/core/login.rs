@@ -26,6 +26,8 @@ pub struct UserView {
     pub digits: Option<u8>,
     /// The user has an active paired phone to approve sign-ins on.
     pub phone: bool,
+    /// The login's binding is remembered (`[remember]`): no code.
+    pub remembered: bool,
 }
 
 impl UserView {
@@ -43,12 +45,14 @@ impl UserView {
                     factor_required: true,
                     digits,
                     phone: r.approvals.has_active_phone(),
+                    remembered: false,
                 }
             }
             _ => Self {
                 factor_required: false,
                 digits: None,
                 phone: false,
+                remembered: false,
             },
         }
     }
@@ -57,13 +61,14 @@ impl UserView {
 /// Whether the first step of `start`'s login depends on the user's record:
 /// `nullok` (does the user have a device?), `forward_pass` (how many digits
 /// end the answer?) and a name typed in another spelling than the
-/// account's (is there a record under it?), and with approvals on (`approve`:
-/// has the user a phone?). Otherwise the code is asked for at once and the
-/// record is read once, with the check.
-pub fn needs_view(start: &LoginStart, approve: bool) -> bool {
+/// account's (is there a record under it?), and with approvals on or the
+/// login rememberable (`record_first`: has the user a phone, is the binding
+/// remembered?). Otherwise the code is asked for at once and the record is
+/// read once, with the check.
+pub fn needs_view(start: &LoginStart, record_first: bool) -> bool {
     // Unknown names are read too: the first prompt of a name that is no
     // account must take as long as that of one that is (no enumeration).
-    approve || start.nullok || start.forward_pass || start.typed != start.user
+    record_first || start.nullok || start.forward_pass || start.typed != start.user
 }
 
 /// How the shell's sign-in request went ([`Next::Request`]).
@@ -169,6 +174,8 @@ pub struct Conversation {
     sms: bool,
     /// The user may approve on a paired phone (an empty answer asks).
     approve: bool,
+    /// The login is remembered: it ends in success without a code.
+    remembered: bool,
     /// Digits of the user's codes (forward_pass splits them off).
     digits: u8,
     stage: Stage,
@@ -183,6 +190,8 @@ pub enum Begun {
     CodeRequired,
     /// `nullok`: the user never had a device; no code.
     Nullok,
+    /// The login's binding is remembered: no code.
+    Remembered,
 }
 
 impl Conversation {
@@ -208,6 +217,7 @@ impl Conversation {
             factor_required: true,
             digits: None,
             phone: false,
+            remembered: false,
         });
         if start.known && !view.factor_required && start.typed != start.user {
             // A record under the spelling typed (enrolled before otpd
@@ -225,6 +235,7 @@ impl Conversation {
             first_pass: start.first_pass,
             sms,
             approve: approve && view.phone,
+            remembered: false,
             digits: view.digits.unwrap_or(DEFAULT_DIGITS),
             stage: Stage::Done,
             after_say: None,
@@ -232,7 +243,22 @@ impl Conversation {
         // An unknown name gets the conversation of an account with a
         // token, then PAM_USER_UNKNOWN: a client learns nothing about
         // which accounts exist, as with pam_unix.
-        if !view.factor_required && start.known && start.nullok {
+        // A remembered binding (the same SSH key, or the same local
+        // session and tty, within `[remember]`'s time): no code. Like
+        // nullok, except that the outcome is success.
+        let remembered = view.factor_required && view.remembered && start.known;
+        if remembered || (!view.factor_required && start.known && start.nullok) {
+            conversation.remembered = remembered;
+            let outcome = if remembered {
+                LoginOutcome::Success
+            } else {
+                LoginOutcome::Ignore
+            };
+            let begun = if remembered {
+                Begun::Remembered
+            } else {
+                Begun::Nullok
+            };
             let have_password = match start.first_pass {
                 FirstPass::Prompt => false,
                 FirstPass::Use => true,
@@ -246,9 +272,9 @@ impl Conversation {
                     prompt: Prompt::Password,
                 })
             } else {
-                end(LoginOutcome::Ignore, false)
+                end(outcome, false)
             };
-            return (conversation, Begun::Nullok, next);
+            return (conversation, begun, next);
         }
         let next = if start.forward_pass {
             let digits = conversation.digits;
@@ -301,7 +327,14 @@ impl Conversation {
     /// The module's answer to the last `Ask`.
     pub fn answer(&mut self, answer: Option<&SecretText>) -> Next {
         match (self.stage, answer) {
-            (Stage::PasswordOnly, _) => end(LoginOutcome::Ignore, true),
+            (Stage::PasswordOnly, _) => end(
+                if self.remembered {
+                    LoginOutcome::Success
+                } else {
+                    LoginOutcome::Ignore
+                },
+                true,
+            ),
             (Stage::AuthtokSplit | Stage::PasswordAndCode, Some(code)) => {
                 self.stage = Stage::CheckingForwarded;
                 Next::Check(code.clone())
@@ -533,11 +566,13 @@ mod tests {
         factor_required: true,
         digits: Some(6),
         phone: false,
+        remembered: false,
     };
     const NONE: UserView = UserView {
         factor_required: false,
         digits: None,
         phone: false,
+        remembered: false,
     };
 
     fn start() -> LoginStart {
@@ -881,6 +916,7 @@ mod tests {
             factor_required: true,
             digits: Some(8),
             phone: false,
+            remembered: false,
         };
         let (log, end, _) = run(
             &forward,
@@ -1056,6 +1092,7 @@ mod tests {
             factor_required: true,
             digits: Some(9),
             phone: false,
+            remembered: false,
         };
         let (log, end, _) = run(&forward, odd, None, false, &[], &[]);
         assert_eq!(log, ["say Error { message: Unavailable }"]);
@@ -1077,6 +1114,7 @@ mod tests {
         factor_required: true,
         digits: Some(6),
         phone: true,
+        remembered: false,
     };
 
     fn prompt(prompt: Prompt) -> Next {

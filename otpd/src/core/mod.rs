@@ -11,6 +11,7 @@ pub mod names;
 pub mod plan;
 pub mod ratelimit;
 pub mod record;
+pub mod remember;
 pub mod seal;
 pub mod tokens;
 pub mod totp;

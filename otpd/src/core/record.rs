@@ -1,6 +1,7 @@
 //! What the store keeps per user and per (user, source).
 
 use crate::core::approve::Approvals;
+use crate::core::remember::Remembered;
 use crate::core::tokens::CodeHash;
 use otpd_proto::Algorithm;
 pub use otpd_proto::TokenKind;
@@ -103,6 +104,9 @@ pub struct UserRecord {
     pub trusted_sources: Vec<TrustedSource>,
     /// Paired phones and sign-in requests to approve on them.
     pub approvals: Approvals,
+    /// Remembered logins (`[remember]`): bindings that skip the code until
+    /// they expire.
+    pub remembered: Vec<Remembered>,
 }
 
 /// Trusted sources kept per user: the oldest goes when a new one comes.
@@ -199,6 +203,7 @@ impl UserRecord {
             had_active_device: false,
             trusted_sources: Vec::new(),
             approvals: Approvals::default(),
+            remembered: Vec::new(),
         }
     }
 

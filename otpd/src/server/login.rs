@@ -120,7 +120,7 @@ pub async fn converse(
                 match outcome_of(checked) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
-                        return finish(stream, caller, &conversation, &context, end).await;
+                        return finish(stream, handler, caller, &conversation, &context, end).await;
                     }
                 }
             }
@@ -136,7 +136,7 @@ pub async fn converse(
                 match outcome_of(texted) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
-                        return finish(stream, caller, &conversation, &context, end).await;
+                        return finish(stream, handler, caller, &conversation, &context, end).await;
                     }
                 }
             }
@@ -155,7 +155,7 @@ pub async fn converse(
                         conversation.requested(requested)
                     }
                     Err(end) => {
-                        return finish(stream, caller, &conversation, &context, end).await;
+                        return finish(stream, handler, caller, &conversation, &context, end).await;
                     }
                 }
             }
@@ -178,12 +178,20 @@ pub async fn converse(
                 match approval {
                     Ok(approval) => conversation.approval(approval),
                     Err(end) => {
-                        return finish(stream, caller, &conversation, &context, end).await;
+                        return finish(stream, handler, caller, &conversation, &context, end).await;
                     }
                 }
             }
             Next::End(step) => {
-                return finish(stream, caller, &conversation, &context, Ended::Step(step)).await;
+                return finish(
+                    stream,
+                    handler,
+                    caller,
+                    &conversation,
+                    &context,
+                    Ended::Step(step),
+                )
+                .await;
             }
         };
     }
@@ -265,6 +273,7 @@ enum Ended {
 
 async fn finish(
     stream: &mut UnixStream,
+    handler: &Arc<Handler>,
     caller: &Caller,
     conversation: &Conversation,
     context: &LoginContext,
@@ -290,7 +299,23 @@ async fn finish(
         },
     };
     if let Step::End { outcome, .. } = &step {
-        audit_login_end(caller, conversation.user(), context, outcome_name(*outcome));
+        let name = match outcome {
+            LoginOutcome::Success if context.remembered() => "remembered",
+            other => outcome_name(*other),
+        };
+        audit_login_end(caller, conversation.user(), context, name);
+        if *outcome == LoginOutcome::Success && context.to_remember() {
+            // A second factor passed: its binding is remembered (when
+            // `[remember]` names the service), before the login is told,
+            // so that the next login finds it.
+            let (h, c, ctx, user) = (
+                handler.clone(),
+                caller.clone(),
+                context.clone(),
+                conversation.user().to_owned(),
+            );
+            let _ = tokio::task::spawn_blocking(move || h.login_remember(&c, &user, &ctx)).await;
+        }
     }
     let _ = send(stream, step).await;
 }

@@ -50,7 +50,8 @@ pub fn authorize(
         | Request::DaemonStatus {}
         | Request::Phone { .. }
         | Request::PhoneConfirm { .. }
-        | Request::ApproverLink { .. } => Err("administrative commands need root".into()),
+        | Request::ApproverLink { .. }
+        | Request::Forget { .. } => Err("administrative commands need root".into()),
     }
 }
 

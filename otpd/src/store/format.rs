@@ -19,6 +19,7 @@ use crate::core::record::{
     Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
     DEFAULT_DEVICE,
 };
+use crate::core::remember::Remembered;
 use otpd_proto::Algorithm;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -71,6 +72,9 @@ pub struct StoredRecord {
     /// See [`UserRecord::approvals`]. Written only when there are any.
     #[serde(default, skip_serializing_if = "Approvals::is_empty")]
     pub approvals: Approvals,
+    /// See [`UserRecord::remembered`]. Written only when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remembered: Vec<Remembered>,
 }
 
 /// What a stored record holds about its devices besides the first one's key.
@@ -197,6 +201,7 @@ impl From<StoredRecord> for UserRecord {
         record.had_active_device = s.had_active_device;
         record.trusted_sources = s.trusted_sources;
         record.approvals = s.approvals;
+        record.remembered = s.remembered;
         record
     }
 }
@@ -252,6 +257,7 @@ impl From<&UserRecord> for StoredRecord {
             had_active_device: r.had_active_device,
             trusted_sources: r.trusted_sources.clone(),
             approvals: r.approvals.clone(),
+            remembered: r.remembered.clone(),
         }
     }
 }

@@ -95,6 +95,8 @@ impl Handler {
                             push: p.push.is_some(),
                         })
                         .collect(),
+                    remembered: u32::try_from(crate::core::remember::live(&r.remembered, now))
+                        .unwrap_or(u32::MAX),
                 }
             })
             .collect();
@@ -109,9 +111,40 @@ impl Handler {
             next.version = r.version.wrapping_add(1);
             next.user_failures = 0;
             next.last_failure = None;
+            // An unlock also ends every remembered login.
+            next.remembered.clear();
             Some(next)
         })
     }
+    /// `otpd forget USER [--key FINGERPRINT]`: ends remembered logins
+    /// (the counters stay, unlike `rewrite`).
+    pub(super) fn forget(&self, caller: &Caller, user: &str, key: Option<&str>) -> Response {
+        with_retries(|| {
+            let current = match self.enrolled(user) {
+                Ok(r) => r,
+                Err(refusal) => return Some(refusal),
+            };
+            let mut next = current.clone();
+            next.version = current.version.wrapping_add(1);
+            let count = crate::core::remember::forget(&mut next.remembered, key);
+            match self.store.commit(
+                user,
+                Some(current.version),
+                RecordChange::Put(&next),
+                SourcesChange::Keep,
+            ) {
+                Ok(()) => {
+                    info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = "forget", key = ?key.unwrap_or("all"), count, outcome = "done");
+                    Some(Response::Forgotten {
+                        count: u32::try_from(count).unwrap_or(u32::MAX),
+                    })
+                }
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        })
+    }
+
     /// Replaces (or with `None`, deletes) an existing record and clears all
     /// of its source counters.
     pub(super) fn rewrite(

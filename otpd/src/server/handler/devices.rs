@@ -126,6 +126,8 @@ impl Handler {
             let mut without_phone = current.clone();
             if without_phone.approvals.remove_phone(name) {
                 without_phone.version = current.version.wrapping_add(1);
+                // A removed device ends every remembered login.
+                without_phone.remembered.clear();
                 return match self.store.commit(
                     user,
                     Some(current.version),
@@ -183,6 +185,8 @@ impl Handler {
                 }
                 // The link's page shows the first device, now another one.
                 next.fallback.link = None;
+                // A removed device ends every remembered login.
+                next.remembered.clear();
                 Some(next)
             };
             let (record, sources) = match &next {

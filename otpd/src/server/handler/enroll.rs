@@ -136,7 +136,7 @@ impl Handler {
             // an active device keeps it working until the new one is
             // confirmed, unless the admin revokes it at once; either way
             // the record remembers that the user needs a code.
-            let (next, sources, replaced, old_kept) = match (&existing, &p.device) {
+            let (mut next, sources, replaced, old_kept) = match (&existing, &p.device) {
                 // A device added to (or replaced in) an existing user: the
                 // other devices, recovery codes and counters stay.
                 (Some(r), Some(name)) => {
@@ -238,6 +238,8 @@ impl Handler {
                     (record, SourcesChange::ClearAll, existing.is_some(), false)
                 }
             };
+            // A new enrolment ends every remembered login (`[remember]`).
+            next.remembered.clear();
             match self.store.commit(
                 &p.user,
                 existing.as_ref().map(|r| r.version),

@@ -2,13 +2,17 @@
 //! its steps ask for. The conversation itself is decided in
 //! `core::login`; `server::login` carries it over the connection.
 
-use super::{internal, own_source, refuse, user_name_of, Attempt, Handler, MAX_ITEM_LEN};
+use super::{
+    internal, own_source, refuse, user_name_of, with_retries, Attempt, Handler, MAX_ITEM_LEN,
+};
 use crate::core::decision::Purpose;
 use crate::core::login::{needs_view, Begun, Conversation, Next, UserView};
 use crate::core::names::validate_user;
 use crate::core::record::{source_of, SourceKey};
+use crate::core::remember::{binding, is_remembered, remember, Binding, LoginFacts};
 use crate::server::policy::authorize;
 use crate::server::policy::Caller;
+use crate::store::{RecordChange, SourcesChange, StoreError};
 use otpd_proto::{ErrorCode, LoginStart, Request, Response, SecretText, VerifyOutcome};
 use tracing::{info, warn};
 
@@ -21,9 +25,36 @@ pub struct LoginContext {
     pub(super) source: SourceKey,
     /// The source is the user's own uid.
     pub(super) own: bool,
+    /// The login's binding (`[remember]` on for its service, and it has
+    /// one), and whether it was remembered (no code was asked).
+    pub(super) binding: Option<Binding>,
+    pub(super) remembered: bool,
+}
+
+/// The kernel's audit session of process `pid` (`None`: unset, or the
+/// process is gone). Read by the daemon, not told by the module: the
+/// binding of a local login's remembered session.
+fn audit_session_of(pid: Option<i32>) -> Option<u32> {
+    let pid = pid?;
+    std::fs::read_to_string(format!("/proc/{pid}/sessionid"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        // 4294967295 (-1): no audit session (no pam_loginuid login).
+        .filter(|id| *id != u32::MAX)
 }
 
 impl LoginContext {
+    /// Whether the login was remembered (ended without a code).
+    pub fn remembered(&self) -> bool {
+        self.remembered
+    }
+
+    /// Whether a success of this login is to be remembered: it has a
+    /// binding and was not itself remembered.
+    pub fn to_remember(&self) -> bool {
+        self.binding.is_some() && !self.remembered
+    }
+
     /// The login's rate-limit source: the group its connection is counted
     /// with when connections must give way (`server/slots.rs`).
     pub fn source(&self) -> &str {
@@ -37,7 +68,10 @@ impl Handler {
     /// the blocking pool; otherwise it only decides the first prompt.
     pub fn login_begin_blocks(&self, caller: &Caller, start: &LoginStart) -> bool {
         caller.uid != 0
-            || needs_view(start, self.approvals_on())
+            || needs_view(
+                start,
+                self.approvals_on() || self.config.remember.secs(&start.service) > 0,
+            )
             || (start.ruid != 0 && start.rhost.trim().is_empty())
     }
 
@@ -102,17 +136,51 @@ impl Handler {
         }
         // A name that can never be enrolled has no record: looked at like
         // any unknown user (the conversation is the same).
+        let source = source_of(&start.rhost, Some(start.ruid), caller.uid);
+        // A remembered login's binding: for SSH the key sshd verified (only
+        // root's sshd is believed about it), for a local service the audit
+        // session the daemon reads of the caller's process, and the tty.
+        let remember_secs = self.config.remember.secs(&start.service);
+        let binding = (remember_secs > 0)
+            .then(|| {
+                let remote = !start.rhost.trim().is_empty();
+                binding(
+                    &LoginFacts {
+                        user: &start.user,
+                        service: &start.service,
+                        rhost: &start.rhost,
+                        source: source.as_str(),
+                        auth_info: start
+                            .auth_info
+                            .as_deref()
+                            .filter(|_| remote && caller.uid == 0),
+                        audit_session: audit_session_of(caller.pid).filter(|_| !remote),
+                        tty: &start.tty,
+                    },
+                    self.config.remember.same_source,
+                )
+            })
+            .flatten();
         let read = |user: &str| -> Result<UserView, Response> {
             if validate_user(user).is_err() {
                 return Ok(UserView::of(None));
             }
             match self.store.user(user) {
-                Ok(record) => Ok(UserView::of(record.as_ref())),
+                Ok(record) => {
+                    let mut view = UserView::of(record.as_ref());
+                    view.remembered = match (&record, &binding) {
+                        (Some(r), Some(b)) if user == start.user => {
+                            is_remembered(&r.remembered, b, self.now())
+                        }
+                        _ => false,
+                    };
+                    Ok(view)
+                }
                 Err(e) => Err(internal(e)),
             }
         };
         let approve = self.approvals_on();
-        let (view, typed_view) = if needs_view(&start, approve) {
+        let (view, typed_view) = if needs_view(&start, approve || binding.is_some()) {
             let view = read(&start.user)?;
             let typed_view = if start.known && start.typed != start.user && !view.factor_required {
                 Some(read(&start.typed)?)
@@ -140,7 +208,9 @@ impl Handler {
             );
         }
         let context = LoginContext {
-            source: source_of(&start.rhost, Some(start.ruid), caller.uid),
+            binding,
+            remembered: begun == Begun::Remembered,
+            source,
             own: own_source(
                 conversation.user(),
                 &start.rhost,
@@ -181,6 +251,48 @@ impl Handler {
         match response {
             Response::Verified { outcome } => Ok(outcome),
             other => Err(other),
+        }
+    }
+
+    /// Remembers the binding of `context`'s login, which just passed its
+    /// second factor (`[remember]` on for its service). A failure is only
+    /// logged: the login has succeeded.
+    pub fn login_remember(&self, caller: &Caller, user: &str, context: &LoginContext) {
+        let Some(binding) = &context.binding else {
+            return;
+        };
+        let secs = self.config.remember.secs(&context.service);
+        let response = with_retries(|| {
+            let record = match self.store.user(user) {
+                Ok(Some(r)) => r,
+                Ok(None) => return Some(Response::Done {}),
+                Err(e) => return Some(internal(e)),
+            };
+            let mut next = record.clone();
+            next.version = record.version.wrapping_add(1);
+            remember(
+                &mut next.remembered,
+                binding,
+                &context.service,
+                self.now(),
+                secs,
+            );
+            match self.store.commit(
+                user,
+                Some(record.version),
+                RecordChange::Put(&next),
+                SourcesChange::Keep,
+            ) {
+                Ok(()) => Some(Response::Done {}),
+                Err(StoreError::Conflict) => None,
+                Err(e) => Some(internal(e)),
+            }
+        });
+        match response {
+            Response::Done {} => {
+                audit_in_login(caller, user, context, "remember", "remembered_for_later")
+            }
+            other => warn!(user = ?user, "the login could not be remembered: {other:?}"),
         }
     }
 

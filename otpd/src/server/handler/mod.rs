@@ -242,7 +242,8 @@ impl Handler {
             | Request::RecoveryCodes { user, .. }
             | Request::Phone { user, .. }
             | Request::PhoneConfirm { user, .. }
-            | Request::ApproverLink { user } => Some(user.as_str()),
+            | Request::ApproverLink { user }
+            | Request::Forget { user, .. } => Some(user.as_str()),
             Request::Enroll(p) => Some(p.user.as_str()),
             Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
@@ -326,6 +327,7 @@ impl Handler {
             Request::Phone { user, number } => self.phone(caller, &user, &number),
             Request::PhoneConfirm { user, code } => self.phone_confirm(caller, &user, &code),
             Request::ApproverLink { user } => self.approver_link_response(caller, &user),
+            Request::Forget { user, key } => self.forget(caller, &user, key.as_deref()),
             Request::Login(_) | Request::Answer { .. } => out_of_turn(),
         }
     }
@@ -346,6 +348,7 @@ fn op_name(r: &Request) -> &'static str {
         Request::Phone { .. } => "phone",
         Request::PhoneConfirm { .. } => "phone_confirm",
         Request::ApproverLink { .. } => "approver_link",
+        Request::Forget { .. } => "forget",
         Request::Login(_) => "login",
         Request::Answer { .. } => "answer",
     }
