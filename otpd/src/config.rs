@@ -1049,6 +1049,26 @@ mod tests {
     }
 
     #[test]
+    fn remember_names_services_with_durations_up_to_seven_days() {
+        let c = parse("[remember]\nsshd = \"8h\"\nsudo = 900\nsame_source = false\n").unwrap();
+        assert_eq!(c.remember.secs("sshd"), 8 * 3600);
+        assert_eq!(c.remember.secs("sudo"), 900);
+        assert_eq!(c.remember.secs("login"), 0);
+        assert!(!c.remember.same_source);
+        assert!(parse("").unwrap().remember.same_source);
+        for (text, named) in [
+            ("[remember]\nsshd = \"8d\"\n", "7 days"),
+            ("[remember]\nsshd = 0\n", "more than 0"),
+            ("[remember]\nsshd = \"soon\"\n", "not a duration"),
+            ("[remember]\n\"ss hd\" = \"1h\"\n", "PAM service"),
+            ("[remember]\nsame_source = \"yes\"\n", "same_source"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(named), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn approvals_need_a_contact_a_public_url_and_sane_limits() {
         let web = "[web]\npublic_url = \"https://otp.example.org\"\n";
         let ok = parse(&format!(

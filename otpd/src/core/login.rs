@@ -1224,4 +1224,32 @@ mod tests {
             ended(LoginOutcome::AuthErr, false)
         );
     }
+
+    #[test]
+    fn a_remembered_login_needs_no_code_but_forward_pass_still_gets_the_password() {
+        let remembered = UserView {
+            remembered: true,
+            ..ACTIVE
+        };
+        let (_, begun, next) = Conversation::begin(&start(), Some(remembered), None, true, true);
+        assert_eq!(begun, Begun::Remembered);
+        assert_eq!(next, ended(LoginOutcome::Success, false));
+        let forward = LoginStart {
+            forward_pass: true,
+            ..start()
+        };
+        let (mut c, begun, next) =
+            Conversation::begin(&forward, Some(remembered), None, false, false);
+        assert_eq!(begun, Begun::Remembered);
+        assert_eq!(next, prompt(Prompt::Password));
+        assert_eq!(c.answer(None), ended(LoginOutcome::Success, true));
+        // An unknown name is never remembered; nor is a user without a
+        // factor (nullok decides that one).
+        let unknown = LoginStart {
+            known: false,
+            ..start()
+        };
+        let (_, begun, _) = Conversation::begin(&unknown, Some(remembered), None, false, false);
+        assert_eq!(begun, Begun::CodeRequired);
+    }
 }
