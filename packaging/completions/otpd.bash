@@ -25,6 +25,9 @@ _otpd() {
             otpd,enroll)
                 cmd="otpd__subcmd__enroll"
                 ;;
+            otpd,forget)
+                cmd="otpd__subcmd__forget"
+                ;;
             otpd,help)
                 cmd="otpd__subcmd__help"
                 ;;
@@ -78,6 +81,9 @@ _otpd() {
                 ;;
             otpd__subcmd__help,enroll)
                 cmd="otpd__subcmd__help__subcmd__enroll"
+                ;;
+            otpd__subcmd__help,forget)
+                cmd="otpd__subcmd__help__subcmd__forget"
                 ;;
             otpd__subcmd__help,help)
                 cmd="otpd__subcmd__help__subcmd__help"
@@ -155,7 +161,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,8 +284,34 @@ _otpd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otpd__subcmd__forget)
+            opts="-h --all --key --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove resync import unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
+            opts="serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -321,6 +353,20 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__enroll)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__forget)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
