@@ -16,8 +16,8 @@
 
 use crate::core::approve::Approvals;
 use crate::core::record::{
-    Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
-    DEFAULT_DEVICE,
+    ActivityEvent, Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource,
+    UserRecord, DEFAULT_DEVICE,
 };
 use otpd_proto::Algorithm;
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,10 @@ pub struct StoredRecord {
     /// See [`UserRecord::approvals`]. Written only when there are any.
     #[serde(default, skip_serializing_if = "Approvals::is_empty")]
     pub approvals: Approvals,
+    /// See [`UserRecord::activity`]. Written only when there is any, so
+    /// records written before it keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity: Vec<ActivityEvent>,
 }
 
 /// What a stored record holds about its devices besides the first one's key.
@@ -197,6 +201,7 @@ impl From<StoredRecord> for UserRecord {
         record.had_active_device = s.had_active_device;
         record.trusted_sources = s.trusted_sources;
         record.approvals = s.approvals;
+        record.activity = s.activity;
         record
     }
 }
@@ -252,6 +257,7 @@ impl From<&UserRecord> for StoredRecord {
             had_active_device: r.had_active_device,
             trusted_sources: r.trusted_sources.clone(),
             approvals: r.approvals.clone(),
+            activity: r.activity.clone(),
         }
     }
 }
