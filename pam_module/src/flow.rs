@@ -554,6 +554,8 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Step(_) => "step",
         Response::Confirmed { .. } => "confirmed",
         Response::Error { .. } => "error",
+        Response::OwnDevices { .. } => "own_devices",
+        Response::Activity { .. } => "activity",
     };
     pam.log(
         LogLevel::Error,

@@ -200,12 +200,28 @@ fn activity(client: &Client, json: bool) -> Result<(), CliError> {
 /// `otpd self add-device NAME`: prints the QR code and, on a terminal,
 /// asks for the first code.
 fn add_device(client: &Client, name: String, proof: SelfProof) -> Result<(), CliError> {
+    let proof_kind = match proof {
+        SelfProof::Code { .. } => ProofKind::Code,
+        SelfProof::RecoveryCode { .. } => ProofKind::RecoveryCode,
+    };
     let response = client.call(&Request::SelfAddDevice {
         device: name.clone(),
         proof,
     })?;
     let Response::Enrolled(e) = response else {
-        return Err(refused_or_unexpected(&response));
+        return Err(match (&proof_kind, &response) {
+            (
+                ProofKind::RecoveryCode,
+                Response::Verified {
+                    outcome: VerifyOutcome::WrongCode,
+                },
+            ) => CliError::Refused(
+                "that recovery code is wrong or used up (the failure counts like a failed \
+                 login); nothing was changed"
+                    .into(),
+            ),
+            _ => refused_or_unexpected(&response),
+        });
     };
     print_enrollment(&e)?;
     if !std::io::stdin().is_terminal() {
@@ -236,6 +252,12 @@ fn add_device(client: &Client, name: String, proof: SelfProof) -> Result<(), Cli
     Err(CliError::Refused(format!(
         "not validated: {why}; the device stays pending (otpd self confirm {name} CODE)"
     )))
+}
+
+/// Which proof a change came with, for the wording of a refusal.
+enum ProofKind {
+    Code,
+    RecoveryCode,
 }
 
 /// `otpd self confirm NAME CODE`
