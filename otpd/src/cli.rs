@@ -174,6 +174,71 @@ pub enum Command {
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,
+    /// Your own second factor, run as yourself (not as root): your devices,
+    /// a new device, your recovery codes, your latest logins. Every change
+    /// needs a code from one of your active devices, checked like a login
+    #[command(name = "self", after_help = EXIT_STATUS_HELP)]
+    SelfService {
+        /// What to do.
+        #[command(subcommand)]
+        command: SelfCommand,
+    },
+}
+
+/// The subcommands of `otpd self`.
+#[derive(Debug, Subcommand)]
+pub enum SelfCommand {
+    /// List your devices and paired phones (never a secret)
+    Devices {
+        /// JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a device (a second phone, a key): prints its QR code, then asks
+    /// for its first code (or confirm later with otpd self confirm)
+    #[command(name = "add-device", after_help = EXIT_STATUS_HELP)]
+    AddDevice {
+        /// The new device's name (tablet, yubikey …)
+        name: String,
+        /// A code from one of your active devices; asked for when omitted
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+        /// A recovery code instead (a lost phone); it is used up, and your
+        /// administrator is told
+        #[arg(long, value_name = "CODE", conflicts_with = "code")]
+        recovery_code: Option<String>,
+    },
+    /// Validate your new device with the first code it shows
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Confirm {
+        /// The device
+        name: String,
+        /// The code; read from stdin when omitted
+        code: Option<String>,
+    },
+    /// Remove one of your devices or paired phones (never your last active
+    /// device)
+    #[command(name = "remove-device", after_help = EXIT_STATUS_HELP)]
+    RemoveDevice {
+        /// The device
+        name: String,
+        /// A code from one of your active devices; asked for when omitted
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Replace your recovery codes with a new set, shown once
+    #[command(name = "recovery-codes", after_help = EXIT_STATUS_HELP)]
+    RecoveryCodes {
+        /// A code from one of your active devices; asked for when omitted
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Your latest logins and failures (service, source, time): was this you?
+    Activity {
+        /// JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What `otpd import` reads.

@@ -100,6 +100,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             confirm,
         } => admin::phone(&client(), user, number, confirm),
         Command::Status => admin::status(&client()),
+        Command::SelfService { command } => admin::self_service(&client(), command),
         Command::Keygen { path } => {
             let key = otpd::server::keyfile::create_key_file(&path)
                 .map_err(|e| CliError::Refused(e.0))?;

@@ -61,6 +61,9 @@ _otpd() {
             otpd,seal-store)
                 cmd="otpd__subcmd__seal__subcmd__store"
                 ;;
+            otpd,self)
+                cmd="otpd__subcmd__self"
+                ;;
             otpd,serve)
                 cmd="otpd__subcmd__serve"
                 ;;
@@ -118,6 +121,9 @@ _otpd() {
             otpd__subcmd__help,seal-store)
                 cmd="otpd__subcmd__help__subcmd__seal__subcmd__store"
                 ;;
+            otpd__subcmd__help,self)
+                cmd="otpd__subcmd__help__subcmd__self"
+                ;;
             otpd__subcmd__help,serve)
                 cmd="otpd__subcmd__help__subcmd__serve"
                 ;;
@@ -135,6 +141,24 @@ _otpd() {
                 ;;
             otpd__subcmd__help__subcmd__import,oath)
                 cmd="otpd__subcmd__help__subcmd__import__subcmd__oath"
+                ;;
+            otpd__subcmd__help__subcmd__self,activity)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__activity"
+                ;;
+            otpd__subcmd__help__subcmd__self,add-device)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__add__subcmd__device"
+                ;;
+            otpd__subcmd__help__subcmd__self,confirm)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__confirm"
+                ;;
+            otpd__subcmd__help__subcmd__self,devices)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__devices"
+                ;;
+            otpd__subcmd__help__subcmd__self,recovery-codes)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__recovery__subcmd__codes"
+                ;;
+            otpd__subcmd__help__subcmd__self,remove-device)
+                cmd="otpd__subcmd__help__subcmd__self__subcmd__remove__subcmd__device"
                 ;;
             otpd__subcmd__import,google-authenticator)
                 cmd="otpd__subcmd__import__subcmd__google__subcmd__authenticator"
@@ -154,6 +178,48 @@ _otpd() {
             otpd__subcmd__import__subcmd__help,oath)
                 cmd="otpd__subcmd__import__subcmd__help__subcmd__oath"
                 ;;
+            otpd__subcmd__self,activity)
+                cmd="otpd__subcmd__self__subcmd__activity"
+                ;;
+            otpd__subcmd__self,add-device)
+                cmd="otpd__subcmd__self__subcmd__add__subcmd__device"
+                ;;
+            otpd__subcmd__self,confirm)
+                cmd="otpd__subcmd__self__subcmd__confirm"
+                ;;
+            otpd__subcmd__self,devices)
+                cmd="otpd__subcmd__self__subcmd__devices"
+                ;;
+            otpd__subcmd__self,help)
+                cmd="otpd__subcmd__self__subcmd__help"
+                ;;
+            otpd__subcmd__self,recovery-codes)
+                cmd="otpd__subcmd__self__subcmd__recovery__subcmd__codes"
+                ;;
+            otpd__subcmd__self,remove-device)
+                cmd="otpd__subcmd__self__subcmd__remove__subcmd__device"
+                ;;
+            otpd__subcmd__self__subcmd__help,activity)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__activity"
+                ;;
+            otpd__subcmd__self__subcmd__help,add-device)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__add__subcmd__device"
+                ;;
+            otpd__subcmd__self__subcmd__help,confirm)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__confirm"
+                ;;
+            otpd__subcmd__self__subcmd__help,devices)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__devices"
+                ;;
+            otpd__subcmd__self__subcmd__help,help)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__help"
+                ;;
+            otpd__subcmd__self__subcmd__help,recovery-codes)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__recovery__subcmd__codes"
+                ;;
+            otpd__subcmd__self__subcmd__help,remove-device)
+                cmd="otpd__subcmd__self__subcmd__help__subcmd__remove__subcmd__device"
+                ;;
             *)
                 ;;
         esac
@@ -161,7 +227,7 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status self help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,7 +377,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status help"
+            opts="serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status self help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -551,6 +617,104 @@ _otpd() {
         otpd__subcmd__help__subcmd__seal__subcmd__store)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self)
+            opts="devices add-device confirm remove-device recovery-codes activity"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__activity)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__add__subcmd__device)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__confirm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__devices)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__recovery__subcmd__codes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__self__subcmd__remove__subcmd__device)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -959,6 +1123,288 @@ _otpd() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self)
+            opts="-h --config --socket --help devices add-device confirm remove-device recovery-codes activity help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__activity)
+            opts="-h --json --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__add__subcmd__device)
+            opts="-h --code --recovery-code --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recovery-code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__confirm)
+            opts="-h --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__devices)
+            opts="-h --json --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help)
+            opts="devices add-device confirm remove-device recovery-codes activity help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__activity)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__add__subcmd__device)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__confirm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__devices)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__recovery__subcmd__codes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__help__subcmd__remove__subcmd__device)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__recovery__subcmd__codes)
+            opts="-h --code --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__self__subcmd__remove__subcmd__device)
+            opts="-h --code --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

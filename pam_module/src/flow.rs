@@ -563,6 +563,8 @@ fn unexpected(pam: &impl LoginHandler, response: &Response) -> PamError {
         Response::Confirmed { .. } => "confirmed",
         Response::Forgotten { .. } => "forgotten",
         Response::Error { .. } => "error",
+        Response::OwnDevices { .. } => "own_devices",
+        Response::Activity { .. } => "activity",
     };
     pam.log(
         LogLevel::Error,

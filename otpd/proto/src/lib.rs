@@ -25,7 +25,7 @@ pub use login::{
 };
 pub use secret::SecretText;
 pub use types::{
-    Algorithm, ApproverSummary, DaemonStatus, DeviceSummary, EnrollParams, Enrollment, ErrorCode,
-    ImportParams, ImportResult, ImportedDevice, Request, Response, TokenKind, UserState,
-    UserSummary, VerifyOutcome,
+    ActivityEntry, Algorithm, ApproverSummary, DaemonStatus, DeviceSummary, EnrollParams,
+    Enrollment, ErrorCode, ImportParams, ImportResult, ImportedDevice, Request, Response,
+    SelfProof, TokenKind, UserState, UserSummary, VerifyOutcome,
 };

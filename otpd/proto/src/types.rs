@@ -187,6 +187,61 @@ pub enum Request {
         /// What was typed, when it is sent.
         answer: Option<SecretText>,
     },
+    /// `otpd self devices`: the caller's own devices and paired phones,
+    /// never a secret. The user is the one the caller's uid maps to (no
+    /// name is sent); refused to root (it has the admin commands).
+    SelfDevices {},
+    /// `otpd self add-device NAME`: a new pending TOTP device of the
+    /// caller, proved with a code of an active device or a recovery code;
+    /// the answer is a `Response::Enrolled`.
+    SelfAddDevice {
+        /// The new device's name.
+        device: String,
+        /// The proof that the caller is the user.
+        proof: SelfProof,
+    },
+    /// `otpd self confirm NAME CODE`: the first code of the caller's
+    /// pending device NAME; the answer is a `Response::Confirmed`.
+    SelfConfirm {
+        /// The pending device.
+        device: String,
+        /// Its first code.
+        code: SecretText,
+    },
+    /// `otpd self remove-device NAME`: one of the caller's devices or
+    /// paired phones (never the last active device).
+    SelfRemoveDevice {
+        /// The device or phone.
+        device: String,
+        /// A code of an active device.
+        proof: SelfProof,
+    },
+    /// `otpd self recovery-codes`: a new set for the caller, shown once;
+    /// the answer is a `Response::RecoveryCodes`.
+    SelfRecoveryCodes {
+        /// A code of an active device.
+        proof: SelfProof,
+    },
+    /// `otpd self activity`: the caller's latest logins and failures.
+    SelfActivity {},
+}
+
+/// What proves, in an `otpd self` change, that the caller is the user:
+/// checked like a login (counted against the limits, used up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "with", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SelfProof {
+    /// A fresh code of one of the user's active devices.
+    Code {
+        /// The code as typed.
+        code: SecretText,
+    },
+    /// A recovery code (a lost phone); only for adding a device, and the
+    /// administrator is told through the audit log.
+    RecoveryCode {
+        /// The recovery code as typed.
+        code: SecretText,
+    },
 }
 
 /// Parameters of `otpd enroll`; `None` means the daemon's configured default.
@@ -363,6 +418,39 @@ pub enum Response {
         /// A sentence for the person at the terminal; never a secret.
         message: String,
     },
+    /// The answer to `SelfDevices`.
+    OwnDevices {
+        /// The caller's user name.
+        user: String,
+        /// The devices (tokens), the first one first.
+        devices: Vec<DeviceSummary>,
+        /// The phones paired to approve sign-ins.
+        #[serde(default)]
+        approvers: Vec<ApproverSummary>,
+        /// Unused recovery codes.
+        recovery_codes: u32,
+    },
+    /// The answer to `SelfActivity`.
+    Activity {
+        /// The caller's user name.
+        user: String,
+        /// The latest logins and failures, newest last.
+        events: Vec<ActivityEntry>,
+    },
+}
+
+/// One login attempt as `otpd self activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityEntry {
+    /// Unix time of the attempt.
+    pub time: u64,
+    /// PAM_SERVICE (`sshd`, `sudo` …; `otpd-self` for `otpd self`).
+    pub service: String,
+    /// Where from: PAM_RHOST, or `uid:N` for a local login.
+    pub source: String,
+    /// `accepted`, `wrong_code`, `replayed`, `accepted_recovery_code` …
+    pub outcome: String,
 }
 
 /// What `otpd status` shows.
@@ -448,7 +536,8 @@ pub enum ErrorCode {
     Refused,
 }
 
-/// A new enrolment as the admin CLI shows it. Sent only to root.
+/// A new enrolment as the admin CLI shows it. Sent only to root, or to
+/// the user itself for its own new device (`otpd self add-device`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enrollment {

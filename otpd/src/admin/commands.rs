@@ -117,7 +117,7 @@ fn refusal(user: &str, outcome: VerifyOutcome) -> Option<String> {
 
 /// Reads a code from stdin (asking `prompt` when it is a terminal) when
 /// none was given on the command line.
-fn code_or_stdin(code: Option<String>, prompt: &str) -> Result<SecretText, CliError> {
+pub(super) fn code_or_stdin(code: Option<String>, prompt: &str) -> Result<SecretText, CliError> {
     if let Some(c) = code {
         return Ok(SecretText::new(c));
     }
@@ -179,7 +179,7 @@ pub fn confirm(client: &Client, user: String, code: Option<String>) -> Result<()
 }
 
 /// The "Validated" message, with the recovery codes that came with it.
-fn validated(user: &str, recovery_codes: &[SecretText]) {
+pub(super) fn validated(user: &str, recovery_codes: &[SecretText]) {
     say!(
         "Validated: the token of {user} is active. From now on {user} logs in with the password and the tokencode from the app."
     );
@@ -430,7 +430,7 @@ fn phone_confirm(client: &Client, user: &str, code: SecretText) -> Result<(), Cl
     }
 }
 
-fn print_enrollment(e: &Enrollment) -> Result<(), CliError> {
+pub(super) fn print_enrollment(e: &Enrollment) -> Result<(), CliError> {
     let stdout_tty = std::io::stdout().is_terminal();
     let art = qr::terminal(e.uri.expose(), stdout_tty)?;
     let how = match e.counter {
@@ -504,7 +504,7 @@ fn prompt_first_code(client: &Client, user: &str) -> Result<(), CliError> {
     )))
 }
 
-fn when(t: Option<u64>) -> String {
+pub(super) fn when(t: Option<u64>) -> String {
     t.map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
         .unwrap_or_else(|| "never".into())
 }

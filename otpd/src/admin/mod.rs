@@ -13,6 +13,7 @@ mod client;
 mod commands;
 mod import;
 mod qr;
+mod self_service;
 
 pub use check_config::check_config;
 pub use client::Client;
@@ -22,6 +23,7 @@ pub use commands::{
 };
 pub use import::{import_google_authenticator, import_oath};
 pub use qr::terminal as terminal_qr;
+pub use self_service::self_service;
 
 /// A CLI failure, mapped to the documented exit status.
 #[derive(Debug, thiserror::Error)]

@@ -107,6 +107,53 @@ pub struct UserRecord {
     /// Remembered logins (`[remember]`): bindings that skip the code until
     /// they expire.
     pub remembered: Vec<Remembered>,
+    /// The latest logins and failures (`otpd self activity`), newest last;
+    /// at most [`MAX_ACTIVITY`].
+    pub activity: Vec<ActivityEvent>,
+}
+
+/// Login attempts kept per user for `otpd self activity`: the oldest goes
+/// when a new one comes.
+pub const MAX_ACTIVITY: usize = 20;
+
+/// The longest service or source text kept in an [`ActivityEvent`].
+const MAX_ACTIVITY_TEXT: usize = 64;
+
+/// One login attempt that changed the record (accepted, a wrong or
+/// replayed code): what `otpd self activity` shows. A throttled attempt
+/// changes nothing and is not kept (a stranger must not be able to push the
+/// user's own logins out of the list without making a counted guess).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityEvent {
+    /// Unix time of the attempt.
+    pub time: u64,
+    /// PAM_SERVICE.
+    pub service: String,
+    /// PAM_RHOST, or the source key (`uid:N`) of a local login.
+    pub source: String,
+    /// The decision ([`crate::core::decision::Outcome::as_str`]).
+    pub outcome: String,
+}
+
+impl ActivityEvent {
+    /// An event with its texts cut to a bounded length (they come from the
+    /// caller and are stored with the record).
+    pub fn new(time: u64, service: &str, source: &str, outcome: &str) -> Self {
+        let cut = |text: &str| -> String {
+            let mut end = text.len().min(MAX_ACTIVITY_TEXT);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_owned()
+        };
+        Self {
+            time,
+            service: cut(service),
+            source: cut(source),
+            outcome: cut(outcome),
+        }
+    }
 }
 
 /// Trusted sources kept per user: the oldest goes when a new one comes.
@@ -204,6 +251,7 @@ impl UserRecord {
             trusted_sources: Vec::new(),
             approvals: Approvals::default(),
             remembered: Vec::new(),
+            activity: Vec::new(),
         }
     }
 
@@ -313,6 +361,14 @@ impl UserRecord {
             .len()
             .saturating_sub(MAX_TRUSTED_SOURCES);
         self.trusted_sources.drain(..excess);
+    }
+
+    /// Keeps `event` as the newest of [`UserRecord::activity`], dropping
+    /// the oldest beyond [`MAX_ACTIVITY`].
+    pub fn note_activity(&mut self, event: ActivityEvent) {
+        self.activity.push(event);
+        let excess = self.activity.len().saturating_sub(MAX_ACTIVITY);
+        self.activity.drain(..excess);
     }
 }
 

@@ -20,6 +20,14 @@ pub fn authorize(
     request: &Request,
     user_name_of: impl FnOnce(u32) -> Option<String>,
 ) -> Result<(), String> {
+    if is_self_service(request) {
+        // The user is the one the caller's uid maps to (the handler looks
+        // it up; no request names one). Root is nobody's own account.
+        return match caller.uid {
+            0 => Err(ROOT_SELF_SERVICE.into()),
+            _ => Ok(()),
+        };
+    }
     if caller.uid == 0 {
         return Ok(());
     }
@@ -52,7 +60,31 @@ pub fn authorize(
         | Request::PhoneConfirm { .. }
         | Request::ApproverLink { .. }
         | Request::Forget { .. } => Err("administrative commands need root".into()),
+        Request::SelfDevices {}
+        | Request::SelfAddDevice { .. }
+        | Request::SelfConfirm { .. }
+        | Request::SelfRemoveDevice { .. }
+        | Request::SelfRecoveryCodes { .. }
+        | Request::SelfActivity {} => Ok(()),
     }
+}
+
+/// Why root may not use `otpd self`.
+pub const ROOT_SELF_SERVICE: &str = "otpd self is for the user logging in, run as that user; \
+     as root, use the admin commands: otpd list, otpd enroll USER --device NAME, \
+     otpd remove USER --device NAME, otpd recovery-codes USER";
+
+/// The requests of `otpd self`: about the caller's own user only.
+pub fn is_self_service(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::SelfDevices {}
+            | Request::SelfAddDevice { .. }
+            | Request::SelfConfirm { .. }
+            | Request::SelfRemoveDevice { .. }
+            | Request::SelfRecoveryCodes { .. }
+            | Request::SelfActivity {}
+    )
 }
 
 #[cfg(test)]
@@ -98,6 +130,22 @@ mod tests {
         assert!(authorize(&caller(1000), &login("alice"), name).is_ok());
         assert!(authorize(&caller(1000), &login("bob"), name).is_err());
         assert!(authorize(&caller(1000), &Request::Answer { answer: None }, name).is_ok());
+    }
+
+    #[test]
+    fn self_service_is_for_users_and_not_for_root() {
+        let name = |_| Some("alice".to_string());
+        assert!(authorize(&caller(1000), &Request::SelfActivity {}, name).is_ok());
+        assert!(authorize(&caller(1000), &Request::SelfDevices {}, name).is_ok());
+        let refused = authorize(&caller(0), &Request::SelfDevices {}, name).unwrap_err();
+        assert!(refused.contains("admin commands"), "{refused}");
+        let add = Request::SelfAddDevice {
+            device: "tablet".into(),
+            proof: otpd_proto::SelfProof::Code {
+                code: SecretText::from("123456"),
+            },
+        };
+        assert!(authorize(&caller(0), &add, name).is_err());
     }
 
     #[test]

@@ -16,8 +16,8 @@
 
 use crate::core::approve::Approvals;
 use crate::core::record::{
-    Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource, UserRecord,
-    DEFAULT_DEVICE,
+    ActivityEvent, Device, EnrollState, Fallback, Replaces, SecretBytes, TokenKind, TrustedSource,
+    UserRecord, DEFAULT_DEVICE,
 };
 use crate::core::remember::Remembered;
 use otpd_proto::Algorithm;
@@ -75,6 +75,10 @@ pub struct StoredRecord {
     /// See [`UserRecord::remembered`]. Written only when there are any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remembered: Vec<Remembered>,
+    /// See [`UserRecord::activity`]. Written only when there is any, so
+    /// records written before it keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity: Vec<ActivityEvent>,
 }
 
 /// What a stored record holds about its devices besides the first one's key.
@@ -202,6 +206,7 @@ impl From<StoredRecord> for UserRecord {
         record.trusted_sources = s.trusted_sources;
         record.approvals = s.approvals;
         record.remembered = s.remembered;
+        record.activity = s.activity;
         record
     }
 }
@@ -258,6 +263,7 @@ impl From<&UserRecord> for StoredRecord {
             trusted_sources: r.trusted_sources.clone(),
             approvals: r.approvals.clone(),
             remembered: r.remembered.clone(),
+            activity: r.activity.clone(),
         }
     }
 }

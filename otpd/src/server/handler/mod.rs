@@ -36,6 +36,7 @@ mod import;
 mod login;
 mod phone;
 mod recovery;
+mod self_service;
 mod verify;
 mod web;
 
@@ -247,6 +248,13 @@ impl Handler {
             Request::Enroll(p) => Some(p.user.as_str()),
             Request::Import(p) => Some(p.user.as_str()),
             Request::List {} | Request::DaemonStatus {} => None,
+            // The caller's own user, from its uid (`self_service.rs`).
+            Request::SelfDevices {}
+            | Request::SelfAddDevice { .. }
+            | Request::SelfConfirm { .. }
+            | Request::SelfRemoveDevice { .. }
+            | Request::SelfRecoveryCodes { .. }
+            | Request::SelfActivity {} => None,
             // The listener carries a login conversation itself
             // (`server::login`); an answer belongs to one.
             Request::Login(_) | Request::Answer { .. } => return out_of_turn(),
@@ -329,6 +337,12 @@ impl Handler {
             Request::ApproverLink { user } => self.approver_link_response(caller, &user),
             Request::Forget { user, key } => self.forget(caller, &user, key.as_deref()),
             Request::Login(_) | Request::Answer { .. } => out_of_turn(),
+            Request::SelfDevices {}
+            | Request::SelfAddDevice { .. }
+            | Request::SelfConfirm { .. }
+            | Request::SelfRemoveDevice { .. }
+            | Request::SelfRecoveryCodes { .. }
+            | Request::SelfActivity {} => self.self_service(caller, request),
         }
     }
 }
@@ -351,5 +365,11 @@ fn op_name(r: &Request) -> &'static str {
         Request::Forget { .. } => "forget",
         Request::Login(_) => "login",
         Request::Answer { .. } => "answer",
+        Request::SelfDevices {}
+        | Request::SelfAddDevice { .. }
+        | Request::SelfConfirm { .. }
+        | Request::SelfRemoveDevice { .. }
+        | Request::SelfRecoveryCodes { .. }
+        | Request::SelfActivity {} => self_service::self_op(r),
     }
 }

@@ -3,7 +3,7 @@
 //! same plan): read, plan (`core::plan`), commit, effects, audit, reply.
 
 use super::*;
-use crate::core::record::SourceKey;
+use crate::core::record::{ActivityEvent, SourceKey};
 
 /// One code to check, and where it came from.
 pub(super) struct Attempt<'a> {
@@ -59,6 +59,7 @@ impl Handler {
             Purpose::Login => None,
         };
         with_retries(|| {
+            let now = self.now();
             let (record, counter) = match self.store.read_for_check(user, source) {
                 Ok(read) => read,
                 Err(e) => return Some(internal(e)),
@@ -76,17 +77,33 @@ impl Handler {
                     purpose,
                     fresh_recovery: fresh.as_ref().map(|(_, hashes)| hashes.as_slice()),
                 },
-                self.now(),
+                now,
                 &self.rules,
             );
             let write = plan
                 .write()
                 .and_then(|decision| Some((decision.record.as_ref()?, decision.source)));
             if let (Some((next, source_change)), Some(current)) = (write, &record) {
+                // A login's attempt is kept for `otpd self activity`, in
+                // the same write.
+                let next = match (purpose, plan.audit()) {
+                    (Purpose::Login, Some(line)) => {
+                        let mut noted = next.clone();
+                        noted.note_activity(activity_event(
+                            now,
+                            service,
+                            rhost,
+                            source,
+                            line.outcome,
+                        ));
+                        std::borrow::Cow::Owned(noted)
+                    }
+                    _ => std::borrow::Cow::Borrowed(next),
+                };
                 match self.store.commit(
                     user,
                     Some(current.version),
-                    RecordChange::Put(next),
+                    RecordChange::Put(&next),
                     SourcesChange::from_decision(source, source_change, counter.as_ref()),
                 ) {
                     Ok(()) => {}
@@ -140,6 +157,22 @@ impl Handler {
             })
         })
     }
+}
+
+/// The [`ActivityEvent`] of an attempt: where from is the rhost, or the
+/// source key (`uid:N`) of a local login.
+pub(super) fn activity_event(
+    now: u64,
+    service: &str,
+    rhost: &str,
+    source: &SourceKey,
+    outcome: &str,
+) -> ActivityEvent {
+    let from = match rhost.trim() {
+        "" => source.as_str(),
+        rhost => rhost,
+    };
+    ActivityEvent::new(now, service, from, outcome)
 }
 
 /// The audit line of a verification: who, from where, through what, and the
