@@ -44,6 +44,8 @@ pub struct Config {
     pub approve: ApproveConfig,
     /// Remembered logins per PAM service (off unless a service is named).
     pub remember: RememberConfig,
+    /// Enrolment at the first login (off unless `group` is set).
+    pub enrol_at_login: EnrolAtLoginConfig,
     /// Where the state lives: sled under `state_dir` (default) or a
     /// PostgreSQL database that every host of a fleet shares.
     pub store: StoreConfig,
@@ -64,6 +66,7 @@ impl Default for Config {
             web: WebConfig::default(),
             approve: ApproveConfig::default(),
             remember: RememberConfig::default(),
+            enrol_at_login: EnrolAtLoginConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
             store: StoreConfig::default(),
@@ -280,6 +283,16 @@ impl<'de> Deserialize<'de> for RememberConfig {
         }
         Ok(config)
     }
+}
+
+/// `[enrol_at_login]`: a member of `group` without any device, whose first
+/// factor has passed (an SSH key, or a password module stacked `requisite`
+/// before pam_otpd), sets up the app at the login prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrolAtLoginConfig {
+    /// The group whose members are offered it. Unset: nobody.
+    pub group: Option<String>,
 }
 
 /// `[recovery]`

@@ -265,6 +265,29 @@ impl<H: LoginHandler> Login<'_, H> {
                     };
                     daemon.answer(answer, Duration::ZERO)
                 }
+                Step::Enrolment {
+                    issuer,
+                    account,
+                    qr,
+                    secret,
+                } => {
+                    // Shown even with PAM_SILENT: the login cannot go on
+                    // without it. Nothing of it is kept.
+                    let text = Zeroizing::new(self.lang.enrolment(
+                        &issuer,
+                        &account,
+                        qr.expose(),
+                        secret.expose(),
+                    ));
+                    let _ = self.pam.info_message(&text);
+                    daemon.next()
+                }
+                Step::RecoveryCodes { codes } => {
+                    let shown: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
+                    let text = Zeroizing::new(self.lang.recovery_codes(&shown));
+                    let _ = self.pam.info_message(&text);
+                    daemon.next()
+                }
                 Step::Info { message } => {
                     if !self.silent {
                         let _ = self.pam.info_message(&self.message_text(message));
@@ -320,16 +343,18 @@ impl<H: LoginHandler> Login<'_, H> {
             // The number's prompt waits for Enter; what was typed is not
             // needed (an empty answer).
             Prompt::ApproveNumber { .. } => Some(SecretText::from("")),
-            Prompt::Code { .. } | Prompt::CodeOrApprove { .. } | Prompt::TextedCode => {
-                match std::str::from_utf8(&typed) {
-                    Ok(code) => Some(SecretText::from(code)),
-                    Err(_) => {
-                        self.pam
-                            .log(LogLevel::Notice, "the code typed is not valid UTF-8");
-                        None
-                    }
+            Prompt::Continue => Some(SecretText::from("")),
+            Prompt::Code { .. }
+            | Prompt::CodeOrApprove { .. }
+            | Prompt::TextedCode
+            | Prompt::FirstCode => match std::str::from_utf8(&typed) {
+                Ok(code) => Some(SecretText::from(code)),
+                Err(_) => {
+                    self.pam
+                        .log(LogLevel::Notice, "the code typed is not valid UTF-8");
+                    None
                 }
-            }
+            },
         }
     }
 
@@ -435,6 +460,8 @@ impl<H: LoginHandler> Login<'_, H> {
             Prompt::Code { sms: true } => self.lang.code_prompt_with_sms(),
             Prompt::Code { sms: false } => self.lang.code_prompt(),
             Prompt::TextedCode => return self.lang.texted_code_prompt().to_owned(),
+            Prompt::FirstCode => return self.lang.first_code_prompt().to_owned(),
+            Prompt::Continue => return self.lang.continue_prompt().to_owned(),
             // The approval prompts are not code prompts: `prompt=` keeps them.
             Prompt::CodeOrApprove { .. } => return self.lang.code_or_approve_prompt().to_owned(),
             Prompt::ApproveNumber { number, .. } => return self.lang.approve_number_prompt(number),
@@ -457,6 +484,7 @@ impl<H: LoginHandler> Login<'_, H> {
             Message::Throttled { retry_after_secs } => self.lang.throttled(retry_after_secs),
             Message::Unavailable => self.lang.unavailable().to_owned(),
             Message::ApproveExpired => self.lang.approve_expired().to_owned(),
+            Message::WrongFirstCode => self.lang.wrong_first_code().to_owned(),
             Message::ApproveDenied => self.lang.approve_denied().to_owned(),
             Message::ApproveWrongNumber => self.lang.approve_wrong_number().to_owned(),
             Message::ApproveUnavailable { retry_after_secs } => {

@@ -89,6 +89,70 @@ impl Lang {
         }
     }
 
+    /// Enrolment at the first login: the manual's steps in one paragraph,
+    /// around the QR code and the secret.
+    pub fn enrolment(self, issuer: &str, account: &str, qr: &str, secret: &str) -> String {
+        match self {
+            Lang::En => format!(
+                "Set up two-step verification. From now on you log in with your password and a \
+                 tokencode from an app on your phone. Install an authenticator app (for example \
+                 Microsoft Authenticator), open it, choose \"Add account\" (in Microsoft \
+                 Authenticator \"Other account\"), then \"Scan a QR code\", and scan this QR \
+                 code. It is shown only this once.\n\n{qr}\n\
+                 Cannot scan it? Enter this key in the app ({issuer}, {account}, time-based):\n\n    {secret}\n"
+            ),
+            Lang::Nl => format!(
+                "Tweestapsverificatie instellen. Voortaan meldt u zich aan met uw wachtwoord en een \
+                 tokencode uit een app op uw telefoon. Installeer een authenticator-app (bijvoorbeeld \
+                 Microsoft Authenticator), open de app, kies \"Account toevoegen\" (in Microsoft \
+                 Authenticator \"Ander account\"), dan \"QR-code scannen\", en scan deze QR-code. \
+                 Hij wordt maar deze ene keer getoond.\n\n{qr}\n\
+                 Lukt scannen niet? Voer deze sleutel in de app in ({issuer}, {account}, op tijd gebaseerd):\n\n    {secret}\n"
+            ),
+        }
+    }
+
+    /// The prompt for the first code of the app just set up.
+    pub fn first_code_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Enter your OTP (the tokencode the app shows now): ",
+            Lang::Nl => "Enter your OTP (de tokencode die de app nu toont): ",
+        }
+    }
+
+    /// The first code was not right.
+    pub fn wrong_first_code(self) -> &'static str {
+        match self {
+            Lang::En => "That is not the tokencode the app shows now. Try again.",
+            Lang::Nl => "Dat is niet de tokencode die de app nu toont. Probeer het opnieuw.",
+        }
+    }
+
+    /// The recovery codes, shown once after the first code.
+    pub fn recovery_codes(self, codes: &[&str]) -> String {
+        let list = codes.join("\n  ");
+        match self {
+            Lang::En => format!(
+                "Two-step verification is on. Recovery codes: each works once at the \
+                 verification code prompt in place of a code from the app. Keep them somewhere \
+                 safe; they are not shown again.\n\n  {list}\n"
+            ),
+            Lang::Nl => format!(
+                "Tweestapsverificatie staat aan. Herstelcodes: elke code werkt één keer bij de \
+                 vraag om de tokencode, in plaats van een code uit de app. Bewaar ze op een veilige \
+                 plek; ze worden niet opnieuw getoond.\n\n  {list}\n"
+            ),
+        }
+    }
+
+    /// Enter to go on after the recovery codes.
+    pub fn continue_prompt(self) -> &'static str {
+        match self {
+            Lang::En => "Press Enter to continue: ",
+            Lang::Nl => "Druk op Enter om verder te gaan: ",
+        }
+    }
+
     /// The code prompt of a user with a paired phone.
     pub fn code_or_approve_prompt(self) -> &'static str {
         match self {

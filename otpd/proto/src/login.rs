@@ -146,6 +146,12 @@ pub enum Prompt {
     },
     /// The code just texted.
     TextedCode,
+    /// The first code of the app just set up at this login ("Enter your
+    /// OTP", enrolment at the first login).
+    FirstCode,
+    /// Enter to go on (after the recovery codes, so that every terminal
+    /// shows them before the login continues).
+    Continue,
     /// The password only (nullok with forward_pass): the module keeps the
     /// answer for the next module and sends none.
     Password,
@@ -181,6 +187,8 @@ pub enum Message {
     ApproveDenied,
     /// A wrong number was picked on the phone: the request is closed.
     ApproveWrongNumber,
+    /// The first code of the app just set up was not right.
+    WrongFirstCode,
     /// No sign-in request could be sent to the phone (too many open, or
     /// the hour's limit); the code still works.
     ApproveUnavailable {
@@ -233,6 +241,25 @@ pub enum Step {
     Error {
         /// The message.
         message: Message,
+    },
+    /// Enrolment at the first login: the manual's steps, the QR code (in
+    /// terminal blocks) and the secret in groups of four, shown once; then
+    /// `Prompt::FirstCode`. It holds the secret: the module shows it and
+    /// keeps nothing.
+    Enrolment {
+        /// The issuer the app shows.
+        issuer: String,
+        /// The account the app shows.
+        account: String,
+        /// The QR code of the otpauth URI, in Unicode half blocks.
+        qr: SecretText,
+        /// The secret (base32) in groups of four.
+        secret: SecretText,
+    },
+    /// The recovery codes of the device just confirmed, shown once.
+    RecoveryCodes {
+        /// Each works once in place of a code.
+        codes: Vec<SecretText>,
     },
     /// The login is decided.
     End {

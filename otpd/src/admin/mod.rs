@@ -12,7 +12,7 @@ mod check_config;
 mod client;
 mod commands;
 mod import;
-mod qr;
+pub(crate) mod qr;
 mod self_service;
 
 pub use check_config::check_config;

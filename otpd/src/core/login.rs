@@ -28,6 +28,9 @@ pub struct UserView {
     pub phone: bool,
     /// The login's binding is remembered (`[remember]`): no code.
     pub remembered: bool,
+    /// The user may set up the app at this login (`[enrol_at_login]`:
+    /// a member of its group without any device, the first factor passed).
+    pub can_enrol: bool,
 }
 
 impl UserView {
@@ -46,6 +49,7 @@ impl UserView {
                     digits,
                     phone: r.approvals.has_active_phone(),
                     remembered: false,
+                    can_enrol: false,
                 }
             }
             _ => Self {
@@ -53,6 +57,7 @@ impl UserView {
                 digits: None,
                 phone: false,
                 remembered: false,
+                can_enrol: false,
             },
         }
     }
@@ -126,6 +131,15 @@ pub enum Next {
     /// Wait for the phone's answer to the request made (at most its
     /// remaining time) and pass it to [`Conversation::approval`].
     Await,
+    /// Set up a new pending device for the user, send the person its
+    /// `Step::Enrolment` (the shell holds the secret, not the
+    /// conversation), and pass whether that worked to
+    /// [`Conversation::enrolled`].
+    Enrol,
+    /// Check `code` as the first code of the pending device (counted like a
+    /// login); on success send the `Step::RecoveryCodes`, then pass the
+    /// outcome to [`Conversation::confirmed`].
+    Confirm(SecretText),
     /// Send this `Step::End`; the conversation is over.
     End(Step),
 }
@@ -156,6 +170,14 @@ enum Stage {
     Number,
     /// Waiting for the phone's answer.
     Awaiting,
+    /// Setting up the device of an enrolment at the login.
+    Enrolling,
+    /// Waiting for the first code of the device just set up.
+    FirstCode,
+    /// Checking it.
+    ConfirmingFirst,
+    /// Waiting for Enter after the recovery codes.
+    Continue,
     /// Checking the code typed after a text.
     CheckingAfterText,
     /// Between a message and what follows it.
@@ -176,6 +198,8 @@ pub struct Conversation {
     approve: bool,
     /// The login is remembered: it ends in success without a code.
     remembered: bool,
+    /// Wrong first codes of an enrolment at the login so far.
+    first_code_misses: u8,
     /// Digits of the user's codes (forward_pass splits them off).
     digits: u8,
     stage: Stage,
@@ -192,6 +216,8 @@ pub enum Begun {
     Nullok,
     /// The login's binding is remembered: no code.
     Remembered,
+    /// The user sets up the app at this login (`[enrol_at_login]`).
+    Enrolling,
 }
 
 impl Conversation {
@@ -218,6 +244,7 @@ impl Conversation {
             digits: None,
             phone: false,
             remembered: false,
+            can_enrol: false,
         });
         if start.known && !view.factor_required && start.typed != start.user {
             // A record under the spelling typed (enrolled before otpd
@@ -236,6 +263,7 @@ impl Conversation {
             sms,
             approve: approve && view.phone,
             remembered: false,
+            first_code_misses: 0,
             digits: view.digits.unwrap_or(DEFAULT_DIGITS),
             stage: Stage::Done,
             after_say: None,
@@ -243,6 +271,12 @@ impl Conversation {
         // An unknown name gets the conversation of an account with a
         // token, then PAM_USER_UNKNOWN: a client learns nothing about
         // which accounts exist, as with pam_unix.
+        // A member of `[enrol_at_login]`'s group without any device, whose
+        // first factor has passed: the app is set up now, in this login.
+        if view.can_enrol && !view.factor_required && start.known && !start.forward_pass {
+            conversation.stage = Stage::Enrolling;
+            return (conversation, Begun::Enrolling, Next::Enrol);
+        }
         // A remembered binding (the same SSH key, or the same local
         // session and tty, within `[remember]`'s time): no code. Like
         // nullok, except that the outcome is success.
@@ -355,6 +389,14 @@ impl Conversation {
                 self.stage = Stage::Awaiting;
                 Next::Await
             }
+            (Stage::FirstCode, Some(code)) => {
+                self.stage = Stage::ConfirmingFirst;
+                Next::Confirm(code.clone())
+            }
+            (Stage::Continue, _) => {
+                self.stage = Stage::Done;
+                end(LoginOutcome::Success, false)
+            }
             (Stage::Code, Some(code)) if is_sms(code) => {
                 self.stage = Stage::Texting;
                 Next::Text
@@ -422,6 +464,63 @@ impl Conversation {
                 outcome,
             ) => self.finish(outcome, false),
             _ => self.finish(VerifyOutcome::WrongCode, false),
+        }
+    }
+
+    /// Whether the last `Enrol` set up the device and showed it.
+    pub fn enrolled(&mut self, shown: bool) -> Next {
+        if self.stage != Stage::Enrolling {
+            return self.finish(VerifyOutcome::WrongCode, false);
+        }
+        if !shown {
+            self.stage = Stage::Done;
+            return self.say_then(
+                Step::Error {
+                    message: Message::Unavailable,
+                },
+                end(LoginOutcome::AuthinfoUnavail, false),
+            );
+        }
+        self.stage = Stage::FirstCode;
+        Next::Ask(Step::Prompt {
+            prompt: Prompt::FirstCode,
+        })
+    }
+
+    /// The outcome of the last `Confirm` (the shell has shown the recovery
+    /// codes when it is `Accepted`).
+    pub fn confirmed(&mut self, outcome: VerifyOutcome) -> Next {
+        if self.stage != Stage::ConfirmingFirst {
+            return self.finish(VerifyOutcome::WrongCode, false);
+        }
+        match outcome {
+            VerifyOutcome::Accepted => {
+                self.stage = Stage::Continue;
+                Next::Ask(Step::Prompt {
+                    prompt: Prompt::Continue,
+                })
+            }
+            VerifyOutcome::WrongCode | VerifyOutcome::Replayed if self.first_code_misses < 2 => {
+                self.first_code_misses += 1;
+                self.stage = Stage::FirstCode;
+                self.say_then(
+                    Step::Error {
+                        message: Message::WrongFirstCode,
+                    },
+                    Next::Ask(Step::Prompt {
+                        prompt: Prompt::FirstCode,
+                    }),
+                )
+            }
+            // Three wrong codes, throttled, or gone: the login fails; the
+            // device stays pending (nothing active) for the next login.
+            other => self.finish(
+                match other {
+                    VerifyOutcome::Throttled { .. } => other,
+                    _ => VerifyOutcome::WrongCode,
+                },
+                false,
+            ),
         }
     }
 
@@ -567,12 +666,14 @@ mod tests {
         digits: Some(6),
         phone: false,
         remembered: false,
+        can_enrol: false,
     };
     const NONE: UserView = UserView {
         factor_required: false,
         digits: None,
         phone: false,
         remembered: false,
+        can_enrol: false,
     };
 
     fn start() -> LoginStart {
@@ -619,7 +720,9 @@ mod tests {
                     log.push(format!("check {}", code.expose()));
                     c.checked(*outcomes.next().expect("an outcome left"))
                 }
-                Next::Request | Next::Await => panic!("no approvals in these runs"),
+                Next::Request | Next::Await | Next::Enrol | Next::Confirm(_) => {
+                    panic!("no approvals or enrolments in these runs")
+                }
                 Next::Text => {
                     log.push("text".into());
                     c.checked(*outcomes.next().expect("an outcome left"))
@@ -917,6 +1020,7 @@ mod tests {
             digits: Some(8),
             phone: false,
             remembered: false,
+            can_enrol: false,
         };
         let (log, end, _) = run(
             &forward,
@@ -1093,6 +1197,7 @@ mod tests {
             digits: Some(9),
             phone: false,
             remembered: false,
+            can_enrol: false,
         };
         let (log, end, _) = run(&forward, odd, None, false, &[], &[]);
         assert_eq!(log, ["say Error { message: Unavailable }"]);
@@ -1115,6 +1220,7 @@ mod tests {
         digits: Some(6),
         phone: true,
         remembered: false,
+        can_enrol: false,
     };
 
     fn prompt(prompt: Prompt) -> Next {

@@ -159,6 +159,57 @@ pub async fn converse(
                     }
                 }
             }
+            Next::Enrol => {
+                let (h, c, ctx, user) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    conversation.user().to_owned(),
+                );
+                let made =
+                    tokio::task::spawn_blocking(move || h.login_enrol(&c, &user, &ctx)).await;
+                let shown = match made {
+                    Ok(Ok(step)) => {
+                        if send(stream, step).await.is_err() {
+                            return;
+                        }
+                        true
+                    }
+                    Ok(Err(refusal)) => {
+                        warn!("enrolment at the login failed: {refusal:?}");
+                        false
+                    }
+                    Err(e) => {
+                        warn!("login handler failed: {e}");
+                        false
+                    }
+                };
+                conversation.enrolled(shown)
+            }
+            Next::Confirm(code) => {
+                let (h, c, ctx, user) = (
+                    handler.clone(),
+                    caller.clone(),
+                    context.clone(),
+                    conversation.user().to_owned(),
+                );
+                let checked =
+                    tokio::task::spawn_blocking(move || h.login_confirm(&c, &user, &ctx, &code))
+                        .await;
+                match outcome_of(checked) {
+                    Ok((outcome, codes)) => {
+                        if !codes.is_empty()
+                            && send(stream, Step::RecoveryCodes { codes }).await.is_err()
+                        {
+                            return;
+                        }
+                        conversation.confirmed(outcome)
+                    }
+                    Err(end) => {
+                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                    }
+                }
+            }
             Next::Await => {
                 let Some(id) = request.take() else {
                     next = conversation.approval(Approval::Expired);

@@ -70,7 +70,9 @@ impl Handler {
         caller.uid != 0
             || needs_view(
                 start,
-                self.approvals_on() || self.config.remember.secs(&start.service) > 0,
+                self.approvals_on()
+                    || self.config.remember.secs(&start.service) > 0
+                    || self.config.enrol_at_login.group.is_some(),
             )
             || (start.ruid != 0 && start.rhost.trim().is_empty())
     }
@@ -168,6 +170,10 @@ impl Handler {
             match self.store.user(user) {
                 Ok(record) => {
                     let mut view = UserView::of(record.as_ref());
+                    view.can_enrol = user == start.user
+                        && start.known
+                        && !view.factor_required
+                        && self.may_enrol_at_login(caller, user);
                     view.remembered = match (&record, &binding) {
                         (Some(r), Some(b)) if user == start.user => {
                             is_remembered(&r.remembered, b, self.now())
@@ -180,7 +186,8 @@ impl Handler {
             }
         };
         let approve = self.approvals_on();
-        let (view, typed_view) = if needs_view(&start, approve || binding.is_some()) {
+        let enrol = self.config.enrol_at_login.group.is_some();
+        let (view, typed_view) = if needs_view(&start, approve || binding.is_some() || enrol) {
             let view = read(&start.user)?;
             let typed_view = if start.known && start.typed != start.user && !view.factor_required {
                 Some(read(&start.typed)?)
@@ -293,6 +300,104 @@ impl Handler {
                 audit_in_login(caller, user, context, "remember", "remembered_for_later")
             }
             other => warn!(user = ?user, "the login could not be remembered: {other:?}"),
+        }
+    }
+
+    /// Whether `user` may set up the app at this login: `[enrol_at_login]`
+    /// names a group the account belongs to (primary or supplementary,
+    /// through NSS), and the caller is root (sshd, login, sudo).
+    fn may_enrol_at_login(&self, caller: &Caller, user: &str) -> bool {
+        let Some(group) = &self.config.enrol_at_login.group else {
+            return false;
+        };
+        if caller.uid != 0 {
+            return false;
+        }
+        let (Ok(Some(account)), Ok(Some(group))) = (
+            nix::unistd::User::from_name(user),
+            nix::unistd::Group::from_name(group),
+        ) else {
+            return false;
+        };
+        let Ok(name) = std::ffi::CString::new(account.name.clone()) else {
+            return false;
+        };
+        nix::unistd::getgrouplist(&name, account.gid).is_ok_and(|gids| gids.contains(&group.gid))
+    }
+
+    /// Enrolment at the login: a new pending device for `user` (as `otpd
+    /// enroll USER` makes it), as the step that shows it.
+    pub fn login_enrol(
+        &self,
+        caller: &Caller,
+        user: &str,
+        _context: &LoginContext,
+    ) -> Result<otpd_proto::Step, Response> {
+        let params = otpd_proto::EnrollParams {
+            user: user.to_owned(),
+            issuer: None,
+            algorithm: None,
+            digits: None,
+            period: None,
+            force: false,
+            link_expires: None,
+            device: None,
+            hotp: false,
+            counter: None,
+            revoke: false,
+        };
+        match self.enroll(caller, params) {
+            Response::Enrolled(e) => {
+                let qr = crate::admin::qr::terminal(e.uri.expose(), true)
+                    .map_err(|e| internal(format!("the QR code: {e}")))?;
+                let grouped = e
+                    .secret_base32
+                    .expose()
+                    .as_bytes()
+                    .chunks(4)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Ok(otpd_proto::Step::Enrolment {
+                    issuer: e.issuer.clone(),
+                    account: e.user.clone(),
+                    qr: SecretText::new(qr),
+                    secret: SecretText::new(grouped),
+                })
+            }
+            other => Err(other),
+        }
+    }
+
+    /// The first code of the device set up at this login, counted like a
+    /// login from its source: the outcome, and on success the recovery
+    /// codes to show once.
+    pub fn login_confirm(
+        &self,
+        caller: &Caller,
+        user: &str,
+        context: &LoginContext,
+        code: &SecretText,
+    ) -> Result<(VerifyOutcome, Vec<SecretText>), Response> {
+        let response = self.verify(
+            caller,
+            Attempt {
+                user,
+                code,
+                service: &context.service,
+                rhost: &context.rhost,
+                source: context.source.clone(),
+                own: context.own,
+                purpose: Purpose::Confirm,
+            },
+        );
+        match response {
+            Response::Confirmed { recovery_codes } => {
+                audit_in_login(caller, user, context, "enrol_at_login", "confirmed");
+                Ok((VerifyOutcome::Accepted, recovery_codes))
+            }
+            Response::Verified { outcome } => Ok((outcome, Vec::new())),
+            other => Err(other),
         }
     }
 
