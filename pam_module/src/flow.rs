@@ -228,6 +228,12 @@ impl<H: LoginHandler> Login<'_, H> {
         // The password of forward_pass, kept here for the next module: it
         // never goes to the daemon.
         let mut password: Option<Zeroizing<Vec<u8>>> = None;
+        // The enrolment's QR code and key, or the recovery codes: shown as
+        // the start of the next prompt, not as a message. sshd passes a
+        // message to the client as keyboard-interactive's instruction,
+        // which the OpenSSH client prints through its log (escaped, cut at
+        // 1 KiB); a prompt reaches the terminal as it is.
+        let mut preamble: Option<Zeroizing<String>> = None;
         let mut reply = daemon.begin(&start);
         drop(start);
         loop {
@@ -238,7 +244,14 @@ impl<H: LoginHandler> Login<'_, H> {
             self.debug(&format!("otpd: {step:?}"));
             reply = match step {
                 Step::Prompt { prompt } => {
-                    let typed = self.ask(&self.prompt_text(prompt))?;
+                    let typed = match preamble.take() {
+                        Some(text) => {
+                            let shown =
+                                Zeroizing::new(format!("{}\n{}", *text, self.prompt_text(prompt)));
+                            self.ask(&shown)?
+                        }
+                        None => self.ask(&self.prompt_text(prompt))?,
+                    };
                     let wait = match prompt {
                         // At most the request's remaining time (the
                         // daemon's own limit), on top of `timeout=`.
@@ -271,21 +284,19 @@ impl<H: LoginHandler> Login<'_, H> {
                     qr,
                     secret,
                 } => {
-                    // Shown even with PAM_SILENT: the login cannot go on
-                    // without it. Nothing of it is kept.
-                    let text = Zeroizing::new(self.lang.enrolment(
+                    // Shown even with PAM_SILENT (the login cannot go on
+                    // without it), with the next prompt; kept no longer.
+                    preamble = Some(Zeroizing::new(self.lang.enrolment(
                         &issuer,
                         &account,
                         qr.expose(),
                         secret.expose(),
-                    ));
-                    let _ = self.pam.info_message(&text);
+                    )));
                     daemon.next()
                 }
                 Step::RecoveryCodes { codes } => {
                     let shown: Vec<&str> = codes.iter().map(|c| c.expose()).collect();
-                    let text = Zeroizing::new(self.lang.recovery_codes(&shown));
-                    let _ = self.pam.info_message(&text);
+                    preamble = Some(Zeroizing::new(self.lang.recovery_codes(&shown)));
                     daemon.next()
                 }
                 Step::Info { message } => {

@@ -1358,4 +1358,77 @@ mod tests {
         let (_, begun, _) = Conversation::begin(&unknown, Some(remembered), None, false, false);
         assert_eq!(begun, Begun::CodeRequired);
     }
+
+    #[test]
+    fn an_enrolment_at_the_login_asks_the_first_code_then_shows_the_codes() {
+        let new_user = UserView {
+            can_enrol: true,
+            ..NONE
+        };
+        let nullok = LoginStart {
+            nullok: true,
+            ..start()
+        };
+        // Offered even with nullok (that is the point), never to an
+        // enrolled user or with forward_pass.
+        let (mut c, begun, next) = Conversation::begin(&nullok, Some(new_user), None, false, false);
+        assert_eq!((begun, next), (Begun::Enrolling, Next::Enrol));
+        assert_eq!(c.enrolled(true), prompt(Prompt::FirstCode));
+        assert_eq!(
+            c.answer(Some(&code("000000"))),
+            Next::Confirm(code("000000"))
+        );
+        assert_eq!(
+            c.confirmed(VerifyOutcome::WrongCode),
+            Next::Say(Step::Error {
+                message: Message::WrongFirstCode
+            })
+        );
+        assert_eq!(c.resume(), prompt(Prompt::FirstCode));
+        assert_eq!(
+            c.answer(Some(&code("123456"))),
+            Next::Confirm(code("123456"))
+        );
+        assert_eq!(
+            c.confirmed(VerifyOutcome::Accepted),
+            prompt(Prompt::Continue)
+        );
+        assert_eq!(
+            c.answer(Some(&code(""))),
+            ended(LoginOutcome::Success, false)
+        );
+        // Three wrong codes: refused, nothing active.
+        let (mut c, _, _) = Conversation::begin(&start(), Some(new_user), None, false, false);
+        c.enrolled(true);
+        for _ in 0..2 {
+            c.answer(Some(&code("000000")));
+            c.confirmed(VerifyOutcome::WrongCode);
+            c.resume();
+        }
+        c.answer(Some(&code("000000")));
+        assert_eq!(
+            c.confirmed(VerifyOutcome::WrongCode),
+            ended(LoginOutcome::AuthErr, false)
+        );
+        // The device could not be made: unavailable.
+        let (mut c, _, _) = Conversation::begin(&start(), Some(new_user), None, false, false);
+        assert_eq!(
+            c.enrolled(false),
+            Next::Say(Step::Error {
+                message: Message::Unavailable
+            })
+        );
+        let forward = LoginStart {
+            forward_pass: true,
+            ..start()
+        };
+        let (_, begun, _) = Conversation::begin(&forward, Some(new_user), None, false, false);
+        assert_ne!(begun, Begun::Enrolling);
+        let enrolled = UserView {
+            can_enrol: true,
+            ..ACTIVE
+        };
+        let (_, begun, _) = Conversation::begin(&start(), Some(enrolled), None, false, false);
+        assert_eq!(begun, Begun::CodeRequired);
+    }
 }

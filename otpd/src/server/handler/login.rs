@@ -348,7 +348,10 @@ impl Handler {
         };
         match self.enroll(caller, params) {
             Response::Enrolled(e) => {
-                let qr = crate::admin::qr::terminal(e.uri.expose(), true)
+                // Without ANSI colours: the OpenSSH client escapes control
+                // characters in a keyboard-interactive prompt (seen in
+                // tests/tests/enrol_at_login.rs), so they would show as text.
+                let qr = crate::admin::qr::terminal(e.uri.expose(), false)
                     .map_err(|e| internal(format!("the QR code: {e}")))?;
                 let grouped = e
                     .secret_base32
