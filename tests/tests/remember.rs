@@ -227,16 +227,23 @@ fn a_password_only_ssh_login_is_never_remembered() {
 /// first with `first` on stdin, the second with `second`; the combined
 /// output with `rc1=`/`rc2=` lines.
 fn sudo_twice_in_a_session(w: &World, user: &str, first: &str, second: &str) -> Output {
+    let sudo = format!("{} -S -k -- id -un", Program::Sudo.path().display());
+    twice_in_a_session(w, user, &sudo, first, second)
+}
+
+/// Runs `command` (a shell command line) as `user` twice in ONE new audit
+/// session, with `first` and then `second` on stdin; the output, with an
+/// `rc=` line after each run.
+fn twice_in_a_session(w: &World, user: &str, command: &str, first: &str, second: &str) -> Output {
     let u = w.host.user(user);
     let script = format!(
         "echo {uid} > /proc/self/loginuid || exit 90\n\
          for answer in \"$1\" \"$2\"; do\n\
            printf '%s\\n' \"$answer\" | {setpriv} --reuid={uid} --regid={uid} --init-groups -- \
-             {sudo} -S -k -- id -un; echo \"rc=$?\"\n\
+             {command}; echo \"rc=$?\"\n\
          done\n",
         uid = u.uid,
         setpriv = Program::Setpriv.path().display(),
-        sudo = Program::Sudo.path().display(),
     );
     let mut cmd = w.host.command("/bin/sh");
     cmd.args(["-c", &script, "sh", first, second])
@@ -279,4 +286,47 @@ fn sudo_is_remembered_in_its_audit_session_only() {
         .collect();
     assert_eq!(rcs, ["rc=1", "rc=1"], "another session was let in: {out}");
     assert_eq!(remembered_count(&w, "ivy"), 1);
+}
+
+#[test]
+fn a_screen_locker_is_remembered_in_its_audit_session_only() {
+    if !require_private_host("remember locker", &[Program::Pamtester, Program::Oathtool]) {
+        return;
+    }
+    let w = world("remember_locker", &["kim"], "otpd-screenlock = \"10m\"\n");
+    let module = otpd_tests::system::module_for_users(&w.env);
+    w.host.write_pam_service(
+        "otpd-screenlock",
+        &format!(
+            "auth required {} socket={}\n",
+            module.display(),
+            w.env.socket.display()
+        ),
+    );
+    let t = settled_now(30, 15);
+    let kim = w.env.enroll_active("kim", &[], t - 30);
+    let wrong = kim.wrong_code(t);
+    let locker = format!(
+        "{} -v otpd-screenlock kim authenticate",
+        Program::Pamtester.path().display()
+    );
+    // The locker, run as kim: the code, then (same session) nothing asked.
+    let out = twice_in_a_session(&w, "kim", &locker, &kim.code_at(t), &wrong);
+    let rcs: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("rc="))
+        .collect();
+    assert_eq!(rcs, ["rc=0", "rc=0"], "{out}");
+    // Another session: asked again.
+    let out = twice_in_a_session(&w, "kim", &locker, &wrong, &wrong);
+    let rcs: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("rc="))
+        .collect();
+    assert!(
+        rcs.iter().all(|rc| *rc != "rc=0"),
+        "another session was let in: {out}"
+    );
 }
