@@ -196,6 +196,8 @@ impl<H: LoginHandler> Login<'_, H> {
                 Lang::Nl => Language::Nl,
             },
             authtok: self.authtok()?,
+            // Whether, not what: the password stays where it is.
+            authtok_set: matches!(self.pam.authtok(), Ok(Some(_))),
             // Only what fits a frame; a longer one is no key line sshd wrote.
             auth_info: self
                 .pam

@@ -296,3 +296,49 @@ fn a_member_of_the_group_sets_up_the_app_at_the_first_ssh_login() {
     );
     assert_eq!(state_of(&w, "fay"), None);
 }
+
+#[test]
+fn not_offered_without_a_first_factor_nor_over_a_device_an_admin_made() {
+    let needs = [SSH, &[Program::Pamtester]].concat();
+    if !require_private_host("enrol at login refused", &needs) {
+        return;
+    }
+    let (w, sshd) = world("enrol_at_login_refused");
+    // A code-only stack (like the shipped sudo.code): nothing before
+    // pam_otpd collected a password, so nothing proves a first factor.
+    let module = otpd_tests::system::module_for_users(&w.env);
+    w.host.write_pam_service(
+        "otpd-codeonly",
+        &format!(
+            "auth required {} socket={}\n",
+            module.display(),
+            w.env.socket.display()
+        ),
+    );
+    let mut cmd = w.host.command(Program::Pamtester.path());
+    cmd.args(["-v", "otpd-codeonly", "eve", "authenticate"]);
+    let out = process::run(cmd, b"\n\n\n\n", Duration::from_secs(30));
+    println!("a code-only stack: {out}");
+    assert!(
+        !out.stdout.contains("Enter your OTP") && !out.stderr.contains("Enter your OTP"),
+        "enrolment offered without a first factor: {out}"
+    );
+    assert!(!out.status.success(), "{out}");
+    assert_eq!(state_of(&w, "eve"), None, "a device was made");
+
+    // A pending device an admin made (otpd enroll eve): not replaced at a
+    // login, even after the password.
+    w.env.otpd_expect(&["enroll", "eve"], 0);
+    let dir = w.env.dir.join("logins").join("admin-pending");
+    let out = ssh(&sshd, &dir, "eve", &w.password("eve"))
+        .wait_with_output()
+        .expect("ssh");
+    assert!(!out.status.success());
+    assert!(
+        !prompts(&dir).iter().any(|p| p.contains("Enter your OTP")),
+        "the admin's pending device was replaced at a login: {:?}",
+        prompts(&dir)
+    );
+    let devices = w.env.list_entry("eve").expect("listed")["devices"].clone();
+    assert_eq!(devices[0]["name"], "default", "{devices}");
+}

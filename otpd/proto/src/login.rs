@@ -91,6 +91,12 @@ pub struct LoginStart {
     /// data; at most [`MAX_AUTH_INFO`] bytes are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_info: Option<String>,
+    /// An earlier module set PAM_AUTHTOK (a password was collected before
+    /// this module: with a stack whose password failure ends it, as
+    /// Debian's common-auth, the password was right). Never the password
+    /// itself. Evidence of a first factor for an enrolment at the login.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authtok_set: bool,
 }
 
 /// The most of `SSH_AUTH_INFO_0` a module sends (a few keys' lines).
@@ -115,6 +121,7 @@ impl LoginStart {
             language: Language::En,
             authtok: Authtok::Absent,
             auth_info: None,
+            authtok_set: false,
         }
     }
 }

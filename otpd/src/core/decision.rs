@@ -345,6 +345,10 @@ pub fn decide(
         devices[i].state = EnrollState::Active;
         devices[i].last_accepted_step = Some(step);
         let replaces = devices[i].replaces.take();
+        if replaces.is_some() {
+            // The replaced device goes: whatever it let be remembered ends.
+            next.remembered.clear();
+        }
         match replaces {
             None => {}
             // A new enrolment that replaces the whole old one (`enroll

@@ -31,6 +31,10 @@ pub struct LoginContext {
     pub(super) remembered: bool,
 }
 
+/// The name of a device set up at the login (`[enrol_at_login]`): a
+/// pending device of this name, and no other, may be set up again.
+const LOGIN_DEVICE: &str = "app";
+
 /// The kernel's audit session of process `pid` (`None`: unset, or the
 /// process is gone). Read by the daemon, not told by the module: the
 /// binding of a local login's remembered session.
@@ -170,9 +174,30 @@ impl Handler {
             match self.store.user(user) {
                 Ok(record) => {
                     let mut view = UserView::of(record.as_ref());
+                    // Only with evidence of a first factor: the key sshd
+                    // verified, or a password an earlier module collected
+                    // (a code-only stack, like sudo.code, never offers it);
+                    // and never over a device an admin made (a pending one
+                    // included): only one a login's enrolment left.
+                    let first_factor = start.authtok_set
+                        || start
+                            .auth_info
+                            .as_deref()
+                            .filter(|_| caller.uid == 0 && !start.rhost.trim().is_empty())
+                            .and_then(crate::core::remember::verified_key)
+                            .is_some();
+                    let only_login_made = record.as_ref().is_none_or(|r| {
+                        r.fallback.link.is_none()
+                            && r.devices().iter().all(|d| {
+                                d.state == crate::core::record::EnrollState::Pending
+                                    && d.name == LOGIN_DEVICE
+                            })
+                    });
                     view.can_enrol = user == start.user
                         && start.known
                         && !view.factor_required
+                        && first_factor
+                        && only_login_made
                         && self.may_enrol_at_login(caller, user);
                     view.remembered = match (&record, &binding) {
                         (Some(r), Some(b)) if user == start.user => {
@@ -341,7 +366,7 @@ impl Handler {
             period: None,
             force: false,
             link_expires: None,
-            device: None,
+            device: Some(LOGIN_DEVICE.to_owned()),
             hotp: false,
             counter: None,
             revoke: false,

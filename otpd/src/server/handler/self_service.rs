@@ -147,7 +147,11 @@ impl Handler {
         let proved = self.prove_and_change(caller, user, OP, proof, |r| {
             issuer = r.issuer.clone();
             self.with_device(r, device.clone(), false, false, caller)
-                .map(|(next, _)| next)
+                .map(|(mut next, _)| {
+                    // A new device ends every remembered login.
+                    next.remembered.clear();
+                    next
+                })
         });
         let proved = match proved {
             Ok(proved) => proved,
@@ -240,6 +244,8 @@ impl Handler {
         const OP: &str = "self_remove_device";
         let proved = self.prove_and_change(caller, user, OP, proof, |r| {
             let mut next = r.clone();
+            // A removed device (or phone) ends every remembered login.
+            next.remembered.clear();
             if next.approvals.remove_phone(name) {
                 return Ok(next);
             }
