@@ -1033,6 +1033,13 @@ mod tests {
         // The phone (KEY) is active; a new phone (KEY2) replaces everything.
         let mut r = with_recovery(&["23456789ABCD"]);
         r.fallback.phone = Some("+31612345678".into());
+        // A login remembered while the old phone worked.
+        r.remembered.push(crate::core::remember::Remembered {
+            hash: "h".into(),
+            service: "sshd".into(),
+            expires: NOW + 3600,
+            key: None,
+        });
         let mut devices = r.devices().to_vec();
         let mut new = second_device("default", KEY2, TokenKind::Totp, EnrollState::Pending);
         new.replaces = Some(Replaces::All);
@@ -1058,6 +1065,7 @@ mod tests {
         assert_eq!(left[0].secret.expose(), KEY2);
         assert_eq!(left[0].replaces, None);
         assert!(next.fallback.recovery.is_empty() && next.fallback.phone.is_none());
+        assert!(next.remembered.is_empty(), "the old phone's remembered login survived");
         assert_eq!(
             login(&next, None, &code_at(NOW + 30), NOW).outcome,
             Outcome::WrongCode
