@@ -1065,7 +1065,10 @@ mod tests {
         assert_eq!(left[0].secret.expose(), KEY2);
         assert_eq!(left[0].replaces, None);
         assert!(next.fallback.recovery.is_empty() && next.fallback.phone.is_none());
-        assert!(next.remembered.is_empty(), "the old phone's remembered login survived");
+        assert!(
+            next.remembered.is_empty(),
+            "the old phone's remembered login survived"
+        );
         assert_eq!(
             login(&next, None, &code_at(NOW + 30), NOW).outcome,
             Outcome::WrongCode
