@@ -108,15 +108,14 @@ pub async fn converse(
                 }
             }
             Next::Check(code) => {
-                let (h, c, ctx, user) = (
-                    handler.clone(),
-                    caller.clone(),
-                    context.clone(),
-                    conversation.user().to_owned(),
-                );
-                let checked =
-                    tokio::task::spawn_blocking(move || h.login_check(&c, &user, &ctx, &code))
-                        .await;
+                let checked = on_pool(
+                    handler,
+                    caller,
+                    &context,
+                    &conversation,
+                    move |h, c, ctx, user| h.login_check(c, user, ctx, &code),
+                )
+                .await;
                 match outcome_of(checked) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
@@ -125,14 +124,14 @@ pub async fn converse(
                 }
             }
             Next::Text => {
-                let (h, c, ctx, user) = (
-                    handler.clone(),
-                    caller.clone(),
-                    context.clone(),
-                    conversation.user().to_owned(),
-                );
-                let texted =
-                    tokio::task::spawn_blocking(move || h.login_text(&c, &user, &ctx)).await;
+                let texted = on_pool(
+                    handler,
+                    caller,
+                    &context,
+                    &conversation,
+                    |h, c, ctx, user| h.login_text(c, user, ctx),
+                )
+                .await;
                 match outcome_of(texted) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
@@ -141,14 +140,14 @@ pub async fn converse(
                 }
             }
             Next::Request => {
-                let (h, c, ctx, user) = (
-                    handler.clone(),
-                    caller.clone(),
-                    context.clone(),
-                    conversation.user().to_owned(),
-                );
-                let made =
-                    tokio::task::spawn_blocking(move || h.login_request(&c, &user, &ctx)).await;
+                let made = on_pool(
+                    handler,
+                    caller,
+                    &context,
+                    &conversation,
+                    |h, c, ctx, user| h.login_request(c, user, ctx),
+                )
+                .await;
                 match outcome_of(made) {
                     Ok((requested, id)) => {
                         request = id;
@@ -160,14 +159,14 @@ pub async fn converse(
                 }
             }
             Next::Enrol => {
-                let (h, c, ctx, user) = (
-                    handler.clone(),
-                    caller.clone(),
-                    context.clone(),
-                    conversation.user().to_owned(),
-                );
-                let made =
-                    tokio::task::spawn_blocking(move || h.login_enrol(&c, &user, &ctx)).await;
+                let made = on_pool(
+                    handler,
+                    caller,
+                    &context,
+                    &conversation,
+                    |h, c, ctx, user| h.login_enrol(c, user, ctx),
+                )
+                .await;
                 let shown = match made {
                     Ok(Ok(step)) => {
                         if send(stream, step).await.is_err() {
@@ -187,15 +186,14 @@ pub async fn converse(
                 conversation.enrolled(shown)
             }
             Next::Confirm(code) => {
-                let (h, c, ctx, user) = (
-                    handler.clone(),
-                    caller.clone(),
-                    context.clone(),
-                    conversation.user().to_owned(),
-                );
-                let checked =
-                    tokio::task::spawn_blocking(move || h.login_confirm(&c, &user, &ctx, &code))
-                        .await;
+                let checked = on_pool(
+                    handler,
+                    caller,
+                    &context,
+                    &conversation,
+                    move |h, c, ctx, user| h.login_confirm(c, user, ctx, &code),
+                )
+                .await;
                 match outcome_of(checked) {
                     Ok((outcome, codes)) => {
                         if !codes.is_empty()
@@ -312,6 +310,24 @@ async fn await_approval(
     }
 }
 
+/// Runs `work` on the blocking pool with the login's handler, caller,
+/// context and user (the conversation's reads, checks and writes).
+async fn on_pool<T: Send + 'static>(
+    handler: &Arc<Handler>,
+    caller: &Caller,
+    context: &LoginContext,
+    conversation: &Conversation,
+    work: impl FnOnce(&Handler, &Caller, &LoginContext, &str) -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    let (h, c, ctx, user) = (
+        handler.clone(),
+        caller.clone(),
+        context.clone(),
+        conversation.user().to_owned(),
+    );
+    tokio::task::spawn_blocking(move || work(&h, &c, &ctx, &user)).await
+}
+
 /// How a conversation ends.
 enum Ended {
     /// The conversation's own end.
@@ -359,13 +375,10 @@ async fn finish(
             // A second factor passed: its binding is remembered (when
             // `[remember]` names the service), before the login is told,
             // so that the next login finds it.
-            let (h, c, ctx, user) = (
-                handler.clone(),
-                caller.clone(),
-                context.clone(),
-                conversation.user().to_owned(),
-            );
-            let _ = tokio::task::spawn_blocking(move || h.login_remember(&c, &user, &ctx)).await;
+            let _ = on_pool(handler, caller, context, conversation, |h, c, ctx, user| {
+                h.login_remember(c, user, ctx)
+            })
+            .await;
         }
     }
     let _ = send(stream, step).await;
