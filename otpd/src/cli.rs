@@ -174,6 +174,13 @@ pub enum Command {
     /// Show whether the daemon runs, its version, store, users by state and uptime
     #[command(after_help = EXIT_STATUS_HELP)]
     Status,
+    /// The audit trail: check that no line was removed, altered or
+    /// reordered, or print it for a SIEM
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Your own second factor, run as yourself (not as root): your devices,
     /// a new device, your recovery codes, your latest logins. Every change
     /// needs a code from one of your active devices, checked like a login
@@ -239,6 +246,54 @@ pub enum SelfCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `otpd audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain of the audit lines: report the first line removed,
+    /// altered or reordered and the last good sequence number, and compare
+    /// the end with the running daemon's. Needs the store's key (root).
+    /// Exit status: 0 intact, 1 tampered with, 2 bad usage or nothing to
+    /// read
+    Verify {
+        /// Where the lines are
+        #[command(flatten)]
+        source: AuditSource,
+        /// A key file whose chain key may have chained lines (repeat it for
+        /// the keys before `otpd rekey`) [default: the configured key]
+        #[arg(long, value_name = "FILE")]
+        key_file: Vec<PathBuf>,
+    },
+    /// Print the audit lines, one per line in their own stable format, or
+    /// as JSON objects (one per line) with --json
+    Export {
+        /// Where the lines are
+        #[command(flatten)]
+        source: AuditSource,
+        /// Only lines from then on: a time (2026-12-01T08:00:00Z), a date
+        /// (2026-12-01, UTC) or how long ago (24h, 7d)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where `otpd audit` reads the lines. Without FILE or --journal: the
+/// journal where systemd runs, /var/log/otpd.log elsewhere.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditSource {
+    /// Log files, oldest first (otpd.log.1 otpd.log)
+    #[arg(value_name = "FILE", conflicts_with_all = ["journal", "journal_file"])]
+    pub files: Vec<PathBuf>,
+    /// The system journal (journalctl SYSLOG_IDENTIFIER=otpd)
+    #[arg(long)]
+    pub journal: bool,
+    /// A journal file instead of the system journal (journalctl --file)
+    #[arg(long, value_name = "FILE")]
+    pub journal_file: Vec<PathBuf>,
 }
 
 /// What `otpd import` reads.

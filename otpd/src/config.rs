@@ -40,6 +40,8 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Recovery codes.
     pub recovery: RecoveryConfig,
+    /// Where the audit trail's chained lines go.
+    pub audit: AuditConfig,
     /// Sign-ins approved on a paired phone (off unless `contact` is set).
     pub approve: ApproveConfig,
     /// Remembered logins per PAM service (off unless a service is named).
@@ -69,6 +71,7 @@ impl Default for Config {
             enrol_at_login: EnrolAtLoginConfig::default(),
             sms: SmsConfig::default(),
             recovery: RecoveryConfig::default(),
+            audit: AuditConfig::default(),
             store: StoreConfig::default(),
             path: None,
         }
@@ -293,6 +296,28 @@ impl<'de> Deserialize<'de> for RememberConfig {
 pub struct EnrolAtLoginConfig {
     /// The group whose members are offered it. Unset: nobody.
     pub group: Option<String>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Where the audit lines go (default `auto`).
+    pub output: AuditOutput,
+}
+
+/// `[audit] output`
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutput {
+    /// The journal, with fields, when the daemon's standard error is the
+    /// journal (run by systemd); the log (standard error) otherwise.
+    #[default]
+    Auto,
+    /// Always the journal (a line the journal refuses goes to the log).
+    Journal,
+    /// Always the log: one line on standard error, like every other line.
+    Log,
 }
 
 /// `[recovery]`

@@ -33,12 +33,24 @@ fn load_config(cli: &Cli) -> Result<Config, CliError> {
 }
 
 fn init_logging(default: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The filter is the log's alone: RUST_LOG never drops an audit line.
+    // Once the daemon chains them, the audit layer writes those lines and
+    // the log leaves them out.
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() != otpd::server::audit::TARGET || !otpd::server::audit::chained()
+        }));
+    tracing_subscriber::registry()
+        .with(log)
+        .with(otpd::server::audit::AuditLayer)
         .init();
 }
 
@@ -100,6 +112,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             confirm,
         } => admin::phone(&client(), user, number, confirm),
         Command::Status => admin::status(&client()),
+        Command::Audit { command } => match command {
+            otpd::cli::AuditCommand::Verify { source, key_file } => {
+                admin::audit::verify(&config, &client(), &source, &key_file)
+            }
+            otpd::cli::AuditCommand::Export {
+                source,
+                since,
+                json,
+            } => admin::audit::export(&source, since.as_deref(), json),
+        },
         Command::SelfService { command } => admin::self_service(&client(), command),
         Command::Keygen { path } => {
             let key = otpd::server::keyfile::create_key_file(&path)

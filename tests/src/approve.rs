@@ -382,12 +382,12 @@ pub fn number_in(text: &str) -> Option<u8> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// The daemon's audit lines (target otpd::audit) with `op="OP"`.
+/// The daemon's audit lines (`otpd-audit seq=…`) with `op="OP"`.
 pub fn audit_lines(env: &TestEnv, op: &str) -> Vec<String> {
     let marker = format!("op=\"{op}\"");
     env.log()
         .lines()
-        .filter(|l| l.contains("otpd::audit") && l.contains(&marker))
+        .filter(|l| l.contains("otpd-audit ") && l.contains(&marker))
         .map(str::to_owned)
         .collect()
 }

@@ -78,6 +78,10 @@ pub const NOT_SECRET_FIELDS: &[&str] = &[
     "change",
     "generation",
     "recovery_codes_left",
+    // The audit trail's sequence number (and `after`, where a start line
+    // resumed the chain).
+    "seq",
+    "after",
 ];
 
 /// True when the text before a match (`before`) ends with the name of a
@@ -250,6 +254,7 @@ mod tests {
         let code = vec!["123456".to_owned()];
         for harmless in [
             "INFO otpd::audit: user=\"alice\" uid=0 pid=123456 op=\"verify\"",
+            "otpd-audit seq=123456 time=2026-12-05T12:00:00Z host=\"h\" level=INFO op=\"start\" after=123456",
             "uid=123456 ruid=123456 for_uid=123456",
             "2026-12-05 04:25:05.123 UTC [pid=123456] LOG:  connection received",
             "otpd: another otpd is running (pid 123456)",

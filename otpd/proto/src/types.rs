@@ -480,6 +480,10 @@ pub struct DaemonStatus {
     /// absent from daemons older than the PostgreSQL store.
     #[serde(default)]
     pub store: Option<String>,
+    /// Where the audit trail stands (`SEQ:CHAIN`, see `otpd audit verify`);
+    /// absent from daemons older than the chained trail.
+    #[serde(default)]
+    pub audit_head: Option<String>,
 }
 
 /// The decision on one code.

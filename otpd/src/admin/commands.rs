@@ -624,7 +624,8 @@ pub fn status(client: &Client) -> Result<(), CliError> {
          store:    {store}\n\
          users:    {active} active ({throttled} throttled now), {pending} pending\n\
          pages:    {web}\n\
-         texts:    {sms}",
+         texts:    {sms}\n\
+         audit:    {audit}",
         version = s.version,
         socket = s.socket,
         activated = if s.socket_activated {
@@ -641,6 +642,10 @@ pub fn status(client: &Client) -> Result<(), CliError> {
         pending = s.pending,
         web = s.web.as_deref().unwrap_or("off"),
         sms = if s.sms { "on" } else { "off" },
+        audit = match s.audit_head.as_deref().map(|h| h.split_once(':')) {
+            Some(Some((seq, _))) => format!("chained, last line seq={seq}"),
+            _ => "not chained".into(),
+        },
     );
     Ok(())
 }

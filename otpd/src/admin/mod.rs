@@ -8,6 +8,7 @@ macro_rules! say {
     };
 }
 
+pub mod audit;
 mod check_config;
 mod client;
 mod commands;

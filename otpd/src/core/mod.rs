@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod approve;
+pub mod audit;
 pub mod code;
 pub mod decision;
 pub mod login;

@@ -2,6 +2,7 @@
 
 // Without the pages (feature `web`), the handler's side of them
 // (`handler::WebBackend`) is built but has no caller.
+pub mod audit;
 #[cfg_attr(not(feature = "web"), allow(dead_code, unused_imports))]
 mod handler;
 pub mod keyfile;
@@ -68,6 +69,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         )));
     }
     let store = stores::open(&config)?;
+    // From here every decision's audit line is chained; dropped (the stop
+    // line, the head kept) before the store's final flush.
+    let trail = audit::Trail::start(&config, store.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("otpd")
@@ -139,6 +143,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if own_socket {
         let _ = std::fs::remove_file(&config.socket);
     }
+    drop(trail);
     store
         .sync()
         .map_err(|e| ServeError(format!("final flush of the store failed: {e}")))?;

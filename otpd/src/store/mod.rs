@@ -199,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Makes everything written so far durable (used at shutdown).
     fn sync(&self) -> Result<(), StoreError>;
+    /// Where this host's audit trail stands (`core::audit::Head`, in its
+    /// text form), kept so that a restart continues the chain; `None`
+    /// before the first line. Keyed by host: on a fleet store each host
+    /// keeps its own trail.
+    fn audit_head(&self, host: &str) -> Result<Option<String>, StoreError>;
+    /// Keeps this host's audit head (written in the background after each
+    /// audit line, and at shutdown before [`Store::sync`]).
+    fn set_audit_head(&self, host: &str, head: &str) -> Result<(), StoreError>;
     /// A durable write that costs what a `commit` costs but changes nothing
     /// the daemon reads: a login for an unknown user does it, so that from
     /// the socket it takes as long as a wrong code for an enrolled user.

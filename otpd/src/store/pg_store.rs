@@ -1469,6 +1469,45 @@ impl Store for PgStore {
         Some(self.shared.key.meta_tag(label, &[]))
     }
 
+    // One `otpd_meta` row per host (`audit_head:HOST`): every host of the
+    // fleet keeps its own trail. No schema change: otpd_meta is a key-value
+    // table.
+    fn audit_head(&self, host: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("audit_head:{host}");
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                let row = client
+                    .query_opt("SELECT value FROM otpd_meta WHERE key = $1", &[&key])
+                    .await
+                    .map_err(pg)?;
+                Ok(row.map(|r| r.get::<_, String>(0)))
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
+    fn set_audit_head(&self, host: &str, head: &str) -> Result<(), StoreError> {
+        let (key, head) = (format!("audit_head:{host}"), head.to_owned());
+        self.run(move |s| async move {
+            let client = connection(&s.conn).await?;
+            let result = async {
+                client
+                    .execute(
+                        "INSERT INTO otpd_meta (key, value) VALUES ($1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        &[&key, &head],
+                    )
+                    .await
+                    .map_err(pg)?;
+                Ok(())
+            }
+            .await;
+            finish(client, result)
+        })
+    }
+
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.shared.conn.target)
     }

@@ -500,6 +500,10 @@ const DELETED_CHANGE: &str = "deleted_change";
 const STORE_ID: &str = "store_id";
 /// The `meta` entry of the tag over the others ([`meta_auth`]).
 const AUTH: &str = "auth";
+/// The tree of the audit trail's head ([`Store::audit_head`]).
+const AUDIT_TREE: &str = "audit";
+/// Its one entry.
+const AUDIT_HEAD: &[u8] = b"head";
 
 fn open_db(dir: &Path) -> Result<Opened, StoreError> {
     let db = sled::Config::new()
@@ -1602,6 +1606,31 @@ impl Store for SledStore {
 
     fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    // The head lives in a tree of its own, outside the sealed records and
+    // the authenticated metadata: it is itself a chain value (an HMAC), and
+    // sled makes it durable with its next flush (every commit's, sled's own
+    // every 500 ms, or the shutdown's `sync`). One store, one host: the
+    // host name is not part of the key.
+    fn audit_head(&self, _host: &str) -> Result<Option<String>, StoreError> {
+        self.with(|i| {
+            let tree = i.db.open_tree(AUDIT_TREE).map_err(backend)?;
+            match tree.get(AUDIT_HEAD).map_err(backend)? {
+                None => Ok(None),
+                Some(bytes) => String::from_utf8(bytes.to_vec())
+                    .map(Some)
+                    .map_err(|_| StoreError::Corrupt("the audit head is not text".into())),
+            }
+        })
+    }
+
+    fn set_audit_head(&self, _host: &str, head: &str) -> Result<(), StoreError> {
+        self.with(|i| {
+            let tree = i.db.open_tree(AUDIT_TREE).map_err(backend)?;
+            tree.insert(AUDIT_HEAD, head.as_bytes()).map_err(backend)?;
+            Ok(())
+        })
     }
 
     fn sync(&self) -> Result<(), StoreError> {

@@ -51,6 +51,7 @@ impl Handler {
             web,
             sms: self.config.sms.command.is_some(),
             store: Some(self.store.describe()),
+            audit_head: crate::server::audit::current_head(),
         }))
     }
     pub(super) fn list(&self) -> Response {
