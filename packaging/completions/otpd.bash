@@ -16,6 +16,9 @@ _otpd() {
             ",$1")
                 cmd="otpd"
                 ;;
+            otpd,audit)
+                cmd="otpd__subcmd__audit"
+                ;;
             otpd,check-config)
                 cmd="otpd__subcmd__check__subcmd__config"
                 ;;
@@ -76,6 +79,27 @@ _otpd() {
             otpd,verify)
                 cmd="otpd__subcmd__verify"
                 ;;
+            otpd__subcmd__audit,export)
+                cmd="otpd__subcmd__audit__subcmd__export"
+                ;;
+            otpd__subcmd__audit,help)
+                cmd="otpd__subcmd__audit__subcmd__help"
+                ;;
+            otpd__subcmd__audit,verify)
+                cmd="otpd__subcmd__audit__subcmd__verify"
+                ;;
+            otpd__subcmd__audit__subcmd__help,export)
+                cmd="otpd__subcmd__audit__subcmd__help__subcmd__export"
+                ;;
+            otpd__subcmd__audit__subcmd__help,help)
+                cmd="otpd__subcmd__audit__subcmd__help__subcmd__help"
+                ;;
+            otpd__subcmd__audit__subcmd__help,verify)
+                cmd="otpd__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
+            otpd__subcmd__help,audit)
+                cmd="otpd__subcmd__help__subcmd__audit"
+                ;;
             otpd__subcmd__help,check-config)
                 cmd="otpd__subcmd__help__subcmd__check__subcmd__config"
                 ;;
@@ -135,6 +159,12 @@ _otpd() {
                 ;;
             otpd__subcmd__help,verify)
                 cmd="otpd__subcmd__help__subcmd__verify"
+                ;;
+            otpd__subcmd__help__subcmd__audit,export)
+                cmd="otpd__subcmd__help__subcmd__audit__subcmd__export"
+                ;;
+            otpd__subcmd__help__subcmd__audit,verify)
+                cmd="otpd__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
             otpd__subcmd__help__subcmd__import,google-authenticator)
                 cmd="otpd__subcmd__help__subcmd__import__subcmd__google__subcmd__authenticator"
@@ -227,12 +257,150 @@ _otpd() {
 
     case "${cmd}" in
         otpd)
-            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status self help"
+            opts="-h -V --config --socket --help --version serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status audit self help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit)
+            opts="-h --config --socket --help verify export help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__export)
+            opts="-h --journal --journal-file --since --json --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --journal-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__help)
+            opts="verify export help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__audit__subcmd__verify)
+            opts="-h --journal --journal-file --key-file --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --journal-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -377,8 +545,50 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help)
-            opts="serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status self help"
+            opts="serve enroll confirm verify list remove resync import forget unlock recovery-codes phone check-config keygen rekey seal-store migrate status audit self help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__audit)
+            opts="verify export"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__audit__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__audit__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

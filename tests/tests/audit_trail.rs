@@ -242,6 +242,23 @@ fn a_removed_edited_or_swapped_line_is_named_and_a_restart_continues_the_chain()
     );
     assert!(out.stderr.contains("--since \"someday\""), "{out}");
 
+    // A crash (SIGKILL, no stop line) right after a login: the next start
+    // resumes from the head the store kept, and the trail still verifies
+    // (with a note when that head was behind the last line).
+    assert_eq!(
+        env.pam_login("alice", "000000", HOST, "").outcome,
+        PamOutcome::AuthErr
+    );
+    env.kill_daemon(libc::SIGKILL);
+    env.spawn_daemon();
+    assert_eq!(
+        env.pam_login("alice", "000000", HOST, "").outcome,
+        PamOutcome::AuthErr
+    );
+    let out = env.otpd_expect(&["audit", "verify", log.to_str().unwrap()], 0);
+    println!("after a crash: {out}");
+    assert!(out.stdout.contains("intact:"), "{out}");
+
     // Without the key (another key file), nothing verifies.
     let other = env.dir.join("other.key");
     env.keygen(&other);

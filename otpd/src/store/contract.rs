@@ -153,10 +153,16 @@ pub const CASES: &[(&str, Case)] = &[
 pub type ReopenCase = fn(&mut dyn FnMut() -> Box<dyn Store>);
 
 /// Every contract case that reopens its store, by name.
-pub const REOPEN_CASES: &[(&str, ReopenCase)] = &[(
-    "the_link_token_index_survives_a_reopen",
-    the_link_token_index_survives_a_reopen,
-)];
+pub const REOPEN_CASES: &[(&str, ReopenCase)] = &[
+    (
+        "the_link_token_index_survives_a_reopen",
+        the_link_token_index_survives_a_reopen,
+    ),
+    (
+        "the_audit_head_is_kept_across_a_reopen",
+        the_audit_head_is_kept_across_a_reopen,
+    ),
+];
 
 /// Runs every case of [`REOPEN_CASES`]; `fresh` returns, for each case, a
 /// function that opens that case's store (a new, empty one per case, the
@@ -1790,6 +1796,39 @@ fn link_tokens_of_names_that_are_prefixes_never_mix(store: &dyn Store) {
         deleted.push(user);
         check(store, &deleted);
     }
+}
+
+/// The audit trail's head (`Store::audit_head`): none at first, the
+/// latest one written read back, also after a reopen, and never a user.
+fn the_audit_head_is_kept_across_a_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
+    let (first, second) = (
+        format!("7:{}", "ab".repeat(32)),
+        format!("9:{}", "cd".repeat(32)),
+    );
+    {
+        let store = open();
+        assert_eq!(
+            ok(store.audit_head("host-a"), "audit_head of a fresh store"),
+            None
+        );
+        ok(store.set_audit_head("host-a", &first), "set_audit_head");
+        assert_eq!(
+            ok(store.audit_head("host-a"), "audit_head").as_deref(),
+            Some(first.as_str())
+        );
+        ok(
+            store.set_audit_head("host-a", &second),
+            "set_audit_head again",
+        );
+        ok(store.sync(), "sync()");
+    }
+    let store = open();
+    assert_eq!(
+        ok(store.audit_head("host-a"), "audit_head after a reopen").as_deref(),
+        Some(second.as_str()),
+        "the latest head after a reopen"
+    );
+    assert!(names(&*store).is_empty(), "the head is no user");
 }
 
 fn the_link_token_index_survives_a_reopen(open: &mut dyn FnMut() -> Box<dyn Store>) {
