@@ -550,6 +550,11 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
     // an earlier one.
     let mut chains: HashMap<u64, ChainValue> = HashMap::new();
     let mut last: Option<Head> = None;
+    let mut last_time = String::new();
+    // The latest start line's number: a head kept in the store is never
+    // older than the start line before it was written, so a resume never
+    // goes back past it (an old start line copied to the end does).
+    let mut last_start = 0u64;
     for (index, (entry, parsed)) in lines.iter().enumerate() {
         let Some(p) = parsed else {
             report.problem = Some(Problem::Unreadable {
@@ -574,13 +579,22 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
             report.first_seq = Some(p.seq);
             report.last_good = Some(p.seq);
             chains.insert(p.seq, p.chain);
+            if is_start(p) {
+                last_start = p.seq;
+            }
+            last_time.clone_from(&p.time);
             last = Some(Head {
                 seq: p.seq,
                 chain: p.chain,
             });
             continue;
         };
-        let resumed = is_start(p) && p.seq <= prev.seq && p.seq >= 1;
+        // Times are RFC 3339 in UTC, one format: they compare as text.
+        let resumed = is_start(p)
+            && p.seq <= prev.seq
+            && p.seq >= 1
+            && p.seq >= last_start
+            && p.time >= last_time;
         let expected_prev = if p.seq == prev.seq + 1 {
             Some(prev.chain)
         } else if resumed {
@@ -641,6 +655,10 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
             seq: p.seq,
             chain: p.chain,
         });
+        if is_start(p) {
+            last_start = p.seq;
+        }
+        last_time.clone_from(&p.time);
     }
     if let (Some(head), Some(last)) = (head, last) {
         if head.seq > last.seq {
@@ -848,6 +866,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_old_start_line_copied_to_the_end_is_no_restart() {
+        // 1 start, 2 login, 3 start (a real restart), 4 login; then a copy
+        // of line 1 (an older start) and one of line 3 (written earlier).
+        let mut head = Head::START;
+        let mut entries = Vec::new();
+        for (seq, op, time) in [
+            (1, "start", "2026-12-05T12:00:00Z"),
+            (2, "login", "2026-12-05T12:00:01Z"),
+            (3, "start", "2026-12-05T12:00:02Z"),
+            (4, "login", "2026-12-05T12:00:03Z"),
+        ] {
+            let b = body(seq, time, "host", "INFO", &fields(op, "u"));
+            let c = chain(&KEY, &head.chain, &b);
+            head = Head { seq, chain: c };
+            entries.push(Entry {
+                origin: format!("log:{seq}"),
+                text: line(&b, &c),
+            });
+        }
+        assert!(verify(&entries, &[KEY], Some(head)).ok());
+        for copied in [0, 2] {
+            let mut replayed = entries.clone();
+            replayed.push(entries[copied].clone());
+            let report = verify(&replayed, &[KEY], None);
+            assert!(
+                matches!(report.problem, Some(Problem::Reordered { after: 4, .. })),
+                "a copy of line {}: {report:?}",
+                copied + 1
+            );
+        }
     }
 
     #[test]
