@@ -399,29 +399,14 @@ pub fn import_pskc(
     // Each user's keys with their device names, users in file order.
     // Taken out one by one as users are sent.
     let mut keys: Vec<Option<pskc::PskcKey>> = parsed.keys.into_iter().map(Some).collect();
-    let mut plan: Vec<(String, Vec<(String, usize)>, Vec<String>)> = Vec::new();
-    let add = |plan: &mut Vec<(String, Vec<(String, usize)>, Vec<String>)>,
-               user: &str,
-               entry: Result<(String, usize), String>| {
-        let at = match plan.iter().position(|(u, _, _)| u == user) {
-            Some(at) => at,
-            None => {
-                plan.push((user.to_owned(), Vec::new(), Vec::new()));
-                plan.len() - 1
-            }
-        };
-        match entry {
-            Ok(key) => plan[at].1.push(key),
-            Err(why) => plan[at].2.push(why),
-        }
-    };
+    let mut plan = Plan::default();
     let mut unmapped: Vec<String> = Vec::new();
     match &map {
         None => {
             let name = user.clone().unwrap_or_default();
             for (index, key) in keys.iter().enumerate() {
                 if let Some(k) = key {
-                    add(&mut plan, &name, Ok((pskc::default_device_name(k), index)));
+                    plan.add(&name, Ok((pskc::default_device_name(k), index)));
                 }
             }
         }
@@ -464,13 +449,18 @@ pub fn import_pskc(
                         more.len()
                     )),
                 };
-                add(&mut plan, &line.user, entry);
+                plan.add(&line.user, entry);
             }
         }
     }
 
     let mut tally = Tally::default();
-    for (name, entries, mut problems) in plan {
+    for PlannedUser {
+        user: name,
+        devices: entries,
+        mut problems,
+    } in plan.0
+    {
         let mut tokens = Vec::new();
         let mut names = Vec::new();
         let mut notes = Vec::new();
@@ -529,6 +519,38 @@ pub fn import_pskc(
     tally.finish(options.dry_run)
 }
 
+/// One user of a PSKC import: the keys it gets (device name, index of the
+/// key in the file) and why some cannot be given.
+struct PlannedUser {
+    user: String,
+    devices: Vec<(String, usize)>,
+    problems: Vec<String>,
+}
+
+/// The users of a PSKC import, in the order they first appear.
+#[derive(Default)]
+struct Plan(Vec<PlannedUser>);
+
+impl Plan {
+    fn add(&mut self, user: &str, entry: Result<(String, usize), String>) {
+        let at = match self.0.iter().position(|p| p.user == user) {
+            Some(at) => at,
+            None => {
+                self.0.push(PlannedUser {
+                    user: user.to_owned(),
+                    devices: Vec::new(),
+                    problems: Vec::new(),
+                });
+                self.0.len() - 1
+            }
+        };
+        match entry {
+            Ok(device) => self.0[at].devices.push(device),
+            Err(why) => self.0[at].problems.push(why),
+        }
+    }
+}
+
 /// The pre-shared key of `--key-file`: hexadecimal digits (whitespace
 /// ignored), never shown.
 fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
@@ -559,10 +581,11 @@ fn read_password() -> Result<zeroize::Zeroizing<String>, CliError> {
         let mut quiet = saved.clone();
         quiet.local_flags.remove(LocalFlags::ECHO);
         quiet.local_flags.insert(LocalFlags::ECHONL);
-        eprint!("Password of the PSKC file: ");
-        let _ = std::io::Write::flush(&mut std::io::stderr());
+        // Echo off before the prompt: nothing typed after the prompt shows.
         tcsetattr(&stdin, SetArg::TCSAFLUSH, &quiet)
             .map_err(|e| CliError::Usage(format!("cannot turn the terminal's echo off: {e}")))?;
+        eprint!("Password of the PSKC file: ");
+        let _ = std::io::Write::flush(&mut std::io::stderr());
         let read = stdin.lock().read_line(&mut line);
         // The echo comes back whatever the read did.
         let restored = tcsetattr(&stdin, SetArg::TCSAFLUSH, &saved);

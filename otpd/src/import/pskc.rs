@@ -294,7 +294,7 @@ where
 {
     use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, KeyIvInit};
     const BLOCK: usize = 16;
-    if data.len() < 2 * BLOCK || data.len() % BLOCK != 0 {
+    if data.len() < 2 * BLOCK || !data.len().is_multiple_of(BLOCK) {
         return None;
     }
     let (iv, ciphertext) = data.split_at(BLOCK);
