@@ -7,6 +7,7 @@
 //! nothing; no secret reaches the output.
 
 use otpd_tests::process::{self, Output};
+use otpd_tests::pty::Terminal;
 use otpd_tests::{programs, require, secrets, settled_now, PamOutcome, Program, TestEnv};
 use std::path::PathBuf;
 use std::process::Command;
@@ -263,6 +264,39 @@ fn rfc_6030_examples_in_clear_with_a_pre_shared_key_and_with_a_password() {
     assert!(again.stdout.contains("dave: left alone"), "{again}");
     env.assert_log_free_of(RFC_KEY);
     env.assert_log_free_of(RFC_KEY_BASE32);
+}
+
+#[test]
+fn the_password_typed_at_a_terminal_is_not_shown() {
+    if !require("password_at_a_terminal", NEEDS) {
+        return;
+    }
+    remember_secrets();
+    let env = TestEnv::start("pskc_tty");
+    let mut cmd = Command::new(programs::otpd_binary());
+    cmd.arg("--config").arg(&env.config).args([
+        "import",
+        "pskc",
+        path(&fixture("rfc6030-figure7.pskcxml")),
+        "--user",
+        "erin",
+        "--password",
+    ]);
+    let mut terminal = Terminal::spawn(cmd);
+    terminal.expect_after(0, "Password of the PSKC file: ", Duration::from_secs(30));
+    terminal.type_line("qwerty");
+    let (status, screen) = terminal.wait(Duration::from_secs(60));
+    println!("{screen}");
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("erin: imported (HOTP 8 digits"), "{screen}");
+    assert!(
+        !screen.contains("qwerty"),
+        "the password was echoed:\n{screen}"
+    );
+    assert_eq!(
+        login(&env, "erin", &hotp(RFC_KEY, 8, 0)),
+        PamOutcome::Success
+    );
 }
 
 /// The map of the batch: keys 1001 and 1002 to alice, 1003 (OCRA) to carol,
