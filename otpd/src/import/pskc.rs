@@ -1050,6 +1050,43 @@ mod tests {
         assert_eq!(drift.token.period, 60);
     }
 
+    /// AES key wrap (RFC 3394) with the key 000102…0f, no ValueMAC: the
+    /// wrap's own integrity check stands in for it. Written with Python's
+    /// `cryptography` (`aes_key_wrap`).
+    const KW_AES128: &str = r#"<KeyContainer Version="1.0"
+        xmlns="urn:ietf:params:xml:ns:keyprov:pskc"
+        xmlns:ds="http://www.w3.org/2000/09/xmldsig#"
+        xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">
+      <EncryptionKey><ds:KeyName>kw</ds:KeyName></EncryptionKey>
+      <KeyPackage><Key Id="kw1" Algorithm="urn:ietf:params:xml:ns:keyprov:pskc:totp">
+        <Data><Secret><EncryptedValue>
+          <xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#kw-aes128"/>
+          <xenc:CipherData><xenc:CipherValue>eCka1VE8chM7/huVl9wrAJIRb1lcCgLw</xenc:CipherValue></xenc:CipherData>
+        </EncryptedValue></Secret></Data>
+      </Key></KeyPackage>
+    </KeyContainer>"#;
+
+    #[test]
+    fn aes_key_wrap_checks_its_own_integrity() {
+        let key = unhex("000102030405060708090a0b0c0d0e0f");
+        let file = parse(KW_AES128, &Unlock::PreSharedKey(&key)).unwrap();
+        assert_eq!(
+            only_token(&file).token.secret.as_slice(),
+            b"1234567890123456"
+        );
+        let altered = KW_AES128.replace("eCka1VE8", "eCka1VE9");
+        assert!(matches!(
+            parse(&altered, &Unlock::PreSharedKey(&key)),
+            Err(PskcError::BadMac(m)) if m.contains("does not decrypt")
+        ));
+        let mut wrong = key.clone();
+        wrong[0] ^= 1;
+        assert!(matches!(
+            parse(KW_AES128, &Unlock::PreSharedKey(&wrong)),
+            Err(PskcError::BadMac(_))
+        ));
+    }
+
     #[test]
     fn not_pskc_not_xml_and_a_dtd_are_refused() {
         for (text, what) in [
