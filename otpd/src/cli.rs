@@ -80,8 +80,8 @@ pub enum Command {
         device: Option<String>,
     },
     /// Import users from pam_google_authenticator or pam_oath, with their
-    /// replay state, so that nobody has to enrol again. The files are only
-    /// read
+    /// replay state, so that nobody has to enrol again, or hardware tokens
+    /// from their vendor's PSKC file. The files are only read
     #[command(after_help = EXIT_STATUS_HELP)]
     Import {
         /// Where from.
@@ -334,9 +334,45 @@ pub enum ImportSource {
         #[command(flatten)]
         options: ImportOptions,
     },
+    /// A token vendor's PSKC file (RFC 6030): its HOTP and TOTP keys, in
+    /// clear or encrypted, each becoming a device of its user. Every MAC is
+    /// checked first: one that does not match refuses the whole file
+    #[command(after_help = EXIT_STATUS_HELP)]
+    Pskc {
+        /// The PSKC file
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Which user each key goes to: CSV lines serial,user[,device], by
+        /// the token's serial number (a key without one: its Id). The device
+        /// is named token-SERIAL when the line names none. Keys of the file
+        /// on no line are not imported
+        #[arg(
+            long,
+            value_name = "MAP.csv",
+            conflicts_with = "user",
+            required_unless_present = "user"
+        )]
+        users: Option<PathBuf>,
+        /// Every key of the file becomes a device of this user (named
+        /// token-SERIAL)
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The file is encrypted with a pre-shared key: the file holding it
+        /// in hexadecimal
+        #[arg(long, value_name = "HEX", conflicts_with = "password")]
+        key_file: Option<PathBuf>,
+        /// The file is encrypted with a password (PBKDF2): read it from the
+        /// terminal without echo, or the first line of stdin when stdin is
+        /// not a terminal
+        #[arg(long)]
+        password: bool,
+        /// --dry-run and --replace
+        #[command(flatten)]
+        options: ImportOptions,
+    },
 }
 
-/// Options of both imports.
+/// Options of every import.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ImportOptions {
     /// Print what would happen; change nothing

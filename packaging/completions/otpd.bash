@@ -172,6 +172,9 @@ _otpd() {
             otpd__subcmd__help__subcmd__import,oath)
                 cmd="otpd__subcmd__help__subcmd__import__subcmd__oath"
                 ;;
+            otpd__subcmd__help__subcmd__import,pskc)
+                cmd="otpd__subcmd__help__subcmd__import__subcmd__pskc"
+                ;;
             otpd__subcmd__help__subcmd__self,activity)
                 cmd="otpd__subcmd__help__subcmd__self__subcmd__activity"
                 ;;
@@ -199,6 +202,9 @@ _otpd() {
             otpd__subcmd__import,oath)
                 cmd="otpd__subcmd__import__subcmd__oath"
                 ;;
+            otpd__subcmd__import,pskc)
+                cmd="otpd__subcmd__import__subcmd__pskc"
+                ;;
             otpd__subcmd__import__subcmd__help,google-authenticator)
                 cmd="otpd__subcmd__import__subcmd__help__subcmd__google__subcmd__authenticator"
                 ;;
@@ -207,6 +213,9 @@ _otpd() {
                 ;;
             otpd__subcmd__import__subcmd__help,oath)
                 cmd="otpd__subcmd__import__subcmd__help__subcmd__oath"
+                ;;
+            otpd__subcmd__import__subcmd__help,pskc)
+                cmd="otpd__subcmd__import__subcmd__help__subcmd__pskc"
                 ;;
             otpd__subcmd__self,activity)
                 cmd="otpd__subcmd__self__subcmd__activity"
@@ -671,7 +680,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__import)
-            opts="google-authenticator oath"
+            opts="google-authenticator oath pskc"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -699,6 +708,20 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__help__subcmd__import__subcmd__oath)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__help__subcmd__import__subcmd__pskc)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -993,7 +1016,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__import)
-            opts="-h --config --socket --help google-authenticator oath help"
+            opts="-h --config --socket --help google-authenticator oath pskc help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1049,7 +1072,7 @@ _otpd() {
             return 0
             ;;
         otpd__subcmd__import__subcmd__help)
-            opts="google-authenticator oath help"
+            opts="google-authenticator oath pskc help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1104,6 +1127,20 @@ _otpd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otpd__subcmd__import__subcmd__help__subcmd__pskc)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otpd__subcmd__import__subcmd__oath)
             opts="-h --device --dry-run --replace --config --socket --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1112,6 +1149,40 @@ _otpd() {
             fi
             case "${prev}" in
                 --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otpd__subcmd__import__subcmd__pskc)
+            opts="-h --users --user --key-file --password --dry-run --replace --config --socket --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --users)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

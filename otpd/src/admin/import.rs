@@ -1,10 +1,10 @@
-//! `otpd import google-authenticator|oath`: reads the files (only reads
-//! them), turns each user into one `Import` request, and prints what
+//! `otpd import google-authenticator|oath|pskc`: reads the files (only
+//! reads them), turns each user into one `Import` request, and prints what
 //! happened to every user and a summary.
 
 use super::{CliError, Client};
 use crate::cli::ImportOptions;
-use crate::import::{google_authenticator, oath, ImportedUser};
+use crate::import::{google_authenticator, oath, pskc, ImportedUser};
 use otpd_proto::{
     ImportParams, ImportResult, ImportedDevice, Request, Response, SecretText, TokenKind,
 };
@@ -339,6 +339,269 @@ pub fn import_oath(
         send(client, u, &names, options, &mut tally)?;
     }
     tally.finish(options.dry_run)
+}
+
+/// `otpd import pskc FILE (--users MAP.csv | --user NAME) [--key-file HEX
+/// | --password]`. Everything that concerns the whole run (the file, the
+/// map, the key, the password, any MAC) is checked before the first user
+/// is sent: a failure there imports nothing (exit 2). Then each user is
+/// one request, as in the other imports; a user any of whose keys cannot
+/// be imported is not imported at all.
+pub fn import_pskc(
+    client: &Client,
+    file: &Path,
+    users: Option<&Path>,
+    user: Option<String>,
+    key_file: Option<&Path>,
+    password: bool,
+    options: ImportOptions,
+) -> Result<(), CliError> {
+    let text = read_text(file, None).map_err(CliError::Usage)?;
+    let map = match (users, &user) {
+        (Some(path), None) => {
+            let map_text = read_text(path, None).map_err(CliError::Usage)?;
+            Some((
+                path,
+                pskc::parse_map(&map_text)
+                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            ))
+        }
+        (None, Some(name)) => {
+            crate::core::names::validate_user(name).map_err(CliError::Usage)?;
+            None
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "give --users MAP.csv or --user NAME".into(),
+            ))
+        }
+    };
+    let key = match key_file {
+        Some(path) => Some(read_key_file(path)?),
+        None => None,
+    };
+    let typed_password = if password {
+        Some(read_password()?)
+    } else {
+        None
+    };
+    let unlock = match (&key, &typed_password) {
+        (Some(k), _) => pskc::Unlock::PreSharedKey(k),
+        (None, Some(p)) => pskc::Unlock::Password(p.as_bytes()),
+        (None, None) => pskc::Unlock::Nothing,
+    };
+    let parsed = pskc::parse(&text, &unlock)
+        .map_err(|e| CliError::Usage(format!("{}: {e}; nothing was imported", file.display())))?;
+    for note in &parsed.notes {
+        say!("{}: note: {note}", file.display());
+    }
+
+    // Each user's keys with their device names, users in file order.
+    // Taken out one by one as users are sent.
+    let mut keys: Vec<Option<pskc::PskcKey>> = parsed.keys.into_iter().map(Some).collect();
+    let mut plan = Plan::default();
+    let mut unmapped: Vec<String> = Vec::new();
+    match &map {
+        None => {
+            let name = user.clone().unwrap_or_default();
+            for (index, key) in keys.iter().enumerate() {
+                if let Some(k) = key {
+                    plan.add(&name, Ok((pskc::default_device_name(k), index)));
+                }
+            }
+        }
+        Some((map_path, lines)) => {
+            // A key is found by its serial number, or by its Id when its
+            // key package has no serial number.
+            let tag = |k: &pskc::PskcKey| k.serial.clone().unwrap_or_else(|| k.id.clone());
+            for k in keys.iter().flatten() {
+                if !lines.iter().any(|l| l.serial == tag(k)) {
+                    unmapped.push(k.label());
+                }
+            }
+            for line in lines {
+                let found: Vec<usize> = keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| k.as_ref().is_some_and(|k| tag(k) == line.serial))
+                    .map(|(i, _)| i)
+                    .collect();
+                let entry = match found.as_slice() {
+                    [] => Err(format!(
+                        "{} line {}: serial {} is not in {}",
+                        map_path.display(),
+                        line.line,
+                        pskc::shown(&line.serial),
+                        file.display()
+                    )),
+                    [index] => {
+                        let k = keys[*index].as_ref().expect("found above");
+                        Ok((
+                            line.device
+                                .clone()
+                                .unwrap_or_else(|| pskc::default_device_name(k)),
+                            *index,
+                        ))
+                    }
+                    more => Err(format!(
+                        "serial {} names {} keys of the file: which one is meant cannot be told",
+                        pskc::shown(&line.serial),
+                        more.len()
+                    )),
+                };
+                plan.add(&line.user, entry);
+            }
+        }
+    }
+
+    let mut tally = Tally::default();
+    for PlannedUser {
+        user: name,
+        devices: entries,
+        mut problems,
+    } in plan.0
+    {
+        let mut tokens = Vec::new();
+        let mut names = Vec::new();
+        let mut notes = Vec::new();
+        for (device, index) in entries {
+            let Some(key) = keys[index].take() else {
+                continue;
+            };
+            let label = key.label();
+            match key.token {
+                Ok(t) => {
+                    notes.push(format!("device {device} is the key of {label}"));
+                    notes.extend(t.notes.into_iter().map(|n| format!("{label}: {n}")));
+                    tokens.push(t.token);
+                    names.push(device);
+                }
+                Err(why) => problems.push(format!("{label}: {why}")),
+            }
+        }
+        if !problems.is_empty() {
+            tally.read += 1;
+            tally.fail(&name, &problems.join("; "));
+            continue;
+        }
+        let imported = ImportedUser {
+            user: name,
+            tokens,
+            scratch_codes: Vec::new(),
+            notes,
+        };
+        send(client, &imported, &names, options, &mut tally)?;
+    }
+    if let Some((map_path, _)) = &map {
+        const SHOWN: usize = 20;
+        for label in unmapped.iter().take(SHOWN) {
+            say!(
+                "{label}: on no line of {}: not imported",
+                map_path.display()
+            );
+        }
+        if unmapped.len() > SHOWN {
+            say!(
+                "… and {} more keys on no line of the map",
+                unmapped.len() - SHOWN
+            );
+        }
+        if !unmapped.is_empty() {
+            say!(
+                "{} key{} of {} on no line of {}: not imported (not a failure)",
+                unmapped.len(),
+                if unmapped.len() == 1 { "" } else { "s" },
+                file.display(),
+                map_path.display()
+            );
+        }
+    }
+    tally.finish(options.dry_run)
+}
+
+/// One user of a PSKC import: the keys it gets (device name, index of the
+/// key in the file) and why some cannot be given.
+struct PlannedUser {
+    user: String,
+    devices: Vec<(String, usize)>,
+    problems: Vec<String>,
+}
+
+/// The users of a PSKC import, in the order they first appear.
+#[derive(Default)]
+struct Plan(Vec<PlannedUser>);
+
+impl Plan {
+    fn add(&mut self, user: &str, entry: Result<(String, usize), String>) {
+        let at = match self.0.iter().position(|p| p.user == user) {
+            Some(at) => at,
+            None => {
+                self.0.push(PlannedUser {
+                    user: user.to_owned(),
+                    devices: Vec::new(),
+                    problems: Vec::new(),
+                });
+                self.0.len() - 1
+            }
+        };
+        match entry {
+            Ok(device) => self.0[at].devices.push(device),
+            Err(why) => self.0[at].problems.push(why),
+        }
+    }
+}
+
+/// The pre-shared key of `--key-file`: hexadecimal digits (whitespace
+/// ignored), never shown.
+fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, CliError> {
+    let text = read_text(path, None).map_err(CliError::Usage)?;
+    let digits: zeroize::Zeroizing<String> =
+        zeroize::Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+    match crate::import::hex_decode(&digits) {
+        Some(key) if !key.is_empty() => Ok(key),
+        _ => Err(CliError::Usage(format!(
+            "{} does not hold a key in hexadecimal digits",
+            path.display()
+        ))),
+    }
+}
+
+/// `--password`: from the terminal with its echo off, or the first line of
+/// stdin when stdin is not a terminal. Only the line end is removed (a
+/// password may start or end with a space).
+fn read_password() -> Result<zeroize::Zeroizing<String>, CliError> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read_error = |e: std::io::Error| CliError::Usage(format!("cannot read the password: {e}"));
+    if stdin.is_terminal() {
+        let saved = tcgetattr(&stdin)
+            .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        // Echo off before the prompt: nothing typed after the prompt shows.
+        tcsetattr(&stdin, SetArg::TCSAFLUSH, &quiet)
+            .map_err(|e| CliError::Usage(format!("cannot turn the terminal's echo off: {e}")))?;
+        eprint!("Password of the PSKC file: ");
+        let _ = std::io::Write::flush(&mut std::io::stderr());
+        let read = stdin.lock().read_line(&mut line);
+        // The echo comes back whatever the read did.
+        let restored = tcsetattr(&stdin, SetArg::TCSAFLUSH, &saved);
+        read.map_err(read_error)?;
+        restored.map_err(|e| {
+            CliError::Usage(format!("cannot turn the terminal's echo back on: {e}"))
+        })?;
+    } else {
+        stdin.lock().read_line(&mut line).map_err(read_error)?;
+    }
+    let end = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(end);
+    if line.is_empty() {
+        return Err(CliError::Usage("no password was given".into()));
+    }
+    Ok(line)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub use commands::{
     confirm, enroll, forget, list, phone, recovery_codes, remove, resync, status, unlock, verify,
     EnrollOptions,
 };
-pub use import::{import_google_authenticator, import_oath};
+pub use import::{import_google_authenticator, import_oath, import_pskc};
 pub use qr::terminal as terminal_qr;
 pub use self_service::self_service;
 

@@ -1,15 +1,18 @@
 //! Reading the state of the second factors that sites move from:
 //! pam_google_authenticator's `~/.google_authenticator` files and
-//! pam_oath's usersfile. Pure: text in, tokens and plain-language notes
-//! out, so both parsers are unit-tested and fuzzed (`fuzz/`); reading the
-//! files and talking to the daemon is `admin::import`.
+//! pam_oath's usersfile, and the keys of hardware tokens from their
+//! vendor's PSKC file (RFC 6030). Pure: text in, tokens and plain-language
+//! notes out, so the parsers are unit-tested and fuzzed (`fuzz/`); reading
+//! the files and talking to the daemon is `admin::import`.
 //!
-//! Hand-written: no crate reads either format. Neither parser ever puts a
-//! secret or a scratch code into a note or an error.
+//! Hand-written: no crate reads the first two formats (PSKC's XML is read
+//! with roxmltree). No parser ever puts a secret or a scratch code into a
+//! note or an error.
 #![forbid(unsafe_code)]
 
 pub mod google_authenticator;
 pub mod oath;
+pub mod pskc;
 
 use otpd_proto::{Algorithm, TokenKind};
 use zeroize::Zeroizing;
