@@ -66,13 +66,13 @@ fuzz_target!(|input: Input| {
             fields.iter().take(12).map(|(n, v)| (n.clone(), value(v))).collect();
         let body = audit::body(seq, "2026-12-05T12:00:00Z", &input.host, "INFO", &fields);
         let chain = audit::chain(&KEY, &head.chain, &body);
-        let line = audit::line(&body, &chain);
+        let line = audit::line(&body, &head.chain, &chain);
         assert!(!line.contains('\n') && !line.contains('\r'), "{line:?}");
         let p = audit::parse(audit::find_line(&line).expect("found")).expect("parses");
         assert_eq!((p.seq, p.host.as_str(), p.level.as_str()), (seq, input.host.as_str(), "INFO"));
         assert_eq!(p.fields.len(), fields.len());
         for ((want_name, want), (got_name, got)) in fields.iter().zip(&p.fields) {
-            if audit::valid_name(want_name) && !["seq", "time", "host", "level", "chain"].contains(&want_name.as_str()) {
+            if audit::valid_name(want_name) && !["seq", "time", "host", "level", "prev", "chain"].contains(&want_name.as_str()) {
                 assert_eq!(want_name, got_name);
             }
             assert_eq!(want, got, "{line}");

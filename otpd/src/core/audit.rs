@@ -145,7 +145,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// The names a line's own fields take; an event's field of the same name
 /// is written as `field_NAME`.
-const RESERVED: [&str; 5] = ["seq", "time", "host", "level", "chain"];
+const RESERVED: [&str; 6] = ["seq", "time", "host", "level", "prev", "chain"];
 
 /// The body of line `seq`: everything but ` chain=…`.
 pub fn body(seq: u64, time: &str, host: &str, level: &str, fields: &[(String, Value)]) -> String {
@@ -203,9 +203,9 @@ fn chain_matches(key: &ChainValue, prev: &ChainValue, body: &str, claimed: &Chai
     mac.verify_slice(claimed).is_ok()
 }
 
-/// The whole line: the body and its chain value.
-pub fn line(body: &str, chain: &ChainValue) -> String {
-    format!("{body} chain={}", hex(chain))
+/// The whole line: the body, the chain value before it, and its own.
+pub fn line(body: &str, prev: &ChainValue, chain: &ChainValue) -> String {
+    format!("{body} prev={} chain={}", hex(prev), hex(chain))
 }
 
 /// Lower-case hex.
@@ -283,6 +283,8 @@ pub struct Parsed {
     pub fields: Vec<(String, Value)>,
     /// The body the chain value covers.
     pub body: String,
+    /// The chain value before it, as the line says.
+    pub prev: ChainValue,
     /// The chain value it claims.
     pub chain: ChainValue,
 }
@@ -303,6 +305,7 @@ impl Parsed {
         for (name, value) in &self.fields {
             map.insert(name.clone(), value.to_json());
         }
+        map.insert("prev".into(), hex(&self.prev).into());
         map.insert("chain".into(), hex(&self.chain).into());
         serde_json::Value::Object(map)
     }
@@ -320,8 +323,10 @@ pub fn find_line(text: &str) -> Option<&str> {
 
 /// Reads an audit line (from [`MARKER`] on).
 pub fn parse(text: &str) -> Option<Parsed> {
-    let (body, chain) = text.rsplit_once(" chain=")?;
+    let (rest, chain) = text.rsplit_once(" chain=")?;
     let chain = unhex32(chain)?;
+    let (body, prev) = rest.rsplit_once(" prev=")?;
+    let prev = unhex32(prev)?;
     let rest = body.strip_prefix(MARKER)?;
     let mut pairs = Vec::new();
     let mut rest = rest;
@@ -382,6 +387,7 @@ pub fn parse(text: &str) -> Option<Parsed> {
         level,
         fields: iter.collect(),
         body: body.to_string(),
+        prev,
         chain,
     })
 }
@@ -521,6 +527,10 @@ pub struct Report {
     /// Restarts after an unclean stop: (the start line's seq, how many
     /// lines written before the stop the store's head did not cover).
     pub unclean_restarts: Vec<(u64, u64)>,
+    /// Where a new trail began (a start line with `outcome="new"` at
+    /// seq=1 after other lines: a new store, `otpd migrate`, another host
+    /// name).
+    pub new_trails: Vec<String>,
 }
 
 impl Report {
@@ -545,6 +555,7 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
         last_good: None,
         problem: None,
         unclean_restarts: Vec::new(),
+        new_trails: Vec::new(),
     };
     // The chain value of every good line, for a restart that resumes from
     // an earlier one.
@@ -562,20 +573,24 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
             });
             return report;
         };
-        let Some(prev) = last else {
-            // The starting point: its own link cannot be checked unless it
-            // is the first line of all.
-            if p.seq == 1
-                && !keys
-                    .iter()
-                    .any(|k| chain_matches(k, &GENESIS, &p.body, &p.chain))
-            {
-                report.problem = Some(Problem::Altered {
-                    origin: entry.origin.clone(),
-                    seq: p.seq,
-                });
-                return report;
-            }
+        let altered = || Problem::Altered {
+            origin: entry.origin.clone(),
+            seq: p.seq,
+        };
+        // The line itself: its chain value over the value before it and
+        // its text, so that even the first line read is authenticated.
+        if !keys
+            .iter()
+            .any(|k| chain_matches(k, &p.prev, &p.body, &p.chain))
+            || (p.seq == 1 && p.prev != GENESIS)
+            || p.seq == 0
+        {
+            report.problem = Some(altered());
+            return report;
+        }
+        let Some(last_head) = last else {
+            // The starting point (a rotated file or a vacuumed journal
+            // starts in the middle): what came before is not here.
             report.first_seq = Some(p.seq);
             report.last_good = Some(p.seq);
             chains.insert(p.seq, p.chain);
@@ -589,65 +604,63 @@ pub fn verify(entries: &[Entry], keys: &[ChainValue], head: Option<Head>) -> Rep
             });
             continue;
         };
+        let next = last_head.seq.checked_add(1);
         // Times are RFC 3339 in UTC, one format: they compare as text.
-        let resumed = is_start(p)
-            && p.seq <= prev.seq
-            && p.seq >= 1
+        let forward = p.time >= last_time;
+        if next == Some(p.seq) {
+            if p.prev != last_head.chain {
+                // A line of the right number that follows another line:
+                // one put in the place of the line that was there.
+                report.problem = Some(altered());
+                return report;
+            }
+        } else if is_start(p)
+            && p.seq <= last_head.seq
+            && p.seq >= 2
             && p.seq >= last_start
-            && p.time >= last_time;
-        let expected_prev = if p.seq == prev.seq + 1 {
-            Some(prev.chain)
-        } else if resumed {
+            && forward
+            && chains.get(&(p.seq - 1)) == Some(&p.prev)
+        {
             // A restart after an unclean stop resumes from the head the
             // store kept, which can be behind the last line written.
-            if p.seq == 1 {
-                Some(GENESIS)
-            } else {
-                chains.get(&(p.seq - 1)).copied()
-            }
+            report
+                .unclean_restarts
+                .push((p.seq, last_head.seq + 1 - p.seq));
+        } else if is_start(p)
+            && p.seq == 1
+            && p.field("outcome") == Some(&Value::Str("new".into()))
+            && forward
+        {
+            // A store with no head (a new store, `otpd migrate`, another
+            // host name): a new trail begins.
+            report.new_trails.push(entry.origin.clone());
         } else {
-            None
-        };
-        let Some(expected_prev) = expected_prev else {
-            report.problem = Some(if p.seq <= prev.seq {
-                Problem::Reordered {
+            report.problem = Some(match next {
+                Some(missing) if p.seq > last_head.seq => {
+                    let later = lines[index + 1..]
+                        .iter()
+                        .any(|(_, q)| q.as_ref().is_some_and(|q| q.seq == missing));
+                    if later {
+                        Problem::Reordered {
+                            origin: entry.origin.clone(),
+                            seq: p.seq,
+                            after: last_head.seq,
+                        }
+                    } else {
+                        Problem::Removed {
+                            origin: entry.origin.clone(),
+                            first: missing,
+                            last: p.seq - 1,
+                        }
+                    }
+                }
+                _ => Problem::Reordered {
                     origin: entry.origin.clone(),
                     seq: p.seq,
-                    after: prev.seq,
-                }
-            } else {
-                let missing = prev.seq + 1;
-                let later = lines[index + 1..]
-                    .iter()
-                    .any(|(_, q)| q.as_ref().is_some_and(|q| q.seq == missing));
-                if later {
-                    Problem::Reordered {
-                        origin: entry.origin.clone(),
-                        seq: p.seq,
-                        after: prev.seq,
-                    }
-                } else {
-                    Problem::Removed {
-                        origin: entry.origin.clone(),
-                        first: missing,
-                        last: p.seq - 1,
-                    }
-                }
+                    after: last_head.seq,
+                },
             });
             return report;
-        };
-        if !keys
-            .iter()
-            .any(|k| chain_matches(k, &expected_prev, &p.body, &p.chain))
-        {
-            report.problem = Some(Problem::Altered {
-                origin: entry.origin.clone(),
-                seq: p.seq,
-            });
-            return report;
-        }
-        if resumed {
-            report.unclean_restarts.push((p.seq, prev.seq + 1 - p.seq));
         }
         chains.insert(p.seq, p.chain);
         report.last_good = Some(p.seq);
@@ -716,11 +729,12 @@ mod tests {
                 "info",
                 &fields("login", &format!("user{seq}")),
             );
-            let c = chain(&KEY, &head.chain, &b);
+            let before = head.chain;
+            let c = chain(&KEY, &before, &b);
             head = Head { seq, chain: c };
             out.push(Entry {
                 origin: format!("log:{seq}"),
-                text: format!("2026-12-05T12:00:00Z otpd[1]: {}", line(&b, &c)),
+                text: format!("2026-12-05T12:00:00Z otpd[1]: {}", line(&b, &before, &c)),
             });
         }
         (out, head)
@@ -839,7 +853,7 @@ mod tests {
         let c = chain(&KEY, &prev, &b);
         entries.push(Entry {
             origin: "log:6".into(),
-            text: line(&b, &c),
+            text: line(&b, &prev, &c),
         });
         let report = verify(&entries, &[KEY], Some(Head { seq: 4, chain: c }));
         assert!(report.ok(), "{report:?}");
@@ -856,7 +870,7 @@ mod tests {
         entries.pop();
         entries.push(Entry {
             origin: "log:6".into(),
-            text: line(&b, &c),
+            text: line(&b, &prev, &c),
         });
         assert!(matches!(
             verify(&entries, &[KEY], None).problem,
@@ -881,11 +895,12 @@ mod tests {
             (4, "login", "2026-12-05T12:00:03Z"),
         ] {
             let b = body(seq, time, "host", "INFO", &fields(op, "u"));
-            let c = chain(&KEY, &head.chain, &b);
+            let before = head.chain;
+            let c = chain(&KEY, &before, &b);
             head = Head { seq, chain: c };
             entries.push(Entry {
                 origin: format!("log:{seq}"),
-                text: line(&b, &c),
+                text: line(&b, &before, &c),
             });
         }
         assert!(verify(&entries, &[KEY], Some(head)).ok());
@@ -902,11 +917,74 @@ mod tests {
     }
 
     #[test]
+    fn the_first_line_read_is_authenticated_too() {
+        // The lines before it deleted (as if rotated away), then it is
+        // edited: its own chain value gives it away.
+        let (entries, head) = trail(6);
+        let mut rest = entries[2..].to_vec();
+        rest[0].text = rest[0].text.replace("user3", "mallory");
+        let report = verify(&rest, &[KEY], Some(head));
+        assert!(
+            matches!(report.problem, Some(Problem::Altered { seq: 3, .. })),
+            "{report:?}"
+        );
+        assert_eq!(report.last_good, None);
+        // Only the last line kept, and edited, against the daemon's head.
+        let mut last = entries[5..].to_vec();
+        last[0].text = last[0].text.replace("accepted", "wrong_code");
+        let report = verify(&last, &[KEY], Some(head));
+        assert!(
+            matches!(report.problem, Some(Problem::Altered { seq: 6, .. })),
+            "{report:?}"
+        );
+        // Unedited, the rest verifies from its starting point.
+        let report = verify(&entries[2..], &[KEY], Some(head));
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.first_seq, Some(3));
+    }
+
+    #[test]
+    fn a_line_at_the_last_number_does_not_overflow() {
+        let b = body(u64::MAX, "t", "h", "INFO", &fields("login", "u"));
+        let c = chain(&KEY, &GENESIS, &b);
+        let b2 = body(1, "t", "h", "INFO", &fields("login", "u"));
+        let c2 = chain(&KEY, &c, &b2);
+        let entries = [
+            Entry {
+                origin: "a".into(),
+                text: line(&b, &GENESIS, &c),
+            },
+            Entry {
+                origin: "b".into(),
+                text: line(&b2, &c, &c2),
+            },
+        ];
+        let report = verify(&entries, &[KEY], None);
+        assert!(!report.ok(), "{report:?}");
+    }
+
+    #[test]
+    fn a_new_trail_may_begin_with_a_new_start_line() {
+        let (mut entries, _) = trail(3);
+        let mut f = fields("start", "");
+        f[1].1 = Value::Str("new".into());
+        let b = body(1, "2026-12-05T12:05:00Z", "host", "INFO", &f);
+        let c = chain(&KEY, &GENESIS, &b);
+        entries.push(Entry {
+            origin: "log:4".into(),
+            text: line(&b, &GENESIS, &c),
+        });
+        let report = verify(&entries, &[KEY], Some(Head { seq: 1, chain: c }));
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.new_trails, vec!["log:4".to_string()]);
+    }
+
+    #[test]
     fn crafted_values_cannot_forge_fields_or_lines() {
         let nasty = "x\" outcome=\"accepted\nchain=00 \u{7}";
         let b = body(1, "t", "h", "INFO", &fields("login", nasty));
         assert!(!b.contains('\n'));
-        let l = line(&b, &chain(&KEY, &GENESIS, &b));
+        let l = line(&b, &GENESIS, &chain(&KEY, &GENESIS, &b));
         let p = parse(&l).unwrap();
         assert_eq!(p.field("user"), Some(&Value::Str(nasty.into())));
         assert_eq!(p.fields.len(), 4);
@@ -921,7 +999,7 @@ mod tests {
                 ("A b".into(), Value::Bool(true)),
             ],
         );
-        let p = parse(&line(&b, &GENESIS)).unwrap();
+        let p = parse(&line(&b, &GENESIS, &GENESIS)).unwrap();
         assert_eq!(p.seq, 1);
         assert_eq!(p.field("field_seq"), Some(&Value::UInt(9)));
         assert_eq!(p.field("field_a_b"), Some(&Value::Bool(true)));

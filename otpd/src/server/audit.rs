@@ -100,7 +100,7 @@ impl Chain {
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let body = audit::body(seq, &time, &self.host, level, fields);
         let value = audit::chain(&self.key, &head.chain, &body);
-        let line = audit::line(&body, &value);
+        let line = audit::line(&body, &head.chain, &value);
         match self.sink {
             Sink::Journal => {
                 if let Err(e) = journal(level, &line, seq, &value, fields) {
