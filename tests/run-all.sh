@@ -45,7 +45,7 @@ phase() {
 # pg_ctl, postgres) and psql of the PostgreSQL store's tests (tests/src/postgres.rs).
 packages=(make libpam0g-dev pamtester oathtool zbar-tools libpam-wrapper libnss-wrapper strace util-linux systemd man-db
           openssh-server openssh-client sudo openssl curl chromium chromium-driver
-          lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql)
+          lintian rpm dpkg-dev binutils libpam-google-authenticator libpam-oath postgresql prometheus)
 missing=()
 for package in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -51,6 +51,8 @@ pub struct Config {
     /// Where the state lives: sled under `state_dir` (default) or a
     /// PostgreSQL database that every host of a fleet shares.
     pub store: StoreConfig,
+    /// Prometheus metrics (off unless `listen` is set).
+    pub metrics: MetricsConfig,
     /// The file this was read from (`None`: the built-in defaults).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -73,6 +75,7 @@ impl Default for Config {
             recovery: RecoveryConfig::default(),
             audit: AuditConfig::default(),
             store: StoreConfig::default(),
+            metrics: MetricsConfig::default(),
             path: None,
         }
     }
@@ -118,6 +121,70 @@ pub struct WebConfig {
     /// How long a link stays valid unless `--expires` says otherwise (default 24 h).
     #[serde(deserialize_with = "seconds_opt")]
     pub link_expires: Option<u64>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served: a loopback address and port
+    /// ("127.0.0.1:9469") or the absolute path of a Unix socket; unset
+    /// (the default): no metrics.
+    pub listen: Option<String>,
+}
+
+/// Where the metrics are served ([`MetricsConfig::address`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// Plain HTTP on a loopback address.
+    Tcp(std::net::SocketAddr),
+    /// Plain HTTP on a Unix socket at this path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListen::Tcp(address) => write!(f, "http://{address}/metrics"),
+            MetricsListen::Unix(path) => write!(f, "unix:{} /metrics", path.display()),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to serve on (`None`: metrics off), or why `listen` is
+    /// refused: the metrics are plain HTTP without authentication, so only
+    /// a loopback address or a Unix socket (whose file modes say who may
+    /// connect) is allowed.
+    pub fn address(&self) -> Result<Option<MetricsListen>, String> {
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        if listen.starts_with('/') {
+            let path = PathBuf::from(listen);
+            if path.file_name().is_none() || listen.contains('\0') {
+                return Err(format!(
+                    "[metrics] listen = {listen:?}: not a socket path (name a file, like \
+                     \"/run/otpd/metrics.sock\")"
+                ));
+            }
+            return Ok(Some(MetricsListen::Unix(path)));
+        }
+        let address: std::net::SocketAddr = listen.parse().map_err(|_| {
+            format!(
+                "[metrics] listen = {listen:?}: neither an address with a port (like \
+                 \"127.0.0.1:9469\") nor an absolute Unix socket path"
+            )
+        })?;
+        if !address.ip().is_loopback() {
+            return Err(format!(
+                "[metrics] listen = \"{address}\" is not a loopback address: the metrics are \
+                 plain HTTP without authentication; listen on 127.0.0.1 or [::1] (behind a \
+                 TLS proxy or an SSH tunnel for remote scrapers) or on a Unix socket path"
+            ));
+        }
+        Ok(Some(MetricsListen::Tcp(address)))
+    }
 }
 
 /// `[sms]`
@@ -722,6 +789,7 @@ impl Config {
         }
         self.check_features(BuiltFeatures::THIS_BINARY)?;
         self.validate_web()?;
+        self.metrics.address()?;
         self.validate_approve()?;
         self.validate_store()?;
         let sms = &self.sms;
@@ -855,6 +923,13 @@ impl Config {
             return Err(format!(
                 "{}, or remove [approve] contact",
                 built_without("[approve] contact", Feature::Web)
+            ));
+        }
+        if let (Some(listen), false) = (&self.metrics.listen, built.web) {
+            let asked = format!("[metrics] listen = {listen:?}");
+            return Err(format!(
+                "{}, or remove [metrics] listen",
+                built_without(&asked, Feature::Web)
             ));
         }
         if self.store.kind == StoreKind::Postgres && !built.postgres {
@@ -1211,6 +1286,57 @@ mod tests {
         links.web.public_url = Some("https://otp.example.com".into());
         assert_eq!(links.check_features(none), Ok(()));
         assert_eq!(Config::default().check_features(none), Ok(()));
+    }
+
+    #[test]
+    fn metrics_listen_only_on_loopback_or_a_unix_socket() {
+        assert_eq!(parse("").unwrap().metrics.address(), Ok(None));
+        for (listen, expected) in [
+            (
+                "127.0.0.1:9469",
+                MetricsListen::Tcp("127.0.0.1:9469".parse().unwrap()),
+            ),
+            (
+                "[::1]:9469",
+                MetricsListen::Tcp("[::1]:9469".parse().unwrap()),
+            ),
+            (
+                "/run/otpd/metrics.sock",
+                MetricsListen::Unix("/run/otpd/metrics.sock".into()),
+            ),
+        ] {
+            let config = parse(&format!("[metrics]\nlisten = \"{listen}\"\n")).unwrap();
+            assert_eq!(config.metrics.address(), Ok(Some(expected)), "{listen}");
+        }
+        for (listen, why) in [
+            ("0.0.0.0:9469", "is not a loopback address"),
+            ("192.0.2.1:9469", "is not a loopback address"),
+            ("[::]:9469", "is not a loopback address"),
+            ("localhost:9469", "neither an address with a port"),
+            ("127.0.0.1", "neither an address with a port"),
+            ("metrics.sock", "neither an address with a port"),
+            ("/", "not a socket path"),
+        ] {
+            let e = parse(&format!("[metrics]\nlisten = \"{listen}\"\n")).unwrap_err();
+            assert!(
+                e.contains("[metrics] listen") && e.contains(why),
+                "{listen}: {e}"
+            );
+        }
+        let e = parse("[metrics]\nlisen = \"127.0.0.1:9469\"\n").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let mut metrics = Config::default();
+        metrics.metrics.listen = Some("127.0.0.1:9469".into());
+        let without_web = BuiltFeatures {
+            web: false,
+            postgres: true,
+        };
+        let e = metrics.check_features(without_web).unwrap_err();
+        assert!(
+            e.starts_with("[metrics] listen = \"127.0.0.1:9469\": this otpd was built without")
+                && e.ends_with("or remove [metrics] listen"),
+            "{e}"
+        );
     }
 
     /// The refusal through the real load, in a build without the parts:

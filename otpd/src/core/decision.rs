@@ -155,6 +155,22 @@ pub fn gate(
         // Never had an active device: `nullok` may let this user through.
         return Err(Outcome::Pending);
     }
+    let (source_wait, user_wait) = waits(record, source, now, purpose, rules);
+    match source_wait.max(user_wait) {
+        Some(retry_after) => Err(Outcome::Throttled { retry_after }),
+        None => Ok(()),
+    }
+}
+
+/// The seconds `source` must still wait for its own failures, and those
+/// the per-user ceiling imposes on it, as [`gate`] weighs them.
+fn waits(
+    record: &UserRecord,
+    source: &SourceState<'_>,
+    now: u64,
+    purpose: Purpose,
+    rules: &Rules,
+) -> (Option<u64>, Option<u64>) {
     let limits = &rules.limits;
     let source_wait = source
         .counter
@@ -176,9 +192,25 @@ pub fn gate(
             )
         })
     };
-    match source_wait.max(user_wait) {
-        Some(retry_after) => Err(Outcome::Throttled { retry_after }),
-        None => Ok(()),
+    (source_wait, user_wait)
+}
+
+/// Which limits hold back an attempt that [`gate`] throttles: the
+/// source's own backoff, the per-user ceiling (either, or both). For the
+/// metrics: the decision itself does not tell them apart.
+pub fn throttled_by(
+    record: Option<&UserRecord>,
+    source: &SourceState<'_>,
+    now: u64,
+    purpose: Purpose,
+    rules: &Rules,
+) -> (bool, bool) {
+    match record {
+        Some(record) => {
+            let (source_wait, user_wait) = waits(record, source, now, purpose, rules);
+            (source_wait.is_some(), user_wait.is_some())
+        }
+        None => (false, false),
     }
 }
 

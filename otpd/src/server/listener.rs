@@ -99,7 +99,9 @@ pub async fn run(
                     }
                     let handler = handler.clone();
                     let stop = stop_rx.clone();
+                    let open = handler.metrics().connection_opened();
                     connections.spawn(async move {
+                        let _open = open;
                         let _ = timeout(
                             CONVERSATION_DEADLINE + IO_TIMEOUT,
                             serve_connection(stream, caller, handler, &slot, stop),
@@ -190,8 +192,12 @@ async fn serve_connection(
             return; // closed to make room just as the request arrived
         }
         let request = match request {
-            Ok(r) => r,
+            Ok(r) => {
+                handler.metrics().request(super::handler::op_name(&r));
+                r
+            }
             Err(e) => {
+                handler.metrics().request("bad_request");
                 warn!(uid = caller.uid, pid = caller.pid, "bad request: {e}");
                 let reply = Response::Error {
                     code: ErrorCode::BadRequest,

@@ -37,6 +37,9 @@ pub async fn converse(
     stop: &mut watch::Receiver<bool>,
 ) {
     let deadline = Instant::now() + CONVERSATION_DEADLINE;
+    // The daemon's own time for each request of the login (the metrics):
+    // from the request read to the next prompt or the end written.
+    let mut busy_since = std::time::Instant::now();
     let begun = if handler.login_begin_blocks(caller, &start) {
         let (h, c) = (handler.clone(), caller.clone());
         tokio::task::spawn_blocking(move || h.login_begin(&c, start)).await
@@ -75,6 +78,7 @@ pub async fn converse(
                 if send(stream, step).await.is_err() {
                     return;
                 }
+                handler.metrics().login_step(busy_since.elapsed());
                 // The person is typing: the connection waits for its
                 // client, and may be closed to make room.
                 slot.end_request();
@@ -86,6 +90,7 @@ pub async fn converse(
                 if !slot.begin_request() {
                     return;
                 }
+                busy_since = std::time::Instant::now();
                 match answer {
                     Ok(Request::Answer { answer }) => conversation.answer(answer.as_ref()),
                     Ok(other) => {
@@ -119,7 +124,16 @@ pub async fn converse(
                 match outcome_of(checked) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
-                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                        return finish(
+                            stream,
+                            handler,
+                            caller,
+                            &conversation,
+                            &context,
+                            end,
+                            busy_since,
+                        )
+                        .await;
                     }
                 }
             }
@@ -135,7 +149,16 @@ pub async fn converse(
                 match outcome_of(texted) {
                     Ok(outcome) => conversation.checked(outcome),
                     Err(end) => {
-                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                        return finish(
+                            stream,
+                            handler,
+                            caller,
+                            &conversation,
+                            &context,
+                            end,
+                            busy_since,
+                        )
+                        .await;
                     }
                 }
             }
@@ -154,7 +177,16 @@ pub async fn converse(
                         conversation.requested(requested)
                     }
                     Err(end) => {
-                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                        return finish(
+                            stream,
+                            handler,
+                            caller,
+                            &conversation,
+                            &context,
+                            end,
+                            busy_since,
+                        )
+                        .await;
                     }
                 }
             }
@@ -204,7 +236,16 @@ pub async fn converse(
                         conversation.confirmed(outcome)
                     }
                     Err(end) => {
-                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                        return finish(
+                            stream,
+                            handler,
+                            caller,
+                            &conversation,
+                            &context,
+                            end,
+                            busy_since,
+                        )
+                        .await;
                     }
                 }
             }
@@ -224,10 +265,28 @@ pub async fn converse(
                 if !slot.begin_request() {
                     return;
                 }
+                // The phone's time is not the daemon's.
+                busy_since = std::time::Instant::now();
+                if let Ok(approval) = &approval {
+                    handler.metrics().checked(
+                        context.service(),
+                        "approve",
+                        approval_name(approval),
+                    );
+                }
                 match approval {
                     Ok(approval) => conversation.approval(approval),
                     Err(end) => {
-                        return finish(stream, handler, caller, &conversation, &context, end).await;
+                        return finish(
+                            stream,
+                            handler,
+                            caller,
+                            &conversation,
+                            &context,
+                            end,
+                            busy_since,
+                        )
+                        .await;
                     }
                 }
             }
@@ -239,6 +298,7 @@ pub async fn converse(
                     &conversation,
                     &context,
                     Ended::Step(step),
+                    busy_since,
                 )
                 .await;
             }
@@ -345,6 +405,7 @@ async fn finish(
     conversation: &Conversation,
     context: &LoginContext,
     ended: Ended,
+    busy_since: std::time::Instant,
 ) {
     let step = match ended {
         Ended::Step(step) => step,
@@ -371,6 +432,7 @@ async fn finish(
             other => outcome_name(*other),
         };
         audit_login_end(caller, conversation.user(), context, name);
+        handler.metrics().login_ended(context.service(), name);
         if *outcome == LoginOutcome::Success && context.to_remember() {
             // A second factor passed: its binding is remembered (when
             // `[remember]` names the service), before the login is told,
@@ -382,6 +444,7 @@ async fn finish(
         }
     }
     let _ = send(stream, step).await;
+    handler.metrics().login_step(busy_since.elapsed());
 }
 
 fn outcome_of<T>(result: Result<Result<T, Response>, tokio::task::JoinError>) -> Result<T, Ended> {
@@ -397,6 +460,16 @@ fn outcome_of<T>(result: Result<Result<T, Response>, tokio::task::JoinError>) ->
             warn!("login handler failed: {e}");
             Err(Ended::Unavailable)
         }
+    }
+}
+
+/// The name of a phone's answer in the metrics.
+fn approval_name(approval: &Approval) -> &'static str {
+    match approval {
+        Approval::Approved => "approved",
+        Approval::Denied => "denied",
+        Approval::WrongNumber => "wrong_number",
+        Approval::Expired => "expired",
     }
 }
 

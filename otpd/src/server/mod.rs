@@ -8,6 +8,9 @@ mod handler;
 pub mod keyfile;
 mod listener;
 mod login;
+pub mod metrics;
+#[cfg(feature = "web")]
+mod metrics_http;
 pub mod policy;
 pub mod push;
 mod rekey;
@@ -96,6 +99,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             ),
             None => None,
         };
+        // The metrics likewise: their own thread from here on.
+        #[cfg(feature = "web")]
+        let metrics = match config.metrics.address().map_err(ServeError)? {
+            Some(listen) => Some(metrics_http::bind(&listen)?.serve(handler.clone())?),
+            None => None,
+        };
         // systemd's otpd.socket, or our own (standalone, or as installed
         // without socket activation). systemd owns the file of its socket.
         let (listener, own_socket) = match setup::inherited_socket()? {
@@ -125,6 +134,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         listener::run(listener, handler, signals).await;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        #[cfg(feature = "web")]
+        if let Some(metrics) = metrics {
+            let _ = tokio::task::spawn_blocking(move || metrics.stop()).await;
+        }
         #[cfg(feature = "web")]
         {
             let _ = stop_web.send(());

@@ -192,6 +192,15 @@ pub fn inherited_socket() -> Result<Option<tokio::net::UnixListener>, ServeError
 /// may ask what is decided per request from SO_PEERCRED, not by file modes
 /// (a screen locker runs as the user).
 pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
+    bind_socket_with_mode(path, 0o666)
+}
+
+/// [`bind_socket`], the socket file made with `mode` (the metrics' socket:
+/// 0660, for the daemon's group).
+pub fn bind_socket_with_mode(
+    path: &Path,
+    mode: u32,
+) -> Result<tokio::net::UnixListener, ServeError> {
     if let Some(parent) = path.parent() {
         if !parent.exists() {
             fs::DirBuilder::new()
@@ -237,7 +246,7 @@ pub fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> 
     }
     let listener = std::thread::scope(|scope| {
         scope
-            .spawn(|| bind_with_mode(path, 0o666))
+            .spawn(|| bind_with_mode(path, mode))
             .join()
             .unwrap_or_else(|_| Err(ServeError("binding the socket failed (a panic)".into())))
     })?;

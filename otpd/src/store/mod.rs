@@ -155,6 +155,30 @@ impl<'a> SourcesChange<'a> {
     }
 }
 
+/// Who is told how long a store's durable steps took.
+pub trait StoreObserver: Send + Sync {
+    /// One `commit`, from its call to its return (success or failure).
+    fn commit(&self, took: std::time::Duration);
+    /// One flush and fdatasync of the sled store's log.
+    fn fdatasync(&self, took: std::time::Duration);
+}
+
+/// A networked store's state, as far as it knows without asking the
+/// server: for the metrics, read at each scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// The database answered its last use (no outage under way).
+    pub reachable: bool,
+    /// Connections the pool holds now.
+    pub pool_size: usize,
+    /// Of them, idle.
+    pub pool_available: usize,
+    /// The pool's limit.
+    pub pool_max: usize,
+    /// Requests waiting for a connection.
+    pub pool_waiting: usize,
+}
+
 /// The operations the daemon needs.
 ///
 /// `commit` is the only write. It is a compare-and-swap on the record's
@@ -207,6 +231,18 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps this host's audit head (written in the background after each
     /// audit line, and at shutdown before [`Store::sync`]).
     fn set_audit_head(&self, host: &str, head: &str) -> Result<(), StoreError>;
+    /// Reports the time of each commit (and of each fdatasync, for a store
+    /// that makes them) to `observer` from now on (the daemon's metrics).
+    /// Set once; a later call is ignored. A store that times nothing
+    /// ignores it.
+    fn observe(&self, observer: std::sync::Arc<dyn StoreObserver>) {
+        let _ = observer;
+    }
+    /// A networked store's reachability and connection pool; `None` for a
+    /// store without (sled).
+    fn health(&self) -> Option<StoreHealth> {
+        None
+    }
     /// A durable write that costs what a `commit` costs but changes nothing
     /// the daemon reads: a login for an unknown user does it, so that from
     /// the socket it takes as long as a wrong code for an enrolled user.

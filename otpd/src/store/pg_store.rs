@@ -247,6 +247,8 @@ pub struct PgStore {
     /// Always `Some` until dropped (see `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
+    /// Told the time of each commit ([`Store::observe`]).
+    observer: std::sync::OnceLock<Arc<dyn super::StoreObserver>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -574,6 +576,7 @@ impl PgStore {
             shared,
             runtime: Some(runtime),
             timeout: settings.timeout,
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -1448,7 +1451,8 @@ impl Store for PgStore {
         };
         let user = user.to_owned();
         let expected = expected_version.map(sql_version);
-        self.run(move |s| async move {
+        let started = Instant::now();
+        let result = self.run(move |s| async move {
             let mut client = connection(&s.conn).await?;
             let result = commit(
                 &mut client,
@@ -1460,9 +1464,28 @@ impl Store for PgStore {
             )
             .await;
             finish(client, result)
-        })?;
+        });
+        if let Some(observer) = self.observer.get() {
+            observer.commit(started.elapsed());
+        }
+        result?;
         self.committed();
         Ok(())
+    }
+
+    fn observe(&self, observer: Arc<dyn super::StoreObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn health(&self) -> Option<super::StoreHealth> {
+        let status = self.shared.conn.pool.status();
+        Some(super::StoreHealth {
+            reachable: lock(&self.shared.down_since).is_none(),
+            pool_size: status.size,
+            pool_available: status.available,
+            pool_max: status.max_size,
+            pool_waiting: status.waiting,
+        })
     }
 
     fn derived_secret(&self, label: &str) -> Option<[u8; 32]> {

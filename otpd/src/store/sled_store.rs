@@ -90,6 +90,8 @@ pub struct SledStore {
     group: GroupSync<u64, StoreError>,
     /// The generation of the newest handle (see [`Inner::generation`]).
     generation: AtomicU64,
+    /// Told the time of each commit and fdatasync ([`Store::observe`]).
+    observer: std::sync::OnceLock<std::sync::Arc<dyn super::StoreObserver>>,
 }
 
 /// What `otpd rekey` did.
@@ -964,6 +966,7 @@ impl SledStore {
             store_id,
             group: GroupSync::new(),
             generation: AtomicU64::new(0),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -1421,7 +1424,11 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let synced = self.group.sync_through(ticket, || {
             self.with(|i| {
+                let started = std::time::Instant::now();
                 flush_and_sync(&i.db, &i.log_file)?;
+                if let Some(observer) = self.observer.get() {
+                    observer.fdatasync(started.elapsed());
+                }
                 Ok(i.generation)
             })
         })?;
@@ -1477,127 +1484,143 @@ impl Store for SledStore {
         record: RecordChange<'_>,
         sources: SourcesChange<'_>,
     ) -> Result<(), StoreError> {
-        let change = self.next_change.fetch_add(1, Ordering::SeqCst);
-        let new_value = match record {
-            RecordChange::Put(r) => Some(self.seal_value(user, r, change)?),
-            RecordChange::Delete => None,
-        };
-        let new_tokens = match record {
-            RecordChange::Put(r) => token_hashes(r),
-            RecordChange::Delete => Vec::new(),
-        };
-        let source_write = match sources {
-            SourcesChange::Set(s, counter) => Some((source_key(user, s), Some(encode(&counter)?))),
-            SourcesChange::Reset(s) => Some((source_key(user, s), None)),
-            SourcesChange::Keep | SourcesChange::ClearAll => None,
-        };
-        let deleted = encode(&change)?;
-        let auth = encode(&meta_auth(&self.key, &self.active, &self.store_id, change))?;
-        if let (Some(value), None) = (&new_value, &source_write) {
-            if !matches!(sources, SourcesChange::ClearAll)
-                && self.commit_record_only(user, expected_version, value, &new_tokens, change)?
-            {
-                return Ok(());
-            }
-        }
-        let (generation, ticket) = self.with(|inner| {
-            // Keys to clear are listed before the transaction (sled
-            // transactions cannot scan). A counter added meanwhile came with
-            // a version bump, so the compare-and-swap below fails and the
-            // caller retries.
-            let clear: Vec<sled::IVec> = if matches!(sources, SourcesChange::ClearAll) {
-                inner
-                    .sources
-                    .scan_prefix(source_prefix(user))
-                    .keys()
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?
-            } else {
-                Vec::new()
+        let started = std::time::Instant::now();
+        // Timed as a whole, whichever way it returns (the metrics).
+        let result = (|| -> Result<(), StoreError> {
+            let change = self.next_change.fetch_add(1, Ordering::SeqCst);
+            let new_value = match record {
+                RecordChange::Put(r) => Some(self.seal_value(user, r, change)?),
+                RecordChange::Delete => None,
             };
-            let trees = (&inner.users, &inner.sources, &inner.meta, &inner.tokens);
-            let result = trees.transaction(|(users, srcs, meta, tokens)| {
-                let stored = users.get(user.as_bytes())?;
-                let current = match &stored {
-                    None => None,
-                    // The version is in the sealed header: no need to
-                    // open the record for it.
-                    Some(v) => Some(
-                        seal::peek(v)
-                            .map_err(|e| {
-                                ConflictableTransactionError::Abort(StoreError::Corrupt(format!(
-                                    "the record of user {user}: {e}"
-                                )))
-                            })?
-                            .version,
-                    ),
+            let new_tokens = match record {
+                RecordChange::Put(r) => token_hashes(r),
+                RecordChange::Delete => Vec::new(),
+            };
+            let source_write = match sources {
+                SourcesChange::Set(s, counter) => {
+                    Some((source_key(user, s), Some(encode(&counter)?)))
+                }
+                SourcesChange::Reset(s) => Some((source_key(user, s), None)),
+                SourcesChange::Keep | SourcesChange::ClearAll => None,
+            };
+            let deleted = encode(&change)?;
+            let auth = encode(&meta_auth(&self.key, &self.active, &self.store_id, change))?;
+            if let (Some(value), None) = (&new_value, &source_write) {
+                if !matches!(sources, SourcesChange::ClearAll)
+                    && self.commit_record_only(
+                        user,
+                        expected_version,
+                        value,
+                        &new_tokens,
+                        change,
+                    )?
+                {
+                    return Ok(());
+                }
+            }
+            let (generation, ticket) = self.with(|inner| {
+                // Keys to clear are listed before the transaction (sled
+                // transactions cannot scan). A counter added meanwhile came with
+                // a version bump, so the compare-and-swap below fails and the
+                // caller retries.
+                let clear: Vec<sled::IVec> = if matches!(sources, SourcesChange::ClearAll) {
+                    inner
+                        .sources
+                        .scan_prefix(source_prefix(user))
+                        .keys()
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?
+                } else {
+                    Vec::new()
                 };
-                if current != expected_version {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
-                }
-                // The token index follows the record: the old record's
-                // links out, the new one's in.
-                let old_tokens = match &stored {
-                    None => Vec::new(),
-                    Some(v) => token_hashes(
-                        &self
-                            .open_value(user, v)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                };
-                for hash in old_tokens.iter().filter(|h| !new_tokens.contains(h)) {
-                    // Only an entry that names this user (a hash is
-                    // random: another user's would be a forgery).
-                    if tokens.get(hash.as_bytes())?.as_deref() == Some(user.as_bytes()) {
-                        tokens.remove(hash.as_bytes())?;
+                let trees = (&inner.users, &inner.sources, &inner.meta, &inner.tokens);
+                let result = trees.transaction(|(users, srcs, meta, tokens)| {
+                    let stored = users.get(user.as_bytes())?;
+                    let current = match &stored {
+                        None => None,
+                        // The version is in the sealed header: no need to
+                        // open the record for it.
+                        Some(v) => Some(
+                            seal::peek(v)
+                                .map_err(|e| {
+                                    ConflictableTransactionError::Abort(StoreError::Corrupt(
+                                        format!("the record of user {user}: {e}"),
+                                    ))
+                                })?
+                                .version,
+                        ),
+                    };
+                    if current != expected_version {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
                     }
-                }
-                for hash in new_tokens.iter().filter(|h| !old_tokens.contains(h)) {
-                    tokens.insert(hash.as_bytes(), user.as_bytes())?;
-                }
-                match &new_value {
-                    Some(v) => {
-                        users.insert(user.as_bytes(), v.as_slice())?;
-                    }
-                    None => {
-                        users.remove(user.as_bytes())?;
-                        // A removal leaves no record to carry its number,
-                        // so meta keeps the highest removal's. Commits
-                        // apply out of number order (the number is taken
-                        // before the transaction): a lower number written
-                        // over a higher one would make the check at open
-                        // take the store for one that lost changes.
-                        // The metadata's tag covers the number.
-                        let previous = match meta.get(DELETED_CHANGE)? {
-                            None => 0,
-                            Some(v) => decode::<u64>(DELETED_CHANGE, &v)
+                    // The token index follows the record: the old record's
+                    // links out, the new one's in.
+                    let old_tokens = match &stored {
+                        None => Vec::new(),
+                        Some(v) => token_hashes(
+                            &self
+                                .open_value(user, v)
                                 .map_err(ConflictableTransactionError::Abort)?,
-                        };
-                        if change > previous {
-                            meta.insert(DELETED_CHANGE, deleted.as_slice())?;
-                            meta.insert(AUTH, auth.as_slice())?;
+                        ),
+                    };
+                    for hash in old_tokens.iter().filter(|h| !new_tokens.contains(h)) {
+                        // Only an entry that names this user (a hash is
+                        // random: another user's would be a forgery).
+                        if tokens.get(hash.as_bytes())?.as_deref() == Some(user.as_bytes()) {
+                            tokens.remove(hash.as_bytes())?;
                         }
                     }
-                };
-                if let Some((key, value)) = &source_write {
-                    match value {
-                        Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
-                        None => srcs.remove(key.as_slice())?,
+                    for hash in new_tokens.iter().filter(|h| !old_tokens.contains(h)) {
+                        tokens.insert(hash.as_bytes(), user.as_bytes())?;
+                    }
+                    match &new_value {
+                        Some(v) => {
+                            users.insert(user.as_bytes(), v.as_slice())?;
+                        }
+                        None => {
+                            users.remove(user.as_bytes())?;
+                            // A removal leaves no record to carry its number,
+                            // so meta keeps the highest removal's. Commits
+                            // apply out of number order (the number is taken
+                            // before the transaction): a lower number written
+                            // over a higher one would make the check at open
+                            // take the store for one that lost changes.
+                            // The metadata's tag covers the number.
+                            let previous = match meta.get(DELETED_CHANGE)? {
+                                None => 0,
+                                Some(v) => decode::<u64>(DELETED_CHANGE, &v)
+                                    .map_err(ConflictableTransactionError::Abort)?,
+                            };
+                            if change > previous {
+                                meta.insert(DELETED_CHANGE, deleted.as_slice())?;
+                                meta.insert(AUTH, auth.as_slice())?;
+                            }
+                        }
                     };
+                    if let Some((key, value)) = &source_write {
+                        match value {
+                            Some(v) => srcs.insert(key.as_slice(), v.as_slice())?,
+                            None => srcs.remove(key.as_slice())?,
+                        };
+                    }
+                    for key in &clear {
+                        srcs.remove(key)?;
+                    }
+                    Ok(())
+                });
+                match result {
+                    Ok(()) => Ok(self.applied(inner)),
+                    Err(TransactionError::Abort(e)) => Err(e),
+                    Err(TransactionError::Storage(e)) => Err(backend(e)),
                 }
-                for key in &clear {
-                    srcs.remove(key)?;
-                }
-                Ok(())
-            });
-            match result {
-                Ok(()) => Ok(self.applied(inner)),
-                Err(TransactionError::Abort(e)) => Err(e),
-                Err(TransactionError::Storage(e)) => Err(backend(e)),
-            }
-        })?;
-        self.make_durable(generation, ticket)?;
-        self.made_durable(change)
+            })?;
+            self.make_durable(generation, ticket)?;
+            self.made_durable(change)
+        })();
+        if let Some(observer) = self.observer.get() {
+            observer.commit(started.elapsed());
+        }
+        result
     }
 
     fn derived_secret(&self, label: &str) -> Option<[u8; 32]> {
@@ -1631,6 +1654,10 @@ impl Store for SledStore {
             tree.insert(AUDIT_HEAD, head.as_bytes()).map_err(backend)?;
             Ok(())
         })
+    }
+
+    fn observe(&self, observer: std::sync::Arc<dyn super::StoreObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     fn sync(&self) -> Result<(), StoreError> {

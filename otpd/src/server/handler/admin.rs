@@ -11,6 +11,17 @@ impl Handler {
             remaining(r.user_failures, last, limits.user_max_failures, limits, now)
         })
     }
+    /// Counts the users by state for the metrics' gauges (a read of every
+    /// record: the daemon does it in the background, at most once a
+    /// minute, only while the metrics are served).
+    pub fn count_users_for_metrics(&self) -> Result<(), StoreError> {
+        let users = self.store.users()?;
+        let now = self.now();
+        let abandoned_after = self.config.web.link_expires.unwrap_or(24 * 3600);
+        self.metrics
+            .count_users(&users, now, abandoned_after, |r| self.user_wait(r, now));
+        Ok(())
+    }
     pub(super) fn daemon_status(&self) -> Response {
         let users = match self.store.users() {
             Ok(u) => u,

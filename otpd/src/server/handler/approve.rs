@@ -306,6 +306,7 @@ impl Handler {
             let payload = super::approve_web::push_payload(user, request, &lang);
             let parts = parts.clone();
             let user = user.to_owned();
+            let metrics = self.metrics.clone();
             runtime.spawn(async move {
                 let subscription = crate::server::push::Subscription {
                     endpoint: target.endpoint.clone(),
@@ -324,6 +325,7 @@ impl Handler {
                     &parts.push_hosts,
                 )
                 .await;
+                metrics.push(result.is_ok());
                 match result {
                     Ok(()) => info!(
                         target: "otpd::audit",

@@ -250,6 +250,7 @@ impl Handler {
                 Err(StoreError::Conflict) => return None,
                 Err(e) => return Some(internal(e)),
             }
+            self.metrics.enrolment("started");
             info!(target: "otpd::audit", user = ?p.user, uid = caller.uid, op = "enroll", outcome = "pending", replaced, old_kept, revoked = replaced && p.revoke, link = link.is_some(), device = ?device_name, kind = kind.as_str());
             if let Some((url, stored)) = &link {
                 return Some(Response::Link {

@@ -48,6 +48,11 @@ fn audit_session_of(pid: Option<i32>) -> Option<u32> {
 }
 
 impl LoginContext {
+    /// The login's PAM service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// Whether the login was remembered (ended without a code).
     pub fn remembered(&self) -> bool {
         self.remembered

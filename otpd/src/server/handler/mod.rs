@@ -18,6 +18,7 @@ use crate::core::record::{
     DEFAULT_DEVICE,
 };
 use crate::core::totp::{otpauth_hotp_uri, otpauth_uri};
+use crate::server::metrics::Metrics;
 use crate::store::{RecordChange, SourcesChange, Store, StoreError};
 use otpd_proto::{
     DaemonStatus, EnrollParams, Enrollment, ErrorCode, Request, Response, SecretText, UserState,
@@ -71,6 +72,8 @@ pub struct Handler {
     /// The runtime the handler was made in, if any: pushes go out on it,
     /// also when the pages' threads (which have none) ask for them.
     runtime: Option<tokio::runtime::Handle>,
+    /// The daemon's metrics, counted at the decision points.
+    metrics: Arc<Metrics>,
 }
 
 pub use crate::clock::{Clock, SystemClock};
@@ -185,7 +188,10 @@ impl Handler {
 
     /// A handler that reads the time from `clock`.
     pub fn with_clock(store: Arc<dyn Store>, config: Config, clock: Arc<dyn Clock>) -> Self {
+        let metrics = Arc::new(Metrics::new(store.health().is_some()));
+        store.observe(metrics.clone());
         Self {
+            metrics,
             store,
             clock,
             rules: config.rules(),
@@ -219,6 +225,16 @@ impl Handler {
     pub fn set_socket_activated(&self, activated: bool) {
         self.socket_activated
             .store(activated, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The store (the metrics' scrape reads its pool's state).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Answers one request from `caller`.
@@ -347,7 +363,8 @@ impl Handler {
     }
 }
 
-fn op_name(r: &Request) -> &'static str {
+/// The kind of request `r`, as audit lines and the metrics name it.
+pub fn op_name(r: &Request) -> &'static str {
     match r {
         Request::Verify { .. } => "verify",
         Request::Enroll(_) => "enroll",

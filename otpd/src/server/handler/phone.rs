@@ -156,12 +156,14 @@ impl Handler {
             return Err(TextFailure::NotConfigured);
         };
         let message = zeroize::Zeroizing::new(sms.message.replace("{code}", code));
-        crate::server::sms::send_text(sms, command, to, &message).map_err(|reason| {
+        let sent = crate::server::sms::send_text(sms, command, to, &message).map_err(|reason| {
             // The sender's own words may echo its input: never the code.
             let reason = reason.replace(code, "<code>");
             error!(user = ?user, reason = ?reason, "the text message could not be sent");
             TextFailure::SendFailed
-        })
+        });
+        self.metrics.text(sent.is_ok());
+        sent
     }
 
     /// A login at which the user typed `sms`. The request counts against
@@ -179,7 +181,8 @@ impl Handler {
         rhost: &str,
     ) -> Response {
         let audit = |outcome: &str| {
-            audit_verify(caller, user, service, rhost, Purpose::Login, outcome, None)
+            audit_verify(caller, user, service, rhost, Purpose::Login, outcome, None);
+            self.metrics.checked(service, "verify", outcome);
         };
         // Not enrolled, pending, no phone, not configured: one answer for
         // all, so that typing "sms" tells a stranger nothing about the user

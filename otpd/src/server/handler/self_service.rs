@@ -168,6 +168,7 @@ impl Handler {
             Ok((uri, b32)) => (SecretText::new(uri), SecretText::new(b32)),
             Err(e) => return internal(format!("cannot build the otpauth URI: {e}")),
         };
+        self.metrics.enrolment("started");
         info!(target: "otpd::audit", user = ?user, uid = caller.uid, op = OP, device = ?name, proof = proved.outcome.as_str(), outcome = "pending");
         Response::Enrolled(Box::new(Enrollment {
             user: user.to_owned(),

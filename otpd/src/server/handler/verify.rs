@@ -3,6 +3,7 @@
 //! same plan): read, plan (`core::plan`), commit, effects, audit, reply.
 
 use super::*;
+use crate::core::decision::{throttled_by, Decision, Outcome, SourceState};
 use crate::core::record::{ActivityEvent, SourceKey};
 
 /// One code to check, and where it came from.
@@ -44,8 +45,15 @@ impl Handler {
             own,
             purpose,
         } = attempt;
-        let audit =
-            |outcome: &str| audit_verify(caller, user, service, rhost, purpose, outcome, None);
+        let op = if purpose == Purpose::Confirm {
+            "confirm"
+        } else {
+            "verify"
+        };
+        let audit = |outcome: &str| {
+            audit_verify(caller, user, service, rhost, purpose, outcome, None);
+            self.metrics.checked(service, op, outcome);
+        };
         if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
             return self.login_sms(caller, user, source, own, service, rhost);
         }
@@ -135,6 +143,28 @@ impl Handler {
                     line.outcome,
                     line.recovery_codes_left,
                 );
+                self.metrics.checked(service, op, line.outcome);
+            }
+            if let Ok(Decision {
+                outcome: Outcome::Throttled { .. },
+                ..
+            }) = &plan.decision
+            {
+                let (by_source, by_user) = throttled_by(
+                    record.as_ref(),
+                    &SourceState {
+                        key: source.as_str(),
+                        counter: counter.as_ref(),
+                        own,
+                    },
+                    now,
+                    purpose,
+                    &self.rules,
+                );
+                self.metrics.throttled(by_source, by_user);
+            }
+            if plan.recovery_codes_issued {
+                self.metrics.enrolment("confirmed");
             }
             Some(match plan.reply() {
                 Ok(_) if plan.recovery_codes_issued => Response::Confirmed {
