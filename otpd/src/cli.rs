@@ -255,7 +255,8 @@ pub enum AuditCommand {
     /// altered or reordered and the last good sequence number, and compare
     /// the end with the running daemon's. Needs the store's key (root).
     /// Exit status: 0 intact, 1 tampered with, 2 bad usage or nothing to
-    /// read
+    /// read, 3 intact as far as it goes but its end not compared (the
+    /// daemon did not answer, or another host's lines)
     Verify {
         /// Where the lines are
         #[command(flatten)]
@@ -266,7 +267,8 @@ pub enum AuditCommand {
         key_file: Vec<PathBuf>,
     },
     /// Print the audit lines, one per line in their own stable format, or
-    /// as JSON objects (one per line) with --json
+    /// as JSON objects (one per line) with --json. Run as root, the chain is
+    /// checked first and a trail that does not verify is not exported
     Export {
         /// Where the lines are
         #[command(flatten)]

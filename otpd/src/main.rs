@@ -136,7 +136,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 source,
                 since,
                 json,
-            } => admin::audit::export(&source, since.as_deref(), json),
+            } => admin::audit::export(&config, &source, since.as_deref(), json),
         },
         Command::SelfService { command } => admin::self_service(&client(), command),
         Command::Keygen { path } => {

@@ -259,6 +259,16 @@ fn a_removed_edited_or_swapped_line_is_named_and_a_restart_continues_the_chain()
     println!("after a crash: {out}");
     assert!(out.stdout.contains("intact:"), "{out}");
 
+    // The export checks the chain first (root can read the key): a
+    // trail with an edited line is not exported.
+    let out = env.otpd_expect(
+        &["audit", "export", "--json", &copy_path(&env, "edited.log")],
+        1,
+    );
+    println!("export of the edited copy: {out}");
+    assert_eq!(out.stdout, "", "{out}");
+    assert!(out.stderr.contains("TAMPERED"), "{out}");
+
     // Without the key (another key file), nothing verifies.
     let other = env.dir.join("other.key");
     env.keygen(&other);
@@ -273,6 +283,28 @@ fn a_removed_edited_or_swapped_line_is_named_and_a_restart_continues_the_chain()
         1,
     );
     assert!(out.stderr.contains("line seq=1 was altered"), "{out}");
+
+    // With the daemon stopped, the end of the trail cannot be compared:
+    // the last lines cut off do not show, so verify says it is incomplete
+    // (exit 3), never plainly intact.
+    env.kill_daemon(libc::SIGTERM);
+    let mut all: Vec<String> = audit_lines(&env.log())
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    all.truncate(all.len() - 2);
+    let copy = copy_with(&env, "cut-while-down.log", &all);
+    let out = env.otpd_expect(&["audit", "verify", copy.to_str().unwrap()], 3);
+    println!("cut while the daemon is down: {out}");
+    assert!(out.stdout.contains("intact:"), "{out}");
+    assert!(
+        out.stderr.contains("incomplete: the daemon did not answer"),
+        "{out}"
+    );
+}
+
+fn copy_path(env: &TestEnv, name: &str) -> String {
+    env.dir.join(name).display().to_string()
 }
 
 #[test]
@@ -465,6 +497,55 @@ fn under_the_journal_the_lines_carry_fields_and_verify() {
     let mallory = journalctl(&files, &["OTPD_USER=mallory"]);
     assert!(!mallory.is_empty(), "no line for mallory");
 
+    // Any local user can send an entry that claims to be otpd's: one that
+    // looks like an audit line, from `nobody`, between the daemon's lines.
+    // verify leaves it out (it is not from the daemon's account or root)
+    // and still checks every line after it.
+    let forged = format!(
+        "otpd-audit seq=2 time=2026-12-05T12:00:00Z host=\"vm\" level=INFO op=\"verify\" \
+         outcome=\"accepted\" user=\"mallory\" prev={} chain={}",
+        "0".repeat(64),
+        "0".repeat(64)
+    );
+    let out = Command::new("nsenter")
+        .args(["--mount", "--target", &env.daemon_pid().to_string()])
+        .args([
+            "setpriv",
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+        ])
+        .args(["logger", "--journald"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            write!(
+                stdin,
+                "SYSLOG_IDENTIFIER=otpd\nMESSAGE={forged}\nOTPD_OUTCOME=accepted\n"
+            )?;
+            drop(stdin);
+            child.wait_with_output()
+        })
+        .expect("run logger as nobody in the daemon's namespace");
+    assert!(out.status.success(), "logger: {out:?}");
+    assert_eq!(
+        env.pam_login("mallory", "654321", "198.51.100.8", "")
+            .outcome,
+        PamOutcome::AuthErr
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journalctl(&files, &["_UID=65534"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the forged entry never reached the journal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let mut args = vec!["audit".to_string(), "verify".to_string()];
     for f in &files {
         args.push("--journal-file".into());
@@ -473,6 +554,11 @@ fn under_the_journal_the_lines_carry_fields_and_verify() {
     let out = env.otpd_expect(&args, 0);
     println!("{out}");
     assert!(out.stdout.contains("intact:"), "{out}");
+    assert!(
+        out.stderr
+            .contains("1 journal entry with SYSLOG_IDENTIFIER=otpd from another sender"),
+        "{out}"
+    );
     assert!(
         out.stdout.contains("the running daemon is at seq="),
         "{out}"

@@ -13,7 +13,9 @@ use std::process::Command;
 const DEFAULT_LOG: &str = "/var/log/otpd.log";
 
 /// Reads the entries `source` names, in the order they were written.
-fn read_entries(source: &AuditSource) -> Result<Vec<Entry>, CliError> {
+/// From the journal, only entries sent by the daemon's account or root
+/// count: any local user can send an entry that says `SYSLOG_IDENTIFIER=otpd`.
+fn read_entries(config: &Config, source: &AuditSource) -> Result<Vec<Entry>, CliError> {
     let journal = source.journal || !source.journal_file.is_empty();
     if !source.files.is_empty() {
         let mut entries = Vec::new();
@@ -23,7 +25,9 @@ fn read_entries(source: &AuditSource) -> Result<Vec<Entry>, CliError> {
         return Ok(entries);
     }
     if journal || Path::new("/run/systemd/system").exists() {
-        return read_journal(&source.journal_file);
+        let mut trusted = vec![0];
+        trusted.extend(crate::server::worker::state_dir_owner(&config.state_dir));
+        return read_journal(&source.journal_file, &trusted);
     }
     let mut entries = Vec::new();
     read_file(Path::new(DEFAULT_LOG), &mut entries).map_err(|e| {
@@ -48,7 +52,7 @@ fn read_file(path: &Path, entries: &mut Vec<Entry>) -> Result<(), CliError> {
 
 /// The journal's otpd entries through `journalctl -o json` (the journal's
 /// own reader: its file format is not ours to parse).
-fn read_journal(files: &[PathBuf]) -> Result<Vec<Entry>, CliError> {
+fn read_journal(files: &[PathBuf], trusted_uids: &[u32]) -> Result<Vec<Entry>, CliError> {
     let mut command = Command::new("journalctl");
     command.args(["--output=json", "--no-pager", "--quiet", "--all"]);
     for file in files {
@@ -67,10 +71,20 @@ fn read_journal(files: &[PathBuf]) -> Result<Vec<Entry>, CliError> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut entries = Vec::new();
+    let mut others = 0u64;
     for (i, line) in text.lines().enumerate() {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        // `_UID` is the journal's own (from the sender's credentials).
+        let sender = value
+            .get("_UID")
+            .and_then(|u| u.as_str())
+            .and_then(|u| u.parse::<u32>().ok());
+        if !sender.is_some_and(|uid| trusted_uids.contains(&uid)) {
+            others += 1;
+            continue;
+        }
         let message = match value.get("MESSAGE") {
             Some(serde_json::Value::String(s)) => s.clone(),
             // journalctl gives a message that is not UTF-8 as its bytes.
@@ -87,6 +101,13 @@ fn read_journal(files: &[PathBuf]) -> Result<Vec<Entry>, CliError> {
             origin: format!("journal entry {}", i + 1),
             text: message,
         });
+    }
+    if others > 0 {
+        eprintln!(
+            "note: {others} journal entr{} with SYSLOG_IDENTIFIER=otpd from another sender \
+             (not the daemon's account nor root) left out",
+            if others == 1 { "y" } else { "ies" }
+        );
     }
     Ok(entries)
 }
@@ -137,27 +158,34 @@ pub fn verify(
     // The head first, then the lines: every line up to the head is written
     // by the time the daemon answers.
     let head = daemon_head(client);
-    let mut entries = read_entries(source)?;
+    let mut entries = read_entries(config, source)?;
     let this_host = crate::server::audit::host_name();
-    let same_host = |entries: &[Entry]| {
+    let last_host = |entries: &[Entry]| {
         entries
             .iter()
             .rev()
             .filter_map(|e| audit::find_line(&e.text).and_then(audit::parse))
+            .map(|p| p.host)
             .next()
-            .is_none_or(|p| p.host == this_host)
     };
-    let head = head.filter(|_| same_host(&entries));
+    let other_host = last_host(&entries).filter(|h| *h != this_host);
+    let head = head.filter(|_| other_host.is_none());
     let mut report = audit::verify(&entries, &keys, head);
     if matches!(report.problem, Some(Problem::Truncated { .. })) {
         // The journal may not have stored the newest line yet.
         std::thread::sleep(std::time::Duration::from_secs(1));
-        entries = read_entries(source)?;
+        entries = read_entries(config, source)?;
         report = audit::verify(&entries, &keys, head);
     }
     if report.lines == 0 && report.problem.is_none() {
         return Err(CliError::Usage(
             "no audit line found in what was read".into(),
+        ));
+    }
+    for origin in &report.new_trails {
+        super::emit(&format!(
+            "note: a new trail begins at {origin} (a new store, `otpd migrate`, or another \
+             host name): the lines before it end where it begins\n"
         ));
     }
     for (seq, lost) in &report.unclean_restarts {
@@ -180,18 +208,33 @@ pub fn verify(
                      only with the file before it)"
                 ),
             };
-            let end = match head {
-                Some(h) => format!("; the running daemon is at seq={}", h.seq),
-                None => "; the running daemon's head was not compared (not running, not \
-                         reachable, or another host's lines): the last lines' removal would \
-                         not show"
-                    .into(),
-            };
-            super::emit(&format!(
-                "intact: {} audit lines, {range}{start}{end}\n",
-                report.lines
-            ));
-            Ok(())
+            let intact = format!("intact: {} audit lines, {range}{start}", report.lines);
+            match (head, other_host) {
+                (Some(h), _) => {
+                    super::emit(&format!(
+                        "{intact}; the running daemon is at seq={}\n",
+                        h.seq
+                    ));
+                    Ok(())
+                }
+                (None, Some(host)) => {
+                    super::emit(&format!("{intact}\n"));
+                    Err(CliError::Unreachable(format!(
+                        "incomplete: these are the lines of host {host:?}, not of this host \
+                         ({this_host:?}): their end was not compared with their daemon's, so \
+                         lines cut off the end would not show (run verify on {host})"
+                    )))
+                }
+                (None, None) => {
+                    super::emit(&format!("{intact}\n"));
+                    Err(CliError::Unreachable(
+                        "incomplete: the daemon did not answer, so the end of the trail was not \
+                         compared with its head: lines cut off the end would not show (start \
+                         otpd and run verify again)"
+                            .into(),
+                    ))
+                }
+            }
         }
         Some(problem) => {
             let last_good = report
@@ -204,10 +247,27 @@ pub fn verify(
     }
 }
 
-/// `otpd audit export`
-pub fn export(source: &AuditSource, since: Option<&str>, json: bool) -> Result<(), CliError> {
+/// `otpd audit export`: the chain is checked first when the key can be
+/// read (root); a trail that does not verify is not exported.
+pub fn export(
+    config: &Config,
+    source: &AuditSource,
+    since: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
     let since = since.map(parse_since).transpose()?;
-    let entries = read_entries(source)?;
+    let entries = read_entries(config, source)?;
+    match chain_keys(config, &[]) {
+        Ok(keys) => {
+            let report = audit::verify(&entries, &keys, None);
+            if let Some(problem) = &report.problem {
+                return Err(CliError::Refused(format!(
+                    "TAMPERED: {problem}; nothing exported (`otpd audit verify` tells more)"
+                )));
+            }
+        }
+        Err(e) => eprintln!("note: the lines are not verified: {e}"),
+    }
     let mut unreadable = 0u64;
     for entry in &entries {
         let Some(text) = audit::find_line(&entry.text) else {

@@ -43,7 +43,13 @@ pub fn chained() -> bool {
 
 /// The head now (`otpd status`, `otpd audit verify`), in its text form.
 pub fn current_head() -> Option<String> {
-    active().map(|c| c.state.lock().unwrap_or_else(|e| e.into_inner()).to_text())
+    active().map(|c| {
+        c.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .head
+            .to_text()
+    })
 }
 
 enum Sink {
@@ -57,8 +63,15 @@ struct Chain {
     key: Zeroizing<ChainValue>,
     host: String,
     sink: Sink,
-    state: Mutex<Head>,
+    state: Mutex<State>,
     persist: Arc<Persist>,
+}
+
+/// The head, and whether the trail is closed (after the stop line; a line
+/// that comes later is written unchained, without the marker).
+struct State {
+    head: Head,
+    closed: bool,
 }
 
 /// The head waiting to be written to the store, and whether to stop.
@@ -95,16 +108,29 @@ impl Chain {
     /// Chains and writes one line. The lock is held while the line is
     /// written, so that lines reach the log in the order of their numbers.
     fn append(&self, level: &str, fields: &[(String, Value)]) {
-        let mut head = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = head.seq + 1;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if state.closed {
+            // After the stop line and the last head kept: not chained,
+            // and without the marker, so that verify does not read it.
+            let body = audit::body(0, &time, &self.host, level, fields);
+            let late = body.strip_prefix(audit::MARKER).unwrap_or(&body);
+            write_log(&format!(
+                "otpd: audit line after the trail closed: {late}\n"
+            ));
+            return;
+        }
+        let head = state.head;
+        let Some(seq) = head.seq.checked_add(1) else {
+            return;
+        };
         let body = audit::body(seq, &time, &self.host, level, fields);
         let value = audit::chain(&self.key, &head.chain, &body);
         let line = audit::line(&body, &head.chain, &value);
         match self.sink {
             Sink::Journal => {
                 if let Err(e) = journal(level, &line, seq, &value, fields) {
-                    // Never lost: the log gets it, with why.
+                    // The line goes to the log instead, with why.
                     write_log(&format!("{line}\n"));
                     write_log(&format!(
                         "otpd: the journal refused audit line seq={seq} ({e}); written here\n"
@@ -113,8 +139,8 @@ impl Chain {
             }
             Sink::Log => write_log(&format!("{line}\n")),
         }
-        *head = Head { seq, chain: value };
-        self.persist.offer(*head);
+        state.head = Head { seq, chain: value };
+        self.persist.offer(state.head);
     }
 }
 
@@ -252,7 +278,10 @@ impl Trail {
             key: Zeroizing::new(key),
             host: host.clone(),
             sink,
-            state: Mutex::new(head),
+            state: Mutex::new(State {
+                head,
+                closed: false,
+            }),
             persist: persist.clone(),
         });
         let thread = {
@@ -294,8 +323,14 @@ impl Drop for Trail {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        // The thread wrote the last head; make sure it is there.
-        let head = *self.chain.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed under the lock: a line that comes later (a thread that
+        // took the trail before it was cleared) cannot move the head past
+        // the one kept here.
+        let head = {
+            let mut state = self.chain.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.closed = true;
+            state.head
+        };
         if let Err(e) = self.store.set_audit_head(&self.chain.host, &head.to_text()) {
             tracing::error!(
                 "cannot keep the audit trail's head at seq={}: {e}",

@@ -156,6 +156,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     if own_socket {
         let _ = std::fs::remove_file(&config.socket);
     }
+    // The conversations still running on the runtime's blocking threads
+    // end (and write their audit lines) before the trail closes.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     drop(trail);
     store
         .sync()
