@@ -8,9 +8,9 @@
 use otpd_proto::{Request, Response, SecretText, Step};
 use otpd_tests::ci::skip;
 use otpd_tests::process::{self, ChildGuard};
+use otpd_tests::scrape::{label_values, metrics_port, sample, scrape, METRICS_SECTION};
 use otpd_tests::webclient::{self, Answer};
 use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const METRICS_SECTION: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 /// `MAX_SERVICES` of otpd/src/server/metrics.rs.
 const MAX_SERVICES: usize = 16;
 
@@ -37,51 +36,6 @@ fn program(test: &str, name: &str) -> Option<PathBuf> {
         );
     }
     found
-}
-
-/// The metrics' port of `env`'s daemon, from its log line.
-fn metrics_port(env: &TestEnv) -> u16 {
-    let marker = "serving the metrics on http://127.0.0.1:";
-    let started = Instant::now();
-    loop {
-        let log = env.run_log();
-        if let Some(port) = log
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-        {
-            return port;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon never said where it serves the metrics:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn scrape(port: u16) -> String {
-    let answer = webclient::request(port, "GET", "/metrics", "", "");
-    assert_eq!(answer.status, 200, "{answer:?}");
-    answer.body
-}
-
-/// The values of label `label` anywhere in `text`.
-fn label_values(text: &str, label: &str) -> BTreeSet<String> {
-    let marker = format!("{label}=\"");
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .flat_map(|line| line.split(&marker).skip(1))
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of the sample `series` (name and labels as written).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[test]
