@@ -28,6 +28,7 @@ pub mod pty;
 pub mod push_service;
 pub mod race;
 pub mod rng;
+pub mod scrape;
 pub mod secrets;
 pub mod sms;
 pub mod softkey;

@@ -6,11 +6,19 @@
 //! that is not loopback is refused.
 
 use otpd_proto::{Request, Response, SecretText, Step};
+use otpd_tests::approve;
 use otpd_tests::ci::skip;
+use otpd_tests::pages;
+use otpd_tests::pam::finish;
 use otpd_tests::process::{self, ChildGuard};
+use otpd_tests::push_service::PushService;
+use otpd_tests::scrape::{label_values, metrics_port, sample, scrape, value, METRICS_SECTION};
+use otpd_tests::sms::{broken_sender, Broken, Outbox};
+use otpd_tests::softkey::SoftKey;
 use otpd_tests::webclient::{self, Answer};
 use otpd_tests::{require, settled_now, Limits, PamOutcome, TestEnv, PAM};
-use std::collections::BTreeSet;
+use serde_json::json;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,7 +26,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const METRICS_SECTION: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 /// `MAX_SERVICES` of otpd/src/server/metrics.rs.
 const MAX_SERVICES: usize = 16;
 
@@ -37,51 +44,6 @@ fn program(test: &str, name: &str) -> Option<PathBuf> {
         );
     }
     found
-}
-
-/// The metrics' port of `env`'s daemon, from its log line.
-fn metrics_port(env: &TestEnv) -> u16 {
-    let marker = "serving the metrics on http://127.0.0.1:";
-    let started = Instant::now();
-    loop {
-        let log = env.run_log();
-        if let Some(port) = log
-            .split(marker)
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-        {
-            return port;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon never said where it serves the metrics:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn scrape(port: u16) -> String {
-    let answer = webclient::request(port, "GET", "/metrics", "", "");
-    assert_eq!(answer.status, 200, "{answer:?}");
-    answer.body
-}
-
-/// The values of label `label` anywhere in `text`.
-fn label_values(text: &str, label: &str) -> BTreeSet<String> {
-    let marker = format!("{label}=\"");
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .flat_map(|line| line.split(&marker).skip(1))
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The value of the sample `series` (name and labels as written).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[test]
@@ -504,4 +466,167 @@ fn a_listen_address_that_is_not_loopback_is_refused_and_a_unix_socket_serves() {
     assert_eq!(mode, 0o660, "the metrics socket's mode");
     env.kill_daemon(libc::SIGTERM);
     assert!(!socket.exists(), "the metrics socket is left behind");
+}
+
+#[test]
+fn texts_sent_and_failed_are_counted() {
+    let test = "metrics: texts";
+    if !require(test, PAM) {
+        return;
+    }
+    let probe = TestEnv::without_daemon("metrics_texts_sender", &Limits::default());
+    let outbox = Outbox::create(&probe.dir);
+    let good = outbox.script.clone();
+    let bad = broken_sender(&probe.dir, Broken::Fails);
+    let config = |command: &std::path::Path| {
+        format!(
+            "{METRICS_SECTION}[sms]\ncommand = \"{}\"\ntimeout = \"1s\"\nmax_per_hour = 20\n",
+            command.display()
+        )
+    };
+    let mut env = TestEnv::start_with_config("metrics_texts", Limits::default(), &config(&good));
+    let port = metrics_port(&env);
+    let texts = |port: u16| {
+        let text = scrape(port);
+        (
+            value(&text, "otpd_texts_total{result=\"sent\"}"),
+            value(&text, "otpd_texts_total{result=\"failed\"}"),
+        )
+    };
+    assert_eq!(texts(port), (0.0, 0.0));
+    let t = settled_now(30, 8);
+    let alice = env.enroll_active("alice", &[], t - 30);
+    env.otpd_expect(&["phone", "alice", "+31612345678"], 0);
+    let registration = outbox.code(1);
+    env.otpd_expect(&["phone", "alice", "--confirm", &registration], 0);
+    let registered = texts(port);
+    println!("after the phone's registration (sent, failed): {registered:?}");
+    assert_eq!(registered, (1.0, 0.0), "the registration's text");
+
+    // A login that asks for a text, then types the texted code.
+    let service = env.pam_service("lang=en");
+    let mut running = service.start(OsStr::new("alice"), "192.0.2.61", None);
+    running.write(b"sms\n");
+    let code = outbox.code(2);
+    running.feed(format!("{code}\n").as_bytes());
+    let login = finish(running);
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    let sent = texts(port);
+    println!("after a login by text (sent, failed): {sent:?}");
+    assert_eq!(sent, (registered.0 + 1.0, 0.0));
+
+    // The sender fails: a login that asks for a text is told so, logs in
+    // with the app's code, and the failure is counted.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(&*good.to_string_lossy(), &bad.to_string_lossy()),
+    )
+    .unwrap();
+    env.restart_daemon();
+    let port = metrics_port(&env);
+    let mut running = service.start(OsStr::new("alice"), "192.0.2.62", None);
+    running.write(b"sms\n");
+    running.feed(format!("{}\n", alice.code_at(t)).as_bytes());
+    let login = finish(running);
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    assert!(
+        login
+            .module_messages()
+            .contains("No text message can be sent now"),
+        "{}",
+        login.output
+    );
+    let failed = texts(port);
+    println!("after a login whose text failed, daemon restarted (sent, failed): {failed:?}");
+    assert_eq!(failed, (0.0, 1.0));
+    env.assert_log_free_of(&code);
+}
+
+/// Pairs a phone for `user` through the app's API with push subscription
+/// `subscription`: its pairing's test request is pushed there.
+fn pair_with_push(env: &TestEnv, port: u16, user: &str, subscription: (String, String, String)) {
+    let link = approve::pairing_link(env, user);
+    let token = approve::token_of(&link);
+    let (status, begun) = approve::api(port, "pair/begin", &json!({ "token": token }));
+    assert_eq!(status, 200, "{begun}");
+    let mut key = SoftKey::new(approve::ORIGIN);
+    let credential = key.register(&begun);
+    let (endpoint, p256dh, auth) = subscription;
+    let (status, finished) = approve::api(
+        port,
+        "pair/finish",
+        &json!({
+            "token": token,
+            "credential": credential,
+            "push": { "endpoint": endpoint, "keys": { "p256dh": p256dh, "auth": auth } },
+        }),
+    );
+    assert_eq!(status, 200, "{finished}");
+    assert_eq!(finished["push"], "on", "{finished}");
+}
+
+/// Scrapes until `series` reads `expected` (a push is sent in the
+/// background, and counted when the push service has answered).
+fn wait_for_sample(port: u16, series: &str, expected: f64) -> String {
+    let started = Instant::now();
+    loop {
+        let text = scrape(port);
+        if sample(&text, series) == Some(expected) {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{series} never read {expected}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pushes_sent_and_failed_are_counted() {
+    let push = PushService::start(None, Some("mailto:admin@example.org".into()));
+    let env = TestEnv::start_with_config(
+        "metrics_pushes",
+        Limits::default(),
+        &format!(
+            "{METRICS_SECTION}{}",
+            approve::config(
+                "\"60s\"",
+                &format!("push_hosts = [\"{}\"]\n", push.host_entry())
+            )
+        ),
+    );
+    let metrics = metrics_port(&env);
+    let pages = pages::port(&env, "http");
+    const SENT: &str = "otpd_pushes_total{result=\"sent\"}";
+    const FAILED: &str = "otpd_pushes_total{result=\"failed\"}";
+    let text = scrape(metrics);
+    assert_eq!((value(&text, SENT), value(&text, FAILED)), (0.0, 0.0));
+    let t = settled_now(30, 5);
+    env.enroll_active("alice", &[], t);
+    env.enroll_active("bob", &[], t);
+
+    // Alice's phone: its test request reaches the push service.
+    pair_with_push(&env, pages, "alice", push.subscription());
+    let got = push.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "no test push: {:?}", push.rejections());
+    let text = wait_for_sample(metrics, SENT, 1.0);
+    assert_eq!(value(&text, FAILED), 0.0, "{text}");
+    println!("after a push the service took: sent 1, failed 0");
+
+    // Bob's phone's subscription is gone (410): the push fails.
+    let gone = push.subscription();
+    push.mark_gone(1);
+    pair_with_push(&env, pages, "bob", gone);
+    let text = wait_for_sample(metrics, FAILED, 1.0);
+    assert_eq!(value(&text, SENT), 1.0, "{text}");
+    println!(
+        "after a push to a gone subscription: sent 1, failed 1 (the service refused: {:?})",
+        push.rejections()
+    );
+    assert_eq!(push.messages().len(), 1);
+    for absent in ["alice", "bob", "127.0.0.1"] {
+        assert!(!text.contains(absent), "{absent} in the scrape:\n{text}");
+    }
 }

@@ -167,7 +167,8 @@ pub trait StoreObserver: Send + Sync {
 /// server: for the metrics, read at each scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreHealth {
-    /// The database answered its last use (no outage under way).
+    /// The database answered its last use in time (no outage under way,
+    /// and the last operation that ended did not time out waiting for it).
     pub reachable: bool,
     /// Connections the pool holds now.
     pub pool_size: usize,

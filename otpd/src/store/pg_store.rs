@@ -229,6 +229,10 @@ struct Shared {
     down_since: Mutex<Option<(Instant, String)>>,
     /// Whether the outage was logged (once per outage, and once when it ends).
     down_logged: AtomicBool,
+    /// Whether the last operation that ended got its answers from the
+    /// database in time (false after an [`OpError::NoAnswer`], true again
+    /// after a success): for [`Store::health`].
+    answered: AtomicBool,
     /// The fleet's generation as this host knows it (`None` until open
     /// has read it).
     generation: Mutex<Option<Generation>>,
@@ -296,6 +300,13 @@ enum OpError {
     /// keeps the idle connections: under a burst of logins it is load,
     /// and every other login should still try.
     TimedOut(String),
+    /// The operation's own timeout ran out: the database (or the network
+    /// to it) did not answer in time. A [`OpError::TimedOut`] as far as
+    /// the caller is concerned (no [`DOWN_GRACE`], the connections kept),
+    /// but the metrics' `otpd_postgres_up` reads 0 until an operation
+    /// succeeds again: a hung server answers nothing, yet refuses no
+    /// connection.
+    NoAnswer(String),
     /// The database could not be reached or dropped the connection.
     Unreachable(String),
     /// Anything else (a conflict, a refused statement, damaged data).
@@ -533,6 +544,7 @@ impl PgStore {
             key,
             down_since: Mutex::new(None),
             down_logged: AtomicBool::new(false),
+            answered: AtomicBool::new(true),
             generation: Mutex::new(None),
             raising: AtomicBool::new(false),
             went_backwards: Mutex::new(None),
@@ -825,6 +837,7 @@ impl PgStore {
         match block_on(runtime, shared, timeout, op) {
             Ok(value) => {
                 *lock(&shared.down_since) = None;
+                shared.answered.store(true, Ordering::Relaxed);
                 if shared.down_logged.swap(false, Ordering::Relaxed) {
                     tracing::warn!(
                         database = %shared.conn.target,
@@ -838,6 +851,13 @@ impl PgStore {
                 "the PostgreSQL store {} did not answer in time: {reason}",
                 shared.conn.target
             ))),
+            Err(OpError::NoAnswer(reason)) => {
+                shared.answered.store(false, Ordering::Relaxed);
+                Err(StoreError::TimedOut(format!(
+                    "the PostgreSQL store {} did not answer in time: {reason}",
+                    shared.conn.target
+                )))
+            }
             Err(OpError::Unreachable(reason)) => {
                 if !shared.down_logged.swap(true, Ordering::Relaxed) {
                     tracing::error!(
@@ -885,7 +905,7 @@ fn on_open(target: &str, e: OpError) -> StoreError {
         OpError::Unreachable(reason) => StoreError::Unreachable(format!(
             "cannot reach the PostgreSQL store {target}: {reason}"
         )),
-        OpError::TimedOut(reason) => StoreError::TimedOut(format!(
+        OpError::TimedOut(reason) | OpError::NoAnswer(reason) => StoreError::TimedOut(format!(
             "cannot reach the PostgreSQL store {target}: {reason}"
         )),
         OpError::Store(StoreError::Backend(m)) => {
@@ -917,7 +937,7 @@ where
     runtime.spawn(async move {
         let result = match tokio::time::timeout(timeout, op(context)).await {
             Ok(result) => result,
-            Err(_) => Err(OpError::TimedOut(format!(
+            Err(_) => Err(OpError::NoAnswer(format!(
                 "no answer within {} ms",
                 timeout.as_millis()
             ))),
@@ -1420,7 +1440,7 @@ impl Store for PgStore {
                 let record = open(&self.shared, name, bytes).map_err(|e| match e {
                     OpError::Store(e) => e,
                     OpError::Unreachable(m) => StoreError::Unreachable(m),
-                    OpError::TimedOut(m) => StoreError::TimedOut(m),
+                    OpError::TimedOut(m) | OpError::NoAnswer(m) => StoreError::TimedOut(m),
                 })?;
                 Ok((name.clone(), record))
             })
@@ -1480,7 +1500,8 @@ impl Store for PgStore {
     fn health(&self) -> Option<super::StoreHealth> {
         let status = self.shared.conn.pool.status();
         Some(super::StoreHealth {
-            reachable: lock(&self.shared.down_since).is_none(),
+            reachable: lock(&self.shared.down_since).is_none()
+                && self.shared.answered.load(Ordering::Relaxed),
             pool_size: status.size,
             pool_available: status.available,
             pool_max: status.max_size,
