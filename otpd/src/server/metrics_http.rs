@@ -104,82 +104,87 @@ impl Bound {
     }
 }
 
+/// The listener inside the runtime, of either kind.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// An accepted connection, of either kind.
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+}
+
 async fn run(bound: Bound, handler: Arc<Handler>, stopped: tokio::sync::oneshot::Receiver<()>) {
+    let (listener, path) = match bound {
+        Bound::Tcp(l) => (
+            tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+            None,
+        ),
+        Bound::Unix(l, path) => (
+            tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+            Some(path),
+        ),
+    };
+    let Ok(listener) = listener.inspect_err(|e| tracing::error!("[metrics] listen: {e}")) else {
+        return;
+    };
+    match (&listener, &path) {
+        (Listener::Tcp(l), _) => {
+            if let Ok(address) = l.local_addr() {
+                tracing::info!("serving the metrics on http://{address}/metrics");
+            }
+        }
+        (Listener::Unix(_), Some(path)) => {
+            tracing::info!("serving the metrics on {} (/metrics)", path.display());
+        }
+        (Listener::Unix(_), None) => {}
+    }
     let counting = tokio::spawn(count_users(handler.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(stopped);
-    match bound {
-        Bound::Tcp(listener) => {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener)
-                .inspect_err(|e| tracing::error!("[metrics] listen: {e}"))
-            else {
-                return;
-            };
-            if let Ok(address) = listener.local_addr() {
-                tracing::info!("serving the metrics on http://{address}/metrics");
-            }
-            loop {
-                let slot = tokio::select! {
-                    _ = &mut stopped => break,
-                    slot = slots.clone().acquire_owned() => slot,
-                };
-                let accepted = tokio::select! {
-                    _ = &mut stopped => break,
-                    accepted = listener.accept() => accepted,
-                };
-                match (slot, accepted) {
-                    (Ok(slot), Ok((stream, _))) => {
-                        let handler = handler.clone();
-                        connections.spawn(async move {
-                            serve_connection(stream, handler).await;
-                            drop(slot);
-                        });
+    loop {
+        let slot = tokio::select! {
+            _ = &mut stopped => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let accepted = tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => accepted,
+        };
+        match (slot, accepted) {
+            (Ok(slot), Ok(stream)) => {
+                let handler = handler.clone();
+                connections.spawn(async move {
+                    match stream {
+                        Stream::Tcp(s) => serve_connection(s, handler).await,
+                        Stream::Unix(s) => serve_connection(s, handler).await,
                     }
-                    (_, Err(e)) => {
-                        tracing::warn!("metrics: cannot accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    (Err(_), _) => {}
-                }
-                while connections.try_join_next().is_some() {}
+                    drop(slot);
+                });
             }
+            (_, Err(e)) => {
+                tracing::warn!("metrics: cannot accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (Err(_), _) => {}
         }
-        Bound::Unix(listener, path) => {
-            let Ok(listener) = tokio::net::UnixListener::from_std(listener)
-                .inspect_err(|e| tracing::error!("[metrics] listen: {e}"))
-            else {
-                return;
-            };
-            tracing::info!("serving the metrics on {} (/metrics)", path.display());
-            loop {
-                let slot = tokio::select! {
-                    _ = &mut stopped => break,
-                    slot = slots.clone().acquire_owned() => slot,
-                };
-                let accepted = tokio::select! {
-                    _ = &mut stopped => break,
-                    accepted = listener.accept() => accepted,
-                };
-                match (slot, accepted) {
-                    (Ok(slot), Ok((stream, _))) => {
-                        let handler = handler.clone();
-                        connections.spawn(async move {
-                            serve_connection(stream, handler).await;
-                            drop(slot);
-                        });
-                    }
-                    (_, Err(e)) => {
-                        tracing::warn!("metrics: cannot accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    (Err(_), _) => {}
-                }
-                while connections.try_join_next().is_some() {}
-            }
-            drop(listener);
-            let _ = std::fs::remove_file(&path);
-        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(&path);
     }
     // A scrape is short: those under way are simply closed.
     connections.abort_all();
