@@ -65,6 +65,25 @@ pub fn report(config: &Config) -> Result<Vec<String>, CliError> {
         ),
         None => "text messages: off".into(),
     });
+    lines.push(match config.metrics.address() {
+        Ok(Some(crate::config::MetricsListen::Tcp(address))) => {
+            format!("metrics: http://{address}/metrics")
+        }
+        Ok(Some(crate::config::MetricsListen::Unix(path))) => {
+            format!("metrics: /metrics on the socket {}", path.display())
+        }
+        Ok(None) => "metrics: off".into(),
+        Err(e) => return Err(CliError::Usage(e)),
+    });
+    lines.push(format!(
+        "audit trail: chained lines to {}",
+        match config.audit.output {
+            crate::config::AuditOutput::Auto =>
+                "the journal when systemd runs otpd, else the log (auto)",
+            crate::config::AuditOutput::Journal => "the journal",
+            crate::config::AuditOutput::Log => "the log (standard error)",
+        }
+    ));
     lines.push(match config.anchor_dir() {
         Some(dir) => format!("rollback anchor: {}", dir.display()),
         None => "rollback anchor: none ([store] anchor_dir = \"\"): an older copy of the \
@@ -112,6 +131,8 @@ mod tests {
             [
                 "enrolment pages: off",
                 "text messages: off",
+                "metrics: off",
+                "audit trail: chained lines to the journal when systemd runs otpd, else the log (auto)",
                 "rollback anchor: /var/lib/otpd-anchor",
                 "store: sled in /var/lib/otpd/store",
             ]
