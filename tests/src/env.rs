@@ -457,9 +457,23 @@ impl TestEnv {
     /// Runs `otpd --config CONFIG ARGS…` as uid 65534 (through `setpriv`).
     pub fn otpd_as_nobody<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let otpd = self.copy_for_nobody(&programs::otpd_binary(), "otpd", 0o755);
-        let mut cmd = process::as_nobody(&otpd);
-        cmd.arg("--config").arg(&self.config).args(args);
-        let out = process::run(cmd, b"", COMMAND_TIMEOUT);
+        // A process another thread of the test forked while the copy was
+        // open for writing holds that descriptor until it execs: until then
+        // exec(2) of the copy fails with ETXTBSY ("Text file busy"). Tried
+        // again, a little later.
+        let mut tries = 0;
+        let out = loop {
+            let mut cmd = process::as_nobody(&otpd);
+            cmd.arg("--config").arg(&self.config).args(args);
+            let out = process::run(cmd, b"", COMMAND_TIMEOUT);
+            tries += 1;
+            if tries < 20 && out.status.code() == Some(126) && out.stderr.contains("Text file busy")
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            break out;
+        };
         secrets::remember_from_output(&out.stdout);
         out
     }

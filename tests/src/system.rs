@@ -353,10 +353,17 @@ pub fn verify_audit(env: &TestEnv, user: &str) -> Vec<String> {
         .collect()
 }
 
-/// When the daemon wrote `line` (its first field, an RFC 3339 timestamp),
-/// in seconds since the epoch; `None` for a line without one.
+/// When the daemon wrote `line` (its first field, an RFC 3339 timestamp,
+/// or an audit line's `time=`), in seconds since the epoch; `None` for a
+/// line without one.
 pub fn log_time(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?;
+    // An audit line (`otpd-audit seq=… time=…`) has it as `time=`.
+    let stamp = match line.strip_prefix("otpd-audit ") {
+        Some(audit) => audit
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("time="))?,
+        None => line.split_whitespace().next()?,
+    };
     let at = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
     Some(at.timestamp() as f64 + f64::from(at.timestamp_subsec_micros()) / 1e6)
 }

@@ -86,7 +86,8 @@ fn a_screen_locker_verifies_its_own_user_and_no_other() {
         .unwrap_or_else(|| panic!("no denial logged:\n{}", w.env.log()));
     assert!(
         denied.contains(&format!("uid={kim_uid}"))
-            && denied.contains("may only check codes of its own user, not of \"lou\""),
+            // The audit line's message is a JSON string: its quotes escaped.
+            && denied.contains("may only check codes of its own user, not of \\\"lou\\\""),
         "{denied}"
     );
     assert!(verify_outcomes(&w.env, "lou").is_empty());

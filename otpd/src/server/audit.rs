@@ -24,9 +24,9 @@ use zeroize::Zeroizing;
 pub const TARGET: &str = "otpd::audit";
 
 /// The least time between two writes of the head to the store: under a
-/// burst of logins the head is written about 20 times a second, not once
-/// per line.
-const PERSIST_EVERY: Duration = Duration::from_millis(50);
+/// burst of logins the head is written at most 5 times a second, not once
+/// per line (on a fleet, each write is a statement on the shared database).
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
 
 /// The running trail, once [`Trail::start`] has set it.
 static ACTIVE: RwLock<Option<Arc<Chain>>> = RwLock::new(None);
@@ -109,7 +109,7 @@ impl Chain {
     /// written, so that lines reach the log in the order of their numbers.
     fn append(&self, level: &str, fields: &[(String, Value)]) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         if state.closed {
             // After the stop line and the last head kept: not chained,
             // and without the marker, so that verify does not read it.
