@@ -630,3 +630,51 @@ fn pushes_sent_and_failed_are_counted() {
         assert!(!text.contains(absent), "{absent} in the scrape:\n{text}");
     }
 }
+
+/// A loopback port is anybody's: a local user who takes the metrics' port
+/// while otpd restarts must not stop logins. The daemon starts, logins
+/// work, and the metrics are served once the port is free again.
+#[test]
+fn a_metrics_port_taken_by_someone_else_does_not_stop_logins() {
+    if !require("metrics_port_taken", PAM) {
+        return;
+    }
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = squatter.local_addr().unwrap().port();
+    let mut env = TestEnv::without_daemon("metrics_port_taken", &Limits::default());
+    env.append_config(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    env.spawn_daemon();
+    let t = settled_now(30, 8);
+    let alice = env.enroll_active("alice-squat", &[], t - 30);
+    let login = env.pam_login("alice-squat", &alice.code_at(t), "198.51.100.9", "");
+    assert_eq!(login.outcome, PamOutcome::Success, "{}", login.output);
+    assert!(
+        env.run_log()
+            .contains("the metrics are not served (logins are)"),
+        "{}",
+        env.run_log()
+    );
+    // The port is free again: served within the retry (10 s).
+    drop(squatter);
+    let started = Instant::now();
+    loop {
+        if env.run_log().contains(&format!(
+            "serving the metrics on http://127.0.0.1:{port}/metrics"
+        )) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "the metrics were never served after the port was freed:\n{}",
+            env.run_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = scrape(port);
+    // The login made while the port was taken is counted.
+    assert!(text.contains("outcome=\"success\""), "{text}");
+    println!(
+        "served {} ms after the port was freed",
+        started.elapsed().as_millis()
+    );
+}

@@ -270,6 +270,7 @@ pub async fn converse(
                 if let Ok(approval) = &approval {
                     handler.metrics().checked(
                         context.service(),
+                        caller.uid == 0,
                         "approve",
                         approval_name(approval),
                     );
@@ -432,7 +433,9 @@ async fn finish(
             other => outcome_name(*other),
         };
         audit_login_end(caller, conversation.user(), context, name);
-        handler.metrics().login_ended(context.service(), name);
+        handler
+            .metrics()
+            .login_ended(context.service(), caller.uid == 0, name);
         if *outcome == LoginOutcome::Success && context.to_remember() {
             // A second factor passed: its binding is remembered (when
             // `[remember]` names the service), before the login is told,

@@ -215,7 +215,11 @@ impl Metrics {
     }
 
     /// The label value of PAM service `service` (see the module's doc).
-    pub fn service_label(&self, service: &str) -> String {
+    /// Only a root caller's service takes a free slot (sshd, sudo, su,
+    /// login and the display managers run PAM as root): names a local user
+    /// sends are counted under their own label only once root's programs
+    /// used them, so that no user can fill the slots before sshd does.
+    pub fn service_label(&self, service: &str, from_root: bool) -> String {
         if service.is_empty() {
             return NO_SERVICE.to_owned();
         }
@@ -232,18 +236,19 @@ impl Metrics {
         if seen.iter().any(|s| s == service) {
             return service.to_owned();
         }
-        if seen.len() < MAX_SERVICES {
+        if from_root && seen.len() < MAX_SERVICES {
             seen.push(service.to_owned());
             return service.to_owned();
         }
         OTHER_SERVICE.to_owned()
     }
 
-    /// A login conversation ended with `outcome` (its audit line's).
-    pub fn login_ended(&self, service: &str, outcome: &'static str) {
+    /// A login conversation of a root caller (`from_root`) or another
+    /// ended with `outcome` (its audit line's).
+    pub fn login_ended(&self, service: &str, from_root: bool, outcome: &'static str) {
         self.logins
             .get_or_create(&vec![
-                ("service", self.service_label(service)),
+                ("service", self.service_label(service, from_root)),
                 ("outcome", outcome.to_owned()),
             ])
             .inc();
@@ -251,10 +256,10 @@ impl Metrics {
 
     /// A check of `op` (verify, confirm, approve) for `service` ended with
     /// `outcome` (its audit line's).
-    pub fn checked(&self, service: &str, op: &'static str, outcome: &str) {
+    pub fn checked(&self, service: &str, from_root: bool, op: &'static str, outcome: &str) {
         self.login_checks
             .get_or_create(&vec![
-                ("service", self.service_label(service)),
+                ("service", self.service_label(service, from_root)),
                 ("op", op.to_owned()),
                 ("outcome", outcome.to_owned()),
             ])
@@ -472,29 +477,40 @@ mod tests {
     #[test]
     fn service_labels_are_bounded_and_plain() {
         let metrics = Metrics::new(false);
-        assert_eq!(metrics.service_label("sshd"), "sshd");
-        assert_eq!(metrics.service_label(""), "none");
-        assert_eq!(metrics.service_label("a b"), "other");
-        assert_eq!(metrics.service_label("x\"}\n"), "other");
-        assert_eq!(metrics.service_label(&"s".repeat(33)), "other");
+        assert_eq!(metrics.service_label("sshd", true), "sshd");
+        assert_eq!(metrics.service_label("", true), "none");
+        assert_eq!(metrics.service_label("a b", true), "other");
+        assert_eq!(metrics.service_label("x\"}\n", true), "other");
+        assert_eq!(metrics.service_label(&"s".repeat(33), true), "other");
         for n in 0..100 {
-            metrics.service_label(&format!("svc{n}"));
+            metrics.service_label(&format!("svc{n}"), true);
         }
         let distinct: std::collections::BTreeSet<String> = (0..100)
-            .map(|n| metrics.service_label(&format!("svc{n}")))
-            .chain([metrics.service_label("sshd")])
+            .map(|n| metrics.service_label(&format!("svc{n}"), true))
+            .chain([metrics.service_label("sshd", true)])
             .collect();
         assert_eq!(distinct.len(), MAX_SERVICES + 1, "{distinct:?}");
         assert!(distinct.contains("other"));
         // The first ones seen keep their own.
-        assert_eq!(metrics.service_label("sshd"), "sshd");
+        assert_eq!(metrics.service_label("sshd", true), "sshd");
+    }
+
+    #[test]
+    fn a_local_user_cannot_take_the_service_slots_before_root_does() {
+        let metrics = Metrics::new(false);
+        for n in 0..MAX_SERVICES + 4 {
+            assert_eq!(metrics.service_label(&format!("a{n}"), false), "other");
+        }
+        assert_eq!(metrics.service_label("sshd", true), "sshd");
+        // A name root's programs use is the user's label too.
+        assert_eq!(metrics.service_label("sshd", false), "sshd");
     }
 
     #[test]
     fn the_scrape_names_every_metric_with_its_prefix_and_suffix() {
         let metrics = Metrics::new(false);
-        metrics.login_ended("sshd", "success");
-        metrics.checked("sshd", "verify", "wrong_code");
+        metrics.login_ended("sshd", true, "success");
+        metrics.checked("sshd", true, "verify", "wrong_code");
         metrics.throttled(true, false);
         metrics.login_step(Duration::from_millis(3));
         let dir = tempfile::tempdir().unwrap();

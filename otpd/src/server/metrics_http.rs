@@ -79,29 +79,62 @@ impl Running {
     }
 }
 
-impl Bound {
-    /// Serves `handler`'s metrics on a thread of its own until stopped.
-    pub fn serve(self, handler: Arc<Handler>) -> Result<Running, ServeError> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("otpd-metrics".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .thread_name("otpd-metrics")
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::error!("cannot start the metrics' runtime: {e}");
-                        return;
+/// How long the metrics' thread waits before it tries again to bind an
+/// address that was in use.
+const BIND_RETRY: Duration = Duration::from_secs(10);
+
+/// Serves `handler`'s metrics on `listen`, on a thread of its own, until
+/// stopped. When the address cannot be bound (a port another program
+/// holds), the thread logs why and tries again every [`BIND_RETRY`]: the
+/// daemon serves logins meanwhile.
+pub fn start(listen: MetricsListen, handler: Arc<Handler>) -> Result<Running, ServeError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("otpd-metrics".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("otpd-metrics")
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!("cannot start the metrics' runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                tokio::pin!(stopped);
+                let mut failures = 0u32;
+                let bound = loop {
+                    match bind(&listen) {
+                        Ok(bound) => {
+                            if failures > 0 {
+                                tracing::warn!("[metrics] listen: {listen} is served now");
+                            }
+                            break bound;
+                        }
+                        Err(e) => {
+                            if failures == 0 {
+                                tracing::error!(
+                                    "{e}; the metrics are not served (logins are), trying again \
+                                     every {} s",
+                                    BIND_RETRY.as_secs()
+                                );
+                            }
+                            failures = failures.saturating_add(1);
+                            tokio::select! {
+                                _ = &mut stopped => return,
+                                _ = tokio::time::sleep(BIND_RETRY) => {}
+                            }
+                        }
                     }
                 };
-                runtime.block_on(run(self, handler, stopped));
-            })
-            .map_err(|e| ServeError(format!("cannot start the metrics' thread: {e}")))?;
-        Ok(Running { stop, thread })
-    }
+                run(bound, handler, stopped.as_mut()).await;
+            });
+        })
+        .map_err(|e| ServeError(format!("cannot start the metrics' thread: {e}")))?;
+    Ok(Running { stop, thread })
 }
 
 /// The listener inside the runtime, of either kind.
@@ -125,7 +158,11 @@ impl Listener {
     }
 }
 
-async fn run(bound: Bound, handler: Arc<Handler>, stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn run(
+    bound: Bound,
+    handler: Arc<Handler>,
+    mut stopped: std::pin::Pin<&mut tokio::sync::oneshot::Receiver<()>>,
+) {
     let (listener, path) = match bound {
         Bound::Tcp(l) => (
             tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
@@ -153,14 +190,13 @@ async fn run(bound: Bound, handler: Arc<Handler>, stopped: tokio::sync::oneshot:
     let counting = tokio::spawn(count_users(handler.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(stopped);
     loop {
         let slot = tokio::select! {
-            _ = &mut stopped => break,
+            _ = stopped.as_mut() => break,
             slot = slots.clone().acquire_owned() => slot,
         };
         let accepted = tokio::select! {
-            _ = &mut stopped => break,
+            _ = stopped.as_mut() => break,
             accepted = listener.accept() => accepted,
         };
         match (slot, accepted) {

@@ -99,10 +99,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             ),
             None => None,
         };
-        // The metrics likewise: their own thread from here on.
+        // The metrics on a thread of their own. Unlike the pages, an
+        // address that cannot be bound does not stop the daemon: any local
+        // user can take a loopback port while otpd restarts, and logins
+        // must not depend on it. The thread logs it and tries again.
         #[cfg(feature = "web")]
         let metrics = match config.metrics.address().map_err(ServeError)? {
-            Some(listen) => Some(metrics_http::bind(&listen)?.serve(handler.clone())?),
+            Some(listen) => Some(metrics_http::start(listen, handler.clone())?),
             None => None,
         };
         // systemd's otpd.socket, or our own (standalone, or as installed

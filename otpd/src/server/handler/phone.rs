@@ -182,7 +182,8 @@ impl Handler {
     ) -> Response {
         let audit = |outcome: &str| {
             audit_verify(caller, user, service, rhost, Purpose::Login, outcome, None);
-            self.metrics.checked(service, "verify", outcome);
+            self.metrics
+                .checked(service, caller.uid == 0, "verify", outcome);
         };
         // Not enrolled, pending, no phone, not configured: one answer for
         // all, so that typing "sms" tells a stranger nothing about the user

@@ -52,7 +52,7 @@ impl Handler {
         };
         let audit = |outcome: &str| {
             audit_verify(caller, user, service, rhost, purpose, outcome, None);
-            self.metrics.checked(service, op, outcome);
+            self.metrics.checked(service, caller.uid == 0, op, outcome);
         };
         if purpose == Purpose::Login && code.expose().trim().eq_ignore_ascii_case("sms") {
             return self.login_sms(caller, user, source, own, service, rhost);
@@ -143,7 +143,8 @@ impl Handler {
                     line.outcome,
                     line.recovery_codes_left,
                 );
-                self.metrics.checked(service, op, line.outcome);
+                self.metrics
+                    .checked(service, caller.uid == 0, op, line.outcome);
             }
             if let Ok(Decision {
                 outcome: Outcome::Throttled { .. },
