@@ -1403,4 +1403,32 @@ mod tests {
         assert_eq!(map.len(), 1, "{map:?}");
         assert_eq!((map[0].serial.as_str(), map[0].line), ("1001", 2));
     }
+    #[test]
+    fn a_mac_key_shorter_than_16_bytes_is_refused() {
+        // Figure 6 with its MACKey an 8-byte key (aes128-cbc under the
+        // pre-shared key) and the Secret's ValueMAC made with it (Python's
+        // `cryptography` and `hmac`).
+        let key = unhex(FIGURE6_KEY);
+        let evil = FIGURE6
+            .replace(
+                "ESIzRFVmd4iZABEiM0RVZgKn6WjLaTC1sbeBMSvIhRejN9vJa2BOlSaMrR7I5wSX",
+                "AAECAwQFBgcICQoLDA0OD2M7oRnLKMDOPpixtCmEXcw=",
+            )
+            .replace(
+                "Su+NvtQfmvfJzF6bmQiJqoLRExc=",
+                "L9D0mwz4sLxxOINxBeVkglaR2Nc=",
+            );
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(
+            matches!(&e, PskcError::BadMac(m) if m.contains("16 bytes or more")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bom_before_the_map_header_is_not_a_mapping() {
+        let map = parse_map("\u{feff}serial,user\n1001,alice\n").unwrap();
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!((map[0].serial.as_str(), map[0].line), ("1001", 2));
+    }
 }
