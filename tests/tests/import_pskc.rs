@@ -335,7 +335,7 @@ fn a_vendor_batch_goes_to_users_by_serial_number() {
     let dry = env.otpd(&[&args[..], &["--dry-run"]].concat());
     println!("{dry}");
     assert_eq!(dry.code(), 1, "{dry}");
-    assert!(dry.stdout.contains("alice: would be imported"), "{dry}");
+    assert!(dry.stdout.contains("\"alice\": would be imported"), "{dry}");
     assert!(dry.stdout.contains("Dry run: nothing was changed"), "{dry}");
     assert!(env.list().is_empty(), "a dry run changes nothing");
 
@@ -347,14 +347,14 @@ fn a_vendor_batch_goes_to_users_by_serial_number() {
         "three users fail, the others are done: {out}"
     );
     for line in [
-        "alice: imported (TOTP 8 digits every 30 s; HOTP 6 digits, next counter 5)",
+        "\"alice\": imported (TOTP 8 digits every 30 s; HOTP 6 digits, next counter 5)",
         "note: device fob is the key of serial \"1001\" (key Id \"K1001\")",
         "note: device token-1002 is the key of serial \"1002\" (key Id \"K1002\")",
-        "carol: cannot import: serial \"1003\" (key Id \"K1003\"): its algorithm \"urn:ietf:params:xml:ns:keyprov:pskc#OCRA-1:HOTP-SHA1-6:QN08\" is neither HOTP nor TOTP",
-        "dave: cannot import: serial \"1004\" (key Id \"K1004\"): its Time (T0) is 1000: otpd counts time steps from the Unix epoch (T0 = 0) only",
-        "erin: cannot import: ",
+        "\"carol\": cannot import: serial \"1003\" (key Id \"K1003\"): its algorithm \"urn:ietf:params:xml:ns:keyprov:pskc#OCRA-1:HOTP-SHA1-6:QN08\" is neither HOTP nor TOTP",
+        "\"dave\": cannot import: serial \"1004\" (key Id \"K1004\"): its Time (T0) is 1000: otpd counts time steps from the Unix epoch (T0 = 0) only",
+        "\"erin\": cannot import: ",
         "line 7: serial \"7777\" is not in ",
-        "frank: imported (TOTP 6 digits every 60 s, window ±3)",
+        "\"frank\": imported (TOTP 6 digits every 60 s, window ±3)",
         "its TimeDrift of -2 steps is taken up by a window of ±3 steps",
         "serial \"1005\" (key Id \"K1005\"): on no line of ",
         "1 key of ",
@@ -405,11 +405,11 @@ fn a_vendor_batch_goes_to_users_by_serial_number() {
     // Again: alice and frank are left alone; with --replace they are
     // replaced, and the HOTP code used in otpd stays used.
     let again = env.otpd(&args);
-    assert!(again.stdout.contains("alice: left alone"), "{again}");
+    assert!(again.stdout.contains("\"alice\": left alone"), "{again}");
     let replaced = env.otpd(&[&args[..], &["--replace"]].concat());
     println!("{replaced}");
     assert!(
-        replaced.stdout.contains("alice: imported, replacing"),
+        replaced.stdout.contains("\"alice\": imported, replacing"),
         "{replaced}"
     );
     assert_eq!(
@@ -511,5 +511,110 @@ fn a_wrong_mac_anywhere_refuses_the_whole_file() {
         2,
     );
     assert!(out.stderr.contains("line 1: not serial,user"), "{out}");
+    assert!(env.list().is_empty());
+}
+
+/// Review 22's attack files: a secret in clear put in an encrypted file
+/// (alone, and before the real encrypted one), the same file stripped to
+/// clear and given with the key, a MAC key forged to nothing with an 8-byte
+/// AES key wrap, and one key's encrypted secret and MAC copied under
+/// another serial. Each imports nothing (exit 2) and `otpd list` stays
+/// empty.
+#[test]
+fn an_encrypted_file_with_a_value_in_clear_or_a_forged_mac_key_imports_nothing() {
+    if !require("pskc_attack_files", &[]) {
+        return;
+    }
+    remember_secrets();
+    let env = TestEnv::start("pskc_attacks");
+    // 20 bytes "AAAA…": a secret of the attacker's choosing.
+    const CHOSEN: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+    let figure6 = std::fs::read_to_string(fixture("rfc6030-figure6.pskcxml")).unwrap();
+    let batch = std::fs::read_to_string(fixture("batch-aes256.pskcxml")).unwrap();
+    let cut = |text: &str, start: &str, end: &str| {
+        let a = text.find(start).unwrap();
+        let b = text.find(end).unwrap() + end.len();
+        (a, b)
+    };
+    let (a, b) = cut(&figure6, "<Secret>", "</Secret>");
+    let plain = format!(
+        "{}<Secret><PlainValue>{CHOSEN}</PlainValue></Secret>{}",
+        &figure6[..a],
+        &figure6[b..]
+    );
+    let before = figure6.replacen(
+        "<Secret>",
+        &format!("<Secret><PlainValue>{CHOSEN}</PlainValue></Secret><Secret>"),
+        1,
+    );
+    let (a, b) = cut(&plain, "<EncryptionKey>", "</EncryptionKey>");
+    let stripped = format!("{}{}", &plain[..a], &plain[b..]);
+    let (a, b) = cut(&stripped, "<MACMethod", "</MACMethod>");
+    let stripped = format!("{}{}", &stripped[..a], &stripped[b..]);
+    let secret_of = |serial: &str| {
+        let at = batch
+            .find(&format!("<SerialNo>{serial}</SerialNo>"))
+            .unwrap();
+        let a = at + batch[at..].find("<Secret>").unwrap();
+        let b = at + batch[at..].find("</Secret>").unwrap() + "</Secret>".len();
+        (a, b)
+    };
+    let ((a1, b1), (a2, b2)) = (secret_of("1001"), secret_of("1002"));
+    let duplicated = format!("{}{}{}", &batch[..a1], &batch[a2..b2], &batch[b1..]);
+
+    let figure6_key = env.dir.join("figure6.key");
+    std::fs::write(&figure6_key, format!("{FIGURE6_KEY}\n")).unwrap();
+    let batch_key = fixture("batch.key");
+    let mut cases = Vec::new();
+    for (name, text, key, what) in [
+        ("plain.pskcxml", &plain, &figure6_key, "is in clear"),
+        ("before.pskcxml", &before, &figure6_key, "two Secret"),
+        (
+            "stripped.pskcxml",
+            &stripped,
+            &figure6_key,
+            "names no EncryptionKey",
+        ),
+        ("duplicated.pskcxml", &duplicated, &batch_key, "same secret"),
+    ] {
+        let file = env.dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        cases.push((file, key.clone(), what));
+    }
+    cases.push((
+        fixture("evil-kw-mackey.pskcxml"),
+        batch_key.clone(),
+        "the MAC key does not decrypt",
+    ));
+    for (file, key, what) in &cases {
+        let out = env.otpd(&[
+            "import",
+            "pskc",
+            path(file),
+            "--user",
+            "alice",
+            "--key-file",
+            path(key),
+        ]);
+        println!("{out}");
+        assert_eq!(out.code(), 2, "{}: {out}", file.display());
+        assert!(out.stderr.contains(what), "missing {what:?}: {out}");
+        assert!(out.stderr.contains("nothing was imported"), "{out}");
+        assert_no_secret(&out);
+        assert!(
+            env.list().is_empty(),
+            "{}: nothing was imported",
+            file.display()
+        );
+    }
+    // The file stripped to clear, given with --password.
+    let out = import_with_stdin(
+        &env,
+        &[path(&cases[2].0), "--user", "alice", "--password"],
+        b"qwerty\n",
+    );
+    println!("{out}");
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(out.stderr.contains("names no EncryptionKey"), "{out}");
     assert!(env.list().is_empty());
 }

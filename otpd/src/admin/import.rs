@@ -22,6 +22,9 @@ struct Tally {
     replaced: usize,
     left_alone: usize,
     failed: usize,
+    /// User names came from a file (the map of `import pskc`): shown
+    /// quoted and escaped, so that one cannot pass for another.
+    quote_users: bool,
 }
 
 impl Tally {
@@ -53,7 +56,16 @@ impl Tally {
 
     fn fail(&mut self, who: &str, why: &str) {
         self.failed += 1;
-        say!("{who}: cannot import: {why}");
+        say!("{}: cannot import: {why}", self.who(who));
+    }
+
+    /// A user name as the report shows it.
+    fn who(&self, user: &str) -> String {
+        if self.quote_users {
+            format!("{user:?}")
+        } else {
+            user.to_owned()
+        }
     }
 }
 
@@ -218,13 +230,13 @@ fn send(
     match result {
         ImportResult::Created => {
             tally.created += 1;
-            say!("{}: {would}imported ({})", u.user, describe(u));
+            say!("{}: {would}imported ({})", tally.who(&u.user), describe(u));
         }
         ImportResult::Replaced => {
             tally.replaced += 1;
             say!(
                 "{}: {would}imported, replacing the user's otpd enrolment ({})",
-                u.user,
+                tally.who(&u.user),
                 describe(u)
             );
         }
@@ -232,7 +244,7 @@ fn send(
             tally.left_alone += 1;
             say!(
                 "{}: left alone: already enrolled in otpd (--replace to overwrite)",
-                u.user
+                tally.who(&u.user)
             );
         }
     }
@@ -454,7 +466,10 @@ pub fn import_pskc(
         }
     }
 
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        quote_users: map.is_some(),
+        ..Tally::default()
+    };
     for PlannedUser {
         user: name,
         devices: entries,

@@ -169,6 +169,8 @@ pub fn parse(xml: &str, unlock: &Unlock<'_>) -> Result<PskcFile, PskcError> {
     }
     let crypto = Crypto::of_container(root, unlock)?;
     let mut keys = Vec::new();
+    // Each key's secret, to find two keys of the same secret.
+    let mut secrets: Vec<(Zeroizing<Vec<u8>>, usize)> = Vec::new();
     for package in elements(root, "KeyPackage") {
         let serial = child(package, "DeviceInfo")
             .and_then(|info| child(info, "SerialNo"))
@@ -176,6 +178,9 @@ pub fn parse(xml: &str, unlock: &Unlock<'_>) -> Result<PskcFile, PskcError> {
         for key in elements(package, "Key") {
             let id = key.attribute("Id").unwrap_or("").to_owned();
             let data = DataValues::of_key(key, &crypto)?;
+            if let Ok(Some(secret)) = data.secret() {
+                secrets.push((secret, keys.len()));
+            }
             keys.push(PskcKey {
                 id,
                 serial: serial.clone(),
@@ -185,6 +190,23 @@ pub fn parse(xml: &str, unlock: &Unlock<'_>) -> Result<PskcFile, PskcError> {
     }
     if keys.is_empty() {
         return Err(PskcError::Unreadable("the file holds no key".into()));
+    }
+    // The MACs cover the values, not the key they are under: one key's
+    // encrypted secret and MAC copied under a second serial pass them.
+    // Two tokens never share a secret, so such a file is refused. Sorted,
+    // not compared pair by pair: a batch holds thousands of keys.
+    secrets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = secrets.windows(2).find(|p| p[0].0 == p[1].0) {
+        let (first, second) = if pair[0].1 < pair[1].1 {
+            (pair[0].1, pair[1].1)
+        } else {
+            (pair[1].1, pair[0].1)
+        };
+        return Err(PskcError::BadMac(format!(
+            "{} and {} have the same secret: the file was altered (a value copied from one key to another passes its MAC), and otpd refuses it",
+            keys[first].label(),
+            keys[second].label()
+        )));
     }
     Ok(PskcFile { keys, notes })
 }
@@ -258,6 +280,14 @@ impl Cipher {
             Cipher::AesCbc(24) => cbc_decrypt::<aes::Aes192>(key, data),
             Cipher::AesCbc(32) => cbc_decrypt::<aes::Aes256>(key, data),
             Cipher::AesKeyWrap(n) => {
+                // RFC 3394 wraps two 64-bit blocks or more, after its
+                // 64-bit check block: 24 bytes or more, a multiple of 8.
+                // aes_kw unwraps 8 bytes (the check block alone) to an
+                // empty key under any key, which would let a file forge an
+                // empty MAC key.
+                if data.len() < 24 || !data.len().is_multiple_of(8) {
+                    return None;
+                }
                 let mut out = Zeroizing::new(vec![0u8; data.len()]);
                 let len = match n {
                     16 => aes_kw::KwAes128::new_from_slice(key)
@@ -385,11 +415,26 @@ struct Crypto {
     mac: Option<(Hmac, Zeroizing<Vec<u8>>)>,
 }
 
+/// The shortest MAC key taken from a file's `MACKey`.
+const MIN_MAC_KEY_LEN: usize = 16;
+
 const PBKDF2_URI: &str = "http://www.rsasecurity.com/rsalabs/pkcs/schemas/pkcs-5v2-0#pbkdf2";
 
 impl Crypto {
     fn of_container(root: Node<'_, '_>, unlock: &Unlock<'_>) -> Result<Crypto, PskcError> {
         let Some(encryption) = child(root, "EncryptionKey") else {
+            // A key or password for a file in clear: the file may have been
+            // stripped of its encryption (and so of its MACs) on the way.
+            let given = match unlock {
+                Unlock::Nothing => None,
+                Unlock::PreSharedKey(_) => Some("--key-file"),
+                Unlock::Password(_) => Some("--password"),
+            };
+            if let Some(given) = given {
+                return Err(PskcError::NeedsKey(format!(
+                    "{given} was given, but the file names no EncryptionKey: its values are in clear and nothing in it is MAC-checked. A vendor's encrypted file may have been stripped to clear on the way; if the file is meant to be in clear, import it without {given}"
+                )));
+            }
             return Ok(Crypto {
                 key: None,
                 key_kind: "no key",
@@ -445,11 +490,20 @@ impl Crypto {
                     Some(mac_key) => {
                         let (cipher, data) = encrypted_data(mac_key)?;
                         check_key_len(cipher, &key, key_kind)?;
-                        cipher.decrypt(&key, &data).ok_or_else(|| {
-                            PskcError::BadMac(format!(
-                                "the MAC key does not decrypt: the {key_kind} is wrong, or the file was altered"
-                            ))
-                        })?
+                        // At least 16 bytes (128 bits, as the weakest
+                        // cipher's key): an empty or short MAC key, known
+                        // or guessable, would let anyone write the MACs.
+                        // Not the HMAC's output length: RFC 6030's own
+                        // Figure 6 keys HMAC-SHA1 with 20 bytes, and
+                        // vendors key HMAC-SHA256 with 20 as well.
+                        cipher
+                            .decrypt(&key, &data)
+                            .filter(|k| k.len() >= MIN_MAC_KEY_LEN)
+                            .ok_or_else(|| {
+                                PskcError::BadMac(format!(
+                                    "the MAC key does not decrypt to a key of {MIN_MAC_KEY_LEN} bytes or more: the {key_kind} is wrong, or the file was altered"
+                                ))
+                            })?
                     }
                 };
                 Some((hmac, mac_key))
@@ -620,19 +674,54 @@ impl DataValues {
     /// the key's `Data`, also those otpd does not use: one wrong MAC
     /// anywhere refuses the file.
     fn of_key(key: Node<'_, '_>, crypto: &Crypto) -> Result<DataValues, PskcError> {
-        let mut values = Vec::new();
-        let Some(data) = child(key, "Data") else {
+        let mut values: Vec<(String, DataValue)> = Vec::new();
+        let id = shown(key.attribute("Id").unwrap_or(""));
+        // One Data, one element of each name, one value in each: a second
+        // one (a Secret in clear before the encrypted one) would otherwise
+        // be read in place of the MAC-checked one, or beside it.
+        let mut data_elements = elements(key, "Data");
+        let Some(data) = data_elements.next() else {
             return Ok(DataValues(values));
         };
+        if data_elements.next().is_some() {
+            return Err(PskcError::Unreadable(format!(
+                "key Id {id} has more than one Data: which one holds its values cannot be told"
+            )));
+        }
         for element in data.children().filter(|c| c.is_element()) {
             let name = element.tag_name().name().to_owned();
-            let what = format!(
-                "the {name} of key Id {}",
-                shown(key.attribute("Id").unwrap_or(""))
-            );
+            let what = format!("the {name} of key Id {id}");
+            if data
+                .children()
+                .filter(|c| c.is_element() && c.tag_name().name() == name)
+                .nth(1)
+                .is_some()
+            {
+                return Err(PskcError::Unreadable(format!(
+                    "key Id {id} has two {name}: which one holds its value cannot be told"
+                )));
+            }
+            let encrypted = elements(element, "EncryptedValue").count();
+            let plain = elements(element, "PlainValue").count();
+            if encrypted + plain > 1 {
+                return Err(PskcError::Unreadable(format!(
+                    "{what} has more than one value (PlainValue or EncryptedValue)"
+                )));
+            }
             let value = if let Some(encrypted) = child(element, "EncryptedValue") {
                 DataValue::Decrypted(crypto.open(encrypted, child(element, "ValueMAC"), &what)?)
             } else if let Some(plain) = child(element, "PlainValue") {
+                // A value in clear is not MAC-checked: in an encrypted
+                // file the Secret must be encrypted. Counter, Time,
+                // TimeInterval and TimeDrift may be in clear (vendors and
+                // RFC 6030's examples write them so); like the algorithm,
+                // digits and serial number, nothing in the file protects
+                // them (docs/security.md says so).
+                if name == "Secret" && crypto.key.is_some() {
+                    return Err(PskcError::BadMac(format!(
+                        "{what} is in clear in an encrypted file: a value in clear has no MAC, and otpd refuses the file"
+                    )));
+                }
                 DataValue::Plain(Zeroizing::new(text_of(plain).to_owned()))
             } else {
                 continue;
@@ -838,8 +927,14 @@ pub struct MapLine {
 /// Reads the map: one `serial,user[,device]` per line; blank lines and
 /// lines starting with `#` are skipped, and so is a first line
 /// `serial,user…` (a header). Fields are trimmed; there is no quoting
-/// (serial numbers, user and device names hold no comma).
+/// (serial numbers, user and device names hold no comma). A byte order
+/// mark at the start (spreadsheets write one) is skipped; a field with a
+/// character that does not print (control, or Unicode's format category
+/// Cf: a zero-width space, a bidi override …) is refused, so that a name
+/// cannot look like another on the screen.
 pub fn parse_map(text: &str) -> Result<Vec<MapLine>, String> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines: Vec<MapLine> = Vec::new();
     let mut first = true;
     for (index, raw) in text.lines().enumerate() {
@@ -847,6 +942,15 @@ pub fn parse_map(text: &str) -> Result<Vec<MapLine>, String> {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
+        }
+        if let Some(c) = line.chars().find(|c| {
+            (c.is_control() && !c.is_whitespace())
+                || c.general_category() == GeneralCategory::Format
+        }) {
+            return Err(format!(
+                "line {n}: it holds the character U+{:04X}, which does not print: retype the line",
+                u32::from(c)
+            ));
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if std::mem::take(&mut first) && fields[0].eq_ignore_ascii_case("serial") {
@@ -1161,5 +1265,170 @@ mod tests {
             default_device_name(&key(Some(&"9".repeat(60)), "x")).len(),
             crate::core::names::MAX_DEVICE_LEN
         );
+    }
+    // ---- review 22's findings: each test failed on the code before its fix ----
+
+    /// 20 bytes "AAAA…" in base64: a secret an attacker chose.
+    const CHOSEN_B64: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+
+    /// `xml` with its (first) `<Secret>…</Secret>` made a PlainValue.
+    fn with_plain_secret(xml: &str, open: &str, close: &str) -> String {
+        let a = xml.find(open).unwrap();
+        let b = xml.find(close).unwrap() + close.len();
+        format!(
+            "{}{open}<PlainValue>{CHOSEN_B64}</PlainValue>{close}{}",
+            &xml[..a],
+            &xml[b..]
+        )
+    }
+
+    #[test]
+    fn a_secret_in_clear_in_an_encrypted_file_is_refused() {
+        let key = unhex(FIGURE6_KEY);
+        let evil = with_plain_secret(FIGURE6, "<Secret>", "</Secret>");
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the Secret of key Id \"12345678\" is in clear"),
+            "{e}"
+        );
+        let evil = with_plain_secret(FIGURE7, "<pskc:Secret>", "</pskc:Secret>")
+            .replace("<PlainValue>", "<pskc:PlainValue>")
+            .replace("</PlainValue>", "</pskc:PlainValue>");
+        let e = parse(&evil, &Unlock::Password(b"qwerty")).unwrap_err();
+        assert!(e.to_string().contains("is in clear"), "{e}");
+    }
+
+    #[test]
+    fn a_key_or_password_for_a_file_in_clear_is_refused() {
+        let key = unhex(FIGURE6_KEY);
+        let evil = with_plain_secret(FIGURE6, "<Secret>", "</Secret>");
+        let evil = regex_free_remove(&evil, "<EncryptionKey>", "</EncryptionKey>");
+        let evil = regex_free_remove(&evil, "<MACMethod", "</MACMethod>");
+        assert!(parse(&evil, &Unlock::Nothing).is_ok());
+        for unlock in [Unlock::PreSharedKey(&key), Unlock::Password(b"qwerty")] {
+            let e = parse(&evil, &unlock).unwrap_err();
+            assert!(
+                matches!(&e, PskcError::NeedsKey(m) if m.contains("names no EncryptionKey")),
+                "{e}"
+            );
+        }
+        assert!(parse(FIGURE3, &Unlock::PreSharedKey(&key)).is_err());
+    }
+
+    #[test]
+    fn a_secret_in_clear_before_the_encrypted_one_is_refused() {
+        let key = unhex(FIGURE6_KEY);
+        let evil = FIGURE6.replacen(
+            "<Secret>",
+            &format!("<Secret><PlainValue>{CHOSEN_B64}</PlainValue></Secret><Secret>"),
+            1,
+        );
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(e.to_string().contains("two Secret"), "{e}");
+        // The same in a Data of its own before the real one.
+        let evil = FIGURE6.replacen(
+            "<Data>",
+            &format!("<Data><Secret><PlainValue>{CHOSEN_B64}</PlainValue></Secret></Data><Data>"),
+            1,
+        );
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(e.to_string().contains("more than one Data"), "{e}");
+        // Both values in one Secret.
+        let evil = FIGURE6.replacen(
+            "<Secret>",
+            &format!("<Secret><PlainValue>{CHOSEN_B64}</PlainValue>"),
+            1,
+        );
+        assert!(parse(&evil, &Unlock::PreSharedKey(&key)).is_err());
+    }
+
+    #[test]
+    fn an_aes_key_wrap_shorter_than_24_bytes_does_not_decrypt() {
+        // RFC 3394 wraps 2 blocks or more: 8 bytes (the check block alone)
+        // would unwrap to nothing under any key.
+        for key_len in [16, 24, 32] {
+            let key = vec![0x55u8; key_len];
+            assert!(Cipher::AesKeyWrap(key_len)
+                .decrypt(&key, &[0xA6; 8])
+                .is_none());
+            assert!(Cipher::AesKeyWrap(key_len)
+                .decrypt(&key, &[0xA6; 16])
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn a_mac_key_forged_to_nothing_is_refused() {
+        const EVIL: &str = include_str!("../../../tests/fixtures/pskc/evil-kw-mackey.pskcxml");
+        let key = unhex(BATCH_KEY);
+        let e = parse(EVIL, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(
+            matches!(&e, PskcError::BadMac(m) if m.contains("MAC key does not decrypt")),
+            "{e}"
+        );
+        let e = parse(EVIL, &Unlock::PreSharedKey(&[7u8; 32])).unwrap_err();
+        assert!(matches!(e, PskcError::BadMac(_)), "{e}");
+    }
+
+    #[test]
+    fn two_keys_with_the_same_secret_refuse_the_file() {
+        let key = unhex(BATCH_KEY);
+        // The Secret of 1002 (ciphertext and MAC) put in 1001's place.
+        let secret = |xml: &str, serial: &str| {
+            let at = xml.find(&format!("<SerialNo>{serial}</SerialNo>")).unwrap();
+            let a = at + xml[at..].find("<Secret>").unwrap();
+            let b = at + xml[at..].find("</Secret>").unwrap() + "</Secret>".len();
+            (a, b)
+        };
+        let (a1, b1) = secret(BATCH, "1001");
+        let (a2, b2) = secret(BATCH, "1002");
+        let evil = format!("{}{}{}", &BATCH[..a1], &BATCH[a2..b2], &BATCH[b1..]);
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(
+            e.to_string().contains("serial \"1001\" (key Id \"K1001\")")
+                && e.to_string().contains("serial \"1002\" (key Id \"K1002\")")
+                && e.to_string().contains("same secret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn map_names_with_invisible_characters_and_a_bom() {
+        let e = parse_map("1001,alice\u{200b}\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("U+200B"), "{e}");
+        assert!(parse_map("1001,alice,fob\u{202e}\n").is_err());
+        assert!(parse_map("1001\u{feff},alice\n").is_err());
+        let map = parse_map("\u{feff}serial,user\n1001,alice\n").unwrap();
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!((map[0].serial.as_str(), map[0].line), ("1001", 2));
+    }
+    #[test]
+    fn a_mac_key_shorter_than_16_bytes_is_refused() {
+        // Figure 6 with its MACKey an 8-byte key (aes128-cbc under the
+        // pre-shared key) and the Secret's ValueMAC made with it (Python's
+        // `cryptography` and `hmac`).
+        let key = unhex(FIGURE6_KEY);
+        let evil = FIGURE6
+            .replace(
+                "ESIzRFVmd4iZABEiM0RVZgKn6WjLaTC1sbeBMSvIhRejN9vJa2BOlSaMrR7I5wSX",
+                "AAECAwQFBgcICQoLDA0OD2M7oRnLKMDOPpixtCmEXcw=",
+            )
+            .replace(
+                "Su+NvtQfmvfJzF6bmQiJqoLRExc=",
+                "L9D0mwz4sLxxOINxBeVkglaR2Nc=",
+            );
+        let e = parse(&evil, &Unlock::PreSharedKey(&key)).unwrap_err();
+        assert!(
+            matches!(&e, PskcError::BadMac(m) if m.contains("16 bytes or more")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bom_before_the_map_header_is_not_a_mapping() {
+        let map = parse_map("\u{feff}serial,user\n1001,alice\n").unwrap();
+        assert_eq!(map.len(), 1, "{map:?}");
+        assert_eq!((map[0].serial.as_str(), map[0].line), ("1001", 2));
     }
 }
