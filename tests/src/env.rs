@@ -457,23 +457,9 @@ impl TestEnv {
     /// Runs `otpd --config CONFIG ARGS…` as uid 65534 (through `setpriv`).
     pub fn otpd_as_nobody<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         let otpd = self.copy_for_nobody(&programs::otpd_binary(), "otpd", 0o755);
-        // A process another thread of the test forked while the copy was
-        // open for writing holds that descriptor until it execs: until then
-        // exec(2) of the copy fails with ETXTBSY ("Text file busy"). Tried
-        // again, a little later.
-        let mut tries = 0;
-        let out = loop {
-            let mut cmd = process::as_nobody(&otpd);
-            cmd.arg("--config").arg(&self.config).args(args);
-            let out = process::run(cmd, b"", COMMAND_TIMEOUT);
-            tries += 1;
-            if tries < 20 && out.status.code() == Some(126) && out.stderr.contains("Text file busy")
-            {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            break out;
-        };
+        let mut cmd = process::as_nobody(&otpd);
+        cmd.arg("--config").arg(&self.config).args(args);
+        let out = process::run(cmd, b"", COMMAND_TIMEOUT);
         secrets::remember_from_output(&out.stdout);
         out
     }
@@ -487,7 +473,22 @@ impl TestEnv {
         let copy = bin.join(name);
         if !copy.exists() {
             let partial = bin.join(format!(".{name}.{:?}", std::thread::current().id()));
-            std::fs::copy(source, &partial).expect("copy a binary");
+            // Copied by `cp`, not by this process: a child that another
+            // thread of the test forks while the copy is open for writing
+            // would hold that descriptor until it execs, and exec(2) of the
+            // copy would fail with ETXTBSY ("Text file busy"; seen in CI).
+            let copied = Command::new("cp")
+                .arg("--")
+                .arg(source)
+                .arg(&partial)
+                .status()
+                .expect("run cp");
+            assert!(
+                copied.success(),
+                "cp {} {}: {copied}",
+                source.display(),
+                partial.display()
+            );
             std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(mode))
                 .expect("chmod the copy");
             std::fs::rename(&partial, &copy).expect("rename the copy");
