@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,6 @@ pub struct TestEnv {
     /// inside a [`crate::system::PrivateHost`] and resolves its users.
     pub launcher: Vec<OsString>,
     daemon: Option<ChildGuard>,
-    services: AtomicU32,
     /// Logs besides [`TestEnv::daemon_log`] that the secrets check at the
     /// end reads too ([`TestEnv::scan_also`]).
     other_logs: Mutex<Vec<PathBuf>>,
@@ -169,7 +168,6 @@ impl TestEnv {
             state_dir,
             launcher: Vec::new(),
             daemon: None,
-            services: AtomicU32::new(0),
             other_logs: Mutex::new(Vec::new()),
             run_from: 0,
         }
@@ -554,9 +552,20 @@ impl TestEnv {
     }
 
     /// A PAM service whose stack is `stack`, in this env's service dir.
+    ///
+    /// Its name is unique in the whole test process (and across
+    /// processes: the pid), not only in this env: libpam_wrapper 1.1.4
+    /// copies each process's service dir into `/tmp/pam.X`, where X is one
+    /// of 62 characters picked from the pid, and two pamtesters started at
+    /// once can pick the same directory. With the same service name in two
+    /// envs, one login then read the other env's file and went to the
+    /// other test's daemon (seen in CI: a stranger's guess that never
+    /// reached its daemon).
     pub fn pam_stack(&self, stack: &str) -> PamService {
-        let n = self.services.fetch_add(1, Ordering::SeqCst);
-        PamService::create(&self.dir.join("pam.d"), &format!("otptest{n}"), stack)
+        static ALL: AtomicUsize = AtomicUsize::new(0);
+        let n = ALL.fetch_add(1, Ordering::SeqCst);
+        let name = format!("otptest{}x{n}", std::process::id());
+        PamService::create(&self.dir.join("pam.d"), &name, stack)
     }
 
     /// `auth required MODULE socket=SOCKET EXTRA` as a service.
