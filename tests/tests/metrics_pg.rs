@@ -65,6 +65,19 @@ fn settled_gauges(port: u16, when: &str) -> Gauges {
     }
 }
 
+/// The next user's login with a right code, which must fail closed
+/// (PAM_AUTHINFO_UNAVAIL: the database does not answer).
+fn login_fails_closed(host: &TestEnv, users: &mut impl Iterator<Item = Enrollment>) {
+    let user = users.next().expect("users");
+    let login = host.pam_login(&user.user, &user.code_at(unix_now()), "192.0.2.7", "");
+    assert_eq!(
+        login.outcome,
+        PamOutcome::AuthInfoUnavail,
+        "{}",
+        login.output
+    );
+}
+
 /// Sends `signal` to every process of the fleet's PostgreSQL server.
 fn signal_server(fleet: &Fleet, signal: i32) -> usize {
     let pids = fleet.cluster.server_processes();
@@ -166,19 +179,7 @@ fn the_postgres_gauges_follow_the_pool_an_outage_and_a_hang() {
 
     // Stopped: the next login fails closed, and the gauge says so.
     fleet.cluster.stop();
-    let down_user = users.next().expect("users");
-    let login = host.pam_login(
-        &down_user.user,
-        &down_user.code_at(unix_now()),
-        "192.0.2.7",
-        "",
-    );
-    assert_eq!(
-        login.outcome,
-        PamOutcome::AuthInfoUnavail,
-        "{}",
-        login.output
-    );
+    login_fails_closed(host, &mut users);
     let down = settled_gauges(port, "database stopped, after a login");
     assert_eq!(down.up, 0.0, "otpd_postgres_up with the database stopped");
     assert_eq!(down.in_use, 0.0, "{down:?}");
@@ -196,19 +197,7 @@ fn the_postgres_gauges_follow_the_pool_an_outage_and_a_hang() {
     let stopped = signal_server(&fleet, libc::SIGSTOP);
     println!("{stopped} server processes stopped (SIGSTOP)");
     let resume = Resume(&fleet);
-    let hung_user = users.next().expect("users");
-    let login = host.pam_login(
-        &hung_user.user,
-        &hung_user.code_at(unix_now()),
-        "192.0.2.7",
-        "",
-    );
-    assert_eq!(
-        login.outcome,
-        PamOutcome::AuthInfoUnavail,
-        "{}",
-        login.output
-    );
+    login_fails_closed(host, &mut users);
     let hung = gauges(port, "database hung, after a login");
     assert_eq!(hung.up, 0.0, "otpd_postgres_up with the database hung");
     drop(resume);
